@@ -1,0 +1,2 @@
+/** The test projects, one per workspace; the root `vitest.config.ts` imports this list. */
+export const projects = ["packages/core", "packages/strategies", "packages/providers", "packages/server", "examples"]

@@ -1,0 +1,83 @@
+/**
+ * Decision: what the router did with one request and why — the pool, the candidates, every
+ * exclusion with its reason, the strategy, each attempt and its outcome, tokens and timing. It is
+ * returned with every response, recorded on the trace, and kept in the audit log.
+ */
+import type { Exclusion } from "./Errors.js"
+
+/** One attempt on one upstream. */
+export interface AttemptRecord {
+  readonly attempt: number
+  readonly pool: string
+  readonly upstream: string
+  readonly outcome: "success" | "failure" | "interrupted"
+  readonly latencyMs: number
+  /** The upstream's HTTP status, when it answered with an error. */
+  readonly status?: number
+  readonly error?: string
+}
+
+/** What the router did with one request. */
+export interface Decision {
+  readonly requestId: string
+  readonly operation: "chat" | "embeddings"
+  readonly stream: boolean
+  /** The model the client asked for. */
+  readonly model: string
+  /** The pools tried, in order (the first is the matched pool, the rest fallbacks). */
+  readonly pools: ReadonlyArray<string>
+  /** The pool of the last attempt. */
+  readonly pool: string
+  readonly strategy: string
+  /** Upstreams that were candidates on the first selection. */
+  readonly candidates: ReadonlyArray<string>
+  /** Every upstream left out, with the stage and reason (one entry per upstream and reason). */
+  readonly excluded: ReadonlyArray<Exclusion>
+  /** The upstream that served the request, if one did. */
+  readonly upstream: string | undefined
+  readonly attempts: ReadonlyArray<AttemptRecord>
+  /** Time spent waiting in the pool's queue for capacity, in milliseconds. */
+  readonly queueWaitMs: number
+  /** Time spent backing off between attempts, in milliseconds. */
+  readonly backoffMs: number
+  /** Session affinity: `hit` (went to the session's upstream), `miss` (new session), `moved` (its upstream could not serve). */
+  readonly sticky: "hit" | "miss" | "moved" | undefined
+  readonly promptTokens: number
+  /** True when `promptTokens` was counted with the model's tokenizer. */
+  readonly promptTokensExact: boolean
+  readonly inputTokens: number | undefined
+  readonly outputTokens: number | undefined
+  readonly outcome: "success" | "error" | "interrupted"
+  /** The error tag and message when the outcome is an error. */
+  readonly error: string | undefined
+  /** Epoch milliseconds (from the Clock) when routing started. */
+  readonly startedAt: number
+  readonly durationMs: number
+}
+
+/** Span attributes for a decision (OpenTelemetry GenAI names where they exist, `sluice.*` otherwise). */
+export const spanAttributes = (d: Decision): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = {
+    "gen_ai.operation.name": d.operation,
+    "gen_ai.request.model": d.model,
+    "sluice.request_id": d.requestId,
+    "sluice.stream": d.stream,
+    "sluice.pool": d.pool,
+    "sluice.pools": [...d.pools],
+    "sluice.strategy": d.strategy,
+    "sluice.decision.candidates": [...d.candidates],
+    "sluice.decision.excluded": d.excluded.map((e) => `${e.upstream}: ${e.stage}: ${e.reason}`),
+    "sluice.attempts": d.attempts.length,
+    "sluice.queue_wait_ms": d.queueWaitMs,
+    "sluice.backoff_ms": d.backoffMs,
+    "sluice.tokens.prompt": d.promptTokens,
+    "sluice.tokens.prompt_exact": d.promptTokensExact,
+    "sluice.outcome": d.outcome
+  }
+  if (d.upstream !== undefined) attributes["sluice.upstream"] = d.upstream
+  if (d.sticky !== undefined) attributes["sluice.sticky"] = d.sticky
+  if (d.inputTokens !== undefined) attributes["gen_ai.usage.input_tokens"] = d.inputTokens
+  if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
+  if (d.error !== undefined) attributes["sluice.error"] = d.error
+  return attributes
+}

@@ -1,0 +1,130 @@
+/**
+ * Provider: translates an OpenAI-shaped request to an upstream's API, calls it, and translates the
+ * answer back. One service dispatches on `upstream.provider`; `@sluice/providers` ships the
+ * implementations. Requests arrive with `model` already set to the upstream's model name.
+ */
+import type { Effect, Scope, Stream } from "effect"
+import { Context, FiberRef } from "effect"
+import type { UpstreamError } from "./Errors.js"
+import type { Upstream } from "./Topology.js"
+import type { ChatCompletion, ChatCompletionRequest, EmbeddingsRequest, EmbeddingsResponse, Usage } from "./Wire.js"
+
+/**
+ * One streamed event. `data` is the JSON text of one OpenAI `chat.completion.chunk`, exactly as it
+ * goes to the client (passed through untouched where no translation is needed).
+ */
+export interface StreamEvent {
+  readonly data: string
+  /** Usage, when this event carries it (the final chunk with `stream_options.include_usage`). */
+  readonly usage?: Usage
+  /** True for a usage-only chunk (`choices: []`) that carries no content. */
+  readonly usageOnly?: boolean
+}
+
+/** Calls upstreams. */
+export interface Service {
+  /** A non-streaming chat completion. */
+  readonly chat: (upstream: Upstream, request: ChatCompletionRequest) => Effect.Effect<ChatCompletion, UpstreamError>
+  /**
+   * A streaming chat completion. Succeeds once the upstream accepted the request (status 2xx); the
+   * connection belongs to the scope, and the stream fails with an `UpstreamError` if the upstream
+   * breaks off.
+   */
+  readonly chatStream: (
+    upstream: Upstream,
+    request: ChatCompletionRequest
+  ) => Effect.Effect<Stream.Stream<StreamEvent, UpstreamError>, UpstreamError, Scope.Scope>
+  /** Embeddings. */
+  readonly embeddings: (
+    upstream: Upstream,
+    request: EmbeddingsRequest
+  ) => Effect.Effect<EmbeddingsResponse, UpstreamError>
+}
+
+/** Calls upstreams. */
+export class Provider extends Context.Tag("@sluice/core/Provider")<Provider, Service>() {}
+
+/**
+ * Rate-limit state an upstream reported in its response headers (OpenAI / Groq `x-ratelimit-*`,
+ * Anthropic `anthropic-ratelimit-*`). Durations are milliseconds from when the answer arrived.
+ */
+export interface RateLimitInfo {
+  readonly limitRequests?: number
+  readonly remainingRequests?: number
+  readonly resetRequestsMs?: number
+  readonly limitTokens?: number
+  readonly remainingTokens?: number
+  readonly resetTokensMs?: number
+  /** From `retry-after-ms` / `retry-after` on a 429. */
+  readonly retryAfterMs?: number
+}
+
+/**
+ * Where a provider reports the rate-limit headers of the answer it just received. The router clears
+ * it before each attempt and hands what it finds to the guards in the attempt's `Outcome`, so the
+ * rate-limiting stage learns the upstream's real budget. Optional for providers.
+ */
+export const currentRateLimits: FiberRef.FiberRef<RateLimitInfo | undefined> = FiberRef.unsafeMake<
+  RateLimitInfo | undefined
+>(undefined)
+
+/** Parses OpenAI's duration format (`"1s"`, `"6m0s"`, `"12.5s"`, `"250ms"`, `"1h2m3s"`) to milliseconds. */
+export const parseDuration = (value: string): number | undefined => {
+  const trimmed = value.trim()
+  if (trimmed === "") return undefined
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed) * 1000
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g
+  let total = 0
+  let matched = ""
+  for (let m = re.exec(trimmed); m !== null; m = re.exec(trimmed)) {
+    const n = Number(m[1])
+    total += m[2] === "h" ? n * 3_600_000 : m[2] === "m" ? n * 60_000 : m[2] === "s" ? n * 1000 : n
+    matched += m[0]
+  }
+  return matched === trimmed ? total : undefined
+}
+
+const num = (value: string | undefined): number | undefined => {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  return Number.isFinite(n) ? n : undefined
+}
+
+/**
+ * Reads rate-limit headers (lower-case names): OpenAI / Groq `x-ratelimit-{limit,remaining,reset}-
+ * {requests,tokens}` and Anthropic `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`
+ * (reset as an RFC 3339 time, converted with `now`). Undefined when there are none.
+ */
+export const parseRateLimitHeaders = (
+  headers: Readonly<Record<string, string | undefined>>,
+  now: number
+): RateLimitInfo | undefined => {
+  const anthropicReset = (value: string | undefined) => {
+    if (value === undefined) return undefined
+    const at = Date.parse(value)
+    return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+  }
+  const info: Record<string, number | undefined> = {
+    limitRequests: num(headers["x-ratelimit-limit-requests"] ?? headers["anthropic-ratelimit-requests-limit"]),
+    remainingRequests: num(
+      headers["x-ratelimit-remaining-requests"] ?? headers["anthropic-ratelimit-requests-remaining"]
+    ),
+    resetRequestsMs:
+      headers["x-ratelimit-reset-requests"] !== undefined
+        ? parseDuration(headers["x-ratelimit-reset-requests"])
+        : anthropicReset(headers["anthropic-ratelimit-requests-reset"]),
+    limitTokens: num(headers["x-ratelimit-limit-tokens"] ?? headers["anthropic-ratelimit-tokens-limit"]),
+    remainingTokens: num(headers["x-ratelimit-remaining-tokens"] ?? headers["anthropic-ratelimit-tokens-remaining"]),
+    resetTokensMs:
+      headers["x-ratelimit-reset-tokens"] !== undefined
+        ? parseDuration(headers["x-ratelimit-reset-tokens"])
+        : anthropicReset(headers["anthropic-ratelimit-tokens-reset"])
+  }
+  const retryMs = num(headers["retry-after-ms"])
+  const retry = num(headers["retry-after"])
+  if (retryMs !== undefined) info["retryAfterMs"] = retryMs
+  else if (retry !== undefined) info["retryAfterMs"] = retry * 1000
+  const out: Record<string, number> = {}
+  for (const [k, v] of Object.entries(info)) if (v !== undefined) out[k] = v
+  return Object.keys(out).length === 0 ? undefined : (out as RateLimitInfo)
+}

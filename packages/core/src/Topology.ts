@@ -1,0 +1,200 @@
+/**
+ * The pools and upstreams a router serves, resolved from the config: defaults applied, API keys
+ * read from the environment as `Redacted`.
+ */
+import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import * as SluiceConfig from "./Config.js"
+import { ConfigError } from "./Config.js"
+
+/** Defaults of every optional stage setting, decoded from the schemas so they never drift. */
+export const defaults = {
+  circuitBreaker: SluiceConfig.CircuitBreakerConfig.make({}),
+  stream: SluiceConfig.StreamTimeoutsConfig.make({}),
+  queue: SluiceConfig.QueueConfig.make({}),
+  retry: SluiceConfig.RetryConfig.make({})
+}
+
+/** One upstream deployment, ready to be called. */
+export interface Upstream {
+  readonly id: string
+  readonly name: string
+  /** Provider kind; the Provider service dispatches on it. */
+  readonly provider: string
+  /** Base URL including the API prefix, without a trailing slash. */
+  readonly baseUrl: string
+  /** Model name sent upstream; `undefined` sends the model the client asked for. */
+  readonly model: string | undefined
+  readonly apiKey: Option.Option<Redacted.Redacted<string>>
+  readonly weight: number
+  readonly priority: number
+  readonly enabled: boolean
+  readonly limits: {
+    readonly rpm?: number | undefined
+    readonly tpm?: number | undefined
+    readonly maxConcurrency?: number | undefined
+  }
+  readonly contextWindow: number | undefined
+  readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
+  readonly timeoutMs: number
+  readonly headers: Readonly<Record<string, string>>
+  /** True for simulated upstreams, so logs and the start banner can say so. */
+  readonly simulated: boolean
+  readonly circuitBreaker: SluiceConfig.CircuitBreakerConfig
+  readonly healthCheck: SluiceConfig.HealthCheckConfig | undefined
+  readonly passiveHealth: SluiceConfig.PassiveHealthConfig | undefined
+  readonly stream: SluiceConfig.StreamTimeoutsConfig
+}
+
+/** A pool of upstreams serving a family of model names. */
+export interface Pool {
+  readonly id: string
+  readonly name: string
+  readonly models: ReadonlyArray<string>
+  readonly aliases: Readonly<Record<string, string>>
+  readonly strategy: string
+  readonly upstreams: ReadonlyArray<Upstream>
+  readonly fallback: string | undefined
+  /** Attempts per request within this pool. */
+  readonly maxAttempts: number
+  readonly queue: SluiceConfig.QueueConfig
+  readonly retry: SluiceConfig.RetryConfig
+  readonly sticky: SluiceConfig.StickyConfig | undefined
+  /** Completion tokens reserved when a request sets no `max_tokens`. */
+  readonly defaultMaxTokens: number
+}
+
+/** The resolved pools and upstreams. */
+export interface Service {
+  readonly pools: ReadonlyMap<string, Pool>
+  readonly upstreams: ReadonlyMap<string, Upstream>
+}
+
+/** The pools and upstreams a router serves. */
+export class Topology extends Context.Tag("@sluice/core/Topology")<Topology, Service>() {}
+
+/**
+ * Builds a topology from a decoded config file. `baseUrls` supplies URLs for upstreams that have
+ * none in the file (the server starts simulated upstreams and passes their addresses here).
+ * Fails with a {@link ConfigError} naming every `apiKeyEnv` variable that is not set.
+ */
+export const fromConfig = (
+  config: SluiceConfig.ConfigFile,
+  baseUrls: ReadonlyMap<string, string> = new Map()
+): Effect.Effect<Service, ConfigError> =>
+  Effect.gen(function* () {
+    const problems: Array<string> = []
+    const upstreams = new Map<string, Upstream>()
+    for (const [i, u] of config.upstreams.entries()) {
+      let apiKey: Option.Option<Redacted.Redacted<string>> = Option.none()
+      if (u.apiKeyEnv !== undefined) {
+        const read = yield* Effect.either(Config.redacted(u.apiKeyEnv))
+        if (read._tag === "Left") {
+          problems.push(`upstreams[${i}].apiKeyEnv: environment variable ${u.apiKeyEnv} is not set`)
+        } else {
+          apiKey = Option.some(read.right)
+        }
+      }
+      const baseUrl = u.baseUrl ?? baseUrls.get(u.id)
+      if (baseUrl === undefined) {
+        problems.push(`upstreams[${i}].baseUrl: no URL, and no simulated upstream was started for '${u.id}'`)
+        continue
+      }
+      upstreams.set(u.id, {
+        id: u.id,
+        name: u.name ?? u.id,
+        provider: u.provider,
+        baseUrl: baseUrl.replace(/\/+$/, ""),
+        model: u.model,
+        apiKey,
+        weight: u.weight,
+        priority: u.priority,
+        enabled: u.enabled,
+        limits: u.limits ?? {},
+        contextWindow: u.contextWindow,
+        pricing: u.pricing,
+        timeoutMs: u.timeoutMs,
+        headers: u.headers ?? {},
+        simulated: u.provider === "simulated",
+        circuitBreaker: u.circuitBreaker ?? defaults.circuitBreaker,
+        healthCheck: u.healthCheck,
+        passiveHealth: u.passiveHealth,
+        stream: u.stream ?? defaults.stream
+      })
+    }
+    if (problems.length > 0) return yield* new ConfigError({ source: "environment", problems })
+    const pools = new Map<string, Pool>()
+    for (const p of config.pools) {
+      const members = p.upstreams.flatMap((id) => {
+        const u = upstreams.get(id)
+        return u === undefined ? [] : [u]
+      })
+      pools.set(p.id, {
+        id: p.id,
+        name: p.name ?? p.id,
+        models: p.models,
+        aliases: p.aliases,
+        strategy: p.strategy,
+        upstreams: members,
+        fallback: p.fallback,
+        maxAttempts: p.retry?.maxAttempts ?? p.maxAttempts ?? Math.min(3, Math.max(1, members.length)),
+        queue: p.queue ?? defaults.queue,
+        retry: p.retry ?? defaults.retry,
+        sticky: p.sticky,
+        defaultMaxTokens: p.defaultMaxTokens
+      })
+    }
+    return { pools, upstreams }
+  })
+
+/** A topology layer from a decoded config file (see {@link fromConfig}). */
+export const layer = (config: SluiceConfig.ConfigFile, baseUrls?: ReadonlyMap<string, string>) =>
+  Layer.effect(Topology, fromConfig(config, baseUrls))
+
+/** A topology layer from already resolved pools (handy in code and tests). */
+export const layerPools = (pools: ReadonlyArray<Pool>) =>
+  Layer.succeed(
+    Topology,
+    Topology.of({
+      pools: new Map(pools.map((p) => [p.id, p])),
+      upstreams: new Map(pools.flatMap((p) => p.upstreams.map((u) => [u.id, u] as const)))
+    })
+  )
+
+/** An upstream with defaults for everything but its id, provider and URL. */
+export const upstream = (
+  fields: Pick<Upstream, "id" | "provider" | "baseUrl"> & Partial<Omit<Upstream, "id" | "provider" | "baseUrl">>
+): Upstream => ({
+  name: fields.id,
+  model: undefined,
+  apiKey: Option.none(),
+  weight: 1,
+  priority: 0,
+  enabled: true,
+  limits: {},
+  contextWindow: undefined,
+  pricing: undefined,
+  timeoutMs: 60_000,
+  headers: {},
+  simulated: fields.provider === "simulated",
+  circuitBreaker: defaults.circuitBreaker,
+  healthCheck: undefined,
+  passiveHealth: undefined,
+  stream: defaults.stream,
+  ...fields
+})
+
+/** A pool with defaults for everything but its id, models and upstreams. */
+export const pool = (
+  fields: Pick<Pool, "id" | "models" | "upstreams"> & Partial<Omit<Pool, "id" | "models" | "upstreams">>
+): Pool => ({
+  name: fields.id,
+  aliases: {},
+  strategy: "round-robin",
+  fallback: undefined,
+  maxAttempts: Math.min(3, Math.max(1, fields.upstreams.length)),
+  queue: defaults.queue,
+  retry: defaults.retry,
+  sticky: undefined,
+  defaultMaxTokens: 1024,
+  ...fields
+})

@@ -1,0 +1,189 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import { Config } from "../src/index.js"
+
+/** A config as it comes out of a YAML parser: plain objects, only what the user wrote. */
+const valid = () => ({
+  upstreams: [
+    { id: "openai-1", provider: "openai", baseUrl: "https://api.openai.com/v1", apiKeyEnv: "OPENAI_API_KEY" },
+    { id: "sim-1", provider: "simulated", weight: 3, priority: 1, enabled: false, timeoutMs: 5000 }
+  ],
+  pools: [
+    {
+      id: "gpt",
+      models: ["gpt-4o", "gpt-4o-*"],
+      aliases: { fast: "gpt-4o-mini" },
+      upstreams: ["openai-1", "sim-1"],
+      fallback: "backup"
+    },
+    { id: "backup", models: ["backup-model"], strategy: "weighted", upstreams: ["sim-1"] }
+  ]
+})
+
+const problemsOf = (input: unknown): ReadonlyArray<string> => {
+  const result = Config.decode(input)
+  if (Either.isRight(result)) throw new Error("expected the config to be rejected")
+  return result.left.problems
+}
+
+describe("Config.decode", () => {
+  it("decodes a valid config and applies the documented defaults", () => {
+    const config = Either.getOrThrow(Config.decode(valid()))
+    expect(config.server).toEqual({ host: "127.0.0.1", port: 8080, maxBodyBytes: 4 * 1024 * 1024, priorities: [] })
+    expect(config.upstreams[0]).toEqual({
+      id: "openai-1",
+      provider: "openai",
+      baseUrl: "https://api.openai.com/v1",
+      apiKeyEnv: "OPENAI_API_KEY",
+      weight: 1,
+      priority: 0,
+      enabled: true,
+      timeoutMs: 60_000
+    })
+    // Values the user wrote win over defaults.
+    expect(config.upstreams[1]).toMatchObject({ weight: 3, priority: 1, enabled: false, timeoutMs: 5000 })
+    expect(config.pools[0]).toMatchObject({ strategy: "round-robin", aliases: { fast: "gpt-4o-mini" } })
+    expect(config.pools[1]).toMatchObject({ strategy: "weighted", aliases: {} })
+  })
+
+  it("keeps server settings the user wrote and defaults the rest", () => {
+    const config = Either.getOrThrow(Config.decode({ ...valid(), server: { port: 9000 } }))
+    expect(config.server).toEqual({ host: "127.0.0.1", port: 9000, maxBodyBytes: 4 * 1024 * 1024, priorities: [] })
+  })
+
+  it("reports every schema problem by path in one ConfigError, and nothing else", () => {
+    const input = valid()
+    const result = Config.decode(
+      {
+        ...input,
+        upstreams: [input.upstreams[0], { id: "sim-1", provider: "simulated", weight: -3 }],
+        pools: [{ id: "gpt", upstreams: ["openai-1"], bogus: true }]
+      },
+      "sluice.yaml"
+    )
+    if (Either.isRight(result)) throw new Error("expected the config to be rejected")
+    const error = result.left
+    expect(error._tag).toBe("ConfigError")
+    expect(error.source).toBe("sluice.yaml")
+    expect(error.problems).toContain("upstreams[1].weight: Expected a positive number, actual -3")
+    expect(error.problems).toContain("pools[0].models: is missing")
+    expect(error.problems).toContainEqual(expect.stringMatching(/^pools\[0\]\.bogus: is unexpected/))
+    // One line per problem: no "Expected undefined" echo of the optional field's other alternative.
+    expect(error.problems).toHaveLength(3)
+    // The message names the source and lists each problem on its own line.
+    expect(error.message).toContain("invalid configuration in sluice.yaml")
+    for (const problem of error.problems) expect(error.message).toContain(`  - ${problem}`)
+  })
+
+  it("reports problems in nested optional sections at their own path", () => {
+    const input = valid()
+    const problems = problemsOf({
+      ...input,
+      server: { port: 70_000 },
+      upstreams: [{ ...input.upstreams[0], limits: { rpm: 0 }, contextWindow: -1 }, input.upstreams[1]]
+    })
+    expect(problems).toEqual([
+      "server.port: Expected a number between 0 and 65535, actual 70000",
+      "upstreams[0].limits.rpm: Expected a positive number, actual 0",
+      "upstreams[0].contextWindow: Expected a positive number, actual -1"
+    ])
+  })
+
+  it("reports an unknown key at the root", () => {
+    expect(problemsOf({ ...valid(), listen: 8080 })).toEqual([
+      expect.stringMatching(/^listen: is unexpected, expected: "server" \| "upstreams" \| "pools"$/)
+    ])
+  })
+
+  it("reports a pool that references an unknown upstream, listing the known ones", () => {
+    const input = valid()
+    const problems = problemsOf({
+      ...input,
+      pools: [{ ...input.pools[0], upstreams: ["openai-1", "openai-2"] }, input.pools[1]]
+    })
+    expect(problems).toEqual(["pools[0].upstreams[1]: unknown upstream 'openai-2'; known: openai-1, sim-1"])
+  })
+
+  it("reports a fallback to an unknown pool", () => {
+    const input = valid()
+    const problems = problemsOf({ ...input, pools: [{ ...input.pools[0], fallback: "nowhere" }, input.pools[1]] })
+    expect(problems).toEqual(["pools[0].fallback: unknown pool 'nowhere'; known: gpt, backup"])
+  })
+
+  it("reports a fallback cycle a -> b -> a on every pool of the cycle", () => {
+    const input = valid()
+    const problems = problemsOf({
+      ...input,
+      pools: [input.pools[0], { ...input.pools[1], fallback: "gpt" }]
+    })
+    expect(problems).toEqual([
+      "pools[0].fallback: fallback chain has a cycle: gpt -> backup -> gpt",
+      "pools[1].fallback: fallback chain has a cycle: backup -> gpt -> backup"
+    ])
+  })
+
+  it("reports a pool that falls back to itself, and every pool whose chain runs into it", () => {
+    const input = valid()
+    const problems = problemsOf({ ...input, pools: [input.pools[0], { ...input.pools[1], fallback: "backup" }] })
+    expect(problems).toEqual([
+      "pools[0].fallback: fallback chain has a cycle: gpt -> backup -> backup",
+      "pools[1].fallback: fallback chain has a cycle: backup -> backup"
+    ])
+  })
+
+  it("reports duplicate upstream and pool ids by path", () => {
+    const input = valid()
+    const problems = problemsOf({
+      ...input,
+      upstreams: [...input.upstreams, { id: "sim-1", provider: "simulated" }],
+      pools: [...input.pools, { id: "gpt", models: ["other"], upstreams: ["sim-1"] }]
+    })
+    expect(problems).toContain("upstreams[2].id: duplicate upstream id 'sim-1'")
+    expect(problems).toContain("pools[2].id: duplicate pool id 'gpt'")
+  })
+
+  it("requires a baseUrl for every provider but simulated", () => {
+    const problems = problemsOf({
+      upstreams: [
+        { id: "a", provider: "openai" },
+        { id: "b", provider: "ollama" },
+        { id: "c", provider: "simulated" }
+      ],
+      pools: [{ id: "p", models: ["m"], upstreams: ["a", "b", "c"] }]
+    })
+    expect(problems).toEqual([
+      "upstreams[0].baseUrl: required for provider 'openai'",
+      "upstreams[1].baseUrl: required for provider 'ollama'"
+    ])
+  })
+
+  it("rejects a baseUrl that is not an http(s) URL", () => {
+    const input = valid()
+    const problems = problemsOf({
+      ...input,
+      upstreams: [{ ...input.upstreams[0], baseUrl: "api.openai.com/v1" }, input.upstreams[1]]
+    })
+    expect(problems).toEqual(["upstreams[0].baseUrl: expected an http(s) URL"])
+  })
+
+  it("reports schema problems and broken references together, and a bad literal once with the choices", () => {
+    const result = Config.decode(
+      {
+        upstreams: [
+          { id: "a", provider: "openai", weight: -3 },
+          { id: "a", provider: "nope", baseUrl: "http://x/v1" }
+        ],
+        pools: [{ id: "p", models: ["m"], upstreams: ["a", "zz"], fallback: "q" }]
+      },
+      "test"
+    )
+    expect(Either.isLeft(result) && result.left.problems).toEqual([
+      "upstreams[0].weight: Expected a positive number, actual -3",
+      'upstreams[1].provider: Expected one of "openai", "openai-compatible", "groq", "mistral", "together", "vllm", "ollama", "lmstudio", "simulated", actual "nope"',
+      "upstreams[0].baseUrl: required for provider 'openai'",
+      "upstreams[1].id: duplicate upstream id 'a'",
+      "pools[0].upstreams[1]: unknown upstream 'zz'; known: a",
+      "pools[0].fallback: unknown pool 'q'; known: p"
+    ])
+  })
+})

@@ -1,0 +1,248 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber, Layer, Stream, TestClock } from "effect"
+import { Errors, Guard, RateLimiter, Router, StateStore, Topology } from "../src/index.js"
+import type { Provider } from "../src/index.js"
+import {
+  chatRequest,
+  chunk,
+  completion,
+  httpError,
+  preferring,
+  provider,
+  routerLayer,
+  streamOf,
+  upstream
+} from "./fixtures.js"
+
+const pool = (upstreams: ReadonlyArray<Topology.Upstream>, fields: Partial<Topology.Pool> = {}) =>
+  Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams, ...fields })
+
+describe("Router retry backoff", () => {
+  it.effect("waits the pool's exponential backoff between attempts and records it", () => {
+    const calls: Array<string> = []
+    const pools = [
+      pool([upstream("a"), upstream("b"), upstream("c")], {
+        retry: { ...Topology.defaults.retry, initialBackoffMs: 1_000, multiplier: 2 },
+        maxAttempts: 3
+      })
+    ]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat(chatRequest()))
+      yield* TestClock.adjust("1 millis")
+      expect(calls).toEqual(["a"])
+      yield* TestClock.adjust("999 millis")
+      expect(calls).toEqual(["a", "b"]) // after 1 s
+      yield* TestClock.adjust("1999 millis")
+      expect(calls).toEqual(["a", "b"]) // not before 2 s more
+      yield* TestClock.adjust("1 millis")
+      const { decision } = yield* Fiber.join(fiber)
+      expect(calls).toEqual(["a", "b", "c"])
+      expect(decision.upstream).toBe("c")
+      expect(decision.backoffMs).toBe(3_000)
+    }).pipe(
+      Effect.provide(
+        routerLayer(pools, {
+          strategy: preferring(["a", "b", "c"]),
+          provider: provider({
+            chat: (u) =>
+              Effect.suspend(() => {
+                calls.push(u.id)
+                return u.id === "c" ? Effect.succeed(completion(u.id)) : Effect.fail(httpError(u.id, 503))
+              })
+          })
+        })
+      )
+    )
+  })
+
+  it.effect("stops retrying after retry.maxTotalMs and returns the last error", () => {
+    const pools = [
+      pool([upstream("a"), upstream("b"), upstream("c")], {
+        retry: { ...Topology.defaults.retry, initialBackoffMs: 1_000, maxTotalMs: 1_500 },
+        maxAttempts: 3
+      })
+    ]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(Effect.either(router.chat(chatRequest())))
+      yield* TestClock.adjust("10 seconds")
+      const result = yield* Fiber.join(fiber)
+      expect(result._tag).toBe("Left")
+      // a failed at 0, backoff 1 s, b failed at 1 s, backoff 2 s would pass 1.5 s: the total limit
+      // stops it once the time is spent.
+      expect(result._tag === "Left" && result.left._tag).toBe("UpstreamError")
+    }).pipe(
+      Effect.provide(
+        routerLayer(pools, {
+          strategy: preferring(["a", "b", "c"]),
+          provider: provider({
+            chat: (u) => Effect.flatMap(Effect.sleep("600 millis"), () => Effect.fail(httpError(u.id, 500)))
+          })
+        })
+      )
+    )
+  })
+})
+
+describe("Router sticky sessions", () => {
+  it.effect("keeps a session on its upstream until the affinity's TTL passes", () => {
+    const pools = [
+      pool([upstream("a"), upstream("b")], {
+        sticky: { key: "header", header: "x-session-id", ttlMs: 60_000 }
+      })
+    ]
+    let preference: ReadonlyArray<string> = ["b"]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const options = { headers: { "x-session-id": "s1" } }
+      const first = yield* router.chat(chatRequest(), options)
+      expect([first.decision.upstream, first.decision.sticky]).toEqual(["b", "miss"])
+      preference = ["a"] // the strategy alone would now pick "a"
+      const second = yield* router.chat(chatRequest(), options)
+      expect([second.decision.upstream, second.decision.sticky]).toEqual(["b", "hit"])
+      yield* TestClock.adjust("61 seconds")
+      const third = yield* router.chat(chatRequest(), options)
+      expect([third.decision.upstream, third.decision.sticky]).toEqual(["a", "miss"])
+      // Other sessions are independent.
+      const other = yield* router.chat(chatRequest(), { headers: { "x-session-id": "s2" } })
+      expect(other.decision.sticky).toBe("miss")
+    }).pipe(
+      Effect.provide(
+        routerLayer(pools, {
+          strategy: {
+            name: "switchable",
+            select: (selection) =>
+              Effect.sync(() => selection.candidates.find((u) => u.id === preference[0]) ?? selection.candidates[0])
+          },
+          provider: provider({ chat: (u) => Effect.succeed(completion(u.id)) })
+        })
+      )
+    )
+  })
+
+  it.effect("moves the affinity when the session's upstream fails", () => {
+    const failing = new Set(["a"])
+    const pools = [
+      pool([upstream("a"), upstream("b")], { sticky: { key: "user", header: "x-session-id", ttlMs: 60_000 } })
+    ]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      failing.delete("a")
+      const first = yield* router.chat(chatRequest("gpt-4o", { user: "alice" }))
+      expect(first.decision.upstream).toBe("a")
+      failing.add("a")
+      const moved = yield* router.chat(chatRequest("gpt-4o", { user: "alice" }))
+      expect(moved.decision.upstream).toBe("b")
+      failing.delete("a")
+      const after = yield* router.chat(chatRequest("gpt-4o", { user: "alice" }))
+      expect([after.decision.upstream, after.decision.sticky]).toEqual(["b", "hit"])
+    }).pipe(
+      Effect.provide(
+        routerLayer(pools, {
+          strategy: preferring(["a", "b"]),
+          provider: provider({
+            chat: (u) => (failing.has(u.id) ? Effect.fail(httpError(u.id, 500)) : Effect.succeed(completion(u.id)))
+          })
+        })
+      )
+    )
+  })
+})
+
+describe("Router stream stall detection", () => {
+  it.effect("fails a stream that goes silent between events past interChunkTimeoutMs", () => {
+    const slow = (u: Topology.Upstream) =>
+      Stream.concat(
+        streamOf(chunk("first"), chunk(" second")),
+        Stream.fromEffect(Effect.as(Effect.sleep("10 seconds"), chunk(" late")))
+      ).pipe(Stream.mapError(() => httpError(u.id, 500)))
+    const pools = [pool([upstream("a", { stream: { ...Topology.defaults.stream, interChunkTimeoutMs: 2_000 } })])]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest())
+      const fiber = yield* Effect.fork(Effect.either(Router.collect(routed)))
+      yield* TestClock.adjust("2 seconds")
+      const result = yield* Fiber.join(fiber)
+      expect(result._tag === "Left" && result.left.message).toBe("stream stalled: no event within 2000 ms")
+      expect(result._tag === "Left" && result.left.kind).toBe("timeout")
+      expect((yield* routed.decision).outcome).toBe("error")
+    }).pipe(
+      Effect.provide(
+        routerLayer(pools, {
+          provider: provider({
+            chatStream: (u): ReturnType<Provider.Service["chatStream"]> => Effect.succeed(slow(u))
+          })
+        })
+      )
+    )
+  })
+})
+
+describe("Router queue", () => {
+  const limited = upstream("only", { limits: { maxConcurrency: 1 } })
+  const queued = (queue: Topology.Pool["queue"]) => [pool([limited], { queue })]
+  /** The router over one upstream taking one request at a time (1 s each), with the rate limiter. */
+  const queuedLayer = (queue: Topology.Pool["queue"], served: Array<string>) =>
+    routerLayer(queued(queue), {
+      provider: provider({
+        chat: (u, request) =>
+          Effect.as(
+            Effect.sleep("1 second").pipe(
+              Effect.tap(() => Effect.sync(() => served.push(String(request.messages[0]?.content))))
+            ),
+            completion(u.id)
+          )
+      }),
+      guards: Guard.layer(RateLimiter.guard).pipe(
+        Layer.provide(RateLimiter.layer),
+        Layer.provide(StateStore.layerMemory)
+      )
+    })
+  const ask = (content: string, priority = 0) =>
+    Effect.flatMap(Router.Router, (router) =>
+      router.chat({ model: "gpt-4o", messages: [{ role: "user", content }] }, { priority })
+    )
+
+  it.effect("holds requests until capacity frees, highest priority first, FIFO within one", () => {
+    const served: Array<string> = []
+    return Effect.gen(function* () {
+      const fibers = [yield* Effect.fork(ask("busy"))]
+      yield* TestClock.adjust("1 millis")
+      for (const [content, priority] of [
+        ["low-1", 0],
+        ["low-2", 0],
+        ["high-1", 5],
+        ["high-2", 5]
+      ] as const) {
+        fibers.push(yield* Effect.fork(ask(content, priority)))
+        yield* TestClock.adjust("1 millis")
+      }
+      yield* TestClock.adjust("10 seconds")
+      const results = yield* Effect.forEach(fibers, Fiber.join)
+      expect(served).toEqual(["busy", "high-1", "high-2", "low-1", "low-2"])
+      // Each waited for the ones ahead of it: about 1, 2, 3, 4 seconds.
+      expect(results.map((r) => Math.round(r.decision.queueWaitMs / 1000))).toEqual([0, 3, 4, 1, 2])
+    }).pipe(Effect.provide(queuedLayer({ maxSize: 10, maxWaitMs: 30_000 }, served)))
+  })
+
+  it.effect(
+    "refuses with RateLimited and Retry-After when the queue is full or the wait would pass its deadline",
+    () => {
+      const served: Array<string> = []
+      return Effect.gen(function* () {
+        const busy = yield* Effect.fork(ask("busy"))
+        yield* TestClock.adjust("1 millis")
+        const waiting = yield* Effect.fork(ask("waiting"))
+        yield* TestClock.adjust("1 millis")
+        const full = yield* Effect.either(ask("one too many"))
+        expect(full._tag === "Left" && full.left).toBeInstanceOf(Errors.RateLimited)
+        expect(full._tag === "Left" && full.left.message).toContain("the queue is full (1 waiting)")
+        yield* TestClock.adjust("5 seconds")
+        yield* Fiber.join(busy)
+        expect((yield* Fiber.join(waiting)).decision.queueWaitMs).toBeGreaterThan(900)
+        expect(served).toEqual(["busy", "waiting"])
+      }).pipe(Effect.provide(queuedLayer({ maxSize: 1, maxWaitMs: 30_000 }, served)))
+    }
+  )
+})

@@ -1,0 +1,276 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Either, Fiber, Option, Stream, TestClock } from "effect"
+import type { Errors, Provider, Wire } from "../src/index.js"
+import { Router, Topology } from "../src/index.js"
+import {
+  attemptsOf,
+  chatRequest,
+  chunk,
+  guardLog,
+  guards,
+  httpError,
+  provider,
+  recordingGuard,
+  routerLayer,
+  streamOf,
+  upstream,
+  usageChunk
+} from "./fixtures.js"
+
+type Opened = Effect.Effect<Stream.Stream<Provider.StreamEvent, Errors.UpstreamError>, Errors.UpstreamError>
+
+/** What the stub provider saw: the stream requests per upstream and the connections it closed. */
+interface Wiretap {
+  readonly opened: Array<{ readonly upstream: string; readonly request: Wire.ChatCompletionRequest }>
+  readonly closed: Array<string>
+}
+
+const wiretap = (): Wiretap => ({ opened: [], closed: [] })
+
+/**
+ * A provider whose chatStream answers per upstream id; every connection it opens is closed by the
+ * scope the router gives it, which the wiretap records.
+ */
+const streamsBy = (answers: Record<string, () => Opened>, tap: Wiretap) =>
+  provider({
+    chatStream: (u, request) =>
+      Effect.gen(function* () {
+        tap.opened.push({ upstream: u.id, request })
+        yield* Effect.addFinalizer(() => Effect.sync(() => void tap.closed.push(u.id)))
+        const answer = answers[u.id]
+        return yield* answer === undefined ? Effect.dieMessage(`no answer for ${u.id}`) : answer()
+      })
+  })
+
+const usage = { prompt_tokens: 12, completion_tokens: 2, total_tokens: 14 }
+const helloStream = () => Effect.succeed(streamOf(chunk("Hel"), chunk("lo"), usageChunk(usage)))
+
+const twoUpstreams = (fields: Partial<Omit<Topology.Upstream, "id" | "provider" | "baseUrl">> = {}) => [
+  Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a", fields), upstream("b")] })
+]
+
+describe("Router.chatStream", () => {
+  it.effect(
+    "streams the events, drops the usage-only chunk the client did not ask for, and resolves the decision with usage",
+    () => {
+      const tap = wiretap()
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const routed = yield* router.chatStream(chatRequest())
+        expect(routed.upstream).toBe("a")
+        const events = yield* Router.collect(routed)
+        expect(events).toEqual([chunk("Hel").data, chunk("lo").data])
+        // Usage is always requested upstream, so budgets learn the real count.
+        expect(tap.opened[0]?.request).toMatchObject({
+          model: "gpt-4o",
+          stream: true,
+          stream_options: { include_usage: true }
+        })
+        const decision = yield* routed.decision
+        expect(decision).toMatchObject({
+          operation: "chat",
+          stream: true,
+          pool: "gpt",
+          candidates: ["a", "b"],
+          upstream: "a",
+          inputTokens: 12,
+          outputTokens: 2,
+          outcome: "success",
+          error: undefined
+        })
+        expect(attemptsOf(decision)).toEqual([{ attempt: 1, pool: "gpt", upstream: "a", outcome: "success" }])
+      }).pipe(Effect.provide(routerLayer(twoUpstreams(), { provider: streamsBy({ a: helloStream }, tap) })))
+    }
+  )
+
+  it.effect("passes the usage-only chunk through when the client set stream_options.include_usage", () => {
+    const tap = wiretap()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest("gpt-4o", { stream_options: { include_usage: true } }))
+      const events = yield* Router.collect(routed)
+      expect(events).toEqual([chunk("Hel").data, chunk("lo").data, usageChunk(usage).data])
+      expect((yield* routed.decision).outputTokens).toBe(2)
+    }).pipe(Effect.provide(routerLayer(twoUpstreams(), { provider: streamsBy({ a: helloStream }, tap) })))
+  })
+
+  it.effect("holds the guards' reservation and the connection until the stream ends, then releases once", () => {
+    const tap = wiretap()
+    const log = guardLog()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest())
+      const pending = yield* Effect.fork(routed.decision)
+      yield* Effect.yieldNow()
+      expect(Option.isNone(yield* Fiber.poll(pending))).toBe(true)
+      expect(log.released).toEqual([])
+      expect(tap.closed).toEqual([])
+      yield* Router.collect(routed)
+      expect(log.released).toEqual([
+        { upstream: "a", outcome: { _tag: "Success", latencyMs: 0, inputTokens: 12, outputTokens: 2 } }
+      ])
+      expect(tap.closed).toEqual(["a"])
+      expect((yield* Fiber.join(pending)).outcome).toBe("success")
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams(), {
+          provider: streamsBy({ a: helloStream }, tap),
+          guards: guards(recordingGuard(log))
+        })
+      )
+    )
+  })
+
+  it.effect("fails over to the next upstream when the stream fails on its first pull", () => {
+    const tap = wiretap()
+    const log = guardLog()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest())
+      expect(routed.upstream).toBe("b")
+      // The failed upstream's connection is closed before the next one is tried.
+      expect(tap.closed).toEqual(["a"])
+      expect(yield* Router.collect(routed)).toEqual([chunk("Hel").data, chunk("lo").data])
+      const decision = yield* routed.decision
+      expect(decision.upstream).toBe("b")
+      expect(attemptsOf(decision)).toEqual([
+        { attempt: 1, pool: "gpt", upstream: "a", outcome: "failure", status: 502, error: "upstream answered 502" },
+        { attempt: 2, pool: "gpt", upstream: "b", outcome: "success" }
+      ])
+      expect(log.released.map((r) => [r.upstream, r.outcome._tag])).toEqual([
+        ["a", "Failure"],
+        ["b", "Success"]
+      ])
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams(), {
+          provider: streamsBy({ a: () => Effect.succeed(Stream.fail(httpError("a", 502))), b: helloStream }, tap),
+          guards: guards(recordingGuard(log))
+        })
+      )
+    )
+  })
+
+  it.effect("fails over when the upstream refuses the stream with a retryable status", () => {
+    const tap = wiretap()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest())
+      expect(routed.upstream).toBe("b")
+      expect(tap.closed).toEqual(["a"])
+      yield* Router.collect(routed)
+      expect((yield* routed.decision).attempts.map((a) => [a.upstream, a.status])).toEqual([
+        ["a", 429],
+        ["b", undefined]
+      ])
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams(), {
+          provider: streamsBy({ a: () => Effect.fail(httpError("a", 429)), b: helloStream }, tap)
+        })
+      )
+    )
+  })
+
+  it.effect("fails over when a stream ends before its first event", () => {
+    const tap = wiretap()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest())
+      expect(routed.upstream).toBe("b")
+      yield* Router.collect(routed)
+      expect((yield* routed.decision).attempts[0]).toMatchObject({
+        upstream: "a",
+        outcome: "failure",
+        error: "stream ended before its first content event"
+      })
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams(), {
+          provider: streamsBy({ a: () => Effect.succeed(Stream.empty), b: helloStream }, tap)
+        })
+      )
+    )
+  })
+
+  it.effect("fails over when the first event does not arrive within the upstream's timeoutMs", () => {
+    const tap = wiretap()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chatStream(chatRequest()))
+      yield* TestClock.adjust("1 second")
+      const routed = yield* Fiber.join(fiber)
+      expect(routed.upstream).toBe("b")
+      expect(tap.closed).toEqual(["a"])
+      yield* Router.collect(routed)
+      expect((yield* routed.decision).attempts[0]).toMatchObject({
+        upstream: "a",
+        outcome: "failure",
+        latencyMs: 1000,
+        error: "no first content event within 1000 ms"
+      })
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams({ timeoutMs: 1000 }), {
+          provider: streamsBy({ a: () => Effect.succeed(Stream.never), b: helloStream }, tap)
+        })
+      )
+    )
+  })
+
+  it.effect(
+    "surfaces a failure after the first event to the consumer, without failing over, and records an error outcome",
+    () => {
+      const tap = wiretap()
+      const log = guardLog()
+      const cut = httpError("a", 502)
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const routed = yield* router.chatStream(chatRequest())
+        expect(routed.upstream).toBe("a")
+        const received = Chunk.toReadonlyArray(yield* Stream.runCollect(Stream.either(routed.events)))
+        expect(received).toEqual([Either.right(chunk("partial")), Either.left(cut)])
+        expect(tap.opened.map((o) => o.upstream)).toEqual(["a"])
+        expect(tap.closed).toEqual(["a"])
+        const decision = yield* routed.decision
+        expect(decision.outcome).toBe("error")
+        expect(decision.error).toBe("UpstreamError: upstream answered 502")
+        expect(attemptsOf(decision)).toEqual([
+          { attempt: 1, pool: "gpt", upstream: "a", outcome: "failure", status: 502, error: "upstream answered 502" }
+        ])
+        expect(log.released.map((r) => [r.upstream, r.outcome._tag])).toEqual([["a", "Failure"]])
+      }).pipe(
+        Effect.provide(
+          routerLayer(twoUpstreams(), {
+            provider: streamsBy(
+              { a: () => Effect.succeed(Stream.concat(streamOf(chunk("partial")), Stream.fail(cut))), b: helloStream },
+              tap
+            ),
+            guards: guards(recordingGuard(log))
+          })
+        )
+      )
+    }
+  )
+
+  it.effect("records an interrupted outcome and closes the connection when the client stops reading early", () => {
+    const tap = wiretap()
+    const log = guardLog()
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const routed = yield* router.chatStream(chatRequest())
+      const first = yield* Stream.runCollect(Stream.take(routed.events, 1))
+      expect(Chunk.toReadonlyArray(first).map((e) => e.data)).toEqual([chunk("Hel").data])
+      expect(tap.closed).toEqual(["a"])
+      expect((yield* routed.decision).outcome).toBe("interrupted")
+      expect(log.released.map((r) => r.outcome._tag)).toEqual(["Interrupted"])
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams(), {
+          provider: streamsBy({ a: helloStream }, tap),
+          guards: guards(recordingGuard(log))
+        })
+      )
+    )
+  })
+})

@@ -1,0 +1,92 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Either, Option, Redacted } from "effect"
+import { inspect } from "node:util"
+import { Config, Topology } from "../src/index.js"
+
+const SECRET = "sk-test-0123456789abcdef"
+
+const config = Either.getOrThrow(
+  Config.decode({
+    upstreams: [
+      { id: "openai-1", provider: "openai", baseUrl: "https://api.openai.com/v1/", apiKeyEnv: "OPENAI_API_KEY" },
+      { id: "groq-1", provider: "groq", baseUrl: "https://api.groq.com/openai/v1", apiKeyEnv: "GROQ_API_KEY" },
+      { id: "sim-1", provider: "simulated", weight: 2, contextWindow: 8192 }
+    ],
+    pools: [
+      { id: "gpt", models: ["gpt-4o"], upstreams: ["openai-1", "groq-1"], fallback: "sim" },
+      { id: "sim", models: ["sim-model"], upstreams: ["sim-1"], maxAttempts: 5 }
+    ]
+  })
+)
+
+const environment = (vars: Record<string, string>) =>
+  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
+
+const simulatedUrls = new Map([["sim-1", "http://127.0.0.1:4001/v1"]])
+
+describe("Topology.fromConfig", () => {
+  it.effect("reads each apiKeyEnv variable as a Redacted API key", () =>
+    Effect.gen(function* () {
+      const topology = yield* Topology.fromConfig(config, simulatedUrls)
+      const openai = topology.upstreams.get("openai-1")!
+      expect(Option.map(openai.apiKey, Redacted.value)).toEqual(Option.some(SECRET))
+      expect(Option.map(topology.upstreams.get("groq-1")!.apiKey, Redacted.value)).toEqual(Option.some("gsk-other"))
+      expect(Option.isNone(topology.upstreams.get("sim-1")!.apiKey)).toBe(true)
+    }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
+  )
+
+  it.effect("never shows the API key when an upstream or the topology is printed, serialized or inspected", () =>
+    Effect.gen(function* () {
+      const topology = yield* Topology.fromConfig(config, simulatedUrls)
+      const openai = topology.upstreams.get("openai-1")!
+      const renderings = [
+        String(openai),
+        `${Option.getOrThrow(openai.apiKey)}`,
+        JSON.stringify(openai),
+        JSON.stringify({ pools: [...topology.pools.values()], upstreams: [...topology.upstreams.values()] }),
+        inspect(openai, { depth: 10 }),
+        inspect(topology, { depth: 10 })
+      ]
+      for (const text of renderings) expect(text).not.toContain(SECRET)
+      expect(JSON.stringify(openai)).toContain("<redacted>")
+    }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
+  )
+
+  it.effect("fails naming upstreams[i].apiKeyEnv and the variable for every key that is not set", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(Topology.fromConfig(config, simulatedUrls))
+      expect(error._tag).toBe("ConfigError")
+      expect(error.source).toBe("environment")
+      expect(error.problems).toEqual([
+        "upstreams[0].apiKeyEnv: environment variable OPENAI_API_KEY is not set",
+        "upstreams[1].apiKeyEnv: environment variable GROQ_API_KEY is not set"
+      ])
+    }).pipe(environment({}))
+  )
+
+  it.effect("resolves pools with their upstreams, defaults and fallbacks", () =>
+    Effect.gen(function* () {
+      const topology = yield* Topology.fromConfig(config, simulatedUrls)
+      const gpt = topology.pools.get("gpt")!
+      expect(gpt.upstreams.map((u) => u.id)).toEqual(["openai-1", "groq-1"])
+      expect(gpt).toMatchObject({ name: "gpt", strategy: "round-robin", fallback: "sim", maxAttempts: 2 })
+      expect(topology.pools.get("sim")!.maxAttempts).toBe(5)
+      // The trailing slash is dropped so paths can be appended.
+      expect(gpt.upstreams[0]!.baseUrl).toBe("https://api.openai.com/v1")
+      expect(gpt.upstreams[0]).toMatchObject({ name: "openai-1", weight: 1, priority: 0, enabled: true })
+      expect(gpt.upstreams[0]).toMatchObject({ timeoutMs: 60_000, headers: {}, limits: {}, simulated: false })
+      const sim = topology.upstreams.get("sim-1")!
+      expect(sim).toMatchObject({ baseUrl: "http://127.0.0.1:4001/v1", weight: 2, contextWindow: 8192 })
+      expect(sim.simulated).toBe(true)
+    }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
+  )
+
+  it.effect("fails when a simulated upstream has neither a baseUrl nor a started simulator", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(Topology.fromConfig(config))
+      expect(error.problems).toEqual([
+        "upstreams[2].baseUrl: no URL, and no simulated upstream was started for 'sim-1'"
+      ])
+    }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
+  )
+})

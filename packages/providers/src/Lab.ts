@@ -1,0 +1,293 @@
+/**
+ * Lab: simulated upstreams that live in the process and keep time with Effect's `Clock`, for
+ * simulations: under `TestClock` an hour of traffic against rate-limited upstreams runs in seconds.
+ * No HTTP, no sockets; `provider` is a `Provider.Service` that answers for every upstream whose id
+ * the lab models (whatever its `provider` kind), so a pipeline uses it through
+ * `Layer.succeed(Provider.Provider, lab.provider)`.
+ *
+ * Each modelled upstream, per request (chat, streamed chat or embeddings), in this order:
+ * 1. counts the request against its own SLIDING 60 s windows: `rpm` requests and `tpm` tokens (the
+ *    prompt estimate plus the completion tokens it will answer with; embeddings: the input estimate).
+ *    Over either: a 429 `UpstreamError` (`retryable`, `retryAfterMs` = when this request would fit),
+ *    not counted. A request larger than `tpm` gets a 429 that is not retryable and names no wait.
+ * 2. reports `Provider.currentRateLimits` like a real upstream's `x-ratelimit-*` headers, on the 429
+ *    too: limit, remaining and reset, where reset is the time until the window next frees capacity.
+ * 3. fails with a 500 with probability `failureRate` (dice from Effect's `Random`, so seedable; the
+ *    request stays counted, as upstreams count what they received).
+ * 4. sleeps `latencyMs` (`Effect.sleep`: `TestClock` drives it), then answers: `completionTokens`
+ *    words capped by `max_completion_tokens` / `max_tokens`, with usage. A stream sleeps before its
+ *    first event and then sends a role chunk, up to 4 content chunks, a finish chunk and, with
+ *    `stream_options.include_usage`, a usage-only chunk.
+ *
+ * Prompt estimate (as the HTTP simulator's): `ceil(characters of message text / 4) + 3 per message
+ * + 85 per image part`; embeddings: `ceil(characters / 4)` per string, the length of a token array.
+ */
+import type { Topology } from "@sluice/core"
+import { Errors, Provider, Wire } from "@sluice/core"
+import { Clock, Effect, FiberRef, Random, Stream } from "effect"
+import { Completions, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./internal/simulatorContent.js"
+import { SlidingWindow } from "./internal/simulatorRateLimit.js"
+
+/** How one simulated upstream behaves. Every field is optional. */
+export interface UpstreamModel {
+  /** Requests per minute over a sliding 60 s window; over it: 429. Default: no limit. */
+  readonly rpm?: number
+  /** Tokens per minute over a sliding 60 s window (prompt estimate + completion); over it: 429. Default: no limit. */
+  readonly tpm?: number
+  /** Milliseconds before an answer (before the first event of a stream). Default 0. */
+  readonly latencyMs?: number
+  /** Completion tokens per answer, capped by the request's `max_tokens`. Default 16. */
+  readonly completionTokens?: number
+  /** Probability (0..1) of answering 500. Default 0. */
+  readonly failureRate?: number
+}
+
+/** What one upstream did since the lab was made. */
+export interface Stats {
+  /** Requests answered successfully (a stream: once it has been read to the end). */
+  readonly served: number
+  /** Requests answered 429. */
+  readonly rateLimited: number
+  /** Requests answered 500 (`failureRate`). */
+  readonly failed: number
+  /** Tokens (prompt + completion) of the requests served. */
+  readonly tokens: number
+}
+
+/** A set of simulated upstreams. */
+export interface Lab {
+  /** Calls the simulated upstreams by `upstream.id`; an id the lab does not model fails (not retryable). */
+  readonly provider: Provider.Service
+  /** What upstream `upstreamId` did so far (all zeros for an id the lab does not model). */
+  readonly stats: (upstreamId: string) => Stats
+}
+
+const WINDOW_MS = 60_000
+const DEFAULT_COMPLETION_TOKENS = 16
+const DEFAULT_DIMENSIONS = 8
+const STREAM_CONTENT_CHUNKS = 4
+
+interface Simulated {
+  readonly id: string
+  readonly model: UpstreamModel
+  readonly requests: SlidingWindow
+  readonly tokens: SlidingWindow
+  readonly completions: Completions
+  served: number
+  rateLimited: number
+  failed: number
+  tokensServed: number
+}
+
+/** Milliseconds until the window next frees capacity: 0 when it holds nothing. */
+const nextFree = (window: SlidingWindow, limit: number, now: number): number => {
+  const used = window.used(now)
+  if (used === 0) return 0
+  return Math.ceil(window.waitMs(now, Math.max(0, limit - used) + 1, limit))
+}
+
+/** The rate-limit headers a real upstream would send with an answer at `now`. */
+const rateLimitsOf = (sim: Simulated, now: number): Provider.RateLimitInfo | undefined => {
+  const { rpm, tpm } = sim.model
+  if (rpm === undefined && tpm === undefined) return undefined
+  const info: { -readonly [K in keyof Provider.RateLimitInfo]: Provider.RateLimitInfo[K] } = {}
+  if (rpm !== undefined) {
+    info.limitRequests = rpm
+    info.remainingRequests = Math.max(0, rpm - sim.requests.used(now))
+    info.resetRequestsMs = nextFree(sim.requests, rpm, now)
+  }
+  if (tpm !== undefined) {
+    info.limitTokens = tpm
+    info.remainingTokens = Math.max(0, tpm - sim.tokens.used(now))
+    info.resetTokensMs = nextFree(sim.tokens, tpm, now)
+  }
+  return info
+}
+
+const plain = (upstream: string, message: string) =>
+  new Errors.UpstreamError({ upstream, kind: "protocol", message, retryable: false })
+
+/** Makes simulated upstreams, keyed by upstream id. */
+export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Effect<Lab> =>
+  Effect.sync(() => {
+    const sims = new Map<string, Simulated>()
+    for (const [id, model] of Object.entries(models)) {
+      sims.set(id, {
+        id,
+        model,
+        requests: new SlidingWindow(WINDOW_MS),
+        tokens: new SlidingWindow(WINDOW_MS),
+        completions: new Completions(id),
+        served: 0,
+        rateLimited: 0,
+        failed: 0,
+        tokensServed: 0
+      })
+    }
+    let sequence = 0
+
+    const lookup = (upstream: Topology.Upstream): Effect.Effect<Simulated, Errors.UpstreamError> => {
+      const sim = sims.get(upstream.id)
+      return sim === undefined
+        ? Effect.fail(
+            plain(upstream.id, `the lab models no upstream '${upstream.id}'; it models: ${[...sims.keys()].join(", ")}`)
+          )
+        : Effect.succeed(sim)
+    }
+
+    /** Steps 1-3: counts the request or answers 429, reports the headers, rolls the failure die. */
+    const receive = (sim: Simulated, tokens: number): Effect.Effect<number, Errors.UpstreamError> =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const { rpm, tpm, failureRate } = sim.model
+        const requestWait = rpm === undefined ? 0 : sim.requests.waitMs(now, 1, rpm)
+        const tokenWait = tpm === undefined ? 0 : sim.tokens.waitMs(now, tokens, tpm)
+        if (requestWait > 0 || tokenWait > 0) {
+          sim.rateLimited++
+          const wait = Math.max(requestWait, tokenWait)
+          const fits = Number.isFinite(wait)
+          const retryAfterMs = Math.ceil(wait)
+          const info = rateLimitsOf(sim, now)
+          yield* FiberRef.set(Provider.currentRateLimits, fits ? { ...info, retryAfterMs } : info)
+          const what =
+            tokenWait >= requestWait
+              ? `tokens per minute (limit ${tpm}, used ${sim.tokens.used(now)}, requested ${tokens})`
+              : `requests per minute (limit ${rpm})`
+          return yield* new Errors.UpstreamError({
+            upstream: sim.id,
+            kind: "http",
+            status: 429,
+            message: fits
+              ? `HTTP 429: rate limit reached for ${what}; retry in ${retryAfterMs}ms`
+              : `HTTP 429: request too large for ${what}`,
+            retryable: fits,
+            ...(fits ? { retryAfterMs } : {})
+          })
+        }
+        sim.requests.add(now, 1)
+        sim.tokens.add(now, tokens)
+        const info = rateLimitsOf(sim, now)
+        if (info !== undefined) yield* FiberRef.set(Provider.currentRateLimits, info)
+        if (failureRate !== undefined && failureRate > 0 && (yield* Random.next) < failureRate) {
+          sim.failed++
+          return yield* new Errors.UpstreamError({
+            upstream: sim.id,
+            kind: "http",
+            status: 500,
+            message: "HTTP 500: simulated failure",
+            retryable: true
+          })
+        }
+        return now
+      })
+
+    const latency = (sim: Simulated): Effect.Effect<void> => {
+      const ms = sim.model.latencyMs ?? 0
+      return ms > 0 ? Effect.sleep(ms) : Effect.void
+    }
+
+    /** Prompt and completion of a chat request, and how the completion ends. */
+    const plan = (sim: Simulated, request: Wire.ChatCompletionRequest) => {
+      const configured = sim.model.completionTokens ?? DEFAULT_COMPLETION_TOKENS
+      const cap = Wire.requestedMaxTokens(request)
+      const completion = cap === undefined ? configured : Math.min(configured, cap)
+      const prompt = estimatePromptTokens(request.messages)
+      return {
+        prompt,
+        completion,
+        finish: completion < configured ? "length" : "stop",
+        content: sim.completions.get(completion, request.response_format?.type === "json_object").content,
+        usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+      }
+    }
+
+    const served = (sim: Simulated, tokens: number) =>
+      Effect.sync(() => {
+        sim.served++
+        sim.tokensServed += tokens
+      })
+
+    const chat: Provider.Service["chat"] = (upstream, request) =>
+      Effect.gen(function* () {
+        const sim = yield* lookup(upstream)
+        const p = plan(sim, request)
+        const now = yield* receive(sim, p.prompt + p.completion)
+        yield* latency(sim)
+        yield* served(sim, p.usage.total_tokens)
+        return {
+          id: `chatcmpl-lab-${sequence++}`,
+          object: "chat.completion",
+          created: Math.floor(now / 1000),
+          model: request.model,
+          choices: [{ index: 0, message: { role: "assistant", content: p.content }, finish_reason: p.finish }],
+          usage: p.usage
+        } satisfies Wire.ChatCompletion
+      })
+
+    const chatStream: Provider.Service["chatStream"] = (upstream, request) =>
+      Effect.gen(function* () {
+        const sim = yield* lookup(upstream)
+        const p = plan(sim, request)
+        const now = yield* receive(sim, p.prompt + p.completion)
+        const head = `{"id":"chatcmpl-lab-${sequence++}","object":"chat.completion.chunk","created":${Math.floor(now / 1000)},"model":${JSON.stringify(request.model)}`
+        const event = (delta: object, finish: string | null): Provider.StreamEvent => ({
+          data: `${head},"choices":[{"index":0,"delta":${JSON.stringify(delta)},"finish_reason":${JSON.stringify(finish)}}]}`
+        })
+        const events: Array<Provider.StreamEvent> = [event({ role: "assistant", content: "" }, null)]
+        const size = Math.ceil(p.content.length / STREAM_CONTENT_CHUNKS)
+        for (let at = 0; at < p.content.length; at += size) {
+          events.push(event({ content: p.content.slice(at, at + size) }, null))
+        }
+        events.push(event({}, p.finish))
+        if (request.stream_options?.include_usage === true) {
+          events.push({
+            data: `${head},"choices":[],"usage":${JSON.stringify(p.usage)}}`,
+            usage: p.usage,
+            usageOnly: true
+          })
+        }
+        return Stream.fromIterable(events).pipe(
+          Stream.onStart(latency(sim)),
+          Stream.onEnd(served(sim, p.usage.total_tokens))
+        )
+      })
+
+    const embeddings: Provider.Service["embeddings"] = (upstream, request) =>
+      Effect.gen(function* () {
+        const sim = yield* lookup(upstream)
+        const inputs: ReadonlyArray<string | ReadonlyArray<number>> =
+          typeof request.input === "string"
+            ? [request.input]
+            : request.input.length > 0 && typeof request.input[0] === "number"
+              ? [request.input as ReadonlyArray<number>]
+              : (request.input as ReadonlyArray<string | ReadonlyArray<number>>)
+        let tokens = 0
+        for (const input of inputs) tokens += typeof input === "string" ? estimateTextTokens(input) : input.length
+        yield* receive(sim, tokens)
+        yield* latency(sim)
+        yield* served(sim, tokens)
+        const dimensions = request.dimensions ?? DEFAULT_DIMENSIONS
+        return {
+          object: "list",
+          data: inputs.map((input, index) => {
+            const vector = embed(typeof input === "string" ? input : input.join(","), dimensions)
+            return {
+              object: "embedding" as const,
+              index,
+              embedding: request.encoding_format === "base64" ? toBase64(vector) : Array.from(vector)
+            }
+          }),
+          model: request.model,
+          usage: { prompt_tokens: tokens, total_tokens: tokens }
+        } satisfies Wire.EmbeddingsResponse
+      })
+
+    const stats = (upstreamId: string): Stats => {
+      const sim = sims.get(upstreamId)
+      return sim === undefined
+        ? { served: 0, rateLimited: 0, failed: 0, tokens: 0 }
+        : { served: sim.served, rateLimited: sim.rateLimited, failed: sim.failed, tokens: sim.tokensServed }
+    }
+
+    return { provider: Provider.Provider.of({ chat, chatStream, embeddings }), stats }
+  })

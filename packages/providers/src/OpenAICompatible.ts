@@ -1,0 +1,609 @@
+/**
+ * The OpenAI-compatible provider: OpenAI, Groq, Mistral, Together, vLLM, Ollama's `/v1`, LM Studio
+ * and the simulated upstream. Requests go out as the client sent them (unknown fields included) with
+ * only `model` replaced; streamed chunks come back untouched as the JSON text of each SSE event, so
+ * nothing is re-encoded. Usage is read from the response, or from the final chunk when streaming.
+ *
+ * Upstream calls go over undici directly (one keep-alive `Agent`, a connection pool per origin): this
+ * is the request hot path, so there is no stream or promise machinery between the socket and the
+ * router — one `Effect.async` per call, an undici dispatch handler, and an SSE reader that hands the
+ * router every event of one socket read in one chunk.
+ */
+import { Errors, Provider, Router } from "@sluice/core"
+import type { Topology, Wire } from "@sluice/core"
+import {
+  Chunk,
+  Context,
+  DefaultServices,
+  Effect,
+  FiberRef,
+  Layer,
+  Option,
+  Redacted,
+  Scope,
+  Stream,
+  Tracer
+} from "effect"
+import type { IncomingHttpHeaders } from "node:http"
+import { StringDecoder } from "node:string_decoder"
+import type { Dispatcher } from "undici"
+import { Agent } from "undici"
+
+type Upstream = Topology.Upstream
+
+/** Effect's built-in tracer: its spans are exported nowhere. */
+const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+
+/**
+ * Whether upstream calls get spans (and a `traceparent` header): only when a tracer is installed
+ * (Effect's built-in one exports nothing) and tracing is enabled.
+ */
+const tracing = (fiber: { getFiberRef: <A>(ref: FiberRef.FiberRef<A>) => A }): boolean =>
+  fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
+  Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+
+/** Whether an upstream HTTP status is worth another attempt elsewhere. */
+export const retryableStatus = (status: number): boolean =>
+  status === 408 || status === 409 || status === 425 || status === 429 || status >= 500
+
+/**
+ * Milliseconds to wait from an upstream's `retry-after-ms` or `retry-after` (seconds or HTTP date).
+ * `now` is epoch milliseconds, for the date form.
+ */
+export const retryAfterMs = (headers: Readonly<Record<string, string>>, now: number): number | undefined => {
+  const ms = headers["retry-after-ms"]
+  if (ms !== undefined && Number.isFinite(Number(ms))) return Math.max(0, Number(ms))
+  const value = headers["retry-after"]
+  if (value === undefined) return undefined
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
+
+const errorMessage = (body: unknown, fallback: string): string => {
+  if (typeof body === "object" && body !== null) {
+    const error = (body as { error?: unknown }).error
+    if (typeof error === "object" && error !== null && typeof (error as { message?: unknown }).message === "string") {
+      return (error as { message: string }).message
+    }
+    if (typeof error === "string") return error
+    const message = (body as { message?: unknown }).message
+    if (typeof message === "string") return message
+  }
+  return fallback
+}
+
+/** Response headers as single strings (undici gives repeated headers as arrays). */
+type Headers = Readonly<Record<string, string>>
+
+const flatHeaders = (headers: IncomingHttpHeaders): Headers => {
+  for (const key in headers) {
+    if (typeof headers[key] !== "string") {
+      const out: Record<string, string> = {}
+      for (const k in headers) {
+        const v = headers[k]
+        if (v !== undefined) out[k] = typeof v === "string" ? v : v.join(", ")
+      }
+      return out
+    }
+  }
+  return headers as Headers
+}
+
+/** A call that never got an answer (refused, reset, timed out at the socket). */
+const unreachable = (upstream: Upstream, error: unknown): Errors.UpstreamError =>
+  new Errors.UpstreamError({
+    upstream: upstream.id,
+    kind: "connection",
+    message: `could not reach ${upstream.baseUrl}: ${error instanceof Error ? error.message : String(error)}`,
+    retryable: true
+  })
+
+/** An answer that started but could not be read to its end. */
+const unreadable = (error: unknown): string =>
+  `could not read the answer: ${error instanceof Error ? error.message : String(error)}`
+
+/** Reports the answer's rate-limit headers to the router (see `Provider.currentRateLimits`). */
+const observe = (headers: Headers): Effect.Effect<void> => {
+  const info = Provider.parseRateLimitHeaders(headers, Date.now())
+  return info === undefined ? Effect.void : FiberRef.set(Provider.currentRateLimits, info)
+}
+
+/** Turns a non-2xx answer into an `UpstreamError` carrying the upstream's message and Retry-After. */
+const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: string): Errors.UpstreamError => {
+  let body: unknown = undefined
+  try {
+    body = text === "" ? undefined : JSON.parse(text)
+  } catch {
+    body = undefined
+  }
+  const after = retryAfterMs(headers, Date.now())
+  return new Errors.UpstreamError({
+    upstream: upstream.id,
+    kind: "http",
+    status,
+    message: `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`,
+    retryable: retryableStatus(status),
+    ...(after !== undefined ? { retryAfterMs: after } : {}),
+    ...(body !== undefined ? { body } : {})
+  })
+}
+
+/** Where one upstream is, precomputed once per upstream: undici wants origin and path apart. */
+interface Target {
+  readonly origin: string
+  readonly basePath: string
+  /** The base URL without credentials, for spans. */
+  readonly spanBase: string
+  readonly headers: Readonly<Record<string, string>>
+}
+
+const targetOf = (upstream: Upstream): Target => {
+  const url = new URL(upstream.baseUrl)
+  const basePath = url.pathname.endsWith("/") ? url.pathname.slice(0, -1) : url.pathname
+  const headers: Record<string, string> = { ...upstream.headers, "content-type": "application/json" }
+  if (Option.isSome(upstream.apiKey)) headers["authorization"] = `Bearer ${Redacted.value(upstream.apiKey.value)}`
+  return { origin: url.origin, basePath: basePath + url.search, spanBase: url.origin + basePath, headers }
+}
+
+const USAGE = /"usage"\s*:\s*\{/
+const DONE: unique symbol = Symbol("done")
+
+/**
+ * Splits SSE text into event payloads. Keeps partial input between calls; `[DONE]` yields the
+ * `DONE` marker. Comments and non-data fields are ignored; CRLF and CR line ends are accepted.
+ */
+const makeSseParser = () => {
+  let buffer = ""
+  return (text: string, out: Array<string | typeof DONE>): void => {
+    buffer = buffer.length === 0 ? text : buffer + text
+    if (text.includes("\r")) {
+      // A CR at the very end may be the first half of a CRLF: keep it for the next read.
+      const held = buffer.endsWith("\r") ? 1 : 0
+      const body = buffer.slice(0, buffer.length - held).replace(/\r\n?/g, "\n")
+      buffer = held === 1 ? body + "\r" : body
+    }
+    let start = 0
+    for (;;) {
+      const end = buffer.indexOf("\n\n", start)
+      if (end === -1) break
+      const block = buffer.slice(start, end)
+      start = end + 2
+      let data: string | undefined
+      if (block.startsWith("data: ") && !block.includes("\n")) {
+        data = block.slice(6)
+      } else {
+        for (const line of block.split("\n")) {
+          if (line.startsWith("data:")) {
+            const value = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5)
+            data = data === undefined ? value : data + "\n" + value
+          }
+        }
+      }
+      if (data === undefined) continue
+      out.push(data === "[DONE]" ? DONE : data)
+    }
+    if (start > 0) buffer = buffer.slice(start)
+  }
+}
+
+/** One SSE payload as a stream event, or the upstream's in-band error. */
+const toEvent = (upstream: Upstream, data: string): Provider.StreamEvent | Errors.UpstreamError => {
+  if (data.startsWith('{"error"')) {
+    let body: unknown
+    try {
+      body = JSON.parse(data)
+    } catch {
+      body = undefined
+    }
+    return new Errors.UpstreamError({
+      upstream: upstream.id,
+      kind: "protocol",
+      message: `stream error: ${errorMessage(body, data.slice(0, 200))}`,
+      retryable: true,
+      ...(body !== undefined ? { body } : {})
+    })
+  }
+  if (!data.includes('"usage"') || !USAGE.test(data)) return { data }
+  try {
+    const chunk = JSON.parse(data) as Wire.ChatCompletionChunk
+    if (chunk.usage === null || chunk.usage === undefined) return { data }
+    return { data, usage: chunk.usage, usageOnly: chunk.choices.length === 0 }
+  } catch {
+    return { data }
+  }
+}
+
+/** The value of a whole answer: its JSON when 2xx and OpenAI-shaped, an `UpstreamError` otherwise. */
+const decodeAnswer = <A>(
+  upstream: Upstream,
+  answer: Answer,
+  isValid: (value: unknown) => boolean
+): Effect.Effect<A, Errors.UpstreamError> => {
+  if (answer.status < 200 || answer.status >= 300) {
+    return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(answer.text)
+  } catch (error) {
+    return Effect.fail(
+      new Errors.UpstreamError({ upstream: upstream.id, kind: "protocol", message: unreadable(error), retryable: true })
+    )
+  }
+  if (!isValid(value)) {
+    return Effect.fail(
+      new Errors.UpstreamError({
+        upstream: upstream.id,
+        kind: "protocol",
+        message: "the answer is not an OpenAI-shaped response",
+        retryable: true
+      })
+    )
+  }
+  return Effect.succeed(value as A)
+}
+
+/** A whole answer, read to its end. */
+interface Answer {
+  readonly _tag: "Answer"
+  readonly status: number
+  readonly headers: Headers
+  readonly text: string
+}
+
+/** A 2xx event stream whose headers have arrived; the socket's reads feed `events`. */
+interface Opened {
+  readonly _tag: "Opened"
+  readonly headers: Headers
+  readonly events: Stream.Stream<Provider.StreamEvent, Errors.UpstreamError>
+}
+
+const fromPolled = (
+  polled: ReadonlyArray<Provider.StreamEvent> | Option.Option<Errors.UpstreamError>
+): Effect.Effect<ReadonlyArray<Provider.StreamEvent>, Option.Option<Errors.UpstreamError>> =>
+  Array.isArray(polled) ? Effect.succeed(polled) : Effect.fail(polled as Option.Option<Errors.UpstreamError>)
+
+type Resume = (effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) => void
+
+/** How long the rest of an answer may take to drain after `[DONE]` before its connection is closed. */
+const DRAIN_MS = 10_000
+
+/** Events buffered before the reader stops reading the socket until the router catches up. */
+const HIGH_WATER_EVENTS = 256
+
+/**
+ * One upstream exchange as an undici dispatch handler. It answers `resume` once: with the whole
+ * answer (non-streaming, and any non-2xx or non-SSE answer to a stream request), or — for a 2xx event
+ * stream — as soon as the headers arrive, with a stream that the socket's reads feed.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined
+  private cancelled = false
+  private settled = false
+  private status = 0
+  private headers: Headers = {}
+  private chunks: Array<Buffer> = []
+  // SSE mode
+  private sse = false
+  private readonly parse = makeSseParser()
+  private decoder: StringDecoder | undefined
+  private readonly items: Array<string | typeof DONE> = []
+  private pending: Array<Provider.StreamEvent> = []
+  private failure: Errors.UpstreamError | undefined
+  /** The stream is over for the reader: `[DONE]` seen, or failed. The socket may still drain. */
+  private over = false
+  /** The response has ended (or failed): the connection is back in the pool or gone. */
+  private finished = false
+  /** The reader waiting for events (see `Router.DirectPull.onReady`). */
+  private ready: (() => void) | undefined
+
+  constructor(
+    private readonly upstream: Upstream,
+    private readonly streaming: boolean,
+    private readonly onSpanStatus: ((status: number) => void) | undefined,
+    private readonly resume: Resume
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.cancelled) controller.abort(new Error("cancelled"))
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    if (status < 200) return
+    this.status = status
+    this.headers = flatHeaders(headers)
+    this.onSpanStatus?.(status)
+    if (this.streaming && status >= 200 && status < 300) {
+      const type = this.headers["content-type"] ?? ""
+      if (type.includes("text/event-stream")) {
+        this.sse = true
+        this.decoder = new StringDecoder("utf8")
+        // The router pulls the events directly; anyone else runs them as a stream.
+        const events = Router.withDirectPull(
+          Stream.repeatEffectChunkOption(Effect.map(this.pull, Chunk.unsafeFromArray)),
+          { pull: this.pull, poll: this.poll, onReady: this.onReady }
+        )
+        this.settle(Effect.succeed({ _tag: "Opened", headers: this.headers, events }))
+      }
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.sse) {
+      this.chunks.push(chunk)
+      return
+    }
+    // After [DONE] the rest of the body is read and dropped, so the connection stays reusable.
+    if (this.over) return
+    this.parse(this.decoder!.write(chunk), this.items)
+    for (const item of this.items) {
+      if (item === DONE) {
+        this.over = true
+        break
+      }
+      const event = toEvent(this.upstream, item)
+      if (event instanceof Errors.UpstreamError) {
+        this.fail(event)
+        break
+      }
+      this.pending.push(event)
+    }
+    this.items.length = 0
+    if (this.pending.length >= HIGH_WATER_EVENTS && !this.over) controller.pause()
+    this.wake()
+  }
+
+  onResponseEnd(): void {
+    this.finished = true
+    if (this.sse) {
+      if (!this.over) {
+        this.fail(
+          new Errors.UpstreamError({
+            upstream: this.upstream.id,
+            kind: "connection",
+            message: "the stream ended without [DONE]: the upstream broke off",
+            retryable: true
+          })
+        )
+      }
+      this.wake()
+      return
+    }
+    const text =
+      this.chunks.length === 1 ? this.chunks[0]!.toString("utf8") : Buffer.concat(this.chunks).toString("utf8")
+    this.chunks = []
+    this.settle(Effect.succeed({ _tag: "Answer", status: this.status, headers: this.headers, text }))
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.finished = true
+    if (this.sse) {
+      if (!this.over) {
+        this.fail(
+          new Errors.UpstreamError({
+            upstream: this.upstream.id,
+            kind: "connection",
+            message: `the upstream broke off mid-stream: ${error.message}`,
+            retryable: true
+          })
+        )
+      }
+      this.wake()
+      return
+    }
+    this.settle(
+      Effect.fail(
+        this.status === 0
+          ? unreachable(this.upstream, error)
+          : new Errors.UpstreamError({
+              upstream: this.upstream.id,
+              kind: "protocol",
+              message: unreadable(error),
+              retryable: true
+            })
+      )
+    )
+  }
+
+  /** Stops the exchange: before the answer, the request is aborted; mid-stream, the connection is closed. */
+  readonly cancel = (): void => {
+    if (this.finished) return
+    if (this.sse && this.over && this.failure === undefined) {
+      // [DONE] arrived: let the rest drain so the connection is reused (bounded, should the upstream
+      // keep the answer open).
+      this.controller?.resume()
+      setTimeout(() => {
+        if (!this.finished) this.controller?.abort(new Error("the answer did not end after [DONE]"))
+      }, DRAIN_MS).unref()
+      return
+    }
+    this.cancelled = true
+    this.controller?.abort(new Error("cancelled"))
+  }
+
+  private settle(effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) {
+    if (this.settled) return
+    this.settled = true
+    this.resume(effect)
+  }
+
+  private fail(error: Errors.UpstreamError) {
+    this.over = true
+    this.failure = error
+  }
+
+  private wake() {
+    const ready = this.ready
+    if (ready === undefined || (this.pending.length === 0 && !this.over)) return
+    this.ready = undefined
+    ready()
+  }
+
+  /** What has arrived for the reader: events, the end (`None`) or the failure; undefined when nothing has. */
+  readonly poll = (): ReadonlyArray<Provider.StreamEvent> | Option.Option<Errors.UpstreamError> | undefined => {
+    if (this.pending.length > 0) {
+      const events = this.pending
+      this.pending = []
+      if (this.controller?.paused === true) this.controller.resume()
+      return events
+    }
+    if (this.failure !== undefined) return Option.some(this.failure)
+    if (this.over) return Option.none()
+    return undefined
+  }
+
+  readonly onReady = (ready: (() => void) | undefined): void => {
+    this.ready = ready
+  }
+
+  private readonly pull: Effect.Effect<ReadonlyArray<Provider.StreamEvent>, Option.Option<Errors.UpstreamError>> =
+    Effect.suspend(() => {
+      const polled = this.poll()
+      if (polled !== undefined) return fromPolled(polled)
+      return Effect.async((resume) => {
+        this.ready = () => resume(fromPolled(this.poll()!))
+        return Effect.sync(() => {
+          this.ready = undefined
+        })
+      })
+    })
+}
+
+/**
+ * Makes the OpenAI-compatible provider. Its undici `Agent` (keep-alive connections per upstream
+ * origin) is closed with the scope.
+ */
+export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.gen(function* () {
+  const agent = yield* Effect.acquireRelease(
+    Effect.sync(() => new Agent({ keepAliveTimeout: 30_000, pipelining: 1 })),
+    (agent) => Effect.promise(() => agent.destroy())
+  )
+  const targets = new WeakMap<Upstream, Target>()
+  const target = (upstream: Upstream): Target => {
+    let t = targets.get(upstream)
+    if (t === undefined) {
+      t = targetOf(upstream)
+      targets.set(upstream, t)
+    }
+    return t
+  }
+
+  /**
+   * One POST, traced as an `http.client POST` span (URL without credentials, method, status; never
+   * the headers). Interrupting it aborts the request; for a stream, the connection is closed with the
+   * scope the caller provides (or drained, when the stream reached `[DONE]`).
+   */
+  const post = (
+    upstream: Upstream,
+    path: string,
+    body: unknown,
+    streaming: boolean,
+    onExchange?: (exchange: Exchange) => void
+  ): Effect.Effect<Answer | Opened, Errors.UpstreamError> => {
+    const t = target(upstream)
+    const exchange = (span: Tracer.Span | undefined) =>
+      Effect.async<Answer | Opened, Errors.UpstreamError>((resume) => {
+        const exchange = new Exchange(
+          upstream,
+          streaming,
+          span === undefined ? undefined : (status) => span.attribute("http.response.status_code", status),
+          resume
+        )
+        onExchange?.(exchange)
+        let payload: string
+        try {
+          payload = JSON.stringify(body)
+        } catch (error) {
+          resume(Effect.die(error))
+          return
+        }
+        agent.dispatch(
+          {
+            origin: t.origin,
+            path: t.basePath + path,
+            method: "POST",
+            headers:
+              span === undefined
+                ? t.headers
+                : { ...t.headers, traceparent: `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}` },
+            body: payload
+          },
+          exchange
+        )
+        return Effect.sync(exchange.cancel)
+      })
+    return Effect.withFiberRuntime((fiber) =>
+      tracing(fiber)
+        ? Effect.useSpan(
+            "http.client POST",
+            {
+              kind: "client",
+              captureStackTrace: false,
+              attributes: { "http.request.method": "POST", "url.full": t.spanBase + path }
+            },
+            exchange
+          )
+        : exchange(undefined)
+    )
+  }
+
+  const json = <A>(upstream: Upstream, path: string, body: unknown, isValid: (value: unknown) => boolean) =>
+    Effect.flatMap(post(upstream, path, body, false), (result) => {
+      // Only stream requests open a stream.
+      const answer = result as Answer
+      const decoded = decodeAnswer<A>(upstream, answer, isValid)
+      const info = Provider.parseRateLimitHeaders(answer.headers, Date.now())
+      return info === undefined ? decoded : Effect.zipRight(FiberRef.set(Provider.currentRateLimits, info), decoded)
+    })
+
+  const chat: Provider.Service["chat"] = (upstream, request) =>
+    json<Wire.ChatCompletion>(
+      upstream,
+      "/chat/completions",
+      request,
+      (v) => typeof v === "object" && v !== null && Array.isArray((v as { choices?: unknown }).choices)
+    )
+
+  const embeddings: Provider.Service["embeddings"] = (upstream, request) =>
+    json<Wire.EmbeddingsResponse>(
+      upstream,
+      "/embeddings",
+      request,
+      (v) => typeof v === "object" && v !== null && Array.isArray((v as { data?: unknown }).data)
+    )
+
+  const chatStream: Provider.Service["chatStream"] = (upstream, request) =>
+    Effect.gen(function* () {
+      let exchange: Exchange | undefined
+      // The connection belongs to the caller's scope: closed when it closes, unless the stream
+      // reached [DONE], in which case the rest of the answer drains and the connection is reused.
+      // Straight on the scope: `Effect.addFinalizer` would diff every fiber ref when it runs.
+      yield* Scope.addFinalizer(
+        yield* Effect.scope,
+        Effect.sync(() => exchange?.cancel())
+      )
+      const answer = yield* post(upstream, "/chat/completions", request, true, (e) => {
+        exchange = e
+      })
+      yield* observe(answer.headers)
+      if (answer._tag === "Opened") return answer.events
+      if (answer.status < 200 || answer.status >= 300) {
+        return yield* Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
+      }
+      const type = answer.headers["content-type"] ?? ""
+      return yield* new Errors.UpstreamError({
+        upstream: upstream.id,
+        kind: "protocol",
+        message: `expected an event stream, got content-type '${type || "none"}'`,
+        retryable: true
+      })
+    })
+
+  return { chat, chatStream, embeddings }
+})
+
+/** The OpenAI-compatible provider for every upstream, over its own undici connection pools. */
+export const layer: Layer.Layer<Provider.Provider> = Layer.scoped(Provider.Provider, make)

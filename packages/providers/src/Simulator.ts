@@ -1,0 +1,326 @@
+/**
+ * Simulator: a simulated OpenAI-compatible upstream on loopback, for the gateway's default config,
+ * tests and benchmarks. It speaks OpenAI's wire format (the official `openai` SDK can use it) and can
+ * be told to be slow, rate limited or broken, at start or at run time with `setOptions`.
+ *
+ * Endpoints:
+ * - `POST /v1/chat/completions`: non-streaming and SSE streaming (`stream_options.include_usage`),
+ *   tool calls (the first tool, or the one `tool_choice` names, with arguments `"{}"`) and JSON mode.
+ *   Content is `[<name>] lorem ipsum ...`: one word is one token. Always one choice (`n` is ignored);
+ *   `model` is echoed (the first configured model when absent). 400 with OpenAI's error envelope when
+ *   the body is not a JSON object or `messages` is missing, not an array or empty.
+ * - Prompt token estimate: `ceil(characters of all message text content / 4) + 3 per message + 85 per
+ *   image part`; embeddings inputs: `ceil(characters / 4)` per string, the length of a token array.
+ * - `POST /v1/embeddings`: a deterministic unit vector of 8 dimensions (or `dimensions`) per input,
+ *   as floats or, with `encoding_format: "base64"`, little-endian float32 in base64.
+ * - `GET /v1/models`, `GET /v1/models/{id}`: the configured models.
+ * - `GET /health`: always `200 {"status":"ok"}`; never recorded, counted, limited or failed.
+ * - Anything else: 404 with OpenAI's error envelope.
+ *
+ * It is a fake of the outside world, so it uses real time (`Date.now`, `setTimeout`), not `Clock`.
+ */
+import * as Http from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import type { Scope } from "effect"
+import { Effect, Either, Random, Schema } from "effect"
+import type { Resolved } from "./internal/simulatorServer.js"
+import { defaults, SimulatorState } from "./internal/simulatorServer.js"
+
+/**
+ * How the simulated upstream behaves. Every field is optional.
+ *
+ * The order of decisions for a chat or embeddings request: connection reset (`resetRate`), stall
+ * (`stallRate`), 400 for a malformed body, 429 over `rpm` / `tpm` (a request that passes counts
+ * against the limits even if it then fails), `failureStatus` (`failureRate`), then the answer
+ * (`midStreamCutRate` for streams). Each die is rolled only when its rate is above 0.
+ */
+export interface Options {
+  /** Label used in content (`[<name>] ...`), ids and `owned_by`. Default `"sim"`. */
+  readonly name?: string
+  /** Models listed by `GET /v1/models`; requests for any model are served anyway. Default `["sim-model"]`. */
+  readonly models?: ReadonlyArray<string>
+  /** Milliseconds before a non-streaming answer (chat and embeddings; errors are immediate). Default 0. */
+  readonly latencyMs?: number
+  /** Milliseconds before the first streamed chunk (headers are sent at once). Default 0. */
+  readonly ttftMs?: number
+  /** Pace of streamed tokens after the first; 0 streams as fast as possible. Default 0. Not used without streaming. */
+  readonly tokensPerSecond?: number
+  /** Completion tokens (words) per answer, capped by `max_completion_tokens` / `max_tokens` ("length"). Default 16. */
+  readonly completionTokens?: number
+  /** Requests per minute over a sliding 60 s window (chat and embeddings); over it: 429. 0 = no limit (default). */
+  readonly rpm?: number
+  /**
+   * Tokens per minute over a sliding 60 s window: the prompt estimate plus the completion tokens (for
+   * embeddings, the input estimate); over it: 429. 0 = no limit (default).
+   */
+  readonly tpm?: number
+  /** Probability (0..1) of answering `failureStatus` with OpenAI's error envelope. Default 0. */
+  readonly failureRate?: number
+  /** HTTP status used for `failureRate`. Default 500. */
+  readonly failureStatus?: number
+  /** Probability (0..1) of destroying the socket without answering (a connection reset). Default 0. */
+  readonly resetRate?: number
+  /** Probability (0..1) of never answering; the socket stays open until the client gives up or the scope closes. Default 0. */
+  readonly stallRate?: number
+  /** Probability (0..1), for `stream: true`, of destroying the socket after 2 or 3 content chunks (no `[DONE]`). Default 0. */
+  readonly midStreamCutRate?: number
+  /** Seed of the failure dice: the same seed and requests give the same faults. Default random (see `options().seed`). */
+  readonly seed?: number
+}
+
+/** Where to listen. Defaults: host `127.0.0.1`, port 0 (a free port). */
+export interface Listen {
+  readonly host?: string
+  readonly port?: number
+}
+
+/** What {@link parseArgs} reads from a command line: the options and where to listen. */
+export interface Args extends Options, Listen {}
+
+/** A request the simulator received (every path but `/health`). */
+export interface RecordedRequest {
+  readonly method: string
+  /** The path without the query string, e.g. `/v1/chat/completions`. */
+  readonly path: string
+  /** Request headers, lower-case names; repeated headers joined with `", "`. */
+  readonly headers: Readonly<Record<string, string>>
+  /** The parsed JSON body; the raw text when it is not JSON; undefined when empty. */
+  readonly body: unknown
+  /** When it was received, epoch milliseconds. */
+  readonly receivedAt: number
+}
+
+/** Counters since start or the last `reset()`. */
+export interface Stats {
+  /** Requests received (every path but `/health`). */
+  readonly requests: number
+  /** Requests answered 429 for `rpm` / `tpm`. */
+  readonly rateLimited: number
+  /** Injected faults: failure statuses, resets, stalls and mid-stream cuts. */
+  readonly failures: number
+}
+
+/** A running simulated upstream. */
+export interface Simulator {
+  /** Base URL without a trailing slash or `/v1`, e.g. `"http://127.0.0.1:40123"`. */
+  readonly url: string
+  readonly port: number
+  /** The current options with every default filled in (including the seed in use). */
+  readonly options: () => Options
+  /** Changes behaviour from the next request on; a new `seed` restarts the dice. Not validated. */
+  readonly setOptions: (patch: Partial<Options>) => void
+  /** The last 100 requests, newest last. */
+  readonly requests: () => ReadonlyArray<RecordedRequest>
+  readonly stats: () => Stats
+  /** Clears recorded requests, stats and rate-limit windows (not the dice). */
+  readonly reset: () => void
+}
+
+/** The simulator could not start: invalid options or the address could not be bound. */
+export class SimulatorError extends Schema.TaggedError<SimulatorError>()("SimulatorError", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+interface Field {
+  readonly key: keyof Args
+  readonly flag: string
+  readonly expected: string
+  readonly parse: (raw: string) => unknown
+  readonly valid: (value: unknown) => boolean
+}
+
+const toNumber = (raw: string): number => (raw.trim() === "" ? Number.NaN : Number(raw))
+const isNonEmptyString = (u: unknown): boolean => typeof u === "string" && u.trim() !== ""
+const isNonNegative = (u: unknown): u is number => typeof u === "number" && Number.isFinite(u) && u >= 0
+const isNonNegativeInt = (u: unknown): boolean => isNonNegative(u) && Number.isInteger(u)
+const isProbability = (u: unknown): boolean => isNonNegative(u) && u <= 1
+
+const field = (
+  key: keyof Args,
+  expected: string,
+  valid: (value: unknown) => boolean,
+  parse: (raw: string) => unknown = toNumber
+): Field => ({ key, flag: "--" + key.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()), expected, parse, valid })
+
+const fields: ReadonlyArray<Field> = [
+  field("host", "a host name or IP address", isNonEmptyString, (raw) => raw),
+  field("port", "an integer port between 0 and 65535", (u) => isNonNegativeInt(u) && (u as number) <= 65535),
+  field("name", "a non-empty name", isNonEmptyString, (raw) => raw),
+  field(
+    "models",
+    "a comma-separated list of model names",
+    (u) => Array.isArray(u) && u.length > 0 && u.every(isNonEmptyString),
+    (raw) =>
+      raw
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "")
+  ),
+  field("latencyMs", "a number of milliseconds >= 0", isNonNegative),
+  field("ttftMs", "a number of milliseconds >= 0", isNonNegative),
+  field("tokensPerSecond", "a number of tokens per second >= 0 (0 = as fast as possible)", isNonNegative),
+  field("completionTokens", "an integer >= 0", isNonNegativeInt),
+  field("rpm", "a number of requests per minute >= 0 (0 = no limit)", isNonNegative),
+  field("tpm", "a number of tokens per minute >= 0 (0 = no limit)", isNonNegative),
+  field("failureRate", "a probability between 0 and 1", isProbability),
+  field(
+    "failureStatus",
+    "an HTTP status between 400 and 599",
+    (u) => isNonNegativeInt(u) && (u as number) >= 400 && (u as number) <= 599
+  ),
+  field("resetRate", "a probability between 0 and 1", isProbability),
+  field("stallRate", "a probability between 0 and 1", isProbability),
+  field("midStreamCutRate", "a probability between 0 and 1", isProbability),
+  field("seed", "an integer", (u) => typeof u === "number" && Number.isSafeInteger(u))
+]
+
+const byFlag = new Map(fields.map((f) => [f.flag, f]))
+
+/** Usage text for `sluice simulate`: every flag {@link parseArgs} accepts, with defaults. */
+export const usage = `Usage: sluice simulate [flags]
+
+Runs a simulated OpenAI-compatible upstream: POST /v1/chat/completions, POST /v1/embeddings,
+GET /v1/models and GET /health. Flags take a value as "--flag value" or "--flag=value".
+
+  --host <host>                  address to bind (default 127.0.0.1)
+  --port <port>                  port to bind; 0 picks a free one (default 0)
+  --name <name>                  label used in content, ids and owned_by (default sim)
+  --models <a,b,...>             models listed by GET /v1/models (default sim-model); any model is served
+  --latency-ms <ms>              delay before a non-streaming answer (default 0)
+  --ttft-ms <ms>                 delay before the first streamed chunk (default 0)
+  --tokens-per-second <n>        streaming pace; 0 = as fast as possible (default 0)
+  --completion-tokens <n>        words (tokens) per answer, capped by max_tokens (default 16)
+  --rpm <n>                      requests per minute, sliding 60s window; 0 = no limit (default 0)
+  --tpm <n>                      tokens per minute (prompt estimate + completion); 0 = no limit (default 0)
+  --failure-rate <0..1>          probability of answering --failure-status (default 0)
+  --failure-status <status>      HTTP status of injected failures, 400..599 (default 500)
+  --reset-rate <0..1>            probability of resetting the connection without answering (default 0)
+  --stall-rate <0..1>            probability of never answering (default 0)
+  --mid-stream-cut-rate <0..1>   probability of cutting a stream after 2-3 content chunks (default 0)
+  --seed <int>                   seed of the failure dice (default random)
+`
+
+/**
+ * Parses `sluice simulate` flags (without the command itself), e.g. `["--port", "9001", "--rpm=60"]`.
+ * Fails with a {@link SimulatorError} naming the flag on an unknown flag, a missing value or a bad
+ * value (`--failure-rate: expected a probability between 0 and 1, got '2'`). A repeated flag: the last wins.
+ */
+export const parseArgs = (argv: ReadonlyArray<string>): Either.Either<Args, SimulatorError> => {
+  const fail = (message: string) => Either.left(new SimulatorError({ message }))
+  const out: Record<string, unknown> = {}
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!arg.startsWith("--")) return fail(`unexpected argument '${arg}'; flags look like --port 9001`)
+    const eq = arg.indexOf("=")
+    const flag = eq === -1 ? arg : arg.slice(0, eq)
+    const f = byFlag.get(flag)
+    if (f === undefined) return fail(`unknown flag ${flag}; known flags: ${fields.map((x) => x.flag).join(", ")}`)
+    let raw: string
+    if (eq !== -1) raw = arg.slice(eq + 1)
+    else {
+      const next = argv[i + 1]
+      if (next === undefined || next.startsWith("--")) return fail(`${flag}: missing value; expected ${f.expected}`)
+      raw = next
+      i++
+    }
+    const value = f.parse(raw)
+    if (!f.valid(value)) return fail(`${flag}: expected ${f.expected}, got '${raw}'`)
+    out[f.key] = value
+  }
+  return Either.right(out as Args)
+}
+
+const invalidOption = (options: Options, listen: Listen): string | undefined => {
+  const given = { ...options, ...listen } as Record<string, unknown>
+  for (const f of fields) {
+    const value = given[f.key]
+    if (value !== undefined && !f.valid(value)) {
+      return `invalid option ${f.key}: expected ${f.expected}, got ${JSON.stringify(value)}`
+    }
+  }
+  return undefined
+}
+
+const resolve = (options: Options, seed: number): Resolved => {
+  const resolved: Record<string, unknown> = { ...defaults, seed }
+  for (const key in options) {
+    const value = (options as Record<string, unknown>)[key]
+    if (value !== undefined) resolved[key] = value
+  }
+  return resolved as Resolved
+}
+
+const urlHost = (address: AddressInfo): string => {
+  if (address.address === "0.0.0.0") return "127.0.0.1"
+  if (address.address === "::") return "[::1]"
+  return address.family === "IPv6" ? `[${address.address}]` : address.address
+}
+
+/**
+ * Starts a simulated upstream, listening on `127.0.0.1` and a free port unless told otherwise. When
+ * the scope closes, the server closes and every open socket (streaming or stalled ones too) is
+ * destroyed. Fails with {@link SimulatorError} on invalid options or when the address cannot be bound.
+ */
+export const start: (options?: Options, listen?: Listen) => Effect.Effect<Simulator, SimulatorError, Scope.Scope> =
+  Effect.fn("Simulator.start")(function* (options: Options = {}, listen: Listen = {}) {
+    const problem = invalidOption(options, listen)
+    if (problem !== undefined) return yield* new SimulatorError({ message: problem })
+    const seed = options.seed ?? (yield* Random.nextIntBetween(0, 2 ** 31))
+    const state = new SimulatorState(resolve(options, seed))
+    const host = listen.host ?? "127.0.0.1"
+    const port = listen.port ?? 0
+    const server = Http.createServer({ keepAlive: true, noDelay: true }, state.handle)
+    const sockets = new Set<Socket>()
+    server.on("connection", (socket: Socket) => {
+      sockets.add(socket)
+      socket.once("close", () => sockets.delete(socket))
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void, SimulatorError>((resume) => {
+        const onError = (error: NodeJS.ErrnoException): void => {
+          server.off("listening", onListening)
+          const hint = error.code === "EADDRINUSE" ? "; choose another port or stop the process using it" : ""
+          resume(
+            Effect.fail(
+              new SimulatorError({
+                message: `could not listen on ${host}:${port}: ${error.code ?? error.message}${hint}`,
+                cause: error
+              })
+            )
+          )
+        }
+        const onListening = (): void => {
+          server.off("error", onError)
+          // Errors after listening (a failed accept) must not crash the host process.
+          server.on("error", () => {})
+          resume(Effect.void)
+        }
+        server.once("error", onError)
+        server.once("listening", onListening)
+        try {
+          server.listen(port, host)
+        } catch (error) {
+          onError(error as NodeJS.ErrnoException)
+        }
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          state.close()
+          server.close(() => resume(Effect.void))
+          server.closeAllConnections()
+          for (const socket of sockets) socket.destroy()
+        })
+    )
+    const address = server.address() as AddressInfo
+    const simulator: Simulator = {
+      url: `http://${urlHost(address)}:${address.port}`,
+      port: address.port,
+      options: () => state.options,
+      setOptions: (patch) => state.setOptions(patch),
+      requests: () => state.requests(),
+      stats: () => state.stats(),
+      reset: () => state.reset()
+    }
+    return simulator
+  })

@@ -1,0 +1,5 @@
+/** Sluice providers: translation to each upstream's API, and the simulated upstream. */
+export * as Lab from "./Lab.js"
+export * as OpenAICompatible from "./OpenAICompatible.js"
+export * as Providers from "./Providers.js"
+export * as Simulator from "./Simulator.js"

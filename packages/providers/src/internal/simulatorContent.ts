@@ -1,0 +1,168 @@
+/**
+ * What the simulated upstream says: deterministic completion words, the prompt token estimate,
+ * embedding vectors and the seeded dice. Plain functions, called on the request hot path.
+ */
+
+const WORDS = [
+  "lorem",
+  "ipsum",
+  "dolor",
+  "sit",
+  "amet",
+  "consectetur",
+  "adipiscing",
+  "elit",
+  "sed",
+  "do",
+  "eiusmod",
+  "tempor",
+  "incididunt",
+  "ut",
+  "labore",
+  "et",
+  "dolore",
+  "magna",
+  "aliqua"
+]
+
+/** Tokens counted for each image part of a message (OpenAI's low-detail figure). */
+export const IMAGE_TOKENS = 85
+
+/** Tokens of framing counted for each message. */
+export const PER_MESSAGE_TOKENS = 3
+
+/**
+ * The prompt token estimate: `ceil(characters of all text content / 4) + 3 per message + 85 per
+ * image part`. Only message `content` is counted (a string, or the `text` of text parts); tool
+ * definitions, names and tool calls are not.
+ */
+export const estimatePromptTokens = (messages: ReadonlyArray<unknown>): number => {
+  let characters = 0
+  let images = 0
+  for (const message of messages) {
+    if (typeof message !== "object" || message === null) continue
+    const content = (message as { readonly content?: unknown }).content
+    if (typeof content === "string") characters += content.length
+    else if (Array.isArray(content)) {
+      for (const part of content as ReadonlyArray<unknown>) {
+        if (typeof part !== "object" || part === null) continue
+        const p = part as { readonly type?: unknown; readonly text?: unknown }
+        if (typeof p.text === "string") characters += p.text.length
+        else if (p.type === "image_url" || p.type === "input_image") images++
+      }
+    }
+  }
+  return Math.ceil(characters / 4) + PER_MESSAGE_TOKENS * messages.length + IMAGE_TOKENS * images
+}
+
+/** Tokens of an embeddings input text: `ceil(characters / 4)`. */
+export const estimateTextTokens = (text: string): number => Math.ceil(text.length / 4)
+
+/** A completion of `n` tokens, ready to send whole or streamed. */
+export interface Completion {
+  /** The whole message content. */
+  readonly content: string
+  /** One `{"content":"..."}` delta object (JSON text) per streamed chunk; they concatenate to `content`. */
+  readonly deltas: ReadonlyArray<string>
+}
+
+const MAX_CACHED = 512
+
+/**
+ * Builds and caches completions: `[<name>] lorem ipsum ...` with exactly `n` words (one word, one
+ * token), or in JSON mode `{"simulated":true,"upstream":"<name>","text":"<the same words>"}` streamed
+ * in `n` pieces (one piece when `n` is 0) so that the concatenation is always valid JSON.
+ */
+export class Completions {
+  private readonly text = new Map<number, Completion>()
+  private readonly json = new Map<number, Completion>()
+  private readonly words: Array<string>
+
+  constructor(readonly name: string) {
+    this.words = [`[${name}]`]
+  }
+
+  /** The completion of `n` tokens, plain text or JSON. */
+  get(n: number, json: boolean): Completion {
+    const cache = json ? this.json : this.text
+    const cached = cache.get(n)
+    if (cached !== undefined) return cached
+    const made = json ? this.makeJson(n) : this.makeText(n)
+    if (cache.size >= MAX_CACHED) cache.clear()
+    cache.set(n, made)
+    return made
+  }
+
+  private word(i: number): string {
+    while (this.words.length <= i) this.words.push(WORDS[(this.words.length - 1) % WORDS.length]!)
+    return this.words[i]!
+  }
+
+  private pieces(n: number): Array<string> {
+    return Array.from({ length: n }, (_, i) => (i === 0 ? this.word(0) : " " + this.word(i)))
+  }
+
+  private makeText(n: number): Completion {
+    const pieces = this.pieces(n)
+    return { content: pieces.join(""), deltas: pieces.map(delta) }
+  }
+
+  private makeJson(n: number): Completion {
+    const open = `{"simulated":true,"upstream":${JSON.stringify(this.name)},"text":"`
+    const close = `"}`
+    // JSON escaping works character by character, so escaping each piece equals escaping the whole.
+    const escaped = this.pieces(n).map((piece) => JSON.stringify(piece).slice(1, -1))
+    if (escaped.length === 0) escaped.push("")
+    escaped[0] = open + escaped[0]
+    escaped[escaped.length - 1] = escaped[escaped.length - 1] + close
+    return { content: escaped.join(""), deltas: escaped.map(delta) }
+  }
+}
+
+const delta = (content: string): string => `{"content":${JSON.stringify(content)}}`
+
+/** A seeded uniform generator in [0, 1) (mulberry32): the same seed gives the same sequence. */
+export const dice = (seed: number): (() => number) => {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const fnv1a = (text: string): number => {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return hash >>> 0
+}
+
+/**
+ * A deterministic unit-length embedding of `dimensions` float32 values derived from `text`. The
+ * values are exactly representable as float32, so `float` and `base64` encodings decode alike.
+ */
+export const embed = (text: string, dimensions: number): Float32Array => {
+  const next = dice(fnv1a(text))
+  const vector = new Float32Array(dimensions)
+  let norm = 0
+  for (let i = 0; i < dimensions; i++) {
+    const value = next() * 2 - 1
+    vector[i] = value
+    norm += value * value
+  }
+  norm = Math.sqrt(norm) || 1
+  for (let i = 0; i < dimensions; i++) vector[i] = vector[i]! / norm
+  return vector
+}
+
+/** `vector` as OpenAI's `encoding_format: "base64"`: little-endian float32 bytes, base64. */
+export const toBase64 = (vector: Float32Array): string => {
+  const bytes = Buffer.allocUnsafe(vector.length * 4)
+  for (let i = 0; i < vector.length; i++) bytes.writeFloatLE(vector[i]!, i * 4)
+  return bytes.toString("base64")
+}

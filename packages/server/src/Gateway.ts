@@ -1,0 +1,475 @@
+/**
+ * The OpenAI-compatible HTTP gateway: a thin adapter from HTTP to the `Router`. It parses and
+ * validates bodies, maps errors to OpenAI's envelope and status, and writes streams as SSE. It holds
+ * no routing logic.
+ *
+ * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`.
+ * Response headers name what happened: `x-request-id`, `x-sluice-pool`, `x-sluice-upstream`,
+ * `x-sluice-attempts`.
+ *
+ * It runs on `node:http` directly: one request handler reads the body and runs one Effect per request
+ * (the router call and the response) through the runtime of the built layer. A client that
+ * disconnects interrupts that Effect, which cancels the upstream call.
+ */
+import { HttpTraceContext } from "@effect/platform"
+import type { Headers } from "@effect/platform"
+import type { Decision, Provider } from "@sluice/core"
+import { Errors, Router, Wire } from "@sluice/core"
+import type { Scope } from "effect"
+import {
+  Cause,
+  Context,
+  Data,
+  DefaultServices,
+  Effect,
+  Either,
+  Fiber,
+  FiberId,
+  FiberRef,
+  FiberRefs,
+  Layer,
+  Option,
+  ParseResult,
+  Runtime,
+  Schema,
+  Stream,
+  Tracer
+} from "effect"
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
+import { createServer } from "node:http"
+
+/** Gateway settings. */
+export interface Options {
+  /** Largest request body accepted, in bytes; larger ones get 413. */
+  readonly maxBodyBytes: number
+  /** Queue priority of a client API key, when one is configured for it. */
+  readonly priorityOf?: (apiKey: string) => number | undefined
+}
+
+/** Gateway settings. */
+export class GatewayOptions extends Context.Tag("@sluice/server/GatewayOptions")<GatewayOptions, Options>() {}
+
+/** Gateway settings as a layer. */
+export const layerOptions = (options: Options) => Layer.succeed(GatewayOptions, options)
+
+/** Where the gateway listens, once it does (the port is the bound one, also when 0 was asked for). */
+export interface Address {
+  readonly host: string
+  readonly port: number
+}
+
+/** Where the gateway listens. */
+export class Listening extends Context.Tag("@sluice/server/Listening")<Listening, Address>() {}
+
+/** The gateway could not listen (address in use, permission denied...). */
+export class ListenError extends Data.TaggedError("ListenError")<{
+  readonly message: string
+  readonly cause: unknown
+}> {}
+
+/** A `node:http` request handler. */
+export type Handler = (request: IncomingMessage, response: ServerResponse) => void
+
+const JSON_TYPE = "application/json"
+
+const writeJson = (res: ServerResponse, status: number, text: string, headers?: Readonly<Record<string, string>>) => {
+  if (res.headersSent || res.destroyed) return
+  res.writeHead(status, {
+    ...headers,
+    "content-type": JSON_TYPE,
+    "content-length": Buffer.byteLength(text)
+  })
+  res.end(text)
+}
+
+const writeError = (res: ServerResponse, error: Errors.RouterError, headers?: Readonly<Record<string, string>>) => {
+  const mapped = Errors.toOpenAI(error)
+  writeJson(res, mapped.status, JSON.stringify(mapped.body), { ...mapped.headers, ...headers })
+}
+
+const envelope = (message: string, code: string) =>
+  JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } })
+
+const ROUTES_HINT =
+  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models)"
+const HEALTH = JSON.stringify({ status: "ok" })
+const ROOT = JSON.stringify({
+  name: "sluice",
+  endpoints: ["/v1/chat/completions", "/v1/embeddings", "/v1/models"]
+})
+
+const notFound = (req: IncomingMessage, res: ServerResponse) =>
+  writeJson(res, 404, envelope(`no route for ${req.method} ${req.url}; ${ROUTES_HINT}`, "not_found"))
+
+const methodNotAllowed = (req: IncomingMessage, res: ServerResponse, allow: string) =>
+  writeJson(
+    res,
+    405,
+    envelope(`${req.method} is not allowed on ${req.url}; use ${allow} (${ROUTES_HINT})`, "method_not_allowed"),
+    { allow }
+  )
+
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>(
+    (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`),
+    ""
+  )
+
+/**
+ * A body decoder for a wire schema, built once: unknown fields are kept, errors name the first bad
+ * field. The wire schemas transform nothing, so a document the schema accepts is used as parsed;
+ * only a rejected one is decoded, for the error.
+ */
+const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
+  const valid = Schema.is(schema)
+  const decode = Schema.decodeUnknownEither(schema, { onExcessProperty: "preserve" })
+  return (text: string): Either.Either<A, Errors.InvalidRequest> => {
+    let document: unknown
+    try {
+      document = JSON.parse(text)
+    } catch (error) {
+      return Either.left(
+        new Errors.InvalidRequest({
+          message: `the request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`
+        })
+      )
+    }
+    if (valid(document)) return Either.right(document)
+    const decoded = decode(document)
+    if (Either.isRight(decoded)) return Either.right(decoded.right)
+    const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
+    const param = issue === undefined ? "" : formatPath(issue.path)
+    return Either.left(
+      new Errors.InvalidRequest({
+        message:
+          param === "" ? `invalid request: ${issue?.message ?? "malformed body"}` : `${param}: ${issue?.message}`,
+        ...(param === "" ? {} : { param })
+      })
+    )
+  }
+}
+
+const decodeChat = decoder(Wire.ChatCompletionRequest)
+const decodeEmbeddings = decoder(Wire.EmbeddingsRequest)
+
+const BEARER = /^Bearer\s+(.+)$/i
+
+const bearer = (authorization: string | undefined): string | undefined => {
+  if (authorization === undefined) return undefined
+  const match = BEARER.exec(authorization)
+  return match === null ? undefined : match[1]!.trim()
+}
+
+/**
+ * What the router needs from the HTTP request: the request id, the headers and API key (pools'
+ * `sticky.key` reads the session key from them), and the queue priority (`x-sluice-priority`).
+ */
+const routeOptions = (headers: IncomingHttpHeaders, options: Options): Router.RouteOptions => {
+  const requestId = headers["x-request-id"]
+  const apiKey = bearer(headers["authorization"])
+  const byKey = apiKey === undefined ? undefined : options.priorityOf?.(apiKey)
+  const byHeader = headers["x-sluice-priority"] === undefined ? Number.NaN : Number(headers["x-sluice-priority"])
+  const priority = byKey ?? (Number.isFinite(byHeader) ? byHeader : undefined)
+  return {
+    headers: headers as Readonly<Record<string, string | undefined>>,
+    ...(typeof requestId === "string" && requestId !== "" ? { requestId } : {}),
+    ...(apiKey !== undefined ? { apiKey } : {}),
+    ...(priority !== undefined ? { priority } : {})
+  }
+}
+
+const decisionHeaders = (decision: Decision.Decision): Record<string, string> =>
+  decision.upstream === undefined
+    ? {
+        "x-request-id": decision.requestId,
+        "x-sluice-pool": decision.pool,
+        "x-sluice-attempts": String(decision.attempts.length)
+      }
+    : {
+        "x-request-id": decision.requestId,
+        "x-sluice-pool": decision.pool,
+        "x-sluice-upstream": decision.upstream,
+        "x-sluice-attempts": String(decision.attempts.length)
+      }
+
+const DONE = "data: [DONE]\n\n"
+
+/** SSE text of some events. */
+const sse = (events: Iterable<Provider.StreamEvent>): string => {
+  let text = ""
+  for (const event of events) text += `data: ${event.data}\n\n`
+  return text
+}
+
+/**
+ * The last SSE text of a stream: `[DONE]`, or after the first chunk an upstream failure as an in-band
+ * error event in OpenAI's shape — and no `[DONE]`, so no client mistakes the stream for complete.
+ */
+const ending = (end: Option.Option<Errors.UpstreamError>): string =>
+  Option.isNone(end) ? DONE : `data: ${JSON.stringify(Errors.toOpenAI(end.value).body)}\n\n`
+
+/**
+ * Relays a stream to `res` with its `Router.DirectPull` (no Stream machinery): one write per upstream
+ * read, and whatever has already arrived when a read comes in — up to the end of the stream — goes
+ * out in the same write, so a short answer costs one write.
+ */
+const relay = (res: ServerResponse, direct: Router.DirectPull): Effect.Effect<void> => {
+  const step = (events: ReadonlyArray<Provider.StreamEvent>): Effect.Effect<void> => {
+    let text = sse(events)
+    for (let more = direct.poll?.(); more !== undefined; more = direct.poll?.()) {
+      if (!Array.isArray(more)) {
+        res.end(text + ending(more as Option.Option<Errors.UpstreamError>))
+        return Effect.void
+      }
+      text += sse(more as ReadonlyArray<Provider.StreamEvent>)
+    }
+    return text === "" || res.write(text) ? loop : Effect.zipRight(drained(res), loop)
+  }
+  const loop: Effect.Effect<void> = Effect.matchEffect(direct.pull, {
+    onSuccess: step,
+    onFailure: (end) => Effect.sync(() => void res.end(ending(end)))
+  })
+  return loop
+}
+
+/** Waits until `res` can take more (a slow client); interruption (a disconnect) ends the wait. */
+const drained = (res: ServerResponse) =>
+  Effect.async<void>((resume) => {
+    const go = () => resume(Effect.void)
+    res.once("drain", go)
+    return Effect.sync(() => void res.off("drain", go))
+  })
+
+/** The parent span a caller sent (`traceparent`, `b3`), if any. */
+const parentOf = (headers: IncomingHttpHeaders): Tracer.ExternalSpan | undefined =>
+  headers["traceparent"] === undefined && headers["b3"] === undefined && headers["x-b3-traceid"] === undefined
+    ? undefined
+    : Option.getOrUndefined(HttpTraceContext.fromHeaders(headers as unknown as Headers.Headers))
+
+/**
+ * Builds the gateway's request handler over the router. Requests in flight when the scope closes
+ * are interrupted (their upstream calls cancelled).
+ */
+export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions | Scope.Scope> = Effect.gen(
+  function* () {
+    const router = yield* Router.Router
+    const options = yield* GatewayOptions
+    const runtime = yield* Effect.runtime<never>()
+    const run = Runtime.runFork(runtime)
+    // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
+    const tracing =
+      FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentTracerEnabled) &&
+      Context.get(FiberRefs.getOrDefault(runtime.fiberRefs, DefaultServices.currentServices), Tracer.Tracer) !==
+        Context.get(DefaultServices.liveServices, Tracer.Tracer)
+    const inFlight = new Set<Fiber.RuntimeFiber<void>>()
+    yield* Effect.addFinalizer(() => Fiber.interruptAll(inFlight))
+
+    const streamChat = (res: ServerResponse, body: Wire.ChatCompletionRequest, route: Router.RouteOptions) =>
+      Effect.flatMap(router.chatStream(body, route), (routed) => {
+        res.writeHead(200, {
+          "content-type": "text/event-stream",
+          "cache-control": "no-cache",
+          "x-sluice-upstream": routed.upstream,
+          "x-request-id": routed.requestId
+        })
+        const direct = Router.directPullOf(routed.events)
+        if (direct !== undefined) return Effect.ensuring(relay(res, direct), direct.release ?? Effect.void)
+        // Any other stream: one write per chunk.
+        return Stream.runForEachChunk(routed.events, (chunk) => {
+          const text = sse(chunk)
+          return text === "" || res.write(text) ? Effect.void : drained(res)
+        }).pipe(
+          Effect.match({
+            onSuccess: () => void res.end(DONE),
+            onFailure: (error) => void res.end(ending(Option.some(error)))
+          })
+        )
+      })
+
+    const chat = (req: IncomingMessage, res: ServerResponse, text: string): Effect.Effect<void, Errors.RouterError> =>
+      Effect.suspend(() => {
+        const decoded = decodeChat(text)
+        if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+        const body = decoded.right
+        const route = routeOptions(req.headers, options)
+        if (body.stream === true) return streamChat(res, body, route)
+        return Effect.map(router.chat(body, route), (routed) =>
+          writeJson(res, 200, JSON.stringify(routed.response), decisionHeaders(routed.decision))
+        )
+      })
+
+    const embeddings = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      text: string
+    ): Effect.Effect<void, Errors.RouterError> =>
+      Effect.suspend(() => {
+        const decoded = decodeEmbeddings(text)
+        if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+        return Effect.map(router.embeddings(decoded.right, routeOptions(req.headers, options)), (routed) =>
+          writeJson(res, 200, JSON.stringify(routed.response), decisionHeaders(routed.decision))
+        )
+      })
+
+    const models = (_req: IncomingMessage, res: ServerResponse): Effect.Effect<void, Errors.RouterError> =>
+      Effect.map(router.models, (list) => writeJson(res, 200, JSON.stringify({ object: "list", data: list })))
+
+    /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
+    const recover = (res: ServerResponse, cause: Cause.Cause<Errors.RouterError>): Effect.Effect<void> => {
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value))
+      if (Cause.isInterruptedOnly(cause)) return Effect.void
+      return Effect.zipRight(
+        Effect.logError("request failed unexpectedly", cause),
+        Effect.sync(() => {
+          if (res.headersSent) res.destroy()
+          else writeJson(res, 500, envelope("internal error in the gateway", "internal_error"))
+        })
+      )
+    }
+
+    /**
+     * Runs one request's Effect — in an `http.server` span when a tracer is installed (the parent of
+     * the router's spans); a disconnect interrupts it.
+     */
+    const serve = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      path: string,
+      effect: Effect.Effect<void, Errors.RouterError>
+    ) => {
+      const handled = Effect.catchAllCause(effect, (cause) => recover(res, cause))
+      let program = handled
+      if (tracing) {
+        const method = req.method ?? "GET"
+        const parent = parentOf(req.headers)
+        program = Effect.useSpan(
+          `http.server ${method}`,
+          {
+            kind: "server",
+            captureStackTrace: false,
+            attributes: { "http.request.method": method, "url.path": path },
+            ...(parent !== undefined ? { parent } : {})
+          },
+          (span) =>
+            handled.pipe(
+              Effect.ensuring(Effect.sync(() => span.attribute("http.response.status_code", res.statusCode))),
+              Effect.withParentSpan(span)
+            )
+        )
+      }
+      const fiber = run(program)
+      inFlight.add(fiber)
+      fiber.addObserver(() => {
+        inFlight.delete(fiber)
+      })
+      res.once("close", () => {
+        if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+      })
+    }
+
+    /** Reads the body (413 past the limit), then serves it. */
+    const withBody = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      path: string,
+      handle: (req: IncomingMessage, res: ServerResponse, text: string) => Effect.Effect<void, Errors.RouterError>
+    ) => {
+      const limit = options.maxBodyBytes
+      const tooLarge = () => {
+        writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }))
+        // The rest of the body is read and dropped, so the connection stays usable.
+        req.resume()
+      }
+      const declared = Number(req.headers["content-length"])
+      if (Number.isFinite(declared) && declared > limit) return tooLarge()
+      const chunks: Array<Buffer> = []
+      let size = 0
+      let refused = false
+      req.on("data", (chunk: Buffer) => {
+        if (refused) return
+        size += chunk.length
+        if (size > limit) {
+          refused = true
+          return tooLarge()
+        }
+        chunks.push(chunk)
+      })
+      req.on("end", () => {
+        if (refused) return
+        const text = chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks, size).toString("utf8")
+        serve(req, res, path, handle(req, res, text))
+      })
+      req.on("error", (error) => {
+        if (refused) return
+        refused = true
+        writeError(res, new Errors.InvalidRequest({ message: `could not read the request body: ${error.message}` }))
+      })
+    }
+
+    return (req, res) => {
+      const url = req.url ?? "/"
+      const query = url.indexOf("?")
+      const path = query === -1 ? url : url.slice(0, query)
+      const method = req.method
+      switch (path) {
+        case "/v1/chat/completions":
+        case "/chat/completions":
+          return method === "POST" ? withBody(req, res, path, chat) : methodNotAllowed(req, res, "POST")
+        case "/v1/embeddings":
+        case "/embeddings":
+          return method === "POST" ? withBody(req, res, path, embeddings) : methodNotAllowed(req, res, "POST")
+        case "/v1/models":
+        case "/models":
+          return method === "GET" ? serve(req, res, path, models(req, res)) : methodNotAllowed(req, res, "GET")
+        case "/health":
+          return method === "GET" ? writeJson(res, 200, HEALTH) : methodNotAllowed(req, res, "GET")
+        case "/":
+          return method === "GET" ? writeJson(res, 200, ROOT) : methodNotAllowed(req, res, "GET")
+        default:
+          return notFound(req, res)
+      }
+    }
+  }
+)
+
+/**
+ * The gateway listening on `host:port` (0 picks a free port; {@link Listening} has the bound one).
+ * Closing the layer stops accepting, interrupts the requests in flight and closes every connection.
+ */
+export const layer = (address: Address): Layer.Layer<Listening, ListenError, Router.Router | GatewayOptions> =>
+  Layer.scoped(
+    Listening,
+    Effect.gen(function* () {
+      const handler = yield* make
+      const server = yield* Effect.acquireRelease(
+        Effect.async<Server, ListenError>((resume) => {
+          const server = createServer({ keepAlive: true, noDelay: true }, handler)
+          const onError = (error: Error) =>
+            resume(
+              Effect.fail(
+                new ListenError({
+                  message: `could not listen on ${address.host}:${address.port}: ${error.message}`,
+                  cause: error
+                })
+              )
+            )
+          server.once("error", onError)
+          server.listen(address.port, address.host, () => {
+            server.off("error", onError)
+            resume(Effect.succeed(server))
+          })
+        }),
+        (server) =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            server.closeAllConnections()
+          })
+      )
+      const bound = server.address()
+      return {
+        host: address.host,
+        port: typeof bound === "object" && bound !== null ? bound.port : address.port
+      }
+    })
+  )

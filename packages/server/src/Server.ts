@@ -1,0 +1,92 @@
+/**
+ * The gateway server: the HTTP gateway on Node's http server, with the router assembled from a
+ * config, upstream calls over undici, and tracing. `layer` is everything `sluice serve` runs; it
+ * provides `Gateway.Listening` (the bound address) and everything the router is built from.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { Config as SluiceConfig } from "@sluice/core"
+import { Topology } from "@sluice/core"
+import { Config, Console, Effect, Layer, Redacted } from "effect"
+import * as Gateway from "./Gateway.js"
+import * as Sluice from "./Sluice.js"
+import * as Telemetry from "./Telemetry.js"
+
+/** Options beyond the config file. */
+export interface Options extends Sluice.Options {
+  /** Print the start banner (where it listens, pools, upstreams, a first request). Default true. */
+  readonly banner?: boolean
+  /** Tracing layer; default {@link Telemetry.layer} (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). */
+  readonly telemetry?: Layer.Layer<never>
+}
+
+/** The start banner: address, pools and upstreams (simulated ones labelled), and a first request. */
+export const banner = Effect.gen(function* () {
+  const address = yield* Gateway.Listening
+  const topology = yield* Topology.Topology
+  const simulators = yield* Sluice.Simulators
+  const host = address.host === "0.0.0.0" || address.host === "::" ? "127.0.0.1" : address.host
+  const base = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}`
+  const lines: Array<string> = [`Sluice gateway listening on ${base}  (OpenAI-compatible API at ${base}/v1)`, ""]
+  lines.push("Pools:")
+  for (const pool of topology.pools.values()) {
+    const fallback = pool.fallback === undefined ? "" : `, fallback -> ${pool.fallback}`
+    lines.push(`  ${pool.id}: models ${pool.models.join(", ")} (strategy ${pool.strategy}${fallback})`)
+    for (const u of pool.upstreams) {
+      const sim = simulators.find((s) => s.upstream === u.id)
+      const where = sim !== undefined ? `SIMULATED in-process at ${sim.url}` : u.baseUrl
+      lines.push(`    - ${u.id} [${u.provider}] ${where}${u.enabled ? "" : " (disabled)"}`)
+    }
+  }
+  const firstModel =
+    topology.pools
+      .values()
+      .next()
+      .value?.models.find((m) => !m.includes("*")) ?? "gpt-4o-mini"
+  lines.push(
+    "",
+    "Try it:",
+    `  curl ${base}/v1/chat/completions -H 'content-type: application/json' \\`,
+    `    -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello!"}]}'`,
+    ""
+  )
+  yield* Console.log(lines.join("\n"))
+})
+
+/** Gateway options from the config; API keys for priorities are read from the environment. */
+export const gatewayOptions = (config: SluiceConfig.ConfigFile) =>
+  Layer.effect(
+    Gateway.GatewayOptions,
+    Effect.gen(function* () {
+      const byKey = new Map<string, number>()
+      const missing: Array<string> = []
+      for (const [i, entry] of config.server.priorities.entries()) {
+        const key = yield* Effect.either(Config.redacted(entry.apiKeyEnv))
+        if (key._tag === "Left")
+          missing.push(`server.priorities[${i}].apiKeyEnv: environment variable ${entry.apiKeyEnv} is not set`)
+        else byKey.set(Redacted.value(key.right), entry.priority)
+      }
+      if (missing.length > 0) return yield* new SluiceConfig.ConfigError({ source: "environment", problems: missing })
+      return {
+        maxBodyBytes: config.server.maxBodyBytes,
+        ...(byKey.size > 0 ? { priorityOf: (apiKey: string) => byKey.get(apiKey) } : {})
+      }
+    })
+  )
+
+/**
+ * The whole gateway for a config: listens on `config.server.host:port` until interrupted. Upstream
+ * calls go over the providers' own undici pools; `NodeHttpClient.layerUndici` serves the health
+ * checks only.
+ */
+export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
+  const routing = Sluice.layer(config, options).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  const serve = Gateway.layer({ host: config.server.host, port: config.server.port }).pipe(
+    Layer.provide(gatewayOptions(config))
+  )
+  const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
+  return announce.pipe(
+    Layer.provideMerge(serve),
+    Layer.provideMerge(routing),
+    Layer.provide(options.telemetry ?? Telemetry.layer)
+  )
+}

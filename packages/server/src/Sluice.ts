@@ -1,0 +1,90 @@
+/**
+ * Assembles the whole pipeline from a config file: simulated upstreams (started in-process when the
+ * config asks for them), topology, matcher, tiktoken counter, strategies by name, providers, state
+ * store and the router. The server and in-process users share this one assembly.
+ */
+import type { Config as SluiceConfig, Provider, Strategy } from "@sluice/core"
+import {
+  CircuitBreaker,
+  Guard,
+  Health,
+  Matcher,
+  RateLimiter,
+  Router,
+  StateStore,
+  TokenCounter,
+  Topology
+} from "@sluice/core"
+import { Providers, Simulator } from "@sluice/providers"
+import { Strategies } from "@sluice/strategies"
+import { Context, Effect, Layer } from "effect"
+
+/** An in-process simulated upstream the config started. */
+export interface RunningSimulator {
+  readonly upstream: string
+  readonly url: string
+  readonly simulator: Simulator.Simulator
+}
+
+/** The simulated upstreams started for a config (empty when it names none). */
+export class Simulators extends Context.Tag("@sluice/server/Simulators")<
+  Simulators,
+  ReadonlyArray<RunningSimulator>
+>() {}
+
+/** Extension points for code that assembles Sluice from a config. */
+export interface Options {
+  /** Custom strategies by name (pools select them with `strategy: <name>`). */
+  readonly strategies?: Readonly<Record<string, Strategy.Service>>
+  /** Custom providers by kind (upstreams select them with `provider: <kind>`). */
+  readonly providers?: Readonly<Record<string, Provider.Service>>
+}
+
+/** Starts a simulator for every `simulated` upstream that has no `baseUrl`. */
+export const startSimulators = (config: SluiceConfig.ConfigFile) =>
+  Effect.forEach(
+    config.upstreams.filter((u) => u.provider === "simulated" && u.baseUrl === undefined),
+    (u) =>
+      Effect.map(Simulator.start({ name: u.id, ...u.simulate }), (simulator): RunningSimulator => ({
+        upstream: u.id,
+        url: simulator.url,
+        simulator
+      }))
+  )
+
+/** Simulators and topology for a config. */
+export const layerTopology = (config: SluiceConfig.ConfigFile) =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const simulators = yield* startSimulators(config)
+      const baseUrls = new Map(simulators.map((s) => [s.upstream, `${s.url}/v1`]))
+      return Layer.merge(Layer.succeed(Simulators, simulators), Topology.layer(config, baseUrls))
+    })
+  )
+
+/**
+ * The router and everything it needs, from a config. Upstream calls go over the providers' own
+ * undici pools; the `HttpClient` it requires is for the health checks (the server provides
+ * `NodeHttpClient.layerUndici`).
+ */
+export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
+  const topology = layerTopology(config)
+  const providers = Providers.layer(options.providers ?? {})
+  // Stage services the guards read; also reachable by the admin API (breaker reset, health status).
+  const resilience = Layer.mergeAll(CircuitBreaker.layer, Health.layer, RateLimiter.layer).pipe(
+    Layer.provideMerge(providers)
+  )
+  // Order matters: health and breaker exclusions are not waitable and cheap; the rate limiter comes
+  // last so that capacity is reserved only for attempts every other stage admitted.
+  const guards = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard)
+  const stages = Layer.mergeAll(
+    Matcher.layer,
+    TokenCounter.layer,
+    Strategies.layer(options.strategies ?? {}),
+    guards
+  ).pipe(Layer.provideMerge(resilience))
+  return Router.layer.pipe(
+    Layer.provideMerge(stages),
+    Layer.provideMerge(Layer.merge(topology, StateStore.layerMemory))
+  )
+}

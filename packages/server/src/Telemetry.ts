@@ -1,0 +1,32 @@
+/**
+ * Tracing. With the standard `OTEL_EXPORTER_OTLP_ENDPOINT` set (e.g. `http://127.0.0.1:4318` for a
+ * local Jaeger), every request's span tree — server request → `sluice.route` → `sluice.attempt` →
+ * upstream HTTP call — is exported over OTLP/HTTP. Without it, spans stay in-process and cost little.
+ */
+import { NodeSdk } from "@effect/opentelemetry"
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base"
+import { BatchSpanProcessor, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { Config, Effect, Layer, Option } from "effect"
+
+/** The service name spans are reported under. */
+export const serviceName = "sluice"
+
+/** Exports spans to the given exporter, one at a time as they end (tests use an in-memory exporter). */
+export const layerExporter = (exporter: SpanExporter) =>
+  NodeSdk.layer(() => ({ resource: { serviceName }, spanProcessor: new SimpleSpanProcessor(exporter) }))
+
+/** OTLP/HTTP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; nothing otherwise. */
+export const layer: Layer.Layer<never> = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const endpoint = yield* Config.option(Config.string("OTEL_EXPORTER_OTLP_ENDPOINT")).pipe(
+      Effect.orElseSucceed(() => Option.none<string>())
+    )
+    if (Option.isNone(endpoint)) return Layer.empty
+    yield* Effect.logInfo(`exporting traces over OTLP to ${endpoint.value}`)
+    return NodeSdk.layer(() => ({
+      resource: { serviceName },
+      spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter())
+    }))
+  })
+)

@@ -1,0 +1,7 @@
+/** Sluice server: the OpenAI-compatible HTTP gateway, its assembly from a config, tracing and the CLI. */
+export * as Cli from "./Cli.js"
+export * as ConfigFile from "./ConfigFile.js"
+export * as Gateway from "./Gateway.js"
+export * as Server from "./Server.js"
+export * as Sluice from "./Sluice.js"
+export * as Telemetry from "./Telemetry.js"

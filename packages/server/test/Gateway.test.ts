@@ -1,0 +1,405 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import OpenAI, { APIError } from "openai"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+const twoUpstreams = () =>
+  simulatedConfig(
+    [{ id: "a", simulate: { completionTokens: 5 } }, { id: "b", simulate: { completionTokens: 5 } }, { id: "emb" }],
+    [
+      { id: "chat", models: ["gpt-4o-mini", "sim-*"], aliases: { fast: "gpt-4o-mini" }, upstreams: ["a", "b"] },
+      { id: "embeddings", models: ["text-embedding-3-small"], upstreams: ["emb"] }
+    ]
+  )
+
+const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
+const attempt = <A>(f: () => Promise<A>) =>
+  Effect.promise(() =>
+    f().then(
+      (value) => ({ ok: true as const, value }),
+      (error: unknown) => ({ ok: false as const, error })
+    )
+  )
+
+describe("gateway with the openai SDK", () => {
+  it.live("answers a non-streaming chat completion with usage and names the upstream", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      const { data, response } = yield* promise(() =>
+        client.chat.completions
+          .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello" }] })
+          .withResponse()
+      )
+      expect(data.object).toBe("chat.completion")
+      expect(data.choices[0]?.message.content).toMatch(/^\[(a|b)\]/)
+      expect(data.usage?.completion_tokens).toBe(5)
+      expect(data.usage?.prompt_tokens).toBeGreaterThan(0)
+      expect(["a", "b"]).toContain(response.headers.get("x-sluice-upstream"))
+      expect(response.headers.get("x-sluice-pool")).toBe("chat")
+      expect(response.headers.get("x-request-id")).toMatch(/^req_/)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("streams chunks over SSE, ends with [DONE] and reports usage when include_usage is set", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      const stream = yield* promise(() =>
+        client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "Hello" }],
+          stream: true,
+          stream_options: { include_usage: true }
+        })
+      )
+      let text = ""
+      let usage: OpenAI.CompletionUsage | null | undefined
+      let finish: string | null | undefined
+      yield* promise(async () => {
+        for await (const chunk of stream) {
+          text += chunk.choices[0]?.delta.content ?? ""
+          if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason
+          if (chunk.usage) usage = chunk.usage
+        }
+      })
+      expect(text.split(" ").filter((w) => w !== "").length).toBeGreaterThanOrEqual(5)
+      expect(finish).toBe("stop")
+      expect(usage?.completion_tokens).toBe(5)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("does not send a usage chunk to a client that did not ask for one, though it asks upstream", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(twoUpstreams())
+      const raw = yield* promise(() =>
+        fetch(`${gateway.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
+        }).then(async (r) => ({
+          type: r.headers.get("content-type"),
+          upstream: r.headers.get("x-sluice-upstream"),
+          body: await r.text()
+        }))
+      )
+      expect(raw.type).toContain("text/event-stream")
+      expect(raw.body.endsWith("data: [DONE]\n\n")).toBe(true)
+      expect(raw.body).not.toMatch(/"usage":\{/)
+      const sent = gateway.simulator(raw.upstream!).requests().at(-1)?.body as Record<string, unknown>
+      expect(sent["stream_options"]).toEqual({ include_usage: true })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("returns tool calls for tools / tool_choice, streaming and not", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      const tools: Array<OpenAI.ChatCompletionTool> = [
+        { type: "function", function: { name: "get_weather", parameters: { type: "object", properties: {} } } },
+        { type: "function", function: { name: "get_time", parameters: { type: "object", properties: {} } } }
+      ]
+      const completion = yield* promise(() =>
+        client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "What time is it?" }],
+          tools,
+          tool_choice: { type: "function", function: { name: "get_time" } }
+        })
+      )
+      const call = completion.choices[0]?.message.tool_calls?.[0]
+      expect(call?.type === "function" ? call.function.name : undefined).toBe("get_time")
+      expect(completion.choices[0]?.finish_reason).toBe("tool_calls")
+      const stream = client.chat.completions.stream({
+        model: "gpt-4o-mini",
+        messages: [{ role: "user", content: "Weather?" }],
+        tools
+      })
+      const final = yield* promise(() => stream.finalChatCompletion())
+      const streamed = final.choices[0]?.message.tool_calls?.[0]
+      expect(streamed?.type === "function" ? streamed.function.name : undefined).toBe("get_weather")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("honours response_format json_object and json_schema", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      for (const response_format of [
+        { type: "json_object" as const },
+        {
+          type: "json_schema" as const,
+          json_schema: { name: "answer", schema: { type: "object", properties: { simulated: { type: "boolean" } } } }
+        }
+      ]) {
+        const completion = yield* promise(() =>
+          client.chat.completions.create({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: "JSON please" }],
+            response_format
+          })
+        )
+        expect(JSON.parse(completion.choices[0]?.message.content ?? "")).toMatchObject({ simulated: true })
+      }
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("passes image parts and unknown request fields through to the upstream untouched", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(twoUpstreams())
+      const image = {
+        type: "image_url" as const,
+        image_url: { url: "data:image/png;base64,iVBORw0KGgo=", detail: "low" as const }
+      }
+      const { response } = yield* promise(() =>
+        gateway.client.chat.completions
+          .create({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: [{ type: "text", text: "What is this?" }, image] }],
+            seed: 7,
+            logit_bias: { "50256": -100 },
+            // Fields Sluice has never heard of must reach the upstream as sent.
+            ...({ sluice_unknown_field: { nested: [1, 2, 3] }, top_k: 40 } as object)
+          })
+          .withResponse()
+      )
+      const upstream = response.headers.get("x-sluice-upstream")!
+      const sent = gateway.simulator(upstream).requests().at(-1)?.body as Record<string, unknown>
+      expect(sent["sluice_unknown_field"]).toEqual({ nested: [1, 2, 3] })
+      expect(sent["top_k"]).toBe(40)
+      expect(sent["seed"]).toBe(7)
+      expect(sent["logit_bias"]).toEqual({ "50256": -100 })
+      expect((sent["messages"] as Array<{ content: unknown }>)[0]?.content).toEqual([
+        { type: "text", text: "What is this?" },
+        image
+      ])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("serves embeddings and lists the models the pools serve", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      const embedding = yield* promise(() =>
+        client.embeddings.create({ model: "text-embedding-3-small", input: ["one", "two"] })
+      )
+      expect(embedding.data).toHaveLength(2)
+      expect(embedding.data[0]?.embedding).toHaveLength(8)
+      const models = yield* promise(() => client.models.list())
+      expect(models.data.map((m) => m.id).sort()).toEqual(["fast", "gpt-4o-mini", "text-embedding-3-small"])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("routes an alias to its pool as the target model", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(twoUpstreams())
+      const { response } = yield* promise(() =>
+        gateway.client.chat.completions
+          .create({ model: "fast", messages: [{ role: "user", content: "Hi" }] })
+          .withResponse()
+      )
+      const sent = gateway.simulator(response.headers.get("x-sluice-upstream")!).requests().at(-1)?.body as {
+        model: string
+      }
+      expect(sent.model).toBe("gpt-4o-mini")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("answers an unknown model with 404 listing the models that exist", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      const result = yield* attempt(() =>
+        client.chat.completions.create({ model: "gpt-5-ultra", messages: [{ role: "user", content: "Hi" }] })
+      )
+      expect(result.ok).toBe(false)
+      const error = (result as { error: unknown }).error
+      expect(error).toBeInstanceOf(OpenAI.NotFoundError)
+      const message = (error as APIError).message
+      expect(message).toContain("gpt-5-ultra")
+      expect(message).toContain("gpt-4o-mini")
+      expect(message).toContain("sim-*")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("answers a malformed body with 400 naming the bad field, and invalid JSON with 400", () =>
+    Effect.gen(function* () {
+      const { url } = yield* startGateway(twoUpstreams())
+      const post = (body: string) =>
+        promise(() =>
+          fetch(`${url}/v1/chat/completions`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body
+          }).then(async (r) => ({
+            status: r.status,
+            body: (await r.json()) as { error: { message: string; param: string | null; type: string } }
+          }))
+        )
+      const badRole = yield* post(
+        JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "wizard", content: "x" }] })
+      )
+      expect(badRole.status).toBe(400)
+      expect(badRole.body.error.param).toBe("messages[0].role")
+      expect(badRole.body.error.type).toBe("invalid_request_error")
+      const noMessages = yield* post(JSON.stringify({ model: "gpt-4o-mini" }))
+      expect(noMessages.status).toBe(400)
+      expect(noMessages.body.error.param).toBe("messages")
+      const badTokens = yield* post(
+        JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], max_tokens: -1 })
+      )
+      expect(badTokens.status).toBe(400)
+      expect(badTokens.body.error.param).toBe("max_tokens")
+      const notJson = yield* post("{not json")
+      expect(notJson.status).toBe(400)
+      expect(notJson.body.error.message).toContain("not valid JSON")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("answers 503 with Retry-After when no upstream is available", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [{ id: "off", enabled: false }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["off"] }]
+      )
+      const { client } = yield* startGateway(config)
+      const result = yield* attempt(() =>
+        client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+      )
+      const error = (result as { error: APIError }).error
+      expect(error.status).toBe(503)
+      expect(error.headers?.get("retry-after")).toBe("1")
+      expect(error.message).toContain("off: disabled in config")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("answers 502 naming the upstream when every upstream fails", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [{ id: "broken", simulate: { failureRate: 1 } }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["broken"] }]
+      )
+      const { client } = yield* startGateway(config)
+      const result = yield* attempt(() =>
+        client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+      )
+      const error = (result as { error: APIError }).error
+      expect(error.status).toBe(502)
+      expect(error.message).toContain("upstream 'broken' failed")
+      expect(error.message).toContain("HTTP 500")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("fails over to another upstream after a 500 and says so in x-sluice-attempts", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [{ id: "broken", simulate: { failureRate: 1 } }, { id: "good" }],
+        [{ id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["broken", "good"] }]
+      )
+      const { client } = yield* startGateway(config)
+      const { response } = yield* promise(() =>
+        client.chat.completions
+          .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+          .withResponse()
+      )
+      expect(response.headers.get("x-sluice-upstream")).toBe("good")
+      expect(response.headers.get("x-sluice-attempts")).toBe("2")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("answers a body over the configured limit with 413", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig([{ id: "a" }], [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }], {
+        maxBodyBytes: 1024
+      })
+      const { client } = yield* startGateway(config)
+      const result = yield* attempt(() =>
+        client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "x".repeat(4096) }]
+        })
+      )
+      const error = (result as { error: APIError }).error
+      expect(error.status).toBe(413)
+      expect(error.message).toContain("1024 bytes")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("ends a stream cut by the upstream with an in-band error event, never a clean end", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [{ id: "cut", simulate: { midStreamCutRate: 1, completionTokens: 20 } }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["cut"] }]
+      )
+      const gateway = yield* startGateway(config)
+      const raw = yield* promise(() =>
+        fetch(`${gateway.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
+        }).then((r) => r.text())
+      )
+      expect(raw).toContain('"content"')
+      expect(raw).not.toContain("[DONE]")
+      expect(raw).toMatch(/data: \{"error":\{"message":"upstream 'cut' failed: the upstream broke off mid-stream/)
+      const stream = yield* promise(() =>
+        gateway.client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "Hi" }],
+          stream: true
+        })
+      )
+      const consumed = yield* attempt(async () => {
+        for await (const _ of stream) {
+          // drain
+        }
+      })
+      expect(consumed.ok).toBe(false)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("cancels the upstream request when the client disconnects", () =>
+    Effect.gen(function* () {
+      let received = 0
+      let closedBeforeAnswer = 0
+      const upstream = createServer((req, res) => {
+        received++
+        res.on("close", () => {
+          if (!res.writableEnded) closedBeforeAnswer++
+        })
+        // never answers: the client will give up first
+        void req
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve))),
+        () =>
+          Effect.sync(() => upstream.closeAllConnections()).pipe(
+            Effect.zipRight(Effect.promise(() => new Promise((r) => upstream.close(r))))
+          )
+      )
+      const port = (upstream.address() as AddressInfo).port
+      const config = simulatedConfig(
+        [{ id: "slow", provider: "openai-compatible", baseUrl: `http://127.0.0.1:${port}/v1` }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["slow"] }]
+      )
+      const gateway = yield* startGateway(config)
+      for (const stream of [false, true]) {
+        const before = closedBeforeAnswer
+        const controller = new AbortController()
+        const pending = fetch(`${gateway.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream }),
+          signal: controller.signal
+        }).catch(() => undefined)
+        const expected = received + 1
+        yield* promise(async () => {
+          for (let i = 0; i < 200 && received < expected; i++) await new Promise((r) => setTimeout(r, 5))
+        })
+        expect(received).toBe(expected)
+        controller.abort()
+        yield* promise(() => pending)
+        yield* promise(async () => {
+          for (let i = 0; i < 200 && closedBeforeAnswer === before; i++) await new Promise((r) => setTimeout(r, 5))
+        })
+        expect(closedBeforeAnswer).toBe(before + 1)
+      }
+    }).pipe(Effect.scoped)
+  )
+})

@@ -1,0 +1,142 @@
+/**
+ * Child processes of the benchmark: started with their output kept (the last lines, shown when
+ * something goes wrong), awaited until their health endpoint answers, and always stopped — SIGINT
+ * first (so `--cpu-prof` can write its profile), SIGKILL when that does not end them. Every child
+ * still alive when the bench process exits is SIGKILLed.
+ */
+import type { ChildProcess } from "node:child_process"
+import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import { createServer } from "node:net"
+import { setTimeout as sleep } from "node:timers/promises"
+import { request } from "undici"
+
+export interface Child {
+  readonly name: string
+  readonly process: ChildProcess
+  readonly pid: number
+  /** The last lines the child printed (stdout and stderr). */
+  readonly output: () => string
+  /** True once the child has exited. */
+  readonly exited: () => boolean
+}
+
+const running = new Set<Child>()
+const KEEP_LINES = 60
+
+/** Starts `command args` with its output captured. */
+export const start = (
+  name: string,
+  command: string,
+  args: ReadonlyArray<string>,
+  options: { readonly cwd: string; readonly env?: NodeJS.ProcessEnv }
+): Child => {
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  const lines: Array<string> = []
+  const keep = (chunk: Buffer): void => {
+    for (const line of chunk.toString("utf8").split("\n")) {
+      if (line.trim() === "") continue
+      lines.push(line)
+      if (lines.length > KEEP_LINES) lines.shift()
+    }
+  }
+  child.stdout?.on("data", keep)
+  child.stderr?.on("data", keep)
+  let exited = false
+  child.once("exit", () => {
+    exited = true
+  })
+  child.once("error", (error) => {
+    exited = true
+    lines.push(`spawn error: ${error.message}`)
+  })
+  if (child.pid === undefined) throw new Error(`${name}: could not start ${command}`)
+  const handle: Child = {
+    name,
+    process: child,
+    pid: child.pid,
+    output: () => lines.join("\n"),
+    exited: () => exited || child.exitCode !== null || child.signalCode !== null
+  }
+  running.add(handle)
+  child.once("exit", () => running.delete(handle))
+  return handle
+}
+
+/** Polls `url` until it answers 200; fails when the child exits or the time is up. */
+export const waitReady = async (child: Child, url: string, timeoutMs = 30_000): Promise<void> => {
+  const deadline = performance.now() + timeoutMs
+  let last = "no answer yet"
+  while (performance.now() < deadline) {
+    if (child.exited()) {
+      throw new Error(`${child.name} exited before it was ready (code ${child.process.exitCode}):\n${child.output()}`)
+    }
+    try {
+      const res = await request(url, { headersTimeout: 1_000, bodyTimeout: 1_000 })
+      await res.body.text()
+      if (res.statusCode === 200) return
+      last = `status ${res.statusCode}`
+    } catch (error) {
+      last = error instanceof Error ? ((error as NodeJS.ErrnoException).code ?? error.message) : String(error)
+    }
+    await sleep(50)
+  }
+  throw new Error(`${child.name} not ready at ${url} after ${timeoutMs} ms (${last}):\n${child.output()}`)
+}
+
+/** Stops a child: SIGINT, then SIGKILL after `graceMs`. Resolves once it has exited. */
+export const stop = async (child: Child, graceMs = 10_000): Promise<void> => {
+  if (child.exited()) return
+  const exited = new Promise<void>((resolve) => child.process.once("exit", () => resolve()))
+  child.process.kill("SIGINT")
+  const timer = setTimeout(() => {
+    if (!child.exited()) child.process.kill("SIGKILL")
+  }, graceMs)
+  await exited
+  clearTimeout(timer)
+}
+
+/** Stops every child still running (in parallel). */
+export const stopAll = async (graceMs?: number): Promise<void> => {
+  await Promise.all([...running].map((c) => stop(c, graceMs)))
+}
+
+/** Last resort (synchronous, for `process.on("exit")`): SIGKILL every child still running. */
+export const killAllNow = (): void => {
+  for (const child of running) {
+    try {
+      child.process.kill("SIGKILL")
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (bound, read, released). */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+
+/** CPU time (user + system, ms) a process has used so far, from /proc; undefined elsewhere. */
+export const cpuMs = (pid: number): number | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return Number.isFinite(ticks) ? ticks * 10 : undefined // CLK_TCK is 100 on Linux
+  } catch {
+    return undefined
+  }
+}

@@ -43,8 +43,13 @@ export interface Decision {
   /** Session affinity: `hit` (went to the session's upstream), `miss` (new session), `moved` (its upstream could not serve). */
   readonly sticky: "hit" | "miss" | "moved" | undefined
   readonly promptTokens: number
-  /** True when `promptTokens` was counted with the model's tokenizer. */
+  /** True when `promptTokens` was counted with the model's own tokenizer. */
   readonly promptTokensExact: boolean
+  /**
+   * True when `promptTokens` was counted with a tokenizer (a limit was near); false when the fast
+   * calibrated estimate decided (every limit was far).
+   */
+  readonly promptTokensCounted: boolean
   readonly inputTokens: number | undefined
   readonly outputTokens: number | undefined
   readonly outcome: "success" | "error" | "interrupted"
@@ -72,6 +77,7 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
     "sluice.backoff_ms": d.backoffMs,
     "sluice.tokens.prompt": d.promptTokens,
     "sluice.tokens.prompt_exact": d.promptTokensExact,
+    "sluice.tokens.prompt_counted": d.promptTokensCounted,
     "sluice.outcome": d.outcome
   }
   if (d.upstream !== undefined) attributes["sluice.upstream"] = d.upstream

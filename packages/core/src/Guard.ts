@@ -71,6 +71,12 @@ export interface Guard {
    * `retryAfterMs` of the exclusions — instead of polling. Each evaluation waits for the next change.
    */
   readonly changed?: Effect.Effect<void>
+  /**
+   * Optional. The tokens this guard would still admit on `upstream` now (undefined: no token limit).
+   * Reserves nothing. The router counts a prompt exactly only when its fast estimate comes near this
+   * headroom or a context window; far from every limit, the estimate is enough.
+   */
+  readonly tokenHeadroom?: (upstream: Upstream) => Effect.Effect<number | undefined>
 }
 
 /** The guards of a pipeline, in the order they are consulted. */

@@ -244,6 +244,14 @@ const exclusionOf = (
   return undefined
 }
 
+/** Tokens `upstream` can still take in this window: its TPM less what is used, capped by what it reported. */
+const headroomOf = (stored: Stored, upstream: Topology.Upstream): number | undefined => {
+  const tpm = upstream.limits.tpm
+  let headroom = tpm === undefined ? undefined : Math.max(0, tpm - sum(stored.window, 3))
+  if (stored.tokens !== undefined) headroom = Math.min(headroom ?? Infinity, Math.max(0, stored.tokens.remaining))
+  return headroom
+}
+
 const reservationOf = (request: Guard.RequestInfo) => request.promptTokens + request.reservedOutputTokens
 
 /** Re-checks and reserves in one step: the body of `admit`'s `modify`. */
@@ -522,7 +530,17 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
     return { ...budget, limits: upstream.limits }
   })
 
-  const guard: Guard.Guard = { name: STAGE, check, admit, changed }
+  const tokenHeadroom = (upstream: Topology.Upstream): Effect.Effect<number | undefined> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      store.modify<Stored, number | undefined>(keyOf(upstream.id), (current) =>
+        // Read only, as in `check`. Without a stored state, only a configured TPM limits.
+        current === undefined
+          ? [upstream.limits.tpm, undefined]
+          : [headroomOf(settle(current, leaseOf(upstream), now), upstream), current]
+      )
+    )
+
+  const guard: Guard.Guard = { name: STAGE, check, admit, changed, tokenHeadroom }
   return RateLimiter.of({ guard, snapshot })
 })
 

@@ -137,6 +137,7 @@ interface Draft {
   sticky: Decision["sticky"]
   promptTokens: number
   promptTokensExact: boolean
+  promptTokensCounted: boolean
   inputTokens: number | undefined
   outputTokens: number | undefined
   readonly startedAt: number
@@ -159,6 +160,7 @@ const freeze = (draft: Draft, now: number, outcome: Decision["outcome"], error: 
   sticky: draft.sticky,
   promptTokens: draft.promptTokens,
   promptTokensExact: draft.promptTokensExact,
+  promptTokensCounted: draft.promptTokensCounted,
   inputTokens: draft.inputTokens,
   outputTokens: draft.outputTokens,
   outcome,
@@ -304,6 +306,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     return queue
   }
   const changeSignals = guards.flatMap((g) => (g.changed === undefined ? [] : [g.changed]))
+  const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
 
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({
     id,
@@ -438,7 +441,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     stream: boolean,
     model: string,
     user: string | undefined,
-    promptCount: (poolModel: string) => Effect.Effect<TokenCounterModule.Count>,
+    promptCount: PromptCount,
     requestedOutputTokens: number | undefined,
     options: RouteOptions | undefined,
     call: Call<A>
@@ -448,7 +451,9 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       const clock = yield* Effect.clock
       const startedAt = clock.unsafeCurrentTimeMillis()
       const match = yield* matcher.match(model)
-      const count = yield* promptCount(match.model)
+      // The fast estimate, until a limit comes near enough that only an exact count will do.
+      let count = promptCount.estimate(match.model)
+      let counted = false
       const draft: Draft = {
         requestId: options?.requestId ?? newRequestId(),
         operation,
@@ -466,6 +471,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         sticky: undefined,
         promptTokens: count.tokens,
         promptTokensExact: count.exact,
+        promptTokensCounted: false,
         inputTokens: undefined,
         outputTokens: undefined,
         startedAt
@@ -487,6 +493,37 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         return t === undefined ? Effect.void : t.leave
       })
 
+      /**
+       * Counts the prompt exactly if the estimate comes near a context window or a guard's token
+       * headroom on an enabled upstream of `pool`: near enough that an estimate twice too low would
+       * pass it. Far from every limit the estimate decides (and budgets are corrected to the usage
+       * the upstream reports anyway). Evaluated per pool and per queue turn: headroom shrinks.
+       */
+      const countExactlyIfNear = (pool: Pool, reserved: number) =>
+        Effect.gen(function* () {
+          if (counted) return
+          let near = false
+          for (let i = 0; i < pool.upstreams.length && !near; i++) {
+            const upstream = pool.upstreams[i]!
+            if (!upstream.enabled) continue
+            if (upstream.contextWindow !== undefined) {
+              near = TokenCounterModule.needsExact(count.tokens, upstream.contextWindow - reserved, EXACT_MARGIN)
+            }
+            for (let g = 0; g < headroomOf.length && !near; g++) {
+              const headroom = yield* headroomOf[g]!(upstream)
+              if (headroom !== undefined) {
+                near = TokenCounterModule.needsExact(count.tokens, headroom - reserved, EXACT_MARGIN)
+              }
+            }
+          }
+          if (!near) return
+          counted = true
+          count = yield* promptCount.exact(match.model)
+          draft.promptTokens = count.tokens
+          draft.promptTokensExact = count.exact
+          draft.promptTokensCounted = true
+        })
+
       /** One pass over the fallback chain. Succeeds with the value, or with the waitable exclusions if none served. */
       const pass = Effect.gen(function* () {
         const waitable: Array<Exclusion> = []
@@ -497,11 +534,13 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           if (!draft.pools.includes(pool.id)) draft.pools.push(pool.id)
           draft.pool = pool.id
           draft.strategy = nameOf(strategy, pool)
+          const reservedOutputTokens = requestedOutputTokens ?? pool.defaultMaxTokens
+          yield* countExactlyIfNear(pool, reservedOutputTokens)
           const info: RequestInfo = {
             pool,
             model: match.model,
             promptTokens: count.tokens,
-            reservedOutputTokens: requestedOutputTokens ?? pool.defaultMaxTokens,
+            reservedOutputTokens,
             sessionKey: sessionKeyFor(pool, options, user),
             priority,
             stream
@@ -731,7 +770,10 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       return { value: result, draft, decision }
     })
 
-  const chatCount = (request: ChatCompletionRequest) => (model: string) => counter.count(request, model)
+  const chatCount = (request: ChatCompletionRequest): PromptCount => ({
+    estimate: (model) => counter.estimate(request, model),
+    exact: (model) => counter.count(request, model)
+  })
 
   const chat: Service["chat"] = (request, options) =>
     traced({ "gen_ai.operation.name": "chat" }, (span) =>
@@ -780,7 +822,10 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           false,
           request.model,
           request.user,
-          () => Effect.succeed({ tokens: estimate, exact: false }),
+          {
+            estimate: () => ({ tokens: estimate, exact: false }),
+            exact: () => Effect.succeed({ tokens: estimate, exact: false })
+          },
           0,
           options,
           (upstream, model, _finish, _draft, clock) =>
@@ -961,6 +1006,19 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
 
   return Router.of({ chat, chatStream, embeddings, models: Effect.succeed(models) })
 })
+
+/** A prompt's token count: a synchronous estimate, and the exact count the router asks for near a limit. */
+interface PromptCount {
+  readonly estimate: (poolModel: string) => TokenCounterModule.Count
+  readonly exact: (poolModel: string) => Effect.Effect<TokenCounterModule.Count>
+}
+
+/**
+ * How wrong the prompt estimate may be before it could mislead a limit check: exact counting starts
+ * where an estimate half the true count would be at the limit (an uncalibrated estimate of code or
+ * non-English text can run that low).
+ */
+const EXACT_MARGIN = 0.5
 
 const isNonEmpty = <A>(as: ReadonlyArray<A>): as is readonly [A, ...Array<A>] => as.length > 0
 

@@ -93,13 +93,14 @@ export const preferring = (preference: ReadonlyArray<string>, offered: Array<Rea
     })
   )
 
-/** The router over `pools`, with the estimate token counter and the given stages. */
+/** The router over `pools`, with the given stages (the estimate token counter unless one is given). */
 export const routerLayer = (
   pools: ReadonlyArray<Topology.Pool>,
   stages: {
     readonly provider: Layer.Layer<Provider.Provider>
     readonly strategy?: Strategy.Service
     readonly guards?: Layer.Layer<Guard.Guards>
+    readonly counter?: Layer.Layer<TokenCounter.TokenCounter>
   }
 ): Layer.Layer<Router.Router> =>
   Router.layer.pipe(
@@ -107,7 +108,7 @@ export const routerLayer = (
     Layer.provide(
       Layer.mergeAll(
         Topology.layerPools(pools),
-        TokenCounter.layerEstimate,
+        stages.counter ?? TokenCounter.layerEstimate,
         stages.provider,
         Strategy.layer(stages.strategy ?? Strategy.first),
         stages.guards ?? Guard.none,

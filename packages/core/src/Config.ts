@@ -273,7 +273,17 @@ const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
     ""
   )
 
-const crossCheck = (config: ConfigFile): Array<string> => {
+/** What {@link decode} checks beyond the schema. */
+export interface DecodeOptions {
+  /**
+   * The strategy names pools may use (the built-in ones plus any custom ones the pipeline is given).
+   * When set, an unknown name is one more problem at `pools[i].strategy`; otherwise names are left
+   * to the `Strategy` layer to check when it is built.
+   */
+  readonly strategies?: ReadonlyArray<string>
+}
+
+const crossCheck = (config: ConfigFile, options: DecodeOptions): Array<string> => {
   const problems: Array<string> = []
   const upstreamIds = new Set<string>()
   config.upstreams.forEach((u, i) => {
@@ -289,6 +299,10 @@ const crossCheck = (config: ConfigFile): Array<string> => {
     poolIds.add(p.id)
   })
   config.pools.forEach((p, i) => {
+    const known = options.strategies
+    if (known !== undefined && p.strategy !== undefined && !known.includes(p.strategy)) {
+      problems.push(`pools[${i}].strategy: unknown strategy '${p.strategy}'; known: ${known.join(", ")}`)
+    }
     p.upstreams.forEach((id, j) => {
       if (!upstreamIds.has(id)) {
         problems.push(`pools[${i}].upstreams[${j}]: unknown upstream '${id}'; known: ${[...upstreamIds].join(", ")}`)
@@ -315,7 +329,7 @@ const crossCheck = (config: ConfigFile): Array<string> => {
 }
 
 /** {@link crossCheck} on a document that failed to decode: only the entries shaped well enough to check. */
-const crossCheckRaw = (input: unknown): Array<string> => {
+const crossCheckRaw = (input: unknown, options: DecodeOptions): Array<string> => {
   if (typeof input !== "object" || input === null) return []
   const doc = input as { upstreams?: unknown; pools?: unknown }
   const isEntry = (u: unknown): u is Record<string, unknown> & { id: string } =>
@@ -331,18 +345,23 @@ const crossCheckRaw = (input: unknown): Array<string> => {
     pools: pools.map((p) => ({
       ...p,
       upstreams: Array.isArray(p["upstreams"]) ? p["upstreams"].filter((id) => typeof id === "string") : [],
-      fallback: typeof p["fallback"] === "string" ? p["fallback"] : undefined
+      fallback: typeof p["fallback"] === "string" ? p["fallback"] : undefined,
+      strategy: typeof p["strategy"] === "string" ? p["strategy"] : undefined
     }))
   }
-  return crossCheck(sane as unknown as ConfigFile)
+  return crossCheck(sane as unknown as ConfigFile, options)
 }
 
 /**
  * Decodes a parsed config document (from YAML or JSON). Fails with a {@link ConfigError} that lists
  * every schema error and every broken reference (unknown upstream, unknown or cyclic fallback,
- * duplicate id) by path.
+ * duplicate id, and an unknown strategy when `options.strategies` names the known ones) by path.
  */
-export const decode = (input: unknown, source = "config"): Either.Either<ConfigFile, ConfigError> => {
+export const decode = (
+  input: unknown,
+  source = "config",
+  options: DecodeOptions = {}
+): Either.Either<ConfigFile, ConfigError> => {
   const decoded = Schema.decodeUnknownEither(ConfigFile, { errors: "all", onExcessProperty: "error" })(input)
   if (Either.isLeft(decoded)) {
     const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
@@ -379,9 +398,9 @@ export const decode = (input: unknown, source = "config"): Either.Either<ConfigF
           : `${path}: Expected one of ${entry.expected.join(", ")}, actual ${entry.actual}`
     }
     // References can be checked on the raw document too, so one pass reports both kinds of problem.
-    problems.push(...crossCheckRaw(input))
+    problems.push(...crossCheckRaw(input, options))
     return Either.left(new ConfigError({ source, problems }))
   }
-  const problems = crossCheck(decoded.right)
+  const problems = crossCheck(decoded.right, options)
   return problems.length > 0 ? Either.left(new ConfigError({ source, problems })) : Either.right(decoded.right)
 }

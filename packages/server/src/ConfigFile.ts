@@ -3,6 +3,7 @@
  * from the environment overriding the file. Every problem is reported by path.
  */
 import { Config as SluiceConfig } from "@sluice/core"
+import { Strategies } from "@sluice/strategies"
 import { Config, Effect, Either, Option } from "effect"
 import { readFile } from "node:fs/promises"
 import { fileURLToPath } from "node:url"
@@ -11,10 +12,17 @@ import { parse as parseYaml } from "yaml"
 /** Where the embedded default config lives (simulated upstreams, no API key needed). */
 export const defaultPath: string = fileURLToPath(new URL("../config/default.yaml", import.meta.url))
 
+/**
+ * What pools may name as `strategy` by default: the built-in strategies. Pass the custom names too
+ * when the pipeline is given custom strategies (`Sluice.layer(config, { strategies })`).
+ */
+export const defaultOptions: SluiceConfig.DecodeOptions = { strategies: Strategies.names }
+
 /** Parses YAML or JSON text (JSON is YAML) and decodes it. */
 export const parse = (
   text: string,
-  source: string
+  source: string,
+  options: SluiceConfig.DecodeOptions = defaultOptions
 ): Either.Either<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> => {
   let document: unknown
   try {
@@ -27,11 +35,14 @@ export const parse = (
       })
     )
   }
-  return SluiceConfig.decode(document, source)
+  return SluiceConfig.decode(document, source, options)
 }
 
 /** Reads and decodes a config file; `PORT` and `HOST` override `server.port` / `server.host`. */
-export const load = (path: string): Effect.Effect<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
+export const load = (
+  path: string,
+  options: SluiceConfig.DecodeOptions = defaultOptions
+): Effect.Effect<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
   Effect.gen(function* () {
     const text = yield* Effect.tryPromise({
       try: () => readFile(path, "utf8"),
@@ -41,7 +52,7 @@ export const load = (path: string): Effect.Effect<SluiceConfig.ConfigFile, Sluic
           problems: [`(file): cannot read: ${error instanceof Error ? error.message : String(error)}`]
         })
     })
-    const config = yield* parse(text, path)
+    const config = yield* parse(text, path, options)
     return yield* withEnvironment(config)
   })
 

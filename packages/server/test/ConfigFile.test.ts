@@ -25,6 +25,29 @@ describe("config files", () => {
     expect(config.upstreams.find((u) => u.id === "local-ollama")?.healthCheck?.type).toBe("http")
   })
 
+  it("lists an unknown strategy with the other problems, by path, and accepts custom names when told them", () => {
+    const yaml = [
+      "upstreams:",
+      "  - { id: u, provider: openai }",
+      "pools:",
+      "  - { id: a, models: [x], strategy: cheapest, upstreams: [u, w] }"
+    ].join("\n")
+    const result = ConfigFile.parse(yaml, "my.yaml")
+    expect(Either.isLeft(result) && result.left.problems).toEqual([
+      "upstreams[0].baseUrl: required for provider 'openai'",
+      "pools[0].strategy: unknown strategy 'cheapest'; known: round-robin, weighted, random, priority",
+      "pools[0].upstreams[1]: unknown upstream 'w'; known: u"
+    ])
+    const custom = ConfigFile.parse(
+      yaml.replace("provider: openai", "provider: simulated").replace(", w]", "]"),
+      "my.yaml",
+      {
+        strategies: ["round-robin", "cheapest"]
+      }
+    )
+    expect(Either.isRight(custom)).toBe(true)
+  })
+
   it("reports YAML syntax errors as a config problem, not a crash", () => {
     const result = ConfigFile.parse("pools: [unclosed", "broken.yaml")
     expect(Either.isLeft(result) && result.left.problems[0]).toMatch(/^\(file\): not valid YAML or JSON/)

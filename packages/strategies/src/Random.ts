@@ -17,22 +17,25 @@ export const name = "random"
  */
 export const service: Strategy.Service = Strategy.Strategy.of({
   name,
-  select: Effect.fn("Random.select")(function* (selection: Strategy.Selection) {
+  // Plain function, not `Effect.fn`: it runs on every request (see RoundRobin).
+  select: (selection: Strategy.Selection) => {
     const { candidates } = selection
-    if (candidates.length === 1) return candidates[0]
+    if (candidates.length === 1) return Effect.succeed(candidates[0])
     const weights = effectiveWeights(candidates)
-    let point = (yield* Random.next) * sum(weights)
-    let last = 0
-    for (let i = 0; i < candidates.length; i++) {
-      const weight = weights[i] ?? 0
-      if (weight === 0) continue
-      last = i
-      point -= weight
-      if (point < 0) return candidates[i] ?? candidates[0]
-    }
-    // Rounding can leave a sliver past the last weight; it belongs to the last drawable candidate.
-    return candidates[last] ?? candidates[0]
-  })
+    return Effect.map(Random.next, (r) => {
+      let point = r * sum(weights)
+      let last = 0
+      for (let i = 0; i < candidates.length; i++) {
+        const weight = weights[i] ?? 0
+        if (weight === 0) continue
+        last = i
+        point -= weight
+        if (point < 0) return candidates[i] ?? candidates[0]
+      }
+      // Rounding can leave a sliver past the last weight; it belongs to the last drawable candidate.
+      return candidates[last] ?? candidates[0]
+    })
+  }
 })
 
 /** Builds the strategy (it holds no state; see {@link service}). */

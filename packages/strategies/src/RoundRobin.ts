@@ -24,12 +24,16 @@ export const make: Effect.Effect<Strategy.Service, never, StateStore.StateStore>
   const store = yield* StateStore.StateStore
   return Strategy.Strategy.of({
     name,
-    select: Effect.fn("RoundRobin.select")(function* (selection: Strategy.Selection) {
+    // Plain function, not `Effect.fn`: it runs on every request, where a span and a captured stack
+    // trace per call would cost more than the pick itself.
+    select: (selection: Strategy.Selection) => {
       const { candidates } = selection
-      if (candidates.length === 1) return candidates[0]
-      const n = yield* store.increment(counterKey(selection.pool.id))
-      return candidates[slot(n, candidates.length)] ?? candidates[0]
-    })
+      if (candidates.length === 1) return Effect.succeed(candidates[0])
+      return Effect.map(
+        store.increment(counterKey(selection.pool.id)),
+        (n) => candidates[slot(n, candidates.length)] ?? candidates[0]
+      )
+    }
   })
 })
 

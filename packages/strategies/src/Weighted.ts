@@ -72,13 +72,16 @@ export const make: Effect.Effect<Strategy.Service, never, StateStore.StateStore>
 
   return Strategy.Strategy.of({
     name,
-    select: Effect.fn("Weighted.select")(function* (selection: Strategy.Selection) {
+    // Plain function, not `Effect.fn`: it runs on every request (see RoundRobin).
+    select: (selection: Strategy.Selection) => {
       const { candidates } = selection
-      if (candidates.length === 1) return candidates[0]
+      if (candidates.length === 1) return Effect.succeed(candidates[0])
       const cycle = scheduleFor(candidates)
-      const n = yield* store.increment(counterKey(selection.pool.id))
-      return candidates[cycle[slot(n, cycle.length)] ?? 0] ?? candidates[0]
-    })
+      return Effect.map(
+        store.increment(counterKey(selection.pool.id)),
+        (n) => candidates[cycle[slot(n, cycle.length)] ?? 0] ?? candidates[0]
+      )
+    }
   })
 })
 

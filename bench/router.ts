@@ -1,0 +1,85 @@
+/**
+ * The router's own cost per request, in-process: the full pipeline the gateway runs (matcher, token
+ * estimate, strategy, health, circuit breaker and rate limiter guards, memory state store) against a
+ * provider that answers at once. No HTTP anywhere, so what is measured is routing.
+ *
+ * Run it: `node --import tsx bench/router.ts` (BENCH_ROUTER_REQUESTS, BENCH_ROUTER_CONCURRENCY).
+ */
+import type { Wire } from "@sluice/core"
+import {
+  CircuitBreaker,
+  Guard,
+  Health,
+  Matcher,
+  Provider,
+  RateLimiter,
+  Router,
+  StateStore,
+  TokenCounter,
+  Topology
+} from "@sluice/core"
+import { RoundRobin } from "@sluice/strategies"
+import { NodeHttpClient } from "@effect/platform-node"
+import { Effect, Layer, Stream } from "effect"
+
+const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
+const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
+
+const completion: Wire.ChatCompletion = {
+  id: "chatcmpl-1",
+  object: "chat.completion",
+  created: 0,
+  model: "bench-model",
+  choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
+  usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 }
+} as unknown as Wire.ChatCompletion
+
+const instant = Layer.succeed(
+  Provider.Provider,
+  Provider.Provider.of({
+    chat: () => Effect.succeed(completion),
+    chatStream: () => Effect.succeed(Stream.empty),
+    embeddings: () => Effect.die("unused")
+  })
+)
+
+const pools = [
+  Topology.pool({
+    id: "bench",
+    models: ["bench-model"],
+    upstreams: [Topology.upstream({ id: "u", provider: "openai-compatible", baseUrl: "http://127.0.0.1:1/v1" })]
+  })
+]
+
+const guards = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
+  Layer.provideMerge(Layer.mergeAll(Health.layer, CircuitBreaker.layer, RateLimiter.layer))
+)
+const RouterLive = Router.layer.pipe(
+  Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
+  Layer.provide(Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici))
+)
+
+const request: Wire.ChatCompletionRequest = {
+  model: "bench-model",
+  messages: [{ role: "user", content: "Hello there, how are you today?" }]
+}
+
+const run = (label: string, n: number) =>
+  Effect.gen(function* () {
+    const router = yield* Router.Router
+    const start = process.hrtime.bigint()
+    const cpu = process.cpuUsage()
+    yield* Effect.forEach(Array.from({ length: n }), () => router.chat(request), { concurrency, discard: true })
+    const ns = Number(process.hrtime.bigint() - start)
+    const used = process.cpuUsage(cpu)
+    console.log(
+      `${label}: ${n} requests, ${(ns / n / 1000).toFixed(2)} µs wall and ${((used.user + used.system) / n).toFixed(2)} µs CPU per request`
+    )
+  })
+
+Effect.runPromise(
+  Effect.gen(function* () {
+    yield* run("warm-up", Math.min(20_000, requests))
+    yield* run("measured", requests)
+  }).pipe(Effect.provide(RouterLive), Effect.scoped)
+)

@@ -39,7 +39,9 @@ const instant = Layer.succeed(
   Provider.Provider.of({
     chat: () => Effect.succeed(completion),
     chatStream: () => Effect.succeed(Stream.empty),
-    embeddings: () => Effect.die("unused")
+    embeddings: () => Effect.die("unused"),
+    // It answers at once, so it never needs the router's deadline (as the built-in provider keeps its own).
+    enforcesTimeout: () => true
   })
 )
 

@@ -76,6 +76,7 @@ const settings = (() => {
     targets: TARGET_NAMES.filter((t) => targets.includes(t)),
     sluiceNodeArgs: (process.env["BENCH_SLUICE_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
     effectNodeArgs: (process.env["BENCH_EFFECT_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
+    bareNodeArgs: (process.env["BENCH_BARE_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
     simulatorArgs: (process.env["BENCH_SIM_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
     /** Cap on one streaming run (warm-up included), so a slow target cannot stall the bench. */
     streamCapSeconds: 8
@@ -114,7 +115,7 @@ const startSimulator = async (): Promise<{ child: Child; origin: string }> => {
 
 const startBare = async (upstream: string): Promise<Target> => {
   const port = await freePort()
-  const child = start("bare proxy", node, ["--import", "tsx", join(ROOT, "bench/proxy.ts")], {
+  const child = start("bare proxy", node, [...settings.bareNodeArgs, "--import", "tsx", join(ROOT, "bench/proxy.ts")], {
     cwd: ROOT,
     env: { BENCH_UPSTREAM: upstream, PORT: String(port) }
   })

@@ -39,6 +39,14 @@ export interface Service {
     upstream: Upstream,
     request: EmbeddingsRequest
   ) => Effect.Effect<EmbeddingsResponse, UpstreamError>
+  /**
+   * Optional. True when this provider itself fails a non-streaming call (`chat`, `embeddings`) on
+   * `upstream` with a retryable `UpstreamError` of kind `timeout` once `upstream.timeoutMs` has
+   * passed in real time, and cancels the request. The router then sets no deadline of its own on the
+   * live clock (its generic deadline costs a fiber per call); under any other clock (`TestClock`) it
+   * always does.
+   */
+  readonly enforcesTimeout?: (upstream: Upstream) => boolean
 }
 
 /** Calls upstreams. */

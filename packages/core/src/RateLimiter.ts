@@ -445,10 +445,14 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
   /** Per upstream, when its learned limits expire, as the store said at this instance's last release. */
   const expiries = new Map<string, ReadonlyArray<number>>()
 
+  /** Whether a fiber awaits `signal`: most releases happen with nobody waiting, and skip the swap. */
+  let awaited = false
   const bump = Effect.suspend(() => {
+    generation++
+    if (!awaited) return Effect.void
+    awaited = false
     const previous = signal
     signal = Deferred.unsafeMake<void>(FiberId.none)
-    generation++
     return Deferred.done(previous, Exit.void)
   })
 
@@ -465,6 +469,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
 
   const changed: Effect.Effect<void> = Effect.flatMap(FiberRef.get(seen), (last) => {
     if (last !== undefined && last !== generation) return FiberRef.set(seen, generation)
+    awaited = true
     const next = Deferred.await(signal)
     return Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const soonest = soonestExpiry(now)

@@ -308,6 +308,12 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
   const changeSignals = guards.flatMap((g) => (g.changed === undefined ? [] : [g.changed]))
   const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
 
+  /** The deadline of a whole answer: the provider's own where it keeps one on the live clock, else the router's. */
+  const deadlineFor = (clock: Clock.Clock, upstream: Upstream) =>
+    clock === liveClock && provider.enforcesTimeout?.(upstream) === true
+      ? <A, R>(effect: Effect.Effect<A, UpstreamError, R>) => effect
+      : withDeadline(clock, upstream, upstream.timeoutMs, "no response")
+
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({
     id,
     object: "model",
@@ -789,7 +795,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           options,
           (upstream, model, _finish, _draft, clock) =>
             provider.chat(upstream, { ...request, model, stream: false }).pipe(
-              withDeadline(clock, upstream, upstream.timeoutMs, "no response"),
+              deadlineFor(clock, upstream),
               Effect.map((completion): CallResult<ChatCompletion> => ({
                 value: completion,
                 inputTokens: completion.usage?.prompt_tokens,
@@ -830,7 +836,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           options,
           (upstream, model, _finish, _draft, clock) =>
             provider.embeddings(upstream, { ...request, model }).pipe(
-              withDeadline(clock, upstream, upstream.timeoutMs, "no response"),
+              deadlineFor(clock, upstream),
               Effect.map((response): CallResult<EmbeddingsResponse> => ({
                 value: response,
                 inputTokens: response.usage?.prompt_tokens,

@@ -298,6 +298,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finished = false
   /** The reader waiting for events (see `Router.DirectPull.onReady`). */
   private ready: (() => void) | undefined
+  /** The deadline of a whole answer, while it runs. */
+  private timer: ReturnType<typeof setTimeout> | undefined
 
   constructor(
     private readonly upstream: Upstream,
@@ -410,6 +412,10 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   /** Stops the exchange: before the answer, the request is aborted; mid-stream, the connection is closed. */
   readonly cancel = (): void => {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
     if (this.finished) return
     if (this.sse && this.over && this.failure === undefined) {
       // [DONE] arrived: let the rest drain so the connection is reused (bounded, should the upstream
@@ -424,9 +430,32 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.controller?.abort(new Error("cancelled"))
   }
 
+  /** Fails the exchange with a timeout and cancels it unless it has been answered within `ms`. */
+  deadline(ms: number): void {
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      if (this.settled) return
+      this.settle(
+        Effect.fail(
+          new Errors.UpstreamError({
+            upstream: this.upstream.id,
+            kind: "timeout",
+            message: `no response within ${ms} ms`,
+            retryable: true
+          })
+        )
+      )
+      this.cancel()
+    }, ms)
+  }
+
   private settle(effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) {
     if (this.settled) return
     this.settled = true
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
     this.resume(effect)
   }
 
@@ -513,6 +542,9 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
           resume
         )
         onExchange?.(exchange)
+        // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
+        // first event is timed by the router.
+        if (!streaming) exchange.deadline(upstream.timeoutMs)
         let payload: string
         try {
           payload = JSON.stringify(body)
@@ -602,7 +634,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
       })
     })
 
-  return { chat, chatStream, embeddings }
+  return { chat, chatStream, embeddings, enforcesTimeout: () => true }
 })
 
 /** The OpenAI-compatible provider for every upstream, over its own undici connection pools. */

@@ -31,7 +31,8 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
     embeddings: (upstream, request) => {
       const p = providers[upstream.provider]
       return p === undefined ? Effect.fail(unknown(upstream)) : p.embeddings(upstream, request)
-    }
+    },
+    enforcesTimeout: (upstream) => providers[upstream.provider]?.enforcesTimeout?.(upstream) === true
   })
 }
 

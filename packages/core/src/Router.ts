@@ -185,13 +185,16 @@ const finisher = (
   draft: Draft,
   attempt: Attempt,
   poolId: string,
-  releases: ReadonlyArray<Release>
+  releases: ReadonlyArray<Release>,
+  span: Tracer.Span | undefined,
+  clock: Clock.Clock
 ): ((outcome: Outcome) => Effect.Effect<void>) => {
   let finished = false
   return (outcome) =>
     Effect.suspend(() => {
       if (finished) return Effect.void
       finished = true
+      if (span !== undefined) endAttemptSpan(span, outcome, clock)
       draft.attempts.push({
         attempt: attempt.attempt,
         pool: poolId,
@@ -207,6 +210,26 @@ const finisher = (
           ? releases[0]!(outcome)
           : Effect.forEach(releases, (release) => release(outcome), { discard: true })
     })
+}
+
+/**
+ * Ends an attempt's span with its outcome. A stream's attempt span stays open until the stream ends,
+ * so its status says how the stream ended, not just that it opened.
+ */
+const endAttemptSpan = (span: Tracer.Span, outcome: Outcome, clock: Clock.Clock): void => {
+  span.attribute("sluice.attempt.outcome", outcome._tag === "NotSent" ? "interrupted" : outcome._tag.toLowerCase())
+  span.attribute("sluice.attempt.latency_ms", outcome.latencyMs)
+  if (outcome._tag === "Failure" && outcome.error.status !== undefined) {
+    span.attribute("http.response.status_code", outcome.error.status)
+  }
+  span.end(
+    clock.unsafeCurrentTimeNanos(),
+    outcome._tag === "Failure"
+      ? Exit.fail(outcome.error)
+      : outcome._tag === "Success"
+        ? Exit.void
+        : Exit.interrupt(FiberId.none)
+  )
 }
 
 /** Records an exclusion in the decision and in the current round of candidates. */
@@ -580,15 +603,11 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
             const releases = admitted.right
             const poolId = pool.id
             const attemptStart = clock.unsafeCurrentTimeMillis()
-            const finish = finisher(draft, attempt, poolId, releases)
-            // The provider reports this attempt's rate-limit headers here; clear what an earlier one left.
-            if ((yield* FiberRef.get(currentRateLimits)) !== undefined)
-              yield* FiberRef.set(currentRateLimits, undefined)
-            const called = call(upstream, upstream.model ?? match.model, finish, draft, clock)
-            const exit = yield* (
+            // The attempt's span ends with the attempt (`finish`): for a stream, when the stream ends.
+            const attemptSpan =
               span === undefined
-                ? called
-                : Effect.withSpan(called, "sluice.attempt", {
+                ? undefined
+                : yield* Effect.makeSpan("sluice.attempt", {
                     attributes: {
                       "sluice.attempt": attempt.attempt,
                       "sluice.pool": poolId,
@@ -598,7 +617,12 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
                     },
                     captureStackTrace: false
                   })
-            ).pipe(
+            const finish = finisher(draft, attempt, poolId, releases, attemptSpan, clock)
+            // The provider reports this attempt's rate-limit headers here; clear what an earlier one left.
+            if ((yield* FiberRef.get(currentRateLimits)) !== undefined)
+              yield* FiberRef.set(currentRateLimits, undefined)
+            const called = call(upstream, upstream.model ?? match.model, finish, draft, clock)
+            const exit = yield* (attemptSpan === undefined ? called : Effect.withParentSpan(called, attemptSpan)).pipe(
               Effect.onInterrupt(() =>
                 finish({ _tag: "Interrupted", latencyMs: Math.max(0, clock.unsafeCurrentTimeMillis() - attemptStart) })
               ),
@@ -850,7 +874,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     })
 
   const chatStream: Service["chatStream"] = (request, options) =>
-    traced({ "gen_ai.operation.name": "chat", "sluice.stream": true }, (span) =>
+    tracedStream({ "gen_ai.operation.name": "chat", "sluice.stream": true }, (span) =>
       Effect.gen(function* () {
         const clientWantsUsage = request.stream_options?.include_usage === true
         const done = yield* Deferred.make<Decision>()
@@ -970,17 +994,27 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
                     Effect.zipRight(closeWith(Exit.void)),
                     // Frozen after `finish`, which records the attempt.
                     Effect.zipRight(
-                      Effect.suspend(() =>
-                        Deferred.succeed(
-                          done,
-                          freeze(
-                            draft,
-                            now,
-                            failure !== undefined ? "error" : ended === "end" ? "success" : "interrupted",
-                            failure !== undefined ? describe(failure) : undefined
-                          )
+                      Effect.suspend(() => {
+                        const decision = freeze(
+                          draft,
+                          now,
+                          failure !== undefined ? "error" : ended === "end" ? "success" : "interrupted",
+                          failure !== undefined ? describe(failure) : undefined
                         )
-                      )
+                        // The route span of a stream closes here, with how the stream really ended.
+                        if (span !== undefined) {
+                          annotate(span, decision)
+                          span.end(
+                            clock.unsafeCurrentTimeNanos(),
+                            failure !== undefined
+                              ? Exit.fail(failure)
+                              : ended === "end"
+                                ? Exit.void
+                                : Exit.interrupt(FiberId.none)
+                          )
+                        }
+                        return Deferred.succeed(done, decision)
+                      })
                     )
                   )
                 })
@@ -1288,6 +1322,30 @@ const traced = <A, E, R>(
     Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
       ? Effect.useSpan("sluice.route", { attributes, captureStackTrace: false }, (span) =>
           Effect.withParentSpan(body(span), span)
+        )
+      : body(undefined)
+  )
+
+/**
+ * Like {@link traced}, for a stream: the `sluice.route` span outlives the effect that opens the
+ * stream. It ends here only if opening fails or is interrupted; once the stream is running, the
+ * stream's own release ends it with the final decision.
+ */
+const tracedStream = <A, E, R>(
+  attributes: Record<string, unknown>,
+  body: (span: Tracer.Span | undefined) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) =>
+    fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
+    Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+      ? Effect.flatMap(Effect.makeSpan("sluice.route", { attributes, captureStackTrace: false }), (span) =>
+          Effect.withParentSpan(body(span), span).pipe(
+            Effect.onExit((exit) =>
+              exit._tag === "Success"
+                ? Effect.void
+                : Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
+            )
+          )
         )
       : body(undefined)
   )

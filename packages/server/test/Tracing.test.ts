@@ -66,6 +66,90 @@ describe("decision tracing", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("keeps a stream's route and attempt spans open until the stream ends, with its usage and outcome", () =>
+    Effect.gen(function* () {
+      const exporter = new InMemorySpanExporter()
+      const config = simulatedConfig(
+        [
+          { id: "broken", simulate: { failureRate: 1 } },
+          { id: "good", simulate: { completionTokens: 4 } }
+        ],
+        [{ id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["broken", "good"] }]
+      )
+      const { client } = yield* startGateway(config, { telemetry: Telemetry.layerExporter(exporter) })
+      const text = yield* Effect.promise(async () => {
+        const stream = await client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "Stream a story" }],
+          stream: true
+        })
+        let out = ""
+        for await (const chunk of stream) out += chunk.choices[0]?.delta.content ?? ""
+        return out
+      })
+      expect(text).toBe("[good] lorem ipsum dolor")
+      const spans = exporter.getFinishedSpans()
+      const route = spans.find((s) => s.name === "sluice.route")
+      expect(route?.attributes).toMatchObject({
+        "sluice.stream": true,
+        "sluice.upstream": "good",
+        "sluice.attempts": 2,
+        "sluice.outcome": "success",
+        "gen_ai.usage.output_tokens": 4
+      })
+      expect(route?.status.code).not.toBe(2)
+      const attempts = childrenOf(spans, route!).filter((s) => s.name === "sluice.attempt")
+      expect(attempts.map((a) => [a.attributes["sluice.upstream"], a.attributes["sluice.attempt.outcome"]])).toEqual([
+        ["broken", "failure"],
+        ["good", "success"]
+      ])
+      // The successful attempt ended with the stream, after its upstream call had answered.
+      const call = childrenOf(spans, attempts[1]!)[0]!
+      const endOf = (s: ReadableSpan) => s.endTime[0] * 1e9 + s.endTime[1]
+      expect(endOf(attempts[1]!)).toBeGreaterThanOrEqual(endOf(call))
+      expect(endOf(route!)).toBeGreaterThanOrEqual(endOf(attempts[1]!))
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("records a stream cut after its first chunk as an error on the route and attempt spans", () =>
+    Effect.gen(function* () {
+      const exporter = new InMemorySpanExporter()
+      const config = simulatedConfig(
+        [{ id: "cut", simulate: { midStreamCutRate: 1, completionTokens: 30 } }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["cut"] }]
+      )
+      const { client } = yield* startGateway(config, { telemetry: Telemetry.layerExporter(exporter) })
+      const failure = yield* Effect.promise(async () => {
+        const stream = await client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "Stream a story" }],
+          stream: true
+        })
+        try {
+          for await (const _ of stream) {
+            // read to the end
+          }
+          return "completed"
+        } catch (error) {
+          return String(error)
+        }
+      })
+      expect(failure).not.toBe("completed")
+      const spans = exporter.getFinishedSpans()
+      const route = spans.find((s) => s.name === "sluice.route")
+      expect(route?.attributes).toMatchObject({
+        "sluice.upstream": "cut",
+        "sluice.attempts": 1,
+        "sluice.outcome": "error"
+      })
+      expect(String(route?.attributes["sluice.error"])).toMatch(/broke off|without \[DONE\]/)
+      expect(route?.status.code).toBe(2)
+      const attempt = childrenOf(spans, route!).find((s) => s.name === "sluice.attempt")
+      expect(attempt?.attributes["sluice.attempt.outcome"]).toBe("failure")
+      expect(attempt?.status.code).toBe(2)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("never puts an API key on a span", () =>
     Effect.gen(function* () {
       const exporter = new InMemorySpanExporter()

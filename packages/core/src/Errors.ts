@@ -38,10 +38,13 @@ export class ContextLengthExceeded extends Schema.TaggedError<ContextLengthExcee
   largestContextWindow: Schema.Number
 }) {
   override get message(): string {
+    const needs =
+      this.maxTokens > 0
+        ? `${this.promptTokens + this.maxTokens} tokens (${this.promptTokens} in the prompt + ${this.maxTokens} for the completion)`
+        : `${this.promptTokens} prompt tokens and room for a completion`
     return (
-      `this request needs ${this.promptTokens + this.maxTokens} tokens (${this.promptTokens} in the prompt + ` +
-      `${this.maxTokens} for the completion), but the largest context window in pool '${this.pool}' and its ` +
-      `fallbacks is ${this.largestContextWindow} tokens; shorten the messages or lower max_tokens`
+      `this request needs ${needs}, but the largest context window in pool '${this.pool}' and its ` +
+      `fallbacks is ${this.largestContextWindow} tokens; shorten the messages${this.maxTokens > 0 ? " or lower max_tokens" : ""}`
     )
   }
 }

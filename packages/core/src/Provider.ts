@@ -107,6 +107,25 @@ export const parseRateLimitHeaders = (
   headers: Readonly<Record<string, string | undefined>>,
   now: number
 ): RateLimitInfo | undefined => {
+  // Most answers carry none of these: skip the work on the hot path.
+  if (
+    headers["x-ratelimit-remaining-requests"] === undefined &&
+    headers["x-ratelimit-remaining-tokens"] === undefined &&
+    headers["x-ratelimit-limit-requests"] === undefined &&
+    headers["x-ratelimit-limit-tokens"] === undefined &&
+    headers["anthropic-ratelimit-requests-remaining"] === undefined &&
+    headers["anthropic-ratelimit-tokens-remaining"] === undefined &&
+    headers["anthropic-ratelimit-requests-limit"] === undefined &&
+    headers["anthropic-ratelimit-tokens-limit"] === undefined &&
+    headers["x-ratelimit-reset-requests"] === undefined &&
+    headers["x-ratelimit-reset-tokens"] === undefined &&
+    headers["anthropic-ratelimit-requests-reset"] === undefined &&
+    headers["anthropic-ratelimit-tokens-reset"] === undefined &&
+    headers["retry-after"] === undefined &&
+    headers["retry-after-ms"] === undefined
+  ) {
+    return undefined
+  }
   const anthropicReset = (value: string | undefined) => {
     if (value === undefined) return undefined
     const at = Date.parse(value)
@@ -129,10 +148,19 @@ export const parseRateLimitHeaders = (
         : anthropicReset(headers["anthropic-ratelimit-tokens-reset"])
   }
   const retryMs = num(headers["retry-after-ms"])
-  const retry = num(headers["retry-after"])
-  if (retryMs !== undefined) info["retryAfterMs"] = retryMs
-  else if (retry !== undefined) info["retryAfterMs"] = retry * 1000
-  const out: Record<string, number> = {}
-  for (const [k, v] of Object.entries(info)) if (v !== undefined) out[k] = v
-  return Object.keys(out).length === 0 ? undefined : (out as RateLimitInfo)
+  const retryAfter = headers["retry-after"]
+  if (retryMs !== undefined) info["retryAfterMs"] = Math.max(0, retryMs)
+  else if (retryAfter !== undefined) {
+    // RFC 9110: delay-seconds or an HTTP-date.
+    const seconds = num(retryAfter)
+    const at = seconds === undefined ? Date.parse(retryAfter) : Number.NaN
+    if (seconds !== undefined) info["retryAfterMs"] = Math.max(0, seconds * 1000)
+    else if (!Number.isNaN(at)) info["retryAfterMs"] = Math.max(0, at - now)
+  }
+  let out: Record<string, number> | undefined
+  for (const k in info) {
+    const v = info[k]
+    if (v !== undefined) (out ??= {})[k] = v
+  }
+  return out as RateLimitInfo | undefined
 }

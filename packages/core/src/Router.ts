@@ -350,7 +350,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     info: RequestInfo,
     tried: ReadonlySet<string>,
     draft: Draft,
-    round: Array<Exclusion>
+    round: Array<Exclusion>,
+    contextNeed: number
   ) =>
     Effect.gen(function* () {
       const live: Array<Upstream> = []
@@ -360,12 +361,11 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           exclude(draft, round, { upstream: upstream.id, stage: "config", reason: "disabled in config" })
           continue
         }
-        const needed = info.promptTokens + info.reservedOutputTokens
-        if (upstream.contextWindow !== undefined && needed > upstream.contextWindow) {
+        if (upstream.contextWindow !== undefined && contextNeed > upstream.contextWindow) {
           exclude(draft, round, {
             upstream: upstream.id,
             stage: "context-window",
-            reason: `needs ${needed} tokens, context window is ${upstream.contextWindow}`
+            reason: `needs ${contextNeed} tokens, context window is ${upstream.contextWindow}`
           })
           continue
         }
@@ -511,6 +511,10 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         span.attribute("sluice.pool", match.pool.id)
       }
       const priority = options?.priority ?? 0
+      // Room the completion needs in a context window: what the client asked for, else at least one
+      // token. (Budgets reserve the pool's `defaultMaxTokens` instead; a window is a hard limit the
+      // upstream enforces on what was asked.)
+      const completionRoom = requestedOutputTokens ?? 1
       const failed = new Set<string>()
       let lastError: UpstreamError | undefined
       let attemptNumber = 0
@@ -528,7 +532,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
        * pass it. Far from every limit the estimate decides (and budgets are corrected to the usage
        * the upstream reports anyway). Evaluated per pool and per queue turn: headroom shrinks.
        */
-      const countExactlyIfNear = (pool: Pool, reserved: number) =>
+      const countExactlyIfNear = (pool: Pool, reserved: number, completionRoom: number) =>
         Effect.gen(function* () {
           if (counted) return
           let near = false
@@ -536,7 +540,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
             const upstream = pool.upstreams[i]!
             if (!upstream.enabled) continue
             if (upstream.contextWindow !== undefined) {
-              near = TokenCounterModule.needsExact(count.tokens, upstream.contextWindow - reserved, EXACT_MARGIN)
+              near = TokenCounterModule.needsExact(count.tokens, upstream.contextWindow - completionRoom, EXACT_MARGIN)
             }
             for (let g = 0; g < headroomOf.length && !near; g++) {
               const headroom = yield* headroomOf[g]!(upstream)
@@ -553,6 +557,45 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           draft.promptTokensCounted = true
         })
 
+      const infoFor = (pool: Pool): RequestInfo => ({
+        pool,
+        model: match.model,
+        promptTokens: count.tokens,
+        reservedOutputTokens: requestedOutputTokens ?? pool.defaultMaxTokens,
+        sessionKey: sessionKeyFor(pool, options, user),
+        priority,
+        stream
+      })
+
+      /**
+       * Milliseconds until some upstream of the chain that fits the request is expected to take it,
+       * from the stages' exclusions (0 when one could now); undefined when only a release can tell.
+       */
+      const soonestFree = Effect.gen(function* () {
+        let soonest: number | undefined
+        const visited = new Set<string>()
+        let pool: Pool | undefined = match.pool
+        while (pool !== undefined && !visited.has(pool.id)) {
+          visited.add(pool.id)
+          const info = infoFor(pool)
+          for (const upstream of pool.upstreams) {
+            if (!upstream.enabled) continue
+            if (upstream.contextWindow !== undefined && count.tokens + completionRoom > upstream.contextWindow) continue
+            let wait: number | undefined = 0
+            for (const guard of guards) {
+              const excluded = yield* guard.check(upstream, info)
+              if (excluded !== undefined) {
+                wait = excluded.retryAfterMs
+                break
+              }
+            }
+            if (wait !== undefined && (soonest === undefined || wait < soonest)) soonest = wait
+          }
+          pool = pool.fallback === undefined ? undefined : matcher.pool(pool.fallback)
+        }
+        return soonest
+      })
+
       /** One pass over the fallback chain. Succeeds with the value, or with the waitable exclusions if none served. */
       const pass = Effect.gen(function* () {
         const waitable: Array<Exclusion> = []
@@ -564,23 +607,15 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           draft.pool = pool.id
           draft.strategy = nameOf(strategy, pool)
           const reservedOutputTokens = requestedOutputTokens ?? pool.defaultMaxTokens
-          yield* countExactlyIfNear(pool, reservedOutputTokens)
-          const info: RequestInfo = {
-            pool,
-            model: match.model,
-            promptTokens: count.tokens,
-            reservedOutputTokens,
-            sessionKey: sessionKeyFor(pool, options, user),
-            priority,
-            stream
-          }
+          yield* countExactlyIfNear(pool, reservedOutputTokens, completionRoom)
+          const info = infoFor(pool)
           const tried = new Set<string>(failed)
           // Built on the first failure only: most requests never back off.
           let backoff: Schedule.ScheduleDriver<Duration.Duration, unknown> | undefined
           let attemptsHere = 0
           while (attemptsHere < pool.maxAttempts) {
             const round: Array<Exclusion> = []
-            const candidates = yield* candidatesOf(pool, info, tried, draft, round)
+            const candidates = yield* candidatesOf(pool, info, tried, draft, round, count.tokens + completionRoom)
             if (!isNonEmpty(candidates)) {
               for (const e of round) if (e.waitable === true) waitable.push(e)
               break
@@ -688,15 +723,20 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           const waits = waitable.flatMap((e) => (e.retryAfterMs === undefined ? [] : [e.retryAfterMs]))
           const soonest = waits.length > 0 ? Math.min(...waits) : undefined
           const left = pool.queue.maxWaitMs - (now - waitStartedAt)
+          // A refusal's Retry-After: the wait this request learned, else when the stages expect some
+          // upstream back (a window sliding, a hold expiring). Only capacity that frees on a release
+          // (a concurrency limit) has no known time: then 1 s.
           const refuse = (reason: string, retryAfterMs: number | undefined) =>
-            Effect.zipRight(
-              leaveQueue,
-              Effect.fail(
-                new RateLimited({
-                  pool: pool.id,
-                  reason,
-                  retryAfterSeconds: Math.max(1, Math.ceil((retryAfterMs ?? 1000) / 1000))
-                })
+            Effect.flatMap(retryAfterMs === undefined ? soonestFree : Effect.succeed(retryAfterMs), (ms) =>
+              Effect.zipRight(
+                leaveQueue,
+                Effect.fail(
+                  new RateLimited({
+                    pool: pool.id,
+                    reason,
+                    retryAfterSeconds: Math.max(1, Math.ceil((ms ?? 1000) / 1000))
+                  })
+                )
               )
             )
           if (pool.queue.maxSize === 0 || pool.queue.maxWaitMs === 0) {
@@ -759,14 +799,20 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           }
           yield* leaveQueue
           if (lastError !== undefined) return yield* Effect.fail(lastError)
-          const contextOnly = draft.excluded.length > 0 && draft.excluded.every((e) => e.stage === "context-window")
-          if (contextOnly) {
-            let largest = 0
-            for (const id of draft.pools) {
-              for (const u of matcher.pool(id)?.upstreams ?? []) {
-                if (u.contextWindow !== undefined && u.contextWindow > largest) largest = u.contextWindow
-              }
+          // No enabled upstream of the chain has a window this request fits: waiting will not help,
+          // whatever else excluded them.
+          let enabled = 0
+          let fits = false
+          let largest = 0
+          for (const id of draft.pools) {
+            for (const u of matcher.pool(id)?.upstreams ?? []) {
+              if (!u.enabled) continue
+              enabled++
+              if (u.contextWindow === undefined || count.tokens + completionRoom <= u.contextWindow) fits = true
+              else if (u.contextWindow > largest) largest = u.contextWindow
             }
+          }
+          if (enabled > 0 && !fits) {
             return yield* new ContextLengthExceeded({
               pool: match.pool.id,
               promptTokens: count.tokens,

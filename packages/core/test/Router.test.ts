@@ -312,6 +312,49 @@ describe("Router.chat", () => {
     }).pipe(Effect.provide(routerLayer(pools, { provider: chatBy({}) })))
   })
 
+  it.effect(
+    "lets a request without max_tokens use a window its prompt fits, though the pool's default reservation would not",
+    () => {
+      const pools = [
+        Topology.pool({
+          id: "gpt",
+          models: ["gpt-4o"],
+          defaultMaxTokens: 1024,
+          upstreams: [upstream("small", { contextWindow: 100 })]
+        })
+      ]
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const { decision } = yield* router.chat(chatRequest("gpt-4o"))
+        expect(decision.upstream).toBe("small")
+        expect(decision.excluded).toEqual([])
+      }).pipe(Effect.provide(routerLayer(pools, { provider: chatBy({ small: ok("small") }) })))
+    }
+  )
+
+  it.effect(
+    "answers ContextLengthExceeded, not NoUpstreamAvailable, when a disabled upstream is in the pool too",
+    () => {
+      const pools = [
+        Topology.pool({
+          id: "gpt",
+          models: ["gpt-4o"],
+          upstreams: [upstream("off", { enabled: false }), upstream("small", { contextWindow: 5 })]
+        })
+      ]
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const error = yield* Effect.flip(router.chat(chatRequest("gpt-4o")))
+        expect(error).toBeInstanceOf(Errors.ContextLengthExceeded)
+        expect(error).toMatchObject({ promptTokens: PROMPT_TOKENS, maxTokens: 0, largestContextWindow: 5 })
+        expect(error.message).toBe(
+          `this request needs ${PROMPT_TOKENS} prompt tokens and room for a completion, but the largest context ` +
+            "window in pool 'gpt' and its fallbacks is 5 tokens; shorten the messages"
+        )
+      }).pipe(Effect.provide(routerLayer(pools, { provider: chatBy({}) })))
+    }
+  )
+
   it.effect("fails with NoUpstreamAvailable listing the exclusions when every upstream is disabled", () => {
     const pools = [
       Topology.pool({

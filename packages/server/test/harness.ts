@@ -2,21 +2,41 @@
 import type { Config as SluiceConfig } from "@sluice/core"
 import { Config } from "@sluice/core"
 import type { Simulator } from "@sluice/providers"
-import { Context, Effect, Either, Layer } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer } from "effect"
 import OpenAI from "openai"
 import { Listening } from "../src/Gateway.js"
 import * as Server from "../src/Server.js"
 import * as Sluice from "../src/Sluice.js"
 import * as Telemetry from "../src/Telemetry.js"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
+import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
 
 /** A running gateway for a test. */
 export interface Gateway {
   readonly url: string
+  /** An `openai` client for the gateway (API key `sk-test`, no SDK retries). */
   readonly client: OpenAI
+  /** Another `openai` client for the gateway, sending `apiKey` as its bearer token. */
+  readonly clientWith: (apiKey: string) => OpenAI
   readonly simulator: (upstream: string) => Simulator.Simulator
   /** Attributes of every finished `sluice.route` span so far, oldest first (decisions as traced). */
   readonly routes: () => ReadonlyArray<Readonly<Record<string, unknown>>>
+  /** Every finished span so far, oldest first. */
+  readonly spans: () => ReadonlyArray<ReadableSpan>
+  /**
+   * A service of the running gateway's layer (e.g. `CircuitBreaker`, `StateStore`, `Topology`), as
+   * the admin API would reach it. Throws when the layer does not provide it.
+   */
+  readonly service: <I, S>(tag: Context.Tag<I, S>) => S
+}
+
+/** Harness settings beyond the server's options. */
+export interface HarnessOptions extends Server.Options {
+  /**
+   * Environment variables the gateway sees while it starts (e.g. the API keys of
+   * `server.priorities`), on top of the real environment; `process.env` is left alone.
+   */
+  readonly env?: Readonly<Record<string, string>>
 }
 
 /** Parses a JSON-text array attribute of a route span. */
@@ -27,35 +47,45 @@ export const listAttribute = (
   route === undefined || route[key] === undefined ? [] : (JSON.parse(String(route[key])) as ReadonlyArray<string>)
 
 /** Starts the gateway for `config` (port forced to 0) in the test's scope. */
-export const startGateway = (config: SluiceConfig.ConfigFile, options: Server.Options = {}) =>
+export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOptions = {}) =>
   Effect.gen(function* () {
+    const { env, ...serverOptions } = options
     // Decisions are read back from the trace, as a user would in Jaeger.
     const exporter = new InMemorySpanExporter()
-    const context = yield* Layer.build(
+    const build = Layer.build(
       Server.layer(
         { ...config, server: { ...config.server, host: "127.0.0.1", port: 0 } },
         {
           banner: false,
           telemetry: Telemetry.layerExporter(exporter),
-          ...options
+          ...serverOptions
         }
       )
     )
+    const context = yield* env === undefined
+      ? build
+      : Effect.withConfigProvider(
+          build,
+          ConfigProvider.fromMap(new Map(Object.entries(env))).pipe(
+            ConfigProvider.orElse(() => ConfigProvider.fromEnv())
+          )
+        )
     const { port } = Context.get(context, Listening)
     const simulators = Context.get(context, Sluice.Simulators)
     const url = `http://127.0.0.1:${port}`
-    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sk-test", maxRetries: 0, timeout: 10_000 })
+    const clientWith = (apiKey: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey, maxRetries: 0, timeout: 10_000 })
     const simulator = (upstream: string) => {
       const found = simulators.find((s) => s.upstream === upstream)
       if (found === undefined) throw new Error(`no simulator for ${upstream}`)
       return found.simulator
     }
+    const spans = () => exporter.getFinishedSpans()
     const routes = () =>
-      exporter
-        .getFinishedSpans()
+      spans()
         .filter((span) => span.name === "sluice.route")
         .map((span) => span.attributes as Readonly<Record<string, unknown>>)
-    return { url, client, simulator, routes } satisfies Gateway
+    const service = <I, S>(tag: Context.Tag<I, S>): S => Context.unsafeGet(context as Context.Context<I>, tag)
+    return { url, client: clientWith("sk-test"), clientWith, simulator, routes, spans, service } satisfies Gateway
   })
 
 /** A config with simulated upstreams (started in-process) and pools, with schema defaults applied. */

@@ -98,6 +98,8 @@ interface Stored {
   /** Oldest first. */
   readonly flights: ReadonlyArray<Flight>
   readonly blockedUntil?: number
+  /** The status that asked for the hold (429, or e.g. a 503 with Retry-After); 0 when none. */
+  readonly blockedStatus?: number
   readonly requests?: Learned
   readonly tokens?: Learned
 }
@@ -142,7 +144,10 @@ const settle = (stored: Stored, leaseMs: number, now: number): Stored => {
     window: w === 0 ? stored.window : stored.window.slice(w),
     flights: f === 0 ? stored.flights : stored.flights.slice(f)
   }
-  if (stored.blockedUntil !== undefined && !blockExpired) next.blockedUntil = stored.blockedUntil
+  if (stored.blockedUntil !== undefined && !blockExpired) {
+    next.blockedUntil = stored.blockedUntil
+    if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
+  }
   if (stored.requests !== undefined && !requestsExpired) next.requests = stored.requests
   if (stored.tokens !== undefined && !tokensExpired) next.tokens = stored.tokens
   return next
@@ -200,7 +205,11 @@ const exclusionOf = (
     }
   }
   if (stored.blockedUntil !== undefined) {
-    consider(stored.blockedUntil - now, (wait) => `the upstream answered 429; retry in ${wait}`)
+    const status = stored.blockedStatus ?? 429
+    consider(
+      stored.blockedUntil - now,
+      (wait) => `the upstream answered ${status === 0 ? "with a Retry-After" : status}; retry in ${wait}`
+    )
   }
   const learnedRequests = stored.requests
   if (learnedRequests !== undefined && learnedRequests.remaining < 1) {
@@ -283,6 +292,7 @@ const admission = (
       : [...stored.flights, [start, 1]]
   const next: { -readonly [K in keyof Stored]: Stored[K] } = { window, flights }
   if (stored.blockedUntil !== undefined) next.blockedUntil = stored.blockedUntil
+  if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
   if (stored.requests !== undefined) next.requests = { ...stored.requests, remaining: stored.requests.remaining - 1 }
   if (stored.tokens !== undefined) next.tokens = { ...stored.tokens, remaining: stored.tokens.remaining - tokens }
   const ticket: Ticket = {
@@ -362,6 +372,7 @@ const release = (
         )
   const next: { -readonly [K in keyof Stored]: Stored[K] } = { window, flights }
   if (stored.blockedUntil !== undefined) next.blockedUntil = stored.blockedUntil
+  if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
   if (stored.requests !== undefined) next.requests = stored.requests
   if (stored.tokens !== undefined) {
     // Charged to a learned token count only if admitted after it was learned.
@@ -393,7 +404,13 @@ const release = (
       outcome.error.retryAfterMs ?? info?.retryAfterMs ?? (reported ? undefined : DEFAULT_RATE_LIMITED_MS)
     if (retryAfterMs !== undefined && retryAfterMs > 0) {
       next.blockedUntil = Math.max(next.blockedUntil ?? 0, now + retryAfterMs)
+      next.blockedStatus = 429
     }
+  } else if (outcome._tag === "Failure" && outcome.error.retryAfterMs !== undefined && outcome.error.retryAfterMs > 0) {
+    // Any other failure that names a wait (a 503 with Retry-After: overloaded, in maintenance) is
+    // honoured the same way: nothing goes there before then.
+    next.blockedUntil = Math.max(next.blockedUntil ?? 0, now + outcome.error.retryAfterMs)
+    next.blockedStatus = outcome.error.status ?? 0
   }
   return [learnedExpiries(next), orRemove(next)]
 }

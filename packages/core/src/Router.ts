@@ -705,8 +705,12 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
             if (attemptsHere < pool.maxAttempts && pool.retry.initialBackoffMs > 0) {
               const before = now
               backoff ??= yield* Schedule.driver(backoffSchedule(pool))
-              yield* Effect.ignore(backoff.next(undefined))
+              // Never back off past the request's total time: a wait that would is cut at the limit,
+              // and the request ends with its last error.
+              const left = pool.retry.maxTotalMs - (now - startedAt)
+              const waited = yield* Effect.timeoutOption(Effect.ignore(backoff.next(undefined)), Duration.millis(left))
               draft.backoffMs += clock.unsafeCurrentTimeMillis() - before
+              if (Option.isNone(waited)) return yield* Effect.fail(error)
             }
           }
           pool = pool.fallback === undefined ? undefined : matcher.pool(pool.fallback)

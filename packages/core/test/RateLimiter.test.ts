@@ -409,6 +409,36 @@ describe("RateLimiter", () => {
       }).pipe(Effect.provide(testLayer))
     )
 
+    it.effect("a 503 with Retry-After holds the upstream back until then; one without holds nothing", () =>
+      Effect.gen(function* () {
+        const u = up("a", {})
+        const unavailable = (retryAfterMs?: number): Guard.Outcome => ({
+          _tag: "Failure",
+          latencyMs: 5,
+          error: new Errors.UpstreamError({
+            upstream: "a",
+            kind: "http",
+            status: 503,
+            message: "HTTP 503: maintenance",
+            retryable: true,
+            ...(retryAfterMs === undefined ? {} : { retryAfterMs })
+          })
+        })
+        yield* call(u, unavailable())
+        expect(yield* check(u)).toBeUndefined()
+        yield* call(u, unavailable(30_000))
+        expect(yield* check(u)).toEqual({
+          upstream: "a",
+          stage: "rate-limiter",
+          reason: "the upstream answered 503; retry in 30s",
+          retryAfterMs: 30_000,
+          waitable: true
+        })
+        yield* TestClock.adjust("30 seconds")
+        expect(yield* check(u)).toBeUndefined()
+      }).pipe(Effect.provide(testLayer))
+    )
+
     it.effect("of several reasons, the one that clears last is reported", () =>
       Effect.gen(function* () {
         const u = up("a", { rpm: 1 })

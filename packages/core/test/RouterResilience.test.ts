@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Stream, TestClock } from "effect"
+import { Clock, Effect, Fiber, Layer, Random, Stream, TestClock } from "effect"
 import { Errors, Guard, RateLimiter, Router, StateStore, Topology } from "../src/index.js"
 import type { Provider } from "../src/index.js"
 import {
@@ -82,6 +82,88 @@ describe("Router retry backoff", () => {
         })
       )
     )
+  })
+})
+
+describe("Router retry limits and jitter", () => {
+  it.effect("cuts a backoff at retry.maxTotalMs: no attempt starts after the total time is spent", () => {
+    const starts: Array<[string, number]> = []
+    const pools = [
+      pool([upstream("a"), upstream("b"), upstream("c")], {
+        retry: { ...Topology.defaults.retry, initialBackoffMs: 1_000, maxTotalMs: 1_500 },
+        maxAttempts: 3
+      })
+    ]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(Effect.either(router.chat(chatRequest())))
+      yield* TestClock.adjust("10 seconds")
+      const result = yield* Fiber.join(fiber)
+      // a fails at 0.6 s; a 1 s backoff would start b at 1.6 s, past the 1.5 s limit: cut at 1.5 s.
+      expect(starts).toEqual([["a", 0]])
+      expect(result._tag === "Left" && result.left).toMatchObject({ _tag: "UpstreamError", upstream: "a" })
+    }).pipe(
+      Effect.provide(
+        routerLayer(pools, {
+          strategy: preferring(["a", "b", "c"]),
+          provider: provider({
+            chat: (u) =>
+              Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                starts.push([u.id, now])
+                return Effect.flatMap(Effect.sleep("600 millis"), () => Effect.fail(httpError(u.id, 500)))
+              })
+          })
+        })
+      )
+    )
+  })
+
+  it.effect("jitters each backoff to 50–100% of the exponential delay, reproducibly for a seed", () => {
+    const backoffs = (seed: number) => {
+      const starts: Array<number> = []
+      const pools = [
+        pool([upstream("a"), upstream("b"), upstream("c"), upstream("d")], {
+          retry: { ...Topology.defaults.retry, initialBackoffMs: 1_000, multiplier: 2, jitter: true },
+          maxAttempts: 4
+        })
+      ]
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const fiber = yield* Effect.fork(router.chat(chatRequest()).pipe(Effect.withRandom(Random.make(seed))))
+        for (let i = 0; i < 100; i++) yield* TestClock.adjust("100 millis")
+        const { decision } = yield* Fiber.join(fiber)
+        expect(decision.upstream).toBe("d")
+        const gaps = starts.slice(1).map((t, i) => Math.round(t - starts[i]!))
+        return { gaps, recorded: decision.backoffMs }
+      }).pipe(
+        Effect.provide(
+          routerLayer(pools, {
+            strategy: preferring(["a", "b", "c", "d"]),
+            provider: provider({
+              chat: (u) =>
+                Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                  starts.push(now)
+                  return u.id === "d" ? Effect.succeed(completion(u.id)) : Effect.fail(httpError(u.id, 503))
+                })
+            })
+          })
+        )
+      )
+    }
+    return Effect.gen(function* () {
+      const first = yield* backoffs(7)
+      const again = yield* backoffs(7)
+      const other = yield* backoffs(8)
+      expect(first.gaps).toHaveLength(3)
+      first.gaps.forEach((gap, i) => {
+        const full = 1_000 * 2 ** i
+        expect(gap).toBeGreaterThanOrEqual(full / 2)
+        expect(gap).toBeLessThanOrEqual(full)
+      })
+      expect(again.gaps).toEqual(first.gaps)
+      expect(other.gaps).not.toEqual(first.gaps)
+      expect(Math.abs(first.recorded - first.gaps.reduce((a, b) => a + b, 0))).toBeLessThanOrEqual(2)
+    })
   })
 })
 

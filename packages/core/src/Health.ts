@@ -151,8 +151,9 @@ const recordTraffic = (
   if (outcome._tag === "Success") {
     return state.trafficFailures === 0 ? [state, undefined] : [{ ...state, trafficFailures: 0 }, undefined]
   }
-  // Interruptions and the request's own faults (non-retryable) say nothing about the upstream.
-  if (outcome._tag !== "Failure" || !outcome.error.retryable) return [state, undefined]
+  // Interruptions and the request's own faults (non-retryable) say nothing about the upstream, and
+  // a 429 says it is busy, not sick: the rate limiter holds it back, the breaker counts it apart.
+  if (outcome._tag !== "Failure" || !outcome.error.retryable || outcome.error.status === 429) return [state, undefined]
   const error = describeUpstreamError(outcome.error)
   const failures = state.trafficFailures + 1
   const next: State = { ...state, trafficFailures: failures, lastTrafficError: error, lastError: error }

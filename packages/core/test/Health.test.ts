@@ -401,21 +401,26 @@ describe("Health passive", () => {
     }).pipe(Effect.provide(healthLayer([a], endpoint())))
   })
 
-  it.effect("a success in between resets the count; non-retryable failures and interruptions do not count", () => {
-    const a = checked("a", { passiveHealth: passive })
-    return Effect.gen(function* () {
-      const health = yield* Health.Health
-      for (let i = 0; i < 4; i++) yield* traffic(health.guard, a, failure("a", 500))
-      yield* traffic(health.guard, a, success)
-      for (let i = 0; i < 4; i++) yield* traffic(health.guard, a, failure("a", 502))
-      yield* traffic(health.guard, a, failure("a", 400))
-      yield* traffic(health.guard, a, { _tag: "Interrupted", latencyMs: 5 })
-      expect(yield* checkOf(a)).toBeUndefined()
-      expect(yield* health.status("a")).toMatchObject({ healthy: true, consecutiveTrafficFailures: 4 })
-      yield* traffic(health.guard, a, failure("a", 500))
-      expect((yield* checkOf(a))?.stage).toBe("health")
-    }).pipe(Effect.provide(healthLayer([a], endpoint())))
-  })
+  it.effect(
+    "a success in between resets the count; non-retryable failures, 429s and interruptions do not count",
+    () => {
+      const a = checked("a", { passiveHealth: passive })
+      return Effect.gen(function* () {
+        const health = yield* Health.Health
+        for (let i = 0; i < 4; i++) yield* traffic(health.guard, a, failure("a", 500))
+        yield* traffic(health.guard, a, success)
+        for (let i = 0; i < 4; i++) yield* traffic(health.guard, a, failure("a", 502))
+        yield* traffic(health.guard, a, failure("a", 400))
+        yield* traffic(health.guard, a, { _tag: "Interrupted", latencyMs: 5 })
+        // A 429 means busy, not sick.
+        for (let i = 0; i < 5; i++) yield* traffic(health.guard, a, failure("a", 429))
+        expect(yield* checkOf(a)).toBeUndefined()
+        expect(yield* health.status("a")).toMatchObject({ healthy: true, consecutiveTrafficFailures: 4 })
+        yield* traffic(health.guard, a, failure("a", 500))
+        expect((yield* checkOf(a))?.stage).toBe("health")
+      }).pipe(Effect.provide(healthLayer([a], endpoint())))
+    }
+  )
 
   it.effect(
     "with an active check, a passively unhealthy upstream comes back after healthyThreshold passes, not recoveryMs",

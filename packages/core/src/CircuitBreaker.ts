@@ -15,6 +15,7 @@
  * no timers run.
  */
 import { Clock, Context, Effect, Layer } from "effect"
+import { withNow } from "./internal/now.js"
 import type * as Config from "./Config.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import * as Guard from "./Guard.js"
@@ -441,7 +442,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
 
   const check: Guard.Guard["check"] = (upstream) =>
     upstream.circuitBreaker.enabled
-      ? Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      ? withNow((now) =>
           store
             .modify<Stored, readonly [Exclusion | undefined, Transition | undefined]>(keyOf(upstream.id), (current) => {
               if (current === undefined) return [[undefined, undefined], undefined]
@@ -463,7 +464,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
     (outcome) => {
       // Nothing was reserved outside a probe, so an interrupted ordinary call has nothing to undo.
       if ((outcome._tag === "Interrupted" || outcome._tag === "NotSent") && !ticket.probe) return Effect.void
-      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      return withNow((now) =>
         store
           .modify<Stored, ReadonlyArray<Transition>>(keyOf(upstream.id), (current) => {
             const [next, transitions] = release(current, upstream, ticket, outcome, now)
@@ -476,7 +477,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
   const admit: Guard.Guard["admit"] = (attempt) => {
     const upstream = attempt.upstream
     if (!upstream.circuitBreaker.enabled) return admitted
-    return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    return withNow((now) =>
       store
         .modify<Stored, ReturnType<typeof admission>[0]>(keyOf(upstream.id), (current) =>
           admission(current, upstream, now)

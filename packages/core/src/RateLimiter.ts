@@ -23,6 +23,7 @@
  * background timers run (only a fiber waiting on `changed` sleeps, until the next learned expiry).
  */
 import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, FiberRef, Layer } from "effect"
+import { withNow } from "./internal/now.js"
 import type { Exclusion } from "./Errors.js"
 import * as Guard from "./Guard.js"
 import type { RateLimitInfo } from "./Provider.js"
@@ -488,7 +489,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
     if (last !== undefined && last !== generation) return FiberRef.set(seen, generation)
     awaited = true
     const next = Deferred.await(signal)
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    return withNow((now) => {
       const soonest = soonestExpiry(now)
       const wake = soonest === undefined ? next : Effect.race(next, Effect.sleep(Duration.millis(soonest - now)))
       return Effect.zipRight(
@@ -499,7 +500,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
   })
 
   const check: Guard.Guard["check"] = (upstream, request) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    withNow((now) =>
       Effect.zipRight(
         FiberRef.set(seen, generation),
         store.modify<Stored, Exclusion | undefined>(keyOf(upstream.id), (current) =>
@@ -514,7 +515,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
   const releaseFor =
     (upstream: Topology.Upstream, ticket: Ticket): Guard.Release =>
     (outcome) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      withNow((now) =>
         store
           .modify<Stored, ReadonlyArray<number>>(keyOf(upstream.id), (current) =>
             release(current, upstream, ticket, outcome, now)
@@ -529,7 +530,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
       )
 
   const admit: Guard.Guard["admit"] = (attempt) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    withNow((now) =>
       Effect.zipRight(
         FiberRef.set(seen, generation),
         store.modify<Stored, Ticket | Exclusion>(keyOf(attempt.upstream.id), (current) =>
@@ -553,7 +554,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
   })
 
   const tokenHeadroom = (upstream: Topology.Upstream): Effect.Effect<number | undefined> =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    withNow((now) =>
       store.modify<Stored, number | undefined>(keyOf(upstream.id), (current) =>
         // Read only, as in `check`. Without a stored state, only a configured TPM limits.
         current === undefined

@@ -3,13 +3,24 @@
  * `upstreams[1].weight: Expected a positive number, actual -3`. Secrets never appear in the file:
  * an upstream names the environment variable that holds its API key (`apiKeyEnv`).
  */
-import { Either, ParseResult, Schema } from "effect"
+import { Config as EnvConfig, Effect, Either, ParseResult, Redacted, Schema } from "effect"
 
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
 const NonNegative = Schema.Number.pipe(Schema.nonNegative())
 const Id = Schema.String.pipe(
   Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, {
     message: () => "expected an id of letters, digits, '.', '_', ':' or '-'"
+  })
+)
+
+/**
+ * The name of an environment variable. The message never repeats the value: a key pasted here by
+ * mistake must not end up in an error message or a log.
+ */
+const EnvironmentVariable = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+    message: () =>
+      "expected the name of an environment variable (letters, digits and '_'), not the key itself; the value is not shown"
   })
 )
 
@@ -184,7 +195,7 @@ export const UpstreamConfig = Schema.Struct({
   /** The model name sent upstream; defaults to the model the client asked for. */
   model: Schema.optional(Schema.String),
   /** Name of the environment variable holding the API key. */
-  apiKeyEnv: Schema.optional(Schema.String),
+  apiKeyEnv: Schema.optional(EnvironmentVariable),
   weight: Schema.optionalWith(PositiveInt, { default: () => 1 }),
   /** Lower is preferred: the priority strategy uses the lowest tier that has a candidate. */
   priority: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 0 }),
@@ -243,7 +254,7 @@ export const ServerConfig = Schema.Struct({
    * lower priorities. Without a match the `x-sluice-priority` header decides, else 0.
    */
   priorities: Schema.optionalWith(
-    Schema.Array(Schema.Struct({ apiKeyEnv: Schema.String, priority: Schema.Number.pipe(Schema.int()) })),
+    Schema.Array(Schema.Struct({ apiKeyEnv: EnvironmentVariable, priority: Schema.Number.pipe(Schema.int()) })),
     { default: () => [] }
   )
 })
@@ -267,11 +278,87 @@ export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError"
   }
 }
 
-const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+/** A path as users write it: `upstreams[1].weight`; empty for the document itself. */
+export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
   path.reduce<string>(
     (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`),
     ""
   )
+
+/** One problem of a failed decode. */
+export interface Issue {
+  /** The keys leading to the bad value (empty for the document itself). */
+  readonly path: ReadonlyArray<PropertyKey>
+  /** {@link path} as users write it: `messages[0].content[1].type`; empty for the document itself. */
+  readonly at: string
+  readonly message: string
+}
+
+const startsWith = (inner: ReadonlyArray<PropertyKey>, outer: ReadonlyArray<PropertyKey>) =>
+  inner.length >= outer.length && outer.every((key, i) => inner[i] === key)
+
+const ALTERNATIVE = /^Expected (.+), actual (.*)$/s
+
+/**
+ * The problems of a failed decode, readable. Decode with `errors: "all"` so that every problem is
+ * there; then:
+ *
+ * - a member of a union that the value did not even start to match is dropped where another member
+ *   got further (an issue below the path, or a refinement at it): a content array with a bad part is
+ *   reported at the part, not as "Expected string";
+ * - `Expected undefined` (the "absent" member of an optional field) is dropped whenever anything
+ *   else is said about the path;
+ * - the members left at one path are one issue: `Expected one of "text", "json_object", actual "yaml"`.
+ *
+ * Issues keep the order of their first appearance.
+ */
+export const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue> => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const kept = issues.filter((issue) => {
+    if (issue._tag !== "Type") return true
+    const absent = issue.message.startsWith("Expected undefined, actual ")
+    return !issues.some(
+      (other) =>
+        other !== issue &&
+        startsWith(other.path, issue.path) &&
+        (absent || other.path.length > issue.path.length || other._tag !== "Type")
+    )
+  })
+  // Per path, either one message or the expected members of a union that all failed on `actual`.
+  const out: Array<{
+    path: ReadonlyArray<PropertyKey>
+    at: string
+    message?: string
+    expected: Array<string>
+    actual: string
+  }> = []
+  const alternatives = new Map<string, (typeof out)[number]>()
+  for (const issue of kept) {
+    const at = formatPath(issue.path)
+    const match = issue._tag === "Type" ? ALTERNATIVE.exec(issue.message) : null
+    if (match === null) {
+      out.push({ path: issue.path, at, message: issue.message, expected: [], actual: "" })
+      continue
+    }
+    const key = `${at} ${match[2]}`
+    const entry = alternatives.get(key)
+    if (entry !== undefined) entry.expected.push(match[1]!)
+    else {
+      const created = { path: issue.path, at, expected: [match[1]!], actual: match[2]! }
+      alternatives.set(key, created)
+      out.push(created)
+    }
+  }
+  return out.map(({ path, at, message, expected, actual }) => ({
+    path,
+    at,
+    message:
+      message ??
+      (expected.length === 1
+        ? `Expected ${expected[0]}, actual ${actual}`
+        : `Expected one of ${expected.join(", ")}, actual ${actual}`)
+  }))
+}
 
 /** What {@link decode} checks beyond the schema. */
 export interface DecodeOptions {
@@ -364,39 +451,7 @@ export const decode = (
 ): Either.Either<ConfigFile, ConfigError> => {
   const decoded = Schema.decodeUnknownEither(ConfigFile, { errors: "all", onExcessProperty: "error" })(input)
   if (Either.isLeft(decoded)) {
-    const issues = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
-    // Optional fields decode as `T | undefined`, so a bad value also fails the `undefined` member
-    // ("Expected undefined, actual -3"); that only misleads when the real issue is reported at or below the path.
-    const within = (inner: ReadonlyArray<PropertyKey>, outer: ReadonlyArray<PropertyKey>) =>
-      inner.length >= outer.length && outer.every((key, i) => inner[i] === key)
-    const kept = issues.filter(
-      (issue) =>
-        !issue.message.startsWith("Expected undefined, actual ") ||
-        !issues.some((other) => other !== issue && within(other.path, issue.path))
-    )
-    // A literal union fails once per member; say it once: Expected one of "a", "b", actual "x".
-    const problems: Array<string> = []
-    const literal = /^Expected ("[^"]*"), actual (.*)$/
-    const merged = new Map<string, { expected: Array<string>; actual: string; at: number }>()
-    for (const issue of kept) {
-      const path = formatPath(issue.path) || "(root)"
-      const match = literal.exec(issue.message)
-      if (match === null) {
-        problems.push(`${path}: ${issue.message}`)
-        continue
-      }
-      const entry = merged.get(path)
-      if (entry === undefined) {
-        merged.set(path, { expected: [match[1]!], actual: match[2]!, at: problems.length })
-        problems.push("")
-      } else entry.expected.push(match[1]!)
-    }
-    for (const [path, entry] of merged) {
-      problems[entry.at] =
-        entry.expected.length === 1
-          ? `${path}: Expected ${entry.expected[0]}, actual ${entry.actual}`
-          : `${path}: Expected one of ${entry.expected.join(", ")}, actual ${entry.actual}`
-    }
+    const problems = formatIssues(decoded.left).map((issue) => `${issue.at || "(root)"}: ${issue.message}`)
     // References can be checked on the raw document too, so one pass reports both kinds of problem.
     problems.push(...crossCheckRaw(input, options))
     return Either.left(new ConfigError({ source, problems }))
@@ -404,3 +459,99 @@ export const decode = (
   const problems = crossCheck(decoded.right, options)
   return problems.length > 0 ? Either.left(new ConfigError({ source, problems })) : Either.right(decoded.right)
 }
+
+/** The key of one `server.priorities` entry, read from the environment. */
+export interface PriorityKey {
+  readonly apiKey: Redacted.Redacted<string>
+  readonly priority: number
+}
+
+/** What a config reads from the environment: every `apiKeyEnv` (upstreams and `server.priorities`). */
+export interface Environment {
+  /** API keys by upstream id; upstreams without `apiKeyEnv` (or whose variable is missing) have none. */
+  readonly upstreamKeys: ReadonlyMap<string, Redacted.Redacted<string>>
+  /** The keys of `server.priorities` that are set, in config order. */
+  readonly priorityKeys: ReadonlyArray<PriorityKey>
+  /**
+   * Every variable that is not set or is empty, by path:
+   * `upstreams[0].apiKeyEnv: environment variable OPENAI_API_KEY is not set`. Names only, never a value.
+   */
+  readonly problems: ReadonlyArray<string>
+}
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null
+
+const isVariable = Schema.is(EnvironmentVariable)
+
+/** Reads one variable as a secret; `Left` is the problem, by path. */
+const readKey = (at: string, variable: string): Effect.Effect<Either.Either<Redacted.Redacted<string>, string>> =>
+  Effect.map(Effect.either(EnvConfig.redacted(variable)), (read) =>
+    Either.isLeft(read)
+      ? Either.left(`${at}: environment variable ${variable} is not set`)
+      : Redacted.value(read.right).trim() === ""
+        ? Either.left(`${at}: environment variable ${variable} is empty`)
+        : Either.right(read.right)
+  )
+
+/**
+ * Reads every API key a decoded config names from the environment (Effect's `ConfigProvider`,
+ * `process.env` by default) in one pass, as `Redacted` secrets. It never fails: the variables that
+ * are not set are all in `problems`, for the caller to report with whatever else it found.
+ */
+export const readEnvironment = (config: ConfigFile): Effect.Effect<Environment> =>
+  Effect.gen(function* () {
+    const problems: Array<string> = []
+    const priorityKeys: Array<PriorityKey> = []
+    const upstreamKeys = new Map<string, Redacted.Redacted<string>>()
+    for (const [i, entry] of config.server.priorities.entries()) {
+      const key = yield* readKey(`server.priorities[${i}].apiKeyEnv`, entry.apiKeyEnv)
+      if (Either.isLeft(key)) problems.push(key.left)
+      else priorityKeys.push({ apiKey: key.right, priority: entry.priority })
+    }
+    for (const [i, upstream] of config.upstreams.entries()) {
+      if (upstream.apiKeyEnv === undefined) continue
+      const key = yield* readKey(`upstreams[${i}].apiKeyEnv`, upstream.apiKeyEnv)
+      if (Either.isLeft(key)) problems.push(key.left)
+      else upstreamKeys.set(upstream.id, key.right)
+    }
+    return { upstreamKeys, priorityKeys, problems }
+  })
+
+/** The `apiKeyEnv` variables a document names where it names one well, by path, in config order. */
+const variablesOf = (input: unknown): Array<{ readonly at: string; readonly variable: string }> => {
+  const out: Array<{ at: string; variable: string }> = []
+  if (!isRecord(input)) return out
+  const collect = (entries: unknown, prefix: string) => {
+    if (!Array.isArray(entries)) return
+    entries.forEach((entry, i) => {
+      if (isRecord(entry) && isVariable(entry["apiKeyEnv"]))
+        out.push({ at: `${prefix}[${i}].apiKeyEnv`, variable: entry["apiKeyEnv"] })
+    })
+  }
+  if (isRecord(input["server"])) collect(input["server"]["priorities"], "server.priorities")
+  collect(input["upstreams"], "upstreams")
+  return out
+}
+
+/**
+ * {@link decode}, and every `apiKeyEnv` variable the document names checked against the environment
+ * in the same pass: fails with one {@link ConfigError} listing the schema problems, the broken
+ * references and the variables that are not set, each by path. `sluice validate` and
+ * `sluice serve` load files through this, so a user fixes a config in one round.
+ */
+export const decodeWithEnvironment = (
+  input: unknown,
+  source = "config",
+  options: DecodeOptions = {}
+): Effect.Effect<ConfigFile, ConfigError> =>
+  Effect.gen(function* () {
+    const decoded = decode(input, source, options)
+    const missing: Array<string> = []
+    for (const { at, variable } of variablesOf(input)) {
+      const key = yield* readKey(at, variable)
+      if (Either.isLeft(key)) missing.push(key.left)
+    }
+    if (Either.isRight(decoded) && missing.length === 0) return decoded.right
+    const problems = [...(Either.isLeft(decoded) ? decoded.left.problems : []), ...missing]
+    return yield* new ConfigError({ source, problems })
+  })

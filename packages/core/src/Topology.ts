@@ -2,7 +2,8 @@
  * The pools and upstreams a router serves, resolved from the config: defaults applied, API keys
  * read from the environment as `Redacted`.
  */
-import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import type { Redacted } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 import * as SluiceConfig from "./Config.js"
 import { ConfigError } from "./Config.js"
 
@@ -75,25 +76,20 @@ export class Topology extends Context.Tag("@sluice/core/Topology")<Topology, Ser
 /**
  * Builds a topology from a decoded config file. `baseUrls` supplies URLs for upstreams that have
  * none in the file (the server starts simulated upstreams and passes their addresses here).
- * Fails with a {@link ConfigError} naming every `apiKeyEnv` variable that is not set.
+ * Every `apiKeyEnv` of the config (upstreams' and `server.priorities`') is read in one pass
+ * ({@link SluiceConfig.readEnvironment}); fails with one {@link ConfigError} naming every variable
+ * that is not set and every upstream left without a URL.
  */
 export const fromConfig = (
   config: SluiceConfig.ConfigFile,
   baseUrls: ReadonlyMap<string, string> = new Map()
 ): Effect.Effect<Service, ConfigError> =>
   Effect.gen(function* () {
-    const problems: Array<string> = []
+    const environment = yield* SluiceConfig.readEnvironment(config)
+    const problems: Array<string> = [...environment.problems]
     const upstreams = new Map<string, Upstream>()
     for (const [i, u] of config.upstreams.entries()) {
-      let apiKey: Option.Option<Redacted.Redacted<string>> = Option.none()
-      if (u.apiKeyEnv !== undefined) {
-        const read = yield* Effect.either(Config.redacted(u.apiKeyEnv))
-        if (read._tag === "Left") {
-          problems.push(`upstreams[${i}].apiKeyEnv: environment variable ${u.apiKeyEnv} is not set`)
-        } else {
-          apiKey = Option.some(read.right)
-        }
-      }
+      const apiKey: Option.Option<Redacted.Redacted<string>> = Option.fromNullable(environment.upstreamKeys.get(u.id))
       const baseUrl = u.baseUrl ?? baseUrls.get(u.id)
       if (baseUrl === undefined) {
         problems.push(`upstreams[${i}].baseUrl: no URL, and no simulated upstream was started for '${u.id}'`)

@@ -4,7 +4,8 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Simulator } from "@sluice/providers"
-import { Console, Effect, Either, Layer } from "effect"
+import type { Config as SluiceConfig } from "@sluice/core"
+import { Console, Data, Effect, Either, Layer } from "effect"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Server from "./Server.js"
 
@@ -13,11 +14,12 @@ export const usage = `Sluice — an OpenAI-compatible LLM load balancer
 
 Usage:
   sluice serve [--config FILE]     run the gateway (default: the embedded config with simulated upstreams)
-  sluice validate --config FILE    check a config file and list every problem
+  sluice validate --config FILE    check a config file and the environment it needs; list every problem
   sluice simulate [flags]          run a standalone simulated OpenAI-compatible upstream (see 'sluice simulate --help')
   sluice help
 
-Environment: PORT and HOST override server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT exports traces.`
+Environment: the variables a config names in apiKeyEnv hold the API keys; PORT and HOST override
+server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT exports traces.`
 
 /** Reads `--name value` or `--name=value` from argv. */
 const flag = (argv: ReadonlyArray<string>, name: string): string | undefined => {
@@ -29,9 +31,22 @@ const flag = (argv: ReadonlyArray<string>, name: string): string | undefined => 
   return undefined
 }
 
-class CliError extends Error {}
+/** A command line that cannot be run: an unknown command or a missing argument. */
+export class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
 
-/** Runs the command line and returns the program to run. */
+/** The variables a config reads its API keys from (names only: values are never printed). */
+const variablesOf = (config: SluiceConfig.ConfigFile): ReadonlyArray<string> => [
+  ...new Set([
+    ...config.server.priorities.map((p) => p.apiKeyEnv),
+    ...config.upstreams.flatMap((u) => (u.apiKeyEnv === undefined ? [] : [u.apiKeyEnv]))
+  ])
+]
+
+/**
+ * The program for a command line (without `node` and the script). `serve` and `validate` read the
+ * config with {@link ConfigFile.load}, which checks the file and the environment in one pass and fails
+ * with a `ConfigError` listing every problem. `serve` and `simulate` run until interrupted.
+ */
 export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknown> => {
   const [command = "serve", ...rest] = argv
   switch (command) {
@@ -46,10 +61,12 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
     }
     case "validate": {
       const path = flag(rest, "config")
-      if (path === undefined) return Effect.fail(new CliError("validate needs --config FILE"))
-      return Effect.flatMap(ConfigFile.load(path), (config) =>
-        Console.log(`${path}: valid (${config.pools.length} pools, ${config.upstreams.length} upstreams)`)
-      )
+      if (path === undefined) return Effect.fail(new CliError({ message: `validate needs --config FILE\n\n${usage}` }))
+      return Effect.flatMap(ConfigFile.load(path), (config) => {
+        const variables = variablesOf(config)
+        const keys = variables.length === 0 ? "" : `; API keys set in ${variables.join(", ")}`
+        return Console.log(`${path}: valid (${config.pools.length} pools, ${config.upstreams.length} upstreams${keys})`)
+      })
     }
     case "simulate": {
       if (rest.includes("--help")) return Console.log(Simulator.usage)
@@ -66,7 +83,7 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
     case "-h":
       return Console.log(usage)
     default:
-      return Effect.fail(new CliError(`unknown command '${command}'\n\n${usage}`))
+      return Effect.fail(new CliError({ message: `unknown command '${command}'\n\n${usage}` }))
   }
 }
 

@@ -1,6 +1,7 @@
 /**
- * Loading the configuration file: YAML or JSON, decoded by the core schema, with `PORT` / `HOST`
- * from the environment overriding the file. Every problem is reported by path.
+ * Loading the configuration file: YAML or JSON, decoded by the core schema, its API key variables
+ * checked, with `PORT` / `HOST` from the environment overriding the file. Every problem is reported
+ * by path, all at once.
  */
 import { Config as SluiceConfig } from "@sluice/core"
 import { Strategies } from "@sluice/strategies"
@@ -18,27 +19,35 @@ export const defaultPath: string = fileURLToPath(new URL("../config/default.yaml
  */
 export const defaultOptions: SluiceConfig.DecodeOptions = { strategies: Strategies.names }
 
-/** Parses YAML or JSON text (JSON is YAML) and decodes it. */
+/** Parses YAML or JSON text (JSON is YAML) into a document; `Left` is the problem. */
+const parseDocument = (text: string): Either.Either<unknown, string> => {
+  try {
+    return Either.right(parseYaml(text, { prettyErrors: true }))
+  } catch (error) {
+    return Either.left(`(file): not valid YAML or JSON: ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
+/**
+ * Parses YAML or JSON text and decodes it. Pure: the environment (`apiKeyEnv` variables, `PORT`,
+ * `HOST`) is not looked at; {@link load} checks it too.
+ */
 export const parse = (
   text: string,
   source: string,
   options: SluiceConfig.DecodeOptions = defaultOptions
-): Either.Either<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> => {
-  let document: unknown
-  try {
-    document = parseYaml(text, { prettyErrors: true })
-  } catch (error) {
-    return Either.left(
-      new SluiceConfig.ConfigError({
-        source,
-        problems: [`(file): not valid YAML or JSON: ${error instanceof Error ? error.message : String(error)}`]
-      })
-    )
-  }
-  return SluiceConfig.decode(document, source, options)
-}
+): Either.Either<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
+  Either.flatMap(
+    Either.mapLeft(parseDocument(text), (problem) => new SluiceConfig.ConfigError({ source, problems: [problem] })),
+    (document) => SluiceConfig.decode(document, source, options)
+  )
 
-/** Reads and decodes a config file; `PORT` and `HOST` override `server.port` / `server.host`. */
+/**
+ * Reads and checks a config file in one pass: its syntax, the schema, the references between
+ * entries, every `apiKeyEnv` variable (upstreams' and `server.priorities`') and `PORT` / `HOST`,
+ * which override `server.port` / `server.host`. Fails with one {@link SluiceConfig.ConfigError}
+ * listing every problem by path; secret values never appear in it.
+ */
 export const load = (
   path: string,
   options: SluiceConfig.DecodeOptions = defaultOptions
@@ -52,28 +61,60 @@ export const load = (
           problems: [`(file): cannot read: ${error instanceof Error ? error.message : String(error)}`]
         })
     })
-    const config = yield* parse(text, path, options)
-    return yield* withEnvironment(config)
+    const document = parseDocument(text)
+    if (Either.isLeft(document)) return yield* new SluiceConfig.ConfigError({ source: path, problems: [document.left] })
+    const [decoded, address] = yield* Effect.all([
+      Effect.either(SluiceConfig.decodeWithEnvironment(document.right, path, options)),
+      readAddress
+    ])
+    if (Either.isRight(decoded) && address.problems.length === 0) return override(decoded.right, address)
+    const problems = [...(Either.isLeft(decoded) ? decoded.left.problems : []), ...address.problems]
+    return yield* new SluiceConfig.ConfigError({ source: path, problems })
   })
 
-/** Applies `PORT` / `HOST` from the environment. */
+interface Address {
+  readonly port: Option.Option<number>
+  readonly host: Option.Option<string>
+  readonly problems: ReadonlyArray<string>
+}
+
+/** `PORT` and `HOST` from the environment, with what is wrong with them. */
+const readAddress: Effect.Effect<Address> = Effect.gen(function* () {
+  const read = (name: string) =>
+    Config.option(Config.string(name)).pipe(Effect.orElseSucceed(() => Option.none<string>()))
+  const rawPort = yield* read("PORT")
+  const host = yield* read("HOST")
+  const port = Option.map(rawPort, (raw) => (/^\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN))
+  const valid = Option.isNone(port) || (Number.isInteger(port.value) && port.value >= 0 && port.value <= 65535)
+  return {
+    port: valid ? port : Option.none(),
+    host,
+    problems: valid
+      ? []
+      : [
+          `PORT (environment): expected an integer port between 0 and 65535, got '${Option.getOrElse(rawPort, () => "")}'`
+        ]
+  }
+})
+
+const override = (config: SluiceConfig.ConfigFile, address: Address): SluiceConfig.ConfigFile =>
+  Option.isNone(address.port) && Option.isNone(address.host)
+    ? config
+    : {
+        ...config,
+        server: {
+          ...config.server,
+          ...(Option.isSome(address.port) ? { port: address.port.value } : {}),
+          ...(Option.isSome(address.host) ? { host: address.host.value } : {})
+        }
+      }
+
+/** Applies `PORT` / `HOST` from the environment to a decoded config. */
 export const withEnvironment = (
   config: SluiceConfig.ConfigFile
 ): Effect.Effect<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
-  Effect.gen(function* () {
-    const port = yield* Config.option(Config.integer("PORT")).pipe(
-      Effect.mapError(
-        () => new SluiceConfig.ConfigError({ source: "environment", problems: ["PORT: expected an integer"] })
-      )
-    )
-    const host = yield* Config.option(Config.string("HOST")).pipe(Effect.orElseSucceed(() => Option.none<string>()))
-    if (Option.isNone(port) && Option.isNone(host)) return config
-    return {
-      ...config,
-      server: {
-        ...config.server,
-        ...(Option.isSome(port) ? { port: port.value } : {}),
-        ...(Option.isSome(host) ? { host: host.value } : {})
-      }
-    }
-  })
+  Effect.flatMap(readAddress, (address) =>
+    address.problems.length > 0
+      ? new SluiceConfig.ConfigError({ source: "environment", problems: address.problems })
+      : Effect.succeed(override(config, address))
+  )

@@ -4,8 +4,9 @@
  * no routing logic.
  *
  * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`.
- * Response headers name what happened: `x-request-id`, `x-sluice-pool`, `x-sluice-upstream`,
- * `x-sluice-attempts`.
+ * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
+ * or one generated here and handed to the router, so the decision, the trace and the header agree.
+ * Routed answers also name what happened: `x-sluice-pool`, `x-sluice-upstream`, `x-sluice-attempts`.
  *
  * It runs on `node:http` directly: one request handler reads the body and runs one Effect per request
  * (the router call and the response) through the runtime of the built layer. A client that
@@ -14,7 +15,7 @@
 import { HttpTraceContext } from "@effect/platform"
 import type { Headers } from "@effect/platform"
 import type { Decision, Provider } from "@sluice/core"
-import { Errors, Router, Wire } from "@sluice/core"
+import { Config, Errors, Router, Wire } from "@sluice/core"
 import type { Scope } from "effect"
 import {
   Cause,
@@ -29,12 +30,12 @@ import {
   FiberRefs,
   Layer,
   Option,
-  ParseResult,
   Runtime,
   Schema,
   Stream,
   Tracer
 } from "effect"
+import { randomUUID } from "node:crypto"
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 
@@ -82,9 +83,18 @@ const writeJson = (res: ServerResponse, status: number, text: string, headers?: 
   res.end(text)
 }
 
-const writeError = (res: ServerResponse, error: Errors.RouterError, headers?: Readonly<Record<string, string>>) => {
+const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string) => {
   const mapped = Errors.toOpenAI(error)
-  writeJson(res, mapped.status, JSON.stringify(mapped.body), { ...mapped.headers, ...headers })
+  writeJson(res, mapped.status, JSON.stringify(mapped.body), { ...mapped.headers, "x-request-id": requestId })
+}
+
+/**
+ * The request's id: the client's `x-request-id` when it sent one, else a new `req_…` id. Random
+ * rather than a counter, so that several gateway instances never hand out the same one.
+ */
+const requestIdOf = (headers: IncomingHttpHeaders): string => {
+  const sent = headers["x-request-id"]
+  return typeof sent === "string" && sent !== "" ? sent : `req_${randomUUID().replace(/-/g, "")}`
 }
 
 const envelope = (message: string, code: string) =>
@@ -98,31 +108,29 @@ const ROOT = JSON.stringify({
   endpoints: ["/v1/chat/completions", "/v1/embeddings", "/v1/models"]
 })
 
-const notFound = (req: IncomingMessage, res: ServerResponse) =>
-  writeJson(res, 404, envelope(`no route for ${req.method} ${req.url}; ${ROUTES_HINT}`, "not_found"))
+const notFound = (req: IncomingMessage, res: ServerResponse, requestId: string) =>
+  writeJson(res, 404, envelope(`no route for ${req.method} ${req.url}; ${ROUTES_HINT}`, "not_found"), {
+    "x-request-id": requestId
+  })
 
-const methodNotAllowed = (req: IncomingMessage, res: ServerResponse, allow: string) =>
+const methodNotAllowed = (req: IncomingMessage, res: ServerResponse, allow: string, requestId: string) =>
   writeJson(
     res,
     405,
     envelope(`${req.method} is not allowed on ${req.url}; use ${allow} (${ROUTES_HINT})`, "method_not_allowed"),
-    { allow }
-  )
-
-const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
-  path.reduce<string>(
-    (acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`),
-    ""
+    { allow, "x-request-id": requestId }
   )
 
 /**
- * A body decoder for a wire schema, built once: unknown fields are kept, errors name the first bad
- * field. The wire schemas transform nothing, so a document the schema accepts is used as parsed;
- * only a rejected one is decoded, for the error.
+ * A body decoder for a wire schema, built once: unknown fields are kept; an error names the deepest
+ * bad field, with the choices of a union in one message
+ * (`response_format.type: Expected one of "text", "json_object", "json_schema", actual "yaml"`). The
+ * wire schemas transform nothing, so a document the schema accepts is used as parsed; only a
+ * rejected one is decoded again, for the error.
  */
 const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
   const valid = Schema.is(schema)
-  const decode = Schema.decodeUnknownEither(schema, { onExcessProperty: "preserve" })
+  const decode = Schema.decodeUnknownEither(schema, { onExcessProperty: "preserve", errors: "all" })
   return (text: string): Either.Either<A, Errors.InvalidRequest> => {
     let document: unknown
     try {
@@ -137,8 +145,12 @@ const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
     if (valid(document)) return Either.right(document)
     const decoded = decode(document)
     if (Either.isRight(decoded)) return Either.right(decoded.right)
-    const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)[0]
-    const param = issue === undefined ? "" : formatPath(issue.path)
+    // The deepest issue is the most specific one; the first of those when several are as deep.
+    const issue = Config.formatIssues(decoded.left).reduce<Config.Issue | undefined>(
+      (deepest, next) => (deepest === undefined || next.path.length > deepest.path.length ? next : deepest),
+      undefined
+    )
+    const param = issue?.at ?? ""
     return Either.left(
       new Errors.InvalidRequest({
         message:
@@ -164,15 +176,14 @@ const bearer = (authorization: string | undefined): string | undefined => {
  * What the router needs from the HTTP request: the request id, the headers and API key (pools'
  * `sticky.key` reads the session key from them), and the queue priority (`x-sluice-priority`).
  */
-const routeOptions = (headers: IncomingHttpHeaders, options: Options): Router.RouteOptions => {
-  const requestId = headers["x-request-id"]
+const routeOptions = (headers: IncomingHttpHeaders, options: Options, requestId: string): Router.RouteOptions => {
   const apiKey = bearer(headers["authorization"])
   const byKey = apiKey === undefined ? undefined : options.priorityOf?.(apiKey)
   const byHeader = headers["x-sluice-priority"] === undefined ? Number.NaN : Number(headers["x-sluice-priority"])
   const priority = byKey ?? (Number.isFinite(byHeader) ? byHeader : undefined)
   return {
     headers: headers as Readonly<Record<string, string | undefined>>,
-    ...(typeof requestId === "string" && requestId !== "" ? { requestId } : {}),
+    requestId,
     ...(apiKey !== undefined ? { apiKey } : {}),
     ...(priority !== undefined ? { priority } : {})
   }
@@ -286,12 +297,17 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
         )
       })
 
-    const chat = (req: IncomingMessage, res: ServerResponse, text: string): Effect.Effect<void, Errors.RouterError> =>
+    const chat = (
+      req: IncomingMessage,
+      res: ServerResponse,
+      requestId: string,
+      text: string
+    ): Effect.Effect<void, Errors.RouterError> =>
       Effect.suspend(() => {
         const decoded = decodeChat(text)
         if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
         const body = decoded.right
-        const route = routeOptions(req.headers, options)
+        const route = routeOptions(req.headers, options, requestId)
         if (body.stream === true) return streamChat(res, body, route)
         return Effect.map(router.chat(body, route), (routed) =>
           writeJson(res, 200, JSON.stringify(routed.response), decisionHeaders(routed.decision))
@@ -301,29 +317,39 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
     const embeddings = (
       req: IncomingMessage,
       res: ServerResponse,
+      requestId: string,
       text: string
     ): Effect.Effect<void, Errors.RouterError> =>
       Effect.suspend(() => {
         const decoded = decodeEmbeddings(text)
         if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-        return Effect.map(router.embeddings(decoded.right, routeOptions(req.headers, options)), (routed) =>
+        return Effect.map(router.embeddings(decoded.right, routeOptions(req.headers, options, requestId)), (routed) =>
           writeJson(res, 200, JSON.stringify(routed.response), decisionHeaders(routed.decision))
         )
       })
 
-    const models = (_req: IncomingMessage, res: ServerResponse): Effect.Effect<void, Errors.RouterError> =>
-      Effect.map(router.models, (list) => writeJson(res, 200, JSON.stringify({ object: "list", data: list })))
+    const models = (res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
+      Effect.map(router.models, (list) =>
+        writeJson(res, 200, JSON.stringify({ object: "list", data: list }), { "x-request-id": requestId })
+      )
 
     /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
-    const recover = (res: ServerResponse, cause: Cause.Cause<Errors.RouterError>): Effect.Effect<void> => {
+    const recover = (
+      res: ServerResponse,
+      requestId: string,
+      cause: Cause.Cause<Errors.RouterError>
+    ): Effect.Effect<void> => {
       const failure = Cause.failureOption(cause)
-      if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value))
+      if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value, requestId))
       if (Cause.isInterruptedOnly(cause)) return Effect.void
       return Effect.zipRight(
         Effect.logError("request failed unexpectedly", cause),
         Effect.sync(() => {
           if (res.headersSent) res.destroy()
-          else writeJson(res, 500, envelope("internal error in the gateway", "internal_error"))
+          else
+            writeJson(res, 500, envelope("internal error in the gateway", "internal_error"), {
+              "x-request-id": requestId
+            })
         })
       )
     }
@@ -336,9 +362,10 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       req: IncomingMessage,
       res: ServerResponse,
       path: string,
+      requestId: string,
       effect: Effect.Effect<void, Errors.RouterError>
     ) => {
-      const handled = Effect.catchAllCause(effect, (cause) => recover(res, cause))
+      const handled = Effect.catchAllCause(effect, (cause) => recover(res, requestId, cause))
       let program = handled
       if (tracing) {
         const method = req.method ?? "GET"
@@ -348,7 +375,7 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
           {
             kind: "server",
             captureStackTrace: false,
-            attributes: { "http.request.method": method, "url.path": path },
+            attributes: { "http.request.method": method, "url.path": path, "sluice.request_id": requestId },
             ...(parent !== undefined ? { parent } : {})
           },
           (span) =>
@@ -373,11 +400,17 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       req: IncomingMessage,
       res: ServerResponse,
       path: string,
-      handle: (req: IncomingMessage, res: ServerResponse, text: string) => Effect.Effect<void, Errors.RouterError>
+      requestId: string,
+      handle: (
+        req: IncomingMessage,
+        res: ServerResponse,
+        requestId: string,
+        text: string
+      ) => Effect.Effect<void, Errors.RouterError>
     ) => {
       const limit = options.maxBodyBytes
       const tooLarge = () => {
-        writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }))
+        writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }), requestId)
         // The rest of the body is read and dropped, so the connection stays usable.
         req.resume()
       }
@@ -398,12 +431,16 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       req.on("end", () => {
         if (refused) return
         const text = chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks, size).toString("utf8")
-        serve(req, res, path, handle(req, res, text))
+        serve(req, res, path, requestId, handle(req, res, requestId, text))
       })
       req.on("error", (error) => {
         if (refused) return
         refused = true
-        writeError(res, new Errors.InvalidRequest({ message: `could not read the request body: ${error.message}` }))
+        writeError(
+          res,
+          new Errors.InvalidRequest({ message: `could not read the request body: ${error.message}` }),
+          requestId
+        )
       })
     }
 
@@ -412,22 +449,27 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       const query = url.indexOf("?")
       const path = query === -1 ? url : url.slice(0, query)
       const method = req.method
+      const id = requestIdOf(req.headers)
       switch (path) {
         case "/v1/chat/completions":
         case "/chat/completions":
-          return method === "POST" ? withBody(req, res, path, chat) : methodNotAllowed(req, res, "POST")
+          return method === "POST" ? withBody(req, res, path, id, chat) : methodNotAllowed(req, res, "POST", id)
         case "/v1/embeddings":
         case "/embeddings":
-          return method === "POST" ? withBody(req, res, path, embeddings) : methodNotAllowed(req, res, "POST")
+          return method === "POST" ? withBody(req, res, path, id, embeddings) : methodNotAllowed(req, res, "POST", id)
         case "/v1/models":
         case "/models":
-          return method === "GET" ? serve(req, res, path, models(req, res)) : methodNotAllowed(req, res, "GET")
+          return method === "GET" ? serve(req, res, path, id, models(res, id)) : methodNotAllowed(req, res, "GET", id)
         case "/health":
-          return method === "GET" ? writeJson(res, 200, HEALTH) : methodNotAllowed(req, res, "GET")
+          return method === "GET"
+            ? writeJson(res, 200, HEALTH, { "x-request-id": id })
+            : methodNotAllowed(req, res, "GET", id)
         case "/":
-          return method === "GET" ? writeJson(res, 200, ROOT) : methodNotAllowed(req, res, "GET")
+          return method === "GET"
+            ? writeJson(res, 200, ROOT, { "x-request-id": id })
+            : methodNotAllowed(req, res, "GET", id)
         default:
-          return notFound(req, res)
+          return notFound(req, res, id)
       }
     }
   }

@@ -4,9 +4,8 @@
  * provides `Gateway.Listening` (the bound address) and everything the router is built from.
  */
 import { NodeHttpClient } from "@effect/platform-node"
-import { Config as SluiceConfig } from "@sluice/core"
-import { Topology } from "@sluice/core"
-import { Config, Console, Effect, Layer, Redacted } from "effect"
+import { Config as SluiceConfig, Topology } from "@sluice/core"
+import { Console, Effect, Layer, Redacted } from "effect"
 import * as Gateway from "./Gateway.js"
 import * as Sluice from "./Sluice.js"
 import * as Telemetry from "./Telemetry.js"
@@ -52,20 +51,19 @@ export const banner = Effect.gen(function* () {
   yield* Console.log(lines.join("\n"))
 })
 
-/** Gateway options from the config; API keys for priorities are read from the environment. */
+/**
+ * Gateway options from the config. The keys of `server.priorities` are read from the environment
+ * together with every other `apiKeyEnv` ({@link SluiceConfig.readEnvironment}); fails with one
+ * {@link SluiceConfig.ConfigError} naming every variable that is not set.
+ */
 export const gatewayOptions = (config: SluiceConfig.ConfigFile) =>
   Layer.effect(
     Gateway.GatewayOptions,
     Effect.gen(function* () {
-      const byKey = new Map<string, number>()
-      const missing: Array<string> = []
-      for (const [i, entry] of config.server.priorities.entries()) {
-        const key = yield* Effect.either(Config.redacted(entry.apiKeyEnv))
-        if (key._tag === "Left")
-          missing.push(`server.priorities[${i}].apiKeyEnv: environment variable ${entry.apiKeyEnv} is not set`)
-        else byKey.set(Redacted.value(key.right), entry.priority)
-      }
-      if (missing.length > 0) return yield* new SluiceConfig.ConfigError({ source: "environment", problems: missing })
+      const environment = yield* SluiceConfig.readEnvironment(config)
+      if (environment.problems.length > 0)
+        return yield* new SluiceConfig.ConfigError({ source: "environment", problems: environment.problems })
+      const byKey = new Map(environment.priorityKeys.map((entry) => [Redacted.value(entry.apiKey), entry.priority]))
       return {
         maxBodyBytes: config.server.maxBodyBytes,
         ...(byKey.size > 0 ? { priorityOf: (apiKey: string) => byKey.get(apiKey) } : {})

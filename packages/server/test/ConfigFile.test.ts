@@ -1,10 +1,31 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Config, Topology } from "@sluice/core"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as ConfigFile from "../src/ConfigFile.js"
+import { GatewayOptions } from "../src/Gateway.js"
+import * as Server from "../src/Server.js"
 
 const shipped = (name: string) => fileURLToPath(new URL(`../config/${name}`, import.meta.url))
+
+/** Exactly these variables as the environment: nothing leaks in from the machine running the tests. */
+const onlyEnvironment = (vars: Readonly<Record<string, string>>) =>
+  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
+
+/** The variables the example's header says to set on its run line (`NAME=... npx sluice serve ...`). */
+const documentedVariables = (text: string): ReadonlyArray<string> => {
+  const line = /^#\s+((?:[A-Z_]+=\.\.\. )+)npx sluice serve --config \S+$/m.exec(text)
+  if (line === null) throw new Error("example.yaml has no run line in its header")
+  return line[1]!
+    .trim()
+    .split(" ")
+    .map((assignment) => assignment.split("=")[0]!)
+}
+
+/** Builds the gateway options layer of a config, as the server does. */
+const gatewayOptionsOf = (config: Config.ConfigFile) =>
+  Effect.map(Layer.build(Server.gatewayOptions(config)), (context) => Context.get(context, GatewayOptions))
 
 describe("config files", () => {
   it.effect("the embedded default decodes: simulated upstreams only, no API key needed", () =>
@@ -24,6 +45,87 @@ describe("config files", () => {
     expect(smart.sticky?.key).toBe("header")
     expect(config.upstreams.find((u) => u.id === "local-ollama")?.healthCheck?.type).toBe("http")
   })
+
+  it.scoped("the example runs with just the variables its header documents: topology and gateway options build", () =>
+    Effect.gen(function* () {
+      const text = readFileSync(shipped("example.yaml"), "utf8")
+      const documented = documentedVariables(text)
+      const env = Object.fromEntries(documented.map((name) => [name, `key-of-${name}`]))
+      const config = yield* ConfigFile.load(shipped("example.yaml")).pipe(onlyEnvironment(env))
+      // Every variable the file names is on the run line, and nothing more is needed.
+      const named = [
+        ...config.server.priorities.map((p) => p.apiKeyEnv),
+        ...config.upstreams.flatMap((u) => (u.apiKeyEnv === undefined ? [] : [u.apiKeyEnv]))
+      ]
+      expect([...new Set(named)].sort()).toEqual([...documented].sort())
+      const topology = yield* Topology.fromConfig(config).pipe(onlyEnvironment(env))
+      const keyOf = (id: string) => Option.map(topology.upstreams.get(id)!.apiKey, Redacted.value)
+      expect(keyOf("openai-4o")).toEqual(Option.some("key-of-OPENAI_API_KEY"))
+      expect(keyOf("groq-llama")).toEqual(Option.some("key-of-GROQ_API_KEY"))
+      expect(keyOf("local-ollama")).toEqual(Option.none())
+      expect(topology.pools.get("smart")?.upstreams.map((u) => u.id)).toEqual([
+        "openai-4o",
+        "groq-llama",
+        "local-ollama",
+        "local-vllm"
+      ])
+      const options = yield* gatewayOptionsOf(config).pipe(onlyEnvironment(env))
+      expect(options.maxBodyBytes).toBe(4_194_304)
+      expect(options.priorityOf).toBeUndefined()
+    })
+  )
+
+  it.scoped("the example's commented-out priorities work once uncommented, and need their variable", () =>
+    Effect.gen(function* () {
+      const text = readFileSync(shipped("example.yaml"), "utf8")
+        .replace("  # priorities:", "  priorities:")
+        .replace("  #   - { apiKeyEnv: SLUICE_PRIORITY_KEY", "    - { apiKeyEnv: SLUICE_PRIORITY_KEY")
+      const config = Either.getOrThrow(ConfigFile.parse(text, "example.yaml"))
+      expect(config.server.priorities).toEqual([{ apiKeyEnv: "SLUICE_PRIORITY_KEY", priority: 10 }])
+      const keys = { OPENAI_API_KEY: "o", GROQ_API_KEY: "g" }
+      const missing = yield* Effect.flip(gatewayOptionsOf(config).pipe(onlyEnvironment(keys)))
+      expect(missing.problems).toEqual([
+        "server.priorities[0].apiKeyEnv: environment variable SLUICE_PRIORITY_KEY is not set"
+      ])
+      const options = yield* gatewayOptionsOf(config).pipe(
+        onlyEnvironment({ ...keys, SLUICE_PRIORITY_KEY: "vip-client-key" })
+      )
+      expect(options.priorityOf?.("vip-client-key")).toBe(10)
+      expect(options.priorityOf?.("someone-else")).toBeUndefined()
+    })
+  )
+
+  it.effect("reports every missing variable of upstreams and priorities together, by path, without values", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(
+        Config.decode({
+          server: {
+            priorities: [
+              { apiKeyEnv: "TEAM_A_KEY", priority: 5 },
+              { apiKeyEnv: "TEAM_B_KEY", priority: 1 }
+            ]
+          },
+          upstreams: [
+            { id: "a", provider: "openai", baseUrl: "https://api.openai.com/v1", apiKeyEnv: "OPENAI_KEY" },
+            { id: "b", provider: "groq", baseUrl: "https://api.groq.com/openai/v1", apiKeyEnv: "GROQ_KEY" }
+          ],
+          pools: [{ id: "p", models: ["m"], upstreams: ["a", "b"] }]
+        })
+      )
+      const env = { TEAM_A_KEY: "team-a-secret", GROQ_KEY: "" }
+      const expected = [
+        "server.priorities[1].apiKeyEnv: environment variable TEAM_B_KEY is not set",
+        "upstreams[0].apiKeyEnv: environment variable OPENAI_KEY is not set",
+        "upstreams[1].apiKeyEnv: environment variable GROQ_KEY is empty"
+      ]
+      // Whichever layer the gateway builds first, it names them all.
+      const fromTopology = yield* Effect.flip(Topology.fromConfig(config).pipe(onlyEnvironment(env)))
+      expect(fromTopology.problems).toEqual(expected)
+      const fromGateway = yield* Effect.flip(Effect.scoped(gatewayOptionsOf(config)).pipe(onlyEnvironment(env)))
+      expect(fromGateway.problems).toEqual(expected)
+      expect(fromGateway.message).not.toContain("team-a-secret")
+    })
+  )
 
   it("lists an unknown strategy with the other problems, by path, and accepts custom names when told them", () => {
     const yaml = [

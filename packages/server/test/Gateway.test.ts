@@ -174,6 +174,43 @@ describe("gateway with the openai SDK", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live(
+    "passes image parts and unknown request fields of a stream through untouched, forcing only include_usage",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(twoUpstreams())
+        const image = { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=", detail: "low" } }
+        const audio = { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } }
+        const body = {
+          model: "gpt-4o-mini",
+          messages: [
+            { role: "system", content: "Be brief.", name: "rules" },
+            { role: "user", content: [{ type: "text", text: "What is this?" }, image, audio] }
+          ],
+          stream: true,
+          // A field of stream_options Sluice does not know stays next to the forced include_usage.
+          stream_options: { include_obfuscation: false },
+          seed: 7,
+          logit_bias: { "50256": -100 },
+          sluice_unknown_field: { nested: [1, 2, 3], deeper: { keep: null } },
+          top_k: 40
+        }
+        const stream = yield* promise(() =>
+          gateway.client.chat.completions
+            .create(body as unknown as OpenAI.ChatCompletionCreateParamsStreaming)
+            .withResponse()
+        )
+        let text = ""
+        yield* promise(async () => {
+          for await (const chunk of stream.data) text += chunk.choices[0]?.delta.content ?? ""
+        })
+        expect(text).not.toBe("")
+        const upstream = stream.response.headers.get("x-sluice-upstream")!
+        const sent = gateway.simulator(upstream).requests().at(-1)?.body
+        expect(sent).toEqual({ ...body, stream_options: { include_obfuscation: false, include_usage: true } })
+      }).pipe(Effect.scoped)
+  )
+
   it.live("serves embeddings and lists the models the pools serve", () =>
     Effect.gen(function* () {
       const { client } = yield* startGateway(twoUpstreams())
@@ -249,6 +286,131 @@ describe("gateway with the openai SDK", () => {
       const notJson = yield* post("{not json")
       expect(notJson.status).toBe(400)
       expect(notJson.body.error.message).toContain("not valid JSON")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("names the deepest bad field in a 400 and merges the choices of a union into one message", () =>
+    Effect.gen(function* () {
+      const { client } = yield* startGateway(twoUpstreams())
+      // The SDK's own message starts with the status; the envelope's message is what the gateway wrote.
+      const reject = (body: Record<string, unknown>) =>
+        attempt(() =>
+          client.chat.completions.create(body as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming)
+        ).pipe(
+          Effect.map((result) => {
+            const error = (result as { error: APIError }).error
+            return { status: error.status, param: error.param, message: (error.error as { message: string }).message }
+          })
+        )
+      // A content part without `type`: the part is wrong, not the content's being an array.
+      const noType = yield* reject({
+        model: "gpt-4o-mini",
+        messages: [{ role: "user", content: [{ type: "text", text: "a" }, { text: "b" }] }]
+      })
+      expect(noType.status).toBe(400)
+      expect(noType.param).toBe("messages[0].content[1].type")
+      expect(noType.message).toBe("messages[0].content[1].type: is missing")
+      // Every allowed value of response_format.type in one message.
+      const yaml = yield* reject({
+        model: "gpt-4o-mini",
+        messages: [{ role: "user", content: "a" }],
+        response_format: { type: "yaml" }
+      })
+      expect(yaml.status).toBe(400)
+      expect(yaml.param).toBe("response_format.type")
+      expect(yaml.message).toBe(
+        'response_format.type: Expected one of "text", "json_object", "json_schema", actual "yaml"'
+      )
+      // A content that is neither a string, an array of parts nor null says all three.
+      const number = yield* reject({ model: "gpt-4o-mini", messages: [{ role: "user", content: 5 }] })
+      expect(number.param).toBe("messages[0].content")
+      expect(number.message).toBe(
+        "messages[0].content: Expected one of string, ReadonlyArray<ContentPart>, null, actual 5"
+      )
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("puts x-request-id on every answer, agreeing with the decision, and echoes the client's own", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [
+          { id: "a", simulate: { completionTokens: 3 } },
+          { id: "broken", simulate: { failureRate: 1 } }
+        ],
+        [
+          { id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] },
+          { id: "bad", models: ["broken-model"], upstreams: ["broken"] }
+        ],
+        { maxBodyBytes: 2048 }
+      )
+      const gateway = yield* startGateway(config)
+      const send = (path: string, init: { method?: string; body?: unknown; headers?: Record<string, string> } = {}) =>
+        promise(() =>
+          fetch(`${gateway.url}${path}`, {
+            method: init.method ?? (init.body === undefined ? "GET" : "POST"),
+            headers: { "content-type": "application/json", ...init.headers },
+            ...(init.body === undefined
+              ? {}
+              : { body: typeof init.body === "string" ? init.body : JSON.stringify(init.body) })
+          }).then(async (r) => ({ status: r.status, id: r.headers.get("x-request-id"), text: await r.text() }))
+        )
+      const hi = [{ role: "user", content: "Hi" }]
+      const answers = {
+        chat: yield* send("/v1/chat/completions", { body: { model: "gpt-4o-mini", messages: hi } }),
+        stream: yield* send("/v1/chat/completions", { body: { model: "gpt-4o-mini", messages: hi, stream: true } }),
+        upstreamFailed: yield* send("/v1/chat/completions", { body: { model: "broken-model", messages: hi } }),
+        unknownModel: yield* send("/v1/chat/completions", { body: { model: "nope", messages: hi } }),
+        malformed: yield* send("/v1/chat/completions", { body: { model: "gpt-4o-mini" } }),
+        notJson: yield* send("/v1/chat/completions", { body: "{oops" }),
+        tooLarge: yield* send("/v1/chat/completions", {
+          body: { model: "gpt-4o-mini", messages: [{ role: "user", content: "x".repeat(4096) }] }
+        }),
+        models: yield* send("/v1/models"),
+        health: yield* send("/health"),
+        noRoute: yield* send("/v2/nothing"),
+        wrongMethod: yield* send("/v1/models", { method: "DELETE" })
+      }
+      expect(Object.fromEntries(Object.entries(answers).map(([name, answer]) => [name, answer.status]))).toEqual({
+        chat: 200,
+        stream: 200,
+        upstreamFailed: 502,
+        unknownModel: 404,
+        malformed: 400,
+        notJson: 400,
+        tooLarge: 413,
+        models: 200,
+        health: 200,
+        noRoute: 404,
+        wrongMethod: 405
+      })
+      const ids = Object.values(answers).map((answer) => answer.id)
+      for (const id of ids) expect(id).toMatch(/^req_[0-9a-f]{32}$/)
+      expect(new Set(ids).size).toBe(ids.length)
+      // The decisions (as traced) carry the very ids the client got, and so does every request's server span.
+      const traced = gateway.routes().map((route) => route["sluice.request_id"])
+      expect(traced).toEqual(expect.arrayContaining([answers.chat.id, answers.stream.id, answers.upstreamFailed.id]))
+      const served = gateway
+        .spans()
+        .filter((span) => span.name.startsWith("http.server"))
+        .map((span) => span.attributes["sluice.request_id"])
+      expect(served).toEqual(
+        expect.arrayContaining([answers.chat.id, answers.unknownModel.id, answers.malformed.id, answers.models.id])
+      )
+      // An id the client sends is used throughout: header, decision and stream alike.
+      for (const stream of [false, true]) {
+        const mine = `client-id-${stream}`
+        const answer = yield* send("/v1/chat/completions", {
+          body: { model: "gpt-4o-mini", messages: hi, stream },
+          headers: { "x-request-id": mine }
+        })
+        expect(answer.id).toBe(mine)
+        expect(gateway.routes().map((route) => route["sluice.request_id"])).toContain(mine)
+      }
+      const mine = yield* send("/v1/chat/completions", {
+        body: { model: "broken-model", messages: hi },
+        headers: { "x-request-id": "client-id-error" }
+      })
+      expect(mine).toMatchObject({ status: 502, id: "client-id-error" })
     }).pipe(Effect.scoped)
   )
 

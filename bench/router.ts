@@ -24,6 +24,10 @@ import { Effect, Layer, Stream } from "effect"
 
 const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
 const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
+/** A new request object per call, as the gateway parses one per HTTP request (nothing cached by identity). */
+const fresh = process.env["BENCH_ROUTER_SAME_REQUEST"] === undefined
+/** The provider answers on a later turn of the event loop, as a real upstream call does. */
+const asyncProvider = process.env["BENCH_ROUTER_SYNC_PROVIDER"] === undefined
 
 const completion: Wire.ChatCompletion = {
   id: "chatcmpl-1",
@@ -37,7 +41,10 @@ const completion: Wire.ChatCompletion = {
 const instant = Layer.succeed(
   Provider.Provider,
   Provider.Provider.of({
-    chat: () => Effect.succeed(completion),
+    chat: () =>
+      asyncProvider
+        ? Effect.async<Wire.ChatCompletion>((resume) => void setImmediate(() => resume(Effect.succeed(completion))))
+        : Effect.succeed(completion),
     chatStream: () => Effect.succeed(Stream.empty),
     embeddings: () => Effect.die("unused"),
     // It answers at once, so it never needs the router's deadline (as the built-in provider keeps its own).
@@ -71,7 +78,11 @@ const run = (label: string, n: number) =>
     const router = yield* Router.Router
     const start = process.hrtime.bigint()
     const cpu = process.cpuUsage()
-    yield* Effect.forEach(Array.from({ length: n }), () => router.chat(request), { concurrency, discard: true })
+    yield* Effect.forEach(
+      Array.from({ length: n }),
+      () => router.chat(fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request),
+      { concurrency, discard: true }
+    )
     const ns = Number(process.hrtime.bigint() - start)
     const used = process.cpuUsage(cpu)
     console.log(

@@ -2,11 +2,21 @@
  * TokenCounter: prompt tokens of a chat request, for budgets and context-window checks.
  *
  * Counting follows OpenAI's published rule for chat models: 3 tokens of framing per message, the
- * encoded role, content and name (+1 for a name), and 3 tokens that prime the reply. Image parts count
- * 85 tokens each (OpenAI's low-detail figure; a conservative floor); tool definitions count as their
- * JSON text. Models of OpenAI families are counted exactly with their tiktoken encoding (`o200k_base`
- * for gpt-4o, gpt-4.1, gpt-5, o-series; `cl100k_base` for gpt-4, gpt-3.5 and embeddings); other models
- * (Claude, Llama, Mistral, Gemini...) use `o200k_base` as an estimate and report `exact: false`.
+ * encoded role, content and name (+1 for a name), and 3 tokens that prime the reply. Models of OpenAI
+ * families are counted exactly with their tiktoken encoding (`o200k_base` for gpt-4o, gpt-4.1, gpt-5,
+ * o-series; `cl100k_base` for gpt-4, gpt-3.5 and embeddings); other models (Claude, Llama, Mistral,
+ * Gemini...) use `o200k_base` as an estimate and report `exact: false`. Beyond the message texts:
+ *
+ * - images as the providers document them: OpenAI's tiles (`detail: "low"` 85 tokens; `high` and
+ *   `auto` 85 + 170 per 512 px tile, and gpt-4o-mini's 2833 + 5667), Anthropic's `w × h / 750` for
+ *   Claude. The size is read from a data URL's image header (PNG, GIF, WebP, JPEG); an image of unknown
+ *   size (an `https` URL) counts the most its detail can cost — 1445 tokens for gpt-4o at `high` or
+ *   `auto`. Models that meter images in 32 px patches (gpt-4.1-mini and -nano, o4-mini) are counted
+ *   by tiles too, which may fall short of their usage;
+ * - tool definitions (and legacy `functions`) by OpenAI's cookbook rule, which matches the API's
+ *   counts for gpt-4o and gpt-4, with nested schemas counted as their JSON text;
+ * - assistant `tool_calls` and `function_call` as their JSON text, a tool result's `tool_call_id` and
+ *   the name of the function it answers, and `response_format.json_schema` as its JSON text.
  *
  * Counting must not become the bottleneck (tiktoken costs ~0.3 ms per KB of prompt on one core;
  * a bare proxy spends ~60 µs per request), so the counter of {@link make}:
@@ -74,40 +84,294 @@ export interface Service {
 /** Counts prompt tokens. */
 export class TokenCounter extends Context.Tag("@sluice/core/TokenCounter")<TokenCounter, Service>() {}
 
-const IMAGE_TOKENS = 85
 const PER_MESSAGE = 3
 const REPLY_PRIMING = 3
 
-const textOf = (message: ChatMessage): { text: string; images: number } => {
-  const content = message.content
-  if (typeof content === "string") return { text: content, images: 0 }
-  if (content === null || content === undefined) return { text: "", images: 0 }
-  let text = ""
-  let images = 0
-  for (const part of content) {
-    const p = part as { readonly type: string; readonly text?: unknown }
-    if (p.type === "text" && typeof p.text === "string") text += p.text
-    else if (p.type === "image_url" || p.type === "input_image") images++
+/** The width and height of an image, in pixels. */
+interface Size {
+  readonly width: number
+  readonly height: number
+}
+
+/** An image part of a message: its `detail` (`auto` when absent) and its size, when the request holds the image. */
+interface ImageInput {
+  readonly detail: string
+  readonly size: Size | undefined
+}
+
+/**
+ * OpenAI's tile rule, for `base` and `tile` tokens: `detail: "low"` costs `base`; `high` and `auto`
+ * (the model's choice between the two, so `high` bounds it) cost `base + tile × n`,
+ * where `n` counts the 512 px tiles covering the image once scaled (never up) to fit 2048 × 2048, then
+ * so its shortest side is 768 px. Then neither side exceeds 2048 (4 tiles) nor does the shorter one
+ * exceed 768 (2 tiles): at most 8 tiles, reached by a 2048 × 768 image. So an image whose size the
+ * request does not show (an `https` URL) counts `base + 8 × tile` — for gpt-4o 1445 tokens, not the
+ * 1105 of OpenAI's 2048 × 4096 example, whose 1:2 shape needs only 6 tiles.
+ */
+const openAITiles =
+  (base: number, tile: number) =>
+  (image: ImageInput): number => {
+    if (image.detail === "low") return base
+    if (image.size === undefined) return base + tile * 8
+    let { height, width } = image.size
+    const fit = Math.min(1, 2048 / Math.max(width, height))
+    width *= fit
+    height *= fit
+    const shortest = Math.min(1, 768 / Math.min(width, height))
+    width *= shortest
+    height *= shortest
+    // Scaled sides are rounded up, so that a rounding error can only add a tile.
+    return base + tile * Math.ceil(Math.ceil(width - 1e-6) / 512) * Math.ceil(Math.ceil(height - 1e-6) / 512)
   }
-  return { text, images }
+
+/**
+ * Anthropic's rule for Claude: `width × height / 750` tokens, after scaling (never up) so the long
+ * side is at most 1568 px, and about 1600 at most (larger images are scaled down until they fit);
+ * `detail` does not apply. An image of unknown size counts that ceiling, 1600.
+ */
+const anthropicImage = (image: ImageInput): number => {
+  if (image.size === undefined) return 1600
+  const scale = Math.min(1, 1568 / Math.max(image.size.width, image.size.height))
+  return Math.min(1600, Math.ceil((image.size.width * scale * (image.size.height * scale)) / 750))
 }
 
-const extrasOf = (message: ChatMessage): string => {
-  // Assistant tool calls and tool results are part of the prompt too.
-  const calls = message["tool_calls"]
-  return calls === undefined ? "" : JSON.stringify(calls)
+/** How a model family meters what is not plain text. */
+interface Metering {
+  /** Tokens of an image part. */
+  readonly image: (image: ImageInput) => number
+  /** Framing tokens per function definition (`func_init` of OpenAI's cookbook). */
+  readonly functionInit: number
 }
 
-const countWith = (request: ChatCompletionRequest, measure: (text: string) => number): number => {
+const gpt4oTiles = openAITiles(85, 170)
+const meterings = {
+  // OpenAI's figures for gpt-4o-mini: 33⅓ times gpt-4o's tokens, at a fraction of the price.
+  gpt4oMini: { image: openAITiles(2833, 5667), functionInit: 7 },
+  o200k: { image: gpt4oTiles, functionInit: 7 },
+  cl100k: { image: gpt4oTiles, functionInit: 10 },
+  claude: { image: anthropicImage, functionInit: 7 }
+} satisfies Record<string, Metering>
+
+const meteringFor = (model: string): Metering => {
+  const name = model.includes("/") ? model.slice(model.lastIndexOf("/") + 1) : model
+  if (name.startsWith("gpt-4o-mini")) return meterings.gpt4oMini
+  if (name.includes("claude")) return meterings.claude
+  return encodingFor(model).encoding === "cl100k_base" ? meterings.cl100k : meterings.o200k
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image sizes, read from the image itself when a data URL carries it: PNG, GIF, WebP and JPEG
+// headers. Only the first bytes are decoded.
+
+/** Decodes base64 `text` (whole 4-character groups only) into bytes; undefined if it is not base64. */
+const base64Bytes = (text: string): Uint8Array | undefined => {
+  try {
+    const binary = atob(text.slice(0, text.length - (text.length % 4)))
+    const bytes = new Uint8Array(binary.length)
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i)
+    return bytes
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Base64 characters decoded to find a size: 64 (48 bytes) hold a PNG, GIF or WebP header; a JPEG's
+ * frame header comes after its other segments, so a JPEG is searched further, up to 64 KiB (past a
+ * larger EXIF block its size counts as unknown).
+ */
+const HEADER_CHARS = [64, 4096, Math.ceil((64 * 1024 * 4) / 3)]
+
+const sizeOfBytes = (b: Uint8Array): Size | undefined => {
+  const u16be = (i: number) => (b[i]! << 8) | b[i + 1]!
+  const u16le = (i: number) => b[i]! | (b[i + 1]! << 8)
+  const u24le = (i: number) => b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16)
+  const u32be = (i: number) => ((b[i]! << 24) >>> 0) + ((b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!)
+  const ascii = (i: number, n: number) => String.fromCharCode(...b.subarray(i, i + n))
+  if (b.length >= 24 && b[0] === 0x89 && ascii(1, 3) === "PNG") return { width: u32be(16), height: u32be(20) }
+  if (b.length >= 10 && ascii(0, 3) === "GIF") return { width: u16le(6), height: u16le(8) }
+  if (b.length >= 30 && ascii(0, 4) === "RIFF" && ascii(8, 4) === "WEBP") {
+    const chunk = ascii(12, 4)
+    if (chunk === "VP8X") return { width: u24le(24) + 1, height: u24le(27) + 1 }
+    if (chunk === "VP8 ") return { width: u16le(26) & 0x3fff, height: u16le(28) & 0x3fff }
+    if (chunk === "VP8L") {
+      const bits = (b[21]! | (b[22]! << 8) | (b[23]! << 16) | (b[24]! << 24)) >>> 0
+      return { width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1 }
+    }
+    return undefined
+  }
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) {
+    // Segments until a start-of-frame marker (C0-CF but C4 DHT, C8 JPG, CC DAC), which holds the size.
+    let i = 2
+    while (i + 9 < b.length) {
+      if (b[i] !== 0xff) return undefined
+      const marker = b[i + 1]!
+      if (marker === 0xff) {
+        i++
+        continue
+      }
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        return { width: u16be(i + 7), height: u16be(i + 5) }
+      }
+      i += 2 + u16be(i + 2)
+    }
+  }
+  return undefined
+}
+
+/** The size of the image a data URL holds, if it is base64 PNG, GIF, WebP or JPEG with a readable header. */
+const sizeOfDataUrl = (url: string): Size | undefined => {
+  if (!url.startsWith("data:")) return undefined
+  const comma = url.indexOf(",")
+  if (comma < 0 || !url.slice(0, comma).endsWith(";base64")) return undefined
+  for (const chars of HEADER_CHARS) {
+    const bytes = base64Bytes(url.slice(comma + 1, comma + 1 + chars))
+    if (bytes === undefined) return undefined
+    const size = sizeOfBytes(bytes)
+    if (size !== undefined) return size.width > 0 && size.height > 0 ? size : undefined
+    // Only a JPEG may need more bytes, and only if the URL has them.
+    if (bytes[0] !== 0xff || bytes[1] !== 0xd8 || comma + 1 + chars >= url.length) return undefined
+  }
+  return undefined
+}
+
+/** The image of a content part (`image_url`, or the Responses API's `input_image`), or undefined. */
+const imageOf = (part: { readonly type: string; readonly [key: string]: unknown }): ImageInput | undefined => {
+  if (part.type !== "image_url" && part.type !== "input_image") return undefined
+  const ref = part["image_url"]
+  const url =
+    typeof ref === "string" ? ref : typeof ref === "object" && ref !== null ? (ref as { url?: unknown }).url : undefined
+  const detail =
+    (typeof ref === "object" && ref !== null ? (ref as { detail?: unknown }).detail : undefined) ?? part["detail"]
+  return {
+    detail: typeof detail === "string" ? detail : "auto",
+    size: typeof url === "string" ? sizeOfDataUrl(url) : undefined
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tool definitions, counted the way OpenAI's cookbook does (`num_tokens_for_tools`, which matches
+// the API's counts for gpt-4o and gpt-4), extended to what the cookbook leaves out.
+
+const withoutFinalPeriod = (text: string): string => (text.endsWith(".") ? text.slice(0, -1) : text)
+const stringOf = (value: unknown): string => (typeof value === "string" ? value : (JSON.stringify(value) ?? ""))
+
+/** Schema keywords the cookbook's rule accounts for; anything else in a schema counts as its JSON text. */
+const FUNCTION_KEYS = new Set(["name", "description", "parameters", "strict"])
+const PARAMETERS_KEYS = new Set(["type", "properties", "required", "additionalProperties"])
+const PROPERTY_KEYS = new Set(["type", "description", "enum"])
+
+/** JSON text of `record` less `known` keys, or "" when nothing is left. */
+const restOf = (record: Readonly<Record<string, unknown>>, known: ReadonlySet<string>): string => {
+  let rest: Record<string, unknown> | undefined
+  for (const key in record) {
+    if (known.has(key)) continue
+    rest ??= {}
+    rest[key] = record[key]
+  }
+  return rest === undefined ? "" : JSON.stringify(rest)
+}
+
+const isRecord = (value: unknown): value is Readonly<Record<string, unknown>> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/**
+ * Tokens of a request's function definitions. Per function: `functionInit`, then
+ * `name:description` (a final period dropped); with properties, 3, and per property 3 plus
+ * `key:type:description`; an enum adds 3 per item plus the item, less 3; 12 once at the end (the
+ * cookbook's constants). Nested schemas (`items`, a property's own `properties`, `anyOf`, `$defs`...),
+ * which the cookbook's rule leaves out and OpenAI renders too, count as their JSON text, which is
+ * longer than OpenAI's rendering: they are never undercounted. A tool that is not a function counts
+ * as its JSON text.
+ */
+const countTools = (tools: ReadonlyArray<unknown>, functionInit: number, measure: (text: string) => number): number => {
+  let tokens = 12
+  for (const tool of tools) {
+    const fn = isRecord(tool) ? tool["function"] : undefined
+    if (!isRecord(tool) || (tool["type"] !== undefined && tool["type"] !== "function") || !isRecord(fn)) {
+      tokens += measure(JSON.stringify(tool) ?? "")
+      continue
+    }
+    tokens += functionInit + measure(`${stringOf(fn["name"])}:${withoutFinalPeriod(stringOf(fn["description"] ?? ""))}`)
+    const extra = restOf(fn, FUNCTION_KEYS)
+    if (extra !== "") tokens += measure(extra)
+    const parameters = fn["parameters"]
+    if (!isRecord(parameters)) continue
+    const rest = restOf(parameters, PARAMETERS_KEYS)
+    if (rest !== "") tokens += measure(rest)
+    const properties = parameters["properties"]
+    if (!isRecord(properties)) continue
+    const keys = Object.keys(properties)
+    if (keys.length === 0) continue
+    tokens += 3
+    for (const key of keys) {
+      const property = properties[key]
+      const schema = isRecord(property) ? property : {}
+      tokens += 3
+      const values = schema["enum"]
+      if (Array.isArray(values)) {
+        tokens -= 3
+        for (const value of values) tokens += 3 + measure(stringOf(value))
+      }
+      const type = schema["type"] === undefined ? "" : stringOf(schema["type"])
+      tokens += measure(`${key}:${type}:${withoutFinalPeriod(stringOf(schema["description"] ?? ""))}`)
+      const nested = restOf(schema, PROPERTY_KEYS)
+      if (nested !== "") tokens += measure(nested)
+    }
+  }
+  return tokens
+}
+
+const countWith = (request: ChatCompletionRequest, metering: Metering, measure: (text: string) => number): number => {
   let tokens = REPLY_PRIMING
-  for (const message of request.messages) {
-    const { text, images } = textOf(message)
-    tokens += PER_MESSAGE + measure(message.role) + measure(text) + images * IMAGE_TOKENS
-    const extras = extrasOf(message)
-    if (extras !== "") tokens += measure(extras)
+  // Function names by tool call id: a tool result is shown to the model under its function's name.
+  let callNames: Map<string, string> | undefined
+  for (const message of request.messages as ReadonlyArray<ChatMessage>) {
+    tokens += PER_MESSAGE + measure(message.role)
+    const content = message.content
+    if (typeof content === "string") tokens += measure(content)
+    else if (content !== null && content !== undefined) {
+      let text = ""
+      for (const part of content) {
+        const p = part as { readonly type: string; readonly text?: unknown; readonly [key: string]: unknown }
+        if (p.type === "text" && typeof p.text === "string") text += p.text
+        else {
+          const image = imageOf(p)
+          if (image !== undefined) tokens += metering.image(image)
+        }
+      }
+      tokens += measure(text)
+    }
+    // Assistant tool calls (and the legacy function call) are part of the prompt too.
+    const calls = message["tool_calls"]
+    if (Array.isArray(calls) && calls.length > 0) {
+      tokens += measure(JSON.stringify(calls))
+      for (const call of calls) {
+        const fn = isRecord(call) ? call["function"] : undefined
+        if (isRecord(call) && typeof call["id"] === "string" && isRecord(fn) && typeof fn["name"] === "string") {
+          ;(callNames ??= new Map()).set(call["id"], fn["name"])
+        }
+      }
+    }
+    const legacyCall = message["function_call"]
+    if (legacyCall !== undefined && legacyCall !== null) tokens += measure(JSON.stringify(legacyCall))
+    const callId = message["tool_call_id"]
+    if (typeof callId === "string") {
+      tokens += measure(callId)
+      const name = callNames?.get(callId)
+      if (name !== undefined && message.name === undefined) tokens += 1 + measure(name)
+    }
     if (message.name !== undefined) tokens += 1 + measure(message.name)
   }
-  if (request.tools !== undefined && request.tools.length > 0) tokens += measure(JSON.stringify(request.tools))
+  const tools = request.tools ?? []
+  const functions = request["functions"]
+  const legacy = Array.isArray(functions) ? functions.map((f: unknown) => ({ type: "function", function: f })) : []
+  if (tools.length + legacy.length > 0) {
+    tokens += countTools(legacy.length === 0 ? tools : [...tools, ...legacy], metering.functionInit, measure)
+  }
+  // A JSON schema the answer must follow is shown to the model as well.
+  const format = request.response_format as { readonly json_schema?: unknown } | undefined
+  if (format?.json_schema !== undefined) tokens += measure(JSON.stringify(format.json_schema) ?? "")
   return tokens
 }
 
@@ -135,8 +399,8 @@ export const estimateText = (text: string): number => Math.ceil(text.length / DE
  */
 export const needsExact = (estimate: number, limit: number, margin = 0.2): boolean => estimate >= limit * (1 - margin)
 
-const estimateRequest = (request: ChatCompletionRequest): Count => ({
-  tokens: countWith(request, estimateText),
+const estimateRequest = (request: ChatCompletionRequest, model: string): Count => ({
+  tokens: countWith(request, meteringFor(model), estimateText),
   exact: false
 })
 
@@ -144,7 +408,7 @@ const estimateRequest = (request: ChatCompletionRequest): Count => ({
 export const layerEstimate = Layer.succeed(
   TokenCounter,
   TokenCounter.of({
-    count: (request) => Effect.sync(() => estimateRequest(request)),
+    count: (request, model) => Effect.sync(() => estimateRequest(request, model)),
     estimate: estimateRequest
   })
 )
@@ -351,7 +615,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
         // Texts not memoized yet, with how often the request holds each.
         const missing = new Map<string, number>()
         let missingChars = 0
-        const known = countWith(request, (text) => {
+        const known = countWith(request, meteringFor(model), (text) => {
           if (text.length === 0) return 0
           const hit = memo.get(encoding, text)
           if (hit !== undefined) {
@@ -375,7 +639,10 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
 
     const estimate: Service["estimate"] = (request, model) => {
       const perChar = tokensPerChar[encodingFor(model).encoding]
-      return { tokens: countWith(request, (text) => Math.ceil(text.length * perChar)), exact: false }
+      return {
+        tokens: countWith(request, meteringFor(model), (text) => Math.ceil(text.length * perChar)),
+        exact: false
+      }
     }
 
     return TokenCounter.of({

@@ -479,12 +479,15 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       // Read synchronously from here on: each `Clock.currentTimeMillis` would be an effect of its own.
       const clock = yield* Effect.clock
       const startedAt = clock.unsafeCurrentTimeMillis()
+      const requestId = options?.requestId ?? newRequestId()
+      // Before matching, so that a request for an unknown model is traced with its id too.
+      if (span !== undefined) span.attribute("sluice.request_id", requestId)
       const match = yield* matcher.match(model)
       // The fast estimate, until a limit comes near enough that only an exact count will do.
       let count = promptCount.estimate(match.model)
       let counted = false
       const draft: Draft = {
-        requestId: options?.requestId ?? newRequestId(),
+        requestId,
         operation,
         stream,
         model,
@@ -506,7 +509,6 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         startedAt
       }
       if (span !== undefined) {
-        span.attribute("sluice.request_id", draft.requestId)
         span.attribute("gen_ai.request.model", model)
         span.attribute("sluice.pool", match.pool.id)
       }

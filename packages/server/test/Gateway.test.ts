@@ -241,13 +241,17 @@ describe("gateway with the openai SDK", () => {
 
   it.live("answers an unknown model with 404 listing the models that exist", () =>
     Effect.gen(function* () {
-      const { client } = yield* startGateway(twoUpstreams())
+      const { client, routes } = yield* startGateway(twoUpstreams())
       const result = yield* attempt(() =>
         client.chat.completions.create({ model: "gpt-5-ultra", messages: [{ role: "user", content: "Hi" }] })
       )
       expect(result.ok).toBe(false)
       const error = (result as { error: unknown }).error
       expect(error).toBeInstanceOf(OpenAI.NotFoundError)
+      // The trace of the refused request carries the id the client was given.
+      const id = (error as APIError).headers?.get("x-request-id")
+      expect(id).toMatch(/^req_/)
+      expect(routes().at(-1)?.["sluice.request_id"]).toBe(id)
       const message = (error as APIError).message
       expect(message).toContain("gpt-5-ultra")
       expect(message).toContain("gpt-4o-mini")

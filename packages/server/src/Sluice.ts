@@ -36,7 +36,11 @@ export class Simulators extends Context.Tag("@sluice/server/Simulators")<
 export interface Options {
   /** Custom strategies by name (pools select them with `strategy: <name>`). */
   readonly strategies?: Readonly<Record<string, Strategy.Service>>
-  /** Custom providers by kind (upstreams select them with `provider: <kind>`). */
+  /**
+   * Providers by kind, replacing the built-in one for that kind (`openai`, `groq`, `simulated`...):
+   * upstreams of that `provider:` use it. A config file accepts only the built-in kind names, so a
+   * provider for a new kind is reached in code (`Topology.upstream({ provider: ... })`), not by name.
+   */
   readonly providers?: Readonly<Record<string, Provider.Service>>
 }
 

@@ -1360,6 +1360,11 @@ const withDeadline =
 /** Effect's built-in tracer: its spans are exported nowhere. */
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
+/** Whether spans made on `fiber` go anywhere: tracing is enabled and a tracer other than Effect's own is installed. */
+const exportsSpans = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean =>
+  fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
+  Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+
 /**
  * Runs `body` in a `sluice.route` span (without stack trace capture: this is the hot path). When no
  * tracer is installed (only Effect's built-in one, which exports nothing) or tracing is disabled,
@@ -1370,8 +1375,7 @@ const traced = <A, E, R>(
   body: (span: Tracer.Span | undefined) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) =>
-    fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
-    Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+    exportsSpans(fiber)
       ? Effect.useSpan("sluice.route", { attributes, captureStackTrace: false }, (span) =>
           Effect.withParentSpan(body(span), span)
         )
@@ -1388,8 +1392,7 @@ const tracedStream = <A, E, R>(
   body: (span: Tracer.Span | undefined) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) =>
-    fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
-    Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+    exportsSpans(fiber)
       ? Effect.flatMap(Effect.makeSpan("sluice.route", { attributes, captureStackTrace: false }), (span) =>
           Effect.withParentSpan(body(span), span).pipe(
             Effect.onExit((exit) =>

@@ -18,9 +18,11 @@ const Id = Schema.String.pipe(
  * mistake must not end up in an error message or a log.
  */
 const EnvironmentVariable = Schema.String.pipe(
-  Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]*$/, {
+  // Upper case only: many providers' keys are letters, digits and '_' too (Groq's `gsk_...`, Mistral's),
+  // and a name of that shape would be echoed in "variable ... is not set".
+  Schema.pattern(/^[A-Z_][A-Z0-9_]{0,99}$/, {
     message: () =>
-      "expected the name of an environment variable (letters, digits and '_'), not the key itself; the value is not shown"
+      "expected the name of an environment variable (upper-case letters, digits and '_', e.g. OPENAI_API_KEY), not the key itself; the value is not shown"
   })
 )
 
@@ -294,9 +296,6 @@ export interface Issue {
   readonly message: string
 }
 
-const startsWith = (inner: ReadonlyArray<PropertyKey>, outer: ReadonlyArray<PropertyKey>) =>
-  inner.length >= outer.length && outer.every((key, i) => inner[i] === key)
-
 const ALTERNATIVE = /^Expected (.+), actual (.*)$/s
 
 /**
@@ -314,15 +313,33 @@ const ALTERNATIVE = /^Expected (.+), actual (.*)$/s
  */
 export const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue> => {
   const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  // What is said at or below each path, in one pass: comparing every issue with every other would
+  // let one hostile body of many bad parts stall the gateway.
+  const below = new Map<string, { count: number; deeper: boolean; nonType: number }>()
+  const keysOf = (path: ReadonlyArray<PropertyKey>): Array<string> => {
+    const keys: Array<string> = [""]
+    let key = ""
+    for (const part of path) {
+      key += `\u0000${typeof part === "number" ? `#${part}` : String(part)}`
+      keys.push(key)
+    }
+    return keys
+  }
+  for (const issue of issues) {
+    const keys = keysOf(issue.path)
+    for (let depth = 0; depth < keys.length; depth++) {
+      const entry = below.get(keys[depth]!) ?? { count: 0, deeper: false, nonType: 0 }
+      entry.count++
+      if (depth < issue.path.length) entry.deeper = true
+      if (issue._tag !== "Type") entry.nonType++
+      below.set(keys[depth]!, entry)
+    }
+  }
   const kept = issues.filter((issue) => {
     if (issue._tag !== "Type") return true
     const absent = issue.message.startsWith("Expected undefined, actual ")
-    return !issues.some(
-      (other) =>
-        other !== issue &&
-        startsWith(other.path, issue.path) &&
-        (absent || other.path.length > issue.path.length || other._tag !== "Type")
-    )
+    const here = below.get(keysOf(issue.path).at(-1)!)!
+    return absent ? here.count <= 1 : !here.deeper && here.nonType === 0
   })
   // Per path, either one message or the expected members of a union that all failed on `actual`.
   const out: Array<{

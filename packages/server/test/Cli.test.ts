@@ -295,17 +295,19 @@ describe("sluice validate", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("never repeats a key pasted where a variable name belongs", () =>
+  it.live("never repeats a key pasted where a variable name belongs, whatever the provider's key format", () =>
     Effect.gen(function* () {
-      const path = yield* configFile(
-        yaml.replace("apiKeyEnv: SLUICE_CLI_OPENAI_KEY", "apiKeyEnv: sk-proj-Abc123-pasted")
-      )
-      const { exit, problems } = yield* complete(["validate", "--config", path], { SLUICE_CLI_TEAM_KEY: "t" })
-      expect(Exit.isFailure(exit)).toBe(true)
-      expect(problems).toEqual([
-        "upstreams[0].apiKeyEnv: expected the name of an environment variable (letters, digits and '_'), not the key itself; the value is not shown"
-      ])
-      expect(JSON.stringify(exit)).not.toContain("Abc123")
+      // OpenAI's, Groq's (letters, digits and '_': shaped like a variable name) and a bare hex key.
+      for (const pasted of ["sk-proj-Abc123-pasted", "gsk_Abc123pastedSECRET", "abc123def456abc123def456"]) {
+        const path = yield* configFile(yaml.replace("apiKeyEnv: SLUICE_CLI_OPENAI_KEY", `apiKeyEnv: ${pasted}`))
+        const { exit, problems } = yield* complete(["validate", "--config", path], { SLUICE_CLI_TEAM_KEY: "t" })
+        expect(Exit.isFailure(exit)).toBe(true)
+        expect(problems).toEqual([
+          "upstreams[0].apiKeyEnv: expected the name of an environment variable (upper-case letters, digits and '_', e.g. OPENAI_API_KEY), not the key itself; the value is not shown"
+        ])
+        expect(JSON.stringify(exit)).not.toContain(pasted)
+        expect(JSON.stringify(problems)).not.toContain("Abc123")
+      }
     }).pipe(Effect.scoped)
   )
 

@@ -259,6 +259,30 @@ describe("gateway with the openai SDK", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("answers a body of thousands of bad parts with one 400 naming the first, at once", () =>
+    Effect.gen(function* () {
+      const { url } = yield* startGateway(twoUpstreams())
+      // 8,000 bad messages make 80,000 decode issues: formatting them must stay linear, or one such
+      // request would hold the event loop (and every other request) for minutes.
+      const body = JSON.stringify({
+        model: "gpt-4o-mini",
+        messages: Array.from({ length: 8_000 }, () => ({ role: "x", content: 5 }))
+      })
+      const answer = yield* promise(() =>
+        fetch(`${url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as { error: { param: string | null } } }))
+      )
+      expect(answer.status).toBe(400)
+      expect(answer.body.error.param).toMatch(/^messages\[0\]/)
+      // The gateway still serves others.
+      const health = yield* promise(() => fetch(`${url}/health`).then((r) => r.status))
+      expect(health).toBe(200)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("answers a malformed body with 400 naming the bad field, and invalid JSON with 400", () =>
     Effect.gen(function* () {
       const { url } = yield* startGateway(twoUpstreams())

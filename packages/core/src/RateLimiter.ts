@@ -337,6 +337,13 @@ const learnedExpiries = (stored: Stored): ReadonlyArray<number> => {
   return times
 }
 
+/** Holds the upstream back until `until`, unless an earlier answer already holds it longer (whose status stays). */
+const hold = (next: { -readonly [K in keyof Stored]: Stored[K] }, until: number, status: number): void => {
+  if (next.blockedUntil !== undefined && next.blockedUntil >= until) return
+  next.blockedUntil = until
+  next.blockedStatus = status
+}
+
 /** The body of a release's `modify`; also returns the learned limits' expiries, for `changed`. */
 const release = (
   current: Stored | undefined,
@@ -403,15 +410,17 @@ const release = (
     // short hold keeps the next request from hitting the same wall at once.
     const retryAfterMs =
       outcome.error.retryAfterMs ?? info?.retryAfterMs ?? (reported ? undefined : DEFAULT_RATE_LIMITED_MS)
-    if (retryAfterMs !== undefined && retryAfterMs > 0) {
-      next.blockedUntil = Math.max(next.blockedUntil ?? 0, now + retryAfterMs)
-      next.blockedStatus = 429
-    }
-  } else if (outcome._tag === "Failure" && outcome.error.retryAfterMs !== undefined && outcome.error.retryAfterMs > 0) {
-    // Any other failure that names a wait (a 503 with Retry-After: overloaded, in maintenance) is
-    // honoured the same way: nothing goes there before then.
-    next.blockedUntil = Math.max(next.blockedUntil ?? 0, now + outcome.error.retryAfterMs)
-    next.blockedStatus = outcome.error.status ?? 0
+    if (retryAfterMs !== undefined && retryAfterMs > 0) hold(next, now + retryAfterMs, 429)
+  } else if (
+    outcome._tag === "Failure" &&
+    outcome.error.retryable &&
+    outcome.error.retryAfterMs !== undefined &&
+    outcome.error.retryAfterMs > 0
+  ) {
+    // Any other upstream-side failure that names a wait (a 503 with Retry-After: overloaded, in
+    // maintenance) is honoured the same way: nothing goes there before then. A request's own fault
+    // (a non-retryable 4xx) holds nothing back for other clients.
+    hold(next, now + outcome.error.retryAfterMs, outcome.error.status ?? 0)
   }
   return [learnedExpiries(next), orRemove(next)]
 }

@@ -426,6 +426,7 @@ describe("RateLimiter", () => {
         })
         yield* call(u, unavailable())
         expect(yield* check(u)).toBeUndefined()
+        const later = yield* admit(u) // in flight while the 503 arrives
         yield* call(u, unavailable(30_000))
         expect(yield* check(u)).toEqual({
           upstream: "a",
@@ -434,6 +435,9 @@ describe("RateLimiter", () => {
           retryAfterMs: 30_000,
           waitable: true
         })
+        // A shorter 429 meanwhile does not shorten the hold, nor take its name.
+        yield* later(rateLimited("a", 1_000))
+        expect(yield* check(u)).toMatchObject({ reason: "the upstream answered 503; retry in 30s" })
         yield* TestClock.adjust("30 seconds")
         expect(yield* check(u)).toBeUndefined()
       }).pipe(Effect.provide(testLayer))

@@ -542,9 +542,6 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
           resume
         )
         onExchange?.(exchange)
-        // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
-        // first event is timed by the router.
-        if (!streaming) exchange.deadline(upstream.timeoutMs)
         let payload: string
         try {
           payload = JSON.stringify(body)
@@ -552,6 +549,9 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
           resume(Effect.die(error))
           return
         }
+        // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
+        // first event is timed by the router.
+        if (!streaming) exchange.deadline(upstream.timeoutMs)
         agent.dispatch(
           {
             origin: t.origin,

@@ -248,6 +248,12 @@ interface CallResult<A> {
    * `finish` (release guards, record the attempt) itself.
    */
   readonly deferredFinish: boolean
+  /**
+   * For streams: ends the attempt (releases its guards, closes the connection, ends its spans) if
+   * the request fails or is interrupted after the call succeeded but before the caller holds the
+   * stream. Idempotent with the stream's own release.
+   */
+  readonly abandon?: Effect.Effect<void>
 }
 
 /** The retry backoff of a pool as an Effect `Schedule` (delays only; attempts are counted by the router). */
@@ -522,6 +528,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       let attemptNumber = 0
       let ticket: AdmissionQueue.Ticket | undefined
       let waitStartedAt: number | undefined
+      /** The served stream's release, while the request could still fail before returning it. */
+      let abandon: Effect.Effect<void> | undefined
       const leaveQueue = Effect.suspend(() => {
         const t = ticket
         ticket = undefined
@@ -583,13 +591,16 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           for (const upstream of pool.upstreams) {
             if (!upstream.enabled) continue
             if (upstream.contextWindow !== undefined && count.tokens + completionRoom > upstream.contextWindow) continue
+            // Back when every stage lets it through: the longest of their waits; unknown if any is.
             let wait: number | undefined = 0
             for (const guard of guards) {
               const excluded = yield* guard.check(upstream, info)
-              if (excluded !== undefined) {
-                wait = excluded.retryAfterMs
+              if (excluded === undefined) continue
+              if (excluded.retryAfterMs === undefined) {
+                wait = undefined
                 break
               }
+              wait = Math.max(wait, excluded.retryAfterMs)
             }
             if (wait !== undefined && (soonest === undefined || wait < soonest)) soonest = wait
           }
@@ -671,6 +682,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
               draft.upstream = upstream.id
               if (r.inputTokens !== undefined) draft.inputTokens = r.inputTokens
               if (r.outputTokens !== undefined) draft.outputTokens = r.outputTokens
+              abandon = r.abandon
               if (!r.deferredFinish) {
                 yield* finish({
                   _tag: "Success",
@@ -844,7 +856,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
               )
             )
           }
-          return ticket === undefined ? Effect.void : leaveQueue
+          const left = ticket === undefined ? Effect.void : leaveQueue
+          return exit._tag === "Failure" && abandon !== undefined ? Effect.zipRight(abandon, left) : left
         })
       )
       const decision = freeze(draft, clock.unsafeCurrentTimeMillis(), "success", undefined)
@@ -1088,7 +1101,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
                 value: { upstream: upstream.id, requestId: draft.requestId, events, decision: Deferred.await(done) },
                 inputTokens: undefined,
                 outputTokens: undefined,
-                deferredFinish: true
+                deferredFinish: true,
+                abandon: release
               } satisfies CallResult<RoutedStream>
             })
         )

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Fiber, Option, Stream, TestClock } from "effect"
+import { Chunk, Effect, Either, Fiber, Layer, Option, Stream, TestClock } from "effect"
 import type { Errors, Provider, Wire } from "../src/index.js"
-import { Router, Topology } from "../src/index.js"
+import { Matcher, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
 import {
   attemptsOf,
   chatRequest,
@@ -250,6 +250,55 @@ describe("Router.chatStream", () => {
           })
         )
       )
+    }
+  )
+
+  it.effect(
+    "releases a stream's budget and connection when the request is interrupted before the caller holds it",
+    () => {
+      const tap = wiretap()
+      const log = guardLog()
+      // A sticky pool whose session write is slow: the stream has opened, the request is still routing.
+      const slowStore = Layer.effect(
+        StateStore.StateStore,
+        Effect.map(StateStore.makeMemory, (store) =>
+          StateStore.StateStore.of({
+            ...store,
+            set: (key, value, ttl) => Effect.zipRight(Effect.sleep("1 second"), store.set(key, value, ttl))
+          })
+        )
+      )
+      const pools = [
+        Topology.pool({
+          id: "gpt",
+          models: ["gpt-4o"],
+          upstreams: [upstream("a")],
+          sticky: { key: "header", header: "x-session-id", ttlMs: 60_000 }
+        })
+      ]
+      const layer = Router.layer.pipe(
+        Layer.provide(Matcher.layer),
+        Layer.provide(
+          Layer.mergeAll(
+            Topology.layerPools(pools),
+            TokenCounter.layerEstimate,
+            streamsBy({ a: helloStream }, tap),
+            Strategy.layer(Strategy.first),
+            guards(recordingGuard(log)),
+            slowStore
+          )
+        )
+      )
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const fiber = yield* Effect.fork(router.chatStream(chatRequest(), { headers: { "x-session-id": "s" } }))
+        yield* TestClock.adjust("500 millis")
+        expect(tap.opened.map((o) => o.upstream)).toEqual(["a"])
+        expect(log.released).toEqual([])
+        yield* Fiber.interrupt(fiber)
+        expect(tap.closed).toEqual(["a"])
+        expect(log.released.map((r) => r.outcome._tag)).toEqual(["Interrupted"])
+      }).pipe(Effect.provide(layer))
     }
   )
 

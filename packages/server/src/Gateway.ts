@@ -275,27 +275,33 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     yield* Effect.addFinalizer(() => Fiber.interruptAll(inFlight))
 
+    // Masked between receiving the stream and installing its release, so that a disconnect in
+    // between still frees the upstream connection and the stream's budget.
     const streamChat = (res: ServerResponse, body: Wire.ChatCompletionRequest, route: Router.RouteOptions) =>
-      Effect.flatMap(router.chatStream(body, route), (routed) => {
-        res.writeHead(200, {
-          "content-type": "text/event-stream",
-          "cache-control": "no-cache",
-          "x-sluice-upstream": routed.upstream,
-          "x-request-id": routed.requestId
-        })
-        const direct = Router.directPullOf(routed.events)
-        if (direct !== undefined) return Effect.ensuring(relay(res, direct), direct.release ?? Effect.void)
-        // Any other stream: one write per chunk.
-        return Stream.runForEachChunk(routed.events, (chunk) => {
-          const text = sse(chunk)
-          return text === "" || res.write(text) ? Effect.void : drained(res)
-        }).pipe(
-          Effect.match({
-            onSuccess: () => void res.end(DONE),
-            onFailure: (error) => void res.end(ending(Option.some(error)))
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(router.chatStream(body, route)), (routed) => {
+          res.writeHead(200, {
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            "x-sluice-upstream": routed.upstream,
+            "x-request-id": routed.requestId
           })
-        )
-      })
+          const direct = Router.directPullOf(routed.events)
+          if (direct !== undefined) return Effect.ensuring(restore(relay(res, direct)), direct.release ?? Effect.void)
+          // Any other stream: one write per chunk.
+          return restore(
+            Stream.runForEachChunk(routed.events, (chunk) => {
+              const text = sse(chunk)
+              return text === "" || res.write(text) ? Effect.void : drained(res)
+            })
+          ).pipe(
+            Effect.match({
+              onSuccess: () => void res.end(DONE),
+              onFailure: (error) => void res.end(ending(Option.some(error)))
+            })
+          )
+        })
+      )
 
     const chat = (
       req: IncomingMessage,

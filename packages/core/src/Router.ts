@@ -33,6 +33,8 @@ import {
   Layer,
   Option,
   Schedule,
+  ScheduleDecision,
+  ScheduleIntervals,
   Scope,
   Stream
 } from "effect"
@@ -624,7 +626,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           const info = infoFor(pool)
           const tried = new Set<string>(failed)
           // Built on the first failure only: most requests never back off.
-          let backoff: Schedule.ScheduleDriver<Duration.Duration, unknown> | undefined
+          let backoff: { readonly schedule: Schedule.Schedule<Duration.Duration>; state: unknown } | undefined
           let attemptsHere = 0
           while (attemptsHere < pool.maxAttempts) {
             const round: Array<Exclusion> = []
@@ -717,14 +719,20 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
             const now = clock.unsafeCurrentTimeMillis()
             if (now - startedAt >= pool.retry.maxTotalMs) return yield* Effect.fail(error)
             if (attemptsHere < pool.maxAttempts && pool.retry.initialBackoffMs > 0) {
-              const before = now
-              backoff ??= yield* Schedule.driver(backoffSchedule(pool))
-              // Never back off past the request's total time: a wait that would is cut at the limit,
-              // and the request ends with its last error.
-              const left = pool.retry.maxTotalMs - (now - startedAt)
-              const waited = yield* Effect.timeoutOption(Effect.ignore(backoff.next(undefined)), Duration.millis(left))
-              draft.backoffMs += clock.unsafeCurrentTimeMillis() - before
-              if (Option.isNone(waited)) return yield* Effect.fail(error)
+              // The schedule is stepped, not run, so the next delay is known before waiting: one that
+              // would pass the request's total time ends the request now, with its last error.
+              backoff ??= { schedule: backoffSchedule(pool), state: undefined }
+              const [state, , decision] = yield* backoff.schedule.step(
+                now,
+                undefined,
+                backoff.state ?? backoff.schedule.initial
+              )
+              backoff.state = state
+              if (ScheduleDecision.isDone(decision)) return yield* Effect.fail(error)
+              const delay = Math.max(0, ScheduleIntervals.start(decision.intervals) - now)
+              if (now + delay - startedAt >= pool.retry.maxTotalMs) return yield* Effect.fail(error)
+              yield* Effect.sleep(Duration.millis(delay))
+              draft.backoffMs += clock.unsafeCurrentTimeMillis() - now
             }
           }
           pool = pool.fallback === undefined ? undefined : matcher.pool(pool.fallback)

@@ -62,7 +62,13 @@ export const Exclusion = Schema.Struct({
    * full concurrency limit), so a request may wait in the pool's queue for it. False or absent for
    * exclusions that waiting does not cure soon (disabled, unhealthy, open breaker).
    */
-  waitable: Schema.optional(Schema.Boolean)
+  waitable: Schema.optional(Schema.Boolean),
+  /**
+   * True when capacity may come back before `retryAfterMs` (an upper bound then): requests in flight
+   * hold reservations that are refunded when they finish. A queued request waits for that rather
+   * than being refused as "longer than the queue's wait".
+   */
+  mayFreeSooner: Schema.optional(Schema.Boolean)
 })
 /** Why one upstream was not a candidate. */
 export type Exclusion = typeof Exclusion.Type

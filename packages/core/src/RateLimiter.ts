@@ -84,7 +84,7 @@ export class RateLimiter extends Context.Tag("@sluice/core/RateLimiter")<RateLim
 type Bucket = readonly [start: number, last: number, requests: number, tokens: number]
 
 /** `[bucket start, requests in flight]`: the requests admitted in one second and not yet released. */
-type Flight = readonly [start: number, count: number]
+type Flight = readonly [start: number, count: number, reservedOutput: number]
 
 /** A limit the upstream reported: `remaining` more until `until`; admissions since `since` are charged to it. */
 interface Learned {
@@ -229,16 +229,32 @@ const exclusionOf = (
     if (used + 1 > rpm)
       consider(freesIn(stored.window, 2, used + 1 - rpm, now), (wait) => `RPM ${rpm} reached; frees in ${wait}`)
   }
+  let refundable: Exclusion | undefined
   if (tpm !== undefined) {
     const used = sum(stored.window, 3)
     if (used + tokens > tpm) {
-      consider(
-        freesIn(stored.window, 3, used + tokens - tpm, now),
-        (wait) => `TPM ${tpm} reached (${used} used, this request needs ${tokens}); frees in ${wait}`
-      )
+      const reservedInFlight = sum(stored.flights, 2)
+      const ms = Math.max(1, Math.ceil(freesIn(stored.window, 3, used + tokens - tpm, now)))
+      if (used - reservedInFlight + tokens <= tpm) {
+        // It fits if the requests in flight use less of their completion reservation than they
+        // hold, which they will report when they finish: a queued request waits for that.
+        refundable = {
+          upstream: upstream.id,
+          stage: STAGE,
+          reason:
+            `TPM ${tpm} reached (${used} used, ${reservedInFlight} of it reserved for completions in flight, ` +
+            `this request needs ${tokens}); frees as they finish, at the latest in ${formatMs(ms)}`,
+          retryAfterMs: ms,
+          waitable: true,
+          mayFreeSooner: true
+        }
+      } else {
+        consider(ms, (wait) => `TPM ${tpm} reached (${used} used, this request needs ${tokens}); frees in ${wait}`)
+      }
     }
   }
   if (worst !== undefined) return worst
+  if (refundable !== undefined) return refundable
   if (maxConcurrency !== undefined) {
     const inFlight = sum(stored.flights, 1)
     if (inFlight >= maxConcurrency) {
@@ -287,10 +303,11 @@ const admission = (
         ]
       : [...stored.window, [start, now, 1, tokens]]
   const lastFlight = stored.flights[stored.flights.length - 1]
+  const reservedOutput = attempt.reservedOutputTokens
   const flights: ReadonlyArray<Flight> =
     lastFlight !== undefined && lastFlight[0] >= start
-      ? [...stored.flights.slice(0, -1), [lastFlight[0], lastFlight[1] + 1]]
-      : [...stored.flights, [start, 1]]
+      ? [...stored.flights.slice(0, -1), [lastFlight[0], lastFlight[1] + 1, lastFlight[2] + reservedOutput]]
+      : [...stored.flights, [start, 1, reservedOutput]]
   const next: { -readonly [K in keyof Stored]: Stored[K] } = { window, flights }
   if (stored.blockedUntil !== undefined) next.blockedUntil = stored.blockedUntil
   if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
@@ -359,7 +376,11 @@ const release = (
       ? stored.flights // taken back when its lease ran out
       : stored.flights[flightAt]![1] <= 1
         ? [...stored.flights.slice(0, flightAt), ...stored.flights.slice(flightAt + 1)]
-        : stored.flights.map((flight, i) => (i === flightAt ? ([flight[0], flight[1] - 1] as const) : flight))
+        : stored.flights.map((flight, i) =>
+            i === flightAt
+              ? ([flight[0], flight[1] - 1, Math.max(0, flight[2] - ticket.outputTokens)] as const)
+              : flight
+          )
   const notSent = outcome._tag === "NotSent"
   // A rolled-back admission never reached the upstream: its request and tokens are refunded whole.
   const delta = notSent ? -(ticket.promptTokens + ticket.outputTokens) : correctionOf(ticket, outcome)

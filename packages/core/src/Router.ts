@@ -768,7 +768,9 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           if (pool.queue.maxSize === 0 || pool.queue.maxWaitMs === 0) {
             return yield* refuse("no upstream has capacity now and queueing is off", soonest)
           }
-          if (soonest !== undefined && soonest > left) {
+          // Capacity that comes back when requests in flight finish has no known time: wait for it.
+          const releaseBound = waitable.some((e) => e.retryAfterMs === undefined || e.mayFreeSooner === true)
+          if (!releaseBound && soonest !== undefined && soonest > left) {
             return yield* refuse(
               `no upstream has capacity for ${Math.ceil(soonest / 1000)}s, longer than the queue's wait limit`,
               soonest

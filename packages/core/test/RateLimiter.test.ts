@@ -161,10 +161,22 @@ describe("RateLimiter", () => {
         const u = up("a", { tpm: 1000 })
         const first = yield* admit(u, 100, 400)
         const second = yield* admit(u, 100, 400)
+        // 800 of the 1000 are completion reservations in flight: refunds may make room sooner.
         expect(yield* check(u, 100, 400)).toEqual({
           upstream: "a",
           stage: "rate-limiter",
-          reason: "TPM 1000 reached (1000 used, this request needs 500); frees in 60s",
+          reason:
+            "TPM 1000 reached (1000 used, 800 of it reserved for completions in flight, this request needs 500); " +
+            "frees as they finish, at the latest in 60s",
+          retryAfterMs: 60_000,
+          waitable: true,
+          mayFreeSooner: true
+        })
+        // A request no refund could make room for only waits for the window.
+        expect(yield* check(u, 100, 900)).toEqual({
+          upstream: "a",
+          stage: "rate-limiter",
+          reason: "TPM 1000 reached (1000 used, this request needs 1000); frees in 60s",
           retryAfterMs: 60_000,
           waitable: true
         })

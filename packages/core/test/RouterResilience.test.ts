@@ -311,6 +311,50 @@ describe("Router queue", () => {
   })
 
   it.effect(
+    "waits for the completion tokens a request in flight reserved but did not use, not for the 60 s window",
+    () => {
+      // TPM 1000; each request reserves 9 prompt + 600 completion tokens and really uses 9 + 10.
+      const tpmBound = upstream("only", { limits: { tpm: 1_000 } })
+      const served: Array<string> = []
+      return Effect.gen(function* () {
+        const ask600 = (content: string) =>
+          Effect.flatMap(Router.Router, (router) =>
+            router.chat({ model: "gpt-4o", messages: [{ role: "user", content }], max_tokens: 600 })
+          )
+        const first = yield* Effect.fork(ask600("first"))
+        yield* TestClock.adjust("1 millis")
+        // The window is 609 tokens full for 60 s, longer than the 30 s the queue may wait; but the
+        // first request's unused reservation comes back when it finishes, after 1 s.
+        const second = yield* Effect.fork(ask600("second"))
+        yield* TestClock.adjust("2 seconds")
+        yield* Fiber.join(first)
+        const { decision } = yield* Fiber.join(second)
+        expect(served).toEqual(["first", "second"])
+        expect(decision.queueWaitMs).toBeGreaterThan(900)
+        expect(decision.queueWaitMs).toBeLessThan(2_000)
+      }).pipe(
+        Effect.provide(
+          routerLayer([pool([tpmBound], { queue: { maxSize: 10, maxWaitMs: 30_000 } })], {
+            provider: provider({
+              chat: (u, request) =>
+                Effect.as(
+                  Effect.sleep("1 second").pipe(
+                    Effect.tap(() => Effect.sync(() => served.push(String(request.messages[0]?.content))))
+                  ),
+                  completion(u.id, { prompt_tokens: 9, completion_tokens: 10, total_tokens: 19 })
+                )
+            }),
+            guards: Guard.layer(RateLimiter.guard).pipe(
+              Layer.provide(RateLimiter.layer),
+              Layer.provide(StateStore.layerMemory)
+            )
+          })
+        )
+      )
+    }
+  )
+
+  it.effect(
     "refuses with RateLimited and Retry-After when the queue is full or the wait would pass its deadline",
     () => {
       const served: Array<string> = []

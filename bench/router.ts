@@ -60,9 +60,13 @@ const pools = [
   })
 ]
 
-const guards = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
-  Layer.provideMerge(Layer.mergeAll(Health.layer, CircuitBreaker.layer, RateLimiter.layer))
-)
+/** BENCH_ROUTER_GUARDS=none measures the router without its resilience stages. */
+const guards =
+  process.env["BENCH_ROUTER_GUARDS"] === "none"
+    ? Guard.none
+    : Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
+        Layer.provideMerge(Layer.mergeAll(Health.layer, CircuitBreaker.layer, RateLimiter.layer))
+      )
 const RouterLive = Router.layer.pipe(
   Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
   Layer.provide(Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici))

@@ -43,7 +43,7 @@ import type { AttemptRecord, Decision } from "./Decision.js"
 import { spanAttributes } from "./Decision.js"
 import type { Exclusion, RouterError } from "./Errors.js"
 import { ContextLengthExceeded, NoUpstreamAvailable, RateLimited, UpstreamError } from "./Errors.js"
-import type { Attempt, Guard, Outcome, Release, RequestInfo } from "./Guard.js"
+import type { Attempt, Outcome, Release, RequestInfo } from "./Guard.js"
 import { Guards } from "./Guard.js"
 import * as AdmissionQueue from "./internal/admissionQueue.js"
 import { Matcher } from "./Matcher.js"
@@ -398,21 +398,27 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     })
 
   /** Admits an attempt through every guard, releasing earlier guards if a later one refuses. */
-  const admitAll = (attempt: Attempt): Effect.Effect<ReadonlyArray<Release>, Exclusion> =>
-    Effect.gen(function* () {
-      const releases: Array<Release> = []
-      for (const guard of guards as ReadonlyArray<Guard>) {
-        const admitted = yield* Effect.either(guard.admit(attempt))
-        if (admitted._tag === "Left") {
-          yield* Effect.forEach(releases, (release) => release({ _tag: "NotSent", latencyMs: 0 }), {
-            discard: true
-          })
-          return yield* Effect.fail(admitted.left)
-        }
-        releases.push(admitted.right)
-      }
-      return releases
-    })
+  const admitAll = (attempt: Attempt): Effect.Effect<ReadonlyArray<Release>, Exclusion> => admitFrom(attempt, 0, [])
+
+  // A plain recursion rather than a generator: it runs on every attempt.
+  const admitFrom = (
+    attempt: Attempt,
+    index: number,
+    releases: Array<Release>
+  ): Effect.Effect<ReadonlyArray<Release>, Exclusion> =>
+    index === guards.length
+      ? Effect.succeed(releases)
+      : Effect.matchEffect(guards[index]!.admit(attempt), {
+          onFailure: (excluded) =>
+            Effect.zipRight(
+              Effect.forEach(releases, (release) => release({ _tag: "NotSent", latencyMs: 0 }), { discard: true }),
+              Effect.fail(excluded)
+            ),
+          onSuccess: (release) => {
+            releases.push(release)
+            return admitFrom(attempt, index + 1, releases)
+          }
+        })
 
   /** The session key of a request for a pool's `sticky` settings. */
   const sessionKeyFor = (pool: Pool, options: RouteOptions | undefined, user: string | undefined) => {

@@ -23,8 +23,10 @@ import type { HealthCheckConfig, PassiveHealthConfig } from "./Config.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import type * as Guard from "./Guard.js"
 import * as Provider from "./Provider.js"
+import * as RateLimiter from "./RateLimiter.js"
 import * as StateStore from "./StateStore.js"
 import * as Topology from "./Topology.js"
+import type { ChatCompletion } from "./Wire.js"
 
 /** The health of one upstream as the guard sees it now. */
 export interface Status {
@@ -202,6 +204,14 @@ class CheckFailed {
   constructor(readonly message: string) {}
 }
 
+/** A check not made this round: the upstream's budget is spent, which says nothing of its health. */
+class CheckSkipped {
+  readonly _tag = "CheckSkipped"
+}
+
+/** Tokens an inference check reserves: a one-word prompt with its framing, and one completion token. */
+const PING_PROMPT_TOKENS = 8
+
 /** The URL an `http` check GETs: absolute paths from the base URL's origin, relative ones under the base URL. */
 const checkUrl = (upstream: Topology.Upstream, path: string): string =>
   path.startsWith("/") ? new URL(upstream.baseUrl).origin + path : `${upstream.baseUrl}/${path}`
@@ -237,6 +247,9 @@ export const make: Effect.Effect<
   const topology = yield* Topology.Topology
   const provider = yield* Provider.Provider
   const client = HttpClient.withScope(yield* HttpClient.HttpClient)
+  // With a rate limiter in the same assembly, inference checks spend the upstream's budget like any
+  // request (and wait a round when it is spent), so they never cause the upstream's own 429s.
+  const limiter = yield* Effect.serviceOption(RateLimiter.RateLimiter)
   const startedAt = yield* Clock.currentTimeMillis
   const initial: State = { healthy: true, since: startedAt, checkFailures: 0, checkSuccesses: 0, trafficFailures: 0 }
 
@@ -273,7 +286,10 @@ export const make: Effect.Effect<
 
   const read = (upstream: Topology.Upstream) => update(upstream, (state) => [state, undefined])
 
-  const probe = (upstream: Topology.Upstream, check: HealthCheckConfig): Effect.Effect<void, CheckFailed> => {
+  const probe = (
+    upstream: Topology.Upstream,
+    check: HealthCheckConfig
+  ): Effect.Effect<void, CheckFailed | CheckSkipped> => {
     switch (check.type) {
       case "http": {
         const url = checkUrl(upstream, check.path)
@@ -295,21 +311,49 @@ export const make: Effect.Effect<
           const port = url.port !== "" ? Number(url.port) : url.protocol === "https:" ? 443 : 80
           return connect(host, port)
         })
-      case "inference":
-        return provider
-          .chat(upstream, {
-            model: upstream.model ?? "health-check",
-            messages: [{ role: "user", content: "ping" }],
-            max_tokens: 1
-          })
-          .pipe(
+      case "inference": {
+        const call = provider.chat(upstream, {
+          model: upstream.model ?? "health-check",
+          messages: [{ role: "user", content: "ping" }],
+          max_tokens: 1
+        })
+        const judged = (completion: ChatCompletion) =>
+          completion.choices.length > 0 ? Effect.void : Effect.fail(new CheckFailed("the completion has no choices"))
+        if (Option.isNone(limiter)) {
+          return call.pipe(
             Effect.mapError((error) => new CheckFailed(describeUpstreamError(error))),
-            Effect.flatMap((completion) =>
-              completion.choices.length > 0
-                ? Effect.void
-                : Effect.fail(new CheckFailed("the completion has no choices"))
-            )
+            Effect.flatMap(judged)
           )
+        }
+        return Effect.matchEffect(limiter.value.reserve(upstream, PING_PROMPT_TOKENS, 1), {
+          onFailure: () => Effect.fail(new CheckSkipped()),
+          onSuccess: (release) =>
+            Effect.clockWith((clock) => {
+              const started = clock.unsafeCurrentTimeMillis()
+              const latencyMs = () => Math.max(0, clock.unsafeCurrentTimeMillis() - started)
+              return call.pipe(
+                Effect.onExit((exit): Effect.Effect<void> => {
+                  if (exit._tag === "Success") {
+                    return release({
+                      _tag: "Success",
+                      latencyMs: latencyMs(),
+                      inputTokens: exit.value.usage?.prompt_tokens,
+                      outputTokens: exit.value.usage?.completion_tokens
+                    })
+                  }
+                  const failure = Cause.failureOption(exit.cause)
+                  return release(
+                    Option.isSome(failure)
+                      ? { _tag: "Failure", latencyMs: latencyMs(), error: failure.value }
+                      : { _tag: "Interrupted", latencyMs: latencyMs() }
+                  )
+                }),
+                Effect.mapError((error) => new CheckFailed(describeUpstreamError(error))),
+                Effect.flatMap(judged)
+              )
+            })
+        })
+      }
     }
   }
 
@@ -320,16 +364,20 @@ export const make: Effect.Effect<
         duration: Duration.millis(check.timeoutMs),
         onTimeout: () => new CheckFailed(`no answer within ${check.timeoutMs} ms`)
       }),
-      Effect.as<string | undefined>(undefined),
+      Effect.as<string | undefined | CheckSkipped>(undefined),
       Effect.catchAllCause((cause) =>
         Effect.succeed(
           Option.match(Cause.failureOption(cause), {
-            onSome: (failed) => failed.message,
+            onSome: (failed): string | CheckSkipped => (failed._tag === "CheckSkipped" ? failed : failed.message),
             onNone: () => `the check crashed: ${Cause.pretty(cause)}`
           })
         )
       ),
-      Effect.flatMap((error) => update(upstream, (state, now) => recordCheck(check, state, error, now))),
+      Effect.flatMap((error) =>
+        error instanceof CheckSkipped
+          ? Effect.void
+          : update(upstream, (state, now) => recordCheck(check, state, error, now))
+      ),
       Effect.asVoid
     )
 

@@ -68,6 +68,16 @@ export interface Budget {
 export interface Service {
   /** The guard (name `rate-limiter`) to put in the pipeline's {@link Guard.Guards}. */
   readonly guard: Guard.Guard
+  /**
+   * Admits a request Sluice makes outside routing (an inference health check) against `upstream`'s
+   * budgets, reserving `promptTokens + outputTokens`; fails with the {@link Exclusion} when the
+   * budget is spent. Release it with the outcome, as a guard's admission.
+   */
+  readonly reserve: (
+    upstream: Topology.Upstream,
+    promptTokens: number,
+    outputTokens: number
+  ) => Effect.Effect<Guard.Release, Exclusion>
   /** The budget of `upstream` now, with its configured limits. */
   readonly snapshot: (
     upstream: Topology.Upstream
@@ -278,12 +288,16 @@ const headroomOf = (stored: Stored, upstream: Topology.Upstream): number | undef
   return headroom
 }
 
-const reservationOf = (request: Guard.RequestInfo) => request.promptTokens + request.reservedOutputTokens
+/** What an admission needs to know of a request. */
+type Budgeted = Pick<Guard.Attempt, "upstream" | "promptTokens" | "reservedOutputTokens">
+
+const reservationOf = (request: Pick<Guard.RequestInfo, "promptTokens" | "reservedOutputTokens">) =>
+  request.promptTokens + request.reservedOutputTokens
 
 /** Re-checks and reserves in one step: the body of `admit`'s `modify`. */
 const admission = (
   current: Stored | undefined,
-  attempt: Guard.Attempt,
+  attempt: Budgeted,
   now: number
 ): readonly [Ticket | Exclusion, Stored | undefined] => {
   const upstream = attempt.upstream
@@ -559,7 +573,7 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
           )
       )
 
-  const admit: Guard.Guard["admit"] = (attempt) =>
+  const admit = (attempt: Budgeted): Effect.Effect<Guard.Release, Exclusion> =>
     withNow((now) =>
       Effect.zipRight(
         FiberRef.set(seen, generation),
@@ -593,8 +607,11 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
       )
     )
 
+  const reserve: Service["reserve"] = (upstream, promptTokens, outputTokens) =>
+    admit({ upstream, promptTokens, reservedOutputTokens: outputTokens })
+
   const guard: Guard.Guard = { name: STAGE, check, admit, changed, tokenHeadroom }
-  return RateLimiter.of({ guard, snapshot })
+  return RateLimiter.of({ guard, reserve, snapshot })
 })
 
 /** The rate limiter, over the {@link StateStore} provided. */

@@ -5,7 +5,7 @@ import { Context, Effect, Exit, Layer, Logger, Option, Redacted, Schedule, Scope
 import * as Net from "node:net"
 import * as Health from "../src/Health.js"
 import type { Config, Wire } from "../src/index.js"
-import { Guard, Matcher, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
+import { Guard, Matcher, RateLimiter, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
 import { chatRequest, completion, httpError, provider } from "./fixtures.js"
 
 const httpCheck = (fields: Partial<Config.HealthCheckConfig> = {}): Config.HealthCheckConfig => ({
@@ -364,6 +364,45 @@ describe("Health active inference checks", () => {
       }).pipe(Effect.provide(healthLayer([a, b, empty], fake, stub)))
     }
   )
+})
+
+describe("Health inference checks and the rate limiter", () => {
+  it.effect("spend the upstream's budget, and wait a round without a verdict when it is spent", () => {
+    const calls: Array<string> = []
+    const stub = provider({
+      chat: (u) => Effect.sync(() => (calls.push(u.id), completion(u.id)))
+    })
+    const inference = httpCheck({ type: "inference", intervalMs: 1_000, unhealthyThreshold: 1 })
+    const a = checked("a", { healthCheck: inference, limits: { rpm: 2 } })
+    const layer = Health.layer.pipe(
+      Layer.provideMerge(RateLimiter.layer),
+      Layer.provide(
+        Layer.mergeAll(Topology.layerPools([poolOf(a)]), StateStore.layerMemory, stub, httpLayer(endpoint()))
+      )
+    )
+    return Effect.gen(function* () {
+      const health = yield* Health.Health
+      const limiter = yield* RateLimiter.RateLimiter
+      yield* TestClock.adjust(0)
+      // The first check ran and was counted against RPM.
+      expect(calls).toEqual(["a"])
+      expect(yield* limiter.snapshot(a)).toMatchObject({ requestsUsed: 1, inFlight: 0 })
+      // Real traffic takes the last request of the minute...
+      yield* traffic(limiter.guard, a, success)
+      // ...so the next checks are not sent, and say nothing about health.
+      yield* TestClock.adjust(3_000)
+      expect(calls).toEqual(["a"])
+      expect(yield* limiter.snapshot(a)).toMatchObject({ requestsUsed: 2 })
+      expect(yield* health.status("a")).toMatchObject({
+        healthy: true,
+        consecutiveSuccesses: 1,
+        consecutiveFailures: 0
+      })
+      // Once the window frees, checks run again.
+      yield* TestClock.adjust(60_000)
+      expect(calls.length).toBeGreaterThan(1)
+    }).pipe(Effect.provide(layer))
+  })
 })
 
 describe("Health passive", () => {

@@ -75,9 +75,11 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
   const topology = layerTopology(config)
   const providers = Providers.layer(options.providers ?? {})
   // Stage services the guards read; also reachable by the admin API (breaker reset, health status).
-  const resilience = Layer.mergeAll(CircuitBreaker.layer, Health.layer, RateLimiter.layer).pipe(
-    Layer.provideMerge(providers)
-  )
+  // Health is built over the same rate limiter, so that inference checks spend the upstreams' budgets.
+  const resilience = Layer.mergeAll(
+    CircuitBreaker.layer,
+    Health.layer.pipe(Layer.provideMerge(RateLimiter.layer))
+  ).pipe(Layer.provideMerge(providers))
   // Order matters: health and breaker exclusions are not waitable and cheap; the rate limiter comes
   // last so that capacity is reserved only for attempts every other stage admitted.
   const guards = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard)

@@ -98,6 +98,47 @@ const num = (value: string | undefined): number | undefined => {
   return Number.isFinite(n) ? n : undefined
 }
 
+/** Every header {@link parseRateLimitHeaders} reads. */
+const RATE_LIMIT_HEADERS = [
+  "x-ratelimit-limit-requests",
+  "x-ratelimit-remaining-requests",
+  "x-ratelimit-reset-requests",
+  "x-ratelimit-limit-tokens",
+  "x-ratelimit-remaining-tokens",
+  "x-ratelimit-reset-tokens",
+  "anthropic-ratelimit-requests-limit",
+  "anthropic-ratelimit-requests-remaining",
+  "anthropic-ratelimit-requests-reset",
+  "anthropic-ratelimit-tokens-limit",
+  "anthropic-ratelimit-tokens-remaining",
+  "anthropic-ratelimit-tokens-reset",
+  "retry-after",
+  "retry-after-ms"
+]
+
+/**
+ * Milliseconds to wait from an answer's `retry-after-ms`, else its `retry-after` (RFC 9110: seconds
+ * or an HTTP date, converted with `now`, epoch milliseconds); undefined when it names no wait.
+ */
+export const retryAfterMs = (
+  headers: Readonly<Record<string, string | undefined>>,
+  now: number
+): number | undefined => {
+  const ms = num(headers["retry-after-ms"])
+  if (ms !== undefined) return Math.max(0, ms)
+  const value = headers["retry-after"]
+  if (value === undefined) return undefined
+  const seconds = num(value)
+  if (seconds !== undefined) return Math.max(0, seconds * 1000)
+  return msUntil(value, now)
+}
+
+/** Milliseconds from `now` until an HTTP or RFC 3339 date; undefined if it is not one. */
+const msUntil = (date: string, now: number): number | undefined => {
+  const at = Date.parse(date)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+}
+
 /**
  * Reads rate-limit headers (lower-case names): OpenAI / Groq `x-ratelimit-{limit,remaining,reset}-
  * {requests,tokens}` and Anthropic `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`
@@ -108,29 +149,8 @@ export const parseRateLimitHeaders = (
   now: number
 ): RateLimitInfo | undefined => {
   // Most answers carry none of these: skip the work on the hot path.
-  if (
-    headers["x-ratelimit-remaining-requests"] === undefined &&
-    headers["x-ratelimit-remaining-tokens"] === undefined &&
-    headers["x-ratelimit-limit-requests"] === undefined &&
-    headers["x-ratelimit-limit-tokens"] === undefined &&
-    headers["anthropic-ratelimit-requests-remaining"] === undefined &&
-    headers["anthropic-ratelimit-tokens-remaining"] === undefined &&
-    headers["anthropic-ratelimit-requests-limit"] === undefined &&
-    headers["anthropic-ratelimit-tokens-limit"] === undefined &&
-    headers["x-ratelimit-reset-requests"] === undefined &&
-    headers["x-ratelimit-reset-tokens"] === undefined &&
-    headers["anthropic-ratelimit-requests-reset"] === undefined &&
-    headers["anthropic-ratelimit-tokens-reset"] === undefined &&
-    headers["retry-after"] === undefined &&
-    headers["retry-after-ms"] === undefined
-  ) {
-    return undefined
-  }
-  const anthropicReset = (value: string | undefined) => {
-    if (value === undefined) return undefined
-    const at = Date.parse(value)
-    return Number.isNaN(at) ? undefined : Math.max(0, at - now)
-  }
+  if (!RATE_LIMIT_HEADERS.some((name) => headers[name] !== undefined)) return undefined
+  const anthropicReset = (value: string | undefined) => (value === undefined ? undefined : msUntil(value, now))
   const info: Record<string, number | undefined> = {
     limitRequests: num(headers["x-ratelimit-limit-requests"] ?? headers["anthropic-ratelimit-requests-limit"]),
     remainingRequests: num(
@@ -147,16 +167,7 @@ export const parseRateLimitHeaders = (
         ? parseDuration(headers["x-ratelimit-reset-tokens"])
         : anthropicReset(headers["anthropic-ratelimit-tokens-reset"])
   }
-  const retryMs = num(headers["retry-after-ms"])
-  const retryAfter = headers["retry-after"]
-  if (retryMs !== undefined) info["retryAfterMs"] = Math.max(0, retryMs)
-  else if (retryAfter !== undefined) {
-    // RFC 9110: delay-seconds or an HTTP-date.
-    const seconds = num(retryAfter)
-    const at = seconds === undefined ? Date.parse(retryAfter) : Number.NaN
-    if (seconds !== undefined) info["retryAfterMs"] = Math.max(0, seconds * 1000)
-    else if (!Number.isNaN(at)) info["retryAfterMs"] = Math.max(0, at - now)
-  }
+  info["retryAfterMs"] = retryAfterMs(headers, now)
   let out: Record<string, number> | undefined
   for (const k in info) {
     const v = info[k]

@@ -46,21 +46,6 @@ const tracing = (fiber: { getFiberRef: <A>(ref: FiberRef.FiberRef<A>) => A }): b
 export const retryableStatus = (status: number): boolean =>
   status === 408 || status === 409 || status === 425 || status === 429 || status >= 500
 
-/**
- * Milliseconds to wait from an upstream's `retry-after-ms` or `retry-after` (seconds or HTTP date).
- * `now` is epoch milliseconds, for the date form.
- */
-export const retryAfterMs = (headers: Readonly<Record<string, string>>, now: number): number | undefined => {
-  const ms = headers["retry-after-ms"]
-  if (ms !== undefined && Number.isFinite(Number(ms))) return Math.max(0, Number(ms))
-  const value = headers["retry-after"]
-  if (value === undefined) return undefined
-  const seconds = Number(value)
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
-  const date = Date.parse(value)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
-}
-
 const errorMessage = (body: unknown, fallback: string): string => {
   if (typeof body === "object" && body !== null) {
     const error = (body as { error?: unknown }).error
@@ -118,7 +103,7 @@ const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: 
   } catch {
     body = undefined
   }
-  const after = retryAfterMs(headers, Date.now())
+  const after = Provider.retryAfterMs(headers, Date.now())
   return new Errors.UpstreamError({
     upstream: upstream.id,
     kind: "http",

@@ -224,15 +224,16 @@ const endAttemptSpan = (span: Tracer.Span, outcome: Outcome, clock: Clock.Clock)
   if (outcome._tag === "Failure" && outcome.error.status !== undefined) {
     span.attribute("http.response.status_code", outcome.error.status)
   }
-  span.end(
-    clock.unsafeCurrentTimeNanos(),
-    outcome._tag === "Failure"
-      ? Exit.fail(outcome.error)
-      : outcome._tag === "Success"
-        ? Exit.void
-        : Exit.interrupt(FiberId.none)
-  )
+  span.end(clock.unsafeCurrentTimeNanos(), exitOf(outcome))
 }
+
+/** An attempt's outcome as the exit its spans end with. */
+const exitOf = (outcome: Outcome): Exit.Exit<void, UpstreamError> =>
+  outcome._tag === "Failure"
+    ? Exit.fail(outcome.error)
+    : outcome._tag === "Success"
+      ? Exit.void
+      : Exit.interrupt(FiberId.none)
 
 /** Records an exclusion in the decision and in the current round of candidates. */
 const exclude = (draft: Draft, round: Array<Exclusion>, exclusion: Exclusion) => {
@@ -338,6 +339,25 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
   }
   const changeSignals = guards.flatMap((g) => (g.changed === undefined ? [] : [g.changed]))
   const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
+
+  /**
+   * A pool and its fallbacks, in order, built once per pool (the topology is fixed; cycles are
+   * rejected when the config loads, and a repeated pool would end the chain anyway).
+   */
+  const chains = new Map<string, ReadonlyArray<Pool>>()
+  const chainOf = (pool: Pool): ReadonlyArray<Pool> => {
+    let chain = chains.get(pool.id)
+    if (chain === undefined) {
+      const pools: Array<Pool> = []
+      for (let p: Pool | undefined = pool; p !== undefined && !pools.includes(p);) {
+        pools.push(p)
+        p = p.fallback === undefined ? undefined : matcher.pool(p.fallback)
+      }
+      chain = pools
+      chains.set(pool.id, chain)
+    }
+    return chain
+  }
 
   /** The deadline of a whole answer: the provider's own where it keeps one on the live clock, else the router's. */
   const deadlineFor = (clock: Clock.Clock, upstream: Upstream) =>
@@ -531,6 +551,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       // token. (Budgets reserve the pool's `defaultMaxTokens` instead; a window is a hard limit the
       // upstream enforces on what was asked.)
       const completionRoom = requestedOutputTokens ?? 1
+      const fitsWindow = (upstream: Upstream) =>
+        upstream.contextWindow === undefined || count.tokens + completionRoom <= upstream.contextWindow
       const failed = new Set<string>()
       let lastError: UpstreamError | undefined
       let attemptNumber = 0
@@ -550,9 +572,10 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
        * pass it. Far from every limit the estimate decides (and budgets are corrected to the usage
        * the upstream reports anyway). Evaluated per pool and per queue turn: headroom shrinks.
        */
-      const countExactlyIfNear = (pool: Pool, reserved: number, completionRoom: number) =>
+      const countExactlyIfNear = (pool: Pool) =>
         Effect.gen(function* () {
           if (counted) return
+          const reserved = requestedOutputTokens ?? pool.defaultMaxTokens
           let near = false
           for (let i = 0; i < pool.upstreams.length && !near; i++) {
             const upstream = pool.upstreams[i]!
@@ -591,14 +614,10 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
        */
       const soonestFree = Effect.gen(function* () {
         let soonest: number | undefined
-        const visited = new Set<string>()
-        let pool: Pool | undefined = match.pool
-        while (pool !== undefined && !visited.has(pool.id)) {
-          visited.add(pool.id)
+        for (const pool of chainOf(match.pool)) {
           const info = infoFor(pool)
           for (const upstream of pool.upstreams) {
-            if (!upstream.enabled) continue
-            if (upstream.contextWindow !== undefined && count.tokens + completionRoom > upstream.contextWindow) continue
+            if (!upstream.enabled || !fitsWindow(upstream)) continue
             // Back when every stage lets it through: the longest of their waits; unknown if any is.
             let wait: number | undefined = 0
             for (const guard of guards) {
@@ -612,7 +631,6 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
             }
             if (wait !== undefined && (soonest === undefined || wait < soonest)) soonest = wait
           }
-          pool = pool.fallback === undefined ? undefined : matcher.pool(pool.fallback)
         }
         return soonest
       })
@@ -620,15 +638,11 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       /** One pass over the fallback chain. Succeeds with the value, or with the waitable exclusions if none served. */
       const pass = Effect.gen(function* () {
         const waitable: Array<Exclusion> = []
-        const visited = new Set<string>()
-        let pool: Pool | undefined = match.pool
-        while (pool !== undefined && !visited.has(pool.id)) {
-          visited.add(pool.id)
+        for (const pool of chainOf(match.pool)) {
           if (!draft.pools.includes(pool.id)) draft.pools.push(pool.id)
           draft.pool = pool.id
           draft.strategy = nameOf(strategy, pool)
-          const reservedOutputTokens = requestedOutputTokens ?? pool.defaultMaxTokens
-          yield* countExactlyIfNear(pool, reservedOutputTokens, completionRoom)
+          yield* countExactlyIfNear(pool)
           const info = infoFor(pool)
           const tried = new Set<string>(failed)
           // Built on the first failure only: most requests never back off.
@@ -741,7 +755,6 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
               draft.backoffMs += clock.unsafeCurrentTimeMillis() - now
             }
           }
-          pool = pool.fallback === undefined ? undefined : matcher.pool(pool.fallback)
         }
         return { _tag: "Unserved" as const, waitable }
       })
@@ -842,8 +855,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
             for (const u of matcher.pool(id)?.upstreams ?? []) {
               if (!u.enabled) continue
               enabled++
-              if (u.contextWindow === undefined || count.tokens + completionRoom <= u.contextWindow) fits = true
-              else if (u.contextWindow > largest) largest = u.contextWindow
+              if (fitsWindow(u)) fits = true
+              else largest = Math.max(largest, u.contextWindow ?? 0)
             }
           }
           if (enabled > 0 && !fits) {
@@ -1085,14 +1098,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
                         // The route span of a stream closes here, with how the stream really ended.
                         if (span !== undefined) {
                           annotate(span, decision)
-                          span.end(
-                            clock.unsafeCurrentTimeNanos(),
-                            failure !== undefined
-                              ? Exit.fail(failure)
-                              : ended === "end"
-                                ? Exit.void
-                                : Exit.interrupt(FiberId.none)
-                          )
+                          span.end(clock.unsafeCurrentTimeNanos(), exitOf(outcome))
                         }
                         return Deferred.succeed(done, decision)
                       })

@@ -39,6 +39,7 @@ import {
   Stream
 } from "effect"
 import { Tracer } from "effect"
+import { randomUUID } from "node:crypto"
 import type { AttemptRecord, Decision } from "./Decision.js"
 import { spanAttributes } from "./Decision.js"
 import type { Exclusion, RouterError } from "./Errors.js"
@@ -117,9 +118,12 @@ export type Requirements = Matcher | TokenCounter | Strategy | Provider | Guards
 /** Failures that mean "try another upstream". */
 export const isRetryable = (error: UpstreamError): boolean => error.retryable
 
-let sequence = 0
-const newRequestId = (): string =>
-  `req_${Date.now().toString(36)}${(sequence++ % 1_679_616).toString(36).padStart(4, "0")}`
+/**
+ * A new request id, `req_` and 32 hex digits: random rather than a clock and a counter, so that
+ * gateway instances sharing a store never hand out the same one. The router makes one for a request
+ * that comes without; the gateway makes it earlier, to put it on every answer.
+ */
+export const newRequestId = (): string => `req_${randomUUID().replace(/-/g, "")}`
 
 /** Mutable decision under construction; frozen into a {@link Decision} at the end. */
 interface Draft {

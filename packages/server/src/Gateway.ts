@@ -35,7 +35,6 @@ import {
   Stream,
   Tracer
 } from "effect"
-import { randomUUID } from "node:crypto"
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 
@@ -88,13 +87,10 @@ const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: s
   writeJson(res, mapped.status, JSON.stringify(mapped.body), { ...mapped.headers, "x-request-id": requestId })
 }
 
-/**
- * The request's id: the client's `x-request-id` when it sent one, else a new `req_…` id. Random
- * rather than a counter, so that several gateway instances never hand out the same one.
- */
+/** The request's id: the client's `x-request-id` when it sent one, else a new one. */
 const requestIdOf = (headers: IncomingHttpHeaders): string => {
   const sent = headers["x-request-id"]
-  return typeof sent === "string" && sent !== "" ? sent : `req_${randomUUID().replace(/-/g, "")}`
+  return typeof sent === "string" && sent !== "" ? sent : Router.newRequestId()
 }
 
 const envelope = (message: string, code: string) =>

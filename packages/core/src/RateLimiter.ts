@@ -108,9 +108,8 @@ interface Stored {
   readonly window: ReadonlyArray<Bucket>
   /** Oldest first. */
   readonly flights: ReadonlyArray<Flight>
-  readonly blockedUntil?: number
-  /** The status that asked for the hold (429, or e.g. a 503 with Retry-After); 0 when none. */
-  readonly blockedStatus?: number
+  /** A hold the upstream asked for: until when, and the status that asked (429, or e.g. a 503 with Retry-After; 0 when none). */
+  readonly blocked?: { readonly until: number; readonly status: number }
   readonly requests?: Learned
   readonly tokens?: Learned
 }
@@ -137,7 +136,7 @@ const leaseOf = (upstream: Topology.Upstream) => upstream.timeoutMs + LEASE_MS
 const isEmpty = (stored: Stored) =>
   stored.window.length === 0 &&
   stored.flights.length === 0 &&
-  stored.blockedUntil === undefined &&
+  stored.blocked === undefined &&
   stored.requests === undefined &&
   stored.tokens === undefined
 
@@ -147,7 +146,7 @@ const settle = (stored: Stored, leaseMs: number, now: number): Stored => {
   while (w < stored.window.length && stored.window[w]![1] + WINDOW_MS <= now) w++
   let f = 0
   while (f < stored.flights.length && stored.flights[f]![0] + leaseMs <= now) f++
-  const blockExpired = stored.blockedUntil !== undefined && stored.blockedUntil <= now
+  const blockExpired = stored.blocked !== undefined && stored.blocked.until <= now
   const requestsExpired = stored.requests !== undefined && stored.requests.until <= now
   const tokensExpired = stored.tokens !== undefined && stored.tokens.until <= now
   if (w === 0 && f === 0 && !blockExpired && !requestsExpired && !tokensExpired) return stored
@@ -155,10 +154,7 @@ const settle = (stored: Stored, leaseMs: number, now: number): Stored => {
     window: w === 0 ? stored.window : stored.window.slice(w),
     flights: f === 0 ? stored.flights : stored.flights.slice(f)
   }
-  if (stored.blockedUntil !== undefined && !blockExpired) {
-    next.blockedUntil = stored.blockedUntil
-    if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
-  }
+  if (stored.blocked !== undefined && !blockExpired) next.blocked = stored.blocked
   if (stored.requests !== undefined && !requestsExpired) next.requests = stored.requests
   if (stored.tokens !== undefined && !tokensExpired) next.tokens = stored.tokens
   return next
@@ -215,10 +211,10 @@ const exclusionOf = (
       worst = { upstream: upstream.id, stage: STAGE, reason: reason(formatMs(ms)), retryAfterMs: ms, waitable: true }
     }
   }
-  if (stored.blockedUntil !== undefined) {
-    const status = stored.blockedStatus ?? 429
+  if (stored.blocked !== undefined) {
+    const status = stored.blocked.status
     consider(
-      stored.blockedUntil - now,
+      stored.blocked.until - now,
       (wait) => `the upstream answered ${status === 0 ? "with a Retry-After" : status}; retry in ${wait}`
     )
   }
@@ -323,8 +319,7 @@ const admission = (
       ? [...stored.flights.slice(0, -1), [lastFlight[0], lastFlight[1] + 1, lastFlight[2] + reservedOutput]]
       : [...stored.flights, [start, 1, reservedOutput]]
   const next: { -readonly [K in keyof Stored]: Stored[K] } = { window, flights }
-  if (stored.blockedUntil !== undefined) next.blockedUntil = stored.blockedUntil
-  if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
+  if (stored.blocked !== undefined) next.blocked = stored.blocked
   if (stored.requests !== undefined) next.requests = { ...stored.requests, remaining: stored.requests.remaining - 1 }
   if (stored.tokens !== undefined) next.tokens = { ...stored.tokens, remaining: stored.tokens.remaining - tokens }
   const ticket: Ticket = {
@@ -362,7 +357,7 @@ const learned = (remaining: number | undefined, resetMs: number | undefined, now
 /** When the limits learned from the upstream expire (what `changed` wakes at). */
 const learnedExpiries = (stored: Stored): ReadonlyArray<number> => {
   const times: Array<number> = []
-  if (stored.blockedUntil !== undefined) times.push(stored.blockedUntil)
+  if (stored.blocked !== undefined) times.push(stored.blocked.until)
   if (stored.requests !== undefined) times.push(stored.requests.until)
   if (stored.tokens !== undefined) times.push(stored.tokens.until)
   return times
@@ -370,9 +365,8 @@ const learnedExpiries = (stored: Stored): ReadonlyArray<number> => {
 
 /** Holds the upstream back until `until`, unless an earlier answer already holds it longer (whose status stays). */
 const hold = (next: { -readonly [K in keyof Stored]: Stored[K] }, until: number, status: number): void => {
-  if (next.blockedUntil !== undefined && next.blockedUntil >= until) return
-  next.blockedUntil = until
-  next.blockedStatus = status
+  if (next.blocked !== undefined && next.blocked.until >= until) return
+  next.blocked = { until, status }
 }
 
 /** The body of a release's `modify`; also returns the learned limits' expiries, for `changed`. */
@@ -414,8 +408,7 @@ const release = (
             : bucket
         )
   const next: { -readonly [K in keyof Stored]: Stored[K] } = { window, flights }
-  if (stored.blockedUntil !== undefined) next.blockedUntil = stored.blockedUntil
-  if (stored.blockedStatus !== undefined) next.blockedStatus = stored.blockedStatus
+  if (stored.blocked !== undefined) next.blocked = stored.blocked
   if (stored.requests !== undefined) next.requests = stored.requests
   if (stored.tokens !== undefined) {
     // Charged to a learned token count only if admitted after it was learned.
@@ -467,9 +460,9 @@ const budgetOf = (stored: Stored): Budget => {
     inFlight: sum(stored.flights, 1)
   }
   let learnedUntil: number | undefined
-  if (stored.blockedUntil !== undefined) {
-    budget.blockedUntil = stored.blockedUntil
-    learnedUntil = stored.blockedUntil
+  if (stored.blocked !== undefined) {
+    budget.blockedUntil = stored.blocked.until
+    learnedUntil = stored.blocked.until
   }
   if (stored.requests !== undefined) {
     budget.remainingRequests = Math.max(0, stored.requests.remaining)

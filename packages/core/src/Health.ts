@@ -222,6 +222,33 @@ const headersOf = (upstream: Topology.Upstream): Record<string, string> => {
   return headers
 }
 
+/** Runs a call admitted by the rate limiter and hands its outcome (usage, error or interruption) to `release`. */
+const releasedWith = <A extends ChatCompletion>(
+  call: Effect.Effect<A, UpstreamError>,
+  release: Guard.Release
+): Effect.Effect<A, UpstreamError> =>
+  Effect.clockWith((clock) => {
+    const started = clock.unsafeCurrentTimeMillis()
+    const latencyMs = () => Math.max(0, clock.unsafeCurrentTimeMillis() - started)
+    return Effect.onExit(call, (exit) => {
+      if (exit._tag === "Success") {
+        const usage = exit.value.usage
+        return release({
+          _tag: "Success",
+          latencyMs: latencyMs(),
+          inputTokens: usage?.prompt_tokens,
+          outputTokens: usage?.completion_tokens
+        })
+      }
+      const failure = Cause.failureOption(exit.cause)
+      return release(
+        Option.isSome(failure)
+          ? { _tag: "Failure", latencyMs: latencyMs(), error: failure.value }
+          : { _tag: "Interrupted", latencyMs: latencyMs() }
+      )
+    })
+  })
+
 /** Opens and closes a TCP connection; the socket is destroyed if the check is interrupted (timeout). */
 const connect = (host: string, port: number): Effect.Effect<void, CheckFailed> =>
   Effect.async<void, CheckFailed>((resume) => {
@@ -317,42 +344,24 @@ export const make: Effect.Effect<
           messages: [{ role: "user", content: "ping" }],
           max_tokens: 1
         })
-        const judged = (completion: ChatCompletion) =>
-          completion.choices.length > 0 ? Effect.void : Effect.fail(new CheckFailed("the completion has no choices"))
-        if (Option.isNone(limiter)) {
-          return call.pipe(
-            Effect.mapError((error) => new CheckFailed(describeUpstreamError(error))),
-            Effect.flatMap(judged)
-          )
-        }
-        return Effect.matchEffect(limiter.value.reserve(upstream, PING_PROMPT_TOKENS, 1), {
-          onFailure: () => Effect.fail(new CheckSkipped()),
-          onSuccess: (release) =>
-            Effect.clockWith((clock) => {
-              const started = clock.unsafeCurrentTimeMillis()
-              const latencyMs = () => Math.max(0, clock.unsafeCurrentTimeMillis() - started)
-              return call.pipe(
-                Effect.onExit((exit): Effect.Effect<void> => {
-                  if (exit._tag === "Success") {
-                    return release({
-                      _tag: "Success",
-                      latencyMs: latencyMs(),
-                      inputTokens: exit.value.usage?.prompt_tokens,
-                      outputTokens: exit.value.usage?.completion_tokens
-                    })
-                  }
-                  const failure = Cause.failureOption(exit.cause)
-                  return release(
-                    Option.isSome(failure)
-                      ? { _tag: "Failure", latencyMs: latencyMs(), error: failure.value }
-                      : { _tag: "Interrupted", latencyMs: latencyMs() }
-                  )
-                }),
-                Effect.mapError((error) => new CheckFailed(describeUpstreamError(error))),
-                Effect.flatMap(judged)
-              )
+        const budgeted: Effect.Effect<ChatCompletion, UpstreamError | CheckSkipped> = Option.isNone(limiter)
+          ? call
+          : Effect.matchEffect(limiter.value.reserve(upstream, PING_PROMPT_TOKENS, 1), {
+              onFailure: (excluded) =>
+                Effect.zipRight(
+                  Effect.logDebug(`inference check of upstream ${upstream.id} skipped: ${excluded.reason}`),
+                  Effect.fail(new CheckSkipped())
+                ),
+              onSuccess: (release) => releasedWith(call, release)
             })
-        })
+        return budgeted.pipe(
+          Effect.mapError((error) =>
+            error instanceof CheckSkipped ? error : new CheckFailed(describeUpstreamError(error))
+          ),
+          Effect.flatMap((completion) =>
+            completion.choices.length > 0 ? Effect.void : Effect.fail(new CheckFailed("the completion has no choices"))
+          )
+        )
       }
     }
   }

@@ -534,8 +534,11 @@ export const readEnvironment = (config: ConfigFile): Effect.Effect<Environment> 
     return { upstreamKeys, priorityKeys, problems }
   })
 
-/** The `apiKeyEnv` variables a document names where it names one well, by path, in config order. */
-const variablesOf = (input: unknown): Array<{ readonly at: string; readonly variable: string }> => {
+/**
+ * The `apiKeyEnv` variables a config (or a document not yet decoded) names where it names one well,
+ * by path, in config order: `server.priorities` first, then upstreams. Names only, never values.
+ */
+export const apiKeyVariables = (input: unknown): Array<{ readonly at: string; readonly variable: string }> => {
   const out: Array<{ at: string; variable: string }> = []
   if (!isRecord(input)) return out
   const collect = (entries: unknown, prefix: string) => {
@@ -564,7 +567,7 @@ export const decodeWithEnvironment = (
   Effect.gen(function* () {
     const decoded = decode(input, source, options)
     const missing: Array<string> = []
-    for (const { at, variable } of variablesOf(input)) {
+    for (const { at, variable } of apiKeyVariables(input)) {
       const key = yield* readKey(at, variable)
       if (Either.isLeft(key)) missing.push(key.left)
     }

@@ -4,7 +4,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Simulator } from "@sluice/providers"
-import type { Config as SluiceConfig } from "@sluice/core"
+import { Config as SluiceConfig } from "@sluice/core"
 import { Console, Data, Effect, Either, Layer } from "effect"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Server from "./Server.js"
@@ -34,14 +34,6 @@ const flag = (argv: ReadonlyArray<string>, name: string): string | undefined => 
 /** A command line that cannot be run: an unknown command or a missing argument. */
 export class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
 
-/** The variables a config reads its API keys from (names only: values are never printed). */
-const variablesOf = (config: SluiceConfig.ConfigFile): ReadonlyArray<string> => [
-  ...new Set([
-    ...config.server.priorities.map((p) => p.apiKeyEnv),
-    ...config.upstreams.flatMap((u) => (u.apiKeyEnv === undefined ? [] : [u.apiKeyEnv]))
-  ])
-]
-
 /**
  * The program for a command line (without `node` and the script). `serve` and `validate` read the
  * config with {@link ConfigFile.load}, which checks the file and the environment in one pass and fails
@@ -63,7 +55,7 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
       const path = flag(rest, "config")
       if (path === undefined) return Effect.fail(new CliError({ message: `validate needs --config FILE\n\n${usage}` }))
       return Effect.flatMap(ConfigFile.load(path), (config) => {
-        const variables = variablesOf(config)
+        const variables = [...new Set(SluiceConfig.apiKeyVariables(config).map((v) => v.variable))]
         const keys = variables.length === 0 ? "" : `; API keys set in ${variables.join(", ")}`
         return Console.log(`${path}: valid (${config.pools.length} pools, ${config.upstreams.length} upstreams${keys})`)
       })

@@ -152,11 +152,12 @@ const meterings = {
   claude: { image: anthropicImage, functionInit: 7 }
 } satisfies Record<string, Metering>
 
-const meteringFor = (model: string): Metering => {
+/** How `model` meters images and tools; `encoding` is its {@link encodingFor}, which callers already have. */
+const meteringFor = (model: string, encoding: Encoding): Metering => {
   const name = model.includes("/") ? model.slice(model.lastIndexOf("/") + 1) : model
   if (name.startsWith("gpt-4o-mini")) return meterings.gpt4oMini
   if (name.includes("claude")) return meterings.claude
-  return encodingFor(model).encoding === "cl100k_base" ? meterings.cl100k : meterings.o200k
+  return encoding === "cl100k_base" ? meterings.cl100k : meterings.o200k
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,7 +401,7 @@ export const estimateText = (text: string): number => Math.ceil(text.length / DE
 export const needsExact = (estimate: number, limit: number, margin = 0.2): boolean => estimate >= limit * (1 - margin)
 
 const estimateRequest = (request: ChatCompletionRequest, model: string): Count => ({
-  tokens: countWith(request, meteringFor(model), estimateText),
+  tokens: countWith(request, meteringFor(model, encodingFor(model).encoding), estimateText),
   exact: false
 })
 
@@ -615,7 +616,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
         // Texts not memoized yet, with how often the request holds each.
         const missing = new Map<string, number>()
         let missingChars = 0
-        const known = countWith(request, meteringFor(model), (text) => {
+        const known = countWith(request, meteringFor(model, encoding), (text) => {
           if (text.length === 0) return 0
           const hit = memo.get(encoding, text)
           if (hit !== undefined) {
@@ -638,9 +639,10 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
       })
 
     const estimate: Service["estimate"] = (request, model) => {
-      const perChar = tokensPerChar[encodingFor(model).encoding]
+      const { encoding } = encodingFor(model)
+      const perChar = tokensPerChar[encoding]
       return {
-        tokens: countWith(request, meteringFor(model), (text) => Math.ceil(text.length * perChar)),
+        tokens: countWith(request, meteringFor(model, encoding), (text) => Math.ceil(text.length * perChar)),
         exact: false
       }
     }

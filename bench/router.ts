@@ -6,18 +6,7 @@
  * Run it: `node --import tsx bench/router.ts` (BENCH_ROUTER_REQUESTS, BENCH_ROUTER_CONCURRENCY).
  */
 import type { Wire } from "@sluice/core"
-import {
-  CircuitBreaker,
-  Guard,
-  Health,
-  Matcher,
-  Provider,
-  RateLimiter,
-  Router,
-  StateStore,
-  TokenCounter,
-  Topology
-} from "@sluice/core"
+import { Guard, Matcher, Provider, Resilience, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
 import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Effect, Layer, Stream } from "effect"
@@ -61,12 +50,7 @@ const pools = [
 ]
 
 /** BENCH_ROUTER_GUARDS=none measures the router without its resilience stages. */
-const guards =
-  process.env["BENCH_ROUTER_GUARDS"] === "none"
-    ? Guard.none
-    : Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
-        Layer.provideMerge(Layer.mergeAll(Health.layer, CircuitBreaker.layer, RateLimiter.layer))
-      )
+const guards = process.env["BENCH_ROUTER_GUARDS"] === "none" ? Guard.none : Resilience.layer
 const RouterLive = Router.layer.pipe(
   Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
   Layer.provide(Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici))

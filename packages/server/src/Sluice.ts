@@ -4,17 +4,7 @@
  * store and the router. The server and in-process users share this one assembly.
  */
 import type { Config as SluiceConfig, Provider, Strategy } from "@sluice/core"
-import {
-  CircuitBreaker,
-  Guard,
-  Health,
-  Matcher,
-  RateLimiter,
-  Router,
-  StateStore,
-  TokenCounter,
-  Topology
-} from "@sluice/core"
+import { Matcher, Resilience, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
 import { Providers, Simulator } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
 import { Context, Effect, Layer } from "effect"
@@ -74,21 +64,13 @@ export const layerTopology = (config: SluiceConfig.ConfigFile) =>
 export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
   const topology = layerTopology(config)
   const providers = Providers.layer(options.providers ?? {})
-  // Stage services the guards read; also reachable by the admin API (breaker reset, health status).
-  // Health is built over the same rate limiter, so that inference checks spend the upstreams' budgets.
-  const resilience = Layer.mergeAll(
-    CircuitBreaker.layer,
-    Health.layer.pipe(Layer.provideMerge(RateLimiter.layer))
-  ).pipe(Layer.provideMerge(providers))
-  // Order matters: health and breaker exclusions are not waitable and cheap; the rate limiter comes
-  // last so that capacity is reserved only for attempts every other stage admitted.
-  const guards = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard)
+  // The resilience stages are reachable by the admin API too (breaker reset, health status, budgets).
   const stages = Layer.mergeAll(
     Matcher.layer,
     TokenCounter.layer,
     Strategies.layer(options.strategies ?? {}),
-    guards
-  ).pipe(Layer.provideMerge(resilience))
+    Resilience.layer
+  ).pipe(Layer.provideMerge(providers))
   return Router.layer.pipe(
     Layer.provideMerge(stages),
     Layer.provideMerge(Layer.merge(topology, StateStore.layerMemory))

@@ -6,7 +6,17 @@
  * Run it: `node --import tsx bench/router.ts` (BENCH_ROUTER_REQUESTS, BENCH_ROUTER_CONCURRENCY).
  */
 import type { Wire } from "@sluice/core"
-import { Guard, Matcher, Provider, Resilience, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
+import {
+  Guard,
+  Matcher,
+  Provider,
+  Resilience,
+  Router,
+  StateStore,
+  StreamEvent,
+  TokenCounter,
+  Topology
+} from "@sluice/core"
 import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Effect, Layer, Stream } from "effect"
@@ -26,15 +36,18 @@ const completion: Wire.ChatCompletion = {
   choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
   usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 }
 } as unknown as Wire.ChatCompletion
+const answer: Provider.Answer<Wire.ChatCompletion> = { value: completion }
 
 const instant = Layer.succeed(
   Provider.Provider,
   Provider.Provider.of({
     chat: () =>
       asyncProvider
-        ? Effect.async<Wire.ChatCompletion>((resume) => void setImmediate(() => resume(Effect.succeed(completion))))
-        : Effect.succeed(completion),
-    chatStream: () => Effect.succeed(Stream.empty),
+        ? Effect.async<Provider.Answer<Wire.ChatCompletion>>(
+            (resume) => void setImmediate(() => resume(Effect.succeed(answer)))
+          )
+        : Effect.succeed(answer),
+    chatStream: () => Effect.map(StreamEvent.fromStream(Stream.empty), (events) => ({ events })),
     embeddings: () => Effect.die("unused"),
     // It answers at once, so it never needs the router's deadline (as the built-in provider keeps its own).
     enforcesTimeout: () => true

@@ -9,12 +9,14 @@ import { Guard, Matcher, Router, StateStore, Strategy, TokenCounter, Topology } 
 import { Providers, Simulator } from "@sluice/providers"
 import { Console, Effect, Layer } from "effect"
 
-/** Picks the candidate with the lowest input price; unpriced upstreams count as free. */
+/**
+ * Picks the candidate with the lowest input price; unpriced upstreams count as free. `select` runs
+ * on every request, so it is a plain synchronous function: randomness comes from
+ * `selection.random()`, time from `selection.now`, and state from `StateStore.local`.
+ */
 export const cheapest: Strategy.Service = Strategy.make("cheapest", (selection) =>
-  Effect.succeed(
-    selection.candidates.reduce((best, u) =>
-      (u.pricing?.inputPerMillion ?? 0) < (best.pricing?.inputPerMillion ?? 0) ? u : best
-    )
+  selection.candidates.reduce((best, u) =>
+    (u.pricing?.inputPerMillion ?? 0) < (best.pricing?.inputPerMillion ?? 0) ? u : best
   )
 )
 

@@ -177,9 +177,9 @@ export const run = (options: {
     const probe = yield* Lab.make({ probe: { completionTokens: options.maxTokens } })
     const probed = yield* probe.provider.chat(
       Topology.upstream({ id: "probe", provider: "lab", baseUrl: "http://lab.invalid" }),
-      request
+      { request, model: request.model }
     )
-    const tokensCharged = probed.usage?.total_tokens ?? 0
+    const tokensCharged = probed.value.usage?.total_tokens ?? 0
     const limitsOf = options.upstreams.map((u) => {
       const byTpm = Math.floor(u.tpm / tokensCharged)
       return { upstream: u, byTpm, perMinute: Math.min(u.rpm, byTpm), binding: byTpm < u.rpm ? "tpm" : "rpm" } as const
@@ -191,12 +191,12 @@ export const run = (options: {
     const admissions = new Map<string, Array<Admission>>(options.upstreams.map((u) => [u.id, []]))
     const recorded: Provider.Service = Provider.Provider.of({
       ...lab.provider,
-      chat: (upstream, body) =>
+      chat: (upstream, call) =>
         Effect.gen(function* () {
           const admission: Admission = { at: yield* Clock.currentTimeMillis, done: Infinity }
           const log = admissions.get(upstream.id)
           log?.push(admission)
-          return yield* lab.provider.chat(upstream, body).pipe(
+          return yield* lab.provider.chat(upstream, call).pipe(
             Effect.tap(() =>
               Effect.map(Clock.currentTimeMillis, (now) => {
                 admission.done = now

@@ -9,13 +9,15 @@
  *                                  └── a probe failure ──► open (a fresh recoveryMs)
  * ```
  *
- * State lives in the {@link StateStore} under `cb:<upstreamId>` and changes only through
- * `StateStore.modify`, so gateway instances sharing a store share one breaker per upstream. Time
- * comes from `Clock`; the open → half-open step is computed when the breaker is next consulted, so
- * no timers run.
+ * State lives in the {@link StateStore} under `cb:<upstreamId>` and changes only through pure
+ * reducers run by `StateStore.local.modify` (the guard, synchronously, on the hot path) or
+ * `StateStore.modify` (`snapshot` and `reset`), so the breaker is ready for a store shared by
+ * gateway instances. Time comes from `Clock` (the guard reads it from its {@link Guard.Step}); the
+ * open → half-open step is computed when the breaker is next consulted, so no timers run.
+ * Transitions are logged and recorded as `sluice.circuit_breaker.transition` events on the current
+ * span: the guard leaves them on its step, so they land on the span of the request that caused them.
  */
 import { Clock, Context, Effect, Layer } from "effect"
-import { withNow } from "./internal/now.js"
 import type * as Config from "./Config.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import * as Guard from "./Guard.js"
@@ -120,6 +122,9 @@ interface Ticket {
   readonly at: number
 }
 
+/** The ticket of every admission outside a probe: its release reads neither `gen` nor `at`. */
+const ORDINARY: Ticket = { gen: 0, probe: false, at: 0 }
+
 type Transition =
   | { readonly to: "open"; readonly cause: string; readonly fromProbe: boolean }
   | { readonly to: "half-open"; readonly probes: number }
@@ -145,6 +150,14 @@ const closed = (gen: number): Stored => ({
 const bucketMs = (settings: Config.CircuitBreakerConfig) => Math.max(1, Math.ceil(settings.windowMs / BUCKETS))
 
 const requestsOf = (stored: Stored) => stored.buckets.reduce((sum, [, count]) => sum + count, 0)
+
+const NO_TRANSITIONS: ReadonlyArray<Transition> = []
+
+/** True when every time in `times` is after `from` (nothing to drop from the window). */
+const allAfter = (times: ReadonlyArray<number>, from: number): boolean => {
+  for (const at of times) if (at <= from) return false
+  return true
+}
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
 
@@ -177,6 +190,12 @@ const settle = (stored: Stored, upstream: Topology.Upstream, now: number): [Stor
     case "closed": {
       const from = now - settings.windowMs
       const size = bucketMs(settings)
+      // The common case, checked without copying: nothing has left the window.
+      if (allAfter(stored.failures, from) && allAfter(stored.limited, from)) {
+        let fresh = true
+        for (const [start] of stored.buckets) if (start + size <= from) fresh = false
+        if (fresh) return [stored, undefined]
+      }
       const failures = stored.failures.filter((at) => at > from)
       const limited = stored.limited.filter((at) => at > from)
       const buckets = stored.buckets.filter(([start]) => start + size > from)
@@ -206,21 +225,24 @@ const open = (stored: Stored, now: number, cause: string, fromProbe: boolean): [
   { to: "open", cause, fromProbe }
 ]
 
+// Built only when the breaker trips (`tripped` runs on every release).
+const windowOf = (settings: Config.CircuitBreakerConfig) => formatMs(settings.windowMs)
+const lastOf = (stored: Stored) => (stored.lastFailure === undefined ? "" : ` (last: ${stored.lastFailure})`)
+
 /** Why a closed breaker with these counts should open now, or undefined. */
 const tripped = (stored: Stored, settings: Config.CircuitBreakerConfig): string | undefined => {
-  const window = formatMs(settings.windowMs)
-  const last = stored.lastFailure === undefined ? "" : ` (last: ${stored.lastFailure})`
   const failures = stored.failures.length
-  if (failures >= settings.failureThreshold) return `${plural(failures, "failure")} in ${window}${last}`
+  if (failures >= settings.failureThreshold)
+    return `${plural(failures, "failure")} in ${windowOf(settings)}${lastOf(stored)}`
   if (settings.failureRatio !== undefined && failures > 0) {
     const requests = requestsOf(stored)
     if (requests >= settings.minimumRequests && failures / requests >= settings.failureRatio) {
       const percent = Math.round((failures / requests) * 100)
-      return `${plural(failures, "failure")} in ${plural(requests, "request")} (${percent}%) in ${window}${last}`
+      return `${plural(failures, "failure")} in ${plural(requests, "request")} (${percent}%) in ${windowOf(settings)}${lastOf(stored)}`
     }
   }
   if (settings.rateLimitThreshold !== undefined && stored.limited.length >= settings.rateLimitThreshold) {
-    return `${plural(stored.limited.length, "rate-limited answer")} (429) in ${window}${last}`
+    return `${plural(stored.limited.length, "rate-limited answer")} (429) in ${windowOf(settings)}${lastOf(stored)}`
   }
   return undefined
 }
@@ -308,7 +330,7 @@ const release = (
   now: number
 ): [Stored | undefined, ReadonlyArray<Transition>] => {
   const [stored, settled] = settle(current ?? closed(0), upstream, now)
-  const transitions = settled === undefined ? [] : [settled]
+  const transitions = settled === undefined ? NO_TRANSITIONS : [settled]
   const after = (next: Stored, transition: Transition | undefined): [Stored, ReadonlyArray<Transition>] => [
     next,
     transition === undefined ? transitions : [...transitions, transition]
@@ -361,23 +383,29 @@ const exclusionOf = (stored: Stored, upstream: Topology.Upstream, now: number): 
   }
 }
 
+/** What an admission decided: a ticket or an exclusion, and the transition settling the breaker made, if any. */
+interface Admission {
+  readonly ticket?: Ticket
+  readonly excluded?: Exclusion
+  readonly transition?: Transition
+}
+
+const ADMITTED: Admission = { ticket: ORDINARY }
+
+/** Re-checks and, in half-open, takes a probe slot: the body of `admit`'s `modify`. */
 const admission = (
   current: Stored | undefined,
   upstream: Topology.Upstream,
   now: number
-): [
-  { readonly ticket?: Ticket; readonly excluded?: Exclusion; readonly transition?: Transition },
-  Stored | undefined
-] => {
-  if (current === undefined) return [{ ticket: { gen: 0, probe: false, at: now } }, undefined]
+): [Admission, Stored | undefined] => {
+  if (current === undefined) return [ADMITTED, undefined]
   const [stored, transition] = settle(current, upstream, now)
-  const withTransition = transition === undefined ? {} : { transition }
   const excluded = exclusionOf(stored, upstream, now)
-  if (excluded !== undefined) return [{ excluded, ...withTransition }, stored]
-  if (stored.state === "closed")
-    return [{ ticket: { gen: stored.gen, probe: false, at: now }, ...withTransition }, stored]
+  if (excluded !== undefined) return [transition === undefined ? { excluded } : { excluded, transition }, stored]
+  if (stored.state === "closed") return [transition === undefined ? ADMITTED : { ticket: ORDINARY, transition }, stored]
+  const ticket: Ticket = { gen: stored.gen, probe: true, at: now }
   return [
-    { ticket: { gen: stored.gen, probe: true, at: now }, ...withTransition },
+    transition === undefined ? { ticket } : { ticket, transition },
     { ...stored, probes: [...stored.probes, now] }
   ]
 }
@@ -428,72 +456,59 @@ const announce = (upstream: Topology.Upstream, transition: Transition): Effect.E
     }
   })
 
-const announceAll = (upstream: Topology.Upstream, transitions: ReadonlyArray<Transition>): Effect.Effect<void> =>
-  transitions.length === 0
-    ? Effect.void
-    : Effect.forEach(transitions, (transition) => announce(upstream, transition), { discard: true })
+/** Leaves the announcement of each transition on the step, in order. */
+const announceAll = (step: Guard.Step, upstream: Topology.Upstream, transitions: ReadonlyArray<Transition>): void => {
+  for (const transition of transitions) step.after(announce(upstream, transition))
+}
 
-const notExcluded: Effect.Effect<Exclusion | undefined> = Effect.succeed(undefined)
-const admitted: Effect.Effect<Guard.Release, Exclusion> = Effect.succeed(Guard.noRelease)
+/** The result of a check that found nothing to exclude and no transition. */
+const PASS: readonly [Exclusion | undefined, Transition | undefined] = [undefined, undefined]
 
 /** Builds the breakers over the {@link StateStore} (shared by every gateway instance using that store). */
 export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(function* () {
   const store = yield* StateStore
+  const local = store.local
 
-  const check: Guard.Guard["check"] = (upstream) =>
-    upstream.circuitBreaker.enabled
-      ? withNow((now) =>
-          store
-            .modify<Stored, readonly [Exclusion | undefined, Transition | undefined]>(keyOf(upstream.id), (current) => {
-              if (current === undefined) return [[undefined, undefined], undefined]
-              const [stored, transition] = settle(current, upstream, now)
-              return [[exclusionOf(stored, upstream, now), transition], stored]
-            })
-            .pipe(
-              Effect.flatMap(([excluded, transition]) =>
-                transition === undefined
-                  ? Effect.succeed(excluded)
-                  : Effect.as(announce(upstream, transition), excluded)
-              )
-            )
-        )
-      : notExcluded
-
-  const releaseFor =
-    (upstream: Topology.Upstream, ticket: Ticket): Guard.Release =>
-    (outcome) => {
-      // Nothing was reserved outside a probe, so an interrupted ordinary call has nothing to undo.
-      if ((outcome._tag === "Interrupted" || outcome._tag === "NotSent") && !ticket.probe) return Effect.void
-      return withNow((now) =>
-        store
-          .modify<Stored, ReadonlyArray<Transition>>(keyOf(upstream.id), (current) => {
-            const [next, transitions] = release(current, upstream, ticket, outcome, now)
-            return [transitions, next]
-          })
-          .pipe(Effect.flatMap((transitions) => announceAll(upstream, transitions)))
-      )
-    }
-
-  const admit: Guard.Guard["admit"] = (attempt) => {
-    const upstream = attempt.upstream
-    if (!upstream.circuitBreaker.enabled) return admitted
-    return withNow((now) =>
-      store
-        .modify<Stored, ReturnType<typeof admission>[0]>(keyOf(upstream.id), (current) =>
-          admission(current, upstream, now)
-        )
-        .pipe(
-          Effect.flatMap((result) => {
-            const outcome: Effect.Effect<Guard.Release, Exclusion> =
-              result.ticket !== undefined
-                ? Effect.succeed(Guard.once(releaseFor(upstream, result.ticket)))
-                : Effect.fail(result.excluded!)
-            return result.transition === undefined
-              ? outcome
-              : Effect.zipRight(announce(upstream, result.transition), outcome)
-          })
-        )
+  const check: Guard.Guard["check"] = (upstream, _request, step) => {
+    if (!upstream.circuitBreaker.enabled) return undefined
+    const now = step.now
+    const [excluded, transition] = local.modify<Stored, readonly [Exclusion | undefined, Transition | undefined]>(
+      keyOf(upstream.id),
+      (current) => {
+        if (current === undefined) return [PASS, undefined]
+        const [stored, transition] = settle(current, upstream, now)
+        const excluded = exclusionOf(stored, upstream, now)
+        return [excluded === undefined && transition === undefined ? PASS : [excluded, transition], stored]
+      }
     )
+    if (transition !== undefined) step.after(announce(upstream, transition))
+    return excluded
+  }
+
+  /** The release of one admission; a second call does nothing (see {@link Guard.once}). */
+  const releaseFor = (upstream: Topology.Upstream, ticket: Ticket): Guard.Release => {
+    let done = false
+    return (outcome, step) => {
+      if (done) return
+      done = true
+      // Nothing was reserved outside a probe, so an interrupted ordinary call has nothing to undo.
+      if ((outcome._tag === "Interrupted" || outcome._tag === "NotSent") && !ticket.probe) return
+      const now = step.now
+      const transitions = local.modify<Stored, ReadonlyArray<Transition>>(keyOf(upstream.id), (current) => {
+        const [next, transitions] = release(current, upstream, ticket, outcome, now)
+        return [transitions, next]
+      })
+      announceAll(step, upstream, transitions)
+    }
+  }
+
+  const admit: Guard.Guard["admit"] = (attempt, step) => {
+    const upstream = attempt.upstream
+    if (!upstream.circuitBreaker.enabled) return Guard.noRelease
+    const now = step.now
+    const result = local.modify<Stored, Admission>(keyOf(upstream.id), (current) => admission(current, upstream, now))
+    if (result.transition !== undefined) step.after(announce(upstream, result.transition))
+    return result.ticket === undefined ? result.excluded! : releaseFor(upstream, result.ticket)
   }
 
   const snapshot = Effect.fn("CircuitBreaker.snapshot")(function* (upstream: Topology.Upstream) {

@@ -26,38 +26,6 @@ const EnvironmentVariable = Schema.String.pipe(
   })
 )
 
-/** The provider kinds Sluice ships. OpenAI-compatible ones share one translation. */
-export const ProviderKind = Schema.Literal(
-  "openai",
-  "openai-compatible",
-  "groq",
-  "mistral",
-  "together",
-  "vllm",
-  "ollama",
-  "lmstudio",
-  "simulated"
-)
-/** The provider kinds Sluice ships. */
-export type ProviderKind = typeof ProviderKind.Type
-
-/** Behaviour of an in-process simulated upstream (provider `simulated` without a `baseUrl`). */
-export const SimulateOptions = Schema.Struct({
-  latencyMs: Schema.optionalWith(NonNegative, { exact: true }),
-  ttftMs: Schema.optionalWith(NonNegative, { exact: true }),
-  tokensPerSecond: Schema.optionalWith(NonNegative, { exact: true }),
-  completionTokens: Schema.optionalWith(PositiveInt, { exact: true }),
-  rpm: Schema.optionalWith(PositiveInt, { exact: true }),
-  tpm: Schema.optionalWith(PositiveInt, { exact: true }),
-  failureRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
-  resetRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
-  stallRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
-  midStreamCutRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
-  seed: Schema.optionalWith(Schema.Number, { exact: true })
-})
-/** Behaviour of an in-process simulated upstream. */
-export type SimulateOptions = typeof SimulateOptions.Type
-
 /** Per-upstream budgets. Enforced by the rate-limiting stage; absent means unlimited. */
 export const Limits = Schema.Struct({
   /** Requests per minute. */
@@ -186,38 +154,43 @@ export const StickyConfig = Schema.Struct({
 export type StickyConfig = typeof StickyConfig.Type
 
 /** One upstream deployment: a provider endpoint serving one model. */
-export const UpstreamConfig = Schema.Struct({
-  id: Id,
-  name: Schema.optional(Schema.String),
-  provider: ProviderKind,
-  /** Base URL including the API prefix, e.g. `https://api.openai.com/v1`. Optional only for `simulated`. */
-  baseUrl: Schema.optional(
-    Schema.String.pipe(Schema.pattern(/^https?:\/\/.+/, { message: () => "expected an http(s) URL" }))
-  ),
-  /** The model name sent upstream; defaults to the model the client asked for. */
-  model: Schema.optional(Schema.String),
-  /** Name of the environment variable holding the API key. */
-  apiKeyEnv: Schema.optional(EnvironmentVariable),
-  weight: Schema.optionalWith(PositiveInt, { default: () => 1 }),
-  /** Lower is preferred: the priority strategy uses the lowest tier that has a candidate. */
-  priority: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 0 }),
-  enabled: Schema.optionalWith(Schema.Boolean, { default: () => true }),
-  limits: Schema.optional(Limits),
-  /** Context window in tokens; requests whose prompt + max_tokens exceed it never go here. */
-  contextWindow: Schema.optional(PositiveInt),
-  pricing: Schema.optional(Pricing),
-  /** Time allowed for the whole upstream call (non-streaming) or until the first byte (streaming). */
-  timeoutMs: Schema.optionalWith(PositiveInt, { default: () => 60_000 }),
-  /** Extra headers sent upstream with every request. */
-  headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
-  simulate: Schema.optional(SimulateOptions),
-  /** Circuit breaker; on by default with the defaults of {@link CircuitBreakerConfig}. */
-  circuitBreaker: Schema.optional(CircuitBreakerConfig),
-  healthCheck: Schema.optional(HealthCheckConfig),
-  passiveHealth: Schema.optional(PassiveHealthConfig),
-  stream: Schema.optional(StreamTimeoutsConfig)
-})
-/** One upstream as written in the config file. */
+export const UpstreamConfig = Schema.Struct(
+  {
+    id: Id,
+    name: Schema.optional(Schema.String),
+    /** Provider kind, as registered by the package that implements it ({@link ProviderKind}). */
+    provider: Schema.NonEmptyString,
+    /** Base URL including the API prefix, e.g. `https://api.openai.com/v1`. Optional for kinds that need none. */
+    baseUrl: Schema.optional(
+      Schema.String.pipe(Schema.pattern(/^https?:\/\/.+/, { message: () => "expected an http(s) URL" }))
+    ),
+    /** The model name sent upstream; defaults to the model the client asked for. */
+    model: Schema.optional(Schema.String),
+    /** Name of the environment variable holding the API key. */
+    apiKeyEnv: Schema.optional(EnvironmentVariable),
+    weight: Schema.optionalWith(PositiveInt, { default: () => 1 }),
+    /** Lower is preferred: the priority strategy uses the lowest tier that has a candidate. */
+    priority: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 0 }),
+    enabled: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+    limits: Schema.optional(Limits),
+    /** Context window in tokens; requests whose prompt + max_tokens exceed it never go here. */
+    contextWindow: Schema.optional(PositiveInt),
+    pricing: Schema.optional(Pricing),
+    /** Time allowed for the whole upstream call (non-streaming) or until the first byte (streaming). */
+    timeoutMs: Schema.optionalWith(PositiveInt, { default: () => 60_000 }),
+    /** Extra headers sent upstream with every request. */
+    headers: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
+    /** Circuit breaker; on by default with the defaults of {@link CircuitBreakerConfig}. */
+    circuitBreaker: Schema.optional(CircuitBreakerConfig),
+    healthCheck: Schema.optional(HealthCheckConfig),
+    passiveHealth: Schema.optional(PassiveHealthConfig),
+    stream: Schema.optional(StreamTimeoutsConfig)
+  },
+  // Any other key is a setting of the upstream's provider kind (`simulate:` of `simulated`), carried
+  // as written: {@link decode} checks it against the kind when given the kinds, else nobody does here.
+  Schema.Record({ key: Schema.String, value: Schema.Unknown })
+)
+/** One upstream as written in the config file; keys beyond core's are its provider kind's settings. */
 export type UpstreamConfig = typeof UpstreamConfig.Type
 
 /** A pool: a set of upstreams serving a family of model names. */
@@ -377,6 +350,29 @@ export const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue
   }))
 }
 
+/**
+ * A provider kind as the package that implements it registers it (`@sluice/providers` exports the
+ * kinds it ships as `Providers.kinds`). Core names none: {@link decode} checks upstreams against
+ * the kinds it is given.
+ */
+export interface ProviderKind {
+  /** What upstreams write as `provider:`, e.g. `openai`. */
+  readonly name: string
+  /** Whether an upstream of this kind must have a `baseUrl` (false where one can be supplied at start). */
+  readonly needsBaseUrl: boolean
+  /** Upstreams of this kind only pretend to be a provider (`Topology.Upstream.simulated`). Default false. */
+  readonly simulated?: boolean
+  /** The kind's own settings, if it has any. */
+  readonly options?: ProviderOptions
+}
+
+/** The settings of a provider kind: the upstream key that holds them and the schema that decodes them. */
+export interface ProviderOptions<S extends Schema.Schema.AnyNoContext = Schema.Schema.AnyNoContext> {
+  /** The key in the upstream, e.g. `simulate`. */
+  readonly key: string
+  readonly schema: S
+}
+
 /** What {@link decode} checks beyond the schema. */
 export interface DecodeOptions {
   /**
@@ -385,17 +381,97 @@ export interface DecodeOptions {
    * to the `Strategy` layer to check when it is built.
    */
   readonly strategies?: ReadonlyArray<string>
+  /**
+   * The provider kinds upstreams may name (the ones the pipeline is given). When set, each upstream
+   * is checked against its kind: an unknown kind, a missing `baseUrl` the kind needs, keys that are
+   * neither core's nor the kind's settings, and the settings against the kind's schema, each a
+   * problem by path. Otherwise no kind is checked and other keys are carried unread.
+   */
+  readonly providers?: ReadonlyArray<ProviderKind>
 }
 
-const crossCheck = (config: ConfigFile, options: DecodeOptions): Array<string> => {
+/** The keys core defines on an upstream; any other is a setting of its provider kind. */
+const upstreamKeys: ReadonlyArray<string> = Object.keys(UpstreamConfig.fields)
+
+const decodeSettings = (schema: Schema.Schema.AnyNoContext) =>
+  Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "error" })
+
+/**
+ * The settings `upstreams[index]` holds for its kind (`upstream[options.key]`), decoded with the
+ * kind's schema; `undefined` when it has none. `Left` lists every problem by path
+ * (`upstreams[0].simulate.failureRate: Expected a number between 0 and 1, actual 2`). {@link decode}
+ * checks them when given the kinds; whatever uses the settings decodes them with this, since a
+ * config may have been decoded without.
+ */
+export const decodeProviderOptions = <S extends Schema.Schema.AnyNoContext>(
+  options: ProviderOptions<S>,
+  upstream: { readonly [key: string]: unknown },
+  index: number
+): Either.Either<Schema.Schema.Type<S> | undefined, ReadonlyArray<string>> => {
+  const value = upstream[options.key]
+  if (value === undefined) return Either.right(undefined)
+  return Either.mapLeft(decodeSettings(options.schema)(value), (error) =>
+    formatIssues(error).map(
+      (issue) => `${formatPath(["upstreams", index, options.key, ...issue.path])}: ${issue.message}`
+    )
+  )
+}
+
+/**
+ * What is wrong with `upstreams[index]` for its kind. Works on a decoded upstream and on a raw one
+ * (a document that failed to decode): a `provider` that is not a non-empty string is the schema's
+ * to report.
+ */
+const kindProblems = (
+  upstream: { readonly [key: string]: unknown },
+  index: number,
+  kinds: ReadonlyMap<string, ProviderKind>
+): Array<string> => {
+  const provider = upstream["provider"]
+  if (typeof provider !== "string" || provider === "") return []
+  const kind = kinds.get(provider)
+  if (kind === undefined) {
+    return [`upstreams[${index}].provider: unknown provider '${provider}'; known: ${[...kinds.keys()].join(", ")}`]
+  }
   const problems: Array<string> = []
+  if (kind.needsBaseUrl && upstream["baseUrl"] === undefined) {
+    problems.push(`upstreams[${index}].baseUrl: required for provider '${provider}'`)
+  }
+  const allowed = kind.options === undefined ? upstreamKeys : [...upstreamKeys, kind.options.key]
+  for (const key of Object.keys(upstream)) {
+    if (!allowed.includes(key)) {
+      const expected = allowed.map((k) => JSON.stringify(k)).join(" | ")
+      problems.push(
+        `${formatPath(["upstreams", index, key])}: is unexpected for provider '${provider}', expected: ${expected}`
+      )
+    }
+  }
+  if (kind.options !== undefined) {
+    const settings = decodeProviderOptions(kind.options, upstream, index)
+    if (Either.isLeft(settings)) problems.push(...settings.left)
+  }
+  return problems
+}
+
+/** The shape {@link crossCheck} reads: a decoded config, or the well-shaped parts of a raw document. */
+interface Checked {
+  readonly upstreams: ReadonlyArray<{ readonly id: string; readonly [key: string]: unknown }>
+  readonly pools: ReadonlyArray<{
+    readonly id: string
+    readonly strategy?: string | undefined
+    readonly upstreams: ReadonlyArray<string>
+    readonly fallback?: string | undefined
+  }>
+}
+
+const crossCheck = (config: Checked, options: DecodeOptions): Array<string> => {
+  const problems: Array<string> = []
+  const kinds = options.providers === undefined ? undefined : new Map(options.providers.map((k) => [k.name, k]))
   const upstreamIds = new Set<string>()
   config.upstreams.forEach((u, i) => {
     if (upstreamIds.has(u.id)) problems.push(`upstreams[${i}].id: duplicate upstream id '${u.id}'`)
     upstreamIds.add(u.id)
-    if (u.provider !== "simulated" && u.baseUrl === undefined) {
-      problems.push(`upstreams[${i}].baseUrl: required for provider '${u.provider}'`)
-    }
+    if (kinds !== undefined) problems.push(...kindProblems(u, i, kinds))
   })
   const poolIds = new Set<string>()
   config.pools.forEach((p, i) => {
@@ -441,25 +517,27 @@ const crossCheckRaw = (input: unknown, options: DecodeOptions): Array<string> =>
   const upstreams = Array.isArray(doc.upstreams) ? doc.upstreams : []
   const pools = Array.isArray(doc.pools) ? doc.pools : []
   if (!upstreams.every(isEntry) || !pools.every(isEntry)) return []
-  const sane = {
-    upstreams: upstreams.map((u) => ({
-      ...u,
-      provider: typeof u["provider"] === "string" ? u["provider"] : "simulated"
-    })),
-    pools: pools.map((p) => ({
-      ...p,
-      upstreams: Array.isArray(p["upstreams"]) ? p["upstreams"].filter((id) => typeof id === "string") : [],
-      fallback: typeof p["fallback"] === "string" ? p["fallback"] : undefined,
-      strategy: typeof p["strategy"] === "string" ? p["strategy"] : undefined
-    }))
-  }
-  return crossCheck(sane as unknown as ConfigFile, options)
+  return crossCheck(
+    {
+      upstreams,
+      pools: pools.map((p) => ({
+        id: p.id,
+        upstreams: Array.isArray(p["upstreams"]) ? p["upstreams"].filter((id) => typeof id === "string") : [],
+        fallback: typeof p["fallback"] === "string" ? p["fallback"] : undefined,
+        strategy: typeof p["strategy"] === "string" ? p["strategy"] : undefined
+      }))
+    },
+    options
+  )
 }
 
 /**
  * Decodes a parsed config document (from YAML or JSON). Fails with a {@link ConfigError} that lists
  * every schema error and every broken reference (unknown upstream, unknown or cyclic fallback,
- * duplicate id, and an unknown strategy when `options.strategies` names the known ones) by path.
+ * duplicate id, an unknown strategy when `options.strategies` names the known ones, and what is
+ * wrong with an upstream for its provider kind when `options.providers` lists the kinds) by path.
+ * Provider settings are checked, not transformed: they are carried as written
+ * ({@link decodeProviderOptions} decodes them for their user).
  */
 export const decode = (
   input: unknown,

@@ -87,3 +87,59 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   if (d.error !== undefined) attributes["sluice.error"] = d.error
   return attributes
 }
+
+/** A decision's fields that change while the request moves through the stages. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
+/**
+ * Builds a {@link Decision} as the request moves through the stages: each stage sets what it
+ * decided, and {@link Builder.freeze} takes a snapshot (a stream's decision is frozen when it ends).
+ */
+export class Builder implements Mutable<
+  Omit<Decision, "outcome" | "error" | "durationMs" | "candidates" | "pools" | "excluded" | "attempts">
+> {
+  readonly pools: Array<string> = []
+  readonly excluded: Array<Exclusion> = []
+  readonly attempts: Array<AttemptRecord> = []
+  /** Upstreams that were candidates on the first selection; undefined until one was made. */
+  candidates: ReadonlyArray<string> | undefined = undefined
+  upstream: string | undefined = undefined
+  queueWaitMs = 0
+  backoffMs = 0
+  sticky: Decision["sticky"] = undefined
+  promptTokensCounted = false
+  inputTokens: number | undefined = undefined
+  outputTokens: number | undefined = undefined
+
+  constructor(
+    readonly requestId: string,
+    readonly operation: Decision["operation"],
+    readonly stream: boolean,
+    readonly model: string,
+    public pool: string,
+    public strategy: string,
+    public promptTokens: number,
+    public promptTokensExact: boolean,
+    readonly startedAt: number
+  ) {}
+
+  /** Records why an upstream was left out (once per upstream and reason). */
+  exclude(exclusion: Exclusion): void {
+    for (const e of this.excluded) if (e.upstream === exclusion.upstream && e.reason === exclusion.reason) return
+    this.excluded.push(exclusion)
+  }
+
+  /** The decision as it stands at `now`, ended with `outcome`. */
+  freeze(now: number, outcome: Decision["outcome"], error: string | undefined): Decision {
+    return {
+      ...this,
+      pools: [...this.pools],
+      candidates: this.candidates ?? [],
+      excluded: [...this.excluded],
+      attempts: [...this.attempts],
+      outcome,
+      error,
+      durationMs: Math.max(0, now - this.startedAt)
+    }
+  }
+}

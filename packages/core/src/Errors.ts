@@ -3,6 +3,18 @@
  * to OpenAI's error envelope and an HTTP status with {@link toOpenAI}.
  */
 import { Schema } from "effect"
+import type { Decision } from "./Decision.js"
+
+/**
+ * The decision of a request that failed after routing began: every attempt, exclusion and wait. It
+ * travels with the error so that an error answer tells as much as a success (the gateway's
+ * `x-sluice-*` headers and `sluice_attempts`).
+ */
+const DecisionOf = Schema.optional(
+  Schema.declare((u: unknown): u is Decision => typeof u === "object" && u !== null && "requestId" in u, {
+    identifier: "Decision"
+  })
+)
 
 /** No pool serves the requested model. HTTP 404. */
 export class ModelNotFound extends Schema.TaggedError<ModelNotFound>()("ModelNotFound", {
@@ -35,7 +47,8 @@ export class ContextLengthExceeded extends Schema.TaggedError<ContextLengthExcee
   pool: Schema.String,
   promptTokens: Schema.Number,
   maxTokens: Schema.Number,
-  largestContextWindow: Schema.Number
+  largestContextWindow: Schema.Number,
+  decision: DecisionOf
 }) {
   override get message(): string {
     const needs =
@@ -77,7 +90,8 @@ export type Exclusion = typeof Exclusion.Type
 export class NoUpstreamAvailable extends Schema.TaggedError<NoUpstreamAvailable>()("NoUpstreamAvailable", {
   pool: Schema.String,
   exclusions: Schema.Array(Exclusion),
-  retryAfterSeconds: Schema.Number
+  retryAfterSeconds: Schema.Number,
+  decision: DecisionOf
 }) {
   override get message(): string {
     const why = this.exclusions.map((e) => `${e.upstream}: ${e.reason}`).join("; ")
@@ -89,7 +103,8 @@ export class NoUpstreamAvailable extends Schema.TaggedError<NoUpstreamAvailable>
 export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
   pool: Schema.String,
   reason: Schema.String,
-  retryAfterSeconds: Schema.Number
+  retryAfterSeconds: Schema.Number,
+  decision: DecisionOf
 }) {
   override get message(): string {
     return `pool '${this.pool}' is at capacity: ${this.reason}; retry after ${this.retryAfterSeconds}s`
@@ -97,21 +112,125 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
 }
 
 /**
+ * Rate-limit state an upstream reported in its response headers (OpenAI / Groq `x-ratelimit-*`,
+ * Anthropic `anthropic-ratelimit-*`). Durations are milliseconds from when the answer arrived.
+ */
+export const RateLimitInfo = Schema.Struct({
+  limitRequests: Schema.optional(Schema.Number),
+  remainingRequests: Schema.optional(Schema.Number),
+  resetRequestsMs: Schema.optional(Schema.Number),
+  limitTokens: Schema.optional(Schema.Number),
+  remainingTokens: Schema.optional(Schema.Number),
+  resetTokensMs: Schema.optional(Schema.Number),
+  /** From `retry-after-ms` / `retry-after` on a 429. */
+  retryAfterMs: Schema.optional(Schema.Number)
+})
+/** Rate-limit state an upstream reported in its response headers. */
+export type RateLimitInfo = typeof RateLimitInfo.Type
+
+/** What went wrong with an upstream call: the classes {@link Failure} builds. */
+export const FailureKind = Schema.Literal("http", "timeout", "connection", "protocol")
+/** What went wrong with an upstream call. */
+export type FailureKind = typeof FailureKind.Type
+
+/**
  * An upstream call failed. `retryable` says whether another attempt (on another upstream) may
- * succeed; `status` is the upstream's HTTP status when it answered.
+ * succeed; `status` is the upstream's HTTP status when it answered. Build one with {@link Failure},
+ * which decides `retryable` for each class in one place.
  */
 export class UpstreamError extends Schema.TaggedError<UpstreamError>()("UpstreamError", {
   upstream: Schema.String,
   /** "http" (answered with an error status), "timeout", "connection", "protocol" (unreadable answer) */
-  kind: Schema.Literal("http", "timeout", "connection", "protocol"),
+  kind: FailureKind,
   status: Schema.optional(Schema.Number),
   message: Schema.String,
   retryable: Schema.Boolean,
   /** From the upstream's `Retry-After` / `retry-after-ms`, when it sent one. */
   retryAfterMs: Schema.optional(Schema.Number),
   /** The upstream's own error body, when it sent a parsable one. */
-  body: Schema.optional(Schema.Unknown)
+  body: Schema.optional(Schema.Unknown),
+  /** The rate-limit headers of the failed answer, when it had any. */
+  rateLimits: Schema.optional(RateLimitInfo),
+  decision: DecisionOf
 }) {}
+
+/** Whether an upstream HTTP status is worth another attempt elsewhere: 408, 409, 425, 429 and 5xx. */
+export const retryableStatus = (status: number): boolean =>
+  status === 408 || status === 409 || status === 425 || status === 429 || status >= 500
+
+/** What an upstream said with a failed answer, beyond its status. */
+export interface Answered {
+  readonly retryAfterMs?: number | undefined
+  readonly body?: unknown
+  readonly rateLimits?: RateLimitInfo | undefined
+}
+
+/**
+ * Every class of upstream failure, built in one place: whether it is retryable is decided here, not
+ * at each call site. Messages say what happened.
+ */
+export const Failure = {
+  /** The upstream answered with an error status; retryable per {@link retryableStatus}. */
+  http: (upstream: string, status: number, message: string, answered: Answered = {}): UpstreamError =>
+    new UpstreamError({
+      upstream,
+      kind: "http",
+      status,
+      message,
+      retryable: retryableStatus(status),
+      ...(answered.retryAfterMs !== undefined ? { retryAfterMs: answered.retryAfterMs } : {}),
+      ...(answered.body !== undefined ? { body: answered.body } : {}),
+      ...(answered.rateLimits !== undefined ? { rateLimits: answered.rateLimits } : {})
+    }),
+  /** No answer (or no next event) in time; retryable. */
+  timeout: (upstream: string, message: string): UpstreamError =>
+    new UpstreamError({ upstream, kind: "timeout", message, retryable: true }),
+  /** The upstream could not be reached, or broke off; retryable. */
+  connection: (upstream: string, message: string): UpstreamError =>
+    new UpstreamError({ upstream, kind: "connection", message, retryable: true }),
+  /** The answer could not be read or is not what the protocol says (a malformed event); retryable. */
+  protocol: (upstream: string, message: string, body?: unknown): UpstreamError =>
+    new UpstreamError({
+      upstream,
+      kind: "protocol",
+      message,
+      retryable: true,
+      ...(body !== undefined ? { body } : {})
+    })
+} as const
+
+/** The error with the decision of the request it ended (see each error's `decision`). */
+export const withDecision = (error: RouterError, decision: Decision): RouterError => {
+  switch (error._tag) {
+    case "UpstreamError":
+      return new UpstreamError({ ...fieldsOf(error, UpstreamError.fields), decision }, { disableValidation: true })
+    case "NoUpstreamAvailable":
+      return new NoUpstreamAvailable(
+        { ...fieldsOf(error, NoUpstreamAvailable.fields), decision },
+        { disableValidation: true }
+      )
+    case "RateLimited":
+      return new RateLimited({ ...fieldsOf(error, RateLimited.fields), decision }, { disableValidation: true })
+    case "ContextLengthExceeded":
+      return new ContextLengthExceeded(
+        { ...fieldsOf(error, ContextLengthExceeded.fields), decision },
+        { disableValidation: true }
+      )
+    default:
+      return error
+  }
+}
+
+/** An error's own schema fields (present ones only), to build a copy with one more. */
+const fieldsOf = <E, F extends Record<string, unknown>>(error: E, fields: F): Omit<E, "_tag"> => {
+  const out: Record<string, unknown> = {}
+  for (const key in fields) {
+    if (key === "_tag") continue
+    const value = (error as Record<string, unknown>)[key]
+    if (value !== undefined) out[key] = value
+  }
+  return out as Omit<E, "_tag">
+}
 
 /** Every error the routing pipeline can fail with. */
 export type RouterError =
@@ -148,8 +267,23 @@ const envelope = (
   extra: Record<string, unknown> = {}
 ): OpenAIError => ({ status, headers, body: { error: { message, type, param, code, ...extra } } })
 
-/** Maps a pipeline error to OpenAI's error envelope and HTTP status. */
+/** Maps a pipeline error to OpenAI's error envelope and HTTP status; every attempt made, when routed. */
 export const toOpenAI = (error: RouterError): OpenAIError => {
+  const mapped = envelopeOf(error)
+  const decision = "decision" in error ? error.decision : undefined
+  if (decision === undefined || decision.attempts.length === 0) return mapped
+  // A fresh envelope: adding to it changes nothing shared.
+  ;(mapped.body.error as Record<string, unknown>)["sluice_attempts"] = decision.attempts.map((a) => ({
+    upstream: a.upstream,
+    pool: a.pool,
+    outcome: a.outcome,
+    ...(a.status !== undefined ? { status: a.status } : {}),
+    ...(a.error !== undefined ? { error: a.error } : {})
+  }))
+  return mapped
+}
+
+const envelopeOf = (error: RouterError): OpenAIError => {
   switch (error._tag) {
     case "ModelNotFound":
       return envelope(404, error.message, "invalid_request_error", "model_not_found", "model")

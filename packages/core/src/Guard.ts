@@ -4,7 +4,13 @@
  * built (with a reason that lands in the decision) and must admit the chosen upstream before the
  * call, reserving what it needs atomically; it is told the outcome when the call ends.
  *
- * Guards are provided as one `Guards` layer: `Guards.layer(RateLimiter.guard, CircuitBreaker.guard)`.
+ * The decision is the hot path, so a guard's `check`, `admit` and release are plain synchronous
+ * functions over this instance's state (`StateStore.local`): no fiber, no generator, no Effect per
+ * request. They read the time from the {@link Step} they are handed (the request's `Clock`, so
+ * `TestClock` drives them) and leave anything effectful they need — a log line or a span event for a
+ * transition — on the step, for the router to run after the synchronous part.
+ *
+ * Guards are provided as one `Guards` layer: `Guard.layer(RateLimiter.guard, CircuitBreaker.guard)`.
  * The router consults them in order.
  */
 import { Context, Effect, Layer } from "effect"
@@ -52,31 +58,49 @@ export type Outcome =
   /** Admission was rolled back (a later guard refused): the request never reached the upstream; undo everything. */
   | { readonly _tag: "NotSent"; readonly latencyMs: 0 }
 
-/** Releases what a guard reserved; called exactly once with the outcome. */
-export type Release = (outcome: Outcome) => Effect.Effect<void>
+/**
+ * One synchronous step of the pipeline: the time it runs at, and where a guard leaves effects to run
+ * once the step is over (on the request's fiber, so a span event lands on the request's span).
+ */
+export interface Step {
+  /** Epoch milliseconds from the request's `Clock`. */
+  readonly now: number
+  /** Leaves an effect (a transition's log line or span event) to run after the synchronous step. */
+  readonly after: (effect: Effect.Effect<void>) => void
+}
 
-/** A stage around the upstream call. */
+/** Releases what a guard reserved; called exactly once, synchronously, with the outcome. */
+export type Release = (outcome: Outcome, step: Step) => void
+
+/** A stage around the upstream call. Every function is synchronous; see {@link Step}. */
 export interface Guard {
   readonly name: string
   /** A reason to exclude `upstream` for this request now, or undefined. Reserves nothing. */
-  readonly check: (upstream: Upstream, request: RequestInfo) => Effect.Effect<Exclusion | undefined>
+  readonly check: (upstream: Upstream, request: RequestInfo, step: Step) => Exclusion | undefined
   /**
-   * Reserves what the stage needs for this attempt (atomically on the state store). Fails with an
-   * {@link Exclusion} when the upstream can no longer take it (another request won the race).
+   * Reserves what the stage needs for this attempt (atomically on this instance's state). Returns
+   * the {@link Release}, or the {@link Exclusion} when the upstream can no longer take it (another
+   * request won the race). Tell them apart with {@link isRelease}.
    */
-  readonly admit: (attempt: Attempt) => Effect.Effect<Release, Exclusion>
+  readonly admit: (attempt: Attempt, step: Step) => Release | Exclusion
+  /**
+   * Optional, with `changed`: a number that moves whenever capacity this guard withheld may have
+   * freed (a release). Read it when an exclusion is found, then wait with `changed(version)`.
+   */
+  readonly version?: () => number
   /**
    * Optional. Completes at the next moment capacity this guard withheld may have freed (a release, a
-   * learned limit expiring). The router's queue waits on it — together with the earliest
-   * `retryAfterMs` of the exclusions — instead of polling. Each evaluation waits for the next change.
+   * learned limit expiring) — at once when `version()` has already moved past `since`, so a release
+   * between the check and the wait is never lost. The router's queue waits on it, together with the
+   * earliest `retryAfterMs` of the exclusions, instead of polling.
    */
-  readonly changed?: Effect.Effect<void>
+  readonly changed?: (since: number) => Effect.Effect<void>
   /**
    * Optional. The tokens this guard would still admit on `upstream` now (undefined: no token limit).
    * Reserves nothing. The router counts a prompt exactly only when its fast estimate comes near this
    * headroom or a context window; far from every limit, the estimate is enough.
    */
-  readonly tokenHeadroom?: (upstream: Upstream) => Effect.Effect<number | undefined>
+  readonly tokenHeadroom?: (upstream: Upstream, now: number) => number | undefined
 }
 
 /** The guards of a pipeline, in the order they are consulted. */
@@ -94,16 +118,74 @@ export const layer = <Gs extends ReadonlyArray<Effect.Effect<Guard, never, unkno
     Effect.all(guards as ReadonlyArray<Effect.Effect<Guard, never, Effect.Effect.Context<Gs[number]>>>)
   )
 
+/** True when an admission reserved (a {@link Release}), false when it was refused (an {@link Exclusion}). */
+export const isRelease = (admitted: Release | Exclusion): admitted is Release => typeof admitted === "function"
+
 /** A release that does nothing. */
-export const noRelease: Release = () => Effect.void
+export const noRelease: Release = () => {}
 
 /** Makes a release harmless to call twice: the contract says once, and a second call must not double-count. */
 export const once = (release: Release): Release => {
   let done = false
-  return (outcome) =>
-    Effect.suspend(() => {
-      if (done) return Effect.void
-      done = true
-      return release(outcome)
-    })
+  return (outcome, step) => {
+    if (done) return
+    done = true
+    release(outcome, step)
+  }
 }
+
+/**
+ * A step whose deferred effects are collected, for callers outside the router (tests, health checks,
+ * an admin action): run `flush` after the synchronous calls.
+ */
+export interface CollectingStep extends Step {
+  /** Runs the effects left on the step, in order, and forgets them. */
+  readonly flush: Effect.Effect<void>
+}
+
+/** A {@link CollectingStep} at `now`. */
+export const makeStep = (now: number): CollectingStep => {
+  let pending: Array<Effect.Effect<void>> | undefined
+  return {
+    now,
+    after: (effect) => {
+      ;(pending ??= []).push(effect)
+    },
+    flush: Effect.suspend(() => {
+      const effects = pending
+      pending = undefined
+      return effects === undefined ? Effect.void : Effect.forEach(effects, (e) => e, { discard: true })
+    })
+  }
+}
+
+/**
+ * Runs synchronous guard calls as an effect, off the hot path: `f` gets a step at the current
+ * `Clock` time, and the effects it leaves run afterwards.
+ */
+export const run = <A>(f: (step: Step) => A): Effect.Effect<A> =>
+  Effect.clockWith((clock) => {
+    const step = makeStep(clock.unsafeCurrentTimeMillis())
+    const result = f(step)
+    return Effect.as(step.flush, result)
+  })
+
+/** A guard's check, as an effect (for tests and tools; the router calls `check` directly). */
+export const check = (guard: Guard, upstream: Upstream, request: RequestInfo): Effect.Effect<Exclusion | undefined> =>
+  run((step) => guard.check(upstream, request, step))
+
+/**
+ * A guard's admission, as an effect that fails with the exclusion; its release, as an effect too
+ * (for tests, health checks and tools; the router calls `admit` directly).
+ */
+export const admit = (
+  guard: Guard,
+  attempt: Attempt
+): Effect.Effect<(outcome: Outcome) => Effect.Effect<void>, Exclusion> =>
+  Effect.flatMap(
+    run((step) => guard.admit(attempt, step)),
+    (admitted) =>
+      isRelease(admitted)
+        ? Effect.succeed((outcome: Outcome) => run((step) => admitted(outcome, step)))
+        : Effect.fail(admitted)
+  )

@@ -1,9 +1,10 @@
 /**
  * Health: active and passive health of upstreams, as a {@link Guard.Guard} named "health".
  *
- * Active checks run as background fibers, one per upstream with a `healthCheck`, every
+ * Active checks run as background fibers, one per enabled upstream with a `healthCheck`, every
  * `intervalMs` for as long as the layer's scope lives (the router's lifetime): an `http` GET, a
- * `tcp` connect or a one-token `inference` request, each bounded by `timeoutMs`. An upstream turns
+ * `tcp` connect or a one-token `inference` request, each bounded by `timeoutMs`. An upstream disabled
+ * in the config is never checked: it serves no traffic, and an inference check costs money. An upstream turns
  * unhealthy after `unhealthyThreshold` consecutive failed checks and healthy again after
  * `healthyThreshold` consecutive passes.
  *
@@ -12,8 +13,9 @@
  * active check passes `healthyThreshold` times, or, without an active check, `recoveryMs` after it
  * was marked.
  *
- * State lives in the {@link StateStore.StateStore} under `health:<upstream id>`, so gateway
- * instances sharing a store share health. All time comes from `Clock`.
+ * State lives in the {@link StateStore.StateStore} under `health:<upstream id>` and changes only
+ * through pure reducers; the guard runs them synchronously with `StateStore.local.modify` at the
+ * time of its {@link Guard.Step} and leaves its log lines on the step. All time comes from `Clock`.
  */
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { Cause, Clock, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
@@ -21,7 +23,7 @@ import type { Scope } from "effect"
 import * as Net from "node:net"
 import type { HealthCheckConfig, PassiveHealthConfig } from "./Config.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
-import type * as Guard from "./Guard.js"
+import * as Guard from "./Guard.js"
 import * as Provider from "./Provider.js"
 import * as RateLimiter from "./RateLimiter.js"
 import * as StateStore from "./StateStore.js"
@@ -55,7 +57,7 @@ export interface Service {
   readonly status: (upstreamId: string) => Effect.Effect<Status>
   /**
    * Runs one active check of the upstream now and records it (it counts towards the thresholds).
-   * Does nothing for an unknown upstream or one without a `healthCheck`.
+   * Does nothing for an unknown upstream, one without a `healthCheck` or one disabled in the config.
    */
   readonly checkNow: (upstreamId: string) => Effect.Effect<void>
 }
@@ -222,28 +224,32 @@ const headersOf = (upstream: Topology.Upstream): Record<string, string> => {
   return headers
 }
 
-/** Runs a call admitted by the rate limiter and hands its outcome (usage, error or interruption) to `release`. */
-const releasedWith = <A extends ChatCompletion>(
-  call: Effect.Effect<A, UpstreamError>,
-  release: Guard.Release
-): Effect.Effect<A, UpstreamError> =>
+/**
+ * Runs a call admitted by the rate limiter and hands its outcome (usage, rate-limit headers, error or
+ * interruption) to `release`.
+ */
+const releasedWith = (
+  call: Effect.Effect<Provider.Answer<ChatCompletion>, UpstreamError>,
+  release: (outcome: Guard.Outcome) => Effect.Effect<void>
+): Effect.Effect<Provider.Answer<ChatCompletion>, UpstreamError> =>
   Effect.clockWith((clock) => {
     const started = clock.unsafeCurrentTimeMillis()
     const latencyMs = () => Math.max(0, clock.unsafeCurrentTimeMillis() - started)
     return Effect.onExit(call, (exit) => {
       if (exit._tag === "Success") {
-        const usage = exit.value.usage
+        const usage = exit.value.value.usage
         return release({
           _tag: "Success",
           latencyMs: latencyMs(),
           inputTokens: usage?.prompt_tokens,
-          outputTokens: usage?.completion_tokens
+          outputTokens: usage?.completion_tokens,
+          rateLimits: exit.value.rateLimits
         })
       }
       const failure = Cause.failureOption(exit.cause)
       return release(
         Option.isSome(failure)
-          ? { _tag: "Failure", latencyMs: latencyMs(), error: failure.value }
+          ? { _tag: "Failure", latencyMs: latencyMs(), error: failure.value, rateLimits: failure.value.rateLimits }
           : { _tag: "Interrupted", latencyMs: latencyMs() }
       )
     })
@@ -289,29 +295,32 @@ export const make: Effect.Effect<
     ).pipe(Effect.annotateLogs({ "sluice.upstream": upstream.id, "sluice.health.source": state.source ?? "active" }))
 
   /**
-   * Applies `step` to the upstream's state atomically (time-based recovery first) and logs a
-   * transition. Writes only when something changed, so an absent key stays absent.
+   * Applies `f` to the upstream's state atomically, at the step's time (time-based recovery first),
+   * and leaves the log line of a transition on the step. Writes only when something changed, so an
+   * absent key stays absent.
    */
   const update = (
     upstream: Topology.Upstream,
-    step: (state: State, now: number) => readonly [State, Transition]
-  ): Effect.Effect<State> =>
-    Effect.gen(function* () {
-      const now = yield* Clock.currentTimeMillis
-      const [state, transition] = yield* store.modify<State, readonly [State, Transition]>(
-        keyOf(upstream.id),
-        (current) => {
-          const [recovered, recovery] = recover(upstream, current ?? initial, now)
-          const [next, stepped] = step(recovered, now)
-          const changed = next !== (current ?? initial)
-          return [[next, stepped ?? recovery], changed ? next : current]
-        }
-      )
-      yield* logTransition(upstream, state, transition)
-      return state
-    })
+    step: Guard.Step,
+    f: (state: State, now: number) => readonly [State, Transition]
+  ): State => {
+    const now = step.now
+    const [state, transition] = store.local.modify<State, readonly [State, Transition]>(
+      keyOf(upstream.id),
+      (current) => {
+        const [recovered, recovery] = recover(upstream, current ?? initial, now)
+        const [next, stepped] = f(recovered, now)
+        const changed = next !== (current ?? initial)
+        return [[next, stepped ?? recovery], changed ? next : current]
+      }
+    )
+    if (transition !== undefined) step.after(logTransition(upstream, state, transition))
+    return state
+  }
 
-  const read = (upstream: Topology.Upstream) => update(upstream, (state) => [state, undefined])
+  const unchanged = (state: State): readonly [State, Transition] => [state, undefined]
+
+  const read = (upstream: Topology.Upstream, step: Guard.Step): State => update(upstream, step, unchanged)
 
   const probe = (
     upstream: Topology.Upstream,
@@ -339,12 +348,14 @@ export const make: Effect.Effect<
           return connect(host, port)
         })
       case "inference": {
+        const model = upstream.model ?? "health-check"
         const call = provider.chat(upstream, {
-          model: upstream.model ?? "health-check",
-          messages: [{ role: "user", content: "ping" }],
-          max_tokens: 1
+          request: { model, messages: [{ role: "user", content: "ping" }], max_tokens: 1 },
+          model
         })
-        const budgeted: Effect.Effect<ChatCompletion, UpstreamError | CheckSkipped> = Option.isNone(limiter)
+        const budgeted: Effect.Effect<Provider.Answer<ChatCompletion>, UpstreamError | CheckSkipped> = Option.isNone(
+          limiter
+        )
           ? call
           : Effect.matchEffect(limiter.value.reserve(upstream, PING_PROMPT_TOKENS, 1), {
               onFailure: (excluded) =>
@@ -358,8 +369,10 @@ export const make: Effect.Effect<
           Effect.mapError((error) =>
             error instanceof CheckSkipped ? error : new CheckFailed(describeUpstreamError(error))
           ),
-          Effect.flatMap((completion) =>
-            completion.choices.length > 0 ? Effect.void : Effect.fail(new CheckFailed("the completion has no choices"))
+          Effect.flatMap((answer) =>
+            answer.value.choices.length > 0
+              ? Effect.void
+              : Effect.fail(new CheckFailed("the completion has no choices"))
           )
         )
       }
@@ -385,14 +398,15 @@ export const make: Effect.Effect<
       Effect.flatMap((error) =>
         error instanceof CheckSkipped
           ? Effect.void
-          : update(upstream, (state, now) => recordCheck(check, state, error, now))
+          : Guard.run((step) => update(upstream, step, (state, now) => recordCheck(check, state, error, now)))
       ),
       Effect.asVoid
     )
 
   for (const upstream of topology.upstreams.values()) {
     const check = upstream.healthCheck
-    if (check === undefined) continue
+    // A disabled upstream serves nothing: checking it would only cost (an inference check is a paid request).
+    if (check === undefined || !upstream.enabled) continue
     yield* runCheck(upstream, check).pipe(
       // A store that fails must not end the checks for good: the next round tries again.
       Effect.catchAllCause((cause) => Effect.logError(`health check of upstream ${upstream.id} not recorded`, cause)),
@@ -402,42 +416,39 @@ export const make: Effect.Effect<
     )
   }
 
-  const check: Guard.Guard["check"] = (upstream) =>
-    upstream.healthCheck === undefined && upstream.passiveHealth === undefined
-      ? Effect.succeed(undefined)
-      : Effect.gen(function* () {
-          const state = yield* read(upstream)
-          if (state.healthy) return undefined
-          const now = yield* Clock.currentTimeMillis
-          const retryAfterMs = retryAfterOf(upstream, state, now)
-          const exclusion: Exclusion = {
-            upstream: upstream.id,
-            stage: "health",
-            reason: `unhealthy: ${state.cause ?? "unknown"}`,
-            ...(retryAfterMs !== undefined ? { retryAfterMs } : {})
-          }
-          return exclusion
-        })
+  const check: Guard.Guard["check"] = (upstream, _request, step) => {
+    if (upstream.healthCheck === undefined && upstream.passiveHealth === undefined) return undefined
+    const state = read(upstream, step)
+    if (state.healthy) return undefined
+    const retryAfterMs = retryAfterOf(upstream, state, step.now)
+    const exclusion: Exclusion = {
+      upstream: upstream.id,
+      stage: "health",
+      reason: `unhealthy: ${state.cause ?? "unknown"}`,
+      ...(retryAfterMs !== undefined ? { retryAfterMs } : {})
+    }
+    return exclusion
+  }
 
   const admit: Guard.Guard["admit"] = (attempt) => {
     const passive = attempt.upstream.passiveHealth
-    if (passive === undefined) return Effect.succeed(() => Effect.void)
-    const release: Guard.Release = (outcome) =>
-      outcome._tag === "Interrupted" || outcome._tag === "NotSent"
-        ? Effect.void
-        : Effect.asVoid(update(attempt.upstream, (state, now) => recordTraffic(passive, state, outcome, now)))
-    return Effect.succeed(release)
+    if (passive === undefined) return Guard.noRelease
+    const upstream = attempt.upstream
+    return (outcome, step) => {
+      if (outcome._tag === "Interrupted" || outcome._tag === "NotSent") return
+      update(upstream, step, (state, now) => recordTraffic(passive, state, outcome, now))
+    }
   }
 
   const status = Effect.fn("Health.status")(function* (upstreamId: string) {
     const upstream = topology.upstreams.get(upstreamId)
     if (upstream === undefined) return toStatus(initial)
-    return toStatus(yield* read(upstream))
+    return toStatus(yield* Guard.run((step) => read(upstream, step)))
   })
 
   const checkNow = Effect.fn("Health.checkNow")(function* (upstreamId: string) {
     const upstream = topology.upstreams.get(upstreamId)
-    if (upstream?.healthCheck === undefined) return
+    if (upstream?.healthCheck === undefined || !upstream.enabled) return
     yield* runCheck(upstream, upstream.healthCheck)
   })
 

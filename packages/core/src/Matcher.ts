@@ -17,6 +17,8 @@ export interface Match {
 export interface Service {
   /** The pool serving `model`; fails with {@link ModelNotFound} listing the known models. */
   readonly match: (model: string) => Effect.Effect<Match, ModelNotFound>
+  /** The pool serving `model`, or the {@link ModelNotFound} error, synchronously (the router's hot path). */
+  readonly find: (model: string) => Match | ModelNotFound
   /** The pool with this id (fallback chains use it). */
   readonly pool: (id: string) => Pool | undefined
   /** Model names to advertise in `GET /v1/models`: exact names and aliases. */
@@ -58,15 +60,20 @@ export const make = (pools: Iterable<Pool>): Service => {
     const wildcard = wildcards.find((w) => w.regex.test(model))
     return wildcard === undefined ? undefined : { pool: wildcard.pool, model }
   }
+  const find = (model: string): Match | ModelNotFound => {
+    let found = cache.get(model)
+    if (found === undefined) {
+      found = lookup(model)
+      // Bounded: only names that matched are cached, and a typo storm cannot grow it without end.
+      if (found !== undefined && cache.size < 10_000) cache.set(model, found)
+    }
+    return found ?? new ModelNotFound({ model, known })
+  }
   return {
+    find,
     match: (model) => {
-      let found = cache.get(model)
-      if (found === undefined) {
-        found = lookup(model)
-        // Bounded: only names that matched are cached, and a typo storm cannot grow it without end.
-        if (found !== undefined && cache.size < 10_000) cache.set(model, found)
-      }
-      return found === undefined ? Effect.fail(new ModelNotFound({ model, known })) : Effect.succeed(found)
+      const found = find(model)
+      return found instanceof ModelNotFound ? Effect.fail(found) : Effect.succeed(found)
     },
     pool: (id) => byId.get(id),
     models: [

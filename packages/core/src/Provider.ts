@@ -1,44 +1,71 @@
 /**
  * Provider: translates an OpenAI-shaped request to an upstream's API, calls it, and translates the
  * answer back. One service dispatches on `upstream.provider`; `@sluice/providers` ships the
- * implementations. Requests arrive with `model` already set to the upstream's model name.
+ * implementations and registers their kinds. A call's result carries what the upstream reported
+ * about its rate limits, so the rate-limiting stage learns the upstream's real budget.
  */
-import type { Effect, Scope, Stream } from "effect"
-import { Context, FiberRef } from "effect"
-import type { UpstreamError } from "./Errors.js"
+import type { Effect, Scope } from "effect"
+import { Context } from "effect"
+import type { RateLimitInfo, UpstreamError } from "./Errors.js"
+import type { Source } from "./StreamEvent.js"
 import type { Upstream } from "./Topology.js"
-import type { ChatCompletion, ChatCompletionRequest, EmbeddingsRequest, EmbeddingsResponse, Usage } from "./Wire.js"
+import type { ChatCompletion, ChatCompletionRequest, EmbeddingsRequest, EmbeddingsResponse } from "./Wire.js"
+
+export type { RateLimitInfo } from "./Errors.js"
+export type { StreamEvent } from "./StreamEvent.js"
 
 /**
- * One streamed event. `data` is the JSON text of one OpenAI `chat.completion.chunk`, exactly as it
- * goes to the client (passed through untouched where no translation is needed).
+ * A request as the router hands it to a provider: the client's request, the model name the upstream
+ * knows, and — when the gateway has it — the client's body as received, so a provider that needs to
+ * change nothing but `model` can forward the bytes instead of serializing the request again.
  */
-export interface StreamEvent {
-  readonly data: string
-  /** Usage, when this event carries it (the final chunk with `stream_options.include_usage`). */
-  readonly usage?: Usage
-  /** True for a usage-only chunk (`choices: []`) that carries no content. */
-  readonly usageOnly?: boolean
+export interface Call<R> {
+  readonly request: R
+  /** The upstream's model name (the upstream's `model`, else the one requested). */
+  readonly model: string
+  /** The client's JSON body exactly as received, when there is one. */
+  readonly body?: string | undefined
+}
+
+/** A whole answer. */
+export interface Answer<A> {
+  readonly value: A
+  /**
+   * The answer's JSON text as the upstream sent it, when it can be relayed to the client unchanged
+   * (no translation was needed): the gateway writes it instead of serializing `value` again.
+   */
+  readonly text?: string | undefined
+  /** Rate-limit headers of the answer, when it had any. */
+  readonly rateLimits?: RateLimitInfo | undefined
+}
+
+/** A stream the upstream accepted (status 2xx): its events, and what its headers said about rate limits. */
+export interface Opened {
+  readonly events: Source
+  readonly rateLimits?: RateLimitInfo | undefined
 }
 
 /** Calls upstreams. */
 export interface Service {
-  /** A non-streaming chat completion. */
-  readonly chat: (upstream: Upstream, request: ChatCompletionRequest) => Effect.Effect<ChatCompletion, UpstreamError>
+  /** A non-streaming chat completion. Failures carry the answer's rate limits (`UpstreamError.rateLimits`). */
+  readonly chat: (
+    upstream: Upstream,
+    call: Call<ChatCompletionRequest>
+  ) => Effect.Effect<Answer<ChatCompletion>, UpstreamError>
   /**
-   * A streaming chat completion. Succeeds once the upstream accepted the request (status 2xx); the
-   * connection belongs to the scope, and the stream fails with an `UpstreamError` if the upstream
-   * breaks off.
+   * A streaming chat completion (the request always streams, with usage). Succeeds once the upstream
+   * accepted the request; the connection belongs to the scope (closing it closes the connection), and
+   * the source ends with an `UpstreamError` if the upstream breaks off or sends a malformed event.
    */
   readonly chatStream: (
     upstream: Upstream,
-    request: ChatCompletionRequest
-  ) => Effect.Effect<Stream.Stream<StreamEvent, UpstreamError>, UpstreamError, Scope.Scope>
+    call: Call<ChatCompletionRequest>
+  ) => Effect.Effect<Opened, UpstreamError, Scope.Scope>
   /** Embeddings. */
   readonly embeddings: (
     upstream: Upstream,
-    request: EmbeddingsRequest
-  ) => Effect.Effect<EmbeddingsResponse, UpstreamError>
+    call: Call<EmbeddingsRequest>
+  ) => Effect.Effect<Answer<EmbeddingsResponse>, UpstreamError>
   /**
    * Optional. True when this provider itself fails a non-streaming call (`chat`, `embeddings`) on
    * `upstream` with a retryable `UpstreamError` of kind `timeout` once `upstream.timeoutMs` has
@@ -51,30 +78,6 @@ export interface Service {
 
 /** Calls upstreams. */
 export class Provider extends Context.Tag("@sluice/core/Provider")<Provider, Service>() {}
-
-/**
- * Rate-limit state an upstream reported in its response headers (OpenAI / Groq `x-ratelimit-*`,
- * Anthropic `anthropic-ratelimit-*`). Durations are milliseconds from when the answer arrived.
- */
-export interface RateLimitInfo {
-  readonly limitRequests?: number
-  readonly remainingRequests?: number
-  readonly resetRequestsMs?: number
-  readonly limitTokens?: number
-  readonly remainingTokens?: number
-  readonly resetTokensMs?: number
-  /** From `retry-after-ms` / `retry-after` on a 429. */
-  readonly retryAfterMs?: number
-}
-
-/**
- * Where a provider reports the rate-limit headers of the answer it just received. The router clears
- * it before each attempt and hands what it finds to the guards in the attempt's `Outcome`, so the
- * rate-limiting stage learns the upstream's real budget. Optional for providers.
- */
-export const currentRateLimits: FiberRef.FiberRef<RateLimitInfo | undefined> = FiberRef.unsafeMake<
-  RateLimitInfo | undefined
->(undefined)
 
 /** Parses OpenAI's duration format (`"1s"`, `"6m0s"`, `"12.5s"`, `"250ms"`, `"1h2m3s"`) to milliseconds. */
 export const parseDuration = (value: string): number | undefined => {

@@ -12,18 +12,19 @@
  *
  * ```
  * check  ─ would admitting now exceed a budget? ─► Exclusion { waitable, retryAfterMs } | undefined
- * admit  ─ one atomic StateStore.modify: re-check, then reserve 1 request + tokens + 1 slot
+ * admit  ─ one atomic StateStore.local.modify: re-check, then reserve 1 request + tokens + 1 slot
  * release(outcome) ─ frees the slot; corrects the tokens to the actual usage; learns the upstream's
- *                    reported limits; wakes `changed`
+ *                    reported limits; moves `version` and wakes `changed`
  * ```
  *
- * State lives in the {@link StateStore} under `rl:<upstreamId>` and changes only through
- * `StateStore.modify`, so gateway instances sharing a store share one budget per upstream. Time
- * comes from `Clock`: windows slide and learned limits expire when the guard is next consulted, so no
- * background timers run (only a fiber waiting on `changed` sleeps, until the next learned expiry).
+ * `check`, `admit`, releases and `tokenHeadroom` are synchronous (the hot path): pure reducers run
+ * by `StateStore.local.modify` with the time of the {@link Guard.Step}. `snapshot` and `reserve` are
+ * effects, for callers off the hot path. State lives in the {@link StateStore} under
+ * `rl:<upstreamId>`. Time comes from `Clock`: windows slide and learned limits expire when the guard
+ * is next consulted, so no background timers run (only a fiber waiting on `changed` sleeps, until the
+ * next learned expiry).
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, FiberRef, Layer } from "effect"
-import { withNow } from "./internal/now.js"
+import { Clock, Context, Deferred, Duration, Effect, Exit, FiberId, Layer } from "effect"
 import type { Exclusion } from "./Errors.js"
 import * as Guard from "./Guard.js"
 import type { RateLimitInfo } from "./Provider.js"
@@ -71,13 +72,14 @@ export interface Service {
   /**
    * Admits a request Sluice makes outside routing (an inference health check) against `upstream`'s
    * budgets, reserving `promptTokens + outputTokens`; fails with the {@link Exclusion} when the
-   * budget is spent. Release it with the outcome, as a guard's admission.
+   * budget is spent. Succeeds with the release, an effect to run exactly once with the outcome (as
+   * {@link Guard.admit}'s).
    */
   readonly reserve: (
     upstream: Topology.Upstream,
     promptTokens: number,
     outputTokens: number
-  ) => Effect.Effect<Guard.Release, Exclusion>
+  ) => Effect.Effect<(outcome: Guard.Outcome) => Effect.Effect<void>, Exclusion>
   /** The budget of `upstream` now, with its configured limits. */
   readonly snapshot: (
     upstream: Topology.Upstream
@@ -354,8 +356,11 @@ const learned = (remaining: number | undefined, resetMs: number | undefined, now
     ? undefined
     : { remaining: Math.max(0, remaining), until: now + resetMs, since: now }
 
+const NO_EXPIRIES: ReadonlyArray<number> = []
+
 /** When the limits learned from the upstream expire (what `changed` wakes at). */
 const learnedExpiries = (stored: Stored): ReadonlyArray<number> => {
+  if (stored.blocked === undefined && stored.requests === undefined && stored.tokens === undefined) return NO_EXPIRIES
   const times: Array<number> = []
   if (stored.blocked !== undefined) times.push(stored.blocked.until)
   if (stored.requests !== undefined) times.push(stored.requests.until)
@@ -480,36 +485,29 @@ const budgetOf = (stored: Stored): Budget => {
  * Builds the rate limiter over the {@link StateStore} (shared by every gateway instance using that
  * store).
  *
- * `changed` is a memory-local signal: a "generation" `Deferred` swapped on every release of this
- * instance, raced with the expiry of the limits this instance learned. With a shared store, an
- * instance hears only its own releases; capacity freed by others is found through the exact
- * `retryAfterMs` of the exclusions (windows sliding, learned limits expiring), and by concurrency
- * limits only at the waiter's next own release or deadline.
+ * `version` and `changed` are memory-local: the version moves on every release of this instance, and
+ * `changed` waits on a `Deferred` completed by the next release, raced with the expiry of the limits
+ * this instance learned. With a shared store, an instance hears only its own releases; capacity freed
+ * by others is found through the exact `retryAfterMs` of the exclusions (windows sliding, learned
+ * limits expiring), and by concurrency limits only at the waiter's next own release or deadline.
  */
 export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(function* () {
   const store = yield* StateStore
+  const local = store.local
 
-  let generation = 0
-  let signal = yield* Deferred.make<void>()
-  /**
-   * The generation a fiber last consulted the budgets at. A release between a fiber's `check` and its
-   * wait on `changed` would otherwise be lost (with nothing left in flight, a waiter would sleep to its
-   * deadline); `changed` completes at once when the generation moved on since.
-   */
-  const seen = FiberRef.unsafeMake<number | undefined>(undefined)
+  let version = 0
+  /** Completed by the next release; made only when a fiber waits, so most releases allocate nothing. */
+  let signal: Deferred.Deferred<void> | undefined
   /** Per upstream, when its learned limits expire, as the store said at this instance's last release. */
   const expiries = new Map<string, ReadonlyArray<number>>()
 
-  /** Whether a fiber awaits `signal`: most releases happen with nobody waiting, and skip the swap. */
-  let awaited = false
-  const bump = Effect.suspend(() => {
-    generation++
-    if (!awaited) return Effect.void
-    awaited = false
-    const previous = signal
-    signal = Deferred.unsafeMake<void>(FiberId.none)
-    return Deferred.done(previous, Exit.void)
-  })
+  const bump = (): void => {
+    version++
+    if (signal === undefined) return
+    const waiting = signal
+    signal = undefined
+    Deferred.unsafeDone(waiting, Exit.void)
+  }
 
   const soonestExpiry = (now: number): number | undefined => {
     let soonest: number | undefined
@@ -522,63 +520,51 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
     return soonest
   }
 
-  const changed: Effect.Effect<void> = Effect.flatMap(FiberRef.get(seen), (last) => {
-    if (last !== undefined && last !== generation) return FiberRef.set(seen, generation)
-    awaited = true
-    const next = Deferred.await(signal)
-    return withNow((now) => {
+  const changed = (since: number): Effect.Effect<void> =>
+    Effect.clockWith((clock) => {
+      // A release since `since` (between the caller's check and this wait) is not lost.
+      if (version !== since) return Effect.void
+      signal ??= Deferred.unsafeMake<void>(FiberId.none)
+      const next = Deferred.await(signal)
+      const now = clock.unsafeCurrentTimeMillis()
       const soonest = soonestExpiry(now)
-      const wake = soonest === undefined ? next : Effect.race(next, Effect.sleep(Duration.millis(soonest - now)))
-      return Effect.zipRight(
-        wake,
-        Effect.suspend(() => FiberRef.set(seen, generation))
-      )
+      return soonest === undefined ? next : Effect.race(next, Effect.sleep(Duration.millis(soonest - now)))
     })
-  })
 
-  const check: Guard.Guard["check"] = (upstream, request) =>
-    withNow((now) =>
-      Effect.zipRight(
-        FiberRef.set(seen, generation),
-        store.modify<Stored, Exclusion | undefined>(keyOf(upstream.id), (current) =>
-          current === undefined
-            ? [exclusionOf(empty, upstream, reservationOf(request), now), undefined]
-            : // Read only: the settled view is not written back, so a check costs no store write.
-              [exclusionOf(settle(current, leaseOf(upstream), now), upstream, reservationOf(request), now), current]
-        )
-      )
+  const check: Guard.Guard["check"] = (upstream, request, step) => {
+    const now = step.now
+    return local.modify<Stored, Exclusion | undefined>(keyOf(upstream.id), (current) =>
+      current === undefined
+        ? [exclusionOf(empty, upstream, reservationOf(request), now), undefined]
+        : // Read only: the settled view is not written back, so a check costs no store write.
+          [exclusionOf(settle(current, leaseOf(upstream), now), upstream, reservationOf(request), now), current]
     )
+  }
 
-  const releaseFor =
-    (upstream: Topology.Upstream, ticket: Ticket): Guard.Release =>
-    (outcome) =>
-      withNow((now) =>
-        store
-          .modify<Stored, ReadonlyArray<number>>(keyOf(upstream.id), (current) =>
-            release(current, upstream, ticket, outcome, now)
-          )
-          .pipe(
-            Effect.flatMap((times) => {
-              if (times.length > 0) expiries.set(upstream.id, times)
-              else expiries.delete(upstream.id)
-              return bump
-            })
-          )
+  /** The release of one admission; a second call frees nothing more (see {@link Guard.once}). */
+  const releaseFor = (upstream: Topology.Upstream, ticket: Ticket): Guard.Release => {
+    let done = false
+    return (outcome, step) => {
+      if (done) return
+      done = true
+      const now = step.now
+      const times = local.modify<Stored, ReadonlyArray<number>>(keyOf(upstream.id), (current) =>
+        release(current, upstream, ticket, outcome, now)
       )
+      if (times.length > 0) expiries.set(upstream.id, times)
+      else expiries.delete(upstream.id)
+      bump()
+    }
+  }
 
-  const admit = (attempt: Budgeted): Effect.Effect<Guard.Release, Exclusion> =>
-    withNow((now) =>
-      Effect.zipRight(
-        FiberRef.set(seen, generation),
-        store.modify<Stored, Ticket | Exclusion>(keyOf(attempt.upstream.id), (current) =>
-          admission(current, attempt, now)
-        )
-      ).pipe(
-        Effect.flatMap((result) =>
-          "stage" in result ? Effect.fail(result) : Effect.succeed(Guard.once(releaseFor(attempt.upstream, result)))
-        )
-      )
+  const admitBudgeted = (attempt: Budgeted, now: number): Guard.Release | Exclusion => {
+    const result = local.modify<Stored, Ticket | Exclusion>(keyOf(attempt.upstream.id), (current) =>
+      admission(current, attempt, now)
     )
+    return "stage" in result ? result : releaseFor(attempt.upstream, result)
+  }
+
+  const admit: Guard.Guard["admit"] = (attempt, step) => admitBudgeted(attempt, step.now)
 
   const snapshot = Effect.fn("RateLimiter.snapshot")(function* (upstream: Topology.Upstream) {
     const now = yield* Clock.currentTimeMillis
@@ -590,20 +576,24 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
     return { ...budget, limits: upstream.limits }
   })
 
-  const tokenHeadroom = (upstream: Topology.Upstream): Effect.Effect<number | undefined> =>
-    withNow((now) =>
-      store.modify<Stored, number | undefined>(keyOf(upstream.id), (current) =>
-        // Read only, as in `check`. Without a stored state, only a configured TPM limits.
-        current === undefined
-          ? [upstream.limits.tpm, undefined]
-          : [headroomOf(settle(current, leaseOf(upstream), now), upstream), current]
-      )
+  const tokenHeadroom = (upstream: Topology.Upstream, now: number): number | undefined =>
+    local.modify<Stored, number | undefined>(keyOf(upstream.id), (current) =>
+      // Read only, as in `check`. Without a stored state, only a configured TPM limits.
+      current === undefined
+        ? [upstream.limits.tpm, undefined]
+        : [headroomOf(settle(current, leaseOf(upstream), now), upstream), current]
     )
 
   const reserve: Service["reserve"] = (upstream, promptTokens, outputTokens) =>
-    admit({ upstream, promptTokens, reservedOutputTokens: outputTokens })
+    Effect.flatMap(
+      Guard.run((step) => admitBudgeted({ upstream, promptTokens, reservedOutputTokens: outputTokens }, step.now)),
+      (admitted) =>
+        Guard.isRelease(admitted)
+          ? Effect.succeed((outcome: Guard.Outcome) => Guard.run((step) => admitted(outcome, step)))
+          : Effect.fail(admitted)
+    )
 
-  const guard: Guard.Guard = { name: STAGE, check, admit, changed, tokenHeadroom }
+  const guard: Guard.Guard = { name: STAGE, check, admit, version: () => version, changed, tokenHeadroom }
   return RateLimiter.of({ guard, reserve, snapshot })
 })
 

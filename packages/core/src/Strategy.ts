@@ -1,8 +1,12 @@
 /**
  * Strategy: picks one upstream among the live candidates of a pool. Strategies ship as Layers in
  * `@sluice/strategies`; a custom strategy is any Layer that provides this service.
+ *
+ * A selection is part of the hot path, so `select` is a plain synchronous function: state it keeps
+ * goes through `StateStore.local` (this instance's state, synchronously), randomness through
+ * `selection.random` (the request's `Random`, seedable in tests) and time through `selection.now`.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Layer } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import type { Pool, Upstream } from "./Topology.js"
 
@@ -22,14 +26,18 @@ export interface Selection {
   readonly promptTokens: number
   /** The session key of the request, when the client sent one. */
   readonly sessionKey: string | undefined
+  /** Epoch milliseconds from the request's `Clock`. */
+  readonly now: number
+  /** A uniform draw in [0, 1) from the request's `Random` (seedable with `Random.make` in tests). */
+  readonly random: () => number
 }
 
 /** Picks one upstream among the candidates. */
 export interface Service {
   /** The name recorded in decisions (`sluice.strategy`). */
   readonly name: string
-  /** Picks one of `selection.candidates`. Must return one of them. */
-  readonly select: (selection: Selection) => Effect.Effect<Upstream>
+  /** Picks one of `selection.candidates`, synchronously. Must return one of them. */
+  readonly select: (selection: Selection) => Upstream
   /** For strategies that dispatch per pool: the name of the strategy serving `pool`. */
   readonly nameFor?: (pool: Pool) => string
 }
@@ -38,8 +46,7 @@ export interface Service {
 export class Strategy extends Context.Tag("@sluice/core/Strategy")<Strategy, Service>() {}
 
 /** A strategy from a plain function (custom strategies in a few lines). */
-export const make = (name: string, select: (selection: Selection) => Effect.Effect<Upstream>): Service =>
-  Strategy.of({ name, select })
+export const make = (name: string, select: (selection: Selection) => Upstream): Service => Strategy.of({ name, select })
 
 /** Unknown strategy names in pools, as `ConfigError`-ready problems. */
 export const unknownNames = (pools: Iterable<Pool>, known: ReadonlyArray<string>): Array<string> => {
@@ -73,4 +80,4 @@ export const nameOf = (strategy: Service, pool: Pool): string =>
   strategy.nameFor === undefined ? strategy.name : strategy.nameFor(pool)
 
 /** Picks the first candidate. Used where no choice is needed. */
-export const first: Service = make("first", (selection) => Effect.succeed(selection.candidates[0]))
+export const first: Service = make("first", (selection) => selection.candidates[0])

@@ -38,7 +38,10 @@ export interface Upstream {
   readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
   readonly timeoutMs: number
   readonly headers: Readonly<Record<string, string>>
-  /** True for simulated upstreams, so logs and the start banner can say so. */
+  /**
+   * True when its provider kind says it only pretends to be a provider
+   * ({@link SluiceConfig.ProviderKind.simulated}), so logs and displays can say so.
+   */
   readonly simulated: boolean
   readonly circuitBreaker: SluiceConfig.CircuitBreakerConfig
   readonly healthCheck: SluiceConfig.HealthCheckConfig | undefined
@@ -73,18 +76,32 @@ export interface Service {
 /** The pools and upstreams a router serves. */
 export class Topology extends Context.Tag("@sluice/core/Topology")<Topology, Service>() {}
 
+/** What {@link fromConfig} takes besides the config. */
+export interface Options {
+  /**
+   * URLs by upstream id for upstreams that have none in the file (the server starts simulated
+   * upstreams and passes their addresses here).
+   */
+  readonly baseUrls?: ReadonlyMap<string, string>
+  /**
+   * The provider kinds the config was checked against ({@link SluiceConfig.DecodeOptions.providers}):
+   * an upstream is `simulated` when its kind says so. Without them no upstream is.
+   */
+  readonly providers?: ReadonlyArray<SluiceConfig.ProviderKind>
+}
+
 /**
- * Builds a topology from a decoded config file. `baseUrls` supplies URLs for upstreams that have
- * none in the file (the server starts simulated upstreams and passes their addresses here).
- * Every `apiKeyEnv` of the config (upstreams' and `server.priorities`') is read in one pass
- * ({@link SluiceConfig.readEnvironment}); fails with one {@link ConfigError} naming every variable
- * that is not set and every upstream left without a URL.
+ * Builds a topology from a decoded config file. Every `apiKeyEnv` of the config (upstreams' and
+ * `server.priorities`') is read in one pass ({@link SluiceConfig.readEnvironment}); fails with one
+ * {@link ConfigError} naming every variable that is not set and every upstream left without a URL.
  */
 export const fromConfig = (
   config: SluiceConfig.ConfigFile,
-  baseUrls: ReadonlyMap<string, string> = new Map()
+  options: Options = {}
 ): Effect.Effect<Service, ConfigError> =>
   Effect.gen(function* () {
+    const baseUrls = options.baseUrls ?? new Map<string, string>()
+    const simulated = new Set(options.providers?.filter((kind) => kind.simulated === true).map((kind) => kind.name))
     const environment = yield* SluiceConfig.readEnvironment(config)
     const problems: Array<string> = [...environment.problems]
     const upstreams = new Map<string, Upstream>()
@@ -92,7 +109,7 @@ export const fromConfig = (
       const apiKey: Option.Option<Redacted.Redacted<string>> = Option.fromNullable(environment.upstreamKeys.get(u.id))
       const baseUrl = u.baseUrl ?? baseUrls.get(u.id)
       if (baseUrl === undefined) {
-        problems.push(`upstreams[${i}].baseUrl: no URL, and no simulated upstream was started for '${u.id}'`)
+        problems.push(`upstreams[${i}].baseUrl: '${u.id}' has no URL; set one in the config`)
         continue
       }
       upstreams.set(u.id, {
@@ -110,7 +127,7 @@ export const fromConfig = (
         pricing: u.pricing,
         timeoutMs: u.timeoutMs,
         headers: u.headers ?? {},
-        simulated: u.provider === "simulated",
+        simulated: simulated.has(u.provider),
         circuitBreaker: u.circuitBreaker ?? defaults.circuitBreaker,
         healthCheck: u.healthCheck,
         passiveHealth: u.passiveHealth,
@@ -143,8 +160,8 @@ export const fromConfig = (
   })
 
 /** A topology layer from a decoded config file (see {@link fromConfig}). */
-export const layer = (config: SluiceConfig.ConfigFile, baseUrls?: ReadonlyMap<string, string>) =>
-  Layer.effect(Topology, fromConfig(config, baseUrls))
+export const layer = (config: SluiceConfig.ConfigFile, options?: Options) =>
+  Layer.effect(Topology, fromConfig(config, options))
 
 /** A topology layer from already resolved pools (handy in code and tests). */
 export const layerPools = (pools: ReadonlyArray<Pool>) =>
@@ -156,7 +173,7 @@ export const layerPools = (pools: ReadonlyArray<Pool>) =>
     })
   )
 
-/** An upstream with defaults for everything but its id, provider and URL. */
+/** An upstream with defaults for everything but its id, provider and URL (not `simulated` unless told). */
 export const upstream = (
   fields: Pick<Upstream, "id" | "provider" | "baseUrl"> & Partial<Omit<Upstream, "id" | "provider" | "baseUrl">>
 ): Upstream => ({
@@ -171,7 +188,7 @@ export const upstream = (
   pricing: undefined,
   timeoutMs: 60_000,
   headers: {},
-  simulated: fields.provider === "simulated",
+  simulated: false,
   circuitBreaker: defaults.circuitBreaker,
   healthCheck: undefined,
   passiveHealth: undefined,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, TestClock } from "effect"
+import { Clock, Effect, Layer, Logger, TestClock } from "effect"
 import * as CircuitBreaker from "../src/CircuitBreaker.js"
 import type { Config } from "../src/index.js"
 import { Errors, Guard, Matcher, Provider, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
@@ -65,7 +65,7 @@ const testLayer = CircuitBreaker.layer.pipe(Layer.provide(StateStore.layerMemory
 const call = (upstream: Topology.Upstream, outcome: Guard.Outcome) =>
   Effect.gen(function* () {
     const { guard } = yield* breakers
-    const release = yield* guard.admit(attemptOn(upstream))
+    const release = yield* Guard.admit(guard, attemptOn(upstream))
     yield* release(outcome)
   })
 
@@ -73,11 +73,12 @@ const calls = (upstream: Topology.Upstream, outcome: Guard.Outcome, times: numbe
   Effect.repeatN(call(upstream, outcome), times - 1)
 
 const check = (upstream: Topology.Upstream) =>
-  Effect.flatMap(breakers, ({ guard }) => guard.check(upstream, requestFor(upstream)))
+  Effect.flatMap(breakers, ({ guard }) => Guard.check(guard, upstream, requestFor(upstream)))
 
 const snapshot = (upstream: Topology.Upstream) => Effect.flatMap(breakers, (service) => service.snapshot(upstream))
 
-const admit = (upstream: Topology.Upstream) => Effect.flatMap(breakers, ({ guard }) => guard.admit(attemptOn(upstream)))
+const admit = (upstream: Topology.Upstream) =>
+  Effect.flatMap(breakers, ({ guard }) => Guard.admit(guard, attemptOn(upstream)))
 
 describe("CircuitBreaker", () => {
   it.effect("opens after 5 failures within 60s and excludes with the reason and the time until half-open", () =>
@@ -360,18 +361,18 @@ describe("CircuitBreaker", () => {
       const two = yield* CircuitBreaker.make
       const a = up("a")
       for (let i = 0; i < 5; i++) {
-        const release = yield* one.guard.admit(attemptOn(a))
+        const release = yield* Guard.admit(one.guard, attemptOn(a))
         yield* release(http(a, 500))
       }
-      expect((yield* two.guard.check(a, requestFor(a)))?.reason).toMatch(/^circuit open after 5 failures/)
+      expect((yield* Guard.check(two.guard, a, requestFor(a)))?.reason).toMatch(/^circuit open after 5 failures/)
       yield* TestClock.adjust("30 seconds")
-      yield* one.guard.admit(attemptOn(a))
+      yield* Guard.admit(one.guard, attemptOn(a))
       // The other instance sees the probe slot taken.
-      expect(yield* Effect.flip(two.guard.admit(attemptOn(a)))).toMatchObject({
+      expect(yield* Effect.flip(Guard.admit(two.guard, attemptOn(a)))).toMatchObject({
         reason: "circuit half-open, probe in flight"
       })
       yield* two.reset("a")
-      expect(yield* one.guard.check(a, requestFor(a))).toBeUndefined()
+      expect(yield* Guard.check(one.guard, a, requestFor(a))).toBeUndefined()
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 
@@ -418,6 +419,45 @@ describe("CircuitBreaker", () => {
     }).pipe(Effect.provide(testLayer))
   )
 
+  it.effect("a transition's log line and span event wait on the step and land on the span it is flushed in", () =>
+    Effect.gen(function* () {
+      const { guard } = yield* breakers
+      const a = up("a")
+      yield* calls(a, http(a, 500), 4)
+      const lines: Array<string> = []
+      const capture = Logger.make(({ message }) => {
+        lines.push(Array.isArray(message) ? message.join(" ") : String(message))
+      })
+      // The router's synchronous part: admit and release on one step, nothing effectful yet.
+      const step = Guard.makeStep(yield* Clock.currentTimeMillis)
+      const admitted = guard.admit(attemptOn(a), step)
+      if (!Guard.isRelease(admitted)) return expect.fail(`refused: ${admitted.reason}`)
+      admitted(http(a, 500), step)
+      expect(guard.check(a, requestFor(a), step)?.stage).toBe("circuit-breaker")
+      expect(lines).toEqual([])
+      // Then its effects, on the request's fiber and span.
+      const events = yield* step.flush.pipe(
+        Effect.zipRight(Effect.currentSpan),
+        Effect.map((span) => (span as unknown as { readonly events: ReadonlyArray<[string, bigint, object]> }).events),
+        Effect.withSpan("request"),
+        Effect.provide(Logger.add(capture))
+      )
+      const reason = "circuit for upstream a opened: 5 failures in 60s (last: HTTP 500: boom); half-open in 30s"
+      const transitions = events.filter(([name]) => name === "sluice.circuit_breaker.transition")
+      expect(transitions.map(([name, , attributes]) => [name, attributes])).toEqual([
+        [
+          "sluice.circuit_breaker.transition",
+          {
+            "sluice.upstream": "a",
+            "sluice.circuit_breaker.state": "open",
+            "sluice.circuit_breaker.reason": reason
+          }
+        ]
+      ])
+      expect(lines).toEqual([reason])
+    }).pipe(Effect.provide(testLayer))
+  )
+
   it("classify: 429, 5xx, 408 as timeout, other 4xx not counted, and the failure kinds", () => {
     expect(CircuitBreaker.classify(upstreamError("a", "http", 429))).toBe("429")
     expect(CircuitBreaker.classify(upstreamError("a", "http", 500))).toBe("5xx")
@@ -454,7 +494,7 @@ describe("CircuitBreaker in the Router", () => {
                     retryable: true
                   })
                 )
-              : Effect.succeed(completion(upstream.id))
+              : Effect.succeed({ value: completion(upstream.id) })
           }),
         chatStream: (upstream) => Effect.dieMessage(`unexpected chatStream call on ${upstream.id}`),
         embeddings: (upstream) => Effect.dieMessage(`unexpected embeddings call on ${upstream.id}`)

@@ -1,6 +1,24 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, Schema } from "effect"
 import { Config } from "../src/index.js"
+
+/** Provider kinds as a providers package registers them: core knows none of its own. */
+const kinds: ReadonlyArray<Config.ProviderKind> = [
+  { name: "openai", needsBaseUrl: true },
+  { name: "ollama", needsBaseUrl: true },
+  {
+    name: "simulated",
+    needsBaseUrl: false,
+    simulated: true,
+    options: {
+      key: "simulate",
+      schema: Schema.Struct({
+        latencyMs: Schema.optional(Schema.Number.pipe(Schema.nonNegative())),
+        failureRate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1)))
+      })
+    }
+  }
+]
 
 /** A config as it comes out of a YAML parser: plain objects, only what the user wrote. */
 const valid = () => ({
@@ -20,8 +38,8 @@ const valid = () => ({
   ]
 })
 
-const problemsOf = (input: unknown): ReadonlyArray<string> => {
-  const result = Config.decode(input)
+const problemsOf = (input: unknown, options?: Config.DecodeOptions): ReadonlyArray<string> => {
+  const result = Config.decode(input, "config", options)
   if (Either.isRight(result)) throw new Error("expected the config to be rejected")
   return result.left.problems
 }
@@ -142,19 +160,112 @@ describe("Config.decode", () => {
     expect(problems).toContain("pools[2].id: duplicate pool id 'gpt'")
   })
 
-  it("requires a baseUrl for every provider but simulated", () => {
-    const problems = problemsOf({
-      upstreams: [
-        { id: "a", provider: "openai" },
-        { id: "b", provider: "ollama" },
-        { id: "c", provider: "simulated" }
-      ],
-      pools: [{ id: "p", models: ["m"], upstreams: ["a", "b", "c"] }]
-    })
+  it("requires a baseUrl for the provider kinds that need one, and only for those", () => {
+    const problems = problemsOf(
+      {
+        upstreams: [
+          { id: "a", provider: "openai" },
+          { id: "b", provider: "ollama" },
+          { id: "c", provider: "simulated" }
+        ],
+        pools: [{ id: "p", models: ["m"], upstreams: ["a", "b", "c"] }]
+      },
+      { providers: kinds }
+    )
     expect(problems).toEqual([
       "upstreams[0].baseUrl: required for provider 'openai'",
       "upstreams[1].baseUrl: required for provider 'ollama'"
     ])
+  })
+
+  it("reports an unknown provider kind by path, listing the known kinds", () => {
+    const input = valid()
+    const problems = problemsOf(
+      { ...input, upstreams: [{ ...input.upstreams[0], provider: "opneai" }, input.upstreams[1]] },
+      { providers: kinds }
+    )
+    expect(problems).toEqual(["upstreams[0].provider: unknown provider 'opneai'; known: openai, ollama, simulated"])
+  })
+
+  it("decodes a kind's settings with its schema, reporting each problem by path with the other problems", () => {
+    const input = valid()
+    const simulated = { id: "sim-1", provider: "simulated", simulate: { latencyMs: -1, failureRate: 2, jitter: 1 } }
+    // Well-formed otherwise: the settings are the only problems.
+    expect(problemsOf({ ...input, upstreams: [input.upstreams[0], simulated] }, { providers: kinds })).toEqual([
+      'upstreams[1].simulate.jitter: is unexpected, expected: "latencyMs" | "failureRate"',
+      "upstreams[1].simulate.latencyMs: Expected a non-negative number, actual -1",
+      "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 2"
+    ])
+    // With schema problems and broken references elsewhere: all of them in one pass.
+    const problems = problemsOf(
+      {
+        ...input,
+        upstreams: [
+          { ...input.upstreams[0], weight: 0 },
+          { ...simulated, simulate: { failureRate: 2 } }
+        ],
+        pools: [{ ...input.pools[0], upstreams: ["openai-1", "gone"] }, input.pools[1]]
+      },
+      { providers: kinds }
+    )
+    expect(problems).toEqual([
+      "upstreams[0].weight: Expected a positive number, actual 0",
+      "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 2",
+      "pools[0].upstreams[1]: unknown upstream 'gone'; known: openai-1, sim-1"
+    ])
+  })
+
+  it("rejects a key that is neither core's nor the upstream's kind's, naming the provider", () => {
+    const input = valid()
+    const problems = problemsOf(
+      {
+        ...input,
+        upstreams: [
+          { ...input.upstreams[0], simulate: { latencyMs: 5 } },
+          { ...input.upstreams[1], wieght: 3 }
+        ]
+      },
+      { providers: kinds }
+    )
+    expect(problems).toEqual([
+      expect.stringMatching(
+        /^upstreams\[0\]\.simulate: is unexpected for provider 'openai', expected: "id" \| "name" \| /
+      ),
+      expect.stringMatching(
+        /^upstreams\[1\]\.wieght: is unexpected for provider 'simulated', expected: .*\| "simulate"$/
+      )
+    ])
+  })
+
+  it("without the kinds, checks no provider kind and carries other keys as written", () => {
+    const config = Either.getOrThrow(
+      Config.decode({
+        upstreams: [{ id: "x", provider: "acme", simulate: { anything: true } }],
+        pools: [{ id: "p", models: ["m"], upstreams: ["x"] }]
+      })
+    )
+    expect(config.upstreams[0]).toMatchObject({ provider: "acme", simulate: { anything: true } })
+    expect(config.upstreams[0]!.baseUrl).toBeUndefined()
+  })
+
+  it("requires the provider to be a non-empty string", () => {
+    const input = valid()
+    const problems = problemsOf(
+      { ...input, upstreams: [{ ...input.upstreams[0], provider: "" }, input.upstreams[1]] },
+      { providers: kinds }
+    )
+    expect(problems).toEqual([expect.stringMatching(/^upstreams\[0\]\.provider: Expected a non empty string/)])
+  })
+
+  it("decodes one upstream's settings for whoever uses them: the value, none when absent, or the problems by path", () => {
+    const options = kinds[2]!.options!
+    expect(Config.decodeProviderOptions(options, { simulate: { latencyMs: 5 } }, 3)).toEqual(
+      Either.right({ latencyMs: 5 })
+    )
+    expect(Config.decodeProviderOptions(options, {}, 3)).toEqual(Either.right(undefined))
+    expect(Config.decodeProviderOptions(options, { simulate: { failureRate: 2 } }, 3)).toEqual(
+      Either.left(["upstreams[3].simulate.failureRate: Expected a number between 0 and 1, actual 2"])
+    )
   })
 
   it("rejects a baseUrl that is not an http(s) URL", () => {
@@ -166,22 +277,24 @@ describe("Config.decode", () => {
     expect(problems).toEqual(["upstreams[0].baseUrl: expected an http(s) URL"])
   })
 
-  it("reports schema problems and broken references together, and a bad literal once with the choices", () => {
+  it("reports schema problems, provider kinds and broken references together, and a bad literal once with the choices", () => {
     const result = Config.decode(
       {
         upstreams: [
           { id: "a", provider: "openai", weight: -3 },
-          { id: "a", provider: "nope", baseUrl: "http://x/v1" }
+          { id: "a", provider: "nope", baseUrl: "http://x/v1", healthCheck: { type: "icmp" } }
         ],
         pools: [{ id: "p", models: ["m"], upstreams: ["a", "zz"], fallback: "q" }]
       },
-      "test"
+      "test",
+      { providers: kinds }
     )
     expect(Either.isLeft(result) && result.left.problems).toEqual([
       "upstreams[0].weight: Expected a positive number, actual -3",
-      'upstreams[1].provider: Expected one of "openai", "openai-compatible", "groq", "mistral", "together", "vllm", "ollama", "lmstudio", "simulated", actual "nope"',
+      'upstreams[1].healthCheck.type: Expected one of "http", "tcp", "inference", actual "icmp"',
       "upstreams[0].baseUrl: required for provider 'openai'",
       "upstreams[1].id: duplicate upstream id 'a'",
+      "upstreams[1].provider: unknown provider 'nope'; known: openai, ollama, simulated",
       "pools[0].upstreams[1]: unknown upstream 'zz'; known: a",
       "pools[0].fallback: unknown pool 'q'; known: p"
     ])

@@ -73,7 +73,7 @@ const requestInfo = (pool: Topology.Pool): Guard.RequestInfo => ({
 /** Runs one real-traffic attempt on `upstream` through the guard and releases it with `outcome`. */
 const traffic = (guard: Guard.Guard, upstream: Topology.Upstream, outcome: Guard.Outcome) =>
   Effect.gen(function* () {
-    const release = yield* guard.admit({ ...requestInfo(poolOf(upstream)), upstream, attempt: 1 })
+    const release = yield* Guard.admit(guard, { ...requestInfo(poolOf(upstream)), upstream, attempt: 1 })
     yield* release(outcome)
   })
 
@@ -90,7 +90,7 @@ const build = <E>(layer: Layer.Layer<Health.Health, E>) => Effect.map(Layer.buil
 const checkOf = (upstream: Topology.Upstream) =>
   Effect.gen(function* () {
     const health = yield* Health.Health
-    return yield* health.guard.check(upstream, requestInfo(poolOf(upstream)))
+    return yield* Guard.check(health.guard, upstream, requestInfo(poolOf(upstream)))
   })
 
 describe("Health active http checks", () => {
@@ -325,14 +325,18 @@ describe("Health active inference checks", () => {
     "sends a one-token chat through the provider and fails when the provider fails or answers no choice",
     () => {
       const fake = endpoint()
-      const calls: Array<{ readonly upstream: string; readonly request: Wire.ChatCompletionRequest }> = []
+      const calls: Array<{
+        readonly upstream: string
+        readonly model: string
+        readonly request: Wire.ChatCompletionRequest
+      }> = []
       let failing = false
       const stub = provider({
-        chat: (u, request) =>
+        chat: (u, call) =>
           Effect.suspend(() => {
-            calls.push({ upstream: u.id, request })
-            if (u.id === "empty") return Effect.succeed({ ...completion(u.id), choices: [] })
-            return failing ? Effect.fail(httpError(u.id, 500)) : Effect.succeed(completion(u.id))
+            calls.push({ upstream: u.id, model: call.model, request: call.request })
+            if (u.id === "empty") return Effect.succeed({ value: { ...completion(u.id), choices: [] } })
+            return failing ? Effect.fail(httpError(u.id, 500)) : Effect.succeed({ value: completion(u.id) })
           })
       })
       const inference = httpCheck({ type: "inference", unhealthyThreshold: 1 })
@@ -344,9 +348,9 @@ describe("Health active inference checks", () => {
         yield* TestClock.adjust(0)
         const ping = { messages: [{ role: "user", content: "ping" }], max_tokens: 1 }
         expect([...calls].sort((x, y) => x.upstream.localeCompare(y.upstream))).toEqual([
-          { upstream: "a", request: { model: "gpt-4o-mini", ...ping } },
-          { upstream: "b", request: { model: "health-check", ...ping } },
-          { upstream: "empty", request: { model: "health-check", ...ping } }
+          { upstream: "a", model: "gpt-4o-mini", request: { model: "gpt-4o-mini", ...ping } },
+          { upstream: "b", model: "health-check", request: { model: "health-check", ...ping } },
+          { upstream: "empty", model: "health-check", request: { model: "health-check", ...ping } }
         ])
         expect(fake.requests).toHaveLength(0)
         expect(yield* health.status("a")).toMatchObject({ healthy: true, consecutiveSuccesses: 1 })
@@ -366,11 +370,44 @@ describe("Health active inference checks", () => {
   )
 })
 
+describe("Health checks of disabled upstreams", () => {
+  it.effect("never checks an upstream disabled in the config: no request on any interval, nor on checkNow", () => {
+    const calls: Array<string> = []
+    const stub = provider({
+      chat: (u) => Effect.sync(() => (calls.push(u.id), { value: completion(u.id) }))
+    })
+    const fake = endpoint()
+    const inference = httpCheck({ type: "inference", intervalMs: 1_000 })
+    const off = checked("off", { enabled: false, healthCheck: inference })
+    const offHttp = checked("off-http", { enabled: false, healthCheck: httpCheck({ intervalMs: 1_000 }) })
+    const on = checked("on", { healthCheck: inference })
+    return Effect.gen(function* () {
+      const health = yield* Health.Health
+      yield* TestClock.adjust(10_000)
+      // The enabled upstream was checked at 0, 1000, ..., 10000 ms; the disabled ones never were.
+      expect(calls.filter((id) => id === "on")).toHaveLength(11)
+      expect(calls.filter((id) => id !== "on")).toEqual([])
+      expect(fake.requests).toHaveLength(0)
+      yield* health.checkNow("off")
+      yield* health.checkNow("off-http")
+      expect(calls.filter((id) => id !== "on")).toEqual([])
+      expect(fake.requests).toHaveLength(0)
+      expect(yield* health.status("off")).toEqual({
+        healthy: true,
+        since: 0,
+        consecutiveFailures: 0,
+        consecutiveSuccesses: 0,
+        consecutiveTrafficFailures: 0
+      })
+    }).pipe(Effect.provide(healthLayer([off, offHttp, on], fake, stub)))
+  })
+})
+
 describe("Health inference checks and the rate limiter", () => {
   it.effect("spend the upstream's budget, and wait a round without a verdict when it is spent", () => {
     const calls: Array<string> = []
     const stub = provider({
-      chat: (u) => Effect.sync(() => (calls.push(u.id), completion(u.id)))
+      chat: (u) => Effect.sync(() => (calls.push(u.id), { value: completion(u.id) }))
     })
     const inference = httpCheck({ type: "inference", intervalMs: 1_000, unhealthyThreshold: 1 })
     const a = checked("a", { healthCheck: inference, limits: { rpm: 2 } })
@@ -509,7 +546,7 @@ describe("Health through the Router", () => {
         chat: (u) =>
           Effect.sync(() => {
             calls.push(u.id)
-            return completion(u.id)
+            return { value: completion(u.id) }
           })
       })
       const base = Layer.mergeAll(

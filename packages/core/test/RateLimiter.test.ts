@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Fiber, Layer, TestClock } from "effect"
+import { Clock, Effect, Either, Fiber, Layer, TestClock } from "effect"
 import * as RateLimiter from "../src/RateLimiter.js"
-import type { Guard, Provider } from "../src/index.js"
-import { Errors, StateStore, Topology } from "../src/index.js"
+import type { Provider } from "../src/index.js"
+import { Errors, Guard, StateStore, Topology } from "../src/index.js"
 
 const up = (id: string, limits: Topology.Upstream["limits"]): Topology.Upstream =>
   Topology.upstream({ id, provider: "openai-compatible", baseUrl: "http://x", limits })
@@ -49,11 +49,11 @@ const limiter = RateLimiter.RateLimiter
 
 const check = (upstream: Topology.Upstream, promptTokens?: number, reservedOutputTokens?: number) =>
   Effect.flatMap(limiter, ({ guard }) =>
-    guard.check(upstream, requestFor(upstream, promptTokens, reservedOutputTokens))
+    Guard.check(guard, upstream, requestFor(upstream, promptTokens, reservedOutputTokens))
   )
 
 const admit = (upstream: Topology.Upstream, promptTokens?: number, reservedOutputTokens?: number) =>
-  Effect.flatMap(limiter, ({ guard }) => guard.admit(attemptOn(upstream, promptTokens, reservedOutputTokens)))
+  Effect.flatMap(limiter, ({ guard }) => Guard.admit(guard, attemptOn(upstream, promptTokens, reservedOutputTokens)))
 
 /** Admits and releases at once with `outcome`: a whole call as the limiter sees it. */
 const call = (upstream: Topology.Upstream, outcome: Guard.Outcome = success()) =>
@@ -61,7 +61,15 @@ const call = (upstream: Topology.Upstream, outcome: Guard.Outcome = success()) =
 
 const snapshot = (upstream: Topology.Upstream) => Effect.flatMap(limiter, (service) => service.snapshot(upstream))
 
-const changed = Effect.flatMap(limiter, ({ guard }) => guard.changed!)
+/** The guard's version, read where the router reads it: with the exclusions it waits on. */
+const version = Effect.map(limiter, ({ guard }) => guard.version!())
+
+const changed = (since: number) => Effect.flatMap(limiter, ({ guard }) => guard.changed!(since))
+
+const headroom = (upstream: Topology.Upstream) =>
+  Effect.flatMap(limiter, ({ guard }) =>
+    Effect.map(Clock.currentTimeMillis, (now) => guard.tokenHeadroom!(upstream, now))
+  )
 
 /** Lets forked fibers run until they block. */
 const settle = Effect.repeatN(Effect.yieldNow(), 20)
@@ -72,6 +80,7 @@ describe("RateLimiter", () => {
       const guard = yield* RateLimiter.guard
       expect(guard.name).toBe("rate-limiter")
       expect(guard.changed).toBeDefined()
+      expect(guard.version).toBeDefined()
       expect(yield* check(up("free", {}))).toBeUndefined()
     }).pipe(Effect.provide(testLayer))
   )
@@ -261,7 +270,7 @@ describe("RateLimiter", () => {
           reason: "2 of 2 concurrent requests in flight",
           waitable: true
         })
-        const waiter = yield* Effect.fork(changed)
+        const waiter = yield* Effect.fork(changed(yield* version))
         yield* settle
         expect(waiter.unsafePoll()).toBeNull()
         yield* first(success())
@@ -276,7 +285,7 @@ describe("RateLimiter", () => {
         const u = up("a", { maxConcurrency: 1 })
         yield* admit(u)
         expect(yield* check(u)).toBeDefined()
-        const waiter = yield* Effect.fork(changed)
+        const waiter = yield* Effect.fork(changed(yield* version))
         yield* TestClock.adjust("1 hour")
         yield* settle
         expect(waiter.unsafePoll()).toBeNull()
@@ -284,14 +293,15 @@ describe("RateLimiter", () => {
       }).pipe(Effect.provide(testLayer))
     )
 
-    it.effect("changed completes at once when a release happened since this fiber last checked", () =>
+    it.effect("changed completes at once when a release happened since the version read at the check", () =>
       Effect.gen(function* () {
         const u = up("a", { maxConcurrency: 1 })
         const release = yield* admit(u)
         expect(yield* check(u)).toBeDefined()
+        const seen = yield* version
         // The release lands between the check and the wait: the wait must not miss it.
         yield* release(success())
-        yield* changed
+        yield* changed(seen)
         expect(yield* check(u)).toBeUndefined()
       }).pipe(Effect.provide(testLayer))
     )
@@ -345,7 +355,7 @@ describe("RateLimiter", () => {
           waitable: true
         })
         expect(yield* snapshot(u)).toMatchObject({ remainingRequests: 0, learnedUntil: 20_000 })
-        const waiter = yield* Effect.fork(changed)
+        const waiter = yield* Effect.fork(changed(yield* version))
         yield* TestClock.adjust("19999 millis")
         expect(yield* check(u)).toMatchObject({ retryAfterMs: 1 })
         expect(waiter.unsafePoll()).toBeNull()
@@ -400,7 +410,7 @@ describe("RateLimiter", () => {
           waitable: true
         })
         expect(yield* Effect.flip(admit(u))).toMatchObject({ retryAfterMs: 7_000 })
-        const waiter = yield* Effect.fork(changed)
+        const waiter = yield* Effect.fork(changed(yield* version))
         yield* TestClock.adjust("3 seconds")
         expect(yield* check(u)).toMatchObject({ retryAfterMs: 4_000 })
         expect(waiter.unsafePoll()).toBeNull()
@@ -464,15 +474,49 @@ describe("RateLimiter", () => {
     )
   })
 
+  it.effect(
+    "tokenHeadroom is the TPM left in the window, capped by the tokens the upstream reported; none without a token limit",
+    () =>
+      Effect.gen(function* () {
+        const u = up("a", { tpm: 1000 })
+        expect(yield* headroom(u)).toBe(1000)
+        const release = yield* admit(u, 100, 300)
+        expect(yield* headroom(u)).toBe(600)
+        yield* release({ ...success(100, 50), rateLimits: { remainingTokens: 200, resetTokensMs: 5_000 } })
+        expect(yield* headroom(u)).toBe(200)
+        yield* TestClock.adjust("5 seconds")
+        expect(yield* headroom(u)).toBe(850)
+        expect(yield* headroom(up("free", {}))).toBeUndefined()
+      }).pipe(Effect.provide(testLayer))
+  )
+
+  it.effect("reserve admits a request made outside routing against the budgets, released by an effect", () =>
+    Effect.gen(function* () {
+      const { reserve } = yield* limiter
+      const u = up("a", { rpm: 2, maxConcurrency: 5 })
+      const release = yield* reserve(u, 8, 1)
+      expect(yield* snapshot(u)).toMatchObject({ requestsUsed: 1, tokensUsed: 9, inFlight: 1 })
+      const waiter = yield* Effect.fork(changed(yield* version))
+      yield* release(success(8, 1))
+      yield* Fiber.join(waiter)
+      expect(yield* snapshot(u)).toMatchObject({ requestsUsed: 1, tokensUsed: 9, inFlight: 0 })
+      yield* call(u)
+      expect(yield* Effect.flip(reserve(u, 8, 1))).toMatchObject({
+        stage: "rate-limiter",
+        reason: "RPM 2 reached; frees in 60s"
+      })
+    }).pipe(Effect.provide(testLayer))
+  )
+
   it.effect("two rate limiters on one shared store share the budget", () =>
     Effect.gen(function* () {
       const a = yield* RateLimiter.make
       const b = yield* RateLimiter.make
       const u = up("shared", { rpm: 2, maxConcurrency: 5 })
-      yield* a.guard.admit(attemptOn(u))
-      yield* b.guard.admit(attemptOn(u))
-      expect(yield* a.guard.check(u, requestFor(u))).toMatchObject({ reason: "RPM 2 reached; frees in 60s" })
-      expect(yield* Effect.flip(b.guard.admit(attemptOn(u)))).toMatchObject({ stage: "rate-limiter" })
+      yield* Guard.admit(a.guard, attemptOn(u))
+      yield* Guard.admit(b.guard, attemptOn(u))
+      expect(yield* Guard.check(a.guard, u, requestFor(u))).toMatchObject({ reason: "RPM 2 reached; frees in 60s" })
+      expect(yield* Effect.flip(Guard.admit(b.guard, attemptOn(u)))).toMatchObject({ stage: "rate-limiter" })
       expect(yield* a.snapshot(u)).toMatchObject({ requestsUsed: 2, inFlight: 2 })
     }).pipe(Effect.provide(StateStore.layerMemory))
   )

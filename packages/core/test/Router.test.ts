@@ -4,6 +4,7 @@ import type { Provider, Wire } from "../src/index.js"
 import { Errors, Router, Strategy, Topology } from "../src/index.js"
 import {
   PROMPT_TOKENS,
+  answer as answerOf,
   attemptsOf,
   chatRequest,
   completion,
@@ -17,17 +18,26 @@ import {
   upstream
 } from "./fixtures.js"
 
+/** What the stub provider received: the upstream and the call (the client's request, the upstream's model). */
+interface ChatCall {
+  readonly upstream: string
+  readonly call: Provider.Call<Wire.ChatCompletionRequest>
+}
+
 /** A provider whose chat answers per upstream id, recording the calls it received. */
 const chatBy = (
-  answers: Record<string, (request: Wire.ChatCompletionRequest) => ReturnType<Provider.Service["chat"]>>,
-  calls: Array<{ readonly upstream: string; readonly request: Wire.ChatCompletionRequest }> = []
+  answers: Record<
+    string,
+    (call: Provider.Call<Wire.ChatCompletionRequest>) => Effect.Effect<Wire.ChatCompletion, Errors.UpstreamError>
+  >,
+  calls: Array<ChatCall> = []
 ) =>
   provider({
-    chat: (u, request) =>
+    chat: (u, call) =>
       Effect.suspend(() => {
-        calls.push({ upstream: u.id, request })
+        calls.push({ upstream: u.id, call })
         const answer = answers[u.id]
-        return answer === undefined ? Effect.dieMessage(`no answer for ${u.id}`) : answer(request)
+        return answer === undefined ? Effect.dieMessage(`no answer for ${u.id}`) : Effect.map(answer(call), answerOf)
       })
   })
 
@@ -38,7 +48,7 @@ describe("Router.chat", () => {
   it.effect(
     "answers from the chosen upstream with a decision: pool, strategy, candidates, upstream, attempt, tokens",
     () => {
-      const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+      const calls: Array<ChatCall> = []
       const pools = [Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a"), upstream("b")] })]
       return Effect.gen(function* () {
         const router = yield* Router.Router
@@ -69,7 +79,7 @@ describe("Router.chat", () => {
   )
 
   it.effect("sends the upstream's own model name and never streams a non-streaming call", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [
       Topology.pool({
         id: "gpt",
@@ -80,12 +90,17 @@ describe("Router.chat", () => {
     return Effect.gen(function* () {
       const router = yield* Router.Router
       yield* router.chat(chatRequest("gpt-4o", { stream: true, temperature: 0.2 }))
-      expect(calls[0]?.request).toMatchObject({ model: "my-gpt-4o-deployment", stream: false, temperature: 0.2 })
+      // The call goes to the provider's `chat` (the stub's `chatStream` would die), which answers
+      // whole whatever the client's `stream` flag says: the provider is handed the client's request
+      // and the upstream's model name to send.
+      expect(calls.map((c) => c.upstream)).toEqual(["azure"])
+      expect(calls[0]?.call.model).toBe("my-gpt-4o-deployment")
+      expect(calls[0]?.call.request).toMatchObject({ temperature: 0.2 })
     }).pipe(Effect.provide(routerLayer(pools, { provider: chatBy({ azure: ok("azure") }, calls) })))
   })
 
   it.effect("routes an alias as its target model", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [
       Topology.pool({
         id: "mini",
@@ -97,14 +112,14 @@ describe("Router.chat", () => {
     return Effect.gen(function* () {
       const router = yield* Router.Router
       const { decision } = yield* router.chat(chatRequest("fast"))
-      expect(calls[0]?.request.model).toBe("gpt-4o-mini")
+      expect(calls[0]?.call.model).toBe("gpt-4o-mini")
       expect(decision.model).toBe("fast")
       expect(decision.pool).toBe("mini")
     }).pipe(Effect.provide(routerLayer(pools, { provider: chatBy({ a: ok("a") }, calls) })))
   })
 
   it.effect("fails over to another upstream after a 500 and records both attempts", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const offered: Array<ReadonlyArray<string>> = []
     const pools = [Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a"), upstream("b")] })]
     return Effect.gen(function* () {
@@ -132,7 +147,7 @@ describe("Router.chat", () => {
   })
 
   it.effect("never calls the same upstream twice and fails with the last upstream's error when all fail", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [
       Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a"), upstream("b")], maxAttempts: 5 })
     ]
@@ -153,7 +168,7 @@ describe("Router.chat", () => {
   })
 
   it.effect("stops after the pool's maxAttempts even when untried upstreams remain", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [
       Topology.pool({
         id: "gpt",
@@ -177,7 +192,7 @@ describe("Router.chat", () => {
   })
 
   it.effect("fails at once with a non-retryable 400, without trying another upstream", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a"), upstream("b")] })]
     return Effect.gen(function* () {
       const router = yield* Router.Router
@@ -188,7 +203,7 @@ describe("Router.chat", () => {
   })
 
   it.effect("moves to the fallback pool when the pool is exhausted and records both pools", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [
       Topology.pool({ id: "primary", models: ["gpt-4o"], upstreams: [upstream("a")], fallback: "backup" }),
       Topology.pool({ id: "backup", models: ["backup-model"], upstreams: [upstream("b")] })
@@ -205,7 +220,7 @@ describe("Router.chat", () => {
         { attempt: 2, pool: "backup", upstream: "b", outcome: "success" }
       ])
       // The fallback pool serves the model the client asked for.
-      expect(calls[1]?.request.model).toBe("gpt-4o")
+      expect(calls[1]?.call.model).toBe("gpt-4o")
     }).pipe(Effect.provide(routerLayer(pools, { provider: chatBy({ a: failWith("a", 503), b: ok("b") }, calls) })))
   })
 
@@ -230,7 +245,7 @@ describe("Router.chat", () => {
   })
 
   it.effect("leaves a disabled upstream out of the candidates and records why", () => {
-    const calls: Array<{ upstream: string; request: Wire.ChatCompletionRequest }> = []
+    const calls: Array<ChatCall> = []
     const pools = [
       Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a", { enabled: false }), upstream("b")] })
     ]
@@ -598,7 +613,7 @@ describe("Router.embeddings", () => {
             embeddings: (u) =>
               Effect.suspend(() => {
                 calls.push(u.id)
-                return u.id === "a" ? Effect.fail(httpError("a", 500)) : Effect.succeed(response(u.id))
+                return u.id === "a" ? Effect.fail(httpError("a", 500)) : Effect.succeed(answerOf(response(u.id)))
               })
           })
         })

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import type { Decision, Wire } from "../src/index.js"
 import { Errors, Guard, RateLimiter, Router, StateStore, TokenCounter, Topology } from "../src/index.js"
-import { chatRequest, completion, provider, routerLayer, upstream } from "./fixtures.js"
+import { answer, chatRequest, completion, provider, routerLayer, upstream } from "./fixtures.js"
 
 /** `chatRequest` with a user message of `chars` characters. */
 const request = (chars: number, fields: Partial<Wire.ChatCompletionRequest> = {}): Wire.ChatCompletionRequest =>
@@ -43,13 +43,15 @@ const halvingCounter = (exactCalls: { n: number }) =>
 
 /** Answers with the true usage, so budgets are corrected to what the request really cost. */
 const answering = provider({
-  chat: (u, r) =>
+  chat: (u, { request: r }) =>
     Effect.succeed(
-      completion(u.id, {
-        prompt_tokens: truth(r),
-        completion_tokens: r.max_tokens ?? 1,
-        total_tokens: truth(r) + (r.max_tokens ?? 1)
-      })
+      answer(
+        completion(u.id, {
+          prompt_tokens: truth(r),
+          completion_tokens: r.max_tokens ?? 1,
+          total_tokens: truth(r) + (r.max_tokens ?? 1)
+        })
+      )
     )
 })
 

@@ -3,10 +3,12 @@ import { Clock, Effect, Fiber, Layer, Random, Stream, TestClock } from "effect"
 import { Errors, Guard, RateLimiter, Router, StateStore, Topology } from "../src/index.js"
 import type { Provider } from "../src/index.js"
 import {
+  answer,
   chatRequest,
   chunk,
   completion,
   httpError,
+  opened,
   preferring,
   provider,
   routerLayer,
@@ -48,7 +50,7 @@ describe("Router retry backoff", () => {
             chat: (u) =>
               Effect.suspend(() => {
                 calls.push(u.id)
-                return u.id === "c" ? Effect.succeed(completion(u.id)) : Effect.fail(httpError(u.id, 503))
+                return u.id === "c" ? Effect.succeed(answer(completion(u.id))) : Effect.fail(httpError(u.id, 503))
               })
           })
         })
@@ -145,7 +147,7 @@ describe("Router retry limits and jitter", () => {
               chat: (u) =>
                 Effect.flatMap(Clock.currentTimeMillis, (now) => {
                   starts.push(now)
-                  return u.id === "d" ? Effect.succeed(completion(u.id)) : Effect.fail(httpError(u.id, 503))
+                  return u.id === "d" ? Effect.succeed(answer(completion(u.id))) : Effect.fail(httpError(u.id, 503))
                 })
             })
           })
@@ -196,10 +198,9 @@ describe("Router sticky sessions", () => {
         routerLayer(pools, {
           strategy: {
             name: "switchable",
-            select: (selection) =>
-              Effect.sync(() => selection.candidates.find((u) => u.id === preference[0]) ?? selection.candidates[0])
+            select: (selection) => selection.candidates.find((u) => u.id === preference[0]) ?? selection.candidates[0]
           },
-          provider: provider({ chat: (u) => Effect.succeed(completion(u.id)) })
+          provider: provider({ chat: (u) => Effect.succeed(answer(completion(u.id))) })
         })
       )
     )
@@ -226,7 +227,8 @@ describe("Router sticky sessions", () => {
         routerLayer(pools, {
           strategy: preferring(["a", "b"]),
           provider: provider({
-            chat: (u) => (failing.has(u.id) ? Effect.fail(httpError(u.id, 500)) : Effect.succeed(completion(u.id)))
+            chat: (u) =>
+              failing.has(u.id) ? Effect.fail(httpError(u.id, 500)) : Effect.succeed(answer(completion(u.id)))
           })
         })
       )
@@ -255,7 +257,7 @@ describe("Router stream stall detection", () => {
       Effect.provide(
         routerLayer(pools, {
           provider: provider({
-            chatStream: (u): ReturnType<Provider.Service["chatStream"]> => Effect.succeed(slow(u))
+            chatStream: (u): ReturnType<Provider.Service["chatStream"]> => opened(slow(u))
           })
         })
       )
@@ -270,12 +272,12 @@ describe("Router queue", () => {
   const queuedLayer = (queue: Topology.Pool["queue"], served: Array<string>) =>
     routerLayer(queued(queue), {
       provider: provider({
-        chat: (u, request) =>
+        chat: (u, { request }) =>
           Effect.as(
             Effect.sleep("1 second").pipe(
               Effect.tap(() => Effect.sync(() => served.push(String(request.messages[0]?.content))))
             ),
-            completion(u.id)
+            answer(completion(u.id))
           )
       }),
       guards: Guard.layer(RateLimiter.guard).pipe(
@@ -336,12 +338,12 @@ describe("Router queue", () => {
         Effect.provide(
           routerLayer([pool([tpmBound], { queue: { maxSize: 10, maxWaitMs: 30_000 } })], {
             provider: provider({
-              chat: (u, request) =>
+              chat: (u, { request }) =>
                 Effect.as(
                   Effect.sleep("1 second").pipe(
                     Effect.tap(() => Effect.sync(() => served.push(String(request.messages[0]?.content))))
                   ),
-                  completion(u.id, { prompt_tokens: 9, completion_tokens: 10, total_tokens: 19 })
+                  answer(completion(u.id, { prompt_tokens: 9, completion_tokens: 10, total_tokens: 19 }))
                 )
             }),
             guards: Guard.layer(RateLimiter.guard).pipe(

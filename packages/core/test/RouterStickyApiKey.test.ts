@@ -1,17 +1,39 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { Guard, Matcher, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
-import { chatRequest, completion, provider, upstream } from "./fixtures.js"
+import { answer, chatRequest, completion, provider, upstream } from "./fixtures.js"
 
 /**
- * The memory store, recording every key and value that goes in or is asked for: the keys of every
- * operation, the values set and the JSON of every state `modify` stores.
+ * The memory store, recording every key and value that goes in or is asked for, at both levels
+ * (`local`, where sticky sessions live, and the store itself): the keys of every operation, the
+ * values set and the JSON of every state `modify` stores.
  */
 const recordingStore = (seen: Array<string>) =>
   Layer.effect(
     StateStore.StateStore,
-    Effect.map(StateStore.makeMemory, (memory) =>
-      StateStore.StateStore.of({
+    Effect.map(StateStore.makeMemory, (memory) => {
+      const recorded =
+        <S, A>(f: (current: S | undefined) => readonly [A, S | undefined]) =>
+        (current: S | undefined) => {
+          const result = f(current)
+          seen.push(JSON.stringify(result[1]) ?? "")
+          return result
+        }
+      return StateStore.StateStore.of({
+        local: {
+          modify: <S, A>(key: string, f: (current: S | undefined) => readonly [A, S | undefined]) => {
+            seen.push(key)
+            return memory.local.modify<S, A>(key, recorded(f))
+          },
+          get: (key, now) => {
+            seen.push(key)
+            return memory.local.get(key, now)
+          },
+          set: (key, value, now, ttlMs) => {
+            seen.push(key, value)
+            memory.local.set(key, value, now, ttlMs)
+          }
+        },
         increment: (key, by) => Effect.suspend(() => (seen.push(key), memory.increment(key, by))),
         get: (key) => Effect.suspend(() => (seen.push(key), memory.get(key))),
         set: (key, value, ttlMs) => Effect.suspend(() => (seen.push(key, value), memory.set(key, value, ttlMs))),
@@ -19,22 +41,18 @@ const recordingStore = (seen: Array<string>) =>
         modify: <S, A>(key: string, f: (current: S | undefined) => readonly [A, S | undefined]) =>
           Effect.suspend(() => {
             seen.push(key)
-            return memory.modify<S, A>(key, (current) => {
-              const result = f(current)
-              seen.push(JSON.stringify(result[1]) ?? "")
-              return result
-            })
-          })
+            return memory.modify<S, A>(key, recorded(f))
+          }),
+        lease: (key, want, limit, windowMs) =>
+          Effect.suspend(() => (seen.push(key), memory.lease(key, want, limit, windowMs)))
       })
-    )
+    })
   )
 
 /** Each new selection takes the next candidate: without affinity, requests rotate. */
 const rotating = () => {
   let turn = 0
-  return Strategy.make("rotating", (selection) =>
-    Effect.sync(() => selection.candidates[turn++ % selection.candidates.length]!)
-  )
+  return Strategy.make("rotating", (selection) => selection.candidates[turn++ % selection.candidates.length]!)
 }
 
 const ALICE = "sk-alice-SECRET-0123456789"
@@ -76,7 +94,7 @@ describe("Router sticky sessions by API key", () => {
             Layer.mergeAll(
               Topology.layerPools(pools),
               TokenCounter.layerEstimate,
-              provider({ chat: (u) => Effect.succeed(completion(u.id)) }),
+              provider({ chat: (u) => Effect.succeed(answer(completion(u.id))) }),
               Strategy.layer(rotating()),
               Guard.none,
               recordingStore(seen)
@@ -110,7 +128,7 @@ describe("Router sticky sessions by API key", () => {
             Layer.mergeAll(
               Topology.layerPools(pools),
               TokenCounter.layerEstimate,
-              provider({ chat: (u) => Effect.succeed(completion(u.id)) }),
+              provider({ chat: (u) => Effect.succeed(answer(completion(u.id))) }),
               Strategy.layer(rotating()),
               Guard.none,
               StateStore.layerMemory

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Fiber, Layer, Option, Stream, TestClock } from "effect"
-import type { Errors, Provider, Wire } from "../src/index.js"
-import { Matcher, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
+import { Chunk, Effect, Either, Fiber, Option, Stream, TestClock, Tracer } from "effect"
+import type { Errors, Guard, Provider, Wire } from "../src/index.js"
+import { Router, Topology } from "../src/index.js"
 import {
   attemptsOf,
   chatRequest,
@@ -9,6 +9,7 @@ import {
   guardLog,
   guards,
   httpError,
+  opened,
   provider,
   recordingGuard,
   routerLayer,
@@ -17,7 +18,8 @@ import {
   usageChunk
 } from "./fixtures.js"
 
-type Opened = Effect.Effect<Stream.Stream<Provider.StreamEvent, Errors.UpstreamError>, Errors.UpstreamError>
+/** How a stub upstream answers a stream request: refused, or accepted with these events. */
+type Answer = Effect.Effect<Stream.Stream<Provider.StreamEvent, Errors.UpstreamError>, Errors.UpstreamError>
 
 /** What the stub provider saw: the stream requests per upstream and the connections it closed. */
 interface Wiretap {
@@ -31,14 +33,15 @@ const wiretap = (): Wiretap => ({ opened: [], closed: [] })
  * A provider whose chatStream answers per upstream id; every connection it opens is closed by the
  * scope the router gives it, which the wiretap records.
  */
-const streamsBy = (answers: Record<string, () => Opened>, tap: Wiretap) =>
+const streamsBy = (answers: Record<string, () => Answer>, tap: Wiretap) =>
   provider({
-    chatStream: (u, request) =>
+    chatStream: (u, { request }) =>
       Effect.gen(function* () {
         tap.opened.push({ upstream: u.id, request })
         yield* Effect.addFinalizer(() => Effect.sync(() => void tap.closed.push(u.id)))
         const answer = answers[u.id]
-        return yield* answer === undefined ? Effect.dieMessage(`no answer for ${u.id}`) : answer()
+        const stream = yield* answer === undefined ? Effect.dieMessage(`no answer for ${u.id}`) : answer()
+        return yield* opened(stream)
       })
   })
 
@@ -258,49 +261,72 @@ describe("Router.chatStream", () => {
     () => {
       const tap = wiretap()
       const log = guardLog()
-      // A sticky pool whose session write is slow: the stream has opened, the request is still routing.
-      const slowStore = Layer.effect(
-        StateStore.StateStore,
-        Effect.map(StateStore.makeMemory, (store) =>
-          StateStore.StateStore.of({
-            ...store,
-            set: (key, value, ttl) => Effect.zipRight(Effect.sleep("1 second"), store.set(key, value, ttl))
-          })
-        )
-      )
-      const pools = [
-        Topology.pool({
-          id: "gpt",
-          models: ["gpt-4o"],
-          upstreams: [upstream("a")],
-          sticky: { key: "header", header: "x-session-id", ttlMs: 60_000 }
-        })
-      ]
-      const layer = Router.layer.pipe(
-        Layer.provide(Matcher.layer),
-        Layer.provide(
-          Layer.mergeAll(
-            Topology.layerPools(pools),
-            TokenCounter.layerEstimate,
-            streamsBy({ a: helloStream }, tap),
-            Strategy.layer(Strategy.first),
-            guards(recordingGuard(log)),
-            slowStore
+      // The upstream accepted the stream but its first content event is slow: the connection is open
+      // and the budget held, while the request is still routing.
+      const slowFirstEvent = () =>
+        Effect.succeed(
+          Stream.concat(
+            Stream.fromEffect(Effect.as(Effect.sleep("1 second"), chunk("Hel"))),
+            streamOf(chunk("lo"), usageChunk(usage))
           )
         )
-      )
       return Effect.gen(function* () {
         const router = yield* Router.Router
-        const fiber = yield* Effect.fork(router.chatStream(chatRequest(), { headers: { "x-session-id": "s" } }))
+        const fiber = yield* Effect.fork(router.chatStream(chatRequest()))
         yield* TestClock.adjust("500 millis")
         expect(tap.opened.map((o) => o.upstream)).toEqual(["a"])
+        expect(log.admitted).toEqual(["a"])
         expect(log.released).toEqual([])
         yield* Fiber.interrupt(fiber)
         expect(tap.closed).toEqual(["a"])
         expect(log.released.map((r) => r.outcome._tag)).toEqual(["Interrupted"])
-      }).pipe(Effect.provide(layer))
+      }).pipe(
+        Effect.provide(
+          routerLayer(twoUpstreams(), {
+            provider: streamsBy({ a: slowFirstEvent, b: helloStream }, tap),
+            guards: guards(recordingGuard(log))
+          })
+        )
+      )
     }
   )
+
+  it.effect("releases a stream it started when the request is interrupted before handing it over to the caller", () => {
+    const tap = wiretap()
+    const log = guardLog()
+    // With spans exported, what guards leave on the step runs once the attempt's span is done: after
+    // the stream started, before the router returns it. A slow one holds the request right there.
+    const slowAfterAdmit: Guard.Guard = {
+      ...recordingGuard(log),
+      admit: (attempt, step) => {
+        step.after(Effect.sleep("1 second"))
+        return recordingGuard(log).admit(attempt, step)
+      }
+    }
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const exporting = yield* Effect.map(Effect.tracer, (native) =>
+        Tracer.make({ span: (...args) => native.span(...args), context: native.context })
+      )
+      const fiber = yield* Effect.fork(router.chatStream(chatRequest()).pipe(Effect.withTracer(exporting)))
+      yield* TestClock.adjust("500 millis")
+      // The stream started (its first event arrived), and the request has not returned it yet.
+      expect(tap.opened.map((o) => o.upstream)).toEqual(["a"])
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      yield* Fiber.interruptFork(fiber)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.await(fiber)
+      expect(tap.closed).toEqual(["a"])
+      expect(log.released.map((r) => r.outcome._tag)).toEqual(["Interrupted"])
+    }).pipe(
+      Effect.provide(
+        routerLayer(twoUpstreams(), {
+          provider: streamsBy({ a: helloStream }, tap),
+          guards: guards(slowAfterAdmit)
+        })
+      )
+    )
+  })
 
   it.effect("records an interrupted outcome and closes the connection when the client stops reading early", () => {
     const tap = wiretap()

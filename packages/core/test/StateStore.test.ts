@@ -111,6 +111,90 @@ describe("StateStore.layerMemory", () => {
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 
+  it.effect("local.modify runs f synchronously on this instance's state, shared with the effectful modify", () =>
+    Effect.gen(function* () {
+      const { local, modify } = yield* StateStore.StateStore
+      const bump = (current: { count: number } | undefined) => {
+        const next = { count: (current?.count ?? 0) + 1 }
+        return [next.count, next] as const
+      }
+      expect(local.modify("cb:a", bump)).toBe(1)
+      expect(local.modify("cb:a", bump)).toBe(2)
+      // One state under both levels: the memory store is one process.
+      expect(yield* modify("cb:a", bump)).toBe(3)
+      expect(local.modify("cb:a", bump)).toBe(4)
+      // A read hands the current object back: it stays stored, unchanged.
+      const before = local.modify<{ count: number }, { count: number } | undefined>("cb:a", (c) => [c, c])
+      expect(local.modify<{ count: number }, { count: number } | undefined>("cb:a", (c) => [c, c])).toBe(before)
+      expect(before).toEqual({ count: 4 })
+      // Undefined as the next state removes the key.
+      expect(local.modify<{ count: number }, string>("cb:a", () => ["dropped", undefined])).toBe("dropped")
+      expect(local.modify<{ count: number }, boolean>("cb:a", (c) => [c === undefined, c])).toBe(true)
+      expect(yield* modify<{ count: number }, boolean>("cb:a", (c) => [c === undefined, c])).toBe(true)
+      // Removing a key that was never there stores nothing either.
+      expect(local.modify<{ count: number }, string>("cb:never", () => ["none", undefined])).toBe("none")
+      expect(local.modify<{ count: number }, boolean>("cb:never", (c) => [c === undefined, c])).toBe(true)
+    }).pipe(Effect.provide(StateStore.layerMemory))
+  )
+
+  it.effect("local.set expires a value ttlMs after the now it was set at, read with local.get at a given now", () =>
+    Effect.gen(function* () {
+      const store = yield* StateStore.StateStore
+      const { local } = store
+      local.set("sticky:s1", "upstream-a", 5_000, 1_000)
+      local.set("forever", "x", 5_000)
+      expect(local.get("sticky:s1", 5_000)).toBe("upstream-a")
+      expect(local.get("sticky:s1", 5_999)).toBe("upstream-a")
+      expect(local.get("sticky:s1", 6_000)).toBeUndefined()
+      expect(local.get("forever", Number.MAX_SAFE_INTEGER)).toBe("x")
+      expect(local.get("missing", 0)).toBeUndefined()
+      // Overwriting restarts the ttl from the new now.
+      local.set("k", "v1", 0, 1_000)
+      local.set("k", "v2", 800, 1_000)
+      expect(local.get("k", 1_600)).toBe("v2")
+      expect(local.get("k", 1_800)).toBeUndefined()
+      // The effectful level reads the same values, at the Clock's time.
+      local.set("shared", "y", 0, 1_000)
+      expect(yield* store.get("shared")).toEqual(Option.some("y"))
+      yield* store.set("from-effect", "z", 500)
+      expect(local.get("from-effect", 499)).toBe("z")
+      expect(local.get("from-effect", 500)).toBeUndefined()
+      yield* TestClock.adjust("1 second")
+      expect(yield* store.get("shared")).toEqual(Option.none())
+    }).pipe(Effect.provide(StateStore.layerMemory))
+  )
+
+  it.effect("lease grants up to what is left of the limit, fewer near its end and 0 once it is spent", () =>
+    Effect.gen(function* () {
+      const { lease } = yield* StateStore.StateStore
+      expect(yield* lease("tpm:a", 40, 100, 60_000)).toEqual({ units: 40, expiresAt: 60_000 })
+      yield* TestClock.adjust("1 second")
+      expect(yield* lease("tpm:a", 40, 100, 60_000)).toEqual({ units: 40, expiresAt: 61_000 })
+      expect(yield* lease("tpm:a", 40, 100, 60_000)).toEqual({ units: 20, expiresAt: 61_000 })
+      expect((yield* lease("tpm:a", 40, 100, 60_000)).units).toBe(0)
+      expect((yield* lease("tpm:a", 1, 100, 60_000)).units).toBe(0)
+      // Budgets are independent by key.
+      expect((yield* lease("tpm:b", 500, 100, 60_000)).units).toBe(100)
+      expect((yield* lease("tpm:b", 1, 100, 60_000)).units).toBe(0)
+    }).pipe(Effect.provide(StateStore.layerMemory))
+  )
+
+  it.effect("a lease's units count against the budget until windowMs after the grant", () =>
+    Effect.gen(function* () {
+      const { lease } = yield* StateStore.StateStore
+      expect((yield* lease("rpm:a", 6, 10, 60_000)).units).toBe(6) // t = 0, until 60 s
+      yield* TestClock.adjust("30 seconds")
+      expect((yield* lease("rpm:a", 6, 10, 60_000)).units).toBe(4) // t = 30 s, until 90 s
+      expect((yield* lease("rpm:a", 6, 10, 60_000)).units).toBe(0)
+      yield* TestClock.adjust("29999 millis")
+      expect((yield* lease("rpm:a", 6, 10, 60_000)).units).toBe(0)
+      yield* TestClock.adjust("1 millis") // t = 60 s: the first grant expired, the second still counts
+      expect(yield* lease("rpm:a", 10, 10, 60_000)).toEqual({ units: 6, expiresAt: 120_000 })
+      yield* TestClock.adjust("60 seconds") // t = 120 s: every grant expired
+      expect((yield* lease("rpm:a", 20, 10, 60_000)).units).toBe(10)
+    }).pipe(Effect.provide(StateStore.layerMemory))
+  )
+
   it.effect("gives each layer build its own state", () =>
     Effect.gen(function* () {
       const first = yield* Effect.provide(StateStore.StateStore, StateStore.layerMemory)

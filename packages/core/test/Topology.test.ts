@@ -1,33 +1,45 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, Option, Redacted } from "effect"
+import { ConfigProvider, Effect, Either, Option, Redacted, Schema } from "effect"
 import { inspect } from "node:util"
 import { Config, Topology } from "../src/index.js"
 
 const SECRET = "sk-test-0123456789abcdef"
 
+/** Provider kinds as a providers package registers them. */
+const providers: ReadonlyArray<Config.ProviderKind> = [
+  { name: "openai", needsBaseUrl: true },
+  { name: "groq", needsBaseUrl: true },
+  { name: "simulated", needsBaseUrl: false, simulated: true, options: { key: "simulate", schema: Schema.Struct({}) } }
+]
+
 const config = Either.getOrThrow(
-  Config.decode({
-    upstreams: [
-      { id: "openai-1", provider: "openai", baseUrl: "https://api.openai.com/v1/", apiKeyEnv: "OPENAI_API_KEY" },
-      { id: "groq-1", provider: "groq", baseUrl: "https://api.groq.com/openai/v1", apiKeyEnv: "GROQ_API_KEY" },
-      { id: "sim-1", provider: "simulated", weight: 2, contextWindow: 8192 }
-    ],
-    pools: [
-      { id: "gpt", models: ["gpt-4o"], upstreams: ["openai-1", "groq-1"], fallback: "sim" },
-      { id: "sim", models: ["sim-model"], upstreams: ["sim-1"], maxAttempts: 5 }
-    ]
-  })
+  Config.decode(
+    {
+      upstreams: [
+        { id: "openai-1", provider: "openai", baseUrl: "https://api.openai.com/v1/", apiKeyEnv: "OPENAI_API_KEY" },
+        { id: "groq-1", provider: "groq", baseUrl: "https://api.groq.com/openai/v1", apiKeyEnv: "GROQ_API_KEY" },
+        { id: "sim-1", provider: "simulated", weight: 2, contextWindow: 8192 }
+      ],
+      pools: [
+        { id: "gpt", models: ["gpt-4o"], upstreams: ["openai-1", "groq-1"], fallback: "sim" },
+        { id: "sim", models: ["sim-model"], upstreams: ["sim-1"], maxAttempts: 5 }
+      ]
+    },
+    "config",
+    { providers }
+  )
 )
 
 const environment = (vars: Record<string, string>) =>
   Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
 
-const simulatedUrls = new Map([["sim-1", "http://127.0.0.1:4001/v1"]])
+/** As the server calls it: the URLs of the simulators it started, and the kinds. */
+const started = { baseUrls: new Map([["sim-1", "http://127.0.0.1:4001/v1"]]), providers }
 
 describe("Topology.fromConfig", () => {
   it.effect("reads each apiKeyEnv variable as a Redacted API key", () =>
     Effect.gen(function* () {
-      const topology = yield* Topology.fromConfig(config, simulatedUrls)
+      const topology = yield* Topology.fromConfig(config, started)
       const openai = topology.upstreams.get("openai-1")!
       expect(Option.map(openai.apiKey, Redacted.value)).toEqual(Option.some(SECRET))
       expect(Option.map(topology.upstreams.get("groq-1")!.apiKey, Redacted.value)).toEqual(Option.some("gsk-other"))
@@ -37,7 +49,7 @@ describe("Topology.fromConfig", () => {
 
   it.effect("never shows the API key when an upstream or the topology is printed, serialized or inspected", () =>
     Effect.gen(function* () {
-      const topology = yield* Topology.fromConfig(config, simulatedUrls)
+      const topology = yield* Topology.fromConfig(config, started)
       const openai = topology.upstreams.get("openai-1")!
       const renderings = [
         String(openai),
@@ -54,7 +66,7 @@ describe("Topology.fromConfig", () => {
 
   it.effect("fails naming upstreams[i].apiKeyEnv and the variable for every key that is not set", () =>
     Effect.gen(function* () {
-      const error = yield* Effect.flip(Topology.fromConfig(config, simulatedUrls))
+      const error = yield* Effect.flip(Topology.fromConfig(config, started))
       expect(error._tag).toBe("ConfigError")
       expect(error.source).toBe("environment")
       expect(error.problems).toEqual([
@@ -66,7 +78,7 @@ describe("Topology.fromConfig", () => {
 
   it.effect("resolves pools with their upstreams, defaults and fallbacks", () =>
     Effect.gen(function* () {
-      const topology = yield* Topology.fromConfig(config, simulatedUrls)
+      const topology = yield* Topology.fromConfig(config, started)
       const gpt = topology.pools.get("gpt")!
       expect(gpt.upstreams.map((u) => u.id)).toEqual(["openai-1", "groq-1"])
       expect(gpt).toMatchObject({ name: "gpt", strategy: "round-robin", fallback: "sim", maxAttempts: 2 })
@@ -81,12 +93,34 @@ describe("Topology.fromConfig", () => {
     }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
   )
 
-  it.effect("fails when a simulated upstream has neither a baseUrl nor a started simulator", () =>
+  it.effect("fails when an upstream has neither a baseUrl in the config nor one supplied for it", () =>
     Effect.gen(function* () {
-      const error = yield* Effect.flip(Topology.fromConfig(config))
-      expect(error.problems).toEqual([
-        "upstreams[2].baseUrl: no URL, and no simulated upstream was started for 'sim-1'"
+      const error = yield* Effect.flip(Topology.fromConfig(config, { providers }))
+      expect(error.problems).toEqual(["upstreams[2].baseUrl: 'sim-1' has no URL; set one in the config"])
+    }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
+  )
+
+  it.effect("marks an upstream simulated only when its provider kind says so, not by its name", () =>
+    Effect.gen(function* () {
+      const told = yield* Topology.fromConfig(config, started)
+      expect([...told.upstreams.values()].map((u) => [u.id, u.simulated])).toEqual([
+        ["openai-1", false],
+        ["groq-1", false],
+        ["sim-1", true]
       ])
+      const untold = yield* Topology.fromConfig(config, { baseUrls: started.baseUrls })
+      expect([...untold.upstreams.values()].every((u) => !u.simulated)).toBe(true)
+      // The kind's description decides, whatever its name.
+      const renamed = yield* Topology.fromConfig(config, {
+        ...started,
+        providers: [
+          { name: "openai", needsBaseUrl: true },
+          { name: "groq", needsBaseUrl: true, simulated: true },
+          { name: "simulated", needsBaseUrl: false }
+        ]
+      })
+      expect(renamed.upstreams.get("sim-1")!.simulated).toBe(false)
+      expect(renamed.upstreams.get("groq-1")!.simulated).toBe(true)
     }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
   )
 })

@@ -1,7 +1,19 @@
 /** Stubs and builders shared by the router tests. */
 import { Effect, Layer, Stream } from "effect"
+import type { Scope } from "effect"
 import type { Decision, Wire } from "../src/index.js"
-import { Errors, Guard, Matcher, Provider, Router, StateStore, Strategy, TokenCounter, Topology } from "../src/index.js"
+import {
+  Errors,
+  Guard,
+  Matcher,
+  Provider,
+  Router,
+  StateStore,
+  StreamEvent,
+  Strategy,
+  TokenCounter,
+  Topology
+} from "../src/index.js"
 
 /** An upstream with a base URL nobody listens on (the stub provider never dials it). */
 export const upstream = (
@@ -77,21 +89,28 @@ export const provider = (service: Partial<Provider.Service>) =>
 /** A provider stream of the given events. */
 export const streamOf = (...events: ReadonlyArray<Provider.StreamEvent>) => Stream.fromIterable(events)
 
+/** A stream the upstream accepted, as a provider's `chatStream` returns it (read ahead in the scope). */
+export const opened = (
+  stream: Stream.Stream<Provider.StreamEvent, Errors.UpstreamError>
+): Effect.Effect<Provider.Opened, never, Scope.Scope> =>
+  Effect.map(StreamEvent.fromStream(stream), (events) => ({ events }))
+
+/** A whole answer, as a provider's `chat` returns it. */
+export const answer = <A>(value: A): Provider.Answer<A> => ({ value })
+
 /**
  * A strategy that prefers the upstreams in `preference` order (falling back to the first
  * candidate) and records the candidate ids it was offered on each selection.
  */
 export const preferring = (preference: ReadonlyArray<string>, offered: Array<ReadonlyArray<string>> = []) =>
-  Strategy.make("preferring", (selection) =>
-    Effect.sync(() => {
-      offered.push(selection.candidates.map((u) => u.id))
-      for (const id of preference) {
-        const found = selection.candidates.find((u) => u.id === id)
-        if (found !== undefined) return found
-      }
-      return selection.candidates[0]
-    })
-  )
+  Strategy.make("preferring", (selection) => {
+    offered.push(selection.candidates.map((u) => u.id))
+    for (const id of preference) {
+      const found = selection.candidates.find((u) => u.id === id)
+      if (found !== undefined) return found
+    }
+    return selection.candidates[0]
+  })
 
 /** The router over `pools`, with the given stages (the estimate token counter unless one is given). */
 export const routerLayer = (
@@ -136,16 +155,13 @@ export const recordingGuard = (
   } = {}
 ): Guard.Guard => ({
   name: options.name ?? "recording",
-  check: (u) => Effect.sync(() => options.exclude?.(u)),
-  admit: (attempt) =>
-    Effect.suspend(() => {
-      const refused = options.refuse?.(attempt)
-      if (refused !== undefined) return Effect.fail(refused)
-      log.admitted.push(attempt.upstream.id)
-      return Effect.succeed<Guard.Release>((outcome) =>
-        Effect.sync(() => void log.released.push({ upstream: attempt.upstream.id, outcome }))
-      )
-    })
+  check: (u) => options.exclude?.(u),
+  admit: (attempt) => {
+    const refused = options.refuse?.(attempt)
+    if (refused !== undefined) return refused
+    log.admitted.push(attempt.upstream.id)
+    return (outcome) => void log.released.push({ upstream: attempt.upstream.id, outcome })
+  }
 })
 
 /** A fresh, empty guard log. */

@@ -10,21 +10,24 @@
  *    prompt estimate plus the completion tokens it will answer with; embeddings: the input estimate).
  *    Over either: a 429 `UpstreamError` (`retryable`, `retryAfterMs` = when this request would fit),
  *    not counted. A request larger than `tpm` gets a 429 that is not retryable and names no wait.
- * 2. reports `Provider.currentRateLimits` like a real upstream's `x-ratelimit-*` headers, on the 429
- *    too: limit, remaining and reset, where reset is the time until the window next frees capacity.
+ * 2. reports rate limits like a real upstream's `x-ratelimit-*` headers — in the answer
+ *    (`Provider.Answer.rateLimits`, `Provider.Opened.rateLimits`) and on the 429 and the 500 too
+ *    (`UpstreamError.rateLimits`): limit, remaining and reset, where reset is the time until the
+ *    window next frees capacity; a 429 that names a wait adds it as `retryAfterMs`.
  * 3. fails with a 500 with probability `failureRate` (dice from Effect's `Random`, so seedable; the
  *    request stays counted, as upstreams count what they received).
  * 4. sleeps `latencyMs` (`Effect.sleep`: `TestClock` drives it), then answers: `completionTokens`
- *    words capped by `max_completion_tokens` / `max_tokens`, with usage. A stream sleeps before its
- *    first event and then sends a role chunk, up to 4 content chunks, a finish chunk and, with
- *    `stream_options.include_usage`, a usage-only chunk.
+ *    words capped by `max_completion_tokens` / `max_tokens`, with usage, under the upstream's model
+ *    name (`Provider.Call.model`). A stream sleeps before its first event and then sends a role
+ *    chunk, up to 4 content chunks, a finish chunk and, with `stream_options.include_usage`, a
+ *    usage-only chunk.
  *
  * Prompt estimate (as the HTTP simulator's): `ceil(characters of message text / 4) + 3 per message
  * + 85 per image part`; embeddings: `ceil(characters / 4)` per string, the length of a token array.
  */
 import type { Topology } from "@sluice/core"
-import { Errors, Provider, Wire } from "@sluice/core"
-import { Clock, Effect, FiberRef, Random, Stream } from "effect"
+import { Errors, Provider, StreamEvent, Wire } from "@sluice/core"
+import { Clock, Effect, Option, Random, Stream } from "effect"
 import { Completions, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./internal/simulatorContent.js"
 import { SlidingWindow } from "./internal/simulatorRateLimit.js"
 
@@ -104,8 +107,19 @@ const rateLimitsOf = (sim: Simulated, now: number): Provider.RateLimitInfo | und
   return info
 }
 
+/**
+ * A call the lab cannot answer at all. Built by hand rather than with `Errors.Failure.protocol`
+ * (which is retryable): an upstream the lab does not model is a mistake in the simulation's setup,
+ * and retrying it elsewhere would hide that.
+ */
 const plain = (upstream: string, message: string) =>
   new Errors.UpstreamError({ upstream, kind: "protocol", message, retryable: false })
+
+/** What a received request learned: when it arrived and the rate-limit headers of its answer. */
+interface Received {
+  readonly now: number
+  readonly rateLimits: Provider.RateLimitInfo | undefined
+}
 
 /** Makes simulated upstreams, keyed by upstream id. */
 export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Effect<Lab> =>
@@ -136,7 +150,7 @@ export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Ef
     }
 
     /** Steps 1-3: counts the request or answers 429, reports the headers, rolls the failure die. */
-    const receive = (sim: Simulated, tokens: number): Effect.Effect<number, Errors.UpstreamError> =>
+    const receive = (sim: Simulated, tokens: number): Effect.Effect<Received, Errors.UpstreamError> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const { rpm, tpm, failureRate } = sim.model
@@ -148,37 +162,37 @@ export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Ef
           const fits = Number.isFinite(wait)
           const retryAfterMs = Math.ceil(wait)
           const info = rateLimitsOf(sim, now)
-          yield* FiberRef.set(Provider.currentRateLimits, fits ? { ...info, retryAfterMs } : info)
           const what =
             tokenWait >= requestWait
               ? `tokens per minute (limit ${tpm}, used ${sim.tokens.used(now)}, requested ${tokens})`
               : `requests per minute (limit ${rpm})`
+          if (fits) {
+            return yield* Errors.Failure.http(
+              sim.id,
+              429,
+              `HTTP 429: rate limit reached for ${what}; retry in ${retryAfterMs}ms`,
+              { retryAfterMs, rateLimits: { ...info, retryAfterMs } }
+            )
+          }
+          // Built by hand: `Errors.Failure.http` makes every 429 retryable, but a request larger than
+          // the upstream's whole TPM never fits it, so it names no wait and is not retryable.
           return yield* new Errors.UpstreamError({
             upstream: sim.id,
             kind: "http",
             status: 429,
-            message: fits
-              ? `HTTP 429: rate limit reached for ${what}; retry in ${retryAfterMs}ms`
-              : `HTTP 429: request too large for ${what}`,
-            retryable: fits,
-            ...(fits ? { retryAfterMs } : {})
+            message: `HTTP 429: request too large for ${what}`,
+            retryable: false,
+            ...(info !== undefined ? { rateLimits: info } : {})
           })
         }
         sim.requests.add(now, 1)
         sim.tokens.add(now, tokens)
-        const info = rateLimitsOf(sim, now)
-        if (info !== undefined) yield* FiberRef.set(Provider.currentRateLimits, info)
+        const rateLimits = rateLimitsOf(sim, now)
         if (failureRate !== undefined && failureRate > 0 && (yield* Random.next) < failureRate) {
           sim.failed++
-          return yield* new Errors.UpstreamError({
-            upstream: sim.id,
-            kind: "http",
-            status: 500,
-            message: "HTTP 500: simulated failure",
-            retryable: true
-          })
+          return yield* Errors.Failure.http(sim.id, 500, "HTTP 500: simulated failure", { rateLimits })
         }
-        return now
+        return { now, rateLimits }
       })
 
     const latency = (sim: Simulated): Effect.Effect<void> => {
@@ -207,33 +221,34 @@ export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Ef
         sim.tokensServed += tokens
       })
 
-    const chat: Provider.Service["chat"] = (upstream, request) =>
+    const chat: Provider.Service["chat"] = (upstream, { model, request }) =>
       Effect.gen(function* () {
         const sim = yield* lookup(upstream)
         const p = plan(sim, request)
-        const now = yield* receive(sim, p.prompt + p.completion)
+        const { now, rateLimits } = yield* receive(sim, p.prompt + p.completion)
         yield* latency(sim)
         yield* served(sim, p.usage.total_tokens)
-        return {
+        const value = {
           id: `chatcmpl-lab-${sequence++}`,
           object: "chat.completion",
           created: Math.floor(now / 1000),
-          model: request.model,
+          model,
           choices: [{ index: 0, message: { role: "assistant", content: p.content }, finish_reason: p.finish }],
           usage: p.usage
         } satisfies Wire.ChatCompletion
+        return { value, rateLimits }
       })
 
-    const chatStream: Provider.Service["chatStream"] = (upstream, request) =>
+    const chatStream: Provider.Service["chatStream"] = (upstream, { model, request }) =>
       Effect.gen(function* () {
         const sim = yield* lookup(upstream)
         const p = plan(sim, request)
-        const now = yield* receive(sim, p.prompt + p.completion)
-        const head = `{"id":"chatcmpl-lab-${sequence++}","object":"chat.completion.chunk","created":${Math.floor(now / 1000)},"model":${JSON.stringify(request.model)}`
-        const event = (delta: object, finish: string | null): Provider.StreamEvent => ({
+        const { now, rateLimits } = yield* receive(sim, p.prompt + p.completion)
+        const head = `{"id":"chatcmpl-lab-${sequence++}","object":"chat.completion.chunk","created":${Math.floor(now / 1000)},"model":${JSON.stringify(model)}`
+        const event = (delta: object, finish: string | null): StreamEvent.StreamEvent => ({
           data: `${head},"choices":[{"index":0,"delta":${JSON.stringify(delta)},"finish_reason":${JSON.stringify(finish)}}]}`
         })
-        const events: Array<Provider.StreamEvent> = [event({ role: "assistant", content: "" }, null)]
+        const events: Array<StreamEvent.StreamEvent> = [event({ role: "assistant", content: "" }, null)]
         const size = Math.ceil(p.content.length / STREAM_CONTENT_CHUNKS)
         for (let at = 0; at < p.content.length; at += size) {
           events.push(event({ content: p.content.slice(at, at + size) }, null))
@@ -246,13 +261,23 @@ export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Ef
             usageOnly: true
           })
         }
-        return Stream.fromIterable(events).pipe(
-          Stream.onStart(latency(sim)),
-          Stream.onEnd(served(sim, p.usage.total_tokens))
-        )
+        // Read ahead by a fiber of the caller's scope: the latency passes whether or not anyone reads.
+        const source = yield* StreamEvent.fromStream(Stream.fromIterable(events).pipe(Stream.onStart(latency(sim))))
+        let ended = false
+        const poll = (): StreamEvent.Polled => {
+          const polled = source.poll()
+          // Served once the reader got the clean end, as a client reads a stream to its end.
+          if (!ended && polled !== undefined && !StreamEvent.isEvents(polled) && Option.isNone(polled)) {
+            ended = true
+            sim.served++
+            sim.tokensServed += p.usage.total_tokens
+          }
+          return polled
+        }
+        return { events: { poll, onReady: source.onReady }, rateLimits }
       })
 
-    const embeddings: Provider.Service["embeddings"] = (upstream, request) =>
+    const embeddings: Provider.Service["embeddings"] = (upstream, { model, request }) =>
       Effect.gen(function* () {
         const sim = yield* lookup(upstream)
         const inputs: ReadonlyArray<string | ReadonlyArray<number>> =
@@ -263,11 +288,11 @@ export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Ef
               : (request.input as ReadonlyArray<string | ReadonlyArray<number>>)
         let tokens = 0
         for (const input of inputs) tokens += typeof input === "string" ? estimateTextTokens(input) : input.length
-        yield* receive(sim, tokens)
+        const { rateLimits } = yield* receive(sim, tokens)
         yield* latency(sim)
         yield* served(sim, tokens)
         const dimensions = request.dimensions ?? DEFAULT_DIMENSIONS
-        return {
+        const value = {
           object: "list",
           data: inputs.map((input, index) => {
             const vector = embed(typeof input === "string" ? input : input.join(","), dimensions)
@@ -277,9 +302,10 @@ export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Ef
               embedding: request.encoding_format === "base64" ? toBase64(vector) : Array.from(vector)
             }
           }),
-          model: request.model,
+          model,
           usage: { prompt_tokens: tokens, total_tokens: tokens }
         } satisfies Wire.EmbeddingsResponse
+        return { value, rateLimits }
       })
 
     const stats = (upstreamId: string): Stats => {

@@ -9,21 +9,10 @@
  * router — one `Effect.async` per call, an undici dispatch handler, and an SSE reader that hands the
  * router every event of one socket read in one chunk.
  */
-import { Errors, Provider, Router } from "@sluice/core"
-import type { Topology, Wire } from "@sluice/core"
-import {
-  Chunk,
-  Context,
-  DefaultServices,
-  Effect,
-  FiberRef,
-  Layer,
-  Option,
-  Redacted,
-  Scope,
-  Stream,
-  Tracer
-} from "effect"
+import { Errors, Provider, Tracing } from "@sluice/core"
+import type { StreamEvent, Topology, Wire } from "@sluice/core"
+import { Effect, Option, Redacted, Scope } from "effect"
+import type { Tracer } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
 import { StringDecoder } from "node:string_decoder"
 import type { Dispatcher } from "undici"
@@ -31,20 +20,8 @@ import { Agent } from "undici"
 
 type Upstream = Topology.Upstream
 
-/** Effect's built-in tracer: its spans are exported nowhere. */
-const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
-
-/**
- * Whether upstream calls get spans (and a `traceparent` header): only when a tracer is installed
- * (Effect's built-in one exports nothing) and tracing is enabled.
- */
-const tracing = (fiber: { getFiberRef: <A>(ref: FiberRef.FiberRef<A>) => A }): boolean =>
-  fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
-  Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
-
 /** Whether an upstream HTTP status is worth another attempt elsewhere. */
-export const retryableStatus = (status: number): boolean =>
-  status === 408 || status === 409 || status === 425 || status === 429 || status >= 500
+export const retryableStatus = Errors.retryableStatus
 
 const errorMessage = (body: unknown, fallback: string): string => {
   if (typeof body === "object" && body !== null) {
@@ -78,22 +55,14 @@ const flatHeaders = (headers: IncomingHttpHeaders): Headers => {
 
 /** A call that never got an answer (refused, reset, timed out at the socket). */
 const unreachable = (upstream: Upstream, error: unknown): Errors.UpstreamError =>
-  new Errors.UpstreamError({
-    upstream: upstream.id,
-    kind: "connection",
-    message: `could not reach ${upstream.baseUrl}: ${error instanceof Error ? error.message : String(error)}`,
-    retryable: true
-  })
+  Errors.Failure.connection(
+    upstream.id,
+    `could not reach ${upstream.baseUrl}: ${error instanceof Error ? error.message : String(error)}`
+  )
 
 /** An answer that started but could not be read to its end. */
 const unreadable = (error: unknown): string =>
   `could not read the answer: ${error instanceof Error ? error.message : String(error)}`
-
-/** Reports the answer's rate-limit headers to the router (see `Provider.currentRateLimits`). */
-const observe = (headers: Headers): Effect.Effect<void> => {
-  const info = Provider.parseRateLimitHeaders(headers, Date.now())
-  return info === undefined ? Effect.void : FiberRef.set(Provider.currentRateLimits, info)
-}
 
 /** Turns a non-2xx answer into an `UpstreamError` carrying the upstream's message and Retry-After. */
 const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: string): Errors.UpstreamError => {
@@ -103,17 +72,31 @@ const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: 
   } catch {
     body = undefined
   }
-  const after = Provider.retryAfterMs(headers, Date.now())
-  return new Errors.UpstreamError({
-    upstream: upstream.id,
-    kind: "http",
+  const now = Date.now()
+  return Errors.Failure.http(
+    upstream.id,
     status,
-    message: `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`,
-    retryable: retryableStatus(status),
-    ...(after !== undefined ? { retryAfterMs: after } : {}),
-    ...(body !== undefined ? { body } : {})
-  })
+    `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`,
+    {
+      retryAfterMs: Provider.retryAfterMs(headers, now),
+      body,
+      rateLimits: Provider.parseRateLimitHeaders(headers, now)
+    }
+  )
 }
+
+/**
+ * The body to send: the client's own bytes when the call changes nothing in them (the model is the
+ * one asked for, and nothing else is set), else the request serialized with the upstream's model
+ * and `extra` fields.
+ */
+const payloadOf = <R extends { readonly model: string }>(
+  call: Provider.Call<R>,
+  extra: Readonly<Record<string, unknown>> | undefined
+): string =>
+  call.body !== undefined && extra === undefined && call.model === call.request.model
+    ? call.body
+    : JSON.stringify({ ...call.request, model: call.model, ...extra })
 
 /** Where one upstream is, precomputed once per upstream: undici wants origin and path apart. */
 interface Target {
@@ -174,7 +157,7 @@ const makeSseParser = () => {
 }
 
 /** One SSE payload as a stream event, or the upstream's in-band error. */
-const toEvent = (upstream: Upstream, data: string): Provider.StreamEvent | Errors.UpstreamError => {
+const toEvent = (upstream: Upstream, data: string): StreamEvent.StreamEvent | Errors.UpstreamError => {
   if (data.startsWith('{"error"')) {
     let body: unknown
     try {
@@ -182,13 +165,7 @@ const toEvent = (upstream: Upstream, data: string): Provider.StreamEvent | Error
     } catch {
       body = undefined
     }
-    return new Errors.UpstreamError({
-      upstream: upstream.id,
-      kind: "protocol",
-      message: `stream error: ${errorMessage(body, data.slice(0, 200))}`,
-      retryable: true,
-      ...(body !== undefined ? { body } : {})
-    })
+    return Errors.Failure.protocol(upstream.id, `stream error: ${errorMessage(body, data.slice(0, 200))}`, body)
   }
   if (!data.includes('"usage"') || !USAGE.test(data)) return { data }
   try {
@@ -213,19 +190,10 @@ const decodeAnswer = <A>(
   try {
     value = JSON.parse(answer.text)
   } catch (error) {
-    return Effect.fail(
-      new Errors.UpstreamError({ upstream: upstream.id, kind: "protocol", message: unreadable(error), retryable: true })
-    )
+    return Effect.fail(Errors.Failure.protocol(upstream.id, unreadable(error)))
   }
   if (!isValid(value)) {
-    return Effect.fail(
-      new Errors.UpstreamError({
-        upstream: upstream.id,
-        kind: "protocol",
-        message: "the answer is not an OpenAI-shaped response",
-        retryable: true
-      })
-    )
+    return Effect.fail(Errors.Failure.protocol(upstream.id, "the answer is not an OpenAI-shaped response"))
   }
   return Effect.succeed(value as A)
 }
@@ -242,13 +210,8 @@ interface Answer {
 interface Opened {
   readonly _tag: "Opened"
   readonly headers: Headers
-  readonly events: Stream.Stream<Provider.StreamEvent, Errors.UpstreamError>
+  readonly events: StreamEvent.Source
 }
-
-const fromPolled = (
-  polled: ReadonlyArray<Provider.StreamEvent> | Option.Option<Errors.UpstreamError>
-): Effect.Effect<ReadonlyArray<Provider.StreamEvent>, Option.Option<Errors.UpstreamError>> =>
-  Array.isArray(polled) ? Effect.succeed(polled) : Effect.fail(polled as Option.Option<Errors.UpstreamError>)
 
 type Resume = (effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) => void
 
@@ -263,7 +226,7 @@ const HIGH_WATER_EVENTS = 256
  * answer (non-streaming, and any non-2xx or non-SSE answer to a stream request), or — for a 2xx event
  * stream — as soon as the headers arrive, with a stream that the socket's reads feed.
  */
-class Exchange implements Dispatcher.DispatchHandler {
+class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
   private controller: Dispatcher.DispatchController | undefined
   private cancelled = false
   private settled = false
@@ -275,13 +238,13 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly parse = makeSseParser()
   private decoder: StringDecoder | undefined
   private readonly items: Array<string | typeof DONE> = []
-  private pending: Array<Provider.StreamEvent> = []
+  private pending: Array<StreamEvent.StreamEvent> = []
   private failure: Errors.UpstreamError | undefined
   /** The stream is over for the reader: `[DONE]` seen, or failed. The socket may still drain. */
   private over = false
   /** The response has ended (or failed): the connection is back in the pool or gone. */
   private finished = false
-  /** The reader waiting for events (see `Router.DirectPull.onReady`). */
+  /** The reader waiting for events (see `StreamEvent.Source.onReady`). */
   private ready: (() => void) | undefined
   /** The deadline of a whole answer, while it runs. */
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -308,12 +271,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       if (type.includes("text/event-stream")) {
         this.sse = true
         this.decoder = new StringDecoder("utf8")
-        // The router pulls the events directly; anyone else runs them as a stream.
-        const events = Router.withDirectPull(
-          Stream.repeatEffectChunkOption(Effect.map(this.pull, Chunk.unsafeFromArray)),
-          { pull: this.pull, poll: this.poll, onReady: this.onReady }
-        )
-        this.settle(Effect.succeed({ _tag: "Opened", headers: this.headers, events }))
+        this.settle(Effect.succeed({ _tag: "Opened", headers: this.headers, events: this }))
       }
     }
   }
@@ -348,12 +306,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.sse) {
       if (!this.over) {
         this.fail(
-          new Errors.UpstreamError({
-            upstream: this.upstream.id,
-            kind: "connection",
-            message: "the stream ended without [DONE]: the upstream broke off",
-            retryable: true
-          })
+          Errors.Failure.connection(this.upstream.id, "the stream ended without [DONE]: the upstream broke off")
         )
       }
       this.wake()
@@ -369,14 +322,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.finished = true
     if (this.sse) {
       if (!this.over) {
-        this.fail(
-          new Errors.UpstreamError({
-            upstream: this.upstream.id,
-            kind: "connection",
-            message: `the upstream broke off mid-stream: ${error.message}`,
-            retryable: true
-          })
-        )
+        this.fail(Errors.Failure.connection(this.upstream.id, `the upstream broke off mid-stream: ${error.message}`))
       }
       this.wake()
       return
@@ -385,12 +331,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       Effect.fail(
         this.status === 0
           ? unreachable(this.upstream, error)
-          : new Errors.UpstreamError({
-              upstream: this.upstream.id,
-              kind: "protocol",
-              message: unreadable(error),
-              retryable: true
-            })
+          : Errors.Failure.protocol(this.upstream.id, unreadable(error))
       )
     )
   }
@@ -420,16 +361,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.timer = setTimeout(() => {
       this.timer = undefined
       if (this.settled) return
-      this.settle(
-        Effect.fail(
-          new Errors.UpstreamError({
-            upstream: this.upstream.id,
-            kind: "timeout",
-            message: `no response within ${ms} ms`,
-            retryable: true
-          })
-        )
-      )
+      this.settle(Effect.fail(Errors.Failure.timeout(this.upstream.id, `no response within ${ms} ms`)))
       this.cancel()
     }, ms)
   }
@@ -457,7 +389,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** What has arrived for the reader: events, the end (`None`) or the failure; undefined when nothing has. */
-  readonly poll = (): ReadonlyArray<Provider.StreamEvent> | Option.Option<Errors.UpstreamError> | undefined => {
+  readonly poll = (): ReadonlyArray<StreamEvent.StreamEvent> | Option.Option<Errors.UpstreamError> | undefined => {
     if (this.pending.length > 0) {
       const events = this.pending
       this.pending = []
@@ -472,18 +404,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   readonly onReady = (ready: (() => void) | undefined): void => {
     this.ready = ready
   }
-
-  private readonly pull: Effect.Effect<ReadonlyArray<Provider.StreamEvent>, Option.Option<Errors.UpstreamError>> =
-    Effect.suspend(() => {
-      const polled = this.poll()
-      if (polled !== undefined) return fromPolled(polled)
-      return Effect.async((resume) => {
-        this.ready = () => resume(fromPolled(this.poll()!))
-        return Effect.sync(() => {
-          this.ready = undefined
-        })
-      })
-    })
 }
 
 /**
@@ -513,7 +433,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   const post = (
     upstream: Upstream,
     path: string,
-    body: unknown,
+    payload: string,
     streaming: boolean,
     onExchange?: (exchange: Exchange) => void
   ): Effect.Effect<Answer | Opened, Errors.UpstreamError> => {
@@ -527,13 +447,6 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
           resume
         )
         onExchange?.(exchange)
-        let payload: string
-        try {
-          payload = JSON.stringify(body)
-        } catch (error) {
-          resume(Effect.die(error))
-          return
-        }
         // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
         // first event is timed by the router.
         if (!streaming) exchange.deadline(upstream.timeoutMs)
@@ -553,7 +466,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
         return Effect.sync(exchange.cancel)
       })
     return Effect.withFiberRuntime((fiber) =>
-      tracing(fiber)
+      Tracing.exported(fiber)
         ? Effect.useSpan(
             "http.client POST",
             {
@@ -567,32 +480,40 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     )
   }
 
-  const json = <A>(upstream: Upstream, path: string, body: unknown, isValid: (value: unknown) => boolean) =>
-    Effect.flatMap(post(upstream, path, body, false), (result) => {
+  const json = <A>(
+    upstream: Upstream,
+    path: string,
+    payload: string,
+    isValid: (value: unknown) => boolean
+  ): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> =>
+    Effect.flatMap(post(upstream, path, payload, false), (result) => {
       // Only stream requests open a stream.
       const answer = result as Answer
-      const decoded = decodeAnswer<A>(upstream, answer, isValid)
-      const info = Provider.parseRateLimitHeaders(answer.headers, Date.now())
-      return info === undefined ? decoded : Effect.zipRight(FiberRef.set(Provider.currentRateLimits, info), decoded)
+      return Effect.map(decodeAnswer<A>(upstream, answer, isValid), (value) => ({
+        value,
+        // Nothing was translated: the client gets the upstream's bytes.
+        text: answer.text,
+        rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now())
+      }))
     })
 
-  const chat: Provider.Service["chat"] = (upstream, request) =>
+  const chat: Provider.Service["chat"] = (upstream, call) =>
     json<Wire.ChatCompletion>(
       upstream,
       "/chat/completions",
-      request,
+      payloadOf(call, call.request.stream === true ? { stream: false } : undefined),
       (v) => typeof v === "object" && v !== null && Array.isArray((v as { choices?: unknown }).choices)
     )
 
-  const embeddings: Provider.Service["embeddings"] = (upstream, request) =>
+  const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
     json<Wire.EmbeddingsResponse>(
       upstream,
       "/embeddings",
-      request,
+      payloadOf(call, undefined),
       (v) => typeof v === "object" && v !== null && Array.isArray((v as { data?: unknown }).data)
     )
 
-  const chatStream: Provider.Service["chatStream"] = (upstream, request) =>
+  const chatStream: Provider.Service["chatStream"] = (upstream, call) =>
     Effect.gen(function* () {
       let exchange: Exchange | undefined
       // The connection belongs to the caller's scope: closed when it closes, unless the stream
@@ -602,25 +523,21 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
         yield* Effect.scope,
         Effect.sync(() => exchange?.cancel())
       )
-      const answer = yield* post(upstream, "/chat/completions", request, true, (e) => {
+      const payload = payloadOf(call, { stream: true })
+      const answer = yield* post(upstream, "/chat/completions", payload, true, (e) => {
         exchange = e
       })
-      yield* observe(answer.headers)
-      if (answer._tag === "Opened") return answer.events
+      if (answer._tag === "Opened") {
+        return { events: answer.events, rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now()) }
+      }
       if (answer.status < 200 || answer.status >= 300) {
         return yield* Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
       }
       const type = answer.headers["content-type"] ?? ""
-      return yield* new Errors.UpstreamError({
-        upstream: upstream.id,
-        kind: "protocol",
-        message: `expected an event stream, got content-type '${type || "none"}'`,
-        retryable: true
-      })
+      return yield* Effect.fail(
+        Errors.Failure.protocol(upstream.id, `expected an event stream, got content-type '${type || "none"}'`)
+      )
     })
 
   return { chat, chatStream, embeddings, enforcesTimeout: () => true }
 })
-
-/** The OpenAI-compatible provider for every upstream, over its own undici connection pools. */
-export const layer: Layer.Layer<Provider.Provider> = Layer.scoped(Provider.Provider, make)

@@ -1,17 +1,52 @@
 /**
- * The provider registry: one `Provider` service that dispatches each call on `upstream.provider`.
- * Every kind Sluice ships today speaks the OpenAI wire format; translating providers (Anthropic,
- * Gemini) plug in here by kind.
+ * The provider registry: the kinds Sluice ships ({@link kinds}, which a config is checked against
+ * when it loads) and one `Provider` service that dispatches each call on `upstream.provider`. Every
+ * kind shipped today speaks the OpenAI wire format; translating providers (Anthropic, Gemini) plug
+ * in here by kind.
  */
-import { Config, Errors, Provider } from "@sluice/core"
+import type { Config } from "@sluice/core"
+import { Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
 import * as OpenAICompatible from "./OpenAICompatible.js"
+import * as Simulator from "./Simulator.js"
 
-/** Provider kinds served by the OpenAI-compatible translation: every kind the config accepts today. */
-export const openAICompatibleKinds: ReadonlyArray<Config.ProviderKind> = Config.ProviderKind.literals
+const remote = (name: string): Config.ProviderKind => ({ name, needsBaseUrl: true })
+
+/**
+ * `simulated`: an OpenAI-compatible upstream that only pretends. With a `baseUrl` it is called like
+ * any other (a `sluice simulate` elsewhere); without one the server starts a {@link Simulator} in
+ * process for it, set up by the upstream's `simulate:` block ({@link Simulator.SimulateOptions}).
+ */
+export const simulated = {
+  name: "simulated",
+  needsBaseUrl: false,
+  simulated: true,
+  options: { key: "simulate", schema: Simulator.SimulateOptions }
+} as const satisfies Config.ProviderKind
+
+/**
+ * Every provider kind Sluice ships, in the order error messages list them: pass them as
+ * `Config.DecodeOptions.providers` (the server's `ConfigFile` does).
+ */
+export const kinds: ReadonlyArray<Config.ProviderKind> = [
+  remote("openai"),
+  remote("openai-compatible"),
+  remote("groq"),
+  remote("mistral"),
+  remote("together"),
+  remote("vllm"),
+  remote("ollama"),
+  remote("lmstudio"),
+  simulated
+]
+
+/** Provider kinds served by the OpenAI-compatible translation: every kind in {@link kinds} today. */
+export const openAICompatibleKinds: ReadonlyArray<string> = kinds.map((kind) => kind.name)
 
 /** Dispatches on `upstream.provider` among `providers`; an unknown kind fails without retry. */
 export const dispatch = (providers: Readonly<Record<string, Provider.Service>>): Provider.Service => {
+  // Built by hand rather than with `Errors.Failure.protocol` (retryable): a kind nobody serves is a
+  // configuration mistake that no other attempt fixes.
   const unknown = (upstream: { readonly id: string; readonly provider: string }) =>
     new Errors.UpstreamError({
       upstream: upstream.id,
@@ -20,17 +55,17 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
       retryable: false
     })
   return Provider.Provider.of({
-    chat: (upstream, request) => {
+    chat: (upstream, call) => {
       const p = providers[upstream.provider]
-      return p === undefined ? Effect.fail(unknown(upstream)) : p.chat(upstream, request)
+      return p === undefined ? Effect.fail(unknown(upstream)) : p.chat(upstream, call)
     },
-    chatStream: (upstream, request) => {
+    chatStream: (upstream, call) => {
       const p = providers[upstream.provider]
-      return p === undefined ? Effect.fail(unknown(upstream)) : p.chatStream(upstream, request)
+      return p === undefined ? Effect.fail(unknown(upstream)) : p.chatStream(upstream, call)
     },
-    embeddings: (upstream, request) => {
+    embeddings: (upstream, call) => {
       const p = providers[upstream.provider]
-      return p === undefined ? Effect.fail(unknown(upstream)) : p.embeddings(upstream, request)
+      return p === undefined ? Effect.fail(unknown(upstream)) : p.embeddings(upstream, call)
     },
     enforcesTimeout: (upstream) => providers[upstream.provider]?.enforcesTimeout?.(upstream) === true
   })

@@ -68,6 +68,31 @@ export interface Options {
   readonly seed?: number
 }
 
+const NonNegative = Schema.Number.pipe(Schema.nonNegative())
+const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
+const Probability = Schema.Number.pipe(Schema.between(0, 1))
+
+/**
+ * The `simulate:` block of a `simulated` upstream in a config file: the {@link Options} a config may
+ * set (the name is the upstream's id). Registered as the `simulated` kind's settings
+ * (`Providers.simulated`), so a config is checked against it when it loads.
+ */
+export const SimulateOptions = Schema.Struct({
+  latencyMs: Schema.optionalWith(NonNegative, { exact: true }),
+  ttftMs: Schema.optionalWith(NonNegative, { exact: true }),
+  tokensPerSecond: Schema.optionalWith(NonNegative, { exact: true }),
+  completionTokens: Schema.optionalWith(PositiveInt, { exact: true }),
+  rpm: Schema.optionalWith(PositiveInt, { exact: true }),
+  tpm: Schema.optionalWith(PositiveInt, { exact: true }),
+  failureRate: Schema.optionalWith(Probability, { exact: true }),
+  resetRate: Schema.optionalWith(Probability, { exact: true }),
+  stallRate: Schema.optionalWith(Probability, { exact: true }),
+  midStreamCutRate: Schema.optionalWith(Probability, { exact: true }),
+  seed: Schema.optionalWith(Schema.Number, { exact: true })
+})
+/** The `simulate:` block of a `simulated` upstream, decoded. */
+export type SimulateOptions = typeof SimulateOptions.Type
+
 /** Where to listen. Defaults: host `127.0.0.1`, port 0 (a free port). */
 export interface Listen {
   readonly host?: string

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import type { Wire } from "@sluice/core"
 import { Provider, Topology } from "@sluice/core"
 import { Effect, Either } from "effect"
 import * as Providers from "../src/Providers.js"
@@ -6,6 +7,12 @@ import * as Simulator from "../src/Simulator.js"
 
 const upstreamOf = (sim: Simulator.Simulator, timeoutMs: number) =>
   Topology.upstream({ id: "slow", provider: "openai-compatible", baseUrl: `${sim.url}/v1`, timeoutMs })
+
+/** A call as the router makes it: the upstream's model is the one requested, no raw body. */
+const callOf = (request: Wire.ChatCompletionRequest): Provider.Call<Wire.ChatCompletionRequest> => ({
+  request,
+  model: request.model
+})
 
 describe("OpenAI-compatible provider", () => {
   it.scopedLive("fails a whole answer that takes longer than timeoutMs with a retryable timeout, on its own", () =>
@@ -16,7 +23,7 @@ describe("OpenAI-compatible provider", () => {
       expect(provider.enforcesTimeout?.(upstream)).toBe(true)
       const started = Date.now()
       const result = yield* Effect.either(
-        provider.chat(upstream, { model: "m", messages: [{ role: "user", content: "hi" }] })
+        provider.chat(upstream, callOf({ model: "m", messages: [{ role: "user", content: "hi" }] }))
       )
       const elapsed = Date.now() - started
       expect(Either.isLeft(result)).toBe(true)
@@ -34,11 +41,59 @@ describe("OpenAI-compatible provider", () => {
     Effect.gen(function* () {
       const sim = yield* Simulator.start({ completionTokens: 2 })
       const provider = yield* Provider.Provider
-      const completion = yield* provider.chat(upstreamOf(sim, 2_000), {
-        model: "m",
-        messages: [{ role: "user", content: "hi" }]
+      const answer = yield* provider.chat(
+        upstreamOf(sim, 2_000),
+        callOf({ model: "m", messages: [{ role: "user", content: "hi" }] })
+      )
+      expect(answer.value.choices[0]?.message.content).toBe("[sim] lorem")
+    }).pipe(Effect.provide(Providers.layer()))
+  )
+
+  it.scopedLive("relays the answer's text and reports its rate-limit headers", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ completionTokens: 2, rpm: 10 })
+      const provider = yield* Provider.Provider
+      const answer = yield* provider.chat(
+        upstreamOf(sim, 2_000),
+        callOf({ model: "m", messages: [{ role: "user", content: "hi" }] })
+      )
+      expect(answer.text).toBeDefined()
+      expect(JSON.parse(answer.text!)).toEqual(answer.value)
+      expect(answer.rateLimits).toMatchObject({ limitRequests: 10, remainingRequests: 9 })
+    }).pipe(Effect.provide(Providers.layer()))
+  )
+
+  it.scopedLive("fails a 429 with its Retry-After and rate-limit headers", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ rpm: 1 })
+      const provider = yield* Provider.Provider
+      const upstream = upstreamOf(sim, 2_000)
+      const chat = provider.chat(upstream, callOf({ model: "m", messages: [{ role: "user", content: "hi" }] }))
+      yield* chat
+      const error = yield* Effect.flip(chat)
+      expect(error).toMatchObject({ upstream: "slow", kind: "http", status: 429, retryable: true })
+      expect(error.retryAfterMs).toBeGreaterThan(0)
+      expect(error.rateLimits).toMatchObject({
+        limitRequests: 1,
+        remainingRequests: 0,
+        retryAfterMs: error.retryAfterMs
       })
-      expect(completion.choices[0]?.message.content).toBe("[sim] lorem")
+    }).pipe(Effect.provide(Providers.layer()))
+  )
+
+  it.scopedLive("forwards the client's body as received when only the model could change, else re-serializes", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ completionTokens: 1 })
+      const provider = yield* Provider.Provider
+      const upstream = upstreamOf(sim, 2_000)
+      const request: Wire.ChatCompletionRequest = { model: "m", messages: [{ role: "user", content: "hi" }] }
+      // A field the parsed request does not have: it reaches the upstream only if the bytes do.
+      const body = JSON.stringify({ ...request, x_marker: 1 })
+      yield* provider.chat(upstream, { request, model: "m", body })
+      yield* provider.chat(upstream, { request, model: "upstream-model", body })
+      const [same, renamed] = sim.requests().map((r) => r.body)
+      expect(same).toEqual({ ...request, x_marker: 1 })
+      expect(renamed).toEqual({ ...request, model: "upstream-model" })
     }).pipe(Effect.provide(Providers.layer()))
   )
 

@@ -4,6 +4,7 @@
  * by path, all at once.
  */
 import { Config as SluiceConfig } from "@sluice/core"
+import { Providers } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
 import { Config, Effect, Either, Option } from "effect"
 import { readFile } from "node:fs/promises"
@@ -14,10 +15,12 @@ import { parse as parseYaml } from "yaml"
 export const defaultPath: string = fileURLToPath(new URL("../config/default.yaml", import.meta.url))
 
 /**
- * What pools may name as `strategy` by default: the built-in strategies. Pass the custom names too
- * when the pipeline is given custom strategies (`Sluice.layer(config, { strategies })`).
+ * What a config is checked against by default: the built-in strategies (`pools[].strategy`) and the
+ * provider kinds Sluice ships (`upstreams[].provider` and each kind's settings, such as `simulate:`).
+ * Options given to {@link parse} or {@link load} replace these field by field: pass the custom
+ * strategy names too when the pipeline is given custom strategies (`Sluice.layer(config, { strategies })`).
  */
-export const defaultOptions: SluiceConfig.DecodeOptions = { strategies: Strategies.names }
+export const defaultOptions: SluiceConfig.DecodeOptions = { strategies: Strategies.names, providers: Providers.kinds }
 
 /** Parses YAML or JSON text (JSON is YAML) into a document; `Left` is the problem. */
 const parseDocument = (text: string): Either.Either<unknown, string> => {
@@ -29,28 +32,30 @@ const parseDocument = (text: string): Either.Either<unknown, string> => {
 }
 
 /**
- * Parses YAML or JSON text and decodes it. Pure: the environment (`apiKeyEnv` variables, `PORT`,
- * `HOST`) is not looked at; {@link load} checks it too.
+ * Parses YAML or JSON text and decodes it, checked against {@link defaultOptions} with `options`
+ * over them. Pure: the environment (`apiKeyEnv` variables, `PORT`, `HOST`) is not looked at;
+ * {@link load} checks it too.
  */
 export const parse = (
   text: string,
   source: string,
-  options: SluiceConfig.DecodeOptions = defaultOptions
+  options: SluiceConfig.DecodeOptions = {}
 ): Either.Either<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
   Either.flatMap(
     Either.mapLeft(parseDocument(text), (problem) => new SluiceConfig.ConfigError({ source, problems: [problem] })),
-    (document) => SluiceConfig.decode(document, source, options)
+    (document) => SluiceConfig.decode(document, source, { ...defaultOptions, ...options })
   )
 
 /**
  * Reads and checks a config file in one pass: its syntax, the schema, the references between
- * entries, every `apiKeyEnv` variable (upstreams' and `server.priorities`') and `PORT` / `HOST`,
- * which override `server.port` / `server.host`. Fails with one {@link SluiceConfig.ConfigError}
- * listing every problem by path; secret values never appear in it.
+ * entries, the strategies and provider kinds ({@link defaultOptions} with `options` over them),
+ * every `apiKeyEnv` variable (upstreams' and `server.priorities`') and `PORT` / `HOST`, which
+ * override `server.port` / `server.host`. Fails with one {@link SluiceConfig.ConfigError} listing
+ * every problem by path; secret values never appear in it.
  */
 export const load = (
   path: string,
-  options: SluiceConfig.DecodeOptions = defaultOptions
+  options: SluiceConfig.DecodeOptions = {}
 ): Effect.Effect<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
   Effect.gen(function* () {
     const text = yield* Effect.tryPromise({
@@ -64,7 +69,7 @@ export const load = (
     const document = parseDocument(text)
     if (Either.isLeft(document)) return yield* new SluiceConfig.ConfigError({ source: path, problems: [document.left] })
     const [decoded, address] = yield* Effect.all([
-      Effect.either(SluiceConfig.decodeWithEnvironment(document.right, path, options)),
+      Effect.either(SluiceConfig.decodeWithEnvironment(document.right, path, { ...defaultOptions, ...options })),
       readAddress
     ])
     if (Either.isRight(decoded) && address.problems.length === 0) return override(decoded.right, address)
@@ -108,13 +113,3 @@ const override = (config: SluiceConfig.ConfigFile, address: Address): SluiceConf
           ...(Option.isSome(address.host) ? { host: address.host.value } : {})
         }
       }
-
-/** Applies `PORT` / `HOST` from the environment to a decoded config. */
-export const withEnvironment = (
-  config: SluiceConfig.ConfigFile
-): Effect.Effect<SluiceConfig.ConfigFile, SluiceConfig.ConfigError> =>
-  Effect.flatMap(readAddress, (address) =>
-    address.problems.length > 0
-      ? new SluiceConfig.ConfigError({ source: "environment", problems: address.problems })
-      : Effect.succeed(override(config, address))
-  )

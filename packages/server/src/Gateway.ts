@@ -14,27 +14,11 @@
  */
 import { HttpTraceContext } from "@effect/platform"
 import type { Headers } from "@effect/platform"
-import type { Decision, Provider } from "@sluice/core"
-import { Config, Errors, Router, Wire } from "@sluice/core"
+import type { Decision } from "@sluice/core"
+import { Config, Errors, Router, StreamEvent, Tracing, Wire } from "@sluice/core"
 import type { Scope } from "effect"
-import {
-  Cause,
-  Context,
-  Data,
-  DefaultServices,
-  Effect,
-  Either,
-  Fiber,
-  FiberId,
-  FiberRef,
-  FiberRefs,
-  Layer,
-  Option,
-  Runtime,
-  Schema,
-  Stream,
-  Tracer
-} from "effect"
+import { Cause, Context, Data, Effect, Either, Fiber, FiberId, FiberRefs, Layer, Option, Runtime, Schema } from "effect"
+import type { Tracer } from "effect"
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 
@@ -48,9 +32,6 @@ export interface Options {
 
 /** Gateway settings. */
 export class GatewayOptions extends Context.Tag("@sluice/server/GatewayOptions")<GatewayOptions, Options>() {}
-
-/** Gateway settings as a layer. */
-export const layerOptions = (options: Options) => Layer.succeed(GatewayOptions, options)
 
 /** Where the gateway listens, once it does (the port is the bound one, also when 0 was asked for). */
 export interface Address {
@@ -82,9 +63,15 @@ const writeJson = (res: ServerResponse, status: number, text: string, headers?: 
   res.end(text)
 }
 
+/** An error answer; after routing it names the pool and attempts as a success does. */
 const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string) => {
   const mapped = Errors.toOpenAI(error)
-  writeJson(res, mapped.status, JSON.stringify(mapped.body), { ...mapped.headers, "x-request-id": requestId })
+  const decision = "decision" in error ? error.decision : undefined
+  writeJson(res, mapped.status, JSON.stringify(mapped.body), {
+    ...mapped.headers,
+    ...(decision !== undefined ? decisionHeaders(decision) : {}),
+    "x-request-id": requestId
+  })
 }
 
 /** The request's id: the client's `x-request-id` when it sent one, else a new one. */
@@ -172,7 +159,12 @@ const bearer = (authorization: string | undefined): string | undefined => {
  * What the router needs from the HTTP request: the request id, the headers and API key (pools'
  * `sticky.key` reads the session key from them), and the queue priority (`x-sluice-priority`).
  */
-const routeOptions = (headers: IncomingHttpHeaders, options: Options, requestId: string): Router.RouteOptions => {
+const routeOptions = (
+  headers: IncomingHttpHeaders,
+  options: Options,
+  requestId: string,
+  body: string
+): Router.RouteOptions => {
   const apiKey = bearer(headers["authorization"])
   const byKey = apiKey === undefined ? undefined : options.priorityOf?.(apiKey)
   const byHeader = headers["x-sluice-priority"] === undefined ? Number.NaN : Number(headers["x-sluice-priority"])
@@ -180,6 +172,7 @@ const routeOptions = (headers: IncomingHttpHeaders, options: Options, requestId:
   return {
     headers: headers as Readonly<Record<string, string | undefined>>,
     requestId,
+    body,
     ...(apiKey !== undefined ? { apiKey } : {}),
     ...(priority !== undefined ? { priority } : {})
   }
@@ -202,7 +195,7 @@ const decisionHeaders = (decision: Decision.Decision): Record<string, string> =>
 const DONE = "data: [DONE]\n\n"
 
 /** SSE text of some events. */
-const sse = (events: Iterable<Provider.StreamEvent>): string => {
+const sse = (events: Iterable<StreamEvent.StreamEvent>): string => {
   let text = ""
   for (const event of events) text += `data: ${event.data}\n\n`
   return text
@@ -216,23 +209,23 @@ const ending = (end: Option.Option<Errors.UpstreamError>): string =>
   Option.isNone(end) ? DONE : `data: ${JSON.stringify(Errors.toOpenAI(end.value).body)}\n\n`
 
 /**
- * Relays a stream to `res` with its `Router.DirectPull` (no Stream machinery): one write per upstream
+ * Relays a stream to `res` straight from its source (no Stream machinery): one write per upstream
  * read, and whatever has already arrived when a read comes in — up to the end of the stream — goes
  * out in the same write, so a short answer costs one write.
  */
-const relay = (res: ServerResponse, direct: Router.DirectPull): Effect.Effect<void> => {
-  const step = (events: ReadonlyArray<Provider.StreamEvent>): Effect.Effect<void> => {
+const relay = (res: ServerResponse, source: StreamEvent.Source): Effect.Effect<void> => {
+  const step = (events: ReadonlyArray<StreamEvent.StreamEvent>): Effect.Effect<void> => {
     let text = sse(events)
-    for (let more = direct.poll?.(); more !== undefined; more = direct.poll?.()) {
-      if (!Array.isArray(more)) {
-        res.end(text + ending(more as Option.Option<Errors.UpstreamError>))
+    for (let more = source.poll(); more !== undefined; more = source.poll()) {
+      if (!StreamEvent.isEvents(more)) {
+        res.end(text + ending(more))
         return Effect.void
       }
-      text += sse(more as ReadonlyArray<Provider.StreamEvent>)
+      text += sse(more)
     }
     return text === "" || res.write(text) ? loop : Effect.zipRight(drained(res), loop)
   }
-  const loop: Effect.Effect<void> = Effect.matchEffect(direct.pull, {
+  const loop: Effect.Effect<void> = Effect.matchEffect(StreamEvent.take(source), {
     onSuccess: step,
     onFailure: (end) => Effect.sync(() => void res.end(ending(end)))
   })
@@ -264,10 +257,7 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
     const runtime = yield* Effect.runtime<never>()
     const run = Runtime.runFork(runtime)
     // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
-    const tracing =
-      FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentTracerEnabled) &&
-      Context.get(FiberRefs.getOrDefault(runtime.fiberRefs, DefaultServices.currentServices), Tracer.Tracer) !==
-        Context.get(DefaultServices.liveServices, Tracer.Tracer)
+    const tracing = Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) })
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     yield* Effect.addFinalizer(() => Fiber.interruptAll(inFlight))
 
@@ -279,23 +269,12 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
           res.writeHead(200, {
             "content-type": "text/event-stream",
             "cache-control": "no-cache",
+            "x-request-id": routed.requestId,
+            "x-sluice-pool": routed.pool,
             "x-sluice-upstream": routed.upstream,
-            "x-request-id": routed.requestId
+            "x-sluice-attempts": String(routed.attempts)
           })
-          const direct = Router.directPullOf(routed.events)
-          if (direct !== undefined) return Effect.ensuring(restore(relay(res, direct)), direct.release ?? Effect.void)
-          // Any other stream: one write per chunk.
-          return restore(
-            Stream.runForEachChunk(routed.events, (chunk) => {
-              const text = sse(chunk)
-              return text === "" || res.write(text) ? Effect.void : drained(res)
-            })
-          ).pipe(
-            Effect.match({
-              onSuccess: () => void res.end(DONE),
-              onFailure: (error) => void res.end(ending(Option.some(error)))
-            })
-          )
+          return Effect.ensuring(restore(relay(res, routed.source)), routed.release)
         })
       )
 
@@ -309,10 +288,10 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
         const decoded = decodeChat(text)
         if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
         const body = decoded.right
-        const route = routeOptions(req.headers, options, requestId)
+        const route = routeOptions(req.headers, options, requestId, text)
         if (body.stream === true) return streamChat(res, body, route)
         return Effect.map(router.chat(body, route), (routed) =>
-          writeJson(res, 200, JSON.stringify(routed.response), decisionHeaders(routed.decision))
+          writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
         )
       })
 
@@ -325,8 +304,10 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       Effect.suspend(() => {
         const decoded = decodeEmbeddings(text)
         if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-        return Effect.map(router.embeddings(decoded.right, routeOptions(req.headers, options, requestId)), (routed) =>
-          writeJson(res, 200, JSON.stringify(routed.response), decisionHeaders(routed.decision))
+        return Effect.map(
+          router.embeddings(decoded.right, routeOptions(req.headers, options, requestId, text)),
+          (routed) =>
+            writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
         )
       })
 

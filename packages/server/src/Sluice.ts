@@ -3,11 +3,11 @@
  * config asks for them), topology, matcher, tiktoken counter, strategies by name, providers, state
  * store and the router. The server and in-process users share this one assembly.
  */
-import type { Config as SluiceConfig, Provider, Strategy } from "@sluice/core"
-import { Matcher, Resilience, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
+import type { Provider, Strategy } from "@sluice/core"
+import { Config as SluiceConfig, Matcher, Resilience, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
 import { Providers, Simulator } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 
 /** An in-process simulated upstream the config started. */
 export interface RunningSimulator {
@@ -28,23 +28,35 @@ export interface Options {
   readonly strategies?: Readonly<Record<string, Strategy.Service>>
   /**
    * Providers by kind, replacing the built-in one for that kind (`openai`, `groq`, `simulated`...):
-   * upstreams of that `provider:` use it. A config file accepts only the built-in kind names, so a
-   * provider for a new kind is reached in code (`Topology.upstream({ provider: ... })`), not by name.
+   * upstreams of that `provider:` use it. `ConfigFile` accepts the kinds in `Providers.kinds`; for a
+   * config naming a new kind, load it with that kind too
+   * (`ConfigFile.load(path, { providers: [...Providers.kinds, { name: "acme", needsBaseUrl: true }] })`).
    */
   readonly providers?: Readonly<Record<string, Provider.Service>>
 }
 
-/** Starts a simulator for every `simulated` upstream that has no `baseUrl`. */
+/**
+ * Starts a simulator for every `simulated` upstream that has no `baseUrl`, set up by its `simulate:`
+ * block. Fails with a `ConfigError` listing every bad setting by path (a config decoded without the
+ * provider kinds was not checked), or a `SimulatorError` when one cannot start.
+ */
 export const startSimulators = (config: SluiceConfig.ConfigFile) =>
-  Effect.forEach(
-    config.upstreams.filter((u) => u.provider === "simulated" && u.baseUrl === undefined),
-    (u) =>
-      Effect.map(Simulator.start({ name: u.id, ...u.simulate }), (simulator): RunningSimulator => ({
-        upstream: u.id,
-        url: simulator.url,
-        simulator
-      }))
-  )
+  Effect.gen(function* () {
+    const wanted = config.upstreams.flatMap((upstream, index) =>
+      upstream.provider === Providers.simulated.name && upstream.baseUrl === undefined ? [{ upstream, index }] : []
+    )
+    const settings = wanted.map(({ upstream, index }) =>
+      SluiceConfig.decodeProviderOptions(Providers.simulated.options, upstream, index)
+    )
+    const problems = settings.flatMap((decoded) => (Either.isLeft(decoded) ? decoded.left : []))
+    if (problems.length > 0) return yield* new SluiceConfig.ConfigError({ source: "config", problems })
+    return yield* Effect.forEach(wanted, ({ upstream }, i) =>
+      Effect.map(
+        Simulator.start({ name: upstream.id, ...Either.getOrUndefined(settings[i]!) }),
+        (simulator): RunningSimulator => ({ upstream: upstream.id, url: simulator.url, simulator })
+      )
+    )
+  })
 
 /** Simulators and topology for a config. */
 export const layerTopology = (config: SluiceConfig.ConfigFile) =>
@@ -52,7 +64,10 @@ export const layerTopology = (config: SluiceConfig.ConfigFile) =>
     Effect.gen(function* () {
       const simulators = yield* startSimulators(config)
       const baseUrls = new Map(simulators.map((s) => [s.upstream, `${s.url}/v1`]))
-      return Layer.merge(Layer.succeed(Simulators, simulators), Topology.layer(config, baseUrls))
+      return Layer.merge(
+        Layer.succeed(Simulators, simulators),
+        Topology.layer(config, { baseUrls, providers: Providers.kinds })
+      )
     })
   )
 

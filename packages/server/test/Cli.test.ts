@@ -311,6 +311,28 @@ describe("sluice validate", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("names an unknown provider kind with the known ones, and bad simulate settings, by path with the rest", () =>
+    Effect.gen(function* () {
+      const path = yield* configFile(
+        [
+          "upstreams:",
+          "  - { id: a, provider: anthropic, baseUrl: https://api.anthropic.com/v1 }",
+          "  - { id: b, provider: simulated, simulate: { failureRate: 1.5 } }",
+          "  - { id: c, provider: ollama }",
+          "pools:",
+          "  - { id: p, models: [m], upstreams: [a, b, c] }"
+        ].join("\n")
+      )
+      const { exit, problems } = yield* complete(["validate", "--config", path])
+      expect(Exit.isFailure(exit)).toBe(true)
+      expect(problems).toEqual([
+        "upstreams[0].provider: unknown provider 'anthropic'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, simulated",
+        "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 1.5",
+        "upstreams[2].baseUrl: required for provider 'ollama'"
+      ])
+    }).pipe(Effect.scoped)
+  )
+
   it.live("asks for --config", () =>
     Effect.gen(function* () {
       const { exit } = yield* complete(["validate"])

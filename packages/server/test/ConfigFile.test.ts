@@ -1,11 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config, Topology } from "@sluice/core"
+import { Providers } from "@sluice/providers"
 import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as ConfigFile from "../src/ConfigFile.js"
 import { GatewayOptions } from "../src/Gateway.js"
 import * as Server from "../src/Server.js"
+import * as Sluice from "../src/Sluice.js"
 
 const shipped = (name: string) => fileURLToPath(new URL(`../config/${name}`, import.meta.url))
 
@@ -149,6 +151,93 @@ describe("config files", () => {
     )
     expect(Either.isRight(custom)).toBe(true)
   })
+
+  it("checks upstreams against the shipped provider kinds: unknown kinds and bad simulate settings by path, with the rest", () => {
+    const yaml = [
+      "upstreams:",
+      "  - { id: a, provider: opneai, baseUrl: https://api.openai.com/v1 }",
+      "  - { id: b, provider: simulated, simulate: { failureRate: 2, latencyMs: 5 } }",
+      "  - { id: c, provider: groq, weight: -1 }",
+      "pools:",
+      "  - { id: p, models: [x], upstreams: [a, b, c, d] }"
+    ].join("\n")
+    const result = ConfigFile.parse(yaml, "my.yaml")
+    expect(Either.isLeft(result) && result.left.problems).toEqual([
+      "upstreams[2].weight: Expected a positive number, actual -1",
+      `upstreams[0].provider: unknown provider 'opneai'; known: ${Providers.kinds.map((k) => k.name).join(", ")}`,
+      "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 2",
+      "upstreams[2].baseUrl: required for provider 'groq'",
+      "pools[0].upstreams[3]: unknown upstream 'd'; known: a, b, c"
+    ])
+    expect(Providers.kinds.map((k) => k.name)).toEqual([
+      "openai",
+      "openai-compatible",
+      "groq",
+      "mistral",
+      "together",
+      "vllm",
+      "ollama",
+      "lmstudio",
+      "simulated"
+    ])
+  })
+
+  it("accepts a custom provider kind when told it, keeping the shipped kinds and strategies checked", () => {
+    const yaml = [
+      "upstreams:",
+      "  - { id: a, provider: acme }",
+      "  - { id: b, provider: openai }",
+      "pools:",
+      "  - { id: p, models: [x], strategy: fastest, upstreams: [a, b] }"
+    ].join("\n")
+    const result = ConfigFile.parse(yaml, "my.yaml", {
+      providers: [...Providers.kinds, { name: "acme", needsBaseUrl: false }]
+    })
+    expect(Either.isLeft(result) && result.left.problems).toEqual([
+      "upstreams[1].baseUrl: required for provider 'openai'",
+      "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority"
+    ])
+  })
+
+  it.scopedLive(
+    "starts the simulators of the embedded default from their simulate settings, marked simulated by their kind",
+    () =>
+      Effect.gen(function* () {
+        const config = yield* ConfigFile.load(ConfigFile.defaultPath)
+        const context = yield* Layer.build(Sluice.layerTopology(config))
+        const topology = Context.get(context, Topology.Topology)
+        const simulators = Context.get(context, Sluice.Simulators)
+        expect(simulators.map((s) => s.upstream)).toEqual(config.upstreams.map((u) => u.id))
+        expect([...topology.upstreams.values()].every((u) => u.simulated)).toBe(true)
+        const first = config.upstreams[0]!
+        expect(first["simulate"]).toMatchObject({ latencyMs: 20 })
+        expect(simulators[0]!.simulator.options()).toMatchObject({ name: first.id, latencyMs: 20 })
+      })
+  )
+
+  it.effect("refuses to start simulators from settings that were never checked, naming each by path", () =>
+    Effect.gen(function* () {
+      // Decoded without the provider kinds, as code may: nothing checked the settings yet.
+      const config = Either.getOrThrow(
+        Config.decode({
+          upstreams: [
+            { id: "a", provider: "simulated", simulate: { failureRate: 2 } },
+            { id: "b", provider: "simulated", simulate: { rpm: 0, jitter: true } }
+          ],
+          pools: [{ id: "p", models: ["m"], upstreams: ["a", "b"] }]
+        })
+      )
+      const error = yield* Effect.flip(Effect.scoped(Sluice.startSimulators(config)))
+      expect(error).toMatchObject({
+        _tag: "ConfigError",
+        problems: [
+          "upstreams[0].simulate.failureRate: Expected a number between 0 and 1, actual 2",
+          expect.stringMatching(/^upstreams\[1\]\.simulate\.jitter: is unexpected, expected: /),
+          "upstreams[1].simulate.rpm: Expected a positive number, actual 0"
+        ]
+      })
+    })
+  )
 
   it("reports YAML syntax errors as a config problem, not a crash", () => {
     const result = ConfigFile.parse("pools: [unclosed", "broken.yaml")

@@ -14,7 +14,7 @@ export const name = "priority"
 /** The strategy: the first candidate, always. Holds no state. */
 export const service: Strategy.Service = Strategy.Strategy.of({
   name,
-  select: (selection) => Effect.succeed(selection.candidates[0])
+  select: (selection) => selection.candidates[0]
 })
 
 /** Builds the strategy (it holds no state; see {@link service}). */

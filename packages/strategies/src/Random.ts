@@ -1,11 +1,11 @@
 /**
  * Random: each pick draws a candidate at random, in proportion to its `weight`. Needs no shared
- * state. Randomness comes from Effect's `Random` service, so a test or the simulation lab makes
- * picks reproducible with `Effect.withRandom(Random.make(seed))`.
+ * state. The draw is `selection.random`, from the request's Effect `Random`, so a test or the
+ * simulation lab makes picks reproducible by seeding it (`Effect.withRandom(Random.make(seed))`).
  */
 import { Strategy } from "@sluice/core"
-import { Effect, Layer, Random } from "effect"
-import { effectiveWeights, sum } from "./internal/weights.js"
+import { Effect, Layer } from "effect"
+import { usableWeight } from "./internal/weights.js"
 
 /** The name pools use to pick this strategy (`strategy: random`), and the one recorded in decisions. */
 export const name = "random"
@@ -13,28 +13,28 @@ export const name = "random"
 /**
  * The strategy. A candidate is drawn with probability `weight / sum(weights)`; zero, negative or
  * non-finite weights are never drawn, unless no candidate has a positive weight, in which case
- * the draw is uniform.
+ * the draw is uniform. Takes one draw per pick, none for a lone candidate.
  */
 export const service: Strategy.Service = Strategy.Strategy.of({
   name,
-  // Plain function, not `Effect.fn`: it runs on every request (see RoundRobin).
-  select: (selection: Strategy.Selection) => {
+  // Two passes over the candidates instead of an array of weights: it runs on every request.
+  select: (selection) => {
     const { candidates } = selection
-    if (candidates.length === 1) return Effect.succeed(candidates[0])
-    const weights = effectiveWeights(candidates)
-    return Effect.map(Random.next, (r) => {
-      let point = r * sum(weights)
-      let last = 0
-      for (let i = 0; i < candidates.length; i++) {
-        const weight = weights[i] ?? 0
-        if (weight === 0) continue
-        last = i
-        point -= weight
-        if (point < 0) return candidates[i] ?? candidates[0]
-      }
+    if (candidates.length === 1) return candidates[0]
+    let total = 0
+    for (const candidate of candidates) total += usableWeight(candidate.weight)
+    const uniform = total === 0
+    let point = selection.random() * (uniform ? candidates.length : total)
+    let chosen = candidates[0]
+    for (const candidate of candidates) {
+      const weight = uniform ? 1 : usableWeight(candidate.weight)
+      if (weight === 0) continue
       // Rounding can leave a sliver past the last weight; it belongs to the last drawable candidate.
-      return candidates[last] ?? candidates[0]
-    })
+      chosen = candidate
+      point -= weight
+      if (point < 0) break
+    }
+    return chosen
   }
 })
 

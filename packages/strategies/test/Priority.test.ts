@@ -11,7 +11,7 @@ describe("Priority", () => {
     Effect.gen(function* () {
       const strategy = yield* Priority.make
       expect(strategy.name).toBe("priority")
-      expect(yield* picks(strategy, selection(pool), 5)).toEqual(Array(5).fill("primary"))
+      expect(picks(strategy, selection(pool), 5)).toEqual(Array(5).fill("primary"))
     })
   )
 
@@ -19,7 +19,7 @@ describe("Priority", () => {
     Effect.gen(function* () {
       const strategy = yield* Priority.make
       const [, secondary, tertiary] = pool.upstreams
-      expect((yield* strategy.select(selection(pool, [secondary!, tertiary!]))).id).toBe("secondary")
+      expect(strategy.select(selection(pool, { candidates: [secondary!, tertiary!] })).id).toBe("secondary")
     })
   )
 

@@ -11,14 +11,14 @@ describe("Weighted", () => {
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
       expect(strategy.name).toBe("weighted")
-      expect(yield* picks(strategy, selection(nginx), 14)).toEqual([..."aabacaa".split(""), ..."aabacaa".split("")])
+      expect(picks(strategy, selection(nginx), 14)).toEqual([..."aabacaa".split(""), ..."aabacaa".split("")])
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 
   it.effect("holds exact proportions over 700 picks and over every window of sum(weights) picks", () =>
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
-      const ids = yield* picks(strategy, selection(nginx), 700)
+      const ids = picks(strategy, selection(nginx), 700)
       expect(tally(ids)).toEqual({ a: 500, b: 100, c: 100 })
       for (let start = 0; start + 7 <= ids.length; start++) {
         expect(tally(ids.slice(start, start + 7))).toEqual({ a: 5, b: 1, c: 1 })
@@ -30,7 +30,7 @@ describe("Weighted", () => {
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
       const pool = poolOf("chat", upstreams({ heavy: 3, light: 1 }), "weighted")
-      const ids = yield* picks(strategy, selection(pool), 400)
+      const ids = picks(strategy, selection(pool), 400)
       expect(tally(ids)).toEqual({ heavy: 300, light: 100 })
       for (let i = 1; i < ids.length; i++) {
         expect(ids[i] === "light" && ids[i - 1] === "light").toBe(false)
@@ -41,12 +41,21 @@ describe("Weighted", () => {
   it.effect("picks only the remaining candidates, in proportion, when one is excluded", () =>
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
-      yield* picks(strategy, selection(nginx), 3)
+      picks(strategy, selection(nginx), 3)
       const [a, , c] = nginx.upstreams
-      const ids = yield* picks(strategy, selection(nginx, [a!, c!]), 600)
+      const ids = picks(strategy, selection(nginx, { candidates: [a!, c!] }), 600)
       expect(tally(ids)).toEqual({ a: 500, c: 100 })
-      const back = yield* picks(strategy, selection(nginx), 700)
+      const back = picks(strategy, selection(nginx), 700)
       expect(tally(back)).toEqual({ a: 500, b: 100, c: 100 })
+    }).pipe(Effect.provide(StateStore.layerMemory))
+  )
+
+  it.effect("follows the new weights when the pool is reloaded with them", () =>
+    Effect.gen(function* () {
+      const strategy = yield* Weighted.make
+      picks(strategy, selection(nginx), 7)
+      const reloaded = poolOf("chat", upstreams({ a: 1, b: 1, c: 5 }), "weighted")
+      expect(tally(picks(strategy, selection(reloaded), 7))).toEqual({ a: 1, b: 1, c: 5 })
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 
@@ -56,8 +65,7 @@ describe("Weighted", () => {
       const second = yield* Weighted.make
       const ids: Array<string> = []
       for (let i = 0; i < 7; i++) {
-        const upstream = yield* (i % 2 === 0 ? first : second).select(selection(nginx))
-        ids.push(upstream.id)
+        ids.push((i % 2 === 0 ? first : second).select(selection(nginx)).id)
       }
       expect(ids.join("")).toBe("aabacaa")
     }).pipe(Effect.provide(StateStore.layerMemory))
@@ -67,7 +75,7 @@ describe("Weighted", () => {
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
       const pool = poolOf("chat", upstreams({ a: 30_000, b: 10_000 }), "weighted")
-      expect((yield* picks(strategy, selection(pool), 8)).join("")).toBe("aabaaaba")
+      expect(picks(strategy, selection(pool), 8).join("")).toBe("aabaaaba")
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 
@@ -75,7 +83,7 @@ describe("Weighted", () => {
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
       const pool = poolOf("chat", upstreams({ a: 1_000_003, b: 500_001, c: 1 }), "weighted")
-      const ids = yield* picks(strategy, selection(pool), 20_000)
+      const ids = picks(strategy, selection(pool), 20_000)
       const counts = tally(ids)
       expect(counts["c"]).toBeGreaterThanOrEqual(1)
       expect(Math.abs((counts["a"] ?? 0) / (counts["b"] ?? 1) - 2)).toBeLessThan(0.01)
@@ -86,7 +94,7 @@ describe("Weighted", () => {
     Effect.gen(function* () {
       const strategy = yield* Weighted.make
       const pool = poolOf("chat", upstreams({ a: 2, off: 0, b: 1 }), "weighted")
-      expect(tally(yield* picks(strategy, selection(pool), 30))).toEqual({ a: 20, b: 10 })
+      expect(tally(picks(strategy, selection(pool), 30))).toEqual({ a: 20, b: 10 })
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 

@@ -1,5 +1,5 @@
-/** Smooth weighted round robin (nginx) schedules, precomputed so a shared counter can index them. */
-import { sum } from "./weights.js"
+/** Smooth weighted round robin (nginx) schedules, precomputed so a counter can index them, and their cache. */
+import { effectiveWeights, sum } from "./weights.js"
 
 /**
  * Longest schedule built. Larger weight sums are scaled down to about this many slots (see
@@ -56,4 +56,58 @@ export const schedule = (weights: ReadonlyArray<number>): Uint32Array => {
     picks[k] = best
   }
   return picks
+}
+
+/** What a schedule is built from: a candidate's id and weight. */
+interface Member {
+  readonly id: string
+  readonly weight: number
+}
+
+/** The schedule a pool used last, with the candidates it was for. */
+interface Recent {
+  readonly members: ReadonlyArray<Member>
+  readonly cycle: Uint32Array
+}
+
+const sameMembers = (a: ReadonlyArray<Member>, b: ReadonlyArray<Member>): boolean => {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/**
+ * Schedules for candidate sets, built on first use. Each pool's last schedule is remembered with
+ * its candidates, so a pick among the same candidates as the pool's last one only compares
+ * references and allocates nothing. Any other set is looked up by candidate ids and weights among
+ * at most `capacity` schedules, least recently looked up evicted first.
+ */
+export const scheduleCache = (capacity: number) => {
+  const byKey = new Map<string, Uint32Array>()
+  const recent = new WeakMap<object, Recent>()
+
+  const lookup = (members: ReadonlyArray<Member>): Uint32Array => {
+    const key = JSON.stringify(members.map((m) => [m.id, m.weight]))
+    const hit = byKey.get(key)
+    if (hit !== undefined) {
+      byKey.delete(key)
+      byKey.set(key, hit)
+      return hit
+    }
+    const built = schedule(scheduleWeights(effectiveWeights(members)))
+    if (byKey.size >= capacity) {
+      const oldest = byKey.keys().next()
+      if (oldest.done !== true) byKey.delete(oldest.value)
+    }
+    byKey.set(key, built)
+    return built
+  }
+
+  return (pool: object, members: ReadonlyArray<Member>): Uint32Array => {
+    const last = recent.get(pool)
+    if (last !== undefined && sameMembers(last.members, members)) return last.cycle
+    const cycle = lookup(members)
+    recent.set(pool, { members: [...members], cycle })
+    return cycle
+  }
 }

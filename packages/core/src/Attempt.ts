@@ -1,0 +1,184 @@
+/**
+ * Attempt: the stage that runs one attempt on the chosen upstream — admits it through every guard
+ * (reserving atomically; a later guard's refusal rolls back the earlier ones), runs the provider call
+ * under the upstream's deadline, and finishes the attempt exactly once: the outcome goes to every
+ * guard's release, to the decision and to the attempt's span. Admission and finishing are
+ * synchronous; only the call is an effect.
+ */
+import type { Tracer } from "effect"
+import { Effect, Exit, FiberId, Option, Cause } from "effect"
+import { Failure } from "./Errors.js"
+import type { Exclusion, UpstreamError } from "./Errors.js"
+import type { Attempt, Guard, Outcome, Release } from "./Guard.js"
+import { liveClock, within } from "./internal/deadline.js"
+import type { Request } from "./internal/request.js"
+import type { Answer, Service as ProviderService } from "./Provider.js"
+import type { Upstream } from "./Topology.js"
+import type { Usage } from "./Wire.js"
+
+/** An attempt every guard admitted: finish it exactly once with {@link Service.finish}. */
+export interface Admitted {
+  readonly attempt: Attempt
+  readonly releases: ReadonlyArray<Release>
+  /** Epoch milliseconds when it was admitted. */
+  readonly startedAt: number
+  /** The attempt's span, when spans are exported; it ends when the attempt finishes. */
+  span: Tracer.Span | undefined
+  finished: boolean
+}
+
+/** The stage. */
+export interface Service {
+  /** Admits `attempt` through every guard, or returns the refusal (nothing stays reserved). Synchronous. */
+  readonly admit: (request: Request, attempt: Attempt) => Admitted | Exclusion
+  /**
+   * Runs `call` for an admitted attempt under the upstream's deadline and finishes the attempt with
+   * how it ended (usage from `usageOf` on success). The effects the guards left run afterwards.
+   */
+  readonly call: <A>(
+    request: Request,
+    admitted: Admitted,
+    call: (upstream: Upstream, model: string) => Effect.Effect<Answer<A>, UpstreamError>,
+    usageOf: (value: A) => Usage | undefined
+  ) => Effect.Effect<Answer<A>, UpstreamError>
+  /**
+   * Finishes an attempt: records it in the decision, hands the outcome to every guard's release and
+   * ends its span. Later calls do nothing (a stream's end and an interruption may both try).
+   * Synchronous: run `request.flush()` afterwards.
+   */
+  readonly finish: (request: Request, admitted: Admitted, outcome: Outcome) => void
+}
+
+const NOT_SENT: Outcome = { _tag: "NotSent", latencyMs: 0 }
+
+/** The outcome of an attempt that ended with `exit`. */
+const outcomeOf = <A>(
+  exit: Exit.Exit<Answer<A>, UpstreamError>,
+  latencyMs: number,
+  usageOf: (value: A) => Usage | undefined
+): Outcome => {
+  if (exit._tag === "Success") {
+    const usage = usageOf(exit.value.value)
+    return {
+      _tag: "Success",
+      latencyMs,
+      inputTokens: usage?.prompt_tokens,
+      outputTokens: usage?.completion_tokens,
+      rateLimits: exit.value.rateLimits
+    }
+  }
+  const failure = Cause.failureOption(exit.cause)
+  return Option.isSome(failure)
+    ? { _tag: "Failure", latencyMs, error: failure.value, rateLimits: failure.value.rateLimits }
+    : { _tag: "Interrupted", latencyMs }
+}
+
+/** An outcome as the exit its span ends with. */
+const exitOf = (outcome: Outcome): Exit.Exit<void, UpstreamError> =>
+  outcome._tag === "Failure"
+    ? Exit.fail(outcome.error)
+    : outcome._tag === "Success"
+      ? Exit.void
+      : Exit.interrupt(FiberId.none)
+
+/** Makes the stage over the pipeline's guards and provider. */
+export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService): Service => {
+  const admit = (request: Request, attempt: Attempt): Admitted | Exclusion => {
+    let releases: Array<Release> | undefined
+    for (let i = 0; i < guards.length; i++) {
+      const admitted = guards[i]!.admit(attempt, request)
+      if (typeof admitted !== "function") {
+        if (releases !== undefined) for (const release of releases) release(NOT_SENT, request)
+        return admitted
+      }
+      ;(releases ??= []).push(admitted)
+    }
+    request.attempts++
+    request.pass.attempts++
+    return { attempt, releases: releases ?? [], startedAt: request.now, span: undefined, finished: false }
+  }
+
+  const finish = (request: Request, admitted: Admitted, outcome: Outcome): void => {
+    if (admitted.finished) return
+    admitted.finished = true
+    const { attempt } = admitted
+    request.decision.attempts.push({
+      attempt: attempt.attempt,
+      pool: attempt.pool.id,
+      upstream: attempt.upstream.id,
+      outcome: outcome._tag === "Success" ? "success" : outcome._tag === "Failure" ? "failure" : "interrupted",
+      latencyMs: outcome.latencyMs,
+      ...(outcome._tag === "Failure" && outcome.error.status !== undefined ? { status: outcome.error.status } : {}),
+      ...(outcome._tag === "Failure" ? { error: outcome.error.message } : {})
+    })
+    if (outcome._tag === "Success") {
+      request.decision.inputTokens = outcome.inputTokens
+      request.decision.outputTokens = outcome.outputTokens
+    }
+    for (const release of admitted.releases) release(outcome, request)
+    const span = admitted.span
+    if (span !== undefined) {
+      span.attribute("sluice.attempt.outcome", outcome._tag === "NotSent" ? "interrupted" : outcome._tag.toLowerCase())
+      span.attribute("sluice.attempt.latency_ms", outcome.latencyMs)
+      if (outcome._tag === "Failure" && outcome.error.status !== undefined) {
+        span.attribute("http.response.status_code", outcome.error.status)
+      }
+      span.end(request.clock.unsafeCurrentTimeNanos(), exitOf(outcome))
+    }
+  }
+
+  /** The deadline of a whole answer: the provider's own where it keeps one on the live clock, else the router's. */
+  const deadline = <A>(request: Request, upstream: Upstream, effect: Effect.Effect<A, UpstreamError>) =>
+    request.clock === liveClock && provider.enforcesTimeout?.(upstream) === true
+      ? effect
+      : within(request.clock, upstream.timeoutMs, () =>
+          Failure.timeout(upstream.id, `no response within ${upstream.timeoutMs} ms`)
+        )(effect)
+
+  const call: Service["call"] = (request, admitted, run, usageOf) => {
+    const upstream = admitted.attempt.upstream
+    const traced = request.span !== undefined
+    const effect = Effect.onExit(
+      deadline(request, upstream, run(upstream, upstream.model ?? request.match.model)),
+      (exit) => {
+        request.tick()
+        finish(request, admitted, outcomeOf(exit, Math.max(0, request.now - admitted.startedAt), usageOf))
+        // A transition's span event belongs on the route span, not on the attempt span just ended.
+        return traced ? Effect.void : request.flush()
+      }
+    )
+    return traced
+      ? Effect.ensuring(
+          inAttemptSpan(request, admitted, effect),
+          Effect.suspend(() => request.flush())
+        )
+      : effect
+  }
+
+  return { admit, call, finish }
+}
+
+/** Runs `effect` in the attempt's `sluice.attempt` span (which `finish` ends). */
+export const inAttemptSpan = <A, E, R>(
+  request: Request,
+  admitted: Admitted,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> => {
+  const { attempt } = admitted
+  return Effect.flatMap(
+    Effect.makeSpan("sluice.attempt", {
+      attributes: {
+        "sluice.attempt": attempt.attempt,
+        "sluice.pool": attempt.pool.id,
+        "sluice.upstream": attempt.upstream.id,
+        "gen_ai.provider.name": attempt.upstream.provider,
+        "gen_ai.request.model": attempt.upstream.model ?? request.match.model
+      },
+      captureStackTrace: false
+    }),
+    (span) => {
+      admitted.span = span
+      return Effect.withParentSpan(effect, span)
+    }
+  )
+}

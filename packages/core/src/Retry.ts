@@ -1,0 +1,185 @@
+/**
+ * Retry: the stage that drives a request's attempts over its pool and the pool's fallbacks.
+ *
+ * A retryable failure (connection, timeout, 408, 429, 5xx) moves to another upstream of the pool —
+ * never the same one twice while another can serve — after the pool's backoff (an Effect
+ * `Schedule`, stepped so that a delay that would pass `retry.maxTotalMs` ends the request at once),
+ * then to the pool's fallback pool. When no upstream of the chain can take the request but some
+ * exclusion clears by itself (a spent budget, a full concurrency limit, a learned `Retry-After` — a
+ * 429 just answered included), the request waits in the `Queue` and tries again.
+ */
+import { Duration, Effect, Schedule, ScheduleDecision, ScheduleIntervals } from "effect"
+import type { Admitted, Service as AttemptStage } from "./Attempt.js"
+import type { Exclusion, RouterError, UpstreamError } from "./Errors.js"
+import { ContextLengthExceeded, NoUpstreamAvailable } from "./Errors.js"
+import type { Request } from "./internal/request.js"
+import type { Service as QueueStage } from "./Queue.js"
+import type { Service as SelectStage } from "./Select.js"
+import type { Pool, Upstream } from "./Topology.js"
+
+/** The retry backoff of a pool as an Effect `Schedule` (delays only; the stage counts attempts). */
+export const backoffSchedule = (pool: Pool): Schedule.Schedule<Duration.Duration> => {
+  const { initialBackoffMs, maxBackoffMs, multiplier, jitter } = pool.retry
+  const capped = Schedule.exponential(Duration.millis(initialBackoffMs), multiplier).pipe(
+    Schedule.modifyDelay((delay) => Duration.min(delay, Duration.millis(maxBackoffMs)))
+  )
+  return jitter ? Schedule.jitteredWith(capped, { min: 0.5, max: 1 }) : capped
+}
+
+/** The stage. */
+export interface Service {
+  /**
+   * Runs attempts until one succeeds: `once` runs the call of an admitted attempt (and finishes it).
+   * Fails with the last upstream error, or why no upstream could serve.
+   */
+  readonly run: <A>(
+    request: Request,
+    once: (request: Request, admitted: Admitted) => Effect.Effect<A, UpstreamError>
+  ) => Effect.Effect<A, RouterError>
+}
+
+/** Makes the stage over the other stages. */
+export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueStage): Service => {
+  const schedules = new Map<string, Schedule.Schedule<Duration.Duration>>()
+  const scheduleOf = (pool: Pool) => {
+    let schedule = schedules.get(pool.id)
+    if (schedule === undefined) {
+      schedule = backoffSchedule(pool)
+      schedules.set(pool.id, schedule)
+    }
+    return schedule
+  }
+
+  const run = <A>(
+    request: Request,
+    once: (request: Request, admitted: Admitted) => Effect.Effect<A, UpstreamError>
+  ): Effect.Effect<A, RouterError> => {
+    const loop = (): Effect.Effect<A, RouterError> => {
+      if (queue.mustWait(request)) return Effect.flatMap(queue.wait(request, [], queue.versions()), loop)
+      request.tick()
+      const selected = select.next(request)
+      switch (selected._tag) {
+        case "CountExactly":
+          return Effect.flatMap(request.prompt.exact(request.match.model), (count) => {
+            request.count = count
+            request.counted = true
+            request.decision.promptTokens = count.tokens
+            request.decision.promptTokensExact = count.exact
+            request.decision.promptTokensCounted = true
+            return loop()
+          })
+        case "Unserved":
+          return unserved()
+        case "Chosen": {
+          const admitted = attempt.admit(request, selected.attempt)
+          if (!("releases" in admitted)) {
+            // Lost a race for the last of a budget: not an attempt on the upstream.
+            request.decision.exclude(admitted)
+            if (admitted.waitable === true) request.pass.waitable.push(admitted)
+            return Effect.zipRight(request.flush(), Effect.suspend(loop))
+          }
+          const call = Effect.catchAll(once(request, admitted), (error) => failed(error, admitted))
+          // Admitted: whoever waited is served now, so the next in line may try.
+          return request.ticket === undefined ? call : Effect.zipRight(queue.leave(request), call)
+        }
+      }
+    }
+
+    const failed = (error: UpstreamError, admitted: Admitted): Effect.Effect<A, RouterError> => {
+      const pool = admitted.attempt.pool
+      request.lastError = error
+      // A 429 clears with time (the rate limiter learns for how long): after a wait it may serve.
+      if (error.status !== 429) (request.failed ??= new Set()).add(admitted.attempt.upstream.id)
+      if (!error.retryable) return Effect.fail(error)
+      const now = request.tick().now
+      const startedAt = request.decision.startedAt
+      if (now - startedAt >= pool.retry.maxTotalMs) return Effect.fail(error)
+      if (request.pass.attempts >= pool.maxAttempts || pool.retry.initialBackoffMs <= 0) return loop()
+      // The schedule is stepped, not run, so the next delay is known before waiting: one that would
+      // pass the request's total time ends the request now, with its last error.
+      const schedule = scheduleOf(pool)
+      return Effect.flatMap(
+        schedule.step(now, undefined, request.pass.backoff ?? schedule.initial),
+        ([state, , decision]): Effect.Effect<A, RouterError> => {
+          request.pass.backoff = state
+          if (ScheduleDecision.isDone(decision)) return Effect.fail(error)
+          const delay = Math.max(0, ScheduleIntervals.start(decision.intervals) - now)
+          if (now + delay - startedAt >= pool.retry.maxTotalMs) return Effect.fail(error)
+          return Effect.flatMap(Effect.sleep(Duration.millis(delay)), () => {
+            request.decision.backoffMs += request.clock.unsafeCurrentTimeMillis() - now
+            return loop()
+          })
+        }
+      )
+    }
+
+    const unserved = (): Effect.Effect<A, RouterError> => {
+      const waitable: Array<Exclusion> = request.pass.waitable
+      const last = request.lastError
+      if (last?.status === 429) {
+        // The upstream that just answered 429 is held back by the guards until its Retry-After: a
+        // reason to wait like any spent budget, not a failure to hand the client.
+        const upstream = upstreamOf(request, last.upstream)
+        if (upstream !== undefined) waitable.push(...select.waitableOn(request, upstream))
+      }
+      if (waitable.length > 0) {
+        const versions = queue.versions()
+        return Effect.zipRight(
+          request.flush(),
+          Effect.flatMap(queue.wait(request, waitable, versions), () => {
+            request.restart()
+            return loop()
+          })
+        )
+      }
+      return Effect.zipRight(request.flush(), Effect.zipRight(queue.leave(request), Effect.fail(noneServed(request))))
+    }
+
+    return loop()
+  }
+
+  return { run }
+}
+
+/** The upstream of the request's chain with this id. */
+const upstreamOf = (request: Request, id: string): Upstream | undefined => {
+  for (const pool of request.chain) for (const u of pool.upstreams) if (u.id === id) return u
+  return undefined
+}
+
+/** Why nobody served: the last upstream error, a context window nobody has, or every exclusion. */
+const noneServed = (request: Request): RouterError => {
+  if (request.lastError !== undefined) return request.lastError
+  const { decision } = request
+  // No enabled upstream of the chain has a window this request fits: waiting will not help,
+  // whatever else excluded them.
+  let enabled = 0
+  let fits = false
+  let largest = 0
+  for (const pool of request.chain) {
+    if (!decision.pools.includes(pool.id)) continue
+    for (const u of pool.upstreams) {
+      if (!u.enabled) continue
+      enabled++
+      if (request.fits(u.contextWindow)) fits = true
+      else largest = Math.max(largest, u.contextWindow ?? 0)
+    }
+  }
+  if (enabled > 0 && !fits) {
+    return new ContextLengthExceeded({
+      pool: request.match.pool.id,
+      promptTokens: request.count.tokens,
+      maxTokens: request.requestedOutputTokens ?? 0,
+      largestContextWindow: largest
+    })
+  }
+  let soonest: number | undefined
+  for (const e of decision.excluded) {
+    if (e.retryAfterMs !== undefined && (soonest === undefined || e.retryAfterMs < soonest)) soonest = e.retryAfterMs
+  }
+  return new NoUpstreamAvailable({
+    pool: request.match.pool.id,
+    exclusions: decision.excluded,
+    retryAfterSeconds: soonest === undefined ? 1 : Math.max(1, Math.ceil(soonest / 1000))
+  })
+}

@@ -1,0 +1,261 @@
+/**
+ * Select: the stage that picks the upstream of the next attempt — synchronously.
+ *
+ * For each pool of the fallback chain in turn: the candidates (enabled, context window fits, every
+ * guard's `check` lets it through, not tried yet), the lowest priority tier that has any, the
+ * session's sticky upstream when it is one of them, else the {@link Strategy}. Every upstream left
+ * out lands in the decision with its stage and reason, and the ones that clear by themselves (a
+ * spent budget, a full concurrency limit) are kept as reasons to wait in the queue. The `Attempt`
+ * stage then admits the choice through every guard.
+ */
+import type { Exclusion } from "./Errors.js"
+import type { Attempt, Guard, RequestInfo } from "./Guard.js"
+import type { Request } from "./internal/request.js"
+import { needsExact } from "./TokenCounter.js"
+import type * as StateStore from "./StateStore.js"
+import type { Service as Strategy } from "./Strategy.js"
+import { nameOf } from "./Strategy.js"
+import type { Pool, Upstream } from "./Topology.js"
+
+/** What the stage found for the next attempt. */
+export type Selected =
+  /** The upstream of the next attempt, for the `Attempt` stage to admit. */
+  | { readonly _tag: "Chosen"; readonly attempt: Attempt }
+  /** No upstream of the chain can take the request now; `request.pass.waitable` says whether waiting may help. */
+  | { readonly _tag: "Unserved" }
+  /** The prompt estimate is near a limit of `pool`: count it exactly, then select again. */
+  | { readonly _tag: "CountExactly" }
+
+/** The stage. */
+export interface Service {
+  /** Continues the request's pass over the chain to the upstream of the next attempt. Synchronous. */
+  readonly next: (request: Request) => Selected
+  /**
+   * Whether the prompt estimate comes near a context window or a guard's token headroom on an
+   * enabled upstream of `pool` — near enough that an estimate twice too low would pass it.
+   */
+  readonly nearLimit: (request: Request, pool: Pool) => boolean
+  /**
+   * Milliseconds until some upstream of the chain that fits the request is expected to take it, from
+   * the guards' exclusions (0 when one could now); undefined when only a release can tell.
+   */
+  readonly soonestFree: (request: Request) => number | undefined
+  /** The guards' waitable exclusions of `upstream` now (after it answered 429, say). */
+  readonly waitableOn: (request: Request, upstream: Upstream) => ReadonlyArray<Exclusion>
+}
+
+/**
+ * How wrong the prompt estimate may be before it could mislead a limit check: exact counting starts
+ * where an estimate half the true count would be at the limit.
+ */
+const EXACT_MARGIN = 0.5
+
+const UNSERVED: Selected = { _tag: "Unserved" }
+const COUNT_EXACTLY: Selected = { _tag: "CountExactly" }
+
+/** A stable, non-reversible digest, so API keys never sit in the state store as they are. */
+const digest = (text: string): string => {
+  let h1 = 0x811c9dc5
+  let h2 = 0x01000193
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    h1 = Math.imul(h1 ^ c, 0x01000193)
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995)
+  }
+  return (h1 >>> 0).toString(36) + (h2 >>> 0).toString(36)
+}
+
+/** The session key of a request for a pool's `sticky` settings. */
+const sessionKeyFor = (pool: Pool, request: Request): string | undefined => {
+  if (pool.sticky === undefined) return undefined
+  const options = request.options
+  if (options?.sessionKey !== undefined) return options.sessionKey
+  switch (pool.sticky.key) {
+    case "header":
+      return options?.headers?.[pool.sticky.header.toLowerCase()]
+    case "user":
+      return request.user
+    case "api-key":
+      return options?.apiKey === undefined ? undefined : `key:${digest(options.apiKey)}`
+  }
+}
+
+/** What the guards see of the request in `pool`. */
+const infoFor = (request: Request, pool: Pool): RequestInfo => ({
+  pool,
+  model: request.match.model,
+  promptTokens: request.count.tokens,
+  reservedOutputTokens: request.requestedOutputTokens ?? pool.defaultMaxTokens,
+  sessionKey: sessionKeyFor(pool, request),
+  priority: request.priority,
+  stream: request.stream
+})
+
+/** Makes the stage over the pipeline's guards, strategy and this instance's state. */
+export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: StateStore.Local): Service => {
+  const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
+
+  /** The first guard's exclusion of `upstream`, or undefined when all let it through. */
+  const checkAll = (upstream: Upstream, info: RequestInfo, request: Request): Exclusion | undefined => {
+    for (let i = 0; i < guards.length; i++) {
+      const excluded = guards[i]!.check(upstream, info, request)
+      if (excluded !== undefined) return excluded
+    }
+    return undefined
+  }
+
+  /** Candidates of the pass's pool, of its lowest priority tier; exclusions go to the decision and the pass. */
+  const candidatesOf = (request: Request, pool: Pool, info: RequestInfo): Array<Upstream> => {
+    const { decision, pass } = request
+    const live: Array<Upstream> = []
+    let tier = Number.POSITIVE_INFINITY
+    for (const upstream of pool.upstreams) {
+      if (pass.tried?.has(upstream.id) === true) continue
+      let excluded: Exclusion | undefined
+      if (!upstream.enabled) {
+        excluded = { upstream: upstream.id, stage: "config", reason: "disabled in config" }
+      } else if (!request.fits(upstream.contextWindow)) {
+        excluded = {
+          upstream: upstream.id,
+          stage: "context-window",
+          reason: `needs ${request.count.tokens + request.completionRoom} tokens, context window is ${upstream.contextWindow}`
+        }
+      } else {
+        excluded = checkAll(upstream, info, request)
+      }
+      if (excluded !== undefined) {
+        decision.exclude(excluded)
+        if (excluded.waitable === true) pass.waitable.push(excluded)
+        continue
+      }
+      live.push(upstream)
+      if (upstream.priority < tier) tier = upstream.priority
+    }
+    if (live.length <= 1) return live
+    for (const u of live) if (u.priority !== tier) return live.filter((c) => c.priority === tier)
+    return live
+  }
+
+  /** Sticky upstream first when it is a candidate; otherwise the strategy. */
+  const choose = (request: Request, pool: Pool, info: RequestInfo, candidates: ReadonlyArray<Upstream>): Upstream => {
+    const key = info.sessionKey
+    if (pool.sticky !== undefined && key !== undefined) {
+      const bound = local.get(`sticky:${pool.id}:${key}`, request.now)
+      if (bound !== undefined) {
+        const hit = candidates.find((u) => u.id === bound)
+        if (hit !== undefined) {
+          request.decision.sticky ??= "hit"
+          return hit
+        }
+        request.decision.sticky = "moved"
+      } else {
+        request.decision.sticky ??= "miss"
+      }
+    }
+    return strategy.select({
+      pool,
+      candidates: candidates as unknown as readonly [Upstream, ...Array<Upstream>],
+      model: request.match.model,
+      attempt: request.attempts + 1,
+      promptTokens: request.count.tokens,
+      sessionKey: key,
+      now: request.now,
+      random: request.random
+    })
+  }
+
+  /** Enters the pass's pool: the decision names it, and its guards' view of the request is made. */
+  const enter = (request: Request, pool: Pool): RequestInfo => {
+    const { decision, pass } = request
+    if (!decision.pools.includes(pool.id)) decision.pools.push(pool.id)
+    decision.pool = pool.id
+    decision.strategy = nameOf(strategy, pool)
+    pass.tried = request.failed === undefined ? undefined : new Set(request.failed)
+    pass.attempts = 0
+    pass.backoff = undefined
+    return (pass.info = infoFor(request, pool))
+  }
+
+  const next = (request: Request): Selected => {
+    const { pass, chain, decision } = request
+    for (; pass.pool < chain.length; pass.pool++, pass.info = undefined) {
+      const pool = chain[pass.pool]!
+      if (pass.info === undefined) {
+        if (!request.counted && nearLimit(request, pool)) return COUNT_EXACTLY
+        enter(request, pool)
+      }
+      const info = pass.info!
+      while (pass.attempts < pool.maxAttempts) {
+        const candidates = candidatesOf(request, pool, info)
+        if (candidates.length === 0) break
+        decision.candidates ??= candidates.map((u) => u.id)
+        const upstream = choose(request, pool, info, candidates)
+        ;(pass.tried ??= new Set()).add(upstream.id)
+        return { _tag: "Chosen", attempt: { ...info, upstream, attempt: request.attempts + 1 } }
+      }
+    }
+    return UNSERVED
+  }
+
+  const nearLimit = (request: Request, pool: Pool): boolean => {
+    const tokens = request.count.tokens
+    const reserved = request.requestedOutputTokens ?? pool.defaultMaxTokens
+    for (const upstream of pool.upstreams) {
+      if (!upstream.enabled) continue
+      if (
+        upstream.contextWindow !== undefined &&
+        needsExact(tokens, upstream.contextWindow - request.completionRoom, EXACT_MARGIN)
+      ) {
+        return true
+      }
+      for (let g = 0; g < headroomOf.length; g++) {
+        const headroom = headroomOf[g]!(upstream, request.now)
+        if (headroom !== undefined && needsExact(tokens, headroom - reserved, EXACT_MARGIN)) return true
+      }
+    }
+    return false
+  }
+
+  const soonestFree = (request: Request): number | undefined => {
+    let soonest: number | undefined
+    for (const pool of request.chain) {
+      const info = infoFor(request, pool)
+      for (const upstream of pool.upstreams) {
+        if (!upstream.enabled || !request.fits(upstream.contextWindow)) continue
+        // Back when every guard lets it through: the longest of their waits; unknown if any is.
+        let wait: number | undefined = 0
+        for (const guard of guards) {
+          const excluded = guard.check(upstream, info, request)
+          if (excluded === undefined) continue
+          if (excluded.retryAfterMs === undefined) {
+            wait = undefined
+            break
+          }
+          wait = Math.max(wait, excluded.retryAfterMs)
+        }
+        if (wait !== undefined && (soonest === undefined || wait < soonest)) soonest = wait
+      }
+    }
+    return soonest
+  }
+
+  const waitableOn = (request: Request, upstream: Upstream): ReadonlyArray<Exclusion> => {
+    const info = request.pass.info ?? infoFor(request, request.chain[0]!)
+    const out: Array<Exclusion> = []
+    for (const guard of guards) {
+      const excluded = guard.check(upstream, info, request)
+      if (excluded?.waitable === true) out.push(excluded)
+    }
+    return out
+  }
+
+  return { next, nearLimit, soonestFree, waitableOn }
+}
+
+/** Binds a session to the upstream that served it, when the pool keeps sessions. */
+export const bindSession = (local: StateStore.Local, request: Request, attempt: Attempt): void => {
+  const sticky = attempt.pool.sticky
+  if (sticky !== undefined && attempt.sessionKey !== undefined) {
+    local.set(`sticky:${attempt.pool.id}:${attempt.sessionKey}`, attempt.upstream.id, request.now, sticky.ttlMs)
+  }
+}

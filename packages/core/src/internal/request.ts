@@ -1,0 +1,152 @@
+/**
+ * One request as it moves through the stages: a small record passed explicitly from stage to stage
+ * (instead of variables shared by nested closures). It is also the {@link Guard.Step} of the
+ * synchronous parts: `now` is refreshed before each, and effects a guard leaves with `after` run on
+ * the request's fiber once the part is over.
+ */
+import type { Clock, Tracer } from "effect"
+import { Effect } from "effect"
+import type { Builder } from "../Decision.js"
+import type { Exclusion, UpstreamError } from "../Errors.js"
+import type { RequestInfo, Step } from "../Guard.js"
+import type { Match } from "../Matcher.js"
+import type { Count } from "../TokenCounter.js"
+import type { Pool } from "../Topology.js"
+import type { Ticket } from "./admissionQueue.js"
+
+/** Per-request options. */
+export interface RouteOptions {
+  /** Correlates logs, traces and the audit log; generated when absent. */
+  readonly requestId?: string
+  /** Session affinity key; overrides what the pool's `sticky.key` would read from the request. */
+  readonly sessionKey?: string
+  /** Request headers (lower-case names), for `sticky.key: header`. */
+  readonly headers?: Readonly<Record<string, string | undefined>>
+  /** The client's API key, for `sticky.key: api-key`. Only hashed into state, never stored as is. */
+  readonly apiKey?: string
+  /** Higher is more urgent in the queue; 0 by default. */
+  readonly priority?: number
+  /**
+   * The client's JSON body exactly as received (the gateway passes it), so a provider that needs to
+   * change nothing but `model` forwards the bytes instead of serializing the request again.
+   */
+  readonly body?: string
+}
+
+/** A prompt's token count: a synchronous estimate, and the exact count asked for near a limit. */
+export interface Prompt {
+  readonly estimate: (poolModel: string) => Count
+  readonly exact: (poolModel: string) => Effect.Effect<Count>
+}
+
+/** Where a pass over the fallback chain stands. */
+export interface Pass {
+  /** Index in `chain` of the pool being tried. */
+  pool: number
+  /** Attempts made on that pool in this pass. */
+  attempts: number
+  /** Upstreams not to select again in this pass (tried, or failed earlier in the request). */
+  tried: Set<string> | undefined
+  /** The pool's `RequestInfo` for the guards, made when the pass enters the pool. */
+  info: RequestInfo | undefined
+  /** Exclusions of this pass that clear by themselves: a reason to wait in the queue. */
+  readonly waitable: Array<Exclusion>
+  /** The backoff schedule's state on this pool, from its first failure on. */
+  backoff: unknown
+}
+
+/** A request in flight through the stages. */
+export class Request implements Step {
+  /** Epoch milliseconds of the current synchronous part, from `clock`. */
+  now: number
+  count: Count
+  /** True once the prompt was counted exactly. */
+  counted = false
+  /** Upstreams that failed (other than with a 429): never tried again in this request. */
+  failed: Set<string> | undefined = undefined
+  lastError: UpstreamError | undefined = undefined
+  /** Attempts made so far, over every pool. */
+  attempts = 0
+  pass: Pass
+  /** The request's place in the queue, while it has one. */
+  ticket: Ticket | undefined = undefined
+  waitStartedAt: number | undefined = undefined
+  /**
+   * The release of a stream this request started, set as the stream is handed over: if routing then
+   * ends without returning it (interrupted just after the first event), the router runs it, as
+   * nobody else holds the stream.
+   */
+  unclaimed: Effect.Effect<void> | undefined = undefined
+  private pending: Array<Effect.Effect<void>> | undefined = undefined
+
+  constructor(
+    readonly clock: Clock.Clock,
+    readonly span: Tracer.Span | undefined,
+    readonly match: Match,
+    /** The matched pool and its fallbacks, in order. */
+    readonly chain: ReadonlyArray<Pool>,
+    readonly options: RouteOptions | undefined,
+    readonly user: string | undefined,
+    readonly stream: boolean,
+    /** `max_tokens` (or its equivalents) when the client set it. */
+    readonly requestedOutputTokens: number | undefined,
+    readonly prompt: Prompt,
+    readonly decision: Builder,
+    readonly random: () => number
+  ) {
+    this.now = decision.startedAt
+    this.count = { tokens: decision.promptTokens, exact: decision.promptTokensExact }
+    this.pass = newPass()
+  }
+
+  /** Higher is more urgent in the queue. */
+  get priority(): number {
+    return this.options?.priority ?? 0
+  }
+
+  /**
+   * Room the completion needs in a context window: what the client asked for, else one token.
+   * (Budgets reserve the pool's `defaultMaxTokens` instead; a window is a hard limit the upstream
+   * enforces on what was asked.)
+   */
+  get completionRoom(): number {
+    return this.requestedOutputTokens ?? 1
+  }
+
+  /** Whether the prompt and the completion's room fit `contextWindow`. */
+  fits(contextWindow: number | undefined): boolean {
+    return contextWindow === undefined || this.count.tokens + this.completionRoom <= contextWindow
+  }
+
+  /** Refreshes `now` from the clock, for the next synchronous part. */
+  tick(): this {
+    this.now = this.clock.unsafeCurrentTimeMillis()
+    return this
+  }
+
+  after(effect: Effect.Effect<void>): void {
+    ;(this.pending ??= []).push(effect)
+  }
+
+  /** The effects left by the last synchronous parts, to run now; `Effect.void` when there are none. */
+  flush(): Effect.Effect<void> {
+    const effects = this.pending
+    if (effects === undefined) return Effect.void
+    this.pending = undefined
+    return Effect.forEach(effects, (effect) => effect, { discard: true })
+  }
+
+  /** Starts a new pass over the fallback chain (after a wait in the queue). */
+  restart(): void {
+    this.pass = newPass()
+  }
+}
+
+const newPass = (): Pass => ({
+  pool: 0,
+  attempts: 0,
+  tried: undefined,
+  info: undefined,
+  waitable: [],
+  backoff: undefined
+})

@@ -88,21 +88,20 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   return attributes
 }
 
-/** A decision's fields that change while the request moves through the stages. */
+/** A decision's fields, writable while the request moves through the stages. */
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 /**
  * Builds a {@link Decision} as the request moves through the stages: each stage sets what it
- * decided, and {@link Builder.freeze} takes a snapshot (a stream's decision is frozen when it ends).
+ * decided on the builder, which is itself the decision once {@link Builder.end} has set how it
+ * ended (no copy: a request ends once, and nothing changes a decision after that).
  */
-export class Builder implements Mutable<
-  Omit<Decision, "outcome" | "error" | "durationMs" | "candidates" | "pools" | "excluded" | "attempts">
-> {
+export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "attempts">> {
   readonly pools: Array<string> = []
   readonly excluded: Array<Exclusion> = []
   readonly attempts: Array<AttemptRecord> = []
-  /** Upstreams that were candidates on the first selection; undefined until one was made. */
-  candidates: ReadonlyArray<string> | undefined = undefined
+  /** Upstreams that were candidates on the first selection; empty until one was made. */
+  candidates: ReadonlyArray<string> = []
   upstream: string | undefined = undefined
   queueWaitMs = 0
   backoffMs = 0
@@ -110,6 +109,9 @@ export class Builder implements Mutable<
   promptTokensCounted = false
   inputTokens: number | undefined = undefined
   outputTokens: number | undefined = undefined
+  outcome: Decision["outcome"] = "interrupted"
+  error: string | undefined = undefined
+  durationMs = 0
 
   constructor(
     readonly requestId: string,
@@ -129,17 +131,11 @@ export class Builder implements Mutable<
     this.excluded.push(exclusion)
   }
 
-  /** The decision as it stands at `now`, ended with `outcome`. */
-  freeze(now: number, outcome: Decision["outcome"], error: string | undefined): Decision {
-    return {
-      ...this,
-      pools: [...this.pools],
-      candidates: this.candidates ?? [],
-      excluded: [...this.excluded],
-      attempts: [...this.attempts],
-      outcome,
-      error,
-      durationMs: Math.max(0, now - this.startedAt)
-    }
+  /** Ends the decision at `now` with `outcome`: from here on it is the request's {@link Decision}. */
+  end(now: number, outcome: Decision["outcome"], error: string | undefined): Decision {
+    this.outcome = outcome
+    this.error = error
+    this.durationMs = Math.max(0, now - this.startedAt)
+    return this
   }
 }

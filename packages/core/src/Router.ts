@@ -215,7 +215,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         const now = request.clock.unsafeCurrentTimeMillis()
         const failure = Cause.failureOption(cause)
         const error = Option.getOrUndefined(failure)
-        const decision = request.decision.freeze(
+        const decision = request.decision.end(
           now,
           error === undefined ? "interrupted" : "error",
           error === undefined ? undefined : `${error._tag}: ${error.message}`
@@ -251,7 +251,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
 
   /** A whole answer's routed result, its decision frozen and recorded. */
   const finished = <A>([answer, request]: readonly [Answer<A>, Request]): Routed<A> => {
-    const decision = request.decision.freeze(request.clock.unsafeCurrentTimeMillis(), "success", undefined)
+    const decision = request.decision.end(request.clock.unsafeCurrentTimeMillis(), "success", undefined)
     annotate(request.span, decision)
     return { response: answer.value, decision, text: answer.text }
   }

@@ -188,7 +188,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
       while (pass.attempts < pool.maxAttempts) {
         const candidates = candidatesOf(request, pool, info)
         if (candidates.length === 0) break
-        decision.candidates ??= candidates.map((u) => u.id)
+        if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
         const upstream = choose(request, pool, info, candidates)
         ;(pass.tried ??= new Set()).add(upstream.id)
         return { _tag: "Chosen", attempt: { ...info, upstream, attempt: request.attempts + 1 } }

@@ -201,7 +201,7 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
       Effect.zipRight(
         Effect.suspend(() => {
           // Frozen after the attempt is recorded.
-          const frozen = decision.freeze(
+          const frozen = decision.end(
             request.now,
             failure !== undefined ? "error" : ended === "end" ? "success" : "interrupted",
             failure !== undefined ? `${failure._tag}: ${failure.message}` : undefined

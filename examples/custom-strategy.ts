@@ -3,7 +3,7 @@
  * just a Layer providing the `Strategy` service; the router hands it the live candidates (already
  * filtered by health, context window and the other stages) and records its name in every decision.
  *
- * Run it: `npx tsx examples/custom-strategy.ts`
+ * Run it compiled: `npm run build && node examples/dist/custom-strategy.js`
  */
 import { Guard, Matcher, Router, StateStore, Strategy, TokenCounter, Topology } from "@sluice/core"
 import { Providers, Simulator } from "@sluice/providers"

@@ -3,7 +3,7 @@
  * server. Two simulated upstreams stand in for real providers; swap `Topology.layerPools` for
  * `Topology.layer(config)` to route to real ones.
  *
- * Run it: `npx tsx examples/in-process.ts`
+ * Run it compiled: `npm run build && node examples/dist/in-process.js`
  */
 import { Guard, Matcher, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
 import { Providers, Simulator } from "@sluice/providers"

@@ -1,7 +1,5 @@
 #!/usr/bin/env node
-// The `sluice` command. Sources are TypeScript; tsx compiles them on load.
-import { register } from "tsx/esm/api"
+// The `sluice` command: the compiled CLI (`npm run build` writes dist/ in a clone of the repository).
+import { main } from "../dist/Cli.js"
 
-register()
-const { main } = await import("../src/Cli.ts")
 main()

@@ -53,6 +53,8 @@ export const SimulateOptions = Schema.Struct({
   resetRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
   stallRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
   midStreamCutRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
+  malformedEventRate: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { exact: true }),
+  malformedEventAfter: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { exact: true }),
   seed: Schema.optionalWith(Schema.Number, { exact: true })
 })
 /** Behaviour of an in-process simulated upstream. */

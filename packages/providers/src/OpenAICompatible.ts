@@ -132,7 +132,6 @@ const targetOf = (upstream: Upstream): Target => {
   return { origin: url.origin, basePath: basePath + url.search, spanBase: url.origin + basePath, headers }
 }
 
-const USAGE = /"usage"\s*:\s*\{/
 const DONE: unique symbol = Symbol("done")
 
 /**
@@ -166,38 +165,46 @@ const makeSseParser = () => {
           }
         }
       }
-      if (data === undefined) continue
+      // An event without data is not dispatched (as the SSE spec says): nothing to check.
+      if (data === undefined || data === "") continue
       out.push(data === "[DONE]" ? DONE : data)
     }
     if (start > 0) buffer = buffer.slice(start)
   }
 }
 
-/** One SSE payload as a stream event, or the upstream's in-band error. */
+/**
+ * One SSE payload as a stream event, or a failure: the upstream's in-band error, or a payload that is
+ * not a JSON object (a mangled event, after which nothing in the stream can be trusted). Every payload
+ * is parsed, once; usage is read from that parse.
+ */
 const toEvent = (upstream: Upstream, data: string): Provider.StreamEvent | Errors.UpstreamError => {
-  if (data.startsWith('{"error"')) {
-    let body: unknown
-    try {
-      body = JSON.parse(data)
-    } catch {
-      body = undefined
-    }
+  let chunk: unknown
+  try {
+    chunk = JSON.parse(data)
+  } catch {
+    chunk = undefined
+  }
+  if (typeof chunk !== "object" || chunk === null || Array.isArray(chunk)) {
     return new Errors.UpstreamError({
       upstream: upstream.id,
       kind: "protocol",
-      message: `stream error: ${errorMessage(body, data.slice(0, 200))}`,
-      retryable: true,
-      ...(body !== undefined ? { body } : {})
+      message: `malformed stream event (not a JSON object): ${data.slice(0, 200)}`,
+      retryable: true
     })
   }
-  if (!data.includes('"usage"') || !USAGE.test(data)) return { data }
-  try {
-    const chunk = JSON.parse(data) as Wire.ChatCompletionChunk
-    if (chunk.usage === null || chunk.usage === undefined) return { data }
-    return { data, usage: chunk.usage, usageOnly: chunk.choices.length === 0 }
-  } catch {
-    return { data }
+  const { choices, error, usage } = chunk as Partial<Wire.ChatCompletionChunk> & { readonly error?: unknown }
+  if (error !== undefined && error !== null) {
+    return new Errors.UpstreamError({
+      upstream: upstream.id,
+      kind: "protocol",
+      message: `stream error: ${errorMessage(chunk, data.slice(0, 200))}`,
+      retryable: true,
+      body: chunk
+    })
   }
+  if (typeof usage !== "object" || usage === null) return { data }
+  return { data, usage, usageOnly: Array.isArray(choices) && choices.length === 0 }
 }
 
 /** The value of a whole answer: its JSON when 2xx and OpenAI-shaped, an `UpstreamError` otherwise. */

@@ -8,6 +8,9 @@
  * is the request hot path, so there is no stream or promise machinery between the socket and the
  * router — one `Effect.async` per call, an undici dispatch handler, and an SSE reader that hands the
  * router every event of one socket read in one chunk.
+ *
+ * Every failure is built by one function, which scrubs the upstream's credentials (its API key,
+ * secret-looking configured headers) out of whatever the upstream sent back.
  */
 import { Errors, Provider, Router } from "@sluice/core"
 import type { Topology, Wire } from "@sluice/core"
@@ -28,6 +31,7 @@ import type { IncomingHttpHeaders } from "node:http"
 import { StringDecoder } from "node:string_decoder"
 import type { Dispatcher } from "undici"
 import { Agent } from "undici"
+import { scrub, scrubValue } from "./internal/scrub.js"
 
 type Upstream = Topology.Upstream
 
@@ -76,10 +80,25 @@ const flatHeaders = (headers: IncomingHttpHeaders): Headers => {
   return headers as Headers
 }
 
+/**
+ * Builds every failure of an upstream call: the one place where what an upstream sent becomes an
+ * error, so the one place its credentials are scrubbed from the message and the body. Some servers
+ * repeat the `Authorization` header they received in their errors; no key ever leaves the gateway.
+ */
+const failure = (
+  upstream: Upstream,
+  fields: Omit<ConstructorParameters<typeof Errors.UpstreamError>[0], "upstream">
+): Errors.UpstreamError =>
+  new Errors.UpstreamError({
+    ...fields,
+    upstream: upstream.id,
+    message: scrub(upstream, fields.message),
+    ...(fields.body !== undefined ? { body: scrubValue(upstream, fields.body) } : {})
+  })
+
 /** A call that never got an answer (refused, reset, timed out at the socket). */
 const unreachable = (upstream: Upstream, error: unknown): Errors.UpstreamError =>
-  new Errors.UpstreamError({
-    upstream: upstream.id,
+  failure(upstream, {
     kind: "connection",
     message: `could not reach ${upstream.baseUrl}: ${error instanceof Error ? error.message : String(error)}`,
     retryable: true
@@ -96,7 +115,9 @@ const observe = (headers: Headers): Effect.Effect<void> => {
 }
 
 /** Turns a non-2xx answer into an `UpstreamError` carrying the upstream's message and Retry-After. */
-const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: string): Errors.UpstreamError => {
+const fromStatus = (upstream: Upstream, status: number, headers: Headers, answer: string): Errors.UpstreamError => {
+  // Scrubbed before it is cut: a cut through a key would leave a part of it that no scrub recognises.
+  const text = scrub(upstream, answer)
   let body: unknown = undefined
   try {
     body = text === "" ? undefined : JSON.parse(text)
@@ -104,8 +125,7 @@ const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: 
     body = undefined
   }
   const after = Provider.retryAfterMs(headers, Date.now())
-  return new Errors.UpstreamError({
-    upstream: upstream.id,
+  return failure(upstream, {
     kind: "http",
     status,
     message: `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`,
@@ -186,25 +206,37 @@ const toEvent = (upstream: Upstream, data: string): Provider.StreamEvent | Error
     chunk = undefined
   }
   if (typeof chunk !== "object" || chunk === null || Array.isArray(chunk)) {
-    return new Errors.UpstreamError({
-      upstream: upstream.id,
+    return failure(upstream, {
       kind: "protocol",
-      message: `malformed stream event (not a JSON object): ${data.slice(0, 200)}`,
+      message: `malformed stream event (not a JSON object): ${scrub(upstream, data).slice(0, 200)}`,
       retryable: true
     })
   }
   const { choices, error, usage } = chunk as Partial<Wire.ChatCompletionChunk> & { readonly error?: unknown }
   if (error !== undefined && error !== null) {
-    return new Errors.UpstreamError({
-      upstream: upstream.id,
+    return failure(upstream, {
       kind: "protocol",
-      message: `stream error: ${errorMessage(chunk, data.slice(0, 200))}`,
+      message: `stream error: ${errorMessage(chunk, scrub(upstream, data).slice(0, 200))}`,
       retryable: true,
       body: chunk
     })
   }
   if (typeof usage !== "object" || usage === null) return { data }
   return { data, usage, usageOnly: Array.isArray(choices) && choices.length === 0 }
+}
+
+/**
+ * A 2xx answer that is not JSON. The parser quotes the text around where it failed, so its message is
+ * taken from parsing the scrubbed text again: a quote cut through a key would keep a part of it.
+ */
+const notJson = (upstream: Upstream, text: string, error: unknown): Errors.UpstreamError => {
+  let reason = error
+  try {
+    JSON.parse(scrub(upstream, text))
+  } catch (again) {
+    reason = again
+  }
+  return failure(upstream, { kind: "protocol", message: unreadable(reason), retryable: true })
 }
 
 /** The value of a whole answer: its JSON when 2xx and OpenAI-shaped, an `UpstreamError` otherwise. */
@@ -220,14 +252,11 @@ const decodeAnswer = <A>(
   try {
     value = JSON.parse(answer.text)
   } catch (error) {
-    return Effect.fail(
-      new Errors.UpstreamError({ upstream: upstream.id, kind: "protocol", message: unreadable(error), retryable: true })
-    )
+    return Effect.fail(notJson(upstream, answer.text, error))
   }
   if (!isValid(value)) {
     return Effect.fail(
-      new Errors.UpstreamError({
-        upstream: upstream.id,
+      failure(upstream, {
         kind: "protocol",
         message: "the answer is not an OpenAI-shaped response",
         retryable: true
@@ -355,8 +384,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.sse) {
       if (!this.over) {
         this.fail(
-          new Errors.UpstreamError({
-            upstream: this.upstream.id,
+          failure(this.upstream, {
             kind: "connection",
             message: "the stream ended without [DONE]: the upstream broke off",
             retryable: true
@@ -377,8 +405,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.sse) {
       if (!this.over) {
         this.fail(
-          new Errors.UpstreamError({
-            upstream: this.upstream.id,
+          failure(this.upstream, {
             kind: "connection",
             message: `the upstream broke off mid-stream: ${error.message}`,
             retryable: true
@@ -392,8 +419,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       Effect.fail(
         this.status === 0
           ? unreachable(this.upstream, error)
-          : new Errors.UpstreamError({
-              upstream: this.upstream.id,
+          : failure(this.upstream, {
               kind: "protocol",
               message: unreadable(error),
               retryable: true
@@ -429,8 +455,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       if (this.settled) return
       this.settle(
         Effect.fail(
-          new Errors.UpstreamError({
-            upstream: this.upstream.id,
+          failure(this.upstream, {
             kind: "timeout",
             message: `no response within ${ms} ms`,
             retryable: true
@@ -618,8 +643,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
         return yield* Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
       }
       const type = answer.headers["content-type"] ?? ""
-      return yield* new Errors.UpstreamError({
-        upstream: upstream.id,
+      return yield* failure(upstream, {
         kind: "protocol",
         message: `expected an event stream, got content-type '${type || "none"}'`,
         retryable: true

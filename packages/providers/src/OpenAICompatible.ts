@@ -8,6 +8,9 @@
  * is the request hot path, so there is no stream or promise machinery between the socket and the
  * router — one `Effect.async` per call, an undici dispatch handler, and an SSE reader that hands the
  * router every event of one socket read in one chunk.
+ *
+ * Every failure is built by one function, which scrubs the upstream's credentials (its API key,
+ * secret-looking configured headers) out of whatever the upstream sent back.
  */
 import { Errors, Provider, Tracing } from "@sluice/core"
 import type { StreamEvent, Topology, Wire } from "@sluice/core"
@@ -17,6 +20,7 @@ import type { IncomingHttpHeaders } from "node:http"
 import { StringDecoder } from "node:string_decoder"
 import type { Dispatcher } from "undici"
 import { Agent } from "undici"
+import { scrub, scrubValue } from "./internal/scrub.js"
 
 type Upstream = Topology.Upstream
 
@@ -53,6 +57,22 @@ const flatHeaders = (headers: IncomingHttpHeaders): Headers => {
   return headers as Headers
 }
 
+/**
+ * A failure built from what an upstream sent in a 2xx answer (an in-band error, an unreadable
+ * answer), its credentials scrubbed from the message and the body; `fromStatus` scrubs an error
+ * answer's text before anything is read from it. Some servers repeat the `Authorization` header they
+ * received in their errors; no key ever leaves the gateway.
+ */
+const failure = (
+  upstream: Upstream,
+  fields: { readonly kind: "protocol"; readonly message: string; readonly retryable: true; readonly body?: unknown }
+): Errors.UpstreamError =>
+  Errors.Failure.protocol(
+    upstream.id,
+    scrub(upstream, fields.message),
+    fields.body !== undefined ? scrubValue(upstream, fields.body) : undefined
+  )
+
 /** A call that never got an answer (refused, reset, timed out at the socket). */
 const unreachable = (upstream: Upstream, error: unknown): Errors.UpstreamError =>
   Errors.Failure.connection(
@@ -65,7 +85,9 @@ const unreadable = (error: unknown): string =>
   `could not read the answer: ${error instanceof Error ? error.message : String(error)}`
 
 /** Turns a non-2xx answer into an `UpstreamError` carrying the upstream's message and Retry-After. */
-const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: string): Errors.UpstreamError => {
+const fromStatus = (upstream: Upstream, status: number, headers: Headers, answer: string): Errors.UpstreamError => {
+  // Scrubbed before it is cut: a cut through a key would leave a part of it that no scrub recognises.
+  const text = scrub(upstream, answer)
   let body: unknown = undefined
   try {
     body = text === "" ? undefined : JSON.parse(text)
@@ -76,10 +98,11 @@ const fromStatus = (upstream: Upstream, status: number, headers: Headers, text: 
   return Errors.Failure.http(
     upstream.id,
     status,
-    `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`,
+    // Scrubbed again once parsed: a key quoted inside a quoted text is escaped twice in the raw answer.
+    scrub(upstream, `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`),
     {
       retryAfterMs: Provider.retryAfterMs(headers, now),
-      body,
+      body: body === undefined ? undefined : scrubValue(upstream, body),
       rateLimits: Provider.parseRateLimitHeaders(headers, now)
     }
   )
@@ -115,7 +138,6 @@ const targetOf = (upstream: Upstream): Target => {
   return { origin: url.origin, basePath: basePath + url.search, spanBase: url.origin + basePath, headers }
 }
 
-const USAGE = /"usage"\s*:\s*\{/
 const DONE: unique symbol = Symbol("done")
 
 /**
@@ -149,32 +171,58 @@ const makeSseParser = () => {
           }
         }
       }
-      if (data === undefined) continue
+      // An event without data is not dispatched (as the SSE spec says): nothing to check.
+      if (data === undefined || data === "") continue
       out.push(data === "[DONE]" ? DONE : data)
     }
     if (start > 0) buffer = buffer.slice(start)
   }
 }
 
-/** One SSE payload as a stream event, or the upstream's in-band error. */
+/**
+ * One SSE payload as a stream event, or a failure: the upstream's in-band error, or a payload that is
+ * not a JSON object (a mangled event, after which nothing in the stream can be trusted). Every payload
+ * is parsed, once; usage is read from that parse.
+ */
 const toEvent = (upstream: Upstream, data: string): StreamEvent.StreamEvent | Errors.UpstreamError => {
-  if (data.startsWith('{"error"')) {
-    let body: unknown
-    try {
-      body = JSON.parse(data)
-    } catch {
-      body = undefined
-    }
-    return Errors.Failure.protocol(upstream.id, `stream error: ${errorMessage(body, data.slice(0, 200))}`, body)
-  }
-  if (!data.includes('"usage"') || !USAGE.test(data)) return { data }
+  let chunk: unknown
   try {
-    const chunk = JSON.parse(data) as Wire.ChatCompletionChunk
-    if (chunk.usage === null || chunk.usage === undefined) return { data }
-    return { data, usage: chunk.usage, usageOnly: chunk.choices.length === 0 }
+    chunk = JSON.parse(data)
   } catch {
-    return { data }
+    chunk = undefined
   }
+  if (typeof chunk !== "object" || chunk === null || Array.isArray(chunk)) {
+    return failure(upstream, {
+      kind: "protocol",
+      message: `malformed stream event (not a JSON object): ${scrub(upstream, data).slice(0, 200)}`,
+      retryable: true
+    })
+  }
+  const { choices, error, usage } = chunk as Partial<Wire.ChatCompletionChunk> & { readonly error?: unknown }
+  if (error !== undefined && error !== null) {
+    return failure(upstream, {
+      kind: "protocol",
+      message: `stream error: ${errorMessage(chunk, scrub(upstream, data).slice(0, 200))}`,
+      retryable: true,
+      body: chunk
+    })
+  }
+  if (typeof usage !== "object" || usage === null) return { data }
+  return { data, usage, usageOnly: Array.isArray(choices) && choices.length === 0 }
+}
+
+/**
+ * A 2xx answer that is not JSON. The parser quotes the text around where it failed, so its message is
+ * taken from parsing the scrubbed text again: a quote cut through a key would keep a part of it.
+ */
+const notJson = (upstream: Upstream, text: string, error: unknown): Errors.UpstreamError => {
+  let reason = error
+  try {
+    JSON.parse(scrub(upstream, text))
+  } catch (again) {
+    reason = again
+  }
+  return failure(upstream, { kind: "protocol", message: unreadable(reason), retryable: true })
 }
 
 /** The value of a whole answer: its JSON when 2xx and OpenAI-shaped, an `UpstreamError` otherwise. */
@@ -190,7 +238,7 @@ const decodeAnswer = <A>(
   try {
     value = JSON.parse(answer.text)
   } catch (error) {
-    return Effect.fail(Errors.Failure.protocol(upstream.id, unreadable(error)))
+    return Effect.fail(notJson(upstream, answer.text, error))
   }
   if (!isValid(value)) {
     return Effect.fail(Errors.Failure.protocol(upstream.id, "the answer is not an OpenAI-shaped response"))

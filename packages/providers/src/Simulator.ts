@@ -32,7 +32,8 @@ import { defaults, SimulatorState } from "./internal/simulatorServer.js"
  * The order of decisions for a chat or embeddings request: connection reset (`resetRate`), stall
  * (`stallRate`), 400 for a malformed body, 429 over `rpm` / `tpm` (a request that passes counts
  * against the limits even if it then fails), `failureStatus` (`failureRate`), then the answer
- * (`midStreamCutRate` for streams). Each die is rolled only when its rate is above 0.
+ * (`midStreamCutRate`, then `malformedEventRate` for streams). Each die is rolled only when its rate
+ * is above 0.
  */
 export interface Options {
   /** Label used in content (`[<name>] ...`), ids and `owned_by`. Default `"sim"`. */
@@ -64,6 +65,14 @@ export interface Options {
   readonly stallRate?: number
   /** Probability (0..1), for `stream: true`, of destroying the socket after 2 or 3 content chunks (no `[DONE]`). Default 0. */
   readonly midStreamCutRate?: number
+  /**
+   * Probability (0..1), for `stream: true`, of sending one event whose data is truncated JSON after
+   * `malformedEventAfter` content chunks; the rest of the stream and `[DONE]` follow as usual, as when
+   * a proxy on the way mangles one event. Default 0.
+   */
+  readonly malformedEventRate?: number
+  /** Content chunks sent before the malformed event of `malformedEventRate`; 0 sends it before any content. Default 2. */
+  readonly malformedEventAfter?: number
   /** Seed of the failure dice: the same seed and requests give the same faults. Default random (see `options().seed`). */
   readonly seed?: number
 }
@@ -88,6 +97,8 @@ export const SimulateOptions = Schema.Struct({
   resetRate: Schema.optionalWith(Probability, { exact: true }),
   stallRate: Schema.optionalWith(Probability, { exact: true }),
   midStreamCutRate: Schema.optionalWith(Probability, { exact: true }),
+  malformedEventRate: Schema.optionalWith(Probability, { exact: true }),
+  malformedEventAfter: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { exact: true }),
   seed: Schema.optionalWith(Schema.Number, { exact: true })
 })
 /** The `simulate:` block of a `simulated` upstream, decoded. */
@@ -121,7 +132,7 @@ export interface Stats {
   readonly requests: number
   /** Requests answered 429 for `rpm` / `tpm`. */
   readonly rateLimited: number
-  /** Injected faults: failure statuses, resets, stalls and mid-stream cuts. */
+  /** Injected faults: failure statuses, resets, stalls, mid-stream cuts and malformed events. */
   readonly failures: number
 }
 
@@ -197,6 +208,8 @@ const fields: ReadonlyArray<Field> = [
   field("resetRate", "a probability between 0 and 1", isProbability),
   field("stallRate", "a probability between 0 and 1", isProbability),
   field("midStreamCutRate", "a probability between 0 and 1", isProbability),
+  field("malformedEventRate", "a probability between 0 and 1", isProbability),
+  field("malformedEventAfter", "an integer >= 0", isNonNegativeInt),
   field("seed", "an integer", (u) => typeof u === "number" && Number.isSafeInteger(u))
 ]
 
@@ -223,6 +236,8 @@ GET /v1/models and GET /health. Flags take a value as "--flag value" or "--flag=
   --reset-rate <0..1>            probability of resetting the connection without answering (default 0)
   --stall-rate <0..1>            probability of never answering (default 0)
   --mid-stream-cut-rate <0..1>   probability of cutting a stream after 2-3 content chunks (default 0)
+  --malformed-event-rate <0..1>  probability of one stream event that is not valid JSON (default 0)
+  --malformed-event-after <n>    content chunks before that malformed event; 0 = before any (default 2)
   --seed <int>                   seed of the failure dice (default random)
 `
 

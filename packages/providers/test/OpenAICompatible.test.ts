@@ -1,7 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Wire } from "@sluice/core"
 import { Provider, Topology } from "@sluice/core"
-import { Effect, Either } from "effect"
+import { Effect, Either, Option, Redacted } from "effect"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import * as Providers from "../src/Providers.js"
 import * as Simulator from "../src/Simulator.js"
 
@@ -94,6 +96,49 @@ describe("OpenAI-compatible provider", () => {
       const [same, renamed] = sim.requests().map((r) => r.body)
       expect(same).toEqual({ ...request, x_marker: 1 })
       expect(renamed).toEqual({ ...request, model: "upstream-model" })
+    }).pipe(Effect.provide(Providers.layer()))
+  )
+
+  it.scopedLive("scrubs the upstream's credentials from the message and the body of an error that repeats them", () =>
+    Effect.gen(function* () {
+      const key = "sk-echo-0123456789abcdef"
+      const token = "tok-configured-header-99"
+      // An upstream that answers 500 with the headers it received, in its message and deep in its body.
+      const server = createServer((request, response) => {
+        const seen = JSON.stringify(`${request.headers["authorization"]} ${request.headers["x-auth-token"]}`)
+        const deep = `${"[".repeat(100_000)}{"seen":${seen}}${"]".repeat(100_000)}`
+        response.writeHead(500, { "content-type": "application/json" })
+        response.end(`{"error":{"message":${seen.slice(0, 1)}failed for ${seen.slice(1)},${seen}:${deep}}}`)
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            server.closeAllConnections()
+          })
+      )
+      const provider = yield* Provider.Provider
+      const upstream = Topology.upstream({
+        id: "echo",
+        provider: "openai-compatible",
+        baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+        apiKey: Option.some(Redacted.make(key)),
+        headers: { "x-auth-token": token }
+      })
+      const error = yield* Effect.flip(
+        provider.chat(upstream, { request: { model: "m", messages: [{ role: "user", content: "hi" }] }, model: "m" })
+      )
+      expect(error.message).toBe("HTTP 500: failed for Bearer <redacted> <redacted>")
+      const body = JSON.stringify(error.body, (_, value: unknown) =>
+        Array.isArray(value) && Array.isArray(value[0]) ? "[...]" : value
+      )
+      expect(body).toContain("<redacted>")
+      expect(body).not.toContain(key)
+      expect(body).not.toContain(token)
+      let innermost: unknown = (error.body as { error: Record<string, unknown> }).error["Bearer <redacted> <redacted>"]
+      while (Array.isArray(innermost)) innermost = innermost[0]
+      expect(innermost).toEqual({ seen: "Bearer <redacted> <redacted>" })
     }).pipe(Effect.provide(Providers.layer()))
   )
 

@@ -35,6 +35,15 @@ const events = (text: string): ReadonlyArray<string> =>
     .filter((e) => e !== "")
     .map((e) => e.replace(/^data: /, ""))
 
+const isJson = (data: string): boolean => {
+  try {
+    JSON.parse(data)
+    return true
+  } catch {
+    return false
+  }
+}
+
 describe("Simulator", () => {
   describe("chat completions", () => {
     it.scopedLive("answers with exactly completionTokens deterministic words and estimated usage", () =>
@@ -326,6 +335,27 @@ describe("Simulator", () => {
       })
     )
 
+    it.scopedLive(
+      "sends one event that is not valid JSON after malformedEventAfter content chunks, then the rest",
+      () =>
+        Effect.gen(function* () {
+          const sim = yield* Simulator.start({ completionTokens: 4, malformedEventRate: 1, malformedEventAfter: 1 })
+          const body = { model: "m", messages: user("hi"), stream: true }
+          const sent = events((yield* rawStream(sim, body)).text)
+          const broken = sent.findIndex((data) => data !== "[DONE]" && !isJson(data))
+          // the role chunk, one content chunk, the broken one; then the other 3 words, the finish and [DONE]
+          expect(broken).toBe(2)
+          expect(sent).toHaveLength(8)
+          expect(sent.at(-1)).toBe("[DONE]")
+          expect(sim.stats().failures).toBe(1)
+          // 0: before any content, right after the role chunk
+          sim.setOptions({ malformedEventAfter: 0 })
+          const early = events((yield* rawStream(sim, body)).text)
+          expect(isJson(early[1]!)).toBe(false)
+          expect(JSON.parse(early[0]!).choices[0].delta).toEqual({ role: "assistant", content: "" })
+        })
+    )
+
     it.scopedLive("resets the connection at resetRate 1", () =>
       Effect.gen(function* () {
         const sim = yield* Simulator.start({ resetRate: 1 })
@@ -472,6 +502,10 @@ describe("Simulator", () => {
         "0",
         "--mid-stream-cut-rate",
         "0",
+        "--malformed-event-rate",
+        "0.5",
+        "--malformed-event-after",
+        "0",
         "--completion-tokens",
         "32",
         "--name",
@@ -495,6 +529,8 @@ describe("Simulator", () => {
           resetRate: 0,
           stallRate: 0,
           midStreamCutRate: 0,
+          malformedEventRate: 0.5,
+          malformedEventAfter: 0,
           completionTokens: 32,
           name: "a",
           models: ["gpt-4o", "gpt-4o-mini"],

@@ -19,6 +19,7 @@ import { Config, Errors, Router, StreamEvent, Tracing, Wire } from "@sluice/core
 import type { Scope } from "effect"
 import { Cause, Context, Data, Effect, Either, Fiber, FiberId, FiberRefs, Layer, Option, Runtime, Schema } from "effect"
 import type { Tracer } from "effect"
+import { isUtf8 } from "node:buffer"
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 
@@ -413,8 +414,15 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       })
       req.on("end", () => {
         if (refused) return
-        const text = chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks, size).toString("utf8")
-        serve(req, res, path, requestId, handle(req, res, requestId, text))
+        const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+        // Decoding would turn bad bytes into U+FFFD silently and send upstream what the client never wrote.
+        if (!isUtf8(bytes)) {
+          const error = new Errors.InvalidRequest({
+            message: "the request body is not valid UTF-8; send it encoded as UTF-8"
+          })
+          return serve(req, res, path, requestId, Effect.fail(error))
+        }
+        serve(req, res, path, requestId, handle(req, res, requestId, bytes.toString("utf8")))
       })
       req.on("error", (error) => {
         if (refused) return

@@ -3,6 +3,9 @@ import type { Config as SluiceConfig } from "@sluice/core"
 import { Config } from "@sluice/core"
 import type { Simulator } from "@sluice/providers"
 import { ConfigProvider, Context, Effect, Either, Layer } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import OpenAI from "openai"
 import { Listening } from "../src/Gateway.js"
 import * as Server from "../src/Server.js"
@@ -101,3 +104,23 @@ export const simulatedConfig = (
   if (Either.isLeft(result)) throw new Error(result.left.message)
   return result.right
 }
+
+/** A stand-in upstream for a test: `handle` answers every request; its base URL ends in `/v1`. */
+export const startUpstream = (handle: (request: IncomingMessage, body: string, response: ServerResponse) => void) =>
+  Effect.gen(function* () {
+    const server = createServer((request, response) => {
+      let body = ""
+      request.setEncoding("utf8")
+      request.on("data", (chunk: string) => (body += chunk))
+      request.on("end", () => handle(request, body, response))
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          server.closeAllConnections()
+        })
+    )
+    return { baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` }
+  })

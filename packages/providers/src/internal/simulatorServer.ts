@@ -24,7 +24,9 @@ export const defaults: Omit<Resolved, "seed"> = {
   failureStatus: 500,
   resetRate: 0,
   stallRate: 0,
-  midStreamCutRate: 0
+  midStreamCutRate: 0,
+  malformedEventRate: 0,
+  malformedEventAfter: 2
 }
 
 const WINDOW_MS = 60_000
@@ -359,6 +361,8 @@ export class SimulatorState {
       const cut = this.roll(o.midStreamCutRate)
       const cutAfter = cut ? 2 + Math.floor(this.random() * 2) : 0
       if (cut) this.counters.failures++
+      const malformed = this.roll(o.malformedEventRate)
+      if (malformed) this.counters.failures++
       return this.stream(req, res, headers, {
         id,
         created,
@@ -369,7 +373,8 @@ export class SimulatorState {
         n,
         finishReason,
         usage: includeUsage ? usage : undefined,
-        cutAfter: cut ? cutAfter : undefined
+        cutAfter: cut ? cutAfter : undefined,
+        malformedAfter: malformed ? o.malformedEventAfter : undefined
       })
     }
     const content = tool !== undefined ? "null" : JSON.stringify(this.completions.get(n, json).content)
@@ -400,6 +405,7 @@ export class SimulatorState {
       readonly finishReason: string
       readonly usage: string | undefined
       readonly cutAfter: number | undefined
+      readonly malformedAfter: number | undefined
     }
   ): void {
     const o = this.options
@@ -450,6 +456,13 @@ export class SimulatorState {
       frames.push(DONE)
       steps.push(lastStep)
       end = frames.length
+    }
+    if (c.malformedAfter !== undefined) {
+      // A chunk cut short, as a proxy that mangles one event would send it: not valid JSON.
+      const at = 1 + Math.min(contentFrames, c.malformedAfter)
+      frames.splice(at, 0, head + `{"content":"lor\n\n`)
+      steps.splice(at, 0, steps[at - 1]!)
+      if (at <= end) end++
     }
     res.statusCode = 200
     res.setHeader("content-type", "text/event-stream; charset=utf-8")

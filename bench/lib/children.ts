@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from "node:child_process"
 import { spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { setTimeout as sleep } from "node:timers/promises"
 import { request } from "undici"
@@ -136,6 +136,62 @@ export const cpuMs = (pid: number): number | undefined => {
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
     const ticks = Number(fields[11]) + Number(fields[12])
     return Number.isFinite(ticks) ? ticks * 10 : undefined // CLK_TCK is 100 on Linux
+  } catch {
+    return undefined
+  }
+}
+
+/** A field of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`); undefined elsewhere or once the process is gone. */
+const statusKb = (pid: number, field: string): number | undefined => {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8")
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)
+    return match === null ? undefined : Number(match[1])
+  } catch {
+    return undefined
+  }
+}
+
+/** Resident memory of a process now, in MB (10^6 bytes), from `/proc/<pid>/status`; undefined elsewhere. */
+export const rssMb = (pid: number): number | undefined => {
+  const kb = statusKb(pid, "VmRSS")
+  return kb === undefined ? undefined : (kb * 1024) / 1e6
+}
+
+/**
+ * Samples a process's resident memory every `everyMs` until stopped, and returns the peak in MB: the
+ * larger of the samples and the kernel's own high-water mark (`VmHWM`), which is reset first where
+ * the kernel allows it (`/proc/<pid>/clear_refs`), so a peak between two samples is not missed and
+ * one from before (start-up) does not count.
+ */
+export const rssPeakMeter = (pid: number, everyMs = 20): { readonly stop: () => number | undefined } => {
+  let hwmReset = false
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "5")
+    hwmReset = true
+  } catch {
+    // Not Linux, or not allowed: the samples alone.
+  }
+  let peak = statusKb(pid, "VmRSS")
+  const timer = setInterval(() => {
+    const kb = statusKb(pid, "VmRSS")
+    if (kb !== undefined && (peak === undefined || kb > peak)) peak = kb
+  }, everyMs)
+  return {
+    stop: () => {
+      clearInterval(timer)
+      const hwm = hwmReset ? statusKb(pid, "VmHWM") : undefined
+      const kb = Math.max(peak ?? 0, hwm ?? 0)
+      return kb === 0 ? undefined : (kb * 1024) / 1e6
+    }
+  }
+}
+
+/** The soft limit on open files of a process (`/proc/<pid>/limits`); undefined elsewhere or when unlimited. */
+export const openFilesLimit = (pid: number | "self"): number | undefined => {
+  try {
+    const match = /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, "utf8"))
+    return match === null ? undefined : Number(match[1])
   } catch {
     return undefined
   }

@@ -3,6 +3,8 @@
  * Every response is checked: status 200 and a chat completion body, or for streams an SSE body that
  * ends with `data: [DONE]`. Failures are counted by kind, never silently dropped.
  */
+import { setMaxListeners } from "node:events"
+import { setTimeout as sleep } from "node:timers/promises"
 import { Pool } from "undici"
 
 export const PATH = "/v1/chat/completions"
@@ -133,13 +135,7 @@ export const streamRequests = async (
           chunks.push(chunk)
         }
         const t1 = performance.now()
-        const text = Buffer.concat(chunks).toString("utf8")
-        const type = String(res.headers["content-type"] ?? "")
-        if (res.statusCode !== 200) fail(errors, `status ${res.statusCode}`, text)
-        else if (!type.startsWith("text/event-stream")) fail(errors, "not SSE", `content-type ${type}: ${text}`)
-        else if (!text.trimEnd().endsWith("data: [DONE]")) fail(errors, "no [DONE]", text)
-        else if (!text.includes('"chat.completion.chunk"')) fail(errors, "bad chunks", text)
-        else {
+        if (checkStream(errors, res, chunks)) {
           ok++
           ttfb.push(first - t0)
           total.push(t1 - t0)
@@ -151,4 +147,82 @@ export const streamRequests = async (
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
   return { ok, errors, elapsedMs: performance.now() - started, ttfb, total, skipped: count - next }
+}
+
+/** True for a complete stream (200, SSE, chunks, a final `data: [DONE]`); otherwise counts the failure. */
+const checkStream = (
+  errors: Errors,
+  res: { readonly statusCode: number; readonly headers: Record<string, string | Array<string> | undefined> },
+  chunks: ReadonlyArray<Buffer>
+): boolean => {
+  const text = Buffer.concat(chunks).toString("utf8")
+  const type = String(res.headers["content-type"] ?? "")
+  if (res.statusCode !== 200) fail(errors, `status ${res.statusCode}`, text)
+  else if (!type.startsWith("text/event-stream")) fail(errors, "not SSE", `content-type ${type}: ${text}`)
+  else if (!text.trimEnd().endsWith("data: [DONE]")) fail(errors, "no [DONE]", text)
+  else if (!text.includes('"chat.completion.chunk"')) fail(errors, "bad chunks", text)
+  else return true
+  return false
+}
+
+export interface ConcurrentStreamsResult {
+  readonly ok: number
+  readonly errors: Errors
+  readonly elapsedMs: number
+  /** The most streams open at once: response headers received, body not yet ended. */
+  readonly maxOpen: number
+  /** Successful requests: request sent → stream ended, ms. */
+  readonly total: Array<number>
+}
+
+/**
+ * `count` streaming requests, all in flight together: request `i` is sent `i × rampMs / count` ms
+ * after the first (so the target is not hit by `count` connects in one instant), each over its own
+ * connection of `target` (which must allow `count` connections). Every stream is checked complete,
+ * as in {@link streamRequests}. Requests not done after `capMs` are aborted and count as failures.
+ */
+export const concurrentStreams = async (
+  target: Pool,
+  count: number,
+  model: string,
+  rampMs: number,
+  capMs: number
+): Promise<ConcurrentStreamsResult> => {
+  const body = requestBody(model, true)
+  const total: Array<number> = []
+  const errors = noErrors()
+  const abort = new AbortController()
+  // Every request listens to the one signal.
+  setMaxListeners(count + 1, abort.signal)
+  const cap = setTimeout(() => abort.abort(new Error(`not done after ${capMs} ms`)), capMs)
+  let ok = 0
+  let open = 0
+  let maxOpen = 0
+  const started = performance.now()
+  const one = async (i: number): Promise<void> => {
+    await sleep((i * rampMs) / count)
+    const t0 = performance.now()
+    let opened = false
+    try {
+      const res = await target.request({ path: PATH, method: "POST", headers: HEADERS, body, signal: abort.signal })
+      opened = true
+      maxOpen = Math.max(maxOpen, ++open)
+      const chunks: Array<Buffer> = []
+      for await (const chunk of res.body as AsyncIterable<Buffer>) chunks.push(chunk)
+      if (checkStream(errors, res, chunks)) {
+        ok++
+        total.push(performance.now() - t0)
+      }
+    } catch (error) {
+      fail(errors, errorKind(error), error instanceof Error ? error.message : String(error))
+    } finally {
+      if (opened) open--
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: count }, (_, i) => one(i)))
+  } finally {
+    clearTimeout(cap)
+  }
+  return { ok, errors, elapsedMs: performance.now() - started, maxOpen, total }
 }

@@ -132,24 +132,26 @@ export const MAX_NESTING = 64
  */
 const tooDeep = (value: object, levels: number): Array<PropertyKey> | undefined => {
   if (levels === 0) return []
-  const at = (key: PropertyKey, item: unknown) => {
-    if (typeof item !== "object" || item === null) return undefined
-    const path = tooDeep(item, levels - 1)
-    path?.unshift(key)
-    return path
-  }
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const path = at(i, value[i])
+      const path = tooDeepBelow(i, value[i], levels)
       if (path !== undefined) return path
     }
     return undefined
   }
   for (const key in value) {
-    const path = at(key, (value as Record<string, unknown>)[key])
+    const path = tooDeepBelow(key, (value as Record<string, unknown>)[key], levels)
     if (path !== undefined) return path
   }
   return undefined
+}
+
+/** {@link tooDeep} for the member `key` of a value at `levels`, with `key` in front of the path. */
+const tooDeepBelow = (key: PropertyKey, item: unknown, levels: number): Array<PropertyKey> | undefined => {
+  if (typeof item !== "object" || item === null) return undefined
+  const path = tooDeep(item, levels - 1)
+  path?.unshift(key)
+  return path
 }
 
 /**

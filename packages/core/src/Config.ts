@@ -3,7 +3,8 @@
  * `upstreams[1].weight: Expected a positive number, actual -3`. Secrets never appear in the file:
  * an upstream names the environment variable that holds its API key (`apiKeyEnv`).
  */
-import { Config as EnvConfig, Effect, Either, ParseResult, Redacted, Schema } from "effect"
+import { Array as Arr, Config as EnvConfig, Effect, Either, ParseResult, Redacted, Schema } from "effect"
+import { deeperThan } from "./internal/deepJson.js"
 
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
 const NonNegative = Schema.Number.pipe(Schema.nonNegative())
@@ -271,6 +272,52 @@ export interface Issue {
 
 const ALTERNATIVE = /^Expected (.+), actual (.*)$/s
 
+/** Values nested deeper than this are described in a message, not quoted: quoting them recurses as deep. */
+const MAX_QUOTED_LEVELS = 32
+
+/**
+ * `issue` with every value too deep to quote described instead. The rebuilt tree follows the
+ * schema's nesting, not the value's; only the branches that change are copied.
+ */
+const quotable = (issue: ParseResult.ParseIssue): ParseResult.ParseIssue => {
+  switch (issue._tag) {
+    case "Type":
+      return issue.message === undefined && deeperThan(issue.actual, MAX_QUOTED_LEVELS)
+        ? new ParseResult.Type(
+            issue.ast,
+            issue.actual,
+            `Expected ${String(issue.ast)}, actual a value nested deeper than ${MAX_QUOTED_LEVELS} levels`
+          )
+        : issue
+    case "Pointer": {
+      const inner = quotable(issue.issue)
+      return inner === issue.issue ? issue : new ParseResult.Pointer(issue.path, issue.actual, inner)
+    }
+    case "Refinement": {
+      const inner = quotable(issue.issue)
+      return inner === issue.issue ? issue : new ParseResult.Refinement(issue.ast, issue.actual, issue.kind, inner)
+    }
+    case "Transformation": {
+      const inner = quotable(issue.issue)
+      return inner === issue.issue ? issue : new ParseResult.Transformation(issue.ast, issue.actual, issue.kind, inner)
+    }
+    case "Composite": {
+      if (!Array.isArray(issue.issues)) {
+        const inner = quotable(issue.issues as ParseResult.ParseIssue)
+        return inner === issue.issues ? issue : new ParseResult.Composite(issue.ast, issue.actual, inner, issue.output)
+      }
+      const issues = issue.issues as Arr.NonEmptyReadonlyArray<ParseResult.ParseIssue>
+      const inner = Arr.map(issues, quotable)
+      return inner.every((each, i) => each === issues[i])
+        ? issue
+        : new ParseResult.Composite(issue.ast, issue.actual, inner, issue.output)
+    }
+    // Missing, Unexpected and Forbidden quote no value.
+    default:
+      return issue
+  }
+}
+
 /**
  * The problems of a failed decode, readable. Decode with `errors: "all"` so that every problem is
  * there; then:
@@ -280,12 +327,14 @@ const ALTERNATIVE = /^Expected (.+), actual (.*)$/s
  *   reported at the part, not as "Expected string";
  * - `Expected undefined` (the "absent" member of an optional field) is dropped whenever anything
  *   else is said about the path;
- * - the members left at one path are one issue: `Expected one of "text", "json_object", actual "yaml"`.
+ * - the members left at one path are one issue: `Expected one of "text", "json_object", actual "yaml"`;
+ * - a value nested deeper than 32 levels is described (`actual a value nested deeper than 32
+ *   levels`), not quoted: the documents come from outside and may nest as deep as they like.
  *
  * Issues keep the order of their first appearance.
  */
 export const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue> => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const issues = ParseResult.ArrayFormatter.formatIssueSync(quotable(error.issue))
   // What is said at or below each path, in one pass: comparing every issue with every other would
   // let one hostile body of many bad parts stall the gateway.
   const below = new Map<string, { count: number; deeper: boolean; nonType: number }>()

@@ -33,6 +33,7 @@ import type { Scope } from "effect"
 import { Context, Effect, Layer } from "effect"
 import type { Tiktoken } from "tiktoken"
 import { get_encoding } from "tiktoken"
+import { jsonText } from "./internal/deepJson.js"
 import * as TokenWorkerPool from "./internal/tokenWorkerPool.js"
 import type { ChatCompletionRequest, ChatMessage } from "./Wire.js"
 
@@ -255,7 +256,7 @@ const imageOf = (part: { readonly type: string; readonly [key: string]: unknown 
 // the API's counts for gpt-4o and gpt-4), extended to what the cookbook leaves out.
 
 const withoutFinalPeriod = (text: string): string => (text.endsWith(".") ? text.slice(0, -1) : text)
-const stringOf = (value: unknown): string => (typeof value === "string" ? value : (JSON.stringify(value) ?? ""))
+const stringOf = (value: unknown): string => (typeof value === "string" ? value : jsonText(value))
 
 /** Schema keywords the cookbook's rule accounts for; anything else in a schema counts as its JSON text. */
 const FUNCTION_KEYS = new Set(["name", "description", "parameters", "strict"])
@@ -270,7 +271,7 @@ const restOf = (record: Readonly<Record<string, unknown>>, known: ReadonlySet<st
     rest ??= {}
     rest[key] = record[key]
   }
-  return rest === undefined ? "" : JSON.stringify(rest)
+  return rest === undefined ? "" : jsonText(rest)
 }
 
 const isRecord = (value: unknown): value is Readonly<Record<string, unknown>> =>
@@ -283,14 +284,15 @@ const isRecord = (value: unknown): value is Readonly<Record<string, unknown>> =>
  * cookbook's constants). Nested schemas (`items`, a property's own `properties`, `anyOf`, `$defs`...),
  * which the cookbook's rule leaves out and OpenAI renders too, count as their JSON text, which is
  * longer than OpenAI's rendering: they are never undercounted. A tool that is not a function counts
- * as its JSON text.
+ * as its JSON text. Definitions come from requests and may nest arbitrarily deep: their JSON text is
+ * written without recursion past 64 levels.
  */
 const countTools = (tools: ReadonlyArray<unknown>, functionInit: number, measure: (text: string) => number): number => {
   let tokens = 12
   for (const tool of tools) {
     const fn = isRecord(tool) ? tool["function"] : undefined
     if (!isRecord(tool) || (tool["type"] !== undefined && tool["type"] !== "function") || !isRecord(fn)) {
-      tokens += measure(JSON.stringify(tool) ?? "")
+      tokens += measure(jsonText(tool))
       continue
     }
     tokens += functionInit + measure(`${stringOf(fn["name"])}:${withoutFinalPeriod(stringOf(fn["description"] ?? ""))}`)

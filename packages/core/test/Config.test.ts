@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, Schema } from "effect"
-import { Config } from "../src/index.js"
+import { Config, Wire } from "../src/index.js"
 
 /** Provider kinds as a providers package registers them: core knows none of its own. */
 const kinds: ReadonlyArray<Config.ProviderKind> = [
@@ -297,6 +297,43 @@ describe("Config.decode", () => {
       "upstreams[1].provider: unknown provider 'nope'; known: openai, ollama, simulated",
       "pools[0].upstreams[1]: unknown upstream 'zz'; known: a",
       "pools[0].fallback: unknown pool 'q'; known: p"
+    ])
+  })
+})
+
+describe("Config.formatIssues", () => {
+  it("describes a value nested 100,000 deep instead of quoting it, without overflowing the stack", () => {
+    let deep: unknown = []
+    for (let i = 1; i < 100_000; i++) deep = [deep]
+    const decoded = Schema.decodeUnknownEither(Wire.ChatCompletionRequest, { errors: "all" })({
+      model: "gpt-4o",
+      messages: [{ role: "user", content: [deep] }]
+    })
+    if (Either.isRight(decoded)) throw new Error("expected the request to be rejected")
+    expect(Config.formatIssues(decoded.left)).toEqual([
+      {
+        path: ["messages", 0, "content", 0],
+        at: "messages[0].content[0]",
+        message: "Expected ContentPart, actual a value nested deeper than 32 levels"
+      }
+    ])
+    // A shallow value is still quoted.
+    const shallow = Schema.decodeUnknownEither(Wire.ChatCompletionRequest, { errors: "all" })({
+      model: "gpt-4o",
+      messages: [{ role: "user", content: [[[1]]] }]
+    })
+    if (Either.isRight(shallow)) throw new Error("expected the request to be rejected")
+    expect(Config.formatIssues(shallow.left).map((issue) => issue.message)).toEqual([
+      "Expected ContentPart, actual [[1]]"
+    ])
+  })
+
+  it("reports a config value nested 100,000 deep by its path", () => {
+    let deep: unknown = []
+    for (let i = 1; i < 100_000; i++) deep = [deep]
+    const problems = problemsOf({ ...valid(), upstreams: [deep] })
+    expect(problems).toEqual([
+      "upstreams[0]: Expected Struct (Encoded side), actual a value nested deeper than 32 levels"
     ])
   })
 })

@@ -369,6 +369,31 @@ describe("TokenCounter.layerEstimate", () => {
       expect(toolTokens).toBe(7 + 16 + 3 + (3 + 15) + (3 + 12) + (-3 + 5 + 6) + 12)
     }).pipe(Effect.provide(TokenCounter.layerEstimate))
   )
+
+  it.effect("counts tool definitions nested 100,000 deep as their JSON text, without overflowing the stack", () =>
+    Effect.gen(function* () {
+      // Built without recursion: a value this deep is more than JSON.stringify can write.
+      let deep: unknown = []
+      for (let i = 1; i < 100_000; i++) deep = [deep]
+      const text = "[".repeat(100_000) + "]".repeat(100_000)
+      const tools = [
+        // A nested schema, an unknown keyword, an enum value and a tool that is not a function.
+        {
+          type: "function",
+          function: { name: "f", parameters: { type: "object", properties: { x: { items: deep } } } }
+        },
+        { type: "function", function: { name: "g", parameters: { $defs: deep } } },
+        { type: "function", function: { name: "h", parameters: { properties: { y: { enum: [deep] } } } } },
+        { type: "custom", custom: deep }
+      ]
+      const request = decoded({ ...conversation, tools })
+      const { tokens } = yield* count(request, "gpt-4o")
+      const texts = [`{"items":${text}}`, `{"$defs":${text}}`, text, `{"type":"custom","custom":${text}}`]
+      const deepTokens = texts.reduce((sum, t) => sum + Math.ceil(t.length / 4), 0)
+      expect(tokens).toBeGreaterThan(deepTokens)
+      expect(tokens).toBeLessThan(deepTokens + 100)
+    }).pipe(Effect.provide(TokenCounter.layerEstimate))
+  )
 })
 
 describe("TokenCounter.encodingFor", () => {

@@ -106,7 +106,44 @@ const methodNotAllowed = (req: IncomingMessage, res: ServerResponse, allow: stri
   )
 
 /**
- * A body decoder for a wire schema, built once: unknown fields are kept; an error names the deepest
+ * The deepest nesting of arrays and objects a request body may have; the body itself is level 1.
+ * Real requests stay far below it (OpenAI accepts JSON schemas 10 levels deep); a deeper body is
+ * answered 400 as soon as it is parsed, because every later step that walks it (validation, the
+ * token counter, writing the upstream request) would otherwise have to be safe at any depth.
+ */
+export const MAX_NESTING = 64
+
+/**
+ * The path to the first array or object at level `levels + 1` when `value` is at level 1, or undefined;
+ * looks no deeper than that, so its own recursion is bounded by `levels`.
+ */
+const tooDeep = (value: object, levels: number): Array<PropertyKey> | undefined => {
+  if (levels === 0) return []
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const path = tooDeepBelow(i, value[i], levels)
+      if (path !== undefined) return path
+    }
+    return undefined
+  }
+  for (const key in value) {
+    const path = tooDeepBelow(key, (value as Record<string, unknown>)[key], levels)
+    if (path !== undefined) return path
+  }
+  return undefined
+}
+
+/** {@link tooDeep} for the member `key` of a value at `levels`, with `key` in front of the path. */
+const tooDeepBelow = (key: PropertyKey, item: unknown, levels: number): Array<PropertyKey> | undefined => {
+  if (typeof item !== "object" || item === null) return undefined
+  const path = tooDeep(item, levels - 1)
+  path?.unshift(key)
+  return path
+}
+
+/**
+ * A body decoder for a wire schema, built once: unknown fields are kept; a body nested deeper than
+ * {@link MAX_NESTING} is refused naming the path to where it goes too deep; an error names the deepest
  * bad field, with the choices of a union in one message
  * (`response_format.type: Expected one of "text", "json_object", "json_schema", actual "yaml"`). The
  * wire schemas transform nothing, so a document the schema accepts is used as parsed; only a
@@ -123,6 +160,16 @@ const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
       return Either.left(
         new Errors.InvalidRequest({
           message: `the request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`
+        })
+      )
+    }
+    const deep = typeof document === "object" && document !== null ? tooDeep(document, MAX_NESTING) : undefined
+    if (deep !== undefined) {
+      const param = Config.formatPath(deep)
+      return Either.left(
+        new Errors.InvalidRequest({
+          message: `${param}: arrays and objects nested deeper than ${MAX_NESTING} levels; flatten this value`,
+          param
         })
       )
     }

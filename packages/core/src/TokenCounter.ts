@@ -348,7 +348,7 @@ const countWith = (request: ChatCompletionRequest, metering: Metering, measure: 
     // Assistant tool calls (and the legacy function call) are part of the prompt too.
     const calls = message["tool_calls"]
     if (Array.isArray(calls) && calls.length > 0) {
-      tokens += measure(JSON.stringify(calls))
+      tokens += measure(jsonText(calls))
       for (const call of calls) {
         const fn = isRecord(call) ? call["function"] : undefined
         if (isRecord(call) && typeof call["id"] === "string" && isRecord(fn) && typeof fn["name"] === "string") {
@@ -357,7 +357,7 @@ const countWith = (request: ChatCompletionRequest, metering: Metering, measure: 
       }
     }
     const legacyCall = message["function_call"]
-    if (legacyCall !== undefined && legacyCall !== null) tokens += measure(JSON.stringify(legacyCall))
+    if (legacyCall !== undefined && legacyCall !== null) tokens += measure(jsonText(legacyCall))
     const callId = message["tool_call_id"]
     if (typeof callId === "string") {
       tokens += measure(callId)
@@ -374,7 +374,7 @@ const countWith = (request: ChatCompletionRequest, metering: Metering, measure: 
   }
   // A JSON schema the answer must follow is shown to the model as well.
   const format = request.response_format as { readonly json_schema?: unknown } | undefined
-  if (format?.json_schema !== undefined) tokens += measure(JSON.stringify(format.json_schema) ?? "")
+  if (format?.json_schema !== undefined) tokens += measure(jsonText(format.json_schema))
   return tokens
 }
 

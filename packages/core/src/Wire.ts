@@ -4,6 +4,7 @@
  * OpenAI-compatible upstreams untouched.
  */
 import { Schema } from "effect"
+import { jsonText } from "./internal/deepJson.js"
 
 const NonEmptyString = Schema.String.pipe(Schema.minLength(1))
 
@@ -135,3 +136,17 @@ export interface Model {
 /** The `max_tokens` a request asks for (`max_completion_tokens` wins), if any. */
 export const requestedMaxTokens = (request: ChatCompletionRequest): number | undefined =>
   request.max_completion_tokens ?? request.max_tokens ?? undefined
+
+/**
+ * The JSON text of a request or answer, as `JSON.stringify` writes it, at any depth: an in-process
+ * caller's deeply nested value is serialized without overflowing the stack (the gateway refuses
+ * bodies nested deeper than 64 levels before they get here).
+ */
+export const stringify = (value: unknown): string => {
+  try {
+    return JSON.stringify(value) ?? ""
+  } catch (error) {
+    if (error instanceof RangeError) return jsonText(value)
+    throw error
+  }
+}

@@ -404,4 +404,26 @@ describe("TokenCounter.encodingFor", () => {
     expect(TokenCounter.encodingFor("text-embedding-3-small")).toEqual({ encoding: "cl100k_base", exact: true })
     expect(TokenCounter.encodingFor("mistral-large")).toEqual({ encoding: "o200k_base", exact: false })
   })
+
+  it.effect(
+    "estimates tool calls, a legacy function call and a JSON schema nested 100,000 deep without overflowing the stack",
+    () =>
+      Effect.gen(function* () {
+        let deep: unknown = []
+        for (let i = 1; i < 100_000; i++) deep = [deep]
+        const text = "[".repeat(100_000) + "]".repeat(100_000)
+        const request = {
+          model: "gpt-4o",
+          messages: [
+            { role: "assistant", content: null, tool_calls: [deep], function_call: deep },
+            { role: "user", content: "hi" }
+          ],
+          response_format: { type: "json_schema", json_schema: deep }
+        } as unknown as Wire.ChatCompletionRequest
+        const { tokens } = yield* count(request, "gpt-4o")
+        // Three deep texts (one inside the tool-call array), each about 200,000 characters.
+        expect(tokens).toBeGreaterThan(3 * Math.ceil(text.length / 4))
+        expect(tokens).toBeLessThan(3 * Math.ceil(text.length / 4) + 100)
+      }).pipe(Effect.provide(TokenCounter.layerEstimate))
+  )
 })

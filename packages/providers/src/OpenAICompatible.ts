@@ -12,8 +12,8 @@
  * Every failure is built by one function, which scrubs the upstream's credentials (its API key,
  * secret-looking configured headers) out of whatever the upstream sent back.
  */
-import { Errors, Provider, Tracing } from "@sluice/core"
-import type { StreamEvent, Topology, Wire } from "@sluice/core"
+import { Errors, Provider, Tracing, Wire } from "@sluice/core"
+import type { StreamEvent, Topology } from "@sluice/core"
 import { Effect, Option, Redacted, Scope } from "effect"
 import type { Tracer } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
@@ -119,7 +119,7 @@ const payloadOf = <R extends { readonly model: string }>(
 ): string =>
   call.body !== undefined && extra === undefined && call.model === call.request.model
     ? call.body
-    : JSON.stringify({ ...call.request, model: call.model, ...extra })
+    : Wire.stringify({ ...call.request, model: call.model, ...extra })
 
 /** Where one upstream is, precomputed once per upstream: undici wants origin and path apart. */
 interface Target {

@@ -13,6 +13,8 @@ import type { Attempt, Guard, Outcome, Release } from "./Guard.js"
 import { liveClock, within } from "./internal/deadline.js"
 import type { Request } from "./internal/request.js"
 import type { Answer, Service as ProviderService } from "./Provider.js"
+import { bindSession } from "./Select.js"
+import type * as StateStore from "./StateStore.js"
 import type { Upstream } from "./Topology.js"
 import type { Usage } from "./Wire.js"
 
@@ -47,6 +49,12 @@ export interface Service {
    * Synchronous: run `request.flush()` afterwards.
    */
   readonly finish: (request: Request, admitted: Admitted, outcome: Outcome) => void
+  /**
+   * Records that the admitted upstream serves the request: the decision names it, and a pool that
+   * keeps sessions binds the request's session to it. Synchronous; `call` does it on success, a
+   * stream when its first content arrives.
+   */
+  readonly served: (request: Request, admitted: Admitted) => void
 }
 
 const NOT_SENT: Outcome = { _tag: "NotSent", latencyMs: 0 }
@@ -82,7 +90,7 @@ const exitOf = (outcome: Outcome): Exit.Exit<void, UpstreamError> =>
       : Exit.interrupt(FiberId.none)
 
 /** Makes the stage over the pipeline's guards and provider. */
-export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService): Service => {
+export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, local: StateStore.Local): Service => {
   const admit = (request: Request, attempt: Attempt): Admitted | Exclusion => {
     let releases: Array<Release> | undefined
     for (let i = 0; i < guards.length; i++) {
@@ -142,6 +150,7 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService): S
       deadline(request, upstream, run(upstream, upstream.model ?? request.match.model)),
       (exit) => {
         request.tick()
+        if (exit._tag === "Success") served(request, admitted)
         finish(request, admitted, outcomeOf(exit, Math.max(0, request.now - admitted.startedAt), usageOf))
         // A transition's span event belongs on the route span, not on the attempt span just ended.
         return traced ? Effect.void : request.flush()
@@ -155,7 +164,12 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService): S
       : effect
   }
 
-  return { admit, call, finish }
+  const served = (request: Request, admitted: Admitted): void => {
+    request.decision.upstream = admitted.attempt.upstream.id
+    bindSession(local, request, admitted.attempt)
+  }
+
+  return { admit, call, finish, served }
 }
 
 /** Runs `effect` in the attempt's `sluice.attempt` span (which `finish` ends). */

@@ -89,7 +89,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
       const pool = admitted.attempt.pool
       request.lastError = error
       // A 429 clears with time (the rate limiter learns for how long): after a wait it may serve.
-      if (error.status !== 429) (request.failed ??= new Set()).add(admitted.attempt.upstream.id)
+      if (error.status !== 429) (request.failed ??= []).push(admitted.attempt.upstream.id)
       if (!error.retryable) return Effect.fail(error)
       const now = request.tick().now
       const startedAt = request.decision.startedAt

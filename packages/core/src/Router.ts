@@ -13,7 +13,7 @@
  */
 import type { Tracer } from "effect"
 import { Cause, Chunk, Clock, Context, DefaultServices, Effect, Layer, Option, Random, Stream } from "effect"
-import { randomUUID } from "node:crypto"
+import { randomFillSync } from "node:crypto"
 import * as AttemptStage from "./Attempt.js"
 import type { Decision } from "./Decision.js"
 import { Builder, spanAttributes } from "./Decision.js"
@@ -84,7 +84,26 @@ export const backoffSchedule = RetryStage.backoffSchedule
  * gateway instances sharing a store never hand out the same one. The router makes one for a request
  * that comes without; the gateway makes it earlier, to put it on every answer.
  */
-export const newRequestId = (): string => `req_${randomUUID().replace(/-/g, "")}`
+export const newRequestId = (): string => `req_${ids.next()}`
+
+/**
+ * 128-bit random ids as hex, drawn from a buffer the CSPRNG fills 256 ids at a time (one
+ * `randomUUID` and its dash removal per request cost more than the whole decision).
+ */
+const ids = (() => {
+  const buffer = Buffer.allocUnsafe(16 * 256)
+  let at = buffer.length
+  return {
+    next: (): string => {
+      if (at === buffer.length) {
+        randomFillSync(buffer)
+        at = 0
+      }
+      at += 16
+      return buffer.toString("hex", at - 16, at)
+    }
+  }
+})()
 
 /** The default `Random` service: with it, a request draws from `Math.random` without an effect per draw. */
 const liveRandom = Context.get(DefaultServices.liveServices, Random.Random)
@@ -108,7 +127,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
   const guards = yield* Guards
   const store = yield* StateStore
   const select = SelectStage.make(guards, strategy, store.local)
-  const attempt = AttemptStage.make(guards, provider)
+  const attempt = AttemptStage.make(guards, provider, store.local)
   const queue = QueueStage.make(guards, select.soonestFree)
   const retry = RetryStage.make(select, attempt, queue)
 
@@ -197,19 +216,20 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
    * and the request (its decision not yet frozen: a stream's decision ends with the stream); fails
    * with the error carrying the decision.
    */
-  const route = <A>(
+  const route = <A, B>(
     fiber: Tracing.FiberRefReader,
     operation: Operation,
     options: RouteOptions | undefined,
     span: Tracer.Span | undefined,
-    once: (request: Request, admitted: AttemptStage.Admitted) => Effect.Effect<A, UpstreamError>
-  ): Effect.Effect<readonly [A, Request], RouterError> => {
+    once: (request: Request, admitted: AttemptStage.Admitted) => Effect.Effect<A, UpstreamError>,
+    done: (value: A, request: Request) => B
+  ): Effect.Effect<B, RouterError> => {
     const request = start(fiber, operation, options, span)
     if (request instanceof ModelNotFound) return Effect.fail(request)
     return Effect.matchCauseEffect(retry.run(request, once), {
       onSuccess: (value) => {
-        if (request.ticket !== undefined) return Effect.as(queue.leave(request), [value, request] as const)
-        return Effect.succeed([value, request] as const)
+        if (request.ticket !== undefined) return Effect.as(queue.leave(request), done(value, request))
+        return Effect.succeed(done(value, request))
       },
       onFailure: (cause) => {
         const now = request.clock.unsafeCurrentTimeMillis()
@@ -229,13 +249,6 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     })
   }
 
-  /** The decision of a request served with a whole answer. */
-  const served = <A>(request: Request, admitted: AttemptStage.Admitted, answer: Answer<A>): Answer<A> => {
-    request.decision.upstream = admitted.attempt.upstream.id
-    SelectStage.bindSession(store.local, request, admitted.attempt)
-    return answer
-  }
-
   /** Runs `body` in a `sluice.route` span when spans are exported (see `Tracing`), else without one. */
   const traced = <A, E>(
     attributes: Record<string, unknown>,
@@ -250,7 +263,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     )
 
   /** A whole answer's routed result, its decision frozen and recorded. */
-  const finished = <A>([answer, request]: readonly [Answer<A>, Request]): Routed<A> => {
+  const finished = <A>(answer: Answer<A>, request: Request): Routed<A> => {
     const decision = request.decision.end(request.clock.unsafeCurrentTimeMillis(), "success", undefined)
     annotate(request.span, decision)
     return { response: answer.value, decision, text: answer.text }
@@ -270,18 +283,18 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
 
   const chat: Service["chat"] = (chat, options) =>
     traced({ "gen_ai.operation.name": "chat" }, (fiber, span) =>
-      Effect.map(
-        route(fiber, chatOperation(chat, false), options, span, (request, admitted) =>
-          Effect.map(
-            attempt.call(
-              request,
-              admitted,
-              (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
-              completionUsage
-            ),
-            (answer) => served(request, admitted, answer)
-          )
-        ),
+      route(
+        fiber,
+        chatOperation(chat, false),
+        options,
+        span,
+        (request, admitted) =>
+          attempt.call(
+            request,
+            admitted,
+            (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
+            completionUsage
+          ),
         finished
       )
     )
@@ -300,18 +313,18 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         },
         requestedOutputTokens: 0
       }
-      return Effect.map(
-        route(fiber, operation, options, span, (request, admitted) =>
-          Effect.map(
-            attempt.call(
-              request,
-              admitted,
-              (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
-              embeddingsUsage
-            ),
-            (answer) => served(request, admitted, answer)
-          )
-        ),
+      return route(
+        fiber,
+        operation,
+        options,
+        span,
+        (request, admitted) =>
+          attempt.call(
+            request,
+            admitted,
+            (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
+            embeddingsUsage
+          ),
         finished
       )
     })
@@ -323,16 +336,16 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
       let routed: Request | undefined
       const open = (span: Tracer.Span | undefined) =>
         Effect.onExit(
-          Effect.map(
-            route(fiber, chatOperation(chat, true), options, span, (request, admitted) => {
+          route(
+            fiber,
+            chatOperation(chat, true),
+            options,
+            span,
+            (request, admitted) => {
               routed = request
-              return Effect.map(Streaming.open(attempt, provider, request, admitted, chat, span), (stream) => {
-                request.decision.upstream = admitted.attempt.upstream.id
-                SelectStage.bindSession(store.local, request, admitted.attempt)
-                return stream
-              })
-            }),
-            ([stream]) => stream
+              return Streaming.open(attempt, provider, request, admitted, chat, span)
+            },
+            (stream) => stream
           ),
           (exit) => (exit._tag === "Success" || routed?.unclaimed === undefined ? Effect.void : routed.unclaimed)
         )

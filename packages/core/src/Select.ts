@@ -110,7 +110,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     const live: Array<Upstream> = []
     let tier = Number.POSITIVE_INFINITY
     for (const upstream of pool.upstreams) {
-      if (pass.tried?.has(upstream.id) === true) continue
+      if (pass.tried !== undefined && pass.tried.includes(upstream.id)) continue
       let excluded: Exclusion | undefined
       if (!upstream.enabled) {
         excluded = { upstream: upstream.id, stage: "config", reason: "disabled in config" }
@@ -170,7 +170,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     if (!decision.pools.includes(pool.id)) decision.pools.push(pool.id)
     decision.pool = pool.id
     decision.strategy = nameOf(strategy, pool)
-    pass.tried = request.failed === undefined ? undefined : new Set(request.failed)
+    pass.tried = request.failed === undefined ? undefined : [...request.failed]
     pass.attempts = 0
     pass.backoff = undefined
     return (pass.info = infoFor(request, pool))
@@ -190,7 +190,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         if (candidates.length === 0) break
         if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
         const upstream = choose(request, pool, info, candidates)
-        ;(pass.tried ??= new Set()).add(upstream.id)
+        ;(pass.tried ??= []).push(upstream.id)
         return { _tag: "Chosen", attempt: { ...info, upstream, attempt: request.attempts + 1 } }
       }
     }

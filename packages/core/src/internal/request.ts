@@ -45,8 +45,8 @@ export interface Pass {
   pool: number
   /** Attempts made on that pool in this pass. */
   attempts: number
-  /** Upstreams not to select again in this pass (tried, or failed earlier in the request). */
-  tried: Set<string> | undefined
+  /** Upstreams not to select again in this pass (tried, or failed earlier in the request); a handful at most. */
+  tried: Array<string> | undefined
   /** The pool's `RequestInfo` for the guards, made when the pass enters the pool. */
   info: RequestInfo | undefined
   /** Exclusions of this pass that clear by themselves: a reason to wait in the queue. */
@@ -63,7 +63,7 @@ export class Request implements Step {
   /** True once the prompt was counted exactly. */
   counted = false
   /** Upstreams that failed (other than with a 429): never tried again in this request. */
-  failed: Set<string> | undefined = undefined
+  failed: Array<string> | undefined = undefined
   lastError: UpstreamError | undefined = undefined
   /** Attempts made so far, over every pool. */
   attempts = 0

@@ -112,8 +112,9 @@ export const open = (
       })
     )
   )
-  const started = Effect.map(opening, ({ head, feed, rateLimits, scope }) =>
-    handOver(request, admitted, {
+  const started = Effect.map(opening, ({ head, feed, rateLimits, scope }) => {
+    stage.served(request, admitted)
+    return handOver(request, admitted, {
       head,
       feed,
       rateLimits,
@@ -122,7 +123,7 @@ export const open = (
       finish: stage.finish,
       routeSpan
     })
-  )
+  })
   // With spans, what the guards left runs after the attempt's span (a transition belongs on the route span).
   return request.span === undefined
     ? started

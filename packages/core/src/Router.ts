@@ -32,9 +32,16 @@ import * as SelectStage from "./Select.js"
 import { StateStore } from "./StateStore.js"
 import { Strategy, nameOf } from "./Strategy.js"
 import { TokenCounter, estimateText } from "./TokenCounter.js"
-import type { Pool } from "./Topology.js"
+import type { Pool, Upstream } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
-import type { ChatCompletion, ChatCompletionRequest, EmbeddingsRequest, EmbeddingsResponse, Model } from "./Wire.js"
+import type {
+  ChatCompletion,
+  ChatCompletionRequest,
+  EmbeddingsRequest,
+  EmbeddingsResponse,
+  Model,
+  Usage
+} from "./Wire.js"
 import { requestedMaxTokens } from "./Wire.js"
 
 export type { RouteOptions } from "./internal/request.js"
@@ -281,53 +288,55 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     requestedOutputTokens: requestedMaxTokens(chat)
   })
 
-  const chat: Service["chat"] = (chat, options) =>
-    traced({ "gen_ai.operation.name": "chat" }, (fiber, span) =>
+  /** Routes an operation that answers whole: `call` asks the provider, `usageOf` reads the answer's usage. */
+  const whole = <A>(
+    attributes: Record<string, unknown>,
+    operation: Operation,
+    options: RouteOptions | undefined,
+    call: (upstream: Upstream, model: string) => Effect.Effect<Answer<A>, UpstreamError>,
+    usageOf: (value: A) => Usage | undefined
+  ): Effect.Effect<Routed<A>, RouterError> =>
+    traced(attributes, (fiber, span) =>
       route(
-        fiber,
-        chatOperation(chat, false),
-        options,
-        span,
-        (request, admitted) =>
-          attempt.call(
-            request,
-            admitted,
-            (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
-            completionUsage
-          ),
-        finished
-      )
-    )
-
-  const embeddings: Service["embeddings"] = (body, options) =>
-    traced({ "gen_ai.operation.name": "embeddings" }, (fiber, span) => {
-      const tokens = embeddingTokens(body)
-      const operation: Operation = {
-        name: "embeddings",
-        stream: false,
-        model: body.model,
-        user: body.user,
-        prompt: {
-          estimate: () => ({ tokens, exact: false }),
-          exact: () => Effect.succeed({ tokens, exact: false })
-        },
-        requestedOutputTokens: 0
-      }
-      return route(
         fiber,
         operation,
         options,
         span,
-        (request, admitted) =>
-          attempt.call(
-            request,
-            admitted,
-            (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
-            embeddingsUsage
-          ),
+        (request, admitted) => attempt.call(request, admitted, call, usageOf),
         finished
       )
-    })
+    )
+
+  const chat: Service["chat"] = (chat, options) =>
+    whole(
+      CHAT,
+      chatOperation(chat, false),
+      options,
+      (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
+      completionUsage
+    )
+
+  const embeddings: Service["embeddings"] = (body, options) => {
+    const tokens = embeddingTokens(body)
+    const operation: Operation = {
+      name: "embeddings",
+      stream: false,
+      model: body.model,
+      user: body.user,
+      prompt: {
+        estimate: () => ({ tokens, exact: false }),
+        exact: () => Effect.succeed({ tokens, exact: false })
+      },
+      requestedOutputTokens: 0
+    }
+    return whole(
+      EMBEDDINGS,
+      operation,
+      options,
+      (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
+      embeddingsUsage
+    )
+  }
 
   const chatStream: Service["chatStream"] = (chat, options) =>
     Effect.withFiberRuntime((fiber) => {
@@ -371,6 +380,9 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
 
   return Router.of({ chat, chatStream, embeddings, models: Effect.succeed(models) })
 })
+
+const CHAT = { "gen_ai.operation.name": "chat" }
+const EMBEDDINGS = { "gen_ai.operation.name": "embeddings" }
 
 const completionUsage = (completion: ChatCompletion) => completion.usage ?? undefined
 

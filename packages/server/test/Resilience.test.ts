@@ -4,7 +4,7 @@ import { Effect, Fiber } from "effect"
 import type OpenAI from "openai"
 import { APIError } from "openai"
 import type { Gateway } from "./harness.js"
-import { listAttribute, simulatedConfig, startGateway } from "./harness.js"
+import { listAttribute, simulatedConfig, startGateway, streamed } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 const settle = <A>(f: () => Promise<A>) =>
@@ -28,29 +28,6 @@ const ask = (client: OpenAI, headers: Record<string, string> = {}) =>
         attempts: Number(response.headers.get("x-sluice-attempts"))
       }))
   )
-
-/**
- * One streaming chat request through the SDK, iterated to its end: the upstream the gateway named,
- * the content and last finish reason received, and the error the SDK raised while iterating, if any.
- */
-const streamed = (client: OpenAI) =>
-  promise(async () => {
-    const { data: stream, response } = await client.chat.completions
-      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
-      .withResponse()
-    let content = ""
-    let finishReason: string | null = null
-    let error: unknown = undefined
-    try {
-      for await (const chunk of stream) {
-        content += chunk.choices[0]?.delta.content ?? ""
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason
-      }
-    } catch (e) {
-      error = e
-    }
-    return { upstream: response.headers.get("x-sluice-upstream"), content, finishReason, error }
-  })
 
 /** The circuit-breaker transitions of `upstream` recorded on the finished spans, oldest first. */
 const transitions = (gateway: Gateway, upstream: string) =>

@@ -1,33 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import type OpenAI from "openai"
 import { APIError } from "openai"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { simulatedConfig, startGateway, streamed } from "./harness.js"
 
 const hi = [{ role: "user" as const, content: "Hi" }]
-
-/**
- * One streaming chat request through the SDK, iterated to its end: the upstream the gateway named,
- * the content received, the last finish reason and the error the SDK raised while iterating, if any.
- */
-const streamed = (client: OpenAI) =>
-  Effect.promise(async () => {
-    const { data: stream, response } = await client.chat.completions
-      .create({ model: "gpt-4o-mini", messages: hi, stream: true })
-      .withResponse()
-    let content = ""
-    let finishReason: string | null = null
-    let error: unknown = undefined
-    try {
-      for await (const chunk of stream) {
-        content += chunk.choices[0]?.delta.content ?? ""
-        finishReason = chunk.choices[0]?.finish_reason ?? finishReason
-      }
-    } catch (e) {
-      error = e
-    }
-    return { upstream: response.headers.get("x-sluice-upstream"), content, finishReason, error }
-  })
 
 /** The whole SSE text of one streaming request, as the gateway wrote it. */
 const rawStream = (url: string) =>

@@ -124,3 +124,26 @@ export const startUpstream = (handle: (request: IncomingMessage, body: string, r
     )
     return { baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` }
   })
+
+/**
+ * One streaming chat request through the SDK, iterated to its end: the upstream the gateway named,
+ * the content and last finish reason received, and the error the SDK raised while iterating, if any.
+ */
+export const streamed = (client: OpenAI) =>
+  Effect.promise(async () => {
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
+      .withResponse()
+    let content = ""
+    let finishReason: string | null = null
+    let error: unknown = undefined
+    try {
+      for await (const chunk of stream) {
+        content += chunk.choices[0]?.delta.content ?? ""
+        finishReason = chunk.choices[0]?.finish_reason ?? finishReason
+      }
+    } catch (e) {
+      error = e
+    }
+    return { upstream: response.headers.get("x-sluice-upstream"), content, finishReason, error }
+  })

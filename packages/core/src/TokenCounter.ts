@@ -26,13 +26,17 @@
  * - offers {@link Service.estimate}, a synchronous chars-per-token estimate calibrated online from
  *   the exact counts it performs, so a caller can count exactly only near a limit
  *   (see {@link needsExact});
- * - counts very large prompts (64 KiB of not-yet-counted text by default) in a worker thread, so one
- *   huge request never stalls the others.
+ * - counts exactly in a worker thread (by default), so neither a huge prompt nor building an encoder
+ *   ever stalls the event loop;
+ * - loads an encoding's tables only on its first exact count, in the thread that counts: a gateway
+ *   whose models never come near a limit never loads one, and one that serves gpt-4o loads
+ *   `o200k_base` alone (~70 MB resident), never `cl100k_base` or tiktoken's other encoders.
  */
 import type { Scope } from "effect"
 import { Context, Effect, Layer } from "effect"
-import type { Tiktoken } from "tiktoken"
-import { get_encoding } from "tiktoken"
+import { readFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import type * as TiktokenLite from "tiktoken/lite"
 import { jsonText } from "./internal/deepJson.js"
 import * as TokenWorkerPool from "./internal/tokenWorkerPool.js"
 import type { ChatCompletionRequest, ChatMessage } from "./Wire.js"
@@ -60,6 +64,14 @@ export interface Stats {
   readonly offThreadCounts: number
   /** Worker threads alive now. */
   readonly workers: number
+  /**
+   * The encodings loaded now: on the event loop (`inline`), and in the worker threads alive now
+   * (`workers`). Each loads on its first exact count in that thread; none at start.
+   */
+  readonly encoders: {
+    readonly inline: ReadonlyArray<Encoding>
+    readonly workers: ReadonlyArray<Encoding>
+  }
   /** The calibrated characters per token of each encoding, as {@link Service.estimate} uses it. */
   readonly charsPerToken: Readonly<Record<Encoding, number>>
 }
@@ -431,12 +443,14 @@ export const encodingFor = (model: string): { readonly encoding: Encoding; reado
 export interface Options {
   /**
    * Characters (UTF-16 code units; bytes for ASCII) of not-yet-counted text from which a request is
-   * counted in a worker thread. Memoized texts do not count towards it, so a long conversation
-   * resent with one more turn stays on the event loop. Default 65 536 (64 KiB); `Infinity` counts
+   * counted in a worker thread; smaller ones are counted on the event loop. Memoized texts do not
+   * count towards it. Default 0: every exact count runs in the worker, and the event loop never
+   * builds an encoder (building `o200k_base` blocks its thread for ~0.5-1 s and keeps ~70 MB). Above
+   * 0, the event loop builds an encoding on its first count below the threshold. `Infinity` counts
    * everything inline.
    */
   readonly workerThreshold?: number
-  /** Worker threads counting large prompts, started lazily. Default 1; 0 counts everything inline. */
+  /** Worker threads counting exactly, started lazily. Default 1; 0 counts everything inline. */
   readonly workers?: number
   /**
    * The worker script. Default: `internal/tokenWorker.mjs` next to this module; set it when a
@@ -515,32 +529,48 @@ const makeMemo = () => {
   }
 }
 
+const require = createRequire(import.meta.url)
+
+/** An encoding's tables as tiktoken ships them (`tiktoken/encoders/<name>.json`). */
+interface EncoderTables {
+  readonly bpe_ranks: string
+  readonly special_tokens: Record<string, number>
+  readonly pat_str: string
+}
+
 /**
- * Counts with tiktoken. The WASM encoders are acquired when the layer is built and freed when its
- * scope closes; the worker threads (see {@link Options}) start on the first large prompt and are
- * terminated when the scope closes. Counts of texts are memoized (bounded), because multi-turn chats
- * resend their history with every request.
+ * Builds the encoder of one encoding on this thread: tiktoken's "lite" WASM, which holds no tables
+ * (~6 MB once), and that encoding's tables alone, read as JSON so no module keeps their text alive.
+ * tiktoken's main entry point would instead put every encoder's tables in its WASM at import.
+ * Blocks for hundreds of milliseconds (o200k_base); see {@link Options.workerThreshold}.
+ */
+const buildEncoder = (encoding: Encoding): TiktokenLite.Tiktoken => {
+  const { Tiktoken } = require("tiktoken/lite") as typeof TiktokenLite
+  const file = require.resolve(`tiktoken/encoders/${encoding}.json`)
+  const tables = JSON.parse(readFileSync(file, "utf8")) as EncoderTables
+  return new Tiktoken(tables.bpe_ranks, tables.special_tokens, tables.pat_str)
+}
+
+/**
+ * Counts with tiktoken. Nothing is loaded when the counter is made: the worker thread (see
+ * {@link Options}) starts on the first exact count, and each thread builds an encoding's WASM
+ * encoder on its first count of that encoding. Encoders are freed and workers terminated when the
+ * scope closes. Counts of texts are memoized (bounded), because multi-turn chats resend their
+ * history with every request.
  */
 export const make = (options: Options = {}): Effect.Effect<Service, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const threshold = options.workerThreshold ?? 65_536
+    const threshold = options.workerThreshold ?? 0
     const size = options.workers ?? 1
-    // Built now, not on the first request: building an encoder stalls the event loop for hundreds
-    // of milliseconds.
+    /** The encoders built on the event loop: for counts below the threshold, or when no worker can count. */
     const encoders = yield* Effect.acquireRelease(
-      Effect.sync(
-        () =>
-          new Map<Encoding, Tiktoken>([
-            ["o200k_base", get_encoding("o200k_base")],
-            ["cl100k_base", get_encoding("cl100k_base")]
-          ])
-      ),
+      Effect.sync(() => new Map<Encoding, TiktokenLite.Tiktoken>()),
       (map) => Effect.sync(() => map.forEach((e) => e.free()))
     )
-    const encoder = (name: Encoding): Tiktoken => {
+    const encoder = (name: Encoding): TiktokenLite.Tiktoken => {
       let e = encoders.get(name)
       if (e === undefined) {
-        e = get_encoding(name)
+        e = buildEncoder(name)
         encoders.set(name, e)
       }
       return e
@@ -658,6 +688,7 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
         memoHits,
         offThreadCounts,
         workers: pool?.running() ?? 0,
+        encoders: { inline: [...encoders.keys()], workers: pool?.encodings() ?? [] },
         charsPerToken: {
           o200k_base: 1 / tokensPerChar.o200k_base,
           cl100k_base: 1 / tokensPerChar.cl100k_base

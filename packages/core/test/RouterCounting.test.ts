@@ -36,6 +36,7 @@ const halvingCounter = (exactCalls: { n: number }) =>
         memoHits: 0,
         offThreadCounts: 0,
         workers: 0,
+        encoders: { inline: [], workers: [] },
         charsPerToken: { o200k_base: 4, cl100k_base: 4 }
       })
     })

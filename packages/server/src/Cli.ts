@@ -2,7 +2,9 @@
  * The `sluice` command: `serve` (the gateway), `simulate` (a standalone simulated upstream) and
  * `validate` (check a config file).
  */
-import { NodeRuntime } from "@effect/platform-node"
+// The module, not the package's index: the index loads every Node service of @effect/platform-node
+// (workers, clusters, sockets, terminal...), ~9 MB resident the CLI never uses.
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Simulator } from "@sluice/providers"
 import { Config as SluiceConfig } from "@sluice/core"
 import { Console, Data, Effect, Either, Layer } from "effect"

@@ -3,7 +3,8 @@
  * config, upstream calls over undici, and tracing. `layer` is everything `sluice serve` runs; it
  * provides `Gateway.Listening` (the bound address) and everything the router is built from.
  */
-import { NodeHttpClient } from "@effect/platform-node"
+// The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Config as SluiceConfig, Topology } from "@sluice/core"
 import { Console, Effect, Layer, Redacted } from "effect"
 import * as Gateway from "./Gateway.js"

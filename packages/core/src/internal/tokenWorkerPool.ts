@@ -1,7 +1,7 @@
 /**
- * A small pool of `node:worker_threads` workers that count tokens off the event loop, for
- * TokenCounter's very large prompts. The workers run `tokenWorker.mjs` (plain JavaScript, loading
- * tiktoken itself).
+ * A small pool of `node:worker_threads` workers that count tokens off the event loop for
+ * TokenCounter. The workers run `tokenWorker.mjs` (plain JavaScript, loading tiktoken itself: its
+ * WASM at start, an encoding's tables on the first job that needs them).
  *
  * - Workers start lazily, on the first job, and stay for reuse until the owning scope closes, which
  *   terminates them and waits for their threads to exit.
@@ -29,6 +29,8 @@ export interface TokenWorkerPool {
   readonly count: (encoding: Encoding, texts: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<number> | undefined>
   /** Worker threads alive now. */
   readonly running: () => number
+  /** The encodings loaded in the worker threads alive now. */
+  readonly encodings: () => ReadonlyArray<Encoding>
 }
 
 type Answer = { readonly _tag: "Counts"; readonly counts: ReadonlyArray<number> } | Unavailable
@@ -43,10 +45,13 @@ interface Slot {
   readonly worker: Worker
   ready: boolean
   readonly pending: Map<number, (answer: Answer) => void>
+  /** The encodings this worker has loaded. */
+  readonly encodings: Set<Encoding>
 }
 
 type Message =
   | { readonly type: "ready" }
+  | { readonly type: "loaded"; readonly encoding: Encoding }
   | { readonly id: number; readonly counts: ReadonlyArray<number> }
   | { readonly id: number; readonly error: string }
 
@@ -91,10 +96,12 @@ export const make = (options: {
         return { _tag: "Unavailable", reason: disabled }
       }
       worker.unref()
-      const slot: Slot = { _tag: "Slot", worker, ready: false, pending: new Map() }
+      const slot: Slot = { _tag: "Slot", worker, ready: false, pending: new Map(), encodings: new Set() }
       worker.on("message", (message: Message) => {
-        if ("type" in message) slot.ready = true
-        else if ("counts" in message) settle(slot, message.id, { _tag: "Counts", counts: message.counts })
+        if ("type" in message) {
+          if (message.type === "ready") slot.ready = true
+          else slot.encodings.add(message.encoding)
+        } else if ("counts" in message) settle(slot, message.id, { _tag: "Counts", counts: message.counts })
         else settle(slot, message.id, { _tag: "Unavailable", reason: `the worker failed: ${message.error}` })
       })
       worker.on("error", (error) =>
@@ -156,5 +163,9 @@ export const make = (options: {
       })
     )
 
-    return { count, running: () => slots.length }
+    return {
+      count,
+      running: () => slots.length,
+      encodings: () => [...new Set(slots.flatMap((slot) => [...slot.encodings]))]
+    }
   })

@@ -17,7 +17,10 @@
  * through pure reducers; the guard runs them synchronously with `StateStore.local.modify` at the
  * time of its {@link Guard.Step} and leaves its log lines on the step. All time comes from `Clock`.
  */
-import { HttpClient, HttpClientRequest } from "@effect/platform"
+// Per module, not the barrel: the barrel loads every platform module (its API-docs pages alone are
+// ~20 MB of strings in a running gateway).
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Cause, Clock, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import type { Scope } from "effect"
 import * as Net from "node:net"

@@ -261,6 +261,9 @@ interface Opened {
   readonly events: StreamEvent.Source
 }
 
+/** What an exchange resumes once it has settled: nothing. */
+const settled = (): void => {}
+
 type Resume = (effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) => void
 
 /** How long the rest of an answer may take to drain after `[DONE]` before its connection is closed. */
@@ -301,7 +304,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
     private readonly upstream: Upstream,
     private readonly streaming: boolean,
     private readonly onSpanStatus: ((status: number) => void) | undefined,
-    private readonly resume: Resume
+    private resume: Resume
   ) {}
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -421,7 +424,10 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
       clearTimeout(this.timer)
       this.timer = undefined
     }
-    this.resume(effect)
+    const resume = this.resume
+    // The opening fiber is done with: a stream that lives on must not keep it (and its stack) alive.
+    this.resume = settled
+    resume(effect)
   }
 
   private fail(error: Errors.UpstreamError) {

@@ -12,8 +12,9 @@
  * (the router call and the response) through the runtime of the built layer. A client that
  * disconnects interrupts that Effect, which cancels the upstream call.
  */
-import { HttpTraceContext } from "@effect/platform"
-import type { Headers } from "@effect/platform"
+// Per module, not the barrel: see Health.ts in core.
+import type * as Headers from "@effect/platform/Headers"
+import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import type { Decision } from "@sluice/core"
 import { Config, Errors, Router, StreamEvent, Tracing, Wire } from "@sluice/core"
 import type { Scope } from "effect"
@@ -462,6 +463,8 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       req.on("end", () => {
         if (refused) return
         const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+        // The listeners live as long as the request: they must not keep the body's bytes too.
+        chunks.length = 0
         // Decoding would turn bad bytes into U+FFFD silently and send upstream what the client never wrote.
         if (!isUtf8(bytes)) {
           const error = new Errors.InvalidRequest({

@@ -229,7 +229,10 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
     attempts: request.attempts,
     source,
     release,
-    events: Stream.ensuring(toStream(source), release),
+    // Built when asked for: the gateway reads `source` and never needs the Stream.
+    get events() {
+      return Stream.ensuring(toStream(source), release)
+    },
     decision: Deferred.await(done)
   }
 }

@@ -227,8 +227,13 @@ const routeOptions = (
   }
 }
 
-const decisionHeaders = (decision: Decision.Decision): Record<string, string> =>
-  decision.upstream === undefined
+/**
+ * What happened, as headers: the pool, the attempts, and the upstream that served — or, for an
+ * error answer, the upstream of the last attempt (none when no attempt was made).
+ */
+const decisionHeaders = (decision: Decision.Decision): Record<string, string> => {
+  const upstream = decision.upstream ?? decision.attempts[decision.attempts.length - 1]?.upstream
+  return upstream === undefined
     ? {
         "x-request-id": decision.requestId,
         "x-sluice-pool": decision.pool,
@@ -237,9 +242,10 @@ const decisionHeaders = (decision: Decision.Decision): Record<string, string> =>
     : {
         "x-request-id": decision.requestId,
         "x-sluice-pool": decision.pool,
-        "x-sluice-upstream": decision.upstream,
+        "x-sluice-upstream": upstream,
         "x-sluice-attempts": String(decision.attempts.length)
       }
+}
 
 const DONE = "data: [DONE]\n\n"
 

@@ -476,6 +476,43 @@ describe("gateway with the openai SDK", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("answers an error after routing with every attempt listed and the headers a success carries", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [
+          { id: "first", simulate: { failureRate: 1 } },
+          { id: "second", simulate: { failureRate: 1 } }
+        ],
+        [{ id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["first", "second"] }]
+      )
+      const { client } = yield* startGateway(config)
+      const result = yield* attempt(() =>
+        client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+      )
+      const error = (result as { error: APIError }).error
+      expect(error.status).toBe(502)
+      expect(error.headers?.get("x-sluice-pool")).toBe("chat")
+      expect(error.headers?.get("x-sluice-attempts")).toBe("2")
+      expect(error.headers?.get("x-sluice-upstream")).toBe("second")
+      expect((error.error as { sluice_attempts?: unknown }).sluice_attempts).toEqual([
+        {
+          upstream: "first",
+          pool: "chat",
+          outcome: "failure",
+          status: 500,
+          error: expect.stringContaining("HTTP 500")
+        },
+        {
+          upstream: "second",
+          pool: "chat",
+          outcome: "failure",
+          status: 500,
+          error: expect.stringContaining("HTTP 500")
+        }
+      ])
+    }).pipe(Effect.scoped)
+  )
+
   it.live("fails over to another upstream after a 500 and says so in x-sluice-attempts", () =>
     Effect.gen(function* () {
       const config = simulatedConfig(

@@ -376,3 +376,66 @@ describe("Router queue", () => {
     }
   )
 })
+
+describe("Router after an upstream's 429", () => {
+  const only = upstream("a")
+  const guards = Guard.layer(RateLimiter.guard).pipe(
+    Layer.provide(RateLimiter.layer),
+    Layer.provide(StateStore.layerMemory)
+  )
+  /** `a` answers its first request with 429 and `retryAfterMs`, every later one with a completion. */
+  const answering429 = (retryAfterMs: number, calls: Array<number>) =>
+    provider({
+      chat: (u) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          calls.push(now)
+          return calls.length === 1
+            ? Effect.fail(Errors.Failure.http(u.id, 429, "HTTP 429: slow down", { retryAfterMs }))
+            : Effect.succeed(answer(completion(u.id)))
+        })
+    })
+
+  it.effect("waits in the queue for the Retry-After of the only upstream, then is served by it", () => {
+    const calls: Array<number> = []
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(router.chat(chatRequest()))
+      yield* TestClock.adjust("1999 millis")
+      expect(calls).toEqual([0]) // held back until the Retry-After has passed
+      yield* TestClock.adjust("30 seconds")
+      const { decision } = yield* Fiber.join(fiber)
+      expect(calls).toHaveLength(2)
+      expect(calls[1]).toBeGreaterThanOrEqual(2_000)
+      expect(decision.upstream).toBe("a")
+      expect(decision.attempts.map((a) => a.outcome)).toEqual(["failure", "success"])
+      expect(decision.queueWaitMs).toBeGreaterThan(0)
+    }).pipe(
+      Effect.provide(
+        routerLayer([pool([only], { queue: { maxSize: 10, maxWaitMs: 30_000 } })], {
+          provider: answering429(2_000, calls),
+          guards
+        })
+      )
+    )
+  })
+
+  it.effect("answers 429 with the upstream's Retry-After when it is longer than the queue's wait", () => {
+    const calls: Array<number> = []
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const fiber = yield* Effect.fork(Effect.flip(router.chat(chatRequest())))
+      yield* TestClock.adjust("1 minute")
+      const error = yield* Fiber.join(fiber)
+      expect(error._tag).toBe("RateLimited")
+      expect(error._tag === "RateLimited" && error.retryAfterSeconds).toBe(60)
+      expect(calls).toHaveLength(1)
+    }).pipe(
+      Effect.provide(
+        routerLayer([pool([only], { queue: { maxSize: 10, maxWaitMs: 30_000 } })], {
+          provider: answering429(60_000, calls),
+          guards
+        })
+      )
+    )
+  })
+})

@@ -225,12 +225,12 @@ const notJson = (upstream: Upstream, text: string, error: unknown): Errors.Upstr
   return failure(upstream, { kind: "protocol", message: unreadable(reason), retryable: true })
 }
 
-/** The value of a whole answer: its JSON when 2xx and OpenAI-shaped, an `UpstreamError` otherwise. */
+/** A whole answer: its JSON when 2xx and OpenAI-shaped (with its bytes and rate limits), an `UpstreamError` otherwise. */
 const decodeAnswer = <A>(
   upstream: Upstream,
   answer: Answer,
   isValid: (value: unknown) => boolean
-): Effect.Effect<A, Errors.UpstreamError> => {
+): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> => {
   if (answer.status < 200 || answer.status >= 300) {
     return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
   }
@@ -243,7 +243,12 @@ const decodeAnswer = <A>(
   if (!isValid(value)) {
     return Effect.fail(Errors.Failure.protocol(upstream.id, "the answer is not an OpenAI-shaped response"))
   }
-  return Effect.succeed(value as A)
+  return Effect.succeed({
+    value: value as A,
+    // Nothing was translated: the client gets the upstream's bytes.
+    text: answer.text,
+    rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now())
+  })
 }
 
 /** A whole answer, read to its end. */
@@ -540,16 +545,10 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     payload: string,
     isValid: (value: unknown) => boolean
   ): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> =>
-    Effect.flatMap(post(upstream, path, payload, false), (result) => {
-      // Only stream requests open a stream.
-      const answer = result as Answer
-      return Effect.map(decodeAnswer<A>(upstream, answer, isValid), (value) => ({
-        value,
-        // Nothing was translated: the client gets the upstream's bytes.
-        text: answer.text,
-        rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now())
-      }))
-    })
+    // Only stream requests open a stream: a whole answer comes back.
+    Effect.flatMap(post(upstream, path, payload, false), (result) =>
+      decodeAnswer<A>(upstream, result as Answer, isValid)
+    )
 
   const chat: Provider.Service["chat"] = (upstream, call) =>
     json<Wire.ChatCompletion>(

@@ -338,17 +338,17 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       res: ServerResponse,
       requestId: string,
       text: string
-    ): Effect.Effect<void, Errors.RouterError> =>
-      Effect.suspend(() => {
-        const decoded = decodeChat(text)
-        if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-        const body = decoded.right
-        const route = routeOptions(req.headers, options, requestId, text)
-        if (body.stream === true) return streamChat(res, body, route)
-        return Effect.map(router.chat(body, route), (routed) =>
-          writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-        )
-      })
+    ): Effect.Effect<void, Errors.RouterError> => {
+      // Called when the request is served (see `withBody`): the body is decoded right away.
+      const decoded = decodeChat(text)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      const body = decoded.right
+      const route = routeOptions(req.headers, options, requestId, text)
+      if (body.stream === true) return streamChat(res, body, route)
+      return Effect.map(router.chat(body, route), (routed) =>
+        writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+      )
+    }
 
     const embeddings = (
       req: IncomingMessage,

@@ -4,7 +4,7 @@
  * provides `Gateway.Listening` (the bound address) and everything the router is built from.
  */
 // The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { Config as SluiceConfig, Topology } from "@sluice/core"
 import { Console, Effect, Layer, Redacted } from "effect"
 import * as Gateway from "./Gateway.js"
@@ -73,12 +73,30 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile) =>
   )
 
 /**
+ * The HTTP client of `http` health checks: `@effect/platform-node`'s over undici, loaded only when
+ * some upstream has such a check (loading it costs the gateway ~10 MB of memory). Without one,
+ * nothing calls the client; a call would be a bug.
+ */
+const healthClient = (config: SluiceConfig.ConfigFile): Layer.Layer<HttpClient.HttpClient> =>
+  config.upstreams.some((u) => u.healthCheck?.type === "http")
+    ? Layer.unwrapEffect(
+        Effect.map(
+          Effect.promise(() => import("@effect/platform-node/NodeHttpClient")),
+          (NodeHttpClient) => NodeHttpClient.layerUndici
+        )
+      )
+    : Layer.succeed(
+        HttpClient.HttpClient,
+        HttpClient.make((request) => Effect.die(`no upstream has an http health check, yet ${request.url} was asked`))
+      )
+
+/**
  * The whole gateway for a config: listens on `config.server.host:port` until interrupted. Upstream
- * calls go over the providers' own undici pools; `NodeHttpClient.layerUndici` serves the health
- * checks only.
+ * calls go over the providers' own undici pools; the HTTP client of {@link healthClient} serves the
+ * `http` health checks only.
  */
 export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
-  const routing = Sluice.layer(config, options).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  const routing = Sluice.layer(config, options).pipe(Layer.provide(healthClient(config)))
   const serve = Gateway.layer({ host: config.server.host, port: config.server.port }).pipe(
     Layer.provide(gatewayOptions(config))
   )

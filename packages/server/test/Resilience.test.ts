@@ -198,6 +198,34 @@ describe("resilience through the gateway", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("runs http health checks through the gateway's HTTP client and excludes an upstream that fails them", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [
+            {
+              id: "checked",
+              healthCheck: {
+                type: "http",
+                path: "/no-such-endpoint",
+                intervalMs: 50,
+                timeoutMs: 500,
+                unhealthyThreshold: 1,
+                healthyThreshold: 1
+              }
+            },
+            { id: "spare" }
+          ],
+          [{ id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["checked", "spare"] }]
+        )
+      )
+      yield* sleep(200)
+      expect(yield* ask(gateway.client)).toMatchObject({ upstream: "spare", attempts: 1 })
+      const excluded = listAttribute(gateway.routes().at(-1), "sluice.decision.excluded")
+      expect(excluded.some((e) => /^checked: health: unhealthy: .*expected status 200, got 404/.test(e))).toBe(true)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("keeps a session on one upstream, and moves the affinity when that upstream cannot serve", () =>
     Effect.gen(function* () {
       const gateway = yield* startGateway(

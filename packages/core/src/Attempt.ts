@@ -7,6 +7,7 @@
  */
 import type { Tracer } from "effect"
 import { Effect, Exit, FiberId, Option, Cause } from "effect"
+import type { AttemptRecord } from "./Decision.js"
 import { Failure } from "./Errors.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import type { Attempt, Guard, Outcome, Release } from "./Guard.js"
@@ -59,6 +60,10 @@ export interface Service {
 
 const NOT_SENT: Outcome = { _tag: "NotSent", latencyMs: 0 }
 
+const NO_RELEASES: ReadonlyArray<Release> = []
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
 /** The outcome of an attempt that ended with `exit`. */
 const outcomeOf = <A>(
   exit: Exit.Exit<Answer<A>, UpstreamError>,
@@ -103,22 +108,25 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
     }
     request.attempts++
     request.pass.attempts++
-    return { attempt, releases: releases ?? [], startedAt: request.now, span: undefined, finished: false }
+    return { attempt, releases: releases ?? NO_RELEASES, startedAt: request.now, span: undefined, finished: false }
   }
 
   const finish = (request: Request, admitted: Admitted, outcome: Outcome): void => {
     if (admitted.finished) return
     admitted.finished = true
     const { attempt } = admitted
-    request.decision.attempts.push({
+    const record: Mutable<AttemptRecord> = {
       attempt: attempt.attempt,
       pool: attempt.pool.id,
       upstream: attempt.upstream.id,
       outcome: outcome._tag === "Success" ? "success" : outcome._tag === "Failure" ? "failure" : "interrupted",
-      latencyMs: outcome.latencyMs,
-      ...(outcome._tag === "Failure" && outcome.error.status !== undefined ? { status: outcome.error.status } : {}),
-      ...(outcome._tag === "Failure" ? { error: outcome.error.message } : {})
-    })
+      latencyMs: outcome.latencyMs
+    }
+    if (outcome._tag === "Failure") {
+      if (outcome.error.status !== undefined) record.status = outcome.error.status
+      record.error = outcome.error.message
+    }
+    request.decision.attempts.push(record)
     if (outcome._tag === "Success") {
       request.decision.inputTokens = outcome.inputTokens
       request.decision.outputTokens = outcome.outputTokens

@@ -75,7 +75,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
           if (!("releases" in admitted)) {
             // Lost a race for the last of a budget: not an attempt on the upstream.
             request.decision.exclude(admitted)
-            if (admitted.waitable === true) request.pass.waitable.push(admitted)
+            if (admitted.waitable === true) (request.pass.waitable ??= []).push(admitted)
             return Effect.zipRight(request.flush(), Effect.suspend(loop))
           }
           const call = Effect.catchAll(once(request, admitted), (error) => failed(error, admitted))
@@ -114,7 +114,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
     }
 
     const unserved = (): Effect.Effect<A, RouterError> => {
-      const waitable: Array<Exclusion> = request.pass.waitable
+      const waitable: Array<Exclusion> = (request.pass.waitable ??= [])
       const last = request.lastError
       if (last?.status === 429) {
         // The upstream that just answered 429 is held back by the guards until its Retry-After: a

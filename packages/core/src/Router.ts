@@ -31,6 +31,7 @@ import * as RetryStage from "./Retry.js"
 import * as SelectStage from "./Select.js"
 import { StateStore } from "./StateStore.js"
 import { Strategy, nameOf } from "./Strategy.js"
+import type { Service as TokenCounterService } from "./TokenCounter.js"
 import { TokenCounter, estimateText } from "./TokenCounter.js"
 import type { Pool, Upstream } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
@@ -281,10 +282,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     stream,
     model: chat.model,
     user: chat.user,
-    prompt: {
-      estimate: (model) => counter.estimate(chat, model),
-      exact: (model) => counter.count(chat, model)
-    },
+    prompt: new ChatPrompt(counter, chat),
     requestedOutputTokens: requestedMaxTokens(chat)
   })
 
@@ -380,6 +378,20 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
 
   return Router.of({ chat, chatStream, embeddings, models: Effect.succeed(models) })
 })
+
+/** A chat request's prompt, counted by the pipeline's counter (a class: no closures per request). */
+class ChatPrompt implements Prompt {
+  constructor(
+    private readonly counter: TokenCounterService,
+    private readonly chat: ChatCompletionRequest
+  ) {}
+  estimate(model: string) {
+    return this.counter.estimate(this.chat, model)
+  }
+  exact(model: string) {
+    return this.counter.count(this.chat, model)
+  }
+}
 
 const CHAT = { "gen_ai.operation.name": "chat" }
 const EMBEDDINGS = { "gen_ai.operation.name": "embeddings" }

@@ -91,6 +91,19 @@ const infoFor = (request: Request, pool: Pool): RequestInfo => ({
   stream: request.stream
 })
 
+/** An attempt on `upstream` with the request's info (written out: a spread of it costs more, per request). */
+const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number): Attempt => ({
+  pool: info.pool,
+  model: info.model,
+  promptTokens: info.promptTokens,
+  reservedOutputTokens: info.reservedOutputTokens,
+  sessionKey: info.sessionKey,
+  priority: info.priority,
+  stream: info.stream,
+  upstream,
+  attempt
+})
+
 /** Makes the stage over the pipeline's guards, strategy and this instance's state. */
 export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: StateStore.Local): Service => {
   const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
@@ -125,7 +138,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
       }
       if (excluded !== undefined) {
         decision.exclude(excluded)
-        if (excluded.waitable === true) pass.waitable.push(excluded)
+        if (excluded.waitable === true) (pass.waitable ??= []).push(excluded)
         continue
       }
       live.push(upstream)
@@ -191,7 +204,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
         const upstream = choose(request, pool, info, candidates)
         ;(pass.tried ??= []).push(upstream.id)
-        return { _tag: "Chosen", attempt: { ...info, upstream, attempt: request.attempts + 1 } }
+        return { _tag: "Chosen", attempt: attemptOf(info, upstream, request.attempts + 1) }
       }
     }
     return UNSERVED

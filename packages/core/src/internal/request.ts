@@ -49,8 +49,8 @@ export interface Pass {
   tried: Array<string> | undefined
   /** The pool's `RequestInfo` for the guards, made when the pass enters the pool. */
   info: RequestInfo | undefined
-  /** Exclusions of this pass that clear by themselves: a reason to wait in the queue. */
-  readonly waitable: Array<Exclusion>
+  /** Exclusions of this pass that clear by themselves: a reason to wait in the queue (made on the first). */
+  waitable: Array<Exclusion> | undefined
   /** The backoff schedule's state on this pool, from its first failure on. */
   backoff: unknown
 }
@@ -147,6 +147,6 @@ const newPass = (): Pass => ({
   attempts: 0,
   tried: undefined,
   info: undefined,
-  waitable: [],
+  waitable: undefined,
   backoff: undefined
 })

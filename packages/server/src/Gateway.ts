@@ -55,13 +55,17 @@ export type Handler = (request: IncomingMessage, response: ServerResponse) => vo
 
 const JSON_TYPE = "application/json"
 
-const writeJson = (res: ServerResponse, status: number, text: string, headers?: Readonly<Record<string, string>>) => {
+/** Writes a JSON answer; `headers` is a fresh object of the caller's, completed here (no copy per answer). */
+const writeJson = (
+  res: ServerResponse,
+  status: number,
+  text: string,
+  headers: Record<string, string | number> = {}
+) => {
   if (res.headersSent || res.destroyed) return
-  res.writeHead(status, {
-    ...headers,
-    "content-type": JSON_TYPE,
-    "content-length": Buffer.byteLength(text)
-  })
+  headers["content-type"] = JSON_TYPE
+  headers["content-length"] = Buffer.byteLength(text)
+  res.writeHead(status, headers)
   res.end(text)
 }
 
@@ -218,13 +222,14 @@ const routeOptions = (
   const byKey = apiKey === undefined ? undefined : options.priorityOf?.(apiKey)
   const byHeader = headers["x-sluice-priority"] === undefined ? Number.NaN : Number(headers["x-sluice-priority"])
   const priority = byKey ?? (Number.isFinite(byHeader) ? byHeader : undefined)
-  return {
+  const route: { -readonly [K in keyof Router.RouteOptions]: Router.RouteOptions[K] } = {
     headers: headers as Readonly<Record<string, string | undefined>>,
     requestId,
-    body,
-    ...(apiKey !== undefined ? { apiKey } : {}),
-    ...(priority !== undefined ? { priority } : {})
+    body
   }
+  if (apiKey !== undefined) route.apiKey = apiKey
+  if (priority !== undefined) route.priority = priority
+  return route
 }
 
 /**

@@ -269,7 +269,10 @@ interface Opened {
 /** What an exchange resumes once it has settled: nothing. */
 const settled = (): void => {}
 
-type Resume = (effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) => void
+type Resume = (effect: Effect.Effect<unknown, Errors.UpstreamError>) => void
+
+/** What a whole answer becomes, decided as it ends (no further Effect step per call). */
+type Whole = (answer: Answer) => Effect.Effect<unknown, Errors.UpstreamError>
 
 /** How long the rest of an answer may take to drain after `[DONE]` before its connection is closed. */
 const DRAIN_MS = 10_000
@@ -309,7 +312,8 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
     private readonly upstream: Upstream,
     private readonly streaming: boolean,
     private readonly onSpanStatus: ((status: number) => void) | undefined,
-    private resume: Resume
+    private resume: Resume,
+    private readonly whole: Whole | undefined
   ) {}
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -371,7 +375,8 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
     const text =
       this.chunks.length === 1 ? this.chunks[0]!.toString("utf8") : Buffer.concat(this.chunks).toString("utf8")
     this.chunks = []
-    this.settle(Effect.succeed({ _tag: "Answer", status: this.status, headers: this.headers, text }))
+    const answer: Answer = { _tag: "Answer", status: this.status, headers: this.headers, text }
+    this.settle(this.whole === undefined ? Effect.succeed(answer) : this.whole(answer))
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
@@ -422,7 +427,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
     }, ms)
   }
 
-  private settle(effect: Effect.Effect<Answer | Opened, Errors.UpstreamError>) {
+  private settle(effect: Effect.Effect<unknown, Errors.UpstreamError>) {
     if (this.settled) return
     this.settled = true
     if (this.timer !== undefined) {
@@ -489,21 +494,23 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
    * the headers). Interrupting it aborts the request; for a stream, the connection is closed with the
    * scope the caller provides (or drained, when the stream reached `[DONE]`).
    */
-  const post = (
+  const post = <X = Answer | Opened>(
     upstream: Upstream,
     path: string,
     payload: string,
     streaming: boolean,
+    whole?: (answer: Answer) => Effect.Effect<X, Errors.UpstreamError>,
     onExchange?: (exchange: Exchange) => void
-  ): Effect.Effect<Answer | Opened, Errors.UpstreamError> => {
+  ): Effect.Effect<X, Errors.UpstreamError> => {
     const t = target(upstream)
     const exchange = (span: Tracer.Span | undefined) =>
-      Effect.async<Answer | Opened, Errors.UpstreamError>((resume) => {
+      Effect.async<X, Errors.UpstreamError>((resume) => {
         const exchange = new Exchange(
           upstream,
           streaming,
           span === undefined ? undefined : (status) => span.attribute("http.response.status_code", status),
-          resume
+          resume as Resume,
+          whole
         )
         onExchange?.(exchange)
         // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
@@ -577,7 +584,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
         Effect.sync(() => exchange?.cancel())
       )
       const payload = payloadOf(call, { stream: true })
-      const answer = yield* post(upstream, "/chat/completions", payload, true, (e) => {
+      const answer = yield* post<Answer | Opened>(upstream, "/chat/completions", payload, true, undefined, (e) => {
         exchange = e
       })
       if (answer._tag === "Opened") {

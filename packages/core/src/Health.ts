@@ -20,6 +20,7 @@
 // Per module, not the barrel: the barrel loads every platform module (its API-docs pages alone are
 // ~20 MB of strings in a running gateway).
 import * as HttpClient from "@effect/platform/HttpClient"
+import type * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Cause, Clock, Context, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import type { Scope } from "effect"
@@ -273,155 +274,182 @@ const connect = (host: string, port: number): Effect.Effect<void, CheckFailed> =
     return Effect.sync(() => socket.destroy())
   })
 
-/** Builds the health service and starts the active checks; they stop when the scope closes. */
-export const make: Effect.Effect<
-  Service,
-  never,
-  Scope.Scope | StateStore.StateStore | Topology.Topology | Provider.Provider | HttpClient.HttpClient
-> = Effect.gen(function* () {
-  const store = yield* StateStore.StateStore
-  const topology = yield* Topology.Topology
-  const provider = yield* Provider.Provider
-  const client = HttpClient.withScope(yield* HttpClient.HttpClient)
-  // With a rate limiter in the same assembly, inference checks spend the upstream's budget like any
-  // request (and wait a round when it is spent), so they never cause the upstream's own 429s.
-  const limiter = yield* Effect.serviceOption(RateLimiter.RateLimiter)
-  const startedAt = yield* Clock.currentTimeMillis
-  const initial: State = { healthy: true, since: startedAt, checkFailures: 0, checkSuccesses: 0, trafficFailures: 0 }
+/**
+ * Where the health of every upstream is kept: the store (read and changed synchronously through
+ * `local`) and the state of an upstream it holds nothing for yet. Made once by {@link make}.
+ */
+interface Ledger {
+  readonly store: StateStore.Service
+  readonly initial: State
+}
 
-  const logTransition = (upstream: Topology.Upstream, state: State, transition: Transition) =>
-    (transition === "unhealthy"
-      ? Effect.logWarning(`upstream ${upstream.id} is unhealthy: ${state.cause ?? "unknown"}`)
-      : transition === "healthy"
-        ? Effect.logInfo(`upstream ${upstream.id} is healthy again`)
-        : Effect.void
-    ).pipe(Effect.annotateLogs({ "sluice.upstream": upstream.id, "sluice.health.source": state.source ?? "active" }))
-
+/** What active checks call: the HTTP client, the provider and, when assembled, the rate limiter. */
+interface Probes {
+  /** Scoped: closing a check's scope aborts its request. */
+  readonly client: HttpClient.HttpClient.With<HttpClientError.HttpClientError, Scope.Scope>
+  readonly provider: Provider.Service
   /**
-   * Applies `f` to the upstream's state atomically, at the step's time (time-based recovery first),
-   * and leaves the log line of a transition on the step. Writes only when something changed, so an
-   * absent key stays absent.
+   * With a rate limiter in the same assembly, inference checks spend the upstream's budget like any
+   * request (and wait a round when it is spent), so they never cause the upstream's own 429s.
    */
-  const update = (
-    upstream: Topology.Upstream,
-    step: Guard.Step,
-    f: (state: State, now: number) => readonly [State, Transition]
-  ): State => {
-    const now = step.now
-    const [state, transition] = store.local.modify<State, readonly [State, Transition]>(
-      keyOf(upstream.id),
-      (current) => {
-        const [recovered, recovery] = recover(upstream, current ?? initial, now)
-        const [next, stepped] = f(recovered, now)
-        const changed = next !== (current ?? initial)
-        return [[next, stepped ?? recovery], changed ? next : current]
-      }
-    )
-    if (transition !== undefined) step.after(logTransition(upstream, state, transition))
-    return state
-  }
+  readonly limiter: Option.Option<RateLimiter.Service>
+}
 
-  const unchanged = (state: State): readonly [State, Transition] => [state, undefined]
+/** The log line of a transition, annotated with the upstream and what made it. */
+const logTransition = (upstream: Topology.Upstream, state: State, transition: Transition): Effect.Effect<void> =>
+  (transition === "unhealthy"
+    ? Effect.logWarning(`upstream ${upstream.id} is unhealthy: ${state.cause ?? "unknown"}`)
+    : transition === "healthy"
+      ? Effect.logInfo(`upstream ${upstream.id} is healthy again`)
+      : Effect.void
+  ).pipe(Effect.annotateLogs({ "sluice.upstream": upstream.id, "sluice.health.source": state.source ?? "active" }))
 
-  const read = (upstream: Topology.Upstream, step: Guard.Step): State => update(upstream, step, unchanged)
-
-  const probe = (
-    upstream: Topology.Upstream,
-    check: HealthCheckConfig
-  ): Effect.Effect<void, CheckFailed | CheckSkipped> => {
-    switch (check.type) {
-      case "http": {
-        const url = checkUrl(upstream, check.path)
-        return client.execute(HttpClientRequest.get(url).pipe(HttpClientRequest.setHeaders(headersOf(upstream)))).pipe(
-          Effect.mapError((error) => new CheckFailed(`GET ${url} failed: ${error.message}`)),
-          Effect.flatMap((response) =>
-            response.status === check.expectStatus
-              ? Effect.void
-              : Effect.fail(new CheckFailed(`expected status ${check.expectStatus}, got ${response.status}`))
-          ),
-          // The scope aborts the request, so an unread body never holds the connection.
-          Effect.scoped
-        )
-      }
-      case "tcp":
-        return Effect.suspend(() => {
-          const url = new URL(upstream.baseUrl)
-          const host = url.hostname.replace(/^\[(.*)\]$/, "$1")
-          const port = url.port !== "" ? Number(url.port) : url.protocol === "https:" ? 443 : 80
-          return connect(host, port)
-        })
-      case "inference": {
-        const model = upstream.model ?? "health-check"
-        const call = provider.chat(upstream, {
-          request: { model, messages: [{ role: "user", content: "ping" }], max_tokens: 1 },
-          model
-        })
-        const budgeted: Effect.Effect<Provider.Answer<ChatCompletion>, UpstreamError | CheckSkipped> = Option.isNone(
-          limiter
-        )
-          ? call
-          : Effect.matchEffect(limiter.value.reserve(upstream, PING_PROMPT_TOKENS, 1), {
-              onFailure: (excluded) =>
-                Effect.zipRight(
-                  Effect.logDebug(`inference check of upstream ${upstream.id} skipped: ${excluded.reason}`),
-                  Effect.fail(new CheckSkipped())
-                ),
-              onSuccess: (release) => releasedWith(call, release)
-            })
-        return budgeted.pipe(
-          Effect.mapError((error) =>
-            error instanceof CheckSkipped ? error : new CheckFailed(describeUpstreamError(error))
-          ),
-          Effect.flatMap((answer) =>
-            answer.value.choices.length > 0
-              ? Effect.void
-              : Effect.fail(new CheckFailed("the completion has no choices"))
-          )
-        )
-      }
+/**
+ * Applies `f` to the upstream's state atomically, at the step's time (time-based recovery first),
+ * and leaves the log line of a transition on the step. Writes only when something changed, so an
+ * absent key stays absent.
+ */
+const update = (
+  ledger: Ledger,
+  upstream: Topology.Upstream,
+  step: Guard.Step,
+  f: (state: State, now: number) => readonly [State, Transition]
+): State => {
+  const now = step.now
+  const initial = ledger.initial
+  const [state, transition] = ledger.store.local.modify<State, readonly [State, Transition]>(
+    keyOf(upstream.id),
+    (current) => {
+      const [recovered, recovery] = recover(upstream, current ?? initial, now)
+      const [next, stepped] = f(recovered, now)
+      const changed = next !== (current ?? initial)
+      return [[next, stepped ?? recovery], changed ? next : current]
     }
-  }
+  )
+  if (transition !== undefined) step.after(logTransition(upstream, state, transition))
+  return state
+}
 
-  /** One active check, recorded. Never fails: every problem is a failed check. */
-  const runCheck = (upstream: Topology.Upstream, check: HealthCheckConfig): Effect.Effect<void> =>
-    probe(upstream, check).pipe(
-      Effect.timeoutFail({
-        duration: Duration.millis(check.timeoutMs),
-        onTimeout: () => new CheckFailed(`no answer within ${check.timeoutMs} ms`)
-      }),
-      Effect.as<string | undefined | CheckSkipped>(undefined),
-      Effect.catchAllCause((cause) =>
-        Effect.succeed(
-          Option.match(Cause.failureOption(cause), {
-            onSome: (failed): string | CheckSkipped => (failed._tag === "CheckSkipped" ? failed : failed.message),
-            onNone: () => `the check crashed: ${Cause.pretty(cause)}`
-          })
-        )
-      ),
-      Effect.flatMap((error) =>
-        error instanceof CheckSkipped
-          ? Effect.void
-          : Guard.run((step) => update(upstream, step, (state, now) => recordCheck(check, state, error, now)))
-      ),
-      Effect.asVoid
+const unchanged = (state: State): readonly [State, Transition] => [state, undefined]
+
+/** The upstream's state at the step's time (time-based recovery applied and recorded). */
+const read = (ledger: Ledger, upstream: Topology.Upstream, step: Guard.Step): State =>
+  update(ledger, upstream, step, unchanged)
+
+/** An `http` check: GET the check's path and expect its status. */
+const probeHttp = (
+  client: Probes["client"],
+  upstream: Topology.Upstream,
+  check: HealthCheckConfig
+): Effect.Effect<void, CheckFailed> => {
+  const url = checkUrl(upstream, check.path)
+  return client.execute(HttpClientRequest.get(url).pipe(HttpClientRequest.setHeaders(headersOf(upstream)))).pipe(
+    Effect.mapError((error) => new CheckFailed(`GET ${url} failed: ${error.message}`)),
+    Effect.flatMap((response) =>
+      response.status === check.expectStatus
+        ? Effect.void
+        : Effect.fail(new CheckFailed(`expected status ${check.expectStatus}, got ${response.status}`))
+    ),
+    // The scope aborts the request, so an unread body never holds the connection.
+    Effect.scoped
+  )
+}
+
+/** A `tcp` check: connect to the base URL's host and port. */
+const probeTcp = (upstream: Topology.Upstream): Effect.Effect<void, CheckFailed> =>
+  Effect.suspend(() => {
+    const url = new URL(upstream.baseUrl)
+    const host = url.hostname.replace(/^\[(.*)\]$/, "$1")
+    const port = url.port !== "" ? Number(url.port) : url.protocol === "https:" ? 443 : 80
+    return connect(host, port)
+  })
+
+/**
+ * An `inference` check: a one-token chat request that must return a choice. With a rate limiter it
+ * first reserves the upstream's budget, and is skipped (not failed) when that is spent.
+ */
+const probeInference = (
+  provider: Provider.Service,
+  limiter: Option.Option<RateLimiter.Service>,
+  upstream: Topology.Upstream
+): Effect.Effect<void, CheckFailed | CheckSkipped> => {
+  const model = upstream.model ?? "health-check"
+  const call = provider.chat(upstream, {
+    request: { model, messages: [{ role: "user", content: "ping" }], max_tokens: 1 },
+    model
+  })
+  const budgeted: Effect.Effect<Provider.Answer<ChatCompletion>, UpstreamError | CheckSkipped> = Option.isNone(limiter)
+    ? call
+    : Effect.matchEffect(limiter.value.reserve(upstream, PING_PROMPT_TOKENS, 1), {
+        onFailure: (excluded) =>
+          Effect.zipRight(
+            Effect.logDebug(`inference check of upstream ${upstream.id} skipped: ${excluded.reason}`),
+            Effect.fail(new CheckSkipped())
+          ),
+        onSuccess: (release) => releasedWith(call, release)
+      })
+  return budgeted.pipe(
+    Effect.mapError((error) => (error instanceof CheckSkipped ? error : new CheckFailed(describeUpstreamError(error)))),
+    Effect.flatMap((answer) =>
+      answer.value.choices.length > 0 ? Effect.void : Effect.fail(new CheckFailed("the completion has no choices"))
     )
+  )
+}
 
-  for (const upstream of topology.upstreams.values()) {
-    const check = upstream.healthCheck
-    // A disabled upstream serves nothing: checking it would only cost (an inference check is a paid request).
-    if (check === undefined || !upstream.enabled) continue
-    yield* runCheck(upstream, check).pipe(
-      // A store that fails must not end the checks for good: the next round tries again.
-      Effect.catchAllCause((cause) => Effect.logError(`health check of upstream ${upstream.id} not recorded`, cause)),
-      Effect.repeat(Schedule.spaced(Duration.millis(check.intervalMs))),
-      Effect.annotateLogs({ "sluice.upstream": upstream.id }),
-      Effect.forkScoped
-    )
+/** One probe of the upstream, of the check's type, unbounded in time. */
+const probe = (
+  probes: Probes,
+  upstream: Topology.Upstream,
+  check: HealthCheckConfig
+): Effect.Effect<void, CheckFailed | CheckSkipped> => {
+  switch (check.type) {
+    case "http":
+      return probeHttp(probes.client, upstream, check)
+    case "tcp":
+      return probeTcp(upstream)
+    case "inference":
+      return probeInference(probes.provider, probes.limiter, upstream)
   }
+}
 
-  const check: Guard.Guard["check"] = (upstream, _request, step) => {
+/** One active check, recorded. Never fails: every problem is a failed check. */
+const runCheck = (
+  ledger: Ledger,
+  probes: Probes,
+  upstream: Topology.Upstream,
+  check: HealthCheckConfig
+): Effect.Effect<void> =>
+  probe(probes, upstream, check).pipe(
+    Effect.timeoutFail({
+      duration: Duration.millis(check.timeoutMs),
+      onTimeout: () => new CheckFailed(`no answer within ${check.timeoutMs} ms`)
+    }),
+    Effect.as<string | undefined | CheckSkipped>(undefined),
+    Effect.catchAllCause((cause) =>
+      Effect.succeed(
+        Option.match(Cause.failureOption(cause), {
+          onSome: (failed): string | CheckSkipped => (failed._tag === "CheckSkipped" ? failed : failed.message),
+          onNone: () => `the check crashed: ${Cause.pretty(cause)}`
+        })
+      )
+    ),
+    Effect.flatMap((error) =>
+      error instanceof CheckSkipped
+        ? Effect.void
+        : Guard.run((step) => update(ledger, upstream, step, (state, now) => recordCheck(check, state, error, now)))
+    ),
+    Effect.asVoid
+  )
+
+/**
+ * The guard's `check` (hot path): excludes an unhealthy upstream, naming when it may serve again.
+ * Upstreams with neither active nor passive health are never looked up.
+ */
+const checkWith =
+  (ledger: Ledger): Guard.Guard["check"] =>
+  (upstream, _request, step) => {
     if (upstream.healthCheck === undefined && upstream.passiveHealth === undefined) return undefined
-    const state = read(upstream, step)
+    const state = read(ledger, upstream, step)
     if (state.healthy) return undefined
     const retryAfterMs = retryAfterOf(upstream, state, step.now)
     const exclusion: Exclusion = {
@@ -433,29 +461,65 @@ export const make: Effect.Effect<
     return exclusion
   }
 
-  const admit: Guard.Guard["admit"] = (attempt) => {
+/**
+ * The guard's `admit` (hot path): with passive health, a release that records the outcome of real
+ * traffic (interruptions and requests never sent say nothing); without it, {@link Guard.noRelease}.
+ */
+const admitWith =
+  (ledger: Ledger): Guard.Guard["admit"] =>
+  (attempt) => {
     const passive = attempt.upstream.passiveHealth
     if (passive === undefined) return Guard.noRelease
     const upstream = attempt.upstream
     return (outcome, step) => {
       if (outcome._tag === "Interrupted" || outcome._tag === "NotSent") return
-      update(upstream, step, (state, now) => recordTraffic(passive, state, outcome, now))
+      update(ledger, upstream, step, (state, now) => recordTraffic(passive, state, outcome, now))
     }
+  }
+
+/** Builds the health service and starts the active checks; they stop when the scope closes. */
+export const make: Effect.Effect<
+  Service,
+  never,
+  Scope.Scope | StateStore.StateStore | Topology.Topology | Provider.Provider | HttpClient.HttpClient
+> = Effect.gen(function* () {
+  const store = yield* StateStore.StateStore
+  const topology = yield* Topology.Topology
+  const probes: Probes = {
+    provider: yield* Provider.Provider,
+    client: HttpClient.withScope(yield* HttpClient.HttpClient),
+    limiter: yield* Effect.serviceOption(RateLimiter.RateLimiter)
+  }
+  const startedAt = yield* Clock.currentTimeMillis
+  const initial: State = { healthy: true, since: startedAt, checkFailures: 0, checkSuccesses: 0, trafficFailures: 0 }
+  const ledger: Ledger = { store, initial }
+
+  for (const upstream of topology.upstreams.values()) {
+    const check = upstream.healthCheck
+    // A disabled upstream serves nothing: checking it would only cost (an inference check is a paid request).
+    if (check === undefined || !upstream.enabled) continue
+    yield* runCheck(ledger, probes, upstream, check).pipe(
+      // A store that fails must not end the checks for good: the next round tries again.
+      Effect.catchAllCause((cause) => Effect.logError(`health check of upstream ${upstream.id} not recorded`, cause)),
+      Effect.repeat(Schedule.spaced(Duration.millis(check.intervalMs))),
+      Effect.annotateLogs({ "sluice.upstream": upstream.id }),
+      Effect.forkScoped
+    )
   }
 
   const status = Effect.fn("Health.status")(function* (upstreamId: string) {
     const upstream = topology.upstreams.get(upstreamId)
     if (upstream === undefined) return toStatus(initial)
-    return toStatus(yield* Guard.run((step) => read(upstream, step)))
+    return toStatus(yield* Guard.run((step) => read(ledger, upstream, step)))
   })
 
   const checkNow = Effect.fn("Health.checkNow")(function* (upstreamId: string) {
     const upstream = topology.upstreams.get(upstreamId)
     if (upstream?.healthCheck === undefined || !upstream.enabled) return
-    yield* runCheck(upstream, upstream.healthCheck)
+    yield* runCheck(ledger, probes, upstream, upstream.healthCheck)
   })
 
-  return Health.of({ guard: { name: "health", check, admit }, status, checkNow })
+  return Health.of({ guard: { name: "health", check: checkWith(ledger), admit: admitWith(ledger) }, status, checkNow })
 })
 
 /** The health layer; active checks run for as long as the layer's scope (the router's lifetime). */

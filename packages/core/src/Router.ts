@@ -126,258 +126,291 @@ interface Operation {
   readonly requestedOutputTokens: number | undefined
 }
 
+/** The stages and services of one router, passed explicitly to the functions that route. */
+interface Pipeline {
+  readonly matcher: Context.Tag.Service<Matcher>
+  readonly counter: TokenCounterService
+  readonly strategy: Context.Tag.Service<Strategy>
+  readonly provider: Context.Tag.Service<Provider>
+  readonly store: Context.Tag.Service<StateStore>
+  readonly attempt: AttemptStage.Service
+  readonly queue: QueueStage.Service
+  readonly retry: RetryStage.Service
+  /** A pool and its fallbacks, in order, built once per pool (cycles are rejected when the config loads). */
+  readonly chains: Map<string, ReadonlyArray<Pool>>
+}
+
 /** Builds the router from its stages. */
 export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(function* () {
   const matcher = yield* Matcher
-  const counter = yield* TokenCounter
+  const guards = yield* Guards
   const strategy = yield* Strategy
   const provider = yield* Provider
-  const guards = yield* Guards
   const store = yield* StateStore
   const select = SelectStage.make(guards, strategy, store.local)
   const attempt = AttemptStage.make(guards, provider, store.local)
   const queue = QueueStage.make(guards, select.soonestFree)
-  const retry = RetryStage.make(select, attempt, queue)
-
-  /** A pool and its fallbacks, in order, built once per pool (cycles are rejected when the config loads). */
-  const chains = new Map<string, ReadonlyArray<Pool>>()
-  const chainOf = (pool: Pool) => {
-    let chain = chains.get(pool.id)
-    if (chain === undefined) {
-      const pools: Array<Pool> = []
-      for (let p: typeof pool | undefined = pool; p !== undefined && !pools.includes(p);) {
-        pools.push(p)
-        p = p.fallback === undefined ? undefined : matcher.pool(p.fallback)
-      }
-      chains.set(pool.id, (chain = pools))
-    }
-    return chain
+  const p: Pipeline = {
+    matcher,
+    counter: yield* TokenCounter,
+    strategy,
+    provider,
+    store,
+    attempt,
+    queue,
+    retry: RetryStage.make(select, attempt, queue),
+    chains: new Map()
   }
-
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({
     id,
     object: "model",
     created: 0,
     owned_by: `sluice:${pool}`
   }))
-
-  /**
-   * Starts a request: the match, the estimate and the decision under construction — synchronously —
-   * or the `ModelNotFound` error.
-   */
-  const start = (
-    fiber: Tracing.FiberRefReader,
-    operation: Operation,
-    options: RouteOptions | undefined,
-    span: Tracer.Span | undefined
-  ): Request | ModelNotFound => {
-    const services = fiber.getFiberRef(DefaultServices.currentServices)
-    const clock = Context.get(services, Clock.Clock)
-    const requestId = options?.requestId ?? newRequestId()
-    // Before matching, so that a request for an unknown model is traced with its id too.
-    if (span !== undefined) span.attribute("sluice.request_id", requestId)
-    const match = matcher.find(operation.model)
-    if (match instanceof ModelNotFound) return match
-    const pool = match.pool
-    if (span !== undefined) {
-      span.attribute("gen_ai.request.model", operation.model)
-      span.attribute("sluice.pool", pool.id)
-    }
-    // The fast estimate, until a limit comes near enough that only an exact count will do.
-    const count = operation.prompt.estimate(match.model)
-    const random = Context.get(services, Random.Random)
-    const decision = new Builder(
-      requestId,
-      operation.name,
-      operation.stream,
-      operation.model,
-      pool.id,
-      nameOf(strategy, pool),
-      count.tokens,
-      count.exact,
-      clock.unsafeCurrentTimeMillis()
-    )
-    return new Request(
-      clock,
-      span,
-      match,
-      chainOf(pool),
-      options,
-      operation.user,
-      operation.stream,
-      operation.requestedOutputTokens,
-      operation.prompt,
-      decision,
-      random === liveRandom ? Math.random : () => Effect.runSync(random.next)
-    )
-  }
-
-  /** Records a decision on its span. */
-  const annotate = (span: Tracer.Span | undefined, decision: Decision): void => {
-    if (span === undefined) return
-    const attributes = spanAttributes(decision)
-    for (const key in attributes) span.attribute(key, attributes[key])
-  }
-
-  /**
-   * Routes one request through the stages: `once` runs an admitted attempt. Succeeds with the value
-   * and the request (its decision not yet frozen: a stream's decision ends with the stream); fails
-   * with the error carrying the decision.
-   */
-  const route = <A, B>(
-    fiber: Tracing.FiberRefReader,
-    operation: Operation,
-    options: RouteOptions | undefined,
-    span: Tracer.Span | undefined,
-    once: (request: Request, admitted: AttemptStage.Admitted) => Effect.Effect<A, UpstreamError>,
-    done: (value: A, request: Request) => B
-  ): Effect.Effect<B, RouterError> => {
-    const request = start(fiber, operation, options, span)
-    if (request instanceof ModelNotFound) return Effect.fail(request)
-    return Effect.matchCauseEffect(retry.run(request, once), {
-      onSuccess: (value) => {
-        if (request.ticket !== undefined) return Effect.as(queue.leave(request), done(value, request))
-        return Effect.succeed(done(value, request))
-      },
-      onFailure: (cause) => {
-        const now = request.clock.unsafeCurrentTimeMillis()
-        const failure = Cause.failureOption(cause)
-        const error = Option.getOrUndefined(failure)
-        const decision = request.decision.end(
-          now,
-          error === undefined ? "interrupted" : "error",
-          error === undefined ? undefined : `${error._tag}: ${error.message}`
-        )
-        annotate(span, decision)
-        const left = queue.leave(request)
-        return error === undefined
-          ? Effect.zipRight(left, Effect.failCause(cause))
-          : Effect.zipRight(left, Effect.fail(withDecision(error, decision)))
-      }
-    })
-  }
-
-  /** Runs `body` in a `sluice.route` span when spans are exported (see `Tracing`), else without one. */
-  const traced = <A, E>(
-    attributes: Record<string, unknown>,
-    body: (fiber: Tracing.FiberRefReader, span: Tracer.Span | undefined) => Effect.Effect<A, E>
-  ): Effect.Effect<A, E> =>
-    Effect.withFiberRuntime((fiber) =>
-      Tracing.exported(fiber)
-        ? Effect.useSpan("sluice.route", { attributes, captureStackTrace: false }, (span) =>
-            Effect.withParentSpan(body(fiber, span), span)
-          )
-        : body(fiber, undefined)
-    )
-
-  /** A whole answer's routed result, its decision frozen and recorded. */
-  const finished = <A>(answer: Answer<A>, request: Request): Routed<A> => {
-    const decision = request.decision.end(request.clock.unsafeCurrentTimeMillis(), "success", undefined)
-    annotate(request.span, decision)
-    return { response: answer.value, decision, text: answer.text }
-  }
-
-  const chatOperation = (chat: ChatCompletionRequest, stream: boolean): Operation => ({
-    name: "chat",
-    stream,
-    model: chat.model,
-    user: chat.user,
-    prompt: new ChatPrompt(counter, chat),
-    requestedOutputTokens: requestedMaxTokens(chat)
-  })
-
-  /** Routes an operation that answers whole: `call` asks the provider, `usageOf` reads the answer's usage. */
-  const whole = <A>(
-    attributes: Record<string, unknown>,
-    operation: Operation,
-    options: RouteOptions | undefined,
-    call: (upstream: Upstream, model: string) => Effect.Effect<Answer<A>, UpstreamError>,
-    usageOf: (value: A) => Usage | undefined
-  ): Effect.Effect<Routed<A>, RouterError> =>
-    traced(attributes, (fiber, span) =>
-      route(
-        fiber,
-        operation,
+  return Router.of({
+    chat: (chat, options) =>
+      whole(
+        p,
+        CHAT,
+        chatOperation(p, chat, false),
         options,
-        span,
-        (request, admitted) => attempt.call(request, admitted, call, usageOf),
-        finished
-      )
-    )
+        (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
+        completionUsage
+      ),
+    chatStream: (chat, options) => chatStream(p, chat, options),
+    embeddings: (body, options) =>
+      whole(
+        p,
+        EMBEDDINGS,
+        embeddingsOperation(body),
+        options,
+        (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
+        embeddingsUsage
+      ),
+    models: Effect.succeed(models)
+  })
+})
 
-  const chat: Service["chat"] = (chat, options) =>
-    whole(
-      CHAT,
-      chatOperation(chat, false),
-      options,
-      (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
-      completionUsage
-    )
-
-  const embeddings: Service["embeddings"] = (body, options) => {
-    const tokens = embeddingTokens(body)
-    const operation: Operation = {
-      name: "embeddings",
-      stream: false,
-      model: body.model,
-      user: body.user,
-      prompt: {
-        estimate: () => ({ tokens, exact: false }),
-        exact: () => Effect.succeed({ tokens, exact: false })
-      },
-      requestedOutputTokens: 0
+/** The pool and its fallbacks, in order. */
+const chainOf = (p: Pipeline, pool: Pool): ReadonlyArray<Pool> => {
+  let chain = p.chains.get(pool.id)
+  if (chain === undefined) {
+    const pools: Array<Pool> = []
+    for (let next: Pool | undefined = pool; next !== undefined && !pools.includes(next);) {
+      pools.push(next)
+      next = next.fallback === undefined ? undefined : p.matcher.pool(next.fallback)
     }
-    return whole(
-      EMBEDDINGS,
+    p.chains.set(pool.id, (chain = pools))
+  }
+  return chain
+}
+
+/**
+ * Starts a request: the match, the estimate and the decision under construction — synchronously —
+ * or the `ModelNotFound` error.
+ */
+const start = (
+  p: Pipeline,
+  fiber: Tracing.FiberRefReader,
+  operation: Operation,
+  options: RouteOptions | undefined,
+  span: Tracer.Span | undefined
+): Request | ModelNotFound => {
+  const services = fiber.getFiberRef(DefaultServices.currentServices)
+  const clock = Context.get(services, Clock.Clock)
+  const requestId = options?.requestId ?? newRequestId()
+  // Before matching, so that a request for an unknown model is traced with its id too.
+  if (span !== undefined) span.attribute("sluice.request_id", requestId)
+  const match = p.matcher.find(operation.model)
+  if (match instanceof ModelNotFound) return match
+  const pool = match.pool
+  if (span !== undefined) {
+    span.attribute("gen_ai.request.model", operation.model)
+    span.attribute("sluice.pool", pool.id)
+  }
+  // The fast estimate, until a limit comes near enough that only an exact count will do.
+  const count = operation.prompt.estimate(match.model)
+  const random = Context.get(services, Random.Random)
+  const decision = new Builder(
+    requestId,
+    operation.name,
+    operation.stream,
+    operation.model,
+    pool.id,
+    nameOf(p.strategy, pool),
+    count.tokens,
+    count.exact,
+    clock.unsafeCurrentTimeMillis()
+  )
+  return new Request(
+    clock,
+    span,
+    match,
+    chainOf(p, pool),
+    options,
+    operation.user,
+    operation.stream,
+    operation.requestedOutputTokens,
+    operation.prompt,
+    decision,
+    random === liveRandom ? Math.random : () => Effect.runSync(random.next)
+  )
+}
+
+/** Records a decision on its span. */
+const annotate = (span: Tracer.Span | undefined, decision: Decision): void => {
+  if (span === undefined) return
+  const attributes = spanAttributes(decision)
+  for (const key in attributes) span.attribute(key, attributes[key])
+}
+
+/**
+ * Routes one request through the stages: `once` runs an admitted attempt, `done` makes the result
+ * of its value. Fails with the error carrying the decision.
+ */
+const route = <A, B>(
+  p: Pipeline,
+  fiber: Tracing.FiberRefReader,
+  operation: Operation,
+  options: RouteOptions | undefined,
+  span: Tracer.Span | undefined,
+  once: (request: Request, admitted: AttemptStage.Admitted) => Effect.Effect<A, UpstreamError>,
+  done: (value: A, request: Request) => B
+): Effect.Effect<B, RouterError> => {
+  const request = start(p, fiber, operation, options, span)
+  if (request instanceof ModelNotFound) return Effect.fail(request)
+  return Effect.matchCauseEffect(p.retry.run(request, once), {
+    onSuccess: (value) => {
+      if (request.ticket !== undefined) return Effect.as(p.queue.leave(request), done(value, request))
+      return Effect.succeed(done(value, request))
+    },
+    onFailure: (cause) => {
+      const now = request.clock.unsafeCurrentTimeMillis()
+      const error = Option.getOrUndefined(Cause.failureOption(cause))
+      const decision = request.decision.end(
+        now,
+        error === undefined ? "interrupted" : "error",
+        error === undefined ? undefined : `${error._tag}: ${error.message}`
+      )
+      annotate(span, decision)
+      const left = p.queue.leave(request)
+      return error === undefined
+        ? Effect.zipRight(left, Effect.failCause(cause))
+        : Effect.zipRight(left, Effect.fail(withDecision(error, decision)))
+    }
+  })
+}
+
+/** Runs `body` in a `sluice.route` span when spans are exported (see `Tracing`), else without one. */
+const traced = <A, E>(
+  attributes: Record<string, unknown>,
+  body: (fiber: Tracing.FiberRefReader, span: Tracer.Span | undefined) => Effect.Effect<A, E>
+): Effect.Effect<A, E> =>
+  Effect.withFiberRuntime((fiber) =>
+    Tracing.exported(fiber)
+      ? Effect.useSpan("sluice.route", { attributes, captureStackTrace: false }, (span) =>
+          Effect.withParentSpan(body(fiber, span), span)
+        )
+      : body(fiber, undefined)
+  )
+
+/** A whole answer's routed result, its decision ended and recorded. */
+const finished = <A>(answer: Answer<A>, request: Request): Routed<A> => {
+  const decision = request.decision.end(request.clock.unsafeCurrentTimeMillis(), "success", undefined)
+  annotate(request.span, decision)
+  return { response: answer.value, decision, text: answer.text }
+}
+
+const chatOperation = (p: Pipeline, chat: ChatCompletionRequest, stream: boolean): Operation => ({
+  name: "chat",
+  stream,
+  model: chat.model,
+  user: chat.user,
+  prompt: new ChatPrompt(p.counter, chat),
+  requestedOutputTokens: requestedMaxTokens(chat)
+})
+
+const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
+  const tokens = embeddingTokens(body)
+  return {
+    name: "embeddings",
+    stream: false,
+    model: body.model,
+    user: body.user,
+    prompt: {
+      estimate: () => ({ tokens, exact: false }),
+      exact: () => Effect.succeed({ tokens, exact: false })
+    },
+    requestedOutputTokens: 0
+  }
+}
+
+/** Routes an operation that answers whole: `call` asks the provider, `usageOf` reads the answer's usage. */
+const whole = <A>(
+  p: Pipeline,
+  attributes: Record<string, unknown>,
+  operation: Operation,
+  options: RouteOptions | undefined,
+  call: (upstream: Upstream, model: string) => Effect.Effect<Answer<A>, UpstreamError>,
+  usageOf: (value: A) => Usage | undefined
+): Effect.Effect<Routed<A>, RouterError> =>
+  traced(attributes, (fiber, span) =>
+    route(
+      p,
+      fiber,
       operation,
       options,
-      (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
-      embeddingsUsage
+      span,
+      (request, admitted) => p.attempt.call(request, admitted, call, usageOf),
+      finished
     )
-  }
+  )
 
-  const chatStream: Service["chatStream"] = (chat, options) =>
-    Effect.withFiberRuntime((fiber) => {
-      // The request, once an attempt was admitted: a stream it started but did not hand back (the
-      // request was interrupted just after the first event) is released here, or it would stay open.
-      let routed: Request | undefined
-      const open = (span: Tracer.Span | undefined) =>
-        Effect.onExit(
-          route(
-            fiber,
-            chatOperation(chat, true),
-            options,
-            span,
-            (request, admitted) => {
-              routed = request
-              return Streaming.open(attempt, provider, request, admitted, chat, span)
-            },
-            (stream) => stream
-          ),
-          (exit) => (exit._tag === "Success" || routed?.unclaimed === undefined ? Effect.void : routed.unclaimed)
-        )
-      if (!Tracing.exported(fiber)) return open(undefined)
-      // The route span outlives the effect that opens the stream: it ends here only if opening fails
-      // or is interrupted; once the stream runs, its release ends it with the final decision.
-      return Effect.flatMap(
-        Effect.makeSpan("sluice.route", {
-          attributes: { "gen_ai.operation.name": "chat", "sluice.stream": true },
-          captureStackTrace: false
-        }),
-        (span) =>
-          Effect.withParentSpan(open(span), span).pipe(
-            Effect.onExit((exit) =>
-              // A started stream's release has ended the span already.
-              exit._tag === "Success" || routed?.unclaimed !== undefined
-                ? Effect.void
-                : Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
-            )
-          )
+/** Routes a streaming chat completion; see {@link Service.chatStream}. */
+const chatStream = (
+  p: Pipeline,
+  chat: ChatCompletionRequest,
+  options: RouteOptions | undefined
+): Effect.Effect<Streaming.RoutedStream, RouterError> =>
+  Effect.withFiberRuntime((fiber) => {
+    // The request, once an attempt was admitted: a stream it started but did not hand back (the
+    // request was interrupted just after the first event) is released here, or it would stay open.
+    let routed: Request | undefined
+    const open = (span: Tracer.Span | undefined) =>
+      Effect.onExit(
+        route(
+          p,
+          fiber,
+          chatOperation(p, chat, true),
+          options,
+          span,
+          (request, admitted) => {
+            routed = request
+            return Streaming.open(p.attempt, p.provider, request, admitted, chat, span)
+          },
+          (stream) => stream
+        ),
+        (exit) => (exit._tag === "Success" || routed?.unclaimed === undefined ? Effect.void : routed.unclaimed)
       )
-    })
-
-  return Router.of({ chat, chatStream, embeddings, models: Effect.succeed(models) })
-})
+    if (!Tracing.exported(fiber)) return open(undefined)
+    // The route span outlives the effect that opens the stream: it ends here only if opening fails
+    // or is interrupted; once the stream runs, its release ends it with the final decision.
+    return Effect.flatMap(
+      Effect.makeSpan("sluice.route", {
+        attributes: { "gen_ai.operation.name": "chat", "sluice.stream": true },
+        captureStackTrace: false
+      }),
+      (span) =>
+        Effect.withParentSpan(open(span), span).pipe(
+          Effect.onExit((exit) =>
+            // A started stream's release has ended the span already.
+            exit._tag === "Success" || routed?.unclaimed !== undefined
+              ? Effect.void
+              : Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
+          )
+        )
+    )
+  })
 
 /** A chat request's prompt, counted by the pipeline's counter (a class: no closures per request). */
 class ChatPrompt implements Prompt {

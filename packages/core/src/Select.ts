@@ -229,40 +229,50 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     return false
   }
 
-  const soonestFree = (request: Request): number | undefined => {
-    let soonest: number | undefined
-    for (const pool of request.chain) {
-      const info = infoFor(request, pool)
-      for (const upstream of pool.upstreams) {
-        if (!upstream.enabled || !request.fits(upstream.contextWindow)) continue
-        // Back when every guard lets it through: the longest of their waits; unknown if any is.
-        let wait: number | undefined = 0
-        for (const guard of guards) {
-          const excluded = guard.check(upstream, info, request)
-          if (excluded === undefined) continue
-          if (excluded.retryAfterMs === undefined) {
-            wait = undefined
-            break
-          }
-          wait = Math.max(wait, excluded.retryAfterMs)
+  return {
+    next,
+    nearLimit,
+    soonestFree: (request) => soonestFree(guards, request),
+    waitableOn: (request, upstream) => waitableOn(guards, request, upstream)
+  }
+}
+
+/**
+ * Milliseconds until some upstream of the chain that fits the request is expected to take it, from
+ * the guards' exclusions (0 when one could now); undefined when only a release can tell.
+ */
+const soonestFree = (guards: ReadonlyArray<Guard>, request: Request): number | undefined => {
+  let soonest: number | undefined
+  for (const pool of request.chain) {
+    const info = infoFor(request, pool)
+    for (const upstream of pool.upstreams) {
+      if (!upstream.enabled || !request.fits(upstream.contextWindow)) continue
+      // Back when every guard lets it through: the longest of their waits; unknown if any is.
+      let wait: number | undefined = 0
+      for (const guard of guards) {
+        const excluded = guard.check(upstream, info, request)
+        if (excluded === undefined) continue
+        if (excluded.retryAfterMs === undefined) {
+          wait = undefined
+          break
         }
-        if (wait !== undefined && (soonest === undefined || wait < soonest)) soonest = wait
+        wait = Math.max(wait, excluded.retryAfterMs)
       }
+      if (wait !== undefined && (soonest === undefined || wait < soonest)) soonest = wait
     }
-    return soonest
   }
+  return soonest
+}
 
-  const waitableOn = (request: Request, upstream: Upstream): ReadonlyArray<Exclusion> => {
-    const info = request.pass.info ?? infoFor(request, request.chain[0]!)
-    const out: Array<Exclusion> = []
-    for (const guard of guards) {
-      const excluded = guard.check(upstream, info, request)
-      if (excluded?.waitable === true) out.push(excluded)
-    }
-    return out
+/** The guards' waitable exclusions of `upstream` now. */
+const waitableOn = (guards: ReadonlyArray<Guard>, request: Request, upstream: Upstream): ReadonlyArray<Exclusion> => {
+  const info = request.pass.info ?? infoFor(request, request.chain[0]!)
+  const out: Array<Exclusion> = []
+  for (const guard of guards) {
+    const excluded = guard.check(upstream, info, request)
+    if (excluded?.waitable === true) out.push(excluded)
   }
-
-  return { next, nearLimit, soonestFree, waitableOn }
+  return out
 }
 
 /** Binds a session to the upstream that served it, when the pool keeps sessions. */

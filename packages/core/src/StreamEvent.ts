@@ -130,6 +130,3 @@ const CONTENT = /"(?:content|arguments|refusal|reasoning_content)":"[^"]|"finish
 
 /** True for a stream event that carries content (not just the opening role chunk). */
 export const isContent = (event: StreamEvent): boolean => event.usage !== undefined || CONTENT.test(event.data)
-
-/** The end of a source that ended cleanly. */
-export const end: Option.Option<UpstreamError> = Option.none()

@@ -24,9 +24,6 @@ import { scrub, scrubValue } from "./internal/scrub.js"
 
 type Upstream = Topology.Upstream
 
-/** Whether an upstream HTTP status is worth another attempt elsewhere. */
-export const retryableStatus = Errors.retryableStatus
-
 const errorMessage = (body: unknown, fallback: string): string => {
   if (typeof body === "object" && body !== null) {
     const error = (body as { error?: unknown }).error

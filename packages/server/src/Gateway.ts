@@ -307,223 +307,253 @@ const parentOf = (headers: IncomingHttpHeaders): Tracer.ExternalSpan | undefined
     : Option.getOrUndefined(HttpTraceContext.fromHeaders(headers as unknown as Headers.Headers))
 
 /**
+ * What the request functions share, built once by {@link make} and passed explicitly (not closed
+ * over). One record per handler, never one per request.
+ */
+interface Env {
+  readonly router: Router.Service
+  readonly options: Options
+  /** Forks an Effect on the runtime of the built layer. */
+  readonly run: (effect: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
+  /** The requests being served, interrupted when `make`'s scope closes. */
+  readonly inFlight: Set<Fiber.RuntimeFiber<void>>
+  /** Whether server spans are recorded (a tracer that exports is installed). */
+  readonly tracing: boolean
+}
+
+/** The Effect answering a request from its body text; see {@link withBody}. */
+type BodyHandler = (
+  env: Env,
+  req: IncomingMessage,
+  res: ServerResponse,
+  requestId: string,
+  text: string
+) => Effect.Effect<void, Errors.RouterError>
+
+/**
+ * A streamed chat completion relayed as SSE. Masked between receiving the stream and installing its
+ * release, so that a disconnect in between still frees the upstream connection and the stream's budget.
+ */
+const streamChat = (env: Env, res: ServerResponse, body: Wire.ChatCompletionRequest, route: Router.RouteOptions) =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(restore(env.router.chatStream(body, route)), (routed) => {
+      res.writeHead(200, {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        "x-request-id": routed.requestId,
+        "x-sluice-pool": routed.pool,
+        "x-sluice-upstream": routed.upstream,
+        "x-sluice-attempts": String(routed.attempts)
+      })
+      return Effect.ensuring(restore(relay(res, routed.source)), routed.release)
+    })
+  )
+
+/**
+ * `POST /v1/chat/completions`. Called when the request is served (see {@link withBody}): the body is
+ * decoded right away, not inside the Effect.
+ */
+const chat: BodyHandler = (env, req, res, requestId, text) => {
+  const decoded = decodeChat(text)
+  if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+  const body = decoded.right
+  const route = routeOptions(req.headers, env.options, requestId, text)
+  if (body.stream === true) return streamChat(env, res, body, route)
+  return Effect.map(env.router.chat(body, route), (routed) =>
+    writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+  )
+}
+
+/** `POST /v1/embeddings`; the body is decoded when the Effect runs. */
+const embeddings: BodyHandler = (env, req, res, requestId, text) =>
+  Effect.suspend(() => {
+    const decoded = decodeEmbeddings(text)
+    if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+    return Effect.map(
+      env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, requestId, text)),
+      (routed) => writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+    )
+  })
+
+/** `GET /v1/models`: the router's list, in OpenAI's shape. */
+const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
+  Effect.map(env.router.models, (list) =>
+    writeJson(res, 200, JSON.stringify({ object: "list", data: list }), { "x-request-id": requestId })
+  )
+
+/** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
+const recover = (
+  res: ServerResponse,
+  requestId: string,
+  cause: Cause.Cause<Errors.RouterError>
+): Effect.Effect<void> => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value, requestId))
+  if (Cause.isInterruptedOnly(cause)) return Effect.void
+  return Effect.zipRight(
+    Effect.logError("request failed unexpectedly", cause),
+    Effect.sync(() => {
+      if (res.headersSent) res.destroy()
+      else
+        writeJson(res, 500, envelope("internal error in the gateway", "internal_error"), {
+          "x-request-id": requestId
+        })
+    })
+  )
+}
+
+/**
+ * Runs one request's Effect — in an `http.server` span when `env.tracing` (the parent of the
+ * router's spans). The fiber is tracked in `env.inFlight` until it ends; a disconnect interrupts it.
+ */
+const serve = (
+  env: Env,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  requestId: string,
+  effect: Effect.Effect<void, Errors.RouterError>
+) => {
+  const handled = Effect.catchAllCause(effect, (cause) => recover(res, requestId, cause))
+  let program = handled
+  if (env.tracing) {
+    const method = req.method ?? "GET"
+    const parent = parentOf(req.headers)
+    program = Effect.useSpan(
+      `http.server ${method}`,
+      {
+        kind: "server",
+        captureStackTrace: false,
+        attributes: { "http.request.method": method, "url.path": path, "sluice.request_id": requestId },
+        ...(parent !== undefined ? { parent } : {})
+      },
+      (span) =>
+        handled.pipe(
+          Effect.ensuring(Effect.sync(() => span.attribute("http.response.status_code", res.statusCode))),
+          Effect.withParentSpan(span)
+        )
+    )
+  }
+  const inFlight = env.inFlight
+  const fiber = env.run(program)
+  inFlight.add(fiber)
+  fiber.addObserver(() => {
+    inFlight.delete(fiber)
+  })
+  res.once("close", () => {
+    if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
+  })
+}
+
+/**
+ * Reads the body, then {@link serve}s `handle`'s Effect for it. Past `env.options.maxBodyBytes`
+ * (declared or read) it answers 413 and drains the rest; bytes that are not UTF-8 are a 400.
+ */
+const withBody = (
+  env: Env,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  requestId: string,
+  handle: BodyHandler
+) => {
+  const limit = env.options.maxBodyBytes
+  const tooLarge = () => {
+    writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }), requestId)
+    // The rest of the body is read and dropped, so the connection stays usable.
+    req.resume()
+  }
+  const declared = Number(req.headers["content-length"])
+  if (Number.isFinite(declared) && declared > limit) return tooLarge()
+  const chunks: Array<Buffer> = []
+  let size = 0
+  let refused = false
+  req.on("data", (chunk: Buffer) => {
+    if (refused) return
+    size += chunk.length
+    if (size > limit) {
+      refused = true
+      return tooLarge()
+    }
+    chunks.push(chunk)
+  })
+  req.on("end", () => {
+    if (refused) return
+    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+    // The listeners live as long as the request: they must not keep the body's bytes too.
+    chunks.length = 0
+    // Decoding would turn bad bytes into U+FFFD silently and send upstream what the client never wrote.
+    if (!isUtf8(bytes)) {
+      const error = new Errors.InvalidRequest({
+        message: "the request body is not valid UTF-8; send it encoded as UTF-8"
+      })
+      return serve(env, req, res, path, requestId, Effect.fail(error))
+    }
+    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8")))
+  })
+  req.on("error", (error) => {
+    if (refused) return
+    refused = true
+    writeError(
+      res,
+      new Errors.InvalidRequest({ message: `could not read the request body: ${error.message}` }),
+      requestId
+    )
+  })
+}
+
+/**
+ * Answers one HTTP request: routes it by path and method to the handlers above; `/health` and `/`
+ * are answered synchronously, without an Effect.
+ */
+const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
+  const url = req.url ?? "/"
+  const query = url.indexOf("?")
+  const path = query === -1 ? url : url.slice(0, query)
+  const method = req.method
+  const id = requestIdOf(req.headers)
+  switch (path) {
+    case "/v1/chat/completions":
+    case "/chat/completions":
+      return method === "POST" ? withBody(env, req, res, path, id, chat) : methodNotAllowed(req, res, "POST", id)
+    case "/v1/embeddings":
+    case "/embeddings":
+      return method === "POST" ? withBody(env, req, res, path, id, embeddings) : methodNotAllowed(req, res, "POST", id)
+    case "/v1/models":
+    case "/models":
+      return method === "GET"
+        ? serve(env, req, res, path, id, models(env, res, id))
+        : methodNotAllowed(req, res, "GET", id)
+    case "/health":
+      return method === "GET"
+        ? writeJson(res, 200, HEALTH, { "x-request-id": id })
+        : methodNotAllowed(req, res, "GET", id)
+    case "/":
+      return method === "GET"
+        ? writeJson(res, 200, ROOT, { "x-request-id": id })
+        : methodNotAllowed(req, res, "GET", id)
+    default:
+      return notFound(req, res, id)
+  }
+}
+
+/**
  * Builds the gateway's request handler over the router. Requests in flight when the scope closes
  * are interrupted (their upstream calls cancelled).
  */
 export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions | Scope.Scope> = Effect.gen(
   function* () {
-    const router = yield* Router.Router
-    const options = yield* GatewayOptions
     const runtime = yield* Effect.runtime<never>()
-    const run = Runtime.runFork(runtime)
-    // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
-    const tracing = Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) })
-    const inFlight = new Set<Fiber.RuntimeFiber<void>>()
-    yield* Effect.addFinalizer(() => Fiber.interruptAll(inFlight))
-
-    // Masked between receiving the stream and installing its release, so that a disconnect in
-    // between still frees the upstream connection and the stream's budget.
-    const streamChat = (res: ServerResponse, body: Wire.ChatCompletionRequest, route: Router.RouteOptions) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(router.chatStream(body, route)), (routed) => {
-          res.writeHead(200, {
-            "content-type": "text/event-stream",
-            "cache-control": "no-cache",
-            "x-request-id": routed.requestId,
-            "x-sluice-pool": routed.pool,
-            "x-sluice-upstream": routed.upstream,
-            "x-sluice-attempts": String(routed.attempts)
-          })
-          return Effect.ensuring(restore(relay(res, routed.source)), routed.release)
-        })
-      )
-
-    const chat = (
-      req: IncomingMessage,
-      res: ServerResponse,
-      requestId: string,
-      text: string
-    ): Effect.Effect<void, Errors.RouterError> => {
-      // Called when the request is served (see `withBody`): the body is decoded right away.
-      const decoded = decodeChat(text)
-      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-      const body = decoded.right
-      const route = routeOptions(req.headers, options, requestId, text)
-      if (body.stream === true) return streamChat(res, body, route)
-      return Effect.map(router.chat(body, route), (routed) =>
-        writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-      )
+    const env: Env = {
+      router: yield* Router.Router,
+      options: yield* GatewayOptions,
+      run: Runtime.runFork(runtime),
+      inFlight: new Set<Fiber.RuntimeFiber<void>>(),
+      // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
+      tracing: Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) })
     }
-
-    const embeddings = (
-      req: IncomingMessage,
-      res: ServerResponse,
-      requestId: string,
-      text: string
-    ): Effect.Effect<void, Errors.RouterError> =>
-      Effect.suspend(() => {
-        const decoded = decodeEmbeddings(text)
-        if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-        return Effect.map(
-          router.embeddings(decoded.right, routeOptions(req.headers, options, requestId, text)),
-          (routed) =>
-            writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-        )
-      })
-
-    const models = (res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
-      Effect.map(router.models, (list) =>
-        writeJson(res, 200, JSON.stringify({ object: "list", data: list }), { "x-request-id": requestId })
-      )
-
-    /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
-    const recover = (
-      res: ServerResponse,
-      requestId: string,
-      cause: Cause.Cause<Errors.RouterError>
-    ): Effect.Effect<void> => {
-      const failure = Cause.failureOption(cause)
-      if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value, requestId))
-      if (Cause.isInterruptedOnly(cause)) return Effect.void
-      return Effect.zipRight(
-        Effect.logError("request failed unexpectedly", cause),
-        Effect.sync(() => {
-          if (res.headersSent) res.destroy()
-          else
-            writeJson(res, 500, envelope("internal error in the gateway", "internal_error"), {
-              "x-request-id": requestId
-            })
-        })
-      )
-    }
-
-    /**
-     * Runs one request's Effect — in an `http.server` span when a tracer is installed (the parent of
-     * the router's spans); a disconnect interrupts it.
-     */
-    const serve = (
-      req: IncomingMessage,
-      res: ServerResponse,
-      path: string,
-      requestId: string,
-      effect: Effect.Effect<void, Errors.RouterError>
-    ) => {
-      const handled = Effect.catchAllCause(effect, (cause) => recover(res, requestId, cause))
-      let program = handled
-      if (tracing) {
-        const method = req.method ?? "GET"
-        const parent = parentOf(req.headers)
-        program = Effect.useSpan(
-          `http.server ${method}`,
-          {
-            kind: "server",
-            captureStackTrace: false,
-            attributes: { "http.request.method": method, "url.path": path, "sluice.request_id": requestId },
-            ...(parent !== undefined ? { parent } : {})
-          },
-          (span) =>
-            handled.pipe(
-              Effect.ensuring(Effect.sync(() => span.attribute("http.response.status_code", res.statusCode))),
-              Effect.withParentSpan(span)
-            )
-        )
-      }
-      const fiber = run(program)
-      inFlight.add(fiber)
-      fiber.addObserver(() => {
-        inFlight.delete(fiber)
-      })
-      res.once("close", () => {
-        if (!res.writableFinished) fiber.unsafeInterruptAsFork(FiberId.none)
-      })
-    }
-
-    /** Reads the body (413 past the limit), then serves it. */
-    const withBody = (
-      req: IncomingMessage,
-      res: ServerResponse,
-      path: string,
-      requestId: string,
-      handle: (
-        req: IncomingMessage,
-        res: ServerResponse,
-        requestId: string,
-        text: string
-      ) => Effect.Effect<void, Errors.RouterError>
-    ) => {
-      const limit = options.maxBodyBytes
-      const tooLarge = () => {
-        writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }), requestId)
-        // The rest of the body is read and dropped, so the connection stays usable.
-        req.resume()
-      }
-      const declared = Number(req.headers["content-length"])
-      if (Number.isFinite(declared) && declared > limit) return tooLarge()
-      const chunks: Array<Buffer> = []
-      let size = 0
-      let refused = false
-      req.on("data", (chunk: Buffer) => {
-        if (refused) return
-        size += chunk.length
-        if (size > limit) {
-          refused = true
-          return tooLarge()
-        }
-        chunks.push(chunk)
-      })
-      req.on("end", () => {
-        if (refused) return
-        const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-        // The listeners live as long as the request: they must not keep the body's bytes too.
-        chunks.length = 0
-        // Decoding would turn bad bytes into U+FFFD silently and send upstream what the client never wrote.
-        if (!isUtf8(bytes)) {
-          const error = new Errors.InvalidRequest({
-            message: "the request body is not valid UTF-8; send it encoded as UTF-8"
-          })
-          return serve(req, res, path, requestId, Effect.fail(error))
-        }
-        serve(req, res, path, requestId, handle(req, res, requestId, bytes.toString("utf8")))
-      })
-      req.on("error", (error) => {
-        if (refused) return
-        refused = true
-        writeError(
-          res,
-          new Errors.InvalidRequest({ message: `could not read the request body: ${error.message}` }),
-          requestId
-        )
-      })
-    }
-
-    return (req, res) => {
-      const url = req.url ?? "/"
-      const query = url.indexOf("?")
-      const path = query === -1 ? url : url.slice(0, query)
-      const method = req.method
-      const id = requestIdOf(req.headers)
-      switch (path) {
-        case "/v1/chat/completions":
-        case "/chat/completions":
-          return method === "POST" ? withBody(req, res, path, id, chat) : methodNotAllowed(req, res, "POST", id)
-        case "/v1/embeddings":
-        case "/embeddings":
-          return method === "POST" ? withBody(req, res, path, id, embeddings) : methodNotAllowed(req, res, "POST", id)
-        case "/v1/models":
-        case "/models":
-          return method === "GET" ? serve(req, res, path, id, models(res, id)) : methodNotAllowed(req, res, "GET", id)
-        case "/health":
-          return method === "GET"
-            ? writeJson(res, 200, HEALTH, { "x-request-id": id })
-            : methodNotAllowed(req, res, "GET", id)
-        case "/":
-          return method === "GET"
-            ? writeJson(res, 200, ROOT, { "x-request-id": id })
-            : methodNotAllowed(req, res, "GET", id)
-        default:
-          return notFound(req, res, id)
-      }
-    }
+    yield* Effect.addFinalizer(() => Fiber.interruptAll(env.inFlight))
+    return (req, res) => handle(env, req, res)
   }
 )
 

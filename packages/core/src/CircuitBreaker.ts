@@ -23,6 +23,7 @@ import type { Exclusion, UpstreamError } from "./Errors.js"
 import * as Guard from "./Guard.js"
 import { StateStore } from "./StateStore.js"
 import type * as Topology from "./Topology.js"
+import { withLast } from "./internal/rows.js"
 
 /** Where a breaker stands. */
 export type State = "closed" | "open" | "half-open"
@@ -260,7 +261,7 @@ const count = (
   const lastBucket = stored.buckets[stored.buckets.length - 1]
   const buckets: ReadonlyArray<readonly [number, number]> =
     lastBucket !== undefined && lastBucket[0] === start
-      ? [...stored.buckets.slice(0, -1), [start, lastBucket[1] + 1]]
+      ? withLast(stored.buckets, [start, lastBucket[1] + 1] as const)
       : [...stored.buckets, [start, 1]]
   let next: Stored = { ...stored, buckets }
   if (outcome._tag === "Failure") {

@@ -30,6 +30,7 @@ import * as Guard from "./Guard.js"
 import type { RateLimitInfo } from "./Provider.js"
 import { StateStore } from "./StateStore.js"
 import type * as Topology from "./Topology.js"
+import { withLast } from "./internal/rows.js"
 
 /** The length of the sliding windows of `rpm` and `tpm`, in milliseconds. */
 export const WINDOW_MS = 60_000
@@ -309,16 +310,18 @@ const admission = (
   const lastBucket = stored.window[stored.window.length - 1]
   const window: ReadonlyArray<Bucket> =
     lastBucket !== undefined && lastBucket[0] >= start
-      ? [
-          ...stored.window.slice(0, -1),
-          [lastBucket[0], Math.max(lastBucket[1], now), lastBucket[2] + 1, lastBucket[3] + tokens]
-        ]
+      ? withLast(stored.window, [
+          lastBucket[0],
+          Math.max(lastBucket[1], now),
+          lastBucket[2] + 1,
+          lastBucket[3] + tokens
+        ])
       : [...stored.window, [start, now, 1, tokens]]
   const lastFlight = stored.flights[stored.flights.length - 1]
   const reservedOutput = attempt.reservedOutputTokens
   const flights: ReadonlyArray<Flight> =
     lastFlight !== undefined && lastFlight[0] >= start
-      ? [...stored.flights.slice(0, -1), [lastFlight[0], lastFlight[1] + 1, lastFlight[2] + reservedOutput]]
+      ? withLast(stored.flights, [lastFlight[0], lastFlight[1] + 1, lastFlight[2] + reservedOutput])
       : [...stored.flights, [start, 1, reservedOutput]]
   const next: { -readonly [K in keyof Stored]: Stored[K] } = { window, flights }
   if (stored.blocked !== undefined) next.blocked = stored.blocked

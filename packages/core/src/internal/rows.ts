@@ -1,0 +1,8 @@
+/** Small helpers for the guards' pure reducers, which copy their state instead of changing it. */
+
+/** A copy of `rows` with its last row replaced: one new array, not a slice and a spread. */
+export const withLast = <R>(rows: ReadonlyArray<R>, last: R): ReadonlyArray<R> => {
+  const copy = rows.slice()
+  copy[copy.length - 1] = last
+  return copy
+}

@@ -216,7 +216,7 @@ const routeOptions = (
   headers: IncomingHttpHeaders,
   options: Options,
   requestId: string,
-  body: string
+  body: string | undefined
 ): Router.RouteOptions => {
   const apiKey = bearer(headers["authorization"])
   const byKey = apiKey === undefined ? undefined : options.priorityOf?.(apiKey)
@@ -224,9 +224,9 @@ const routeOptions = (
   const priority = byKey ?? (Number.isFinite(byHeader) ? byHeader : undefined)
   const route: { -readonly [K in keyof Router.RouteOptions]: Router.RouteOptions[K] } = {
     headers: headers as Readonly<Record<string, string | undefined>>,
-    requestId,
-    body
+    requestId
   }
+  if (body !== undefined) route.body = body
   if (apiKey !== undefined) route.apiKey = apiKey
   if (priority !== undefined) route.priority = priority
   return route
@@ -357,7 +357,9 @@ const chat: BodyHandler = (env, req, res, requestId, text) => {
   const decoded = decodeChat(text)
   if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
   const body = decoded.right
-  const route = routeOptions(req.headers, env.options, requestId, text)
+  // A stream's request is serialized for the upstream anyway (it asks for usage): it does not keep
+  // the body's text for its whole life.
+  const route = routeOptions(req.headers, env.options, requestId, body.stream === true ? undefined : text)
   if (body.stream === true) return streamChat(env, res, body, route)
   return Effect.map(env.router.chat(body, route), (routed) =>
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))

@@ -41,7 +41,7 @@ export interface Service {
   readonly call: <A>(
     request: Request,
     admitted: Admitted,
-    call: (upstream: Upstream, model: string) => Effect.Effect<Answer<A>, UpstreamError>,
+    call: (upstream: Upstream, model: string, traced: boolean) => Effect.Effect<Answer<A>, UpstreamError>,
     usageOf: (value: A) => Usage | undefined
   ) => Effect.Effect<Answer<A>, UpstreamError>
   /**
@@ -155,7 +155,7 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
     const upstream = admitted.attempt.upstream
     const traced = request.span !== undefined
     const effect = Effect.onExit(
-      deadline(request, upstream, run(upstream, upstream.model ?? request.match.model)),
+      deadline(request, upstream, run(upstream, upstream.model ?? request.match.model, traced)),
       (exit) => {
         request.tick()
         if (exit._tag === "Success") served(request, admitted)

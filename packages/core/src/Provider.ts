@@ -25,6 +25,11 @@ export interface Call<R> {
   readonly model: string
   /** The client's JSON body exactly as received, when there is one. */
   readonly body?: string | undefined
+  /**
+   * Whether the caller's spans are exported (the router checked, see `Tracing`): false means the
+   * provider makes no span of its own either, without checking again; absent, it checks itself.
+   */
+  readonly traced?: boolean | undefined
 }
 
 /** A whole answer. */

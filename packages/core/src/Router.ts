@@ -174,7 +174,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         CHAT,
         chatOperation(p, chat, false),
         options,
-        (upstream, model) => provider.chat(upstream, { request: chat, model, body: options?.body }),
+        (upstream, model, traced) => provider.chat(upstream, { request: chat, model, body: options?.body, traced }),
         completionUsage
       ),
     chatStream: (chat, options) => chatStream(p, chat, options),
@@ -184,7 +184,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         EMBEDDINGS,
         embeddingsOperation(body),
         options,
-        (upstream, model) => provider.embeddings(upstream, { request: body, model, body: options?.body }),
+        (upstream, model, traced) =>
+          provider.embeddings(upstream, { request: body, model, body: options?.body, traced }),
         embeddingsUsage
       ),
     models: Effect.succeed(models)
@@ -351,7 +352,7 @@ const whole = <A>(
   attributes: Record<string, unknown>,
   operation: Operation,
   options: RouteOptions | undefined,
-  call: (upstream: Upstream, model: string) => Effect.Effect<Answer<A>, UpstreamError>,
+  call: (upstream: Upstream, model: string, traced: boolean) => Effect.Effect<Answer<A>, UpstreamError>,
   usageOf: (value: A) => Usage | undefined
 ): Effect.Effect<Routed<A>, RouterError> =>
   traced(attributes, (fiber, span) =>

@@ -248,6 +248,12 @@ const decodeAnswer = <A>(
   })
 }
 
+const isCompletion = (v: unknown): boolean =>
+  typeof v === "object" && v !== null && Array.isArray((v as { choices?: unknown }).choices)
+
+const isEmbeddings = (v: unknown): boolean =>
+  typeof v === "object" && v !== null && Array.isArray((v as { data?: unknown }).data)
+
 /** A whole answer, read to its end. */
 interface Answer {
   readonly _tag: "Answer"
@@ -450,7 +456,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
   }
 
   /** What has arrived for the reader: events, the end (`None`) or the failure; undefined when nothing has. */
-  readonly poll = (): ReadonlyArray<StreamEvent.StreamEvent> | Option.Option<Errors.UpstreamError> | undefined => {
+  poll(): ReadonlyArray<StreamEvent.StreamEvent> | Option.Option<Errors.UpstreamError> | undefined {
     if (this.pending.length > 0) {
       const events = this.pending
       this.pending = []
@@ -462,7 +468,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
     return undefined
   }
 
-  readonly onReady = (ready: (() => void) | undefined): void => {
+  onReady(ready: (() => void) | undefined): void {
     this.ready = ready
   }
 }
@@ -497,7 +503,8 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     payload: string,
     streaming: boolean,
     whole?: (answer: Answer) => Effect.Effect<X, Errors.UpstreamError>,
-    onExchange?: (exchange: Exchange) => void
+    onExchange?: (exchange: Exchange) => void,
+    traced?: boolean
   ): Effect.Effect<X, Errors.UpstreamError> => {
     const t = target(upstream)
     const exchange = (span: Tracer.Span | undefined) =>
@@ -528,6 +535,8 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
         )
         return Effect.sync(exchange.cancel)
       })
+    // The caller has already found that spans go nowhere: no need to check again.
+    if (traced === false) return exchange(undefined)
     return Effect.withFiberRuntime((fiber) =>
       Tracing.exported(fiber)
         ? Effect.useSpan(
@@ -547,28 +556,23 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     upstream: Upstream,
     path: string,
     payload: string,
-    isValid: (value: unknown) => boolean
+    isValid: (value: unknown) => boolean,
+    traced: boolean | undefined
   ): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> =>
-    // Only stream requests open a stream: a whole answer comes back.
-    Effect.flatMap(post(upstream, path, payload, false), (result) =>
-      decodeAnswer<A>(upstream, result as Answer, isValid)
-    )
+    // Only stream requests open a stream: a whole answer comes back, decoded as it ends.
+    post(upstream, path, payload, false, (answer) => decodeAnswer<A>(upstream, answer, isValid), undefined, traced)
 
   const chat: Provider.Service["chat"] = (upstream, call) =>
     json<Wire.ChatCompletion>(
       upstream,
       "/chat/completions",
       payloadOf(call, call.request.stream === true ? { stream: false } : undefined),
-      (v) => typeof v === "object" && v !== null && Array.isArray((v as { choices?: unknown }).choices)
+      isCompletion,
+      call.traced
     )
 
   const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
-    json<Wire.EmbeddingsResponse>(
-      upstream,
-      "/embeddings",
-      payloadOf(call, undefined),
-      (v) => typeof v === "object" && v !== null && Array.isArray((v as { data?: unknown }).data)
-    )
+    json<Wire.EmbeddingsResponse>(upstream, "/embeddings", payloadOf(call, undefined), isEmbeddings, call.traced)
 
   const chatStream: Provider.Service["chatStream"] = (upstream, call) =>
     Effect.gen(function* () {

@@ -699,6 +699,3 @@ export const make = (options: Options = {}): Effect.Effect<Service, never, Scope
 
 /** Counts with tiktoken and default {@link Options} (see {@link make}). */
 export const layer: Layer.Layer<TokenCounter> = Layer.scoped(TokenCounter, make())
-
-/** Counts with tiktoken and the given {@link Options} (see {@link make}). */
-export const layerWith = (options: Options): Layer.Layer<TokenCounter> => Layer.scoped(TokenCounter, make(options))

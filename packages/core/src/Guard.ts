@@ -118,6 +118,19 @@ export const layer = <Gs extends ReadonlyArray<Effect.Effect<Guard, never, unkno
     Effect.all(guards as ReadonlyArray<Effect.Effect<Guard, never, Effect.Effect.Context<Gs[number]>>>)
   )
 
+/**
+ * The versions of the guards that signal freed capacity (`version` and `changed`), in order: read
+ * them when an exclusion is found, and wait with them later (see {@link Guard.changed}).
+ */
+export const versions = (guards: ReadonlyArray<Guard>): ReadonlyArray<number> => {
+  let out: Array<number> | undefined
+  for (const guard of guards)
+    if (guard.version !== undefined && guard.changed !== undefined) (out ??= []).push(guard.version())
+  return out ?? NO_VERSIONS
+}
+
+const NO_VERSIONS: ReadonlyArray<number> = []
+
 /** True when an admission reserved (a {@link Release}), false when it was refused (an {@link Exclusion}). */
 export const isRelease = (admitted: Release | Exclusion): admitted is Release => typeof admitted === "function"
 

@@ -8,7 +8,7 @@
 import { Duration, Effect, Option } from "effect"
 import type { Exclusion } from "./Errors.js"
 import { RateLimited } from "./Errors.js"
-import type { Guard } from "./Guard.js"
+import * as Guard from "./Guard.js"
 import * as AdmissionQueue from "./internal/admissionQueue.js"
 import type { Request } from "./internal/request.js"
 import type { Pool } from "./Topology.js"
@@ -34,7 +34,10 @@ export interface Service {
 }
 
 /** Makes the stage; `soonestFree` tells a refusal when some upstream is expected back. */
-export const make = (guards: ReadonlyArray<Guard>, soonestFree: (request: Request) => number | undefined): Service => {
+export const make = (
+  guards: ReadonlyArray<Guard.Guard>,
+  soonestFree: (request: Request) => number | undefined
+): Service => {
   const lines = new Map<string, AdmissionQueue.AdmissionQueue>()
   const lineOf = (pool: Pool) => {
     let line = lines.get(pool.id)
@@ -45,8 +48,7 @@ export const make = (guards: ReadonlyArray<Guard>, soonestFree: (request: Reques
     return line
   }
   const signalling = guards.filter((g) => g.changed !== undefined && g.version !== undefined)
-  const NO_VERSIONS: ReadonlyArray<number> = []
-  const versions = () => (signalling.length === 0 ? NO_VERSIONS : signalling.map((g) => g.version!()))
+  const versions = () => Guard.versions(guards)
 
   const leave = (request: Request): Effect.Effect<void> =>
     Effect.suspend(() => {

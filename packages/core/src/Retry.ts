@@ -10,12 +10,13 @@
  */
 import { Duration, Effect, Schedule, ScheduleDecision, ScheduleIntervals } from "effect"
 import type { Admitted, Service as AttemptStage } from "./Attempt.js"
-import type { Exclusion, RouterError, UpstreamError } from "./Errors.js"
+import type { RouterError, UpstreamError } from "./Errors.js"
 import { ContextLengthExceeded, NoUpstreamAvailable } from "./Errors.js"
+import type { Guard } from "./Guard.js"
 import type { Request } from "./internal/request.js"
 import type { Service as QueueStage } from "./Queue.js"
 import type { Service as SelectStage } from "./Select.js"
-import type { Pool, Upstream } from "./Topology.js"
+import type { Pool } from "./Topology.js"
 
 /** The retry backoff of a pool as an Effect `Schedule` (delays only; the stage counts attempts). */
 export const backoffSchedule = (pool: Pool): Schedule.Schedule<Duration.Duration> => {
@@ -39,7 +40,12 @@ export interface Service {
 }
 
 /** Makes the stage over the other stages. */
-export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueStage): Service => {
+export const make = (
+  guards: ReadonlyArray<Guard>,
+  select: SelectStage,
+  attempt: AttemptStage,
+  queue: QueueStage
+): Service => {
   const schedules = new Map<string, Schedule.Schedule<Duration.Duration>>()
   const scheduleOf = (pool: Pool) => {
     let schedule = schedules.get(pool.id)
@@ -75,7 +81,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
           if (!("releases" in admitted)) {
             // Lost a race for the last of a budget: not an attempt on the upstream.
             request.decision.exclude(admitted)
-            if (admitted.waitable === true) (request.pass.waitable ??= []).push(admitted)
+            if (admitted.waitable === true) request.waitFor(admitted, guards)
             return Effect.zipRight(request.flush(), Effect.suspend(loop))
           }
           const call = Effect.catchAll(once(request, admitted), (error) => failed(error, admitted))
@@ -88,6 +94,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
     const failed = (error: UpstreamError, admitted: Admitted): Effect.Effect<A, RouterError> => {
       const pool = admitted.attempt.pool
       request.lastError = error
+      request.lastAttempt = admitted.attempt
       // A 429 clears with time (the rate limiter learns for how long): after a wait it may serve.
       if (error.status !== 429) (request.failed ??= []).push(admitted.attempt.upstream.id)
       if (!error.retryable) return Effect.fail(error)
@@ -114,16 +121,16 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
     }
 
     const unserved = (): Effect.Effect<A, RouterError> => {
-      const waitable: Array<Exclusion> = (request.pass.waitable ??= [])
       const last = request.lastError
-      if (last?.status === 429) {
+      if (last?.status === 429 && request.lastAttempt !== undefined) {
         // The upstream that just answered 429 is held back by the guards until its Retry-After: a
-        // reason to wait like any spent budget, not a failure to hand the client.
-        const upstream = upstreamOf(request, last.upstream)
-        if (upstream !== undefined) waitable.push(...select.waitableOn(request, upstream))
+        // reason to wait like any spent budget, not a failure to hand the client. Judged as that
+        // attempt was, in its own pool.
+        for (const e of select.waitableOn(request, request.lastAttempt)) request.waitFor(e, guards)
       }
-      if (waitable.length > 0) {
-        const versions = queue.versions()
+      const waitable = request.pass.waitable
+      if (waitable !== undefined && waitable.length > 0) {
+        const versions = request.pass.versions ?? queue.versions()
         return Effect.zipRight(
           request.flush(),
           Effect.flatMap(queue.wait(request, waitable, versions), () => {
@@ -139,12 +146,6 @@ export const make = (select: SelectStage, attempt: AttemptStage, queue: QueueSta
   }
 
   return { run }
-}
-
-/** The upstream of the request's chain with this id. */
-const upstreamOf = (request: Request, id: string): Upstream | undefined => {
-  for (const pool of request.chain) for (const u of pool.upstreams) if (u.id === id) return u
-  return undefined
 }
 
 /** Why nobody served: the last upstream error, a context window nobody has, or every exclusion. */

@@ -158,7 +158,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     store,
     attempt,
     queue,
-    retry: RetryStage.make(select, attempt, queue),
+    retry: RetryStage.make(guards, select, attempt, queue),
     chains: new Map()
   }
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({

@@ -40,8 +40,8 @@ export interface Service {
    * the guards' exclusions (0 when one could now); undefined when only a release can tell.
    */
   readonly soonestFree: (request: Request) => number | undefined
-  /** The guards' waitable exclusions of `upstream` now (after it answered 429, say). */
-  readonly waitableOn: (request: Request, upstream: Upstream) => ReadonlyArray<Exclusion>
+  /** The guards' waitable exclusions of an attempt's upstream now (after it answered 429, say). */
+  readonly waitableOn: (request: Request, attempt: Attempt) => ReadonlyArray<Exclusion>
 }
 
 /**
@@ -138,7 +138,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
       }
       if (excluded !== undefined) {
         decision.exclude(excluded)
-        if (excluded.waitable === true) (pass.waitable ??= []).push(excluded)
+        if (excluded.waitable === true) request.waitFor(excluded, guards)
         continue
       }
       live.push(upstream)
@@ -233,7 +233,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     next,
     nearLimit,
     soonestFree: (request) => soonestFree(guards, request),
-    waitableOn: (request, upstream) => waitableOn(guards, request, upstream)
+    waitableOn: (request, attempt) => waitableOn(guards, request, attempt)
   }
 }
 
@@ -264,12 +264,11 @@ const soonestFree = (guards: ReadonlyArray<Guard>, request: Request): number | u
   return soonest
 }
 
-/** The guards' waitable exclusions of `upstream` now. */
-const waitableOn = (guards: ReadonlyArray<Guard>, request: Request, upstream: Upstream): ReadonlyArray<Exclusion> => {
-  const info = request.pass.info ?? infoFor(request, request.chain[0]!)
+/** The guards' waitable exclusions of the attempt's upstream now, for the request as that attempt was. */
+const waitableOn = (guards: ReadonlyArray<Guard>, request: Request, attempt: Attempt): ReadonlyArray<Exclusion> => {
   const out: Array<Exclusion> = []
   for (const guard of guards) {
-    const excluded = guard.check(upstream, info, request)
+    const excluded = guard.check(attempt.upstream, attempt, request)
     if (excluded?.waitable === true) out.push(excluded)
   }
   return out

@@ -439,3 +439,41 @@ describe("Router after an upstream's 429", () => {
     )
   })
 })
+
+describe("Router queue wake-ups", () => {
+  it.effect("is woken by capacity freed while another upstream of the pass was being tried", () => {
+    const a = upstream("a", { limits: { maxConcurrency: 1 } })
+    const b = upstream("b")
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const busy = yield* Effect.fork(router.chat(chatRequest()))
+      yield* TestClock.adjust("1 millis")
+      // `a` is full, so this one goes to `b`, which takes 5 s and fails; `a` frees at 1 s meanwhile.
+      const waiting = yield* Effect.fork(router.chat(chatRequest()))
+      yield* TestClock.adjust("6 seconds")
+      expect((yield* Fiber.join(busy)).decision.upstream).toBe("a")
+      const served = yield* Fiber.poll(waiting)
+      // Before the fix it slept on a change that had already happened, until the queue's 30 s.
+      expect(served._tag).toBe("Some")
+      const { decision } = yield* Fiber.join(waiting)
+      expect(decision.upstream).toBe("a")
+      expect(decision.attempts.map((x) => `${x.upstream}:${x.outcome}`)).toEqual(["b:failure", "a:success"])
+    }).pipe(
+      Effect.provide(
+        routerLayer([pool([a, b], { maxAttempts: 1, queue: { maxSize: 10, maxWaitMs: 30_000 } })], {
+          strategy: preferring(["a", "b"]),
+          provider: provider({
+            chat: (u) =>
+              u.id === "a"
+                ? Effect.as(Effect.sleep("1 second"), answer(completion("a")))
+                : Effect.zipRight(Effect.sleep("5 seconds"), Effect.fail(httpError("b", 503)))
+          }),
+          guards: Guard.layer(RateLimiter.guard).pipe(
+            Layer.provide(RateLimiter.layer),
+            Layer.provide(StateStore.layerMemory)
+          )
+        })
+      )
+    )
+  })
+})

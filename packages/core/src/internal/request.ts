@@ -8,7 +8,8 @@ import type { Clock, Tracer } from "effect"
 import { Effect } from "effect"
 import type { Builder } from "../Decision.js"
 import type { Exclusion, UpstreamError } from "../Errors.js"
-import type { RequestInfo, Step } from "../Guard.js"
+import type { Attempt, Guard, RequestInfo, Step } from "../Guard.js"
+import { versions } from "../Guard.js"
 import type { Match } from "../Matcher.js"
 import type { Count } from "../TokenCounter.js"
 import type { Pool } from "../Topology.js"
@@ -51,6 +52,11 @@ export interface Pass {
   info: RequestInfo | undefined
   /** Exclusions of this pass that clear by themselves: a reason to wait in the queue (made on the first). */
   waitable: Array<Exclusion> | undefined
+  /**
+   * The guards' versions when the first of them was found: the queue waits for a change since then,
+   * so capacity freed later in the pass (during a long attempt on another upstream) is not missed.
+   */
+  versions: ReadonlyArray<number> | undefined
   /** The backoff schedule's state on this pool, from its first failure on. */
   backoff: unknown
 }
@@ -65,6 +71,8 @@ export class Request implements Step {
   /** Upstreams that failed (other than with a 429): never tried again in this request. */
   failed: Array<string> | undefined = undefined
   lastError: UpstreamError | undefined = undefined
+  /** The last attempt made (its pool and the guards' view of the request), once one was. */
+  lastAttempt: Attempt | undefined = undefined
   /** Attempts made so far, over every pool. */
   attempts = 0
   pass: Pass
@@ -136,6 +144,16 @@ export class Request implements Step {
     return Effect.forEach(effects, (effect) => effect, { discard: true })
   }
 
+  /** Keeps an exclusion that clears by itself as a reason to wait; the first one fixes the versions to wait from. */
+  waitFor(exclusion: Exclusion, guards: ReadonlyArray<Guard>): void {
+    const pass = this.pass
+    if (pass.waitable === undefined) {
+      pass.waitable = []
+      pass.versions = versions(guards)
+    }
+    pass.waitable.push(exclusion)
+  }
+
   /** Starts a new pass over the fallback chain (after a wait in the queue). */
   restart(): void {
     this.pass = newPass()
@@ -148,5 +166,6 @@ const newPass = (): Pass => ({
   tried: undefined,
   info: undefined,
   waitable: undefined,
+  versions: undefined,
   backoff: undefined
 })

@@ -86,6 +86,26 @@ const outcomeOf = <A>(
     : { _tag: "Interrupted", latencyMs }
 }
 
+/**
+ * Hands `outcome` to every release, even when one throws (a guard's bug must not keep the other
+ * guards' reservations); returns the first error thrown, for the caller to rethrow once done.
+ */
+const releaseAll = (
+  releases: ReadonlyArray<Release>,
+  outcome: Outcome,
+  step: Request
+): { readonly error: unknown } | undefined => {
+  let bug: { readonly error: unknown } | undefined
+  for (const release of releases) {
+    try {
+      release(outcome, step)
+    } catch (error) {
+      bug ??= { error }
+    }
+  }
+  return bug
+}
+
 /** An outcome as the exit its span ends with. */
 const exitOf = (outcome: Outcome): Exit.Exit<void, UpstreamError> =>
   outcome._tag === "Failure"
@@ -99,9 +119,16 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
   const admit = (request: Request, attempt: Attempt): Admitted | Exclusion => {
     let releases: Array<Release> | undefined
     for (let i = 0; i < guards.length; i++) {
-      const admitted = guards[i]!.admit(attempt, request)
+      let admitted: Release | Exclusion
+      try {
+        admitted = guards[i]!.admit(attempt, request)
+      } catch (bug) {
+        // A guard's bug must not keep what the guards before it reserved.
+        if (releases !== undefined) releaseAll(releases, NOT_SENT, request)
+        throw bug
+      }
       if (typeof admitted !== "function") {
-        if (releases !== undefined) for (const release of releases) release(NOT_SENT, request)
+        if (releases !== undefined) releaseAll(releases, NOT_SENT, request)
         return admitted
       }
       ;(releases ??= []).push(admitted)
@@ -131,7 +158,7 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
       request.decision.inputTokens = outcome.inputTokens
       request.decision.outputTokens = outcome.outputTokens
     }
-    for (const release of admitted.releases) release(outcome, request)
+    const bug = releaseAll(admitted.releases, outcome, request)
     const span = admitted.span
     if (span !== undefined) {
       span.attribute("sluice.attempt.outcome", outcome._tag === "NotSent" ? "interrupted" : outcome._tag.toLowerCase())
@@ -141,6 +168,7 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
       }
       span.end(request.clock.unsafeCurrentTimeNanos(), exitOf(outcome))
     }
+    if (bug !== undefined) throw bug.error
   }
 
   /** The deadline of a whole answer: the provider's own where it keeps one on the live clock, else the router's. */

@@ -142,7 +142,9 @@ export const make = (
       return Effect.zipRight(request.flush(), Effect.zipRight(queue.leave(request), Effect.fail(noneServed(request))))
     }
 
-    return loop()
+    // Lazily: a custom guard or strategy that throws becomes a defect of this effect, inside the
+    // route's span and handlers, rather than an exception from building it.
+    return Effect.suspend(loop)
   }
 
   return { run }

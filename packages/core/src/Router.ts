@@ -288,10 +288,15 @@ const route = <A, B>(
     onFailure: (cause) => {
       const now = request.clock.unsafeCurrentTimeMillis()
       const error = Option.getOrUndefined(Cause.failureOption(cause))
+      const interrupted = error === undefined && Cause.isInterruptedOnly(cause)
       const decision = request.decision.end(
         now,
-        error === undefined ? "interrupted" : "error",
-        error === undefined ? undefined : `${error._tag}: ${error.message}`
+        interrupted ? "interrupted" : "error",
+        error !== undefined
+          ? `${error._tag}: ${error.message}`
+          : interrupted
+            ? undefined
+            : `Defect: ${Cause.pretty(cause)}`
       )
       annotate(span, decision)
       const left = p.queue.leave(request)

@@ -8,6 +8,7 @@
  * spent budget, a full concurrency limit) are kept as reasons to wait in the queue. The `Attempt`
  * stage then admits the choice through every guard.
  */
+import { Effect } from "effect"
 import type { Exclusion } from "./Errors.js"
 import type { Attempt, Guard, RequestInfo } from "./Guard.js"
 import type { Request } from "./internal/request.js"
@@ -165,7 +166,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         request.decision.sticky ??= "miss"
       }
     }
-    return strategy.select({
+    const chosen = strategy.select({
       pool,
       candidates: candidates as unknown as readonly [Upstream, ...Array<Upstream>],
       model: request.match.model,
@@ -175,6 +176,16 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
       now: request.now,
       random: request.random
     })
+    if (candidates.includes(chosen)) return chosen
+    // A strategy's bug must not send a request where the stages excluded it (disabled, unhealthy,
+    // over budget): the first candidate serves instead, and the log says why.
+    const name = nameOf(strategy, pool)
+    request.after(
+      Effect.logWarning(
+        `strategy '${name}' chose ${chosen === undefined ? "nothing" : `'${chosen.id}'`}, which is not a candidate of pool '${pool.id}' (${candidates.map((u) => u.id).join(", ")}); using '${candidates[0]!.id}'`
+      )
+    )
+    return candidates[0]!
   }
 
   /** Enters the pass's pool: the decision names it, and its guards' view of the request is made. */

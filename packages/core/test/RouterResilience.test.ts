@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Fiber, Layer, Random, Stream, TestClock } from "effect"
-import { Errors, Guard, RateLimiter, Router, StateStore, Topology } from "../src/index.js"
+import { Cause, Clock, Effect, Fiber, Layer, Random, Stream, TestClock } from "effect"
+import { Errors, Guard, RateLimiter, Router, StateStore, Strategy, Topology } from "../src/index.js"
 import type { Provider } from "../src/index.js"
+import type { GuardLog } from "./fixtures.js"
 import {
   answer,
   chatRequest,
@@ -11,6 +12,7 @@ import {
   opened,
   preferring,
   provider,
+  recordingGuard,
   routerLayer,
   streamOf,
   upstream
@@ -472,6 +474,68 @@ describe("Router queue wake-ups", () => {
             Layer.provide(RateLimiter.layer),
             Layer.provide(StateStore.layerMemory)
           )
+        })
+      )
+    )
+  })
+})
+
+describe("Router with a custom stage that has a bug", () => {
+  const served = provider({ chat: (u) => Effect.succeed(answer(completion(u.id))) })
+
+  it.effect("a strategy that throws fails the request as a defect recorded as an error, not a hang or a leak", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const exit = yield* Effect.exit(router.chat(chatRequest()))
+      expect(exit._tag).toBe("Failure")
+      expect(exit._tag === "Failure" && Cause.isDie(exit.cause)).toBe(true)
+    }).pipe(
+      Effect.provide(
+        routerLayer([pool([upstream("a")])], {
+          strategy: Strategy.make("broken", () => {
+            throw new Error("strategy bug")
+          }),
+          provider: served
+        })
+      )
+    )
+  )
+
+  it.effect("a strategy that picks an upstream the stages excluded is overruled by the first candidate", () =>
+    Effect.gen(function* () {
+      const router = yield* Router.Router
+      const { decision } = yield* router.chat(chatRequest())
+      expect(decision.upstream).toBe("on")
+    }).pipe(
+      Effect.provide(
+        routerLayer([pool([upstream("off", { enabled: false }), upstream("on")])], {
+          strategy: Strategy.make("wrong", (selection) => selection.pool.upstreams[0]!),
+          provider: served
+        })
+      )
+    )
+  )
+
+  it.effect("a guard that throws in admit gives back what the guards before it reserved", () => {
+    const log: GuardLog = { admitted: [], released: [] }
+    const throwing: Guard.Guard = {
+      name: "throwing",
+      check: () => undefined,
+      admit: () => {
+        throw new Error("guard bug")
+      }
+    }
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const exit = yield* Effect.exit(router.chat(chatRequest()))
+      expect(exit._tag).toBe("Failure")
+      expect(log.admitted).toEqual(["a"])
+      expect(log.released.map((r) => r.outcome._tag)).toEqual(["NotSent"])
+    }).pipe(
+      Effect.provide(
+        routerLayer([pool([upstream("a")])], {
+          provider: served,
+          guards: Layer.succeed(Guard.Guards, [recordingGuard(log), throwing])
         })
       )
     )

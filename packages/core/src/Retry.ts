@@ -12,7 +12,7 @@ import { Duration, Effect, Schedule, ScheduleDecision, ScheduleIntervals } from 
 import type { Admitted, Service as AttemptStage } from "./Attempt.js"
 import type { RouterError, UpstreamError } from "./Errors.js"
 import { ContextLengthExceeded, NoUpstreamAvailable } from "./Errors.js"
-import type { Guard } from "./Guard.js"
+import type { Attempt, Guard } from "./Guard.js"
 import type { Request } from "./internal/request.js"
 import type { Service as QueueStage } from "./Queue.js"
 import type { Service as SelectStage } from "./Select.js"
@@ -76,19 +76,45 @@ export const make = (
           })
         case "Unserved":
           return unserved()
-        case "Chosen": {
-          const admitted = attempt.admit(request, selected.attempt)
-          if (!("releases" in admitted)) {
-            // Lost a race for the last of a budget: not an attempt on the upstream.
-            request.decision.exclude(admitted)
-            if (admitted.waitable === true) request.waitFor(admitted, guards)
-            return Effect.zipRight(request.flush(), Effect.suspend(loop))
-          }
-          const call = Effect.catchAll(once(request, admitted), (error) => failed(error, admitted))
-          // Admitted: whoever waited is served now, so the next in line may try.
-          return request.ticket === undefined ? call : Effect.zipRight(queue.leave(request), call)
-        }
+        case "Chosen":
+          return attemptOn(selected.attempt)
       }
+    }
+
+    /**
+     * Admits the chosen attempt and runs it. Admission and the handler that finishes the attempt on
+     * an interruption are installed in one uninterruptible step: a client that goes away at any
+     * moment after the reservation still gets it given back.
+     */
+    const attemptOn = (chosen: Attempt): Effect.Effect<A, RouterError> =>
+      Effect.uninterruptibleMask((restore) => {
+        request.tick()
+        const admitted = attempt.admit(request, chosen)
+        if (!("releases" in admitted)) {
+          // Lost a race for the last of a budget: not an attempt on the upstream.
+          request.decision.exclude(admitted)
+          if (admitted.waitable === true) request.waitFor(admitted, guards)
+          return Effect.zipRight(request.flush(), restore(Effect.suspend(loop)))
+        }
+        const once_ = once(request, admitted)
+        // Admitted: whoever waited is served now, so the next in line may try.
+        const call = request.ticket === undefined ? once_ : Effect.zipRight(queue.leave(request), once_)
+        return Effect.catchAll(
+          Effect.onExit(restore(call), (exit) =>
+            exit._tag === "Failure" && !admitted.finished ? interrupted(admitted) : Effect.void
+          ),
+          (error) => restore(failed(error, admitted))
+        )
+      })
+
+    /** Finishes an attempt interrupted before its own call could (nothing was sent, or nothing answered). */
+    const interrupted = (admitted: Admitted): Effect.Effect<void> => {
+      request.tick()
+      attempt.finish(request, admitted, {
+        _tag: "Interrupted",
+        latencyMs: Math.max(0, request.now - admitted.startedAt)
+      })
+      return request.flush()
     }
 
     const failed = (error: UpstreamError, admitted: Admitted): Effect.Effect<A, RouterError> => {

@@ -91,7 +91,20 @@ export const open = (
           head.push(event)
           if (!content && isContent(event)) content = true
         }
-        if (content) return { head, feed, rateLimits: opened.rateLimits, scope }
+        if (content) {
+          // Handed over here, before this effect completes: from now on the stream's release (which
+          // the router runs if the request is interrupted before the caller holds the stream) ends it.
+          stage.served(request, admitted)
+          return handOver(request, admitted, {
+            head,
+            feed,
+            rateLimits: opened.rateLimits,
+            scope,
+            clientWantsUsage,
+            finish: stage.finish,
+            routeSpan
+          })
+        }
       }
     }).pipe(
       Scope.extend(scope),
@@ -112,23 +125,11 @@ export const open = (
       })
     )
   )
-  const started = Effect.map(opening, ({ head, feed, rateLimits, scope }) => {
-    stage.served(request, admitted)
-    return handOver(request, admitted, {
-      head,
-      feed,
-      rateLimits,
-      scope,
-      clientWantsUsage,
-      finish: stage.finish,
-      routeSpan
-    })
-  })
   // With spans, what the guards left runs after the attempt's span (a transition belongs on the route span).
   return request.span === undefined
-    ? started
+    ? opening
     : Effect.ensuring(
-        inAttemptSpan(request, admitted, started),
+        inAttemptSpan(request, admitted, opening),
         Effect.suspend(() => request.flush())
       )
 }

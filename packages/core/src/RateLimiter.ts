@@ -30,7 +30,7 @@ import * as Guard from "./Guard.js"
 import type { RateLimitInfo } from "./Provider.js"
 import { StateStore } from "./StateStore.js"
 import type * as Topology from "./Topology.js"
-import { withLast } from "./internal/rows.js"
+import { withLast, withoutRow, withRow } from "./internal/rows.js"
 
 /** The length of the sliding windows of `rpm` and `tpm`, in milliseconds. */
 export const WINDOW_MS = 60_000
@@ -391,12 +391,12 @@ const release = (
     flightAt < 0
       ? stored.flights // taken back when its lease ran out
       : stored.flights[flightAt]![1] <= 1
-        ? [...stored.flights.slice(0, flightAt), ...stored.flights.slice(flightAt + 1)]
-        : stored.flights.map((flight, i) =>
-            i === flightAt
-              ? ([flight[0], flight[1] - 1, Math.max(0, flight[2] - ticket.outputTokens)] as const)
-              : flight
-          )
+        ? withoutRow(stored.flights, flightAt)
+        : withRow(stored.flights, flightAt, [
+            stored.flights[flightAt]![0],
+            stored.flights[flightAt]![1] - 1,
+            Math.max(0, stored.flights[flightAt]![2] - ticket.outputTokens)
+          ] as const)
   const notSent = outcome._tag === "NotSent"
   // A rolled-back admission never reached the upstream: its request and tokens are refunded whole.
   const delta = notSent ? -(ticket.promptTokens + ticket.outputTokens) : correctionOf(ticket, outcome)

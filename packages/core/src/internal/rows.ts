@@ -6,3 +6,17 @@ export const withLast = <R>(rows: ReadonlyArray<R>, last: R): ReadonlyArray<R> =
   copy[copy.length - 1] = last
   return copy
 }
+
+/** A copy of `rows` with row `at` replaced. */
+export const withRow = <R>(rows: ReadonlyArray<R>, at: number, row: R): ReadonlyArray<R> => {
+  const copy = rows.slice()
+  copy[at] = row
+  return copy
+}
+
+/** A copy of `rows` without row `at`. */
+export const withoutRow = <R>(rows: ReadonlyArray<R>, at: number): ReadonlyArray<R> => {
+  const copy = rows.slice()
+  copy.splice(at, 1)
+  return copy
+}

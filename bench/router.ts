@@ -3,7 +3,12 @@
  * estimate, strategy, health, circuit breaker and rate limiter guards, memory state store) against a
  * provider that answers at once. No HTTP anywhere, so what is measured is routing.
  *
- * Run it: `node --import tsx bench/router.ts` (BENCH_ROUTER_REQUESTS, BENCH_ROUTER_CONCURRENCY).
+ * `BENCH_ROUTER_CONCURRENCY` workers each send requests one after another (a closed loop, as the
+ * gateway's keep-alive connections do), `BENCH_ROUTER_REQUESTS` in all. Three pipelines run side by
+ * side, each after a warm-up, in one process: the harness alone calling the provider (the floor),
+ * the router with no guards, and the router with health, breaker and rate limiter.
+ *
+ * Run it: `node --import tsx bench/router.ts` (after `npm run build`).
  */
 import type { Wire } from "@sluice/core"
 import {
@@ -19,7 +24,7 @@ import {
 } from "@sluice/core"
 import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, Stream } from "effect"
 
 const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
 const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
@@ -62,38 +67,77 @@ const pools = [
   })
 ]
 
-/** BENCH_ROUTER_GUARDS=none measures the router without its resilience stages. */
-const guards = process.env["BENCH_ROUTER_GUARDS"] === "none" ? Guard.none : Resilience.layer
-const RouterLive = Router.layer.pipe(
-  Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
-  Layer.provide(Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici))
-)
+const routerWith = <R>(guards: Layer.Layer<Guard.Guards, never, R>) =>
+  Router.layer.pipe(
+    Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
+    Layer.provide(
+      Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici)
+    )
+  )
 
 const request: Wire.ChatCompletionRequest = {
   model: "bench-model",
   messages: [{ role: "user", content: "Hello there, how are you today?" }]
 }
 
-const run = (label: string, n: number) =>
-  Effect.gen(function* () {
-    const router = yield* Router.Router
+/** The request a call sends: a new object each time unless BENCH_ROUTER_SAME_REQUEST is set. */
+const next = (): Wire.ChatCompletionRequest =>
+  fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request
+
+/** Runs `n` calls from `concurrency` closed-loop workers; prints wall and CPU µs per call. */
+const run = (label: string, n: number, call: () => Effect.Effect<unknown, unknown>) => {
+  const each = Math.ceil(n / concurrency)
+  const worker = Effect.gen(function* () {
+    for (let i = 0; i < each; i++) yield* call()
+  })
+  return Effect.gen(function* () {
     const start = process.hrtime.bigint()
     const cpu = process.cpuUsage()
-    yield* Effect.forEach(
-      Array.from({ length: n }),
-      () => router.chat(fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request),
-      { concurrency, discard: true }
+    yield* Effect.all(
+      Array.from({ length: concurrency }, () => worker),
+      { concurrency: "unbounded", discard: true }
     )
+    const total = each * concurrency
     const ns = Number(process.hrtime.bigint() - start)
     const used = process.cpuUsage(cpu)
+    const perCall = (used.user + used.system) / total
     console.log(
-      `${label}: ${n} requests, ${(ns / n / 1000).toFixed(2)} µs wall and ${((used.user + used.system) / n).toFixed(2)} µs CPU per request`
+      `${label}: ${total} calls, ${(ns / total / 1000).toFixed(2)} µs wall and ${perCall.toFixed(2)} µs CPU per call`
     )
+    return perCall
+  })
+}
+
+const measure = (label: string, call: () => Effect.Effect<unknown, unknown>) =>
+  Effect.gen(function* () {
+    yield* run(`${label} (warm-up)`, Math.min(20_000, requests), call)
+    return yield* run(label, requests, call)
   })
 
-Effect.runPromise(
-  Effect.gen(function* () {
-    yield* run("warm-up", Math.min(20_000, requests))
-    yield* run("measured", requests)
-  }).pipe(Effect.provide(RouterLive), Effect.scoped)
-)
+/** BENCH_ROUTER_GUARDS=none or =all runs only that pipeline (with the floor); both by default. */
+const which = process.env["BENCH_ROUTER_GUARDS"]
+
+const program = Effect.gen(function* () {
+  const provider = yield* Effect.provide(Provider.Provider, instant)
+  const floor = yield* measure("floor: the harness calling the provider", () =>
+    provider.chat(pools[0]!.upstreams[0]!, { request: next(), model: "bench-model" })
+  )
+  const results: Array<string> = []
+  for (const [name, guards] of [
+    ["no guards", Guard.none],
+    ["health, breaker, rate limiter", Resilience.layer]
+  ] as const) {
+    if (which === "none" && guards !== Guard.none) continue
+    if (which === "all" && guards === Guard.none) continue
+    const cpu = yield* Effect.scoped(
+      Effect.flatMap(Layer.build(routerWith(guards)), (context) => {
+        const router = Context.get(context, Router.Router)
+        return measure(`router, ${name}`, () => router.chat(next()))
+      })
+    )
+    results.push(`${name} ${cpu.toFixed(2)} µs (${(cpu - floor).toFixed(2)} over the floor)`)
+  }
+  console.log(`SUMMARY: CPU per routed call: ${results.join("; ")}; floor ${floor.toFixed(2)} µs`)
+})
+
+Effect.runPromise(program)

@@ -4,9 +4,9 @@
  * with a stall watchdog, and finish the attempt — releases, decision, spans — when it ends.
  */
 import type { Clock, Tracer } from "effect"
-import { Cause, Deferred, Duration, Effect, Exit, FiberId, Option, Scope, Stream } from "effect"
+import { Deferred, Duration, Effect, Exit, FiberId, Option, Scope, Stream } from "effect"
 import type { Admitted, Service as AttemptStage } from "../Attempt.js"
-import { inAttemptSpan } from "../Attempt.js"
+import { failedWith, inAttemptSpan } from "../Attempt.js"
 import type { Decision } from "../Decision.js"
 import { spanAttributes } from "../Decision.js"
 import type { RateLimitInfo, UpstreamError } from "../Errors.js"
@@ -64,8 +64,8 @@ export const open = (
     return request.span === undefined ? request.flush() : Effect.void
   }
   const latency = () => Math.max(0, request.clock.unsafeCurrentTimeMillis() - admitted.startedAt)
-  const opening = Effect.flatMap(Scope.make(), (scope) =>
-    Effect.gen(function* () {
+  const opening = Effect.flatMap(Scope.make(), (scope) => {
+    const start = Effect.gen(function* () {
       // Usage is always requested upstream so budgets learn the real count; the usage-only chunk is
       // dropped again for clients that did not ask for it.
       const body: ChatCompletionRequest = {
@@ -110,21 +110,17 @@ export const open = (
       Scope.extend(scope),
       within(request.clock, firstChunk, () =>
         Failure.timeout(upstream.id, `no first content event within ${firstChunk} ms`)
-      ),
-      Effect.onExit((exit) => {
-        if (exit._tag === "Success") return Effect.void
-        const failure = Cause.failureOption(exit.cause)
-        return Effect.zipRight(
-          Scope.close(scope, exit),
-          finishWith(
-            Option.isSome(failure)
-              ? { _tag: "Failure", latencyMs: latency(), error: failure.value, rateLimits: failure.value.rateLimits }
-              : { _tag: "Interrupted", latencyMs: latency() }
-          )
-        )
-      })
+      )
     )
-  )
+    // The route is uninterruptible but where it waits (see `Request.restore`): the handler below
+    // finishes the attempt however opening ends.
+    return Effect.catchAllCause(request.restore(start), (cause) =>
+      Effect.zipRight(
+        Scope.close(scope, Exit.failCause(cause)),
+        Effect.zipRight(finishWith(failedWith(cause, latency())), Effect.failCause(cause))
+      )
+    )
+  })
   // With spans, what the guards left runs after the attempt's span (a transition belongs on the route span).
   return request.span === undefined
     ? opening

@@ -17,6 +17,7 @@ import {
   Provider,
   Resilience,
   Router,
+  Scheduling,
   StateStore,
   StreamEvent,
   TokenCounter,
@@ -24,7 +25,7 @@ import {
 } from "@sluice/core"
 import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Context, Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 
 const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
 const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
@@ -43,6 +44,57 @@ const completion: Wire.ChatCompletion = {
 } as unknown as Wire.ChatCompletion
 const answer: Provider.Answer<Wire.ChatCompletion> = { value: completion }
 
+const chunk = (content: string) =>
+  JSON.stringify({
+    id: "chatcmpl-1",
+    object: "chat.completion.chunk",
+    created: 0,
+    model: "bench-model",
+    choices: [{ index: 0, delta: { content }, finish_reason: null }]
+  })
+const streamed: ReadonlyArray<StreamEvent.StreamEvent> = [
+  ...Array.from({ length: 16 }, (_, i) => ({ data: chunk(`word${i} `) })),
+  {
+    data: "{}",
+    usage: { prompt_tokens: 5, completion_tokens: 16, total_tokens: 21 },
+    usageOnly: true
+  }
+]
+
+/** A source that receives every event and its end on the next turn of the event loop. */
+const arrivingSource = (): StreamEvent.Source => {
+  let arrived = false
+  let read = false
+  let ready: (() => void) | undefined
+  setImmediate(() => {
+    arrived = true
+    const go = ready
+    ready = undefined
+    go?.()
+  })
+  return {
+    poll: () => {
+      if (!arrived) return undefined
+      if (read) return Option.none()
+      read = true
+      return streamed
+    },
+    onReady: (r) => {
+      ready = r
+    }
+  }
+}
+
+/** Reads a routed stream to its end the way the gateway relays one, then releases it. */
+const drain = (stream: Router.RoutedStream) =>
+  Effect.ensuring(
+    Effect.iterate(false, {
+      while: (done) => !done,
+      body: () => Effect.match(StreamEvent.take(stream.source), { onSuccess: () => false, onFailure: () => true })
+    }),
+    stream.release
+  )
+
 const instant = Layer.succeed(
   Provider.Provider,
   Provider.Provider.of({
@@ -52,7 +104,9 @@ const instant = Layer.succeed(
             (resume) => void setImmediate(() => resume(Effect.succeed(answer)))
           )
         : Effect.succeed(answer),
-    chatStream: () => Effect.map(StreamEvent.fromStream(Stream.empty), (events) => ({ events })),
+    // A stream whose events all arrive on the next turn of the event loop, in one read (as the
+    // simulator's do): the router's own cost per stream.
+    chatStream: () => Effect.succeed({ events: arrivingSource() }),
     embeddings: () => Effect.die("unused"),
     // It answers at once, so it never needs the router's deadline (as the built-in provider keeps its own).
     enforcesTimeout: () => true
@@ -114,14 +168,23 @@ const measure = (label: string, call: () => Effect.Effect<unknown, unknown>) =>
     return yield* run(label, requests, call)
   })
 
-/** BENCH_ROUTER_GUARDS=none or =all runs only that pipeline (with the floor); both by default. */
+/** BENCH_ROUTER_STREAMS=1 routes streams (read to their end like the gateway does) instead of whole answers. */
+const streams = process.env["BENCH_ROUTER_STREAMS"] !== undefined
+
+/**
+ * BENCH_ROUTER_GUARDS=none or =all runs only that pipeline, without the floor (for instruction
+ * counts under `valgrind --tool=callgrind`, one pipeline per process); both and the floor by default.
+ */
 const which = process.env["BENCH_ROUTER_GUARDS"]
 
 const program = Effect.gen(function* () {
   const provider = yield* Effect.provide(Provider.Provider, instant)
-  const floor = yield* measure("floor: the harness calling the provider", () =>
-    provider.chat(pools[0]!.upstreams[0]!, { request: next(), model: "bench-model" })
-  )
+  const floor =
+    which === "none" || which === "all"
+      ? 0
+      : yield* measure("floor: the harness calling the provider", () =>
+          provider.chat(pools[0]!.upstreams[0]!, { request: next(), model: "bench-model" })
+        )
   const results: Array<string> = []
   for (const [name, guards] of [
     ["no guards", Guard.none],
@@ -132,6 +195,7 @@ const program = Effect.gen(function* () {
     const cpu = yield* Effect.scoped(
       Effect.flatMap(Layer.build(routerWith(guards)), (context) => {
         const router = Context.get(context, Router.Router)
+        if (streams) return measure(`router, streams, ${name}`, () => Effect.flatMap(router.chatStream(next()), drain))
         return measure(`router, ${name}`, () => router.chat(next()))
       })
     )
@@ -140,4 +204,5 @@ const program = Effect.gen(function* () {
   console.log(`SUMMARY: CPU per routed call: ${results.join("; ")}; floor ${floor.toFixed(2)} µs`)
 })
 
-Effect.runPromise(program)
+// The gateway's scheduler (see `Scheduling`), as the pipeline the gateway runs.
+Effect.runPromise(Effect.withScheduler(program, Scheduling.batched))

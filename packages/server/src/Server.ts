@@ -5,7 +5,7 @@
  */
 // The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
 import * as HttpClient from "@effect/platform/HttpClient"
-import { Config as SluiceConfig, Topology } from "@sluice/core"
+import { Scheduling, Config as SluiceConfig, Topology } from "@sluice/core"
 import { Console, Effect, Layer, Redacted } from "effect"
 import * as Gateway from "./Gateway.js"
 import * as Sluice from "./Sluice.js"
@@ -104,6 +104,7 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
   return announce.pipe(
     Layer.provideMerge(serve),
     Layer.provideMerge(routing),
-    Layer.provide(options.telemetry ?? Telemetry.layer)
+    // Every fiber of the gateway on one scheduler: see `Scheduling`.
+    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layer, Scheduling.layer))
   )
 }

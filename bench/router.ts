@@ -86,14 +86,13 @@ const arrivingSource = (): StreamEvent.Source => {
 }
 
 /** Reads a routed stream to its end the way the gateway relays one, then releases it. */
-const drain = (stream: Router.RoutedStream) =>
-  Effect.ensuring(
-    Effect.iterate(false, {
-      while: (done) => !done,
-      body: () => Effect.match(StreamEvent.take(stream.source), { onSuccess: () => false, onFailure: () => true })
-    }),
-    stream.release
-  )
+const drain = (stream: Router.RoutedStream) => {
+  const loop: Effect.Effect<void> = Effect.matchEffect(StreamEvent.take(stream.source), {
+    onSuccess: () => loop,
+    onFailure: () => stream.release
+  })
+  return loop
+}
 
 const instant = Layer.succeed(
   Provider.Provider,

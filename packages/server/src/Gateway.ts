@@ -345,7 +345,11 @@ const streamChat = (env: Env, res: ServerResponse, body: Wire.ChatCompletionRequ
         "x-sluice-upstream": routed.upstream,
         "x-sluice-attempts": String(routed.attempts)
       })
-      return Effect.ensuring(restore(relay(res, routed.source)), routed.release)
+      // Already uninterruptible: these handlers run however the relay ends, with no mask of their own.
+      return Effect.matchCauseEffect(restore(relay(res, routed.source)), {
+        onSuccess: () => routed.release,
+        onFailure: (cause) => Effect.zipRight(routed.release, Effect.failCause(cause))
+      })
     })
   )
 

@@ -209,7 +209,9 @@ interface Opened {
 /** The started stream for its reader: what it reads, and what ends the attempt when it stops. */
 const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedStream => {
   const { feed, clientWantsUsage, routeSpan } = opened
-  const done = Deferred.unsafeMake<Decision>(FiberId.none)
+  // The decision once the stream has ended; a deferred only for a caller that asks before then.
+  let final: Decision | undefined
+  let done: Deferred.Deferred<Decision> | undefined
   let head: ReadonlyArray<StreamEvent> | undefined = opened.head
   let usage: Usage | undefined
   /** What reaches the client: every event but the usage-only chunk it did not ask for. */
@@ -280,7 +282,8 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
               failure !== undefined ? Exit.fail(failure) : ended === "end" ? Exit.void : Exit.interrupt(FiberId.none)
             )
           }
-          return Deferred.succeed(done, frozen)
+          final = frozen
+          return done === undefined ? Effect.void : Deferred.succeed(done, frozen)
         })
       )
     )
@@ -297,7 +300,9 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
     get events() {
       return Stream.ensuring(toStream(source), release)
     },
-    decision: Deferred.await(done)
+    decision: Effect.suspend(() =>
+      final !== undefined ? Effect.succeed(final) : Deferred.await((done ??= Deferred.unsafeMake(FiberId.none)))
+    )
   }
 }
 

@@ -584,21 +584,40 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
     json<Wire.EmbeddingsResponse>(upstream, "/embeddings", payloadOf(call, undefined), isEmbeddings, call.traced)
 
+  /** What a stream request's answer becomes: the opened stream, or the upstream's error. */
+  const opened = (
+    upstream: Upstream,
+    answer: Answer | Opened
+  ): Effect.Effect<Provider.Opened, Errors.UpstreamError> => {
+    if (answer._tag === "Opened") {
+      return Effect.succeed({
+        events: answer.events,
+        rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now())
+      })
+    }
+    if (answer.status < 200 || answer.status >= 300) {
+      return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
+    }
+    const type = answer.headers["content-type"] ?? ""
+    return Effect.fail(
+      Errors.Failure.protocol(upstream.id, `expected an event stream, got content-type '${type || "none"}'`)
+    )
+  }
+
   const chatStream: Provider.Service["chatStream"] = (upstream, call) =>
-    Effect.gen(function* () {
+    Effect.flatMap(Effect.scope, (scope) => {
       let exchange: Exchange | undefined
       // The connection belongs to the caller's scope: closed when it closes, unless the stream
       // reached [DONE], in which case the rest of the answer drains and the connection is reused.
       // Straight on the scope: `Effect.addFinalizer` would diff every fiber ref when it runs.
-      yield* Scope.addFinalizer(
-        yield* Effect.scope,
+      const cancel = Scope.addFinalizer(
+        scope,
         Effect.sync(() => exchange?.cancel())
       )
-      const payload = payloadOf(call, { stream: true })
-      const answer = yield* post<Answer | Opened>(
+      const answer = post<Answer | Opened>(
         upstream,
         "/chat/completions",
-        payload,
+        payloadOf(call, { stream: true }),
         true,
         undefined,
         (e) => {
@@ -607,15 +626,9 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
         call.traced,
         call.openTimeoutMs
       )
-      if (answer._tag === "Opened") {
-        return { events: answer.events, rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now()) }
-      }
-      if (answer.status < 200 || answer.status >= 300) {
-        return yield* Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
-      }
-      const type = answer.headers["content-type"] ?? ""
-      return yield* Effect.fail(
-        Errors.Failure.protocol(upstream.id, `expected an event stream, got content-type '${type || "none"}'`)
+      return Effect.zipRight(
+        cancel,
+        Effect.flatMap(answer, (a) => opened(upstream, a))
       )
     })
 

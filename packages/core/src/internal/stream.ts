@@ -263,8 +263,9 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
     feed.stop()
     request.tick()
     opened.finish(request, admitted, outcome)
-    return request.flush().pipe(
-      Effect.zipRight(Scope.close(opened.scope, Exit.void)),
+    const flushed = request.flush()
+    const closed = Scope.close(opened.scope, Exit.void)
+    return (flushed === Effect.void ? closed : Effect.zipRight(flushed, closed)).pipe(
       Effect.zipRight(
         Effect.suspend(() => {
           // Frozen after the attempt is recorded.

@@ -72,22 +72,29 @@ export const layerTopology = (config: SluiceConfig.ConfigFile) =>
   )
 
 /**
+ * What every config shares, for as long as the process runs: the providers (their connection pools),
+ * the token counter and the state store — so a config reload keeps connections, encoders and the
+ * state of upstreams (budgets, breakers, health, sticky sessions, learned holds).
+ */
+export const layerShared = (options: Options = {}) =>
+  Layer.mergeAll(Providers.layer(options.providers ?? {}), TokenCounter.layer, StateStore.layerMemory)
+
+/**
+ * The router of one config and the stages built from its pools and upstreams (matcher, strategies,
+ * health checks, breakers, rate limiter), over the shared services of {@link layerShared}. Its health
+ * checks and simulators stop when the layer closes.
+ */
+export const layerRouting = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
+  const topology = layerTopology(config)
+  // The resilience stages are reachable by the admin API too (breaker reset, health status, budgets).
+  const stages = Layer.mergeAll(Matcher.layer, Strategies.layer(options.strategies ?? {}), Resilience.layer)
+  return Router.layer.pipe(Layer.provideMerge(stages), Layer.provideMerge(topology))
+}
+
+/**
  * The router and everything it needs, from a config. Upstream calls go over the providers' own
  * undici pools; the `HttpClient` it requires is for the health checks (the server provides
  * `NodeHttpClient.layerUndici`).
  */
-export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
-  const topology = layerTopology(config)
-  const providers = Providers.layer(options.providers ?? {})
-  // The resilience stages are reachable by the admin API too (breaker reset, health status, budgets).
-  const stages = Layer.mergeAll(
-    Matcher.layer,
-    TokenCounter.layer,
-    Strategies.layer(options.strategies ?? {}),
-    Resilience.layer
-  ).pipe(Layer.provideMerge(providers))
-  return Router.layer.pipe(
-    Layer.provideMerge(stages),
-    Layer.provideMerge(Layer.merge(topology, StateStore.layerMemory))
-  )
-}
+export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
+  layerRouting(config, options).pipe(Layer.provideMerge(layerShared(options)))

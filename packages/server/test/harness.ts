@@ -61,6 +61,7 @@ export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOp
         {
           banner: false,
           telemetry: Telemetry.layerExporter(exporter),
+          drainMs: 0,
           ...serverOptions
         }
       )

@@ -311,3 +311,12 @@ export const make = (settings: Settings): Service => {
 /** True for addresses only this machine can reach (`127.0.0.0/8`, `::1`, `localhost`). */
 export const isLoopback = (host: string): boolean =>
   host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+
+/**
+ * Why `server` must not start: an open gateway (no client keys) on an address other machines can
+ * reach, unless `server.auth.open: true` says so on purpose.
+ */
+export const exposureProblem = (server: SluiceConfig.ConfigFile["server"]): string | undefined =>
+  server.auth.keys.length === 0 && !server.auth.open && !isLoopback(server.host)
+    ? `server.host: '${server.host}' is reachable from other machines and no client keys are set; add server.auth.keys, bind 127.0.0.1, or set server.auth.open: true to serve anyone on purpose`
+    : undefined

@@ -747,10 +747,15 @@ const drain = (env: Env, server: Server, drainMs: number): Effect.Effect<void> =
     server.close()
     server.closeIdleConnections()
     const pending = [...env.inFlight]
-    if (pending.length > 0 && drainMs > 0) yield* Effect.timeout(Fiber.awaitAll(pending), drainMs).pipe(Effect.ignore)
+    if (drainMs > 0)
+      yield* Effect.logInfo(`draining: ${pending.length} requests in flight may take up to ${drainMs} ms to finish`)
+    // A finalizer runs uninterruptibly: the wait must be made interruptible for the timeout to end it.
+    if (pending.length > 0 && drainMs > 0)
+      yield* Effect.timeout(Effect.interruptible(Fiber.awaitAll(pending)), drainMs).pipe(Effect.ignore)
     for (const res of env.streams) if (!res.writableEnded) res.end(DRAIN_CUT)
     yield* Fiber.interruptAll(env.inFlight)
   })
+
 /**
  * Builds the gateway's request handler over the router. Requests in flight when the scope closes
  * are interrupted (their upstream calls cancelled).

@@ -219,6 +219,8 @@ export const layer = (
 
       const replace = Effect.fn("Routing.replace")(function* (next: SluiceConfig.ConfigFile) {
         const pinned = { ...next, server: { ...next.server, ...listen } }
+        const exposed = Access.exposureProblem(pinned.server)
+        if (exposed !== undefined) return yield* new SluiceConfig.ConfigError({ source: "config", problems: [exposed] })
         number++
         const built = yield* make(pinned)
         const old = slot

@@ -10,6 +10,7 @@ import { Console, Effect, Layer } from "effect"
 import { networkInterfaces } from "node:os"
 import * as Access from "./Access.js"
 import * as Gateway from "./Gateway.js"
+import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
 import type * as Sluice from "./Sluice.js"
 import * as Telemetry from "./Telemetry.js"
@@ -22,6 +23,8 @@ export interface Options extends Sluice.Options {
   readonly telemetry?: Layer.Layer<never>
   /** Overrides `server.drainMs` (tests stop at once with 0). */
   readonly drainMs?: number
+  /** The file to reload the config from on `SIGHUP` (and on changes with `watch`); no reloads without. */
+  readonly reload?: { readonly path: string } & Reload.Options
 }
 
 /** The addresses a host really listens on: every interface's for a wildcard host. */
@@ -112,17 +115,12 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile, admin?: Gateway.
  * Refuses an open gateway on an address other machines can reach: without client keys, binding
  * anything but loopback needs `server.auth.open: true`.
  */
-export const checkExposure = (config: SluiceConfig.ConfigFile): Effect.Effect<void, SluiceConfig.ConfigError> =>
-  config.server.auth.keys.length === 0 && !config.server.auth.open && !Access.isLoopback(config.server.host)
-    ? Effect.fail(
-        new SluiceConfig.ConfigError({
-          source: "config",
-          problems: [
-            `server.host: '${config.server.host}' is reachable from other machines and no client keys are set; add server.auth.keys, bind 127.0.0.1, or set server.auth.open: true to serve anyone on purpose`
-          ]
-        })
-      )
-    : Effect.void
+export const checkExposure = (config: SluiceConfig.ConfigFile): Effect.Effect<void, SluiceConfig.ConfigError> => {
+  const problem = Access.exposureProblem(config.server)
+  return problem === undefined
+    ? Effect.void
+    : Effect.fail(new SluiceConfig.ConfigError({ source: "config", problems: [problem] }))
+}
 
 /**
  * The HTTP client of `http` health checks: `@effect/platform-node`'s over undici, loaded only when
@@ -156,7 +154,8 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     { drainMs: options.drainMs ?? config.server.drainMs }
   ).pipe(Layer.provide(gatewayOptions(config)))
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
-  return announce.pipe(
+  const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
+  return Layer.merge(announce, reload).pipe(
     Layer.provideMerge(serve),
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),

@@ -337,7 +337,32 @@ describe("sluice validate", () => {
     Effect.gen(function* () {
       const { exit } = yield* complete(["validate"])
       expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && String(exit.cause.error)).toContain(
-        "validate needs --config FILE"
+        "--config FILE is required"
+      )
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("strict flags", () => {
+  const message = (exit: Exit.Exit<void, unknown>) =>
+    Exit.isFailure(exit) && exit.cause._tag === "Fail" ? String((exit.cause.error as Error).message) : ""
+
+  it.live(
+    "serve refuses an unknown flag, its stray value and a flag without its value, listing all, instead of starting",
+    () =>
+      Effect.gen(function* () {
+        const { exit } = yield* complete(["serve", "--port", "9999", "--config"])
+        expect(message(exit)).toContain(
+          "sluice serve: 3 problems:\n  - unknown flag --port; known: --config, --watch\n  - --config needs a value\n  - unexpected argument '9999'"
+        )
+      }).pipe(Effect.scoped)
+  )
+
+  it.live("validate lists a missing value, a value given to nothing and a stray argument at once", () =>
+    Effect.gen(function* () {
+      const { exit } = yield* complete(["validate", "--config", "--verbose", "extra"])
+      expect(message(exit)).toContain(
+        "sluice validate: 3 problems:\n  - --config needs a value\n  - unknown flag --verbose; known: --config\n  - unexpected argument 'extra'"
       )
     }).pipe(Effect.scoped)
   )

@@ -57,6 +57,13 @@ export interface Service {
    * needs a restart, and the config's own are ignored here.
    */
   readonly replace: (config: SluiceConfig.ConfigFile) => Effect.Effect<Generation, SluiceConfig.ConfigError>
+  /**
+   * {@link replace} with the config `f` makes from the running one, both in one step: no other
+   * change runs in between (an admin action edits the config this way).
+   */
+  readonly update: <E>(
+    f: (running: SluiceConfig.ConfigFile) => Effect.Effect<SluiceConfig.ConfigFile, E>
+  ) => Effect.Effect<Generation, E | SluiceConfig.ConfigError>
   /** Whether some pool has an upstream that can take requests now (enabled, healthy, breaker not open). */
   readonly readiness: Effect.Effect<{ readonly ready: boolean; readonly pools: Record<string, ReadonlyArray<string>> }>
 }
@@ -172,7 +179,8 @@ const proxy = (current: () => Slot, done: (slot: Slot) => void): Router.Service 
     },
     get models() {
       return current().generation.router.models
-    }
+    },
+    queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0
   })
 }
 
@@ -217,7 +225,7 @@ export const layer = (
       const lock = yield* Effect.makeSemaphore(1)
       const listen = { host: config.server.host, port: config.server.port }
 
-      const replace = Effect.fn("Routing.replace")(function* (next: SluiceConfig.ConfigFile) {
+      const swap = Effect.fnUntraced(function* (next: SluiceConfig.ConfigFile) {
         const pinned = { ...next, server: { ...next.server, ...listen } }
         const exposed = Access.exposureProblem(pinned.server)
         if (exposed !== undefined) return yield* new SluiceConfig.ConfigError({ source: "config", problems: [exposed] })
@@ -229,7 +237,12 @@ export const layer = (
         if (old.inFlight === 0) close(old)
         yield* Effect.logInfo(`config replaced: generation ${built.generation.number} serves new requests`)
         return built.generation
-      }, lock.withPermits(1))
+      })
+      const update: Service["update"] = (f) =>
+        lock
+          .withPermits(1)(Effect.flatMap(f(slot.generation.config), swap))
+          .pipe(Effect.withSpan("Routing.update"))
+      const replace: Service["replace"] = (next) => update(() => Effect.succeed(next))
 
       const readiness = Effect.gen(function* () {
         const generation = slot.generation
@@ -249,7 +262,7 @@ export const layer = (
         return { ready, pools }
       })
 
-      const service = Routing.of({ current: () => slot.generation, replace, readiness })
+      const service = Routing.of({ current: () => slot.generation, replace, update, readiness })
       const g = first.generation
       return Context.make(Routing, service).pipe(
         Context.add(

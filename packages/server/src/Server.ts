@@ -8,7 +8,10 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import { Config as SluiceConfig } from "@sluice/core"
 import { Console, Effect, Layer } from "effect"
 import { networkInterfaces } from "node:os"
+import { Providers } from "@sluice/providers"
+import { Strategies } from "@sluice/strategies"
 import * as Access from "./Access.js"
+import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./Gateway.js"
 import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
@@ -99,16 +102,55 @@ const currentAccess = (routing: Routing.Service): Access.Service => ({
   keys: (now) => routing.current().access.keys(now)
 })
 
-/** Gateway options from the config and the running {@link Routing.Routing}. */
-export const gatewayOptions = (config: SluiceConfig.ConfigFile, admin?: Gateway.Handler) =>
-  Layer.effect(
+/**
+ * The admin API's handler when `server.admin` names its token's variable (the module is loaded only
+ * then); fails with a `ConfigError` when the variable is not set.
+ */
+const adminHandler = (config: SluiceConfig.ConfigFile, options: Options) =>
+  Effect.gen(function* () {
+    if (config.server.admin === undefined) return undefined
+    const environment = yield* SluiceConfig.readEnvironment(config)
+    const token = environment.adminToken
+    if (token === undefined)
+      return yield* new SluiceConfig.ConfigError({
+        source: "environment",
+        problems: environment.problems.filter((p) => p.startsWith("server.admin"))
+      })
+    const Admin = yield* Effect.promise(() => import("./Admin.js"))
+    return yield* Admin.make({
+      token,
+      decode: {
+        ...ConfigFile.defaultOptions,
+        strategies: [...Strategies.names, ...Object.keys(options.strategies ?? {})],
+        ...(options.providers === undefined
+          ? {}
+          : {
+              providers: [
+                ...Providers.kinds,
+                ...Object.keys(options.providers)
+                  .filter((name) => !Providers.kinds.some((k) => k.name === name))
+                  .map((name) => ({ name, needsBaseUrl: true }))
+              ]
+            })
+      },
+      configPath: options.reload?.path
+    })
+  })
+
+/** Gateway options from the config and the running {@link Routing.Routing}, with the admin API when configured. */
+export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
+  Layer.scoped(
     Gateway.GatewayOptions,
-    Effect.map(Routing.Routing, (routing) => ({
-      maxBodyBytes: config.server.maxBodyBytes,
-      access: currentAccess(routing),
-      readiness: routing.readiness,
-      ...(admin !== undefined ? { admin } : {})
-    }))
+    Effect.gen(function* () {
+      const routing = yield* Routing.Routing
+      const admin = yield* adminHandler(config, options)
+      return {
+        maxBodyBytes: config.server.maxBodyBytes,
+        access: currentAccess(routing),
+        readiness: routing.readiness,
+        ...(admin !== undefined ? { admin } : {})
+      }
+    })
   )
 
 /**
@@ -152,7 +194,7 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
   const serve = Gateway.layer(
     { host: config.server.host, port: config.server.port },
     { drainMs: options.drainMs ?? config.server.drainMs }
-  ).pipe(Layer.provide(gatewayOptions(config)))
+  ).pipe(Layer.provide(gatewayOptions(config, options)))
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
   const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
   return Layer.merge(announce, reload).pipe(

@@ -186,7 +186,15 @@ export const KeyStatus = Schema.Struct({
  */
 export const AddKey = Schema.Struct({
   ...SluiceConfig.ClientKeyConfig.fields,
-  key: Schema.optional(Schema.Redacted(Schema.String.pipe(Schema.minLength(16))))
+  // Messages that never quote the value: a key must not come back in an error.
+  key: Schema.optionalWith(
+    Schema.Redacted(
+      Schema.String.pipe(
+        Schema.minLength(16, { message: () => "expected a key of at least 16 characters; the value is not shown" })
+      )
+    ).annotations({ message: () => "expected a key of at least 16 characters; the value is not shown" }),
+    { exact: true }
+  )
 }).annotations({ parseOptions: ALL_ERRORS })
 
 /** Keys: list, add, revoke. */

@@ -13,21 +13,11 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Config, Console, Data, Effect, Option, Redacted } from "effect"
 import { AdminApi } from "./AdminApi.js"
+import { connection, usage } from "./internal/adminUsage.js"
 import * as Flags from "./internal/flags.js"
 
 /** A command of this module that cannot run; the message says what to do. */
 export class AdminCliError extends Data.TaggedError("AdminCliError")<{ readonly message: string }> {}
-
-/** Usage of the admin commands. */
-export const usage = `  sluice status                    pools and upstreams of a running gateway: health, breaker, budgets, queue
-  sluice breaker reset UPSTREAM    close an upstream's circuit breaker
-  sluice upstream disable|enable ID
-                                   take an upstream out of routing, or back in
-  sluice reload                    reload the config file the gateway was started with`
-
-/** Where the admin commands connect, and with what. */
-export const connection = `status, breaker, upstream and reload call the admin API: --url URL (default SLUICE_URL, else
-http://127.0.0.1:8080), with the token from the variable --token-env names (default SLUICE_ADMIN_TOKEN).`
 
 const FLAGS: Flags.Spec = { url: "value", "token-env": "value" }
 

@@ -8,7 +8,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Simulator } from "@sluice/providers"
 import { Config as SluiceConfig } from "@sluice/core"
 import { Console, Data, Effect, Either, Layer } from "effect"
-import * as AdminCli from "./AdminCli.js"
+import * as AdminUsage from "./internal/adminUsage.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Flags from "./internal/flags.js"
 import * as Server from "./Server.js"
@@ -23,13 +23,13 @@ Usage:
                                    SIGTERM / SIGINT drain (server.drainMs) and exit 0
   sluice validate --config FILE    check a config file and the environment it needs; list every problem
   sluice simulate [flags]          run a standalone simulated OpenAI-compatible upstream (see 'sluice simulate --help')
-${AdminCli.usage}
+${AdminUsage.usage}
   sluice help
 
 Environment: the variables a config names in apiKeyEnv hold the API keys; PORT and HOST override
 server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT exports traces.
 
-${AdminCli.connection}`
+${AdminUsage.connection}`
 
 /** A command line that cannot be run: an unknown command or a missing argument. */
 export class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
@@ -92,7 +92,11 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
     case "breaker":
     case "upstream":
     case "reload":
-      return AdminCli.program(command, rest)
+      // Loaded on demand: `serve` never needs the admin API's client.
+      return Effect.flatMap(
+        Effect.promise(() => import("./AdminCli.js")),
+        (AdminCli) => AdminCli.program(command, rest)
+      )
     case "help":
     case "--help":
     case "-h":

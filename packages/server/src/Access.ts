@@ -38,8 +38,10 @@ export interface Client {
   /** Whether `x-sluice-priority` may set this client's priority per request. */
   readonly priorityHeader: boolean
   readonly limits: ClientUsage.Limits
-  /** Whether the client may ask for `model`, served by `pool` (undefined: no pool serves it). */
-  readonly allows: (model: string, pool: string | undefined) => boolean
+  /** False when the client may use every model and pool: {@link allows} need not be asked. */
+  readonly restricted: boolean
+  /** Whether the client may ask for `model` (and the pool serving it). */
+  readonly allows: (model: string) => boolean
   /** Whether usage is recorded (keys with limits or budgets, or shown by the admin API). */
   readonly tracked: boolean
 }
@@ -122,6 +124,7 @@ const anonymous: Client = {
   priority: 0,
   priorityHeader: false,
   limits: {},
+  restricted: false,
   allows: ANYTHING,
   tracked: false
 }
@@ -159,7 +162,14 @@ export const make = (settings: Settings): Service => {
         priority: key.priority,
         priorityHeader: key.priorityHeader,
         limits,
-        allows: (model, pool) => models(model) && (pools === undefined || pool === undefined || pools.has(pool)),
+        restricted: key.models !== undefined || pools !== undefined,
+        allows: (model) => {
+          if (!models(model)) return false
+          if (pools === undefined) return true
+          const pool = settings.poolOf(model)
+          // A model no pool serves is the router's 404, not a 403.
+          return pool === undefined || pools.has(pool)
+        },
         tracked: true
       }
     })
@@ -181,6 +191,7 @@ export const make = (settings: Settings): Service => {
   }
 
   const authenticate = (headers: IncomingHttpHeaders): Client | Refusal => {
+    if (entries.length === 0 && !required) return anonymous
     const authorization = headers["authorization"]
     const match = typeof authorization === "string" ? BEARER.exec(authorization) : null
     const client = match === null || entries.length === 0 ? undefined : find(match[1]!)
@@ -200,7 +211,7 @@ export const make = (settings: Settings): Service => {
   }
 
   const admit = (client: Client, model: string, now: number): Refusal | undefined => {
-    if (!client.allows(model, settings.poolOf(model)))
+    if (client.restricted && !client.allows(model))
       return new Refusal(
         403,
         "invalid_request_error",

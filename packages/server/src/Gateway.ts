@@ -252,7 +252,10 @@ const routeOptions = (
   body: string | undefined
 ): Router.RouteOptions => {
   const apiKey = bearer(headers["authorization"])
-  const priority = client === undefined ? undefined : options.access?.priority(client, headers)
+  const priority =
+    client === undefined || (client.priority === 0 && !client.priorityHeader)
+      ? undefined
+      : options.access?.priority(client, headers)
   const route: { -readonly [K in keyof Router.RouteOptions]: Router.RouteOptions[K] } = {
     headers: headers as Readonly<Record<string, string | undefined>>,
     requestId
@@ -382,7 +385,9 @@ const refused = (
   res: ServerResponse,
   requestId: string
 ): Effect.Effect<void> | undefined => {
-  if (client === undefined || env.options.access === undefined) return undefined
+  // Anyone on an open gateway, and keys without limits or restrictions, need no check.
+  if (client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined)
+    return undefined
   const refusal = env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis())
   return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId))
 }

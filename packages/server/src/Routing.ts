@@ -26,7 +26,7 @@ import {
   Topology
 } from "@sluice/core"
 import type * as HttpClient from "@effect/platform/HttpClient"
-import { Cause, Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Runtime, Scope, Stream } from "effect"
 import * as Access from "./Access.js"
 import * as Sluice from "./Sluice.js"
 
@@ -80,6 +80,8 @@ interface Slot {
   readonly scope: Scope.CloseableScope
   inFlight: number
   retired: boolean
+  /** Ends one request in flight here (built once per generation, not per request). */
+  readonly done: Effect.Effect<void>
 }
 
 /** Builds one config in its own scope; the scope is closed again when the build fails. */
@@ -138,50 +140,54 @@ const build = (
  * The router that sends each request to the current generation, counting it in flight there until
  * its answer (or, for a stream, its release).
  */
-const proxy = (current: () => Slot, done: (slot: Slot) => void): Router.Service => {
-  const track = <A, E>(slot: Slot, effect: Effect.Effect<A, E>) => {
-    slot.inFlight++
-    return Effect.ensuring(
-      effect,
-      Effect.sync(() => done(slot))
-    )
-  }
-  return Router.Router.of({
+const proxy = (current: () => Slot): Router.Service =>
+  Router.Router.of({
     chat: (request, options) => {
       const slot = current()
-      return track(slot, slot.generation.router.chat(request, options))
+      slot.inFlight++
+      return Effect.ensuring(slot.generation.router.chat(request, options), slot.done)
     },
     embeddings: (request, options) => {
       const slot = current()
-      return track(slot, slot.generation.router.embeddings(request, options))
+      slot.inFlight++
+      return Effect.ensuring(slot.generation.router.embeddings(request, options), slot.done)
     },
     chatStream: (request, options) => {
       const slot = current()
       slot.inFlight++
-      return Effect.onExit(slot.generation.router.chatStream(request, options), (exit) =>
-        Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => done(slot))
-      ).pipe(
-        Effect.map((routed) => {
-          let released = false
-          return {
-            ...routed,
-            release: Effect.zipRight(
-              routed.release,
-              Effect.sync(() => {
-                if (released) return
-                released = true
-                done(slot)
-              })
-            )
-          }
-        })
-      )
+      return Effect.matchCauseEffect(slot.generation.router.chatStream(request, options), {
+        onFailure: (cause) => Effect.zipRight(slot.done, Effect.failCause(cause)),
+        onSuccess: (routed) => Effect.succeed(tracked(routed, slot.done))
+      })
     },
     get models() {
       return current().generation.router.models
     },
     queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0
   })
+
+/** A stream whose end (its release, run once however it is read) also runs `done`, once. */
+const tracked = (routed: Router.RoutedStream, done: Effect.Effect<void>): Router.RoutedStream => {
+  let ended = false
+  const end = Effect.suspend(() => {
+    if (ended) return Effect.void
+    ended = true
+    return done
+  })
+  const release = Effect.zipRight(routed.release, end)
+  return {
+    upstream: routed.upstream,
+    requestId: routed.requestId,
+    pool: routed.pool,
+    attempts: routed.attempts,
+    source: routed.source,
+    release,
+    // Built when asked for, as the router's own: the gateway reads `source`.
+    get events() {
+      return Stream.ensuring(routed.events, end)
+    },
+    decision: routed.decision
+  }
 }
 
 /**
@@ -215,7 +221,16 @@ export const layer = (
         let made: Slot | undefined
         return Effect.map(
           build(config, options, shared, health, number, () => made?.inFlight ?? 0),
-          ({ generation, scope }) => (made = { generation, scope, inFlight: 0, retired: false })
+          ({ generation, scope }) => {
+            const slot: Slot = {
+              generation,
+              scope,
+              inFlight: 0,
+              retired: false,
+              done: Effect.sync(() => done(slot))
+            }
+            return (made = slot)
+          }
         )
       }
       let slot = yield* make(config)
@@ -267,7 +282,7 @@ export const layer = (
       return Context.make(Routing, service).pipe(
         Context.add(
           Router.Router,
-          proxy(() => slot, done)
+          proxy(() => slot)
         ),
         Context.add(Topology.Topology, g.topology),
         Context.add(Matcher.Matcher, g.matcher),

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { Config } from "@sluice/core"
+import { Router } from "@sluice/core"
 import { Effect } from "effect"
 import type OpenAI from "openai"
 import * as Routing from "../src/Routing.js"
@@ -120,5 +121,33 @@ describe("config replacement under load", () => {
         expect(routing.current().number).toBe(6)
       }).pipe(Effect.scoped),
     60_000
+  )
+
+  it.live("keeps a replaced config running while a stream on it lasts, and closes it when the stream ends", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(configOf([upstream("u1")]))
+      const routing = gateway.service(Routing.Routing)
+      const router = gateway.service(Router.Router)
+      const old = routing.current()
+      const stream = yield* router.chatStream({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+      expect(old.inFlight()).toBe(1)
+      yield* routing.replace(configOf([upstream("u2")]))
+      // The old generation's simulated upstream still serves the stream it started.
+      const reachable = (url: string) =>
+        Effect.promise(() =>
+          fetch(`${url}/health`).then(
+            () => true,
+            () => false
+          )
+        )
+      expect(yield* reachable(old.simulators[0]!.url)).toBe(true)
+      const chunks = yield* Router.collect(stream)
+      expect(chunks.length).toBeGreaterThan(1)
+      expect(old.inFlight()).toBe(0)
+      // Its scope closes once the stream ends: its simulator stops.
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+      expect(yield* reachable(old.simulators[0]!.url)).toBe(false)
+      expect(routing.current().inFlight()).toBe(0)
+    }).pipe(Effect.scoped)
   )
 })

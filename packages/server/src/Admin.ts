@@ -62,7 +62,14 @@ const checked = (config: SluiceConfig.ConfigFile, options: Options) =>
 /** The state of one upstream of a generation. */
 const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstream) =>
   Effect.gen(function* () {
-    const budget = yield* generation.limiter.snapshot(upstream)
+    const used = yield* generation.limiter.snapshot(upstream)
+    const { rpm, tpm } = used.limits
+    // What is left this minute, where a limit is set.
+    const budget = {
+      ...used,
+      ...(rpm === undefined ? {} : { requestsLeft: Math.max(0, rpm - used.requestsUsed) }),
+      ...(tpm === undefined ? {} : { tokensLeft: Math.max(0, tpm - used.tokensUsed) })
+    }
     return {
       id: upstream.id,
       name: upstream.name,

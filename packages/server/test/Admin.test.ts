@@ -235,6 +235,7 @@ describe("admin API, end to end", () => {
       expect(a.breaker.lastFailure).toContain("500")
       expect(a.budget.limits).toEqual({ rpm: 100 })
       expect(a.budget.requestsUsed).toBeGreaterThan(0)
+      expect(a.budget.requestsLeft).toBe(100 - a.budget.requestsUsed)
       expect(a.health.healthy).toBe(true)
       expect(a.inFlight).toBe(0)
       expect(status.body.pools[0]).toMatchObject({ id: "chat", queueDepth: 0, upstreams: ["a", "b"] })

@@ -29,10 +29,13 @@ const configFile = (yaml: string) =>
   )
 
 /** The real bin serving `path` on a free loopback port; killed if still running when the scope closes. */
-const serve = (argv: ReadonlyArray<string>): Effect.Effect<Child, never, Scope.Scope> =>
+const serve = (
+  argv: ReadonlyArray<string>,
+  extra: Readonly<Record<string, string>> = {}
+): Effect.Effect<Child, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.promise(() => {
-      const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", HOST: "127.0.0.1" }
+      const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", HOST: "127.0.0.1", ...extra }
       delete env["OTEL_EXPORTER_OTLP_ENDPOINT"]
       const child = spawn(process.execPath, [bin, "serve", ...argv], {
         cwd: repoRoot,
@@ -80,7 +83,12 @@ interface Child {
 }
 
 /** A config of one simulated upstream streaming `words` words at `perSecond`. */
-const streaming = (drainMs: number, words: number, perSecond: number, models = ["gpt-4o-mini"]) =>
+const streaming = (
+  drainMs: number,
+  words: number,
+  perSecond: number,
+  models: ReadonlyArray<string> = ["gpt-4o-mini"]
+) =>
   [
     `server: { drainMs: ${drainMs} }`,
     "upstreams:",
@@ -233,6 +241,33 @@ describe("reload (the bin)", () => {
         expect(gateway.output()).toContain("upstreams[0].weight")
         expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")
         expect(gateway.child.exitCode).toBeNull()
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "POST /admin/config/reload reads the file the gateway was started with again",
+    () =>
+      Effect.gen(function* () {
+        const withAdmin = (models: ReadonlyArray<string>) =>
+          streaming(0, 3, 0, models).replace("server: {", "server: { admin: { tokenEnv: SLUICE_LIFE_ADMIN }, ")
+        const file = yield* configFile(withAdmin(["gpt-4o-mini"]))
+        const gateway = yield* serve(["--config", file.path], { SLUICE_LIFE_ADMIN: "adm-life-0123456789" })
+        file.write(withAdmin(["gpt-4o-mini", "gpt-4o"]))
+        const reload = yield* Effect.promise(() =>
+          fetch(`${gateway.url}/admin/config/reload`, {
+            method: "POST",
+            headers: { authorization: "Bearer adm-life-0123456789" }
+          }).then(async (r) => [r.status, await r.json()] as const)
+        )
+        expect(reload).toEqual([200, { generation: 2 }])
+        const served = yield* Effect.promise(() =>
+          clientOf(gateway.url).chat.completions.create({
+            model: "gpt-4o",
+            messages: [{ role: "user", content: "Hi" }]
+          })
+        )
+        expect(served.choices[0]?.finish_reason).toBe("stop")
       }).pipe(Effect.scoped),
     30_000
   )

@@ -150,4 +150,36 @@ describe("config replacement under load", () => {
       expect(routing.current().inFlight()).toBe(0)
     }).pipe(Effect.scoped)
   )
+
+  it.live("carries the budget used and the breaker of an upstream that remains over a replacement", () =>
+    Effect.gen(function* () {
+      const limited = (models: ReadonlyArray<string>) =>
+        simulatedConfig(
+          [
+            { id: "kept", limits: { rpm: 2 } },
+            { id: "flaky", simulate: { failureRate: 1 }, circuitBreaker: { failureThreshold: 1 } }
+          ],
+          [
+            { id: "chat", models, upstreams: ["kept"], queue: { maxSize: 0 } },
+            { id: "flaky", models: ["flaky"], upstreams: ["flaky"] }
+          ]
+        )
+      const gateway = yield* startGateway(limited(["gpt-4o-mini"]))
+      const routing = gateway.service(Routing.Routing)
+      const ask = (model: string) =>
+        Effect.promise(() =>
+          gateway.client.chat.completions.create({ model, messages: [{ role: "user", content: "Hi" }] }).then(
+            () => 200,
+            (e: { status: number }) => e.status
+          )
+        )
+      expect([yield* ask("gpt-4o-mini"), yield* ask("gpt-4o-mini")]).toEqual([200, 200])
+      expect(yield* ask("flaky")).toBe(502)
+      const next = yield* routing.replace(limited(["gpt-4o-mini", "gpt-4o"]))
+      // Two of its two requests a minute are spent: the new config's first request is refused.
+      expect(yield* ask("gpt-4o")).toBe(429)
+      const flaky = next.topology.upstreams.get("flaky")!
+      expect((yield* next.breaker.snapshot(flaky)).state).toBe("open")
+    }).pipe(Effect.scoped)
+  )
 })

@@ -164,6 +164,28 @@ describe("sluice serve", () => {
     20_000
   )
 
+  it.live("refuses to serve anyone on a reachable address without client keys, unless auth.open says so", () =>
+    Effect.gen(function* () {
+      const yaml = (open: boolean) =>
+        [
+          ...(open ? ["server: { auth: { open: true } }"] : []),
+          "upstreams:",
+          "  - { id: s, provider: simulated }",
+          "pools:",
+          "  - { id: p, models: [m], upstreams: [s] }"
+        ].join("\n")
+      const closed = yield* complete(["serve", "--config", yield* configFile(yaml(false))], { HOST: "0.0.0.0" })
+      expect(closed.problems).toEqual([
+        "server.host: '0.0.0.0' is reachable from other machines and no client keys are set; add server.auth.keys, bind 127.0.0.1, or set server.auth.open: true to serve anyone on purpose"
+      ])
+      expect(closed.stdout).not.toContain("listening")
+      const run = yield* start(["serve", "--config", yield* configFile(yaml(true))], { HOST: "0.0.0.0" })
+      const banner = yield* run.waitFor(/Open: clients need no key/)
+      expect(banner).not.toBeNull()
+      expect(run.stdout()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+/)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("refuses an invalid config, listing every problem (schema, references, environment) at once", () =>
     Effect.gen(function* () {
       const path = yield* configFile(

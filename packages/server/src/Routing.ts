@@ -72,7 +72,12 @@ export interface Service {
 export class Routing extends Context.Tag("@sluice/server/Routing")<Routing, Service>() {}
 
 /** What a generation is built from. */
-type Shared = StateStore.StateStore | Provider.Provider | TokenCounter.TokenCounter
+type Shared =
+  | StateStore.StateStore
+  | Provider.Provider
+  | TokenCounter.TokenCounter
+  | RateLimiter.RateLimiter
+  | CircuitBreaker.CircuitBreaker
 
 /** A generation's own state: what is in flight, and whether it was replaced. */
 interface Slot {
@@ -126,9 +131,9 @@ const build = (
       router: Context.get(built, Router.Router),
       topology,
       matcher,
-      breaker: Context.get(built, CircuitBreaker.CircuitBreaker),
+      breaker: Context.get(shared, CircuitBreaker.CircuitBreaker),
       health: Context.get(built, Health.Health),
-      limiter: Context.get(built, RateLimiter.RateLimiter),
+      limiter: Context.get(shared, RateLimiter.RateLimiter),
       simulators: Context.get(built, Sluice.Simulators),
       access,
       inFlight: counter

@@ -308,7 +308,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
   private finished = false
   /** The reader waiting for events (see `StreamEvent.Source.onReady`). */
   private ready: (() => void) | undefined
-  /** The deadline of a whole answer, while it runs. */
+  /** The deadline of an answer (or of a stream's acceptance) while it runs; after `[DONE]`, the drain's. */
   private timer: ReturnType<typeof setTimeout> | undefined
 
   constructor(
@@ -366,6 +366,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
 
   onResponseEnd(): void {
     this.finished = true
+    this.stopTimer()
     if (this.sse) {
       if (!this.over) {
         this.fail(
@@ -384,6 +385,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     this.finished = true
+    this.stopTimer()
     if (this.sse) {
       if (!this.over) {
         this.fail(Errors.Failure.connection(this.upstream.id, `the upstream broke off mid-stream: ${error.message}`))
@@ -402,18 +404,18 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
 
   /** Stops the exchange: before the answer, the request is aborted; mid-stream, the connection is closed. */
   readonly cancel = (): void => {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer)
-      this.timer = undefined
-    }
+    this.stopTimer()
     if (this.finished) return
     if (this.sse && this.over && this.failure === undefined) {
       // [DONE] arrived: let the rest drain so the connection is reused (bounded, should the upstream
       // keep the answer open).
       this.controller?.resume()
-      setTimeout(() => {
+      // Cleared when the answer ends: the timer must not keep the exchange for DRAIN_MS.
+      this.timer = setTimeout(() => {
+        this.timer = undefined
         if (!this.finished) this.controller?.abort(new Error("the answer did not end after [DONE]"))
-      }, DRAIN_MS).unref()
+      }, DRAIN_MS)
+      this.timer.unref()
       return
     }
     this.cancelled = true
@@ -421,22 +423,26 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
   }
 
   /** Fails the exchange with a timeout and cancels it unless it has been answered within `ms`. */
-  deadline(ms: number): void {
+  deadline(ms: number, message: string): void {
     this.timer = setTimeout(() => {
       this.timer = undefined
       if (this.settled) return
-      this.settle(Effect.fail(Errors.Failure.timeout(this.upstream.id, `no response within ${ms} ms`)))
+      this.settle(Effect.fail(Errors.Failure.timeout(this.upstream.id, message)))
       this.cancel()
     }, ms)
+  }
+
+  private stopTimer() {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
   }
 
   private settle(effect: Effect.Effect<unknown, Errors.UpstreamError>) {
     if (this.settled) return
     this.settled = true
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer)
-      this.timer = undefined
-    }
+    this.stopTimer()
     const resume = this.resume
     // The opening fiber is done with: a stream that lives on must not keep it (and its stack) alive.
     this.resume = settled
@@ -504,7 +510,8 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     streaming: boolean,
     whole?: (answer: Answer) => Effect.Effect<X, Errors.UpstreamError>,
     onExchange?: (exchange: Exchange) => void,
-    traced?: boolean
+    traced?: boolean,
+    openTimeoutMs?: number
   ): Effect.Effect<X, Errors.UpstreamError> => {
     const t = target(upstream)
     const exchange = (span: Tracer.Span | undefined) =>
@@ -517,9 +524,12 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
           whole
         )
         onExchange?.(exchange)
-        // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
-        // first event is timed by the router.
-        if (!streaming) exchange.deadline(upstream.timeoutMs)
+        // A whole answer has `timeoutMs` to arrive, a stream the `openTimeoutMs` the router gives to be
+        // accepted (see `Provider.Service.enforcesTimeout`); a stream's first event is timed by the router.
+        if (!streaming) exchange.deadline(upstream.timeoutMs, `no response within ${upstream.timeoutMs} ms`)
+        else if (openTimeoutMs !== undefined) {
+          exchange.deadline(openTimeoutMs, `the stream was not accepted within ${openTimeoutMs} ms`)
+        }
         agent.dispatch(
           {
             origin: t.origin,
@@ -574,29 +584,51 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
     json<Wire.EmbeddingsResponse>(upstream, "/embeddings", payloadOf(call, undefined), isEmbeddings, call.traced)
 
+  /** What a stream request's answer becomes: the opened stream, or the upstream's error. */
+  const opened = (
+    upstream: Upstream,
+    answer: Answer | Opened
+  ): Effect.Effect<Provider.Opened, Errors.UpstreamError> => {
+    if (answer._tag === "Opened") {
+      return Effect.succeed({
+        events: answer.events,
+        rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now())
+      })
+    }
+    if (answer.status < 200 || answer.status >= 300) {
+      return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
+    }
+    const type = answer.headers["content-type"] ?? ""
+    return Effect.fail(
+      Errors.Failure.protocol(upstream.id, `expected an event stream, got content-type '${type || "none"}'`)
+    )
+  }
+
   const chatStream: Provider.Service["chatStream"] = (upstream, call) =>
-    Effect.gen(function* () {
+    Effect.flatMap(Effect.scope, (scope) => {
       let exchange: Exchange | undefined
       // The connection belongs to the caller's scope: closed when it closes, unless the stream
       // reached [DONE], in which case the rest of the answer drains and the connection is reused.
       // Straight on the scope: `Effect.addFinalizer` would diff every fiber ref when it runs.
-      yield* Scope.addFinalizer(
-        yield* Effect.scope,
+      const cancel = Scope.addFinalizer(
+        scope,
         Effect.sync(() => exchange?.cancel())
       )
-      const payload = payloadOf(call, { stream: true })
-      const answer = yield* post<Answer | Opened>(upstream, "/chat/completions", payload, true, undefined, (e) => {
-        exchange = e
-      })
-      if (answer._tag === "Opened") {
-        return { events: answer.events, rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now()) }
-      }
-      if (answer.status < 200 || answer.status >= 300) {
-        return yield* Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
-      }
-      const type = answer.headers["content-type"] ?? ""
-      return yield* Effect.fail(
-        Errors.Failure.protocol(upstream.id, `expected an event stream, got content-type '${type || "none"}'`)
+      const answer = post<Answer | Opened>(
+        upstream,
+        "/chat/completions",
+        payloadOf(call, { stream: true }),
+        true,
+        undefined,
+        (e) => {
+          exchange = e
+        },
+        call.traced,
+        call.openTimeoutMs
+      )
+      return Effect.zipRight(
+        cancel,
+        Effect.flatMap(answer, (a) => opened(upstream, a))
       )
     })
 

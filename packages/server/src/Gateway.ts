@@ -422,20 +422,20 @@ const streamChat = (
         "x-sluice-upstream": routed.upstream,
         "x-sluice-attempts": String(routed.attempts)
       })
-      const release =
+      const release = Effect.zipRight(
         client === undefined || !client.tracked
           ? routed.release
           : Effect.zipRight(
               routed.release,
               Effect.map(routed.decision, (decision) => recordUsage(env, client, decision))
-            )
-      return Effect.ensuring(
-        restore(relay(res, routed.source)),
-        Effect.zipRight(
-          release,
-          Effect.sync(() => env.streams.delete(res))
-        )
+            ),
+        Effect.sync(() => env.streams.delete(res))
       )
+      // Already uninterruptible: these handlers run however the relay ends, with no mask of their own.
+      return Effect.matchCauseEffect(restore(relay(res, routed.source)), {
+        onSuccess: () => release,
+        onFailure: (cause) => Effect.zipRight(release, Effect.failCause(cause))
+      })
     })
   )
 

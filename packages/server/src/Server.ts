@@ -5,7 +5,7 @@
  */
 // The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
 import * as HttpClient from "@effect/platform/HttpClient"
-import { Config as SluiceConfig } from "@sluice/core"
+import { Scheduling, Config as SluiceConfig } from "@sluice/core"
 import { Console, Effect, Layer } from "effect"
 import { networkInterfaces } from "node:os"
 import { Providers } from "@sluice/providers"
@@ -201,6 +201,7 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     Layer.provideMerge(serve),
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),
-    Layer.provide(options.telemetry ?? Telemetry.layer)
+    // Every fiber of the gateway on one scheduler: see `Scheduling`.
+    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layer, Scheduling.layer))
   )
 }

@@ -76,6 +76,8 @@ export interface Service {
   ) => Effect.Effect<Routed<EmbeddingsResponse>, RouterError>
   /** The models the pools serve (exact names and aliases). */
   readonly models: Effect.Effect<ReadonlyArray<Model>>
+  /** Requests waiting in a pool's queue now (for the admin API); optional for routers built elsewhere. */
+  readonly queueDepth?: (poolId: string) => number
 }
 
 /** The routing pipeline. */
@@ -188,7 +190,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           provider.embeddings(upstream, { request: body, model, body: options?.body, traced }),
         embeddingsUsage
       ),
-    models: Effect.succeed(models)
+    models: Effect.succeed(models),
+    queueDepth: queue.depth
   })
 })
 

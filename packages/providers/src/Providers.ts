@@ -1,12 +1,12 @@
 /**
  * The provider registry: the kinds Sluice ships ({@link kinds}, which a config is checked against
- * when it loads) and one `Provider` service that dispatches each call on `upstream.provider`. Every
- * kind shipped today speaks the OpenAI wire format; translating providers (Anthropic, Gemini) plug
- * in here by kind.
+ * when it loads) and one `Provider` service that dispatches each call on `upstream.provider`. Most
+ * kinds speak the OpenAI wire format; translating providers (`anthropic`) plug in here by kind.
  */
 import type { Config } from "@sluice/core"
 import { Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
+import * as Anthropic from "./Anthropic.js"
 import * as OpenAICompatible from "./OpenAICompatible.js"
 import * as Simulator from "./Simulator.js"
 
@@ -37,11 +37,17 @@ export const kinds: ReadonlyArray<Config.ProviderKind> = [
   remote("vllm"),
   remote("ollama"),
   remote("lmstudio"),
+  remote("anthropic"),
   simulated
 ]
 
-/** Provider kinds served by the OpenAI-compatible translation: every kind in {@link kinds} today. */
-export const openAICompatibleKinds: ReadonlyArray<string> = kinds.map((kind) => kind.name)
+/** Provider kinds whose upstreams speak their own API, translated by their own provider. */
+const translated: ReadonlyArray<string> = ["anthropic"]
+
+/** Provider kinds served by the OpenAI-compatible translation. */
+export const openAICompatibleKinds: ReadonlyArray<string> = kinds
+  .map((kind) => kind.name)
+  .filter((name) => !translated.includes(name))
 
 /** Dispatches on `upstream.provider` among `providers`; an unknown kind fails without retry. */
 export const dispatch = (providers: Readonly<Record<string, Provider.Service>>): Provider.Service => {
@@ -78,7 +84,13 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
 export const layer = (custom: Readonly<Record<string, Provider.Service>> = {}): Layer.Layer<Provider.Provider> =>
   Layer.scoped(
     Provider.Provider,
-    Effect.map(OpenAICompatible.make, (openai) =>
-      dispatch({ ...Object.fromEntries(openAICompatibleKinds.map((kind) => [kind, openai])), ...custom })
-    )
+    Effect.gen(function* () {
+      const openai = yield* OpenAICompatible.make
+      const anthropic = yield* Anthropic.make
+      return dispatch({
+        ...Object.fromEntries(openAICompatibleKinds.map((kind) => [kind, openai])),
+        anthropic,
+        ...custom
+      })
+    })
   )

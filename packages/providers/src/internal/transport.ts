@@ -150,10 +150,10 @@ export type Auth = (apiKey: string) => Readonly<Record<string, string>>
 export const bearer: Auth = (apiKey) => ({ authorization: `Bearer ${apiKey}` })
 
 /** The {@link Target} of an upstream: its URL split for undici, its headers with `auth`'s. */
-export const targetOf = (upstream: Upstream, auth: Auth): Target => {
+export const targetOf = (upstream: Upstream, auth: Auth, defaults: Readonly<Record<string, string>> = {}): Target => {
   const url = new URL(upstream.baseUrl)
   const basePath = url.pathname.endsWith("/") ? url.pathname.slice(0, -1) : url.pathname
-  const headers: Record<string, string> = { ...upstream.headers, "content-type": "application/json" }
+  const headers: Record<string, string> = { ...defaults, ...upstream.headers, "content-type": "application/json" }
   if (Option.isSome(upstream.apiKey)) Object.assign(headers, auth(Redacted.value(upstream.apiKey.value)))
   return { origin: url.origin, basePath: basePath + url.search, spanBase: url.origin + basePath, headers }
 }
@@ -493,6 +493,8 @@ export interface Client {
 /** What {@link makeClient} needs to know about a provider. */
 export interface ClientOptions {
   readonly auth: Auth
+  /** Headers every request carries unless the upstream's configured `headers` set them (`anthropic-version`). */
+  readonly headers?: Readonly<Record<string, string>>
 }
 
 /**
@@ -510,7 +512,7 @@ export const makeClient = (options: ClientOptions): Effect.Effect<Client, never,
     const target = (upstream: Upstream): Target => {
       let t = targets.get(upstream)
       if (t === undefined) {
-        t = targetOf(upstream, options.auth)
+        t = targetOf(upstream, options.auth, options.headers)
         targets.set(upstream, t)
       }
       return t

@@ -33,8 +33,8 @@ export const PER_MESSAGE_TOKENS = 3
 
 /**
  * The prompt token estimate: `ceil(characters of all text content / 4) + 3 per message + 85 per
- * image part`. Only message `content` is counted (a string, or the `text` of text parts); tool
- * definitions, names and tool calls are not.
+ * image part` (OpenAI's `image_url` / `input_image`, Anthropic's `image`). Only message `content` is
+ * counted (a string, or the `text` of text parts); tool definitions, names and tool calls are not.
  */
 export const estimatePromptTokens = (messages: ReadonlyArray<unknown>): number => {
   let characters = 0
@@ -48,7 +48,7 @@ export const estimatePromptTokens = (messages: ReadonlyArray<unknown>): number =
         if (typeof part !== "object" || part === null) continue
         const p = part as { readonly type?: unknown; readonly text?: unknown }
         if (typeof p.text === "string") characters += p.text.length
-        else if (p.type === "image_url" || p.type === "input_image") images++
+        else if (p.type === "image_url" || p.type === "input_image" || p.type === "image") images++
       }
     }
   }
@@ -64,6 +64,8 @@ export interface Completion {
   readonly content: string
   /** One `{"content":"..."}` delta object (JSON text) per streamed chunk; they concatenate to `content`. */
   readonly deltas: ReadonlyArray<string>
+  /** The text of each streamed piece, in order (what `deltas` carry). */
+  readonly pieces: ReadonlyArray<string>
 }
 
 const MAX_CACHED = 512
@@ -104,7 +106,7 @@ export class Completions {
 
   private makeText(n: number): Completion {
     const pieces = this.pieces(n)
-    return { content: pieces.join(""), deltas: pieces.map(delta) }
+    return { content: pieces.join(""), deltas: pieces.map(delta), pieces }
   }
 
   private makeJson(n: number): Completion {
@@ -115,7 +117,7 @@ export class Completions {
     if (escaped.length === 0) escaped.push("")
     escaped[0] = open + escaped[0]
     escaped[escaped.length - 1] = escaped[escaped.length - 1] + close
-    return { content: escaped.join(""), deltas: escaped.map(delta) }
+    return { content: escaped.join(""), deltas: escaped.map(delta), pieces: escaped }
   }
 }
 

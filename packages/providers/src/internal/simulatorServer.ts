@@ -4,6 +4,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { Options, RecordedRequest } from "../Simulator.js"
+import * as Anthropic from "./simulatorAnthropic.js"
 import { Completions, dice, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./simulatorContent.js"
 import { formatDuration, SlidingWindow } from "./simulatorRateLimit.js"
 
@@ -12,6 +13,7 @@ export type Resolved = { readonly [K in keyof Options]-?: Exclude<Options[K], un
 
 /** The defaults of {@link Options}, except `seed` (random unless given). */
 export const defaults: Omit<Resolved, "seed"> = {
+  dialect: "openai",
   name: "sim",
   models: ["sim-model"],
   latencyMs: 0,
@@ -71,7 +73,11 @@ const completionCount = (configured: number, body: Body): { readonly n: number; 
   return { n: configured, capped: false }
 }
 
-/** The tool the completion calls, or undefined when it answers with content. */
+/**
+ * The tool the completion calls, or undefined when it answers with content: the one `tool_choice`
+ * names, else the first — unless `tool_choice` is `none`, or the last message is a tool result and no
+ * call is required (then it answers the result with text, as a model ending an agent's loop does).
+ */
 const toolToCall = (body: Body): string | undefined => {
   const tools = body["tools"]
   if (!Array.isArray(tools) || tools.length === 0) return undefined
@@ -80,6 +86,11 @@ const toolToCall = (body: Body): string | undefined => {
   if (isObject(choice)) {
     const named = isObject(choice["function"]) ? choice["function"]["name"] : undefined
     if (typeof named === "string") return named
+  }
+  const messages = body["messages"] as ReadonlyArray<unknown>
+  const last = messages[messages.length - 1]
+  if (choice !== "required" && isObject(last) && (last["role"] === "tool" || last["role"] === "function")) {
+    return undefined
   }
   const first: unknown = tools[0]
   if (isObject(first)) {
@@ -228,11 +239,15 @@ export class SimulatorState {
     if (this.recorded.length >= RECORDED) this.recorded.shift()
     this.recorded.push({ method, path, headers: req.headers, body, receivedAt: Date.now() })
     try {
-      if (method === "POST" && path === "/v1/chat/completions") return this.chat(req, res, body, malformed)
-      if (method === "POST" && path === "/v1/embeddings") return this.embeddings(req, res, body, malformed)
+      if (this.options.dialect === "anthropic") {
+        if (method === "POST" && path === "/v1/messages") return this.messages(req, res, body, malformed)
+      } else {
+        if (method === "POST" && path === "/v1/chat/completions") return this.chat(req, res, body, malformed)
+        if (method === "POST" && path === "/v1/embeddings") return this.embeddings(req, res, body, malformed)
+      }
       if (method === "GET" && path === "/v1/models") return sendJson(res, 200, this.modelsBody)
       if (method === "GET" && path.startsWith("/v1/models/")) return this.model(res, path)
-      sendJson(res, 404, errorBody(`Invalid URL (${method} ${path})`, "invalid_request_error", null, null))
+      this.sendError(res, 404, `Invalid URL (${method} ${path})`, "invalid_request_error", null)
     } catch (cause) {
       // A bug of the simulator: answer rather than crash the process hosting it.
       if (!res.headersSent) sendJson(res, 500, errorBody(`simulator bug: ${String(cause)}`, "server_error", null, null))
@@ -287,7 +302,14 @@ export class SimulatorState {
       headers["x-ratelimit-remaining-tokens"] = String(Math.max(0, tpm - this.tokenWindow.used(now)))
       headers["x-ratelimit-reset-tokens"] = formatDuration(this.tokenWindow.resetMs(now))
     }
-    if (admitted) return headers
+    const anthropic =
+      this.options.dialect === "anthropic"
+        ? Anthropic.rateLimitHeaders(headers, now, {
+            requests: this.requestWindow.resetMs(now),
+            tokens: this.tokenWindow.resetMs(now)
+          })
+        : undefined
+    if (admitted) return anthropic ?? headers
     this.counters.rateLimited++
     const kind = requestWait > 0 ? "requests" : "tokens"
     const wait = requestWait > 0 ? requestWait : tokenWait
@@ -305,9 +327,35 @@ export class SimulatorState {
         `Requested ${requested}. Please try again in ${formatDuration(wait)}.`
       headers["retry-after"] = String(Math.ceil(wait / 1000))
       headers["retry-after-ms"] = String(Math.ceil(wait))
+      if (anthropic !== undefined) anthropic["retry-after"] = headers["retry-after"]
     }
-    sendJson(res, 429, errorBody(message, kind, null, "rate_limit_exceeded"), headers)
+    this.sendError(res, 429, message, kind, "rate_limit_exceeded", anthropic ?? headers)
     return undefined
+  }
+
+  /** An error answer in the dialect's envelope (OpenAI's `type` and `code` are used by the OpenAI one). */
+  private sendError(
+    res: ServerResponse,
+    status: number,
+    message: string,
+    type: string,
+    code: string | null,
+    headers?: Headers
+  ): void {
+    const body =
+      this.options.dialect === "anthropic" ? Anthropic.errorBody(status, message) : errorBody(message, type, null, code)
+    sendJson(res, status, body, headers)
+  }
+
+  /** The injected failure of `failureRate`, in the dialect's envelope. */
+  private injectedFailure(res: ServerResponse, headers: Headers): void {
+    this.counters.failures++
+    const status = this.options.failureStatus
+    if (this.options.dialect === "anthropic") {
+      const message = status === 529 ? "Overloaded" : "simulated upstream failure"
+      return sendJson(res, status, Anthropic.errorBody(status, message), headers)
+    }
+    sendJson(res, status, FAILURE_BODY, headers)
   }
 
   /** Runs `f` after `ms` real milliseconds, unless the simulator closed meanwhile. */
@@ -344,10 +392,7 @@ export class SimulatorState {
     const { capped, n } = completionCount(o.completionTokens, body)
     const headers = this.admit(res, promptTokens + n)
     if (headers === undefined) return
-    if (this.roll(o.failureRate)) {
-      this.counters.failures++
-      return sendJson(res, o.failureStatus, FAILURE_BODY, headers)
-    }
+    if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
     const tool = toolToCall(body)
     const json = tool === undefined && wantsJson(body)
     const finishReason = tool !== undefined ? "tool_calls" : capped ? "length" : "stop"
@@ -408,7 +453,6 @@ export class SimulatorState {
       readonly malformedAfter: number | undefined
     }
   ): void {
-    const o = this.options
     const head =
       `data: {"id":${JSON.stringify(c.id)},"object":"chat.completion.chunk","created":${c.created},` +
       `"model":${JSON.stringify(c.model)},"choices":[{"index":0,"delta":`
@@ -464,6 +508,23 @@ export class SimulatorState {
       steps.splice(at, 0, steps[at - 1]!)
       if (at <= end) end++
     }
+    this.pump(req, res, headers, frames, steps, end, c.cutAfter !== undefined)
+  }
+
+  /**
+   * Sends `frames[0..end)` as an event stream, frame i at `ttftMs + steps[i] * (1000 / tokensPerSecond)`;
+   * then ends the answer, or — when `cut` — destroys the socket (a stream broken off).
+   */
+  private pump(
+    req: IncomingMessage,
+    res: ServerResponse,
+    headers: Headers,
+    frames: ReadonlyArray<string>,
+    steps: ReadonlyArray<number>,
+    end: number,
+    cut: boolean
+  ): void {
+    const o = this.options
     res.statusCode = 200
     res.setHeader("content-type", "text/event-stream; charset=utf-8")
     res.setHeader("cache-control", "no-cache")
@@ -478,7 +539,7 @@ export class SimulatorState {
       let out = ""
       while (next < end && ttft + steps[next]! * interval <= elapsed) out += frames[next++]
       if (next >= end) {
-        if (c.cutAfter === undefined) res.end(out)
+        if (!cut) res.end(out)
         else res.write(out, () => req.socket.destroy())
         return
       }
@@ -487,6 +548,52 @@ export class SimulatorState {
     }
     if (ttft > 0 || interval > 0) res.flushHeaders()
     pump()
+  }
+
+  /** `POST /v1/messages` of the Anthropic dialect: the same decisions as {@link chat}, in Anthropic's shapes. */
+  private messages(req: IncomingMessage, res: ServerResponse, body: unknown, malformed: boolean): void {
+    if (this.connectionFault(req)) return
+    if (malformed || !isObject(body)) {
+      return sendJson(res, 400, Anthropic.errorBody(400, "The request body is not valid JSON."))
+    }
+    const problem = Anthropic.problem(body)
+    if (problem !== undefined) return sendJson(res, 400, Anthropic.errorBody(400, problem))
+    const o = this.options
+    const inputTokens = estimatePromptTokens(Anthropic.promptMessages(body))
+    const { capped, n } = completionCount(o.completionTokens, body)
+    const headers = this.admit(res, inputTokens + n)
+    if (headers === undefined) return
+    if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
+    const tool = Anthropic.toolToCall(body)
+    const sequence = (++this.sequence).toString(36)
+    const answer: Anthropic.Answer = {
+      id: `msg_${o.name}_${sequence}`,
+      model: body["model"] as string,
+      tool,
+      toolId: `toolu_${o.name}_${sequence}`,
+      completion: this.completions.get(n, false),
+      stopReason: tool !== undefined ? "tool_use" : capped ? "max_tokens" : "end_turn",
+      inputTokens,
+      outputTokens: n
+    }
+    if (body["stream"] !== true) {
+      const text = Anthropic.message(answer)
+      if (o.latencyMs > 0) this.later(o.latencyMs, () => sendJson(res, 200, text, headers))
+      else sendJson(res, 200, text, headers)
+      return
+    }
+    const { content, frames, head, steps } = Anthropic.frames(answer)
+    const cut = this.roll(o.midStreamCutRate)
+    if (cut) this.counters.failures++
+    let end = cut ? head + Math.min(content, 2 + Math.floor(this.random() * 2)) : frames.length
+    if (this.roll(o.malformedEventRate)) {
+      this.counters.failures++
+      const at = head + Math.min(content, o.malformedEventAfter)
+      frames.splice(at, 0, Anthropic.MALFORMED)
+      steps.splice(at, 0, steps[at - 1]!)
+      if (at <= end) end++
+    }
+    this.pump(req, res, headers, frames, steps, end, cut)
   }
 
   private embeddings(req: IncomingMessage, res: ServerResponse, body: unknown, malformed: boolean): void {
@@ -514,10 +621,7 @@ export class SimulatorState {
     for (const input of inputs) tokens += input.tokens
     const headers = this.admit(res, tokens)
     if (headers === undefined) return
-    if (this.roll(o.failureRate)) {
-      this.counters.failures++
-      return sendJson(res, o.failureStatus, FAILURE_BODY, headers)
-    }
+    if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
     const requested = body["dimensions"]
     const dimensions =
       typeof requested === "number" && Number.isInteger(requested) && requested > 0 && requested <= 4096 ? requested : 8

@@ -28,8 +28,9 @@ import { fromAnthropic, streamDecoder } from "./internal/anthropicResponse.js"
 import type { Answer } from "./internal/transport.js"
 import { fromStatus, makeClient, notJson, opened } from "./internal/transport.js"
 
+export { errorType } from "./internal/anthropicErrors.js"
 export { finishReason, fromAnthropic, streamDecoder, usageOf } from "./internal/anthropicResponse.js"
-export { JSON_TOOL, toAnthropic, Unsupported } from "./internal/anthropicRequest.js"
+export { JSON_TOOL, parseArguments, toAnthropic, Unsupported } from "./internal/anthropicRequest.js"
 
 type Upstream = Topology.Upstream
 

@@ -3,7 +3,8 @@
  * validates bodies, maps errors to OpenAI's envelope and status, and writes streams as SSE. It holds
  * no routing logic.
  *
- * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`.
+ * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`, and
+ * Anthropic's `POST /v1/messages` and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
  * or one generated here and handed to the router, so the decision, the trace and the header agree.
  * Routed answers also name what happened: `x-sluice-pool`, `x-sluice-upstream`, `x-sluice-attempts`.
@@ -15,14 +16,15 @@
 // Per module, not the barrel: see Health.ts in core.
 import type * as Headers from "@effect/platform/Headers"
 import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
-import type { Decision } from "@sluice/core"
-import { Config, Errors, Router, StreamEvent, Tracing, Wire } from "@sluice/core"
+import { Config, Errors, Router, StreamEvent, TokenCounter, Tracing, Wire } from "@sluice/core"
 import type { Scope } from "effect"
 import { Cause, Context, Data, Effect, Either, Fiber, FiberId, FiberRefs, Layer, Option, Runtime, Schema } from "effect"
 import type { Tracer } from "effect"
 import { isUtf8 } from "node:buffer"
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
 import { createServer } from "node:http"
+import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
+import * as Messages from "./Messages.js"
 
 /** Gateway settings. */
 export interface Options {
@@ -53,22 +55,6 @@ export class ListenError extends Data.TaggedError("ListenError")<{
 /** A `node:http` request handler. */
 export type Handler = (request: IncomingMessage, response: ServerResponse) => void
 
-const JSON_TYPE = "application/json"
-
-/** Writes a JSON answer; `headers` is a fresh object of the caller's, completed here (no copy per answer). */
-const writeJson = (
-  res: ServerResponse,
-  status: number,
-  text: string,
-  headers: Record<string, string | number> = {}
-) => {
-  if (res.headersSent || res.destroyed) return
-  headers["content-type"] = JSON_TYPE
-  headers["content-length"] = Buffer.byteLength(text)
-  res.writeHead(status, headers)
-  res.end(text)
-}
-
 /** An error answer; after routing it names the pool and attempts as a success does. */
 const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string) => {
   const mapped = Errors.toOpenAI(error)
@@ -90,11 +76,12 @@ const envelope = (message: string, code: string) =>
   JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } })
 
 const ROUTES_HINT =
-  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models)"
+  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models; " +
+  "POST /v1/messages for Anthropic clients)"
 const HEALTH = JSON.stringify({ status: "ok" })
 const ROOT = JSON.stringify({
   name: "sluice",
-  endpoints: ["/v1/chat/completions", "/v1/embeddings", "/v1/models"]
+  endpoints: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
 })
 
 const notFound = (req: IncomingMessage, res: ServerResponse, requestId: string) =>
@@ -199,6 +186,8 @@ const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
 
 const decodeChat = decoder(Wire.ChatCompletionRequest)
 const decodeEmbeddings = decoder(Wire.EmbeddingsRequest)
+const decodeMessages = decoder(Messages.MessagesRequest)
+const decodeCountTokens = decoder(Messages.CountTokensRequest)
 
 const BEARER = /^Bearer\s+(.+)$/i
 
@@ -232,26 +221,6 @@ const routeOptions = (
   return route
 }
 
-/**
- * What happened, as headers: the pool, the attempts, and the upstream that served — or, for an
- * error answer, the upstream of the last attempt (none when no attempt was made).
- */
-const decisionHeaders = (decision: Decision.Decision): Record<string, string> => {
-  const upstream = decision.upstream ?? decision.attempts[decision.attempts.length - 1]?.upstream
-  return upstream === undefined
-    ? {
-        "x-request-id": decision.requestId,
-        "x-sluice-pool": decision.pool,
-        "x-sluice-attempts": String(decision.attempts.length)
-      }
-    : {
-        "x-request-id": decision.requestId,
-        "x-sluice-pool": decision.pool,
-        "x-sluice-upstream": upstream,
-        "x-sluice-attempts": String(decision.attempts.length)
-      }
-}
-
 const DONE = "data: [DONE]\n\n"
 
 /** SSE text of some events. */
@@ -267,38 +236,6 @@ const sse = (events: Iterable<StreamEvent.StreamEvent>): string => {
  */
 const ending = (end: Option.Option<Errors.UpstreamError>): string =>
   Option.isNone(end) ? DONE : `data: ${JSON.stringify(Errors.toOpenAI(end.value).body)}\n\n`
-
-/**
- * Relays a stream to `res` straight from its source (no Stream machinery): one write per upstream
- * read, and whatever has already arrived when a read comes in — up to the end of the stream — goes
- * out in the same write, so a short answer costs one write.
- */
-const relay = (res: ServerResponse, source: StreamEvent.Source): Effect.Effect<void> => {
-  const step = (events: ReadonlyArray<StreamEvent.StreamEvent>): Effect.Effect<void> => {
-    let text = sse(events)
-    for (let more = source.poll(); more !== undefined; more = source.poll()) {
-      if (!StreamEvent.isEvents(more)) {
-        res.end(text + ending(more))
-        return Effect.void
-      }
-      text += sse(more)
-    }
-    return text === "" || res.write(text) ? loop : Effect.zipRight(drained(res), loop)
-  }
-  const loop: Effect.Effect<void> = Effect.matchEffect(StreamEvent.take(source), {
-    onSuccess: step,
-    onFailure: (end) => Effect.sync(() => void res.end(ending(end)))
-  })
-  return loop
-}
-
-/** Waits until `res` can take more (a slow client); interruption (a disconnect) ends the wait. */
-const drained = (res: ServerResponse) =>
-  Effect.async<void>((resume) => {
-    const go = () => resume(Effect.void)
-    res.once("drain", go)
-    return Effect.sync(() => void res.off("drain", go))
-  })
 
 /** The parent span a caller sent (`traceparent`, `b3`), if any. */
 const parentOf = (headers: IncomingHttpHeaders): Tracer.ExternalSpan | undefined =>
@@ -319,6 +256,8 @@ interface Env {
   readonly inFlight: Set<Fiber.RuntimeFiber<void>>
   /** Whether server spans are recorded (a tracer that exports is installed). */
   readonly tracing: boolean
+  /** The router's token counter, when the layer has one (for `/v1/messages/count_tokens`). */
+  readonly counter: TokenCounter.Service | undefined
 }
 
 /** The Effect answering a request from its body text; see {@link withBody}. */
@@ -337,15 +276,8 @@ type BodyHandler = (
 const streamChat = (env: Env, res: ServerResponse, body: Wire.ChatCompletionRequest, route: Router.RouteOptions) =>
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(env.router.chatStream(body, route)), (routed) => {
-      res.writeHead(200, {
-        "content-type": "text/event-stream",
-        "cache-control": "no-cache",
-        "x-request-id": routed.requestId,
-        "x-sluice-pool": routed.pool,
-        "x-sluice-upstream": routed.upstream,
-        "x-sluice-attempts": String(routed.attempts)
-      })
-      return Effect.ensuring(restore(relay(res, routed.source)), routed.release)
+      res.writeHead(200, streamHeaders(routed))
+      return Effect.ensuring(restore(relay(res, routed.source, sse, ending)), routed.release)
     })
   )
 
@@ -376,6 +308,20 @@ const embeddings: BodyHandler = (env, req, res, requestId, text) =>
       (routed) => writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
     )
   })
+
+/** `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors (see `Messages`). */
+const messages: BodyHandler = (env, req, res, requestId, text) =>
+  Messages.create(
+    env.router,
+    res,
+    requestId,
+    decodeMessages(text),
+    routeOptions(Messages.withApiKey(req.headers), env.options, requestId, undefined)
+  )
+
+/** `POST /v1/messages/count_tokens`. */
+const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
+  Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
 
 /** `GET /v1/models`: the router's list, in OpenAI's shape. */
 const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
@@ -521,6 +467,10 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
     case "/v1/embeddings":
     case "/embeddings":
       return method === "POST" ? withBody(env, req, res, path, id, embeddings) : methodNotAllowed(req, res, "POST", id)
+    case "/v1/messages":
+      return method === "POST" ? withBody(env, req, res, path, id, messages) : methodNotAllowed(req, res, "POST", id)
+    case "/v1/messages/count_tokens":
+      return method === "POST" ? withBody(env, req, res, path, id, countTokens) : methodNotAllowed(req, res, "POST", id)
     case "/v1/models":
     case "/models":
       return method === "GET"
@@ -552,7 +502,8 @@ export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions 
       run: Runtime.runFork(runtime),
       inFlight: new Set<Fiber.RuntimeFiber<void>>(),
       // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
-      tracing: Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) })
+      tracing: Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) }),
+      counter: Option.getOrUndefined(yield* Effect.serviceOption(TokenCounter.TokenCounter))
     }
     yield* Effect.addFinalizer(() => Fiber.interruptAll(env.inFlight))
     return (req, res) => handle(env, req, res)

@@ -316,7 +316,7 @@ describe("sluice validate", () => {
       const path = yield* configFile(
         [
           "upstreams:",
-          "  - { id: a, provider: anthropic, baseUrl: https://api.anthropic.com/v1 }",
+          "  - { id: a, provider: bedrock, baseUrl: https://bedrock.example.com/v1 }",
           "  - { id: b, provider: simulated, simulate: { failureRate: 1.5 } }",
           "  - { id: c, provider: ollama }",
           "pools:",
@@ -326,7 +326,7 @@ describe("sluice validate", () => {
       const { exit, problems } = yield* complete(["validate", "--config", path])
       expect(Exit.isFailure(exit)).toBe(true)
       expect(problems).toEqual([
-        "upstreams[0].provider: unknown provider 'anthropic'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, simulated",
+        "upstreams[0].provider: unknown provider 'bedrock'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, anthropic, simulated",
         "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 1.5",
         "upstreams[2].baseUrl: required for provider 'ollama'"
       ])

@@ -178,6 +178,7 @@ describe("config files", () => {
       "vllm",
       "ollama",
       "lmstudio",
+      "anthropic",
       "simulated"
     ])
   })

@@ -71,7 +71,7 @@ const textOf = (content: unknown): string => {
 }
 
 /** Parsed tool-call arguments: Anthropic wants an object; anything else is wrapped so nothing is lost. */
-const parseArguments = (text: unknown): Json => {
+export const parseArguments = (text: unknown): Json => {
   if (typeof text !== "string" || text.trim() === "") return {}
   try {
     const value: unknown = JSON.parse(text)

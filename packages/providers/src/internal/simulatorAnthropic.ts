@@ -2,33 +2,12 @@
  * The simulated upstream's Anthropic dialect: what `POST /v1/messages` checks, answers and streams,
  * in the Messages API's own shapes, as plain functions the request handler calls.
  */
+import { errorType } from "./anthropicErrors.js"
 import type { Completion } from "./simulatorContent.js"
 
 type Body = Readonly<Record<string, unknown>>
 
 const isObject = (u: unknown): u is Body => typeof u === "object" && u !== null && !Array.isArray(u)
-
-/** Anthropic's error `type` for an HTTP status. */
-export const errorType = (status: number): string => {
-  switch (status) {
-    case 400:
-      return "invalid_request_error"
-    case 401:
-      return "authentication_error"
-    case 403:
-      return "permission_error"
-    case 404:
-      return "not_found_error"
-    case 413:
-      return "request_too_large"
-    case 429:
-      return "rate_limit_error"
-    case 529:
-      return "overloaded_error"
-    default:
-      return "api_error"
-  }
-}
 
 /** Anthropic's error envelope. */
 export const errorBody = (status: number, message: string): string =>

@@ -203,4 +203,27 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
       })
     }).pipe(Effect.scoped)
   )
+
+  it.live("ends a stream that breaks off after its first content with an error event the SDK raises", () =>
+    Effect.gen(function* () {
+      const { client } = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 8, midStreamCutRate: 1 } }])
+      const { error, text } = yield* promise(async () => {
+        const stream = client.messages.stream({
+          model: "claude-sonnet-4-5",
+          max_tokens: 100,
+          messages: [{ role: "user", content: "Hi" }]
+        })
+        let text = ""
+        stream.on("text", (delta) => (text += delta))
+        const error = await stream.finalMessage().then(
+          () => undefined,
+          (e: unknown) => e
+        )
+        return { error, text }
+      })
+      expect(text.startsWith("[gpt] lorem")).toBe(true)
+      expect(error).toBeInstanceOf(APIError)
+      expect(String((error as APIError).message)).toContain("gpt")
+    }).pipe(Effect.scoped)
+  )
 })

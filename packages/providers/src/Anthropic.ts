@@ -19,20 +19,17 @@
  *   the rate limiter.
  * - Embeddings: Anthropic has none; a call fails with a 400 saying so.
  */
-import { Errors, Provider, Wire } from "@sluice/core"
-import type { Topology } from "@sluice/core"
+import { Provider, Wire } from "@sluice/core"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { toAnthropic, Unsupported } from "./internal/anthropicRequest.js"
+import { toAnthropic } from "./internal/anthropicRequest.js"
+import { refuse, Unsupported } from "./internal/unsupported.js"
 import { fromAnthropic, streamDecoder } from "./internal/anthropicResponse.js"
-import type { Answer } from "./internal/transport.js"
-import { fromStatus, makeClient, notJson, opened } from "./internal/transport.js"
+import { decodeWhole, makeClient, opened } from "./internal/transport.js"
 
 export { errorType } from "./internal/anthropicErrors.js"
 export { finishReason, fromAnthropic, streamDecoder, usageOf } from "./internal/anthropicResponse.js"
 export { JSON_TOOL, parseArguments, toAnthropic, Unsupported } from "./internal/anthropicRequest.js"
-
-type Upstream = Topology.Upstream
 
 /** The `anthropic-version` header sent with every request. */
 export const VERSION = "2023-06-01"
@@ -50,36 +47,7 @@ const overloaded = (body: unknown): boolean =>
   typeof (body as { error?: unknown }).error === "object" &&
   (body as { error: { type?: unknown } | null }).error?.type === "overloaded_error"
 
-/** A request this upstream cannot serve: a 400 naming the feature and the upstream. */
-const unsupported = (upstream: Upstream, what: Unsupported): Errors.UpstreamError =>
-  Errors.Failure.http(
-    upstream.id,
-    400,
-    `upstream '${upstream.id}' (anthropic) cannot serve this request: ${what.message} (${what.feature}); ` +
-      `send it to a pool whose upstreams support ${what.feature}`
-  )
-
 const now = () => Math.floor(Date.now() / 1000)
-
-const decodeMessage = (
-  upstream: Upstream,
-  answer: Answer
-): Effect.Effect<Provider.Answer<Wire.ChatCompletion>, Errors.UpstreamError> => {
-  if (answer.status < 200 || answer.status >= 300) {
-    return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text, overloaded))
-  }
-  let value: unknown
-  try {
-    value = JSON.parse(answer.text)
-  } catch (error) {
-    return Effect.fail(notJson(upstream, answer.text, error))
-  }
-  const completion = fromAnthropic(value, now())
-  if (completion === undefined) {
-    return Effect.fail(Errors.Failure.protocol(upstream.id, "the answer is not an Anthropic message"))
-  }
-  return Effect.succeed({ value: completion, rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now()) })
-}
 
 /** Makes the Anthropic provider. Its undici `Agent` is closed with the scope. */
 export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.gen(function* () {
@@ -87,15 +55,17 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
 
   const chat: Provider.Service["chat"] = (upstream, call) => {
     const body = toAnthropic(call.request, call.model, DEFAULT_MAX_TOKENS, false)
-    if (body instanceof Unsupported) return Effect.fail(unsupported(upstream, body))
+    if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "anthropic", body))
     return client.whole({ upstream, path: "/messages", payload: Wire.stringify(body), traced: call.traced }, (answer) =>
-      decodeMessage(upstream, answer)
+      decodeWhole(upstream, answer, (value) => fromAnthropic(value, now()), "an Anthropic message", {
+        retryable: overloaded
+      })
     )
   }
 
   const chatStream: Provider.Service["chatStream"] = (upstream, call) => {
     const body = toAnthropic(call.request, call.model, DEFAULT_MAX_TOKENS, true)
-    if (body instanceof Unsupported) return Effect.fail(unsupported(upstream, body))
+    if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "anthropic", body))
     return Effect.flatMap(
       client.stream({ upstream, path: "/messages", payload: Wire.stringify(body) }, streamDecoder(upstream, now())),
       (answer) => opened(upstream, answer, overloaded)
@@ -103,7 +73,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   }
 
   const embeddings: Provider.Service["embeddings"] = (upstream) =>
-    Effect.fail(unsupported(upstream, new Unsupported("embeddings", "Anthropic has no embeddings API")))
+    Effect.fail(refuse(upstream, "anthropic", new Unsupported("embeddings", "Anthropic has no embeddings API")))
 
   return { chat, chatStream, embeddings, enforcesTimeout: () => true }
 })

@@ -14,16 +14,7 @@ import type { StreamEvent, Topology } from "@sluice/core"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import type { Answer, StreamDecoder } from "./internal/transport.js"
-import {
-  bearer,
-  END,
-  fromStatus,
-  makeClient,
-  malformedEvent,
-  notJson,
-  opened,
-  streamError
-} from "./internal/transport.js"
+import { bearer, decodeWhole, END, makeClient, malformedEvent, opened, streamError } from "./internal/transport.js"
 
 type Upstream = Topology.Upstream
 
@@ -86,26 +77,11 @@ const decodeAnswer = <A>(
   upstream: Upstream,
   answer: Answer,
   isValid: (value: unknown) => boolean
-): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> => {
-  if (answer.status < 200 || answer.status >= 300) {
-    return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text))
-  }
-  let value: unknown
-  try {
-    value = JSON.parse(answer.text)
-  } catch (error) {
-    return Effect.fail(notJson(upstream, answer.text, error))
-  }
-  if (!isValid(value)) {
-    return Effect.fail(Errors.Failure.protocol(upstream.id, "the answer is not an OpenAI-shaped response"))
-  }
-  return Effect.succeed({
-    value: value as A,
-    // Nothing was translated: the client gets the upstream's bytes.
-    text: answer.text,
-    rateLimits: Provider.parseRateLimitHeaders(answer.headers, Date.now())
+): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> =>
+  // Nothing was translated: the client gets the upstream's bytes.
+  decodeWhole(upstream, answer, (value) => (isValid(value) ? (value as A) : undefined), "an OpenAI-shaped response", {
+    relay: true
   })
-}
 
 const isCompletion = (v: unknown): boolean =>
   typeof v === "object" && v !== null && Array.isArray((v as { choices?: unknown }).choices)

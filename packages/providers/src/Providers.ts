@@ -1,13 +1,14 @@
 /**
  * The provider registry: the kinds Sluice ships ({@link kinds}, which a config is checked against
  * when it loads) and one `Provider` service that dispatches each call on `upstream.provider`. Most
- * kinds speak the OpenAI wire format; translating providers (`anthropic`, `gemini`) plug in here by kind.
+ * kinds speak the OpenAI wire format; translating providers (`anthropic`, `gemini`, the native `ollama`) plug in here by kind.
  */
 import type { Config } from "@sluice/core"
 import { Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
 import * as Anthropic from "./Anthropic.js"
 import * as Gemini from "./Gemini.js"
+import * as Ollama from "./Ollama.js"
 import * as OpenAICompatible from "./OpenAICompatible.js"
 import * as Simulator from "./Simulator.js"
 
@@ -44,7 +45,7 @@ export const kinds: ReadonlyArray<Config.ProviderKind> = [
 ]
 
 /** Provider kinds whose upstreams speak their own API, translated by their own provider. */
-const translated: ReadonlyArray<string> = ["anthropic", "gemini"]
+const translated: ReadonlyArray<string> = ["anthropic", "gemini", "ollama"]
 
 /** Provider kinds served by the OpenAI-compatible translation. */
 export const openAICompatibleKinds: ReadonlyArray<string> = kinds
@@ -90,10 +91,12 @@ export const layer = (custom: Readonly<Record<string, Provider.Service>> = {}): 
       const openai = yield* OpenAICompatible.make
       const anthropic = yield* Anthropic.make
       const gemini = yield* Gemini.make
+      const ollama = yield* Ollama.make
       return dispatch({
         ...Object.fromEntries(openAICompatibleKinds.map((kind) => [kind, openai])),
         anthropic,
         gemini,
+        ollama,
         ...custom
       })
     })

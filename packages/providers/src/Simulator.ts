@@ -9,6 +9,10 @@
  * non-empty text blocks, each `tool_result` answering an earlier `tool_use` — and answers 400 in
  * Anthropic's error envelope otherwise), Anthropic's error envelope for every failure (a
  * `failureStatus` of 529 is an `overloaded_error`), `anthropic-ratelimit-*` headers, no embeddings.
+ * With `dialect: "gemini"` it speaks the Gemini API (`/v1beta/models/{model}:generateContent`,
+ * `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, Google's error envelope), and with
+ * `dialect: "ollama"` Ollama's native API (`/api/chat` streaming NDJSON unless `stream: false`,
+ * `/api/embed`, `{"error": ...}` errors); each checks requests as its provider does.
  *
  * Endpoints (OpenAI dialect):
  * - `POST /v1/chat/completions`: non-streaming and SSE streaming (`stream_options.include_usage`),
@@ -45,9 +49,11 @@ import { defaults, SimulatorState } from "./internal/simulatorServer.js"
  */
 export interface Options {
   /**
-   * The wire format it speaks: `openai` (`POST /v1/chat/completions`, `/v1/embeddings`) or
+   * The wire format it speaks: `openai` (`POST /v1/chat/completions`, `/v1/embeddings`),
    * `anthropic` (`POST /v1/messages` with Anthropic's bodies, events, error envelope and
-   * `anthropic-ratelimit-*` headers; no embeddings). Default `"openai"`.
+   * `anthropic-ratelimit-*` headers; no embeddings), `gemini` (`POST /v1beta/models/{model}:
+   * generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`) or `ollama` (the
+   * native `POST /api/chat` with NDJSON streams, `POST /api/embed`). Default `"openai"`.
    */
   readonly dialect?: Dialect
   /** Label used in content (`[<name>] ...`), ids and `owned_by`. Default `"sim"`. */
@@ -92,7 +98,7 @@ export interface Options {
 }
 
 /** The wire formats the simulator speaks. */
-export const dialects = ["openai", "anthropic"] as const
+export const dialects = ["openai", "anthropic", "gemini", "ollama"] as const
 
 /** A wire format the simulator speaks. */
 export type Dialect = (typeof dialects)[number]
@@ -250,7 +256,8 @@ GET /v1/models and GET /health. Flags take a value as "--flag value" or "--flag=
   --host <host>                  address to bind (default 127.0.0.1)
   --port <port>                  port to bind; 0 picks a free one (default 0)
   --name <name>                  label used in content, ids and owned_by (default sim)
-  --dialect <openai|anthropic>   wire format: OpenAI's, or Anthropic's POST /v1/messages (default openai)
+  --dialect <name>               wire format: openai, anthropic (POST /v1/messages), gemini
+                                 (/v1beta/models/...:generateContent) or ollama (/api/chat) (default openai)
   --models <a,b,...>             models listed by GET /v1/models (default sim-model); any model is served
   --latency-ms <ms>              delay before a non-streaming answer (default 0)
   --ttft-ms <ms>                 delay before the first streamed chunk (default 0)

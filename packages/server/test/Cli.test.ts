@@ -326,7 +326,7 @@ describe("sluice validate", () => {
       const { exit, problems } = yield* complete(["validate", "--config", path])
       expect(Exit.isFailure(exit)).toBe(true)
       expect(problems).toEqual([
-        "upstreams[0].provider: unknown provider 'bedrock'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, anthropic, simulated",
+        "upstreams[0].provider: unknown provider 'bedrock'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, anthropic, gemini, simulated",
         "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 1.5",
         "upstreams[2].baseUrl: required for provider 'ollama'"
       ])

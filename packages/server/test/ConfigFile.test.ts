@@ -179,6 +179,7 @@ describe("config files", () => {
       "ollama",
       "lmstudio",
       "anthropic",
+      "gemini",
       "simulated"
     ])
   })

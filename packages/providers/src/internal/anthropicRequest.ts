@@ -3,15 +3,9 @@
  * Anthropic cannot take is an {@link Unsupported} naming the feature, never silently dropped.
  */
 import { Wire } from "@sluice/core"
+import { Unsupported } from "./unsupported.js"
 
-/** A request Anthropic cannot serve as asked (`n > 1`, audio input...). */
-export class Unsupported {
-  readonly _tag = "Unsupported"
-  constructor(
-    readonly feature: string,
-    readonly message: string
-  ) {}
-}
+export { Unsupported } from "./unsupported.js"
 
 /** The name of the forced tool that carries structured output (`response_format`). */
 export const JSON_TOOL = "json_response"

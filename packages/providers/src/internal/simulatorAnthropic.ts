@@ -3,11 +3,8 @@
  * in the Messages API's own shapes, as plain functions the request handler calls.
  */
 import { errorType } from "./anthropicErrors.js"
-import type { Completion } from "./simulatorContent.js"
-
-type Body = Readonly<Record<string, unknown>>
-
-const isObject = (u: unknown): u is Body => typeof u === "object" && u !== null && !Array.isArray(u)
+import type { Answer, Body, Dialect, Frames } from "./simulatorDialect.js"
+import { isObject } from "./simulatorDialect.js"
 
 /** Anthropic's error envelope. */
 export const errorBody = (status: number, message: string): string =>
@@ -101,17 +98,7 @@ const answersToolResults = (body: Body): boolean => {
   )
 }
 
-/** One answer's particulars. */
-export interface Answer {
-  readonly id: string
-  readonly model: string
-  readonly tool: string | undefined
-  readonly toolId: string
-  readonly completion: Completion
-  readonly stopReason: "end_turn" | "max_tokens" | "tool_use"
-  readonly inputTokens: number
-  readonly outputTokens: number
-}
+const STOP = { stop: "end_turn", length: "max_tokens", tool: "tool_use" } as const
 
 const usage = (a: Answer) => ({ input_tokens: a.inputTokens, output_tokens: a.outputTokens })
 
@@ -126,21 +113,13 @@ export const message = (a: Answer): string =>
       a.tool !== undefined
         ? [{ type: "tool_use", id: a.toolId, name: a.tool, input: {} }]
         : [{ type: "text", text: a.completion.content }],
-    stop_reason: a.stopReason,
+    stop_reason: STOP[a.finish],
     stop_sequence: null,
     usage: usage(a)
   })
 
 const event = (type: string, data: Record<string, unknown>): string =>
   `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`
-
-/** A stream's frames, the step each is sent at, and how many opening frames precede the content. */
-export interface Frames {
-  readonly frames: Array<string>
-  readonly steps: Array<number>
-  readonly head: number
-  readonly content: number
-}
 
 /**
  * The stream of an answer as the Messages API sends it: `message_start`, one content block (text
@@ -193,7 +172,7 @@ export const frames = (a: Answer): Frames => {
   frames.push(
     event("content_block_stop", { index: 0 }),
     event("message_delta", {
-      delta: { stop_reason: a.stopReason, stop_sequence: null },
+      delta: { stop_reason: STOP[a.finish], stop_sequence: null },
       usage: { output_tokens: a.outputTokens }
     }),
     event("message_stop", {})
@@ -204,3 +183,20 @@ export const frames = (a: Answer): Frames => {
 
 /** An event cut short, as a proxy that mangles one would send it: not valid JSON. */
 export const MALFORMED = `event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_del\n\n`
+
+/** Anthropic's Messages API: `POST /v1/messages`; no embeddings. */
+export const dialect: Dialect = {
+  route: (path) => (path === "/v1/messages" ? { _tag: "chat" } : undefined),
+  problem,
+  promptMessages,
+  maxTokens: (body) => body["max_tokens"],
+  streams: (body) => body["stream"] === true,
+  tool: toolToCall,
+  json: () => false,
+  message,
+  frames,
+  malformed: MALFORMED,
+  streamType: "text/event-stream; charset=utf-8",
+  errorBody,
+  rateLimitHeaders
+}

@@ -5,6 +5,9 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { Options, RecordedRequest } from "../Simulator.js"
 import * as Anthropic from "./simulatorAnthropic.js"
+import * as Gemini from "./simulatorGemini.js"
+import * as Ollama from "./simulatorOllama.js"
+import type { Dialect, Route } from "./simulatorDialect.js"
 import { Completions, dice, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./simulatorContent.js"
 import { formatDuration, SlidingWindow } from "./simulatorRateLimit.js"
 
@@ -29,6 +32,13 @@ export const defaults: Omit<Resolved, "seed"> = {
   midStreamCutRate: 0,
   malformedEventRate: 0,
   malformedEventAfter: 2
+}
+
+/** The dialects other than OpenAI's (which is the simulator's own code path). */
+const DIALECTS: Readonly<Record<string, Dialect | undefined>> = {
+  anthropic: Anthropic.dialect,
+  gemini: Gemini.dialect,
+  ollama: Ollama.dialect
 }
 
 const WINDOW_MS = 60_000
@@ -239,8 +249,12 @@ export class SimulatorState {
     if (this.recorded.length >= RECORDED) this.recorded.shift()
     this.recorded.push({ method, path, headers: req.headers, body, receivedAt: Date.now() })
     try {
-      if (this.options.dialect === "anthropic") {
-        if (method === "POST" && path === "/v1/messages") return this.messages(req, res, body, malformed)
+      const dialect = DIALECTS[this.options.dialect]
+      if (dialect !== undefined) {
+        const route =
+          method === "POST" ? dialect.route(path, new URLSearchParams((req.url ?? "").slice(path.length))) : undefined
+        if (route?._tag === "chat") return this.dialectChat(req, res, body, malformed, dialect, route)
+        if (route?._tag === "embeddings") return this.dialectEmbeddings(req, res, body, malformed, dialect, route)
       } else {
         if (method === "POST" && path === "/v1/chat/completions") return this.chat(req, res, body, malformed)
         if (method === "POST" && path === "/v1/embeddings") return this.embeddings(req, res, body, malformed)
@@ -302,14 +316,15 @@ export class SimulatorState {
       headers["x-ratelimit-remaining-tokens"] = String(Math.max(0, tpm - this.tokenWindow.used(now)))
       headers["x-ratelimit-reset-tokens"] = formatDuration(this.tokenWindow.resetMs(now))
     }
-    const anthropic =
-      this.options.dialect === "anthropic"
-        ? Anthropic.rateLimitHeaders(headers, now, {
+    const dialect = DIALECTS[o.dialect]
+    const own =
+      dialect === undefined
+        ? undefined
+        : dialect.rateLimitHeaders(headers, now, {
             requests: this.requestWindow.resetMs(now),
             tokens: this.tokenWindow.resetMs(now)
           })
-        : undefined
-    if (admitted) return anthropic ?? headers
+    if (admitted) return own ?? headers
     this.counters.rateLimited++
     const kind = requestWait > 0 ? "requests" : "tokens"
     const wait = requestWait > 0 ? requestWait : tokenWait
@@ -327,9 +342,9 @@ export class SimulatorState {
         `Requested ${requested}. Please try again in ${formatDuration(wait)}.`
       headers["retry-after"] = String(Math.ceil(wait / 1000))
       headers["retry-after-ms"] = String(Math.ceil(wait))
-      if (anthropic !== undefined) anthropic["retry-after"] = headers["retry-after"]
+      if (own !== undefined) own["retry-after"] = headers["retry-after"]
     }
-    this.sendError(res, 429, message, kind, "rate_limit_exceeded", anthropic ?? headers)
+    this.sendError(res, 429, message, kind, "rate_limit_exceeded", own ?? headers)
     return undefined
   }
 
@@ -342,8 +357,8 @@ export class SimulatorState {
     code: string | null,
     headers?: Headers
   ): void {
-    const body =
-      this.options.dialect === "anthropic" ? Anthropic.errorBody(status, message) : errorBody(message, type, null, code)
+    const dialect = DIALECTS[this.options.dialect]
+    const body = dialect !== undefined ? dialect.errorBody(status, message) : errorBody(message, type, null, code)
     sendJson(res, status, body, headers)
   }
 
@@ -351,9 +366,10 @@ export class SimulatorState {
   private injectedFailure(res: ServerResponse, headers: Headers): void {
     this.counters.failures++
     const status = this.options.failureStatus
-    if (this.options.dialect === "anthropic") {
-      const message = status === 529 ? "Overloaded" : "simulated upstream failure"
-      return sendJson(res, status, Anthropic.errorBody(status, message), headers)
+    const dialect = DIALECTS[this.options.dialect]
+    if (dialect !== undefined) {
+      const message = status === 529 || status === 503 ? "Overloaded" : "simulated upstream failure"
+      return sendJson(res, status, dialect.errorBody(status, message), headers)
     }
     sendJson(res, status, FAILURE_BODY, headers)
   }
@@ -522,11 +538,12 @@ export class SimulatorState {
     frames: ReadonlyArray<string>,
     steps: ReadonlyArray<number>,
     end: number,
-    cut: boolean
+    cut: boolean,
+    type = "text/event-stream; charset=utf-8"
   ): void {
     const o = this.options
     res.statusCode = 200
-    res.setHeader("content-type", "text/event-stream; charset=utf-8")
+    res.setHeader("content-type", type)
     res.setHeader("cache-control", "no-cache")
     for (const key in headers) res.setHeader(key, headers[key]!)
     const interval = o.tokensPerSecond > 0 ? 1000 / o.tokensPerSecond : 0
@@ -550,50 +567,90 @@ export class SimulatorState {
     pump()
   }
 
-  /** `POST /v1/messages` of the Anthropic dialect: the same decisions as {@link chat}, in Anthropic's shapes. */
-  private messages(req: IncomingMessage, res: ServerResponse, body: unknown, malformed: boolean): void {
+  /** A chat request of a provider's own dialect: the same decisions as {@link chat}, in its shapes. */
+  private dialectChat(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: unknown,
+    malformed: boolean,
+    dialect: Dialect,
+    route: Extract<Route, { _tag: "chat" }>
+  ): void {
     if (this.connectionFault(req)) return
-    if (malformed || !isObject(body)) {
-      return sendJson(res, 400, Anthropic.errorBody(400, "The request body is not valid JSON."))
-    }
-    const problem = Anthropic.problem(body)
-    if (problem !== undefined) return sendJson(res, 400, Anthropic.errorBody(400, problem))
+    if (malformed || !isObject(body))
+      return sendJson(res, 400, dialect.errorBody(400, "The request body is not valid JSON."))
+    const problem = dialect.problem(body)
+    if (problem !== undefined) return sendJson(res, 400, dialect.errorBody(400, problem))
     const o = this.options
-    const inputTokens = estimatePromptTokens(Anthropic.promptMessages(body))
-    const { capped, n } = completionCount(o.completionTokens, body)
+    const inputTokens = estimatePromptTokens(dialect.promptMessages(body))
+    const { capped, n } = completionCount(o.completionTokens, { max_tokens: dialect.maxTokens(body) })
     const headers = this.admit(res, inputTokens + n)
     if (headers === undefined) return
     if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
-    const tool = Anthropic.toolToCall(body)
+    const tool = dialect.tool(body)
     const sequence = (++this.sequence).toString(36)
-    const answer: Anthropic.Answer = {
+    const answer = {
       id: `msg_${o.name}_${sequence}`,
-      model: body["model"] as string,
+      model: route.model ?? (typeof body["model"] === "string" ? body["model"] : (o.models[0] ?? "sim-model")),
       tool,
       toolId: `toolu_${o.name}_${sequence}`,
-      completion: this.completions.get(n, false),
-      stopReason: tool !== undefined ? "tool_use" : capped ? "max_tokens" : "end_turn",
+      completion: this.completions.get(n, tool === undefined && dialect.json(body)),
+      finish: tool !== undefined ? "tool" : capped ? "length" : "stop",
       inputTokens,
-      outputTokens: n
-    }
-    if (body["stream"] !== true) {
-      const text = Anthropic.message(answer)
+      outputTokens: n,
+      now: Date.now()
+    } as const
+    if (!(route.stream ?? dialect.streams(body))) {
+      const text = dialect.message(answer)
       if (o.latencyMs > 0) this.later(o.latencyMs, () => sendJson(res, 200, text, headers))
       else sendJson(res, 200, text, headers)
       return
     }
-    const { content, frames, head, steps } = Anthropic.frames(answer)
+    const { content, frames, head, steps } = dialect.frames(answer)
     const cut = this.roll(o.midStreamCutRate)
     if (cut) this.counters.failures++
     let end = cut ? head + Math.min(content, 2 + Math.floor(this.random() * 2)) : frames.length
     if (this.roll(o.malformedEventRate)) {
       this.counters.failures++
       const at = head + Math.min(content, o.malformedEventAfter)
-      frames.splice(at, 0, Anthropic.MALFORMED)
-      steps.splice(at, 0, steps[at - 1]!)
+      frames.splice(at, 0, dialect.malformed)
+      steps.splice(at, 0, steps[at - 1] ?? 0)
       if (at <= end) end++
     }
-    this.pump(req, res, headers, frames, steps, end, cut)
+    this.pump(req, res, headers, frames, steps, end, cut, dialect.streamType)
+  }
+
+  /** An embeddings request of a provider's own dialect. */
+  private dialectEmbeddings(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: unknown,
+    malformed: boolean,
+    dialect: Dialect,
+    route: Extract<Route, { _tag: "embeddings" }>
+  ): void {
+    if (this.connectionFault(req)) return
+    if (dialect.embeddingsRequest === undefined || dialect.embeddings === undefined) {
+      return sendJson(res, 404, dialect.errorBody(404, "embeddings are not served here"))
+    }
+    if (malformed || !isObject(body))
+      return sendJson(res, 400, dialect.errorBody(400, "The request body is not valid JSON."))
+    const request = dialect.embeddingsRequest(body)
+    if (typeof request === "string") return sendJson(res, 400, dialect.errorBody(400, request))
+    let tokens = 0
+    for (const text of request.texts) tokens += estimateTextTokens(text)
+    const headers = this.admit(res, tokens)
+    if (headers === undefined) return
+    if (this.roll(this.options.failureRate)) return this.injectedFailure(res, headers)
+    const dimensions = request.dimensions ?? 8
+    const model = route.model ?? (typeof body["model"] === "string" ? body["model"] : "sim-model")
+    const answer = dialect.embeddings(
+      model,
+      request.texts.map((text) => Array.from(embed(text, dimensions))),
+      tokens
+    )
+    if (this.options.latencyMs > 0) this.later(this.options.latencyMs, () => sendJson(res, 200, answer, headers))
+    else sendJson(res, 200, answer, headers)
   }
 
   private embeddings(req: IncomingMessage, res: ServerResponse, body: unknown, malformed: boolean): void {

@@ -150,9 +150,14 @@ export type Auth = (apiKey: string) => Readonly<Record<string, string>>
 export const bearer: Auth = (apiKey) => ({ authorization: `Bearer ${apiKey}` })
 
 /** The {@link Target} of an upstream: its URL split for undici, its headers with `auth`'s. */
-export const targetOf = (upstream: Upstream, auth: Auth, defaults: Readonly<Record<string, string>> = {}): Target => {
+export const targetOf = (
+  upstream: Upstream,
+  auth: Auth,
+  defaults: Readonly<Record<string, string>> = {},
+  rebase: (basePath: string) => string = (basePath) => basePath
+): Target => {
   const url = new URL(upstream.baseUrl)
-  const basePath = url.pathname.endsWith("/") ? url.pathname.slice(0, -1) : url.pathname
+  const basePath = rebase(url.pathname.endsWith("/") ? url.pathname.slice(0, -1) : url.pathname)
   const headers: Record<string, string> = { ...defaults, ...upstream.headers, "content-type": "application/json" }
   if (Option.isSome(upstream.apiKey)) Object.assign(headers, auth(Redacted.value(upstream.apiKey.value)))
   return { origin: url.origin, basePath: basePath + url.search, spanBase: url.origin + basePath, headers }
@@ -495,6 +500,8 @@ export interface ClientOptions {
   readonly auth: Auth
   /** Headers every request carries unless the upstream's configured `headers` set them (`anthropic-version`). */
   readonly headers?: Readonly<Record<string, string>>
+  /** The base URL's path as the provider's paths need it (Ollama's native API sits beside its `/v1`). */
+  readonly rebase?: (basePath: string) => string
 }
 
 /**
@@ -512,7 +519,7 @@ export const makeClient = (options: ClientOptions): Effect.Effect<Client, never,
     const target = (upstream: Upstream): Target => {
       let t = targets.get(upstream)
       if (t === undefined) {
-        t = targetOf(upstream, options.auth, options.headers)
+        t = targetOf(upstream, options.auth, options.headers, options.rebase)
         targets.set(upstream, t)
       }
       return t
@@ -587,6 +594,35 @@ export const makeClient = (options: ClientOptions): Effect.Effect<Client, never,
         })
     }
   })
+
+/**
+ * A whole answer as `A`: the failure of a non-2xx status (`retryable` may overrule it), of a body
+ * that is not JSON, or of one `translate` does not recognise as `what` (it answers undefined).
+ * `relay` keeps the answer's text, for a provider that translated nothing.
+ */
+export const decodeWhole = <A>(
+  upstream: Upstream,
+  answer: Answer,
+  translate: (value: unknown) => A | undefined,
+  what: string,
+  options: { readonly retryable?: (body: unknown) => boolean; readonly relay?: boolean } = {}
+): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> => {
+  if (answer.status < 200 || answer.status >= 300) {
+    return Effect.fail(fromStatus(upstream, answer.status, answer.headers, answer.text, options.retryable))
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(answer.text)
+  } catch (error) {
+    return Effect.fail(notJson(upstream, answer.text, error))
+  }
+  const translated = translate(value)
+  if (translated === undefined) return Effect.fail(Errors.Failure.protocol(upstream.id, `the answer is not ${what}`))
+  const rateLimits = Provider.parseRateLimitHeaders(answer.headers, Date.now())
+  return Effect.succeed(
+    options.relay === true ? { value: translated, text: answer.text, rateLimits } : { value: translated, rateLimits }
+  )
+}
 
 /**
  * A stream request's answer as `Opened`, or the failure it is: its error status, or an answer that is

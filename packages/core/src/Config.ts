@@ -407,8 +407,13 @@ export const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue
 export interface ProviderKind {
   /** What upstreams write as `provider:`, e.g. `openai`. */
   readonly name: string
-  /** Whether an upstream of this kind must have a `baseUrl` (false where one can be supplied at start). */
+  /**
+   * Whether an upstream of this kind must have a `baseUrl` (false where one can be supplied at start,
+   * or where the kind has a {@link defaultBaseUrl}).
+   */
   readonly needsBaseUrl: boolean
+  /** The base URL of an upstream of this kind that sets none (a cloud's public endpoint). */
+  readonly defaultBaseUrl?: string
   /** Upstreams of this kind only pretend to be a provider (`Topology.Upstream.simulated`). Default false. */
   readonly simulated?: boolean
   /** The kind's own settings, if it has any. */

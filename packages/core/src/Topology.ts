@@ -85,7 +85,8 @@ export interface Options {
   readonly baseUrls?: ReadonlyMap<string, string>
   /**
    * The provider kinds the config was checked against ({@link SluiceConfig.DecodeOptions.providers}):
-   * an upstream is `simulated` when its kind says so. Without them no upstream is.
+   * an upstream is `simulated` when its kind says so, and one without a `baseUrl` gets its kind's
+   * `defaultBaseUrl`. Without them no upstream is simulated or defaulted.
    */
   readonly providers?: ReadonlyArray<SluiceConfig.ProviderKind>
 }
@@ -102,12 +103,13 @@ export const fromConfig = (
   Effect.gen(function* () {
     const baseUrls = options.baseUrls ?? new Map<string, string>()
     const simulated = new Set(options.providers?.filter((kind) => kind.simulated === true).map((kind) => kind.name))
+    const defaultUrls = new Map(options.providers?.map((kind) => [kind.name, kind.defaultBaseUrl]))
     const environment = yield* SluiceConfig.readEnvironment(config)
     const problems: Array<string> = [...environment.problems]
     const upstreams = new Map<string, Upstream>()
     for (const [i, u] of config.upstreams.entries()) {
       const apiKey: Option.Option<Redacted.Redacted<string>> = Option.fromNullable(environment.upstreamKeys.get(u.id))
-      const baseUrl = u.baseUrl ?? baseUrls.get(u.id)
+      const baseUrl = u.baseUrl ?? baseUrls.get(u.id) ?? defaultUrls.get(u.provider)
       if (baseUrl === undefined) {
         problems.push(`upstreams[${i}].baseUrl: '${u.id}' has no URL; set one in the config`)
         continue

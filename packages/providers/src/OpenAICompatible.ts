@@ -13,7 +13,7 @@ import { Errors, Provider, Wire } from "@sluice/core"
 import type { StreamEvent, Topology } from "@sluice/core"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import type { Answer, StreamDecoder } from "./internal/transport.js"
+import type { Answer, Auth, StreamDecoder } from "./internal/transport.js"
 import { bearer, decodeWhole, END, makeClient, malformedEvent, opened, streamError } from "./internal/transport.js"
 
 type Upstream = Topology.Upstream
@@ -89,43 +89,76 @@ const isCompletion = (v: unknown): boolean =>
 const isEmbeddings = (v: unknown): boolean =>
   typeof v === "object" && v !== null && Array.isArray((v as { data?: unknown }).data)
 
+/** How one OpenAI-compatible service differs from OpenAI. */
+export interface Options {
+  /** The headers that carry the API key. Default `Authorization: Bearer <key>`. */
+  readonly auth?: Auth
+  /**
+   * Request fields the service refuses (Mistral answers 422 to `stream_options`): left out of what
+   * is sent. A stream's usage then comes from the service's own final chunk, where it sends one.
+   */
+  readonly drop?: ReadonlyArray<string>
+}
+
+/** A request's body without the fields `drop` names; undefined when it has none of them. */
+const without = (request: Readonly<Record<string, unknown>>, drop: ReadonlyArray<string>) => {
+  if (!drop.some((key) => request[key] !== undefined)) return undefined
+  const out: Record<string, unknown> = { ...request }
+  for (const key of drop) delete out[key]
+  return out
+}
+
 /**
  * Makes the OpenAI-compatible provider. Its undici `Agent` (keep-alive connections per upstream
  * origin) is closed with the scope.
  */
-export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.gen(function* () {
-  const client = yield* makeClient({ auth: bearer })
+export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.suspend(() => makeWith({}))
 
-  const json = <A>(
-    upstream: Upstream,
-    path: string,
-    payload: string,
-    isValid: (value: unknown) => boolean,
-    traced: boolean | undefined
-  ): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> =>
-    // Only stream requests open a stream: a whole answer comes back, decoded as it ends.
-    client.whole({ upstream, path, payload, traced }, (answer) => decodeAnswer<A>(upstream, answer, isValid))
+/** The OpenAI-compatible provider for a service with its own auth header or refused fields (see {@link Options}). */
+export const makeWith = (options: Options): Effect.Effect<Provider.Service, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const client = yield* makeClient({ auth: options.auth ?? bearer })
+    const drop = options.drop ?? []
+    /** The call with the refused fields left out of its request (and no raw body to forward). */
+    const clean = <R extends { readonly model: string }>(call: Provider.Call<R>): Provider.Call<R> => {
+      if (drop.length === 0) return call
+      const request = without(call.request, drop)
+      return request === undefined ? call : { request: request as R, model: call.model, traced: call.traced }
+    }
 
-  const chat: Provider.Service["chat"] = (upstream, call) =>
-    json<Wire.ChatCompletion>(
-      upstream,
-      "/chat/completions",
-      payloadOf(call, call.request.stream === true ? { stream: false } : undefined),
-      isCompletion,
-      call.traced
-    )
+    const json = <A>(
+      upstream: Upstream,
+      path: string,
+      payload: string,
+      isValid: (value: unknown) => boolean,
+      traced: boolean | undefined
+    ): Effect.Effect<Provider.Answer<A>, Errors.UpstreamError> =>
+      // Only stream requests open a stream: a whole answer comes back, decoded as it ends.
+      client.whole({ upstream, path, payload, traced }, (answer) => decodeAnswer<A>(upstream, answer, isValid))
 
-  const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
-    json<Wire.EmbeddingsResponse>(upstream, "/embeddings", payloadOf(call, undefined), isEmbeddings, call.traced)
+    const chat: Provider.Service["chat"] = (upstream, whole) => {
+      const call = clean(whole)
+      return json<Wire.ChatCompletion>(
+        upstream,
+        "/chat/completions",
+        payloadOf(call, call.request.stream === true ? { stream: false } : undefined),
+        isCompletion,
+        call.traced
+      )
+    }
 
-  const chatStream: Provider.Service["chatStream"] = (upstream, call) =>
-    Effect.flatMap(
-      client.stream(
-        { upstream, path: "/chat/completions", payload: payloadOf(call, { stream: true }) },
-        decoderOf(upstream)
-      ),
-      (answer) => opened(upstream, answer)
-    )
+    const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
+      json<Wire.EmbeddingsResponse>(upstream, "/embeddings", payloadOf(call, undefined), isEmbeddings, call.traced)
 
-  return { chat, chatStream, embeddings, enforcesTimeout: () => true }
-})
+    const chatStream: Provider.Service["chatStream"] = (upstream, call) => {
+      return Effect.flatMap(
+        client.stream(
+          { upstream, path: "/chat/completions", payload: payloadOf(clean(call), { stream: true }) },
+          decoderOf(upstream)
+        ),
+        (answer) => opened(upstream, answer)
+      )
+    }
+
+    return { chat, chatStream, embeddings, enforcesTimeout: () => true }
+  })

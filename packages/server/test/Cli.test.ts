@@ -318,7 +318,7 @@ describe("sluice validate", () => {
           "upstreams:",
           "  - { id: a, provider: bedrock, baseUrl: https://bedrock.example.com/v1 }",
           "  - { id: b, provider: simulated, simulate: { failureRate: 1.5 } }",
-          "  - { id: c, provider: ollama }",
+          "  - { id: c, provider: openai-compatible }",
           "pools:",
           "  - { id: p, models: [m], upstreams: [a, b, c] }"
         ].join("\n")
@@ -326,9 +326,9 @@ describe("sluice validate", () => {
       const { exit, problems } = yield* complete(["validate", "--config", path])
       expect(Exit.isFailure(exit)).toBe(true)
       expect(problems).toEqual([
-        "upstreams[0].provider: unknown provider 'bedrock'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, anthropic, gemini, simulated",
+        "upstreams[0].provider: unknown provider 'bedrock'; known: openai, openai-compatible, azure, groq, mistral, together, deepseek, openrouter, fireworks, cerebras, xai, cohere, vllm, lmstudio, ollama, anthropic, gemini, simulated",
         "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 1.5",
-        "upstreams[2].baseUrl: required for provider 'ollama'"
+        "upstreams[2].baseUrl: required for provider 'openai-compatible'"
       ])
     }).pipe(Effect.scoped)
   )

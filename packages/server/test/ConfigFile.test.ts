@@ -132,18 +132,18 @@ describe("config files", () => {
   it("lists an unknown strategy with the other problems, by path, and accepts custom names when told them", () => {
     const yaml = [
       "upstreams:",
-      "  - { id: u, provider: openai }",
+      "  - { id: u, provider: azure }",
       "pools:",
       "  - { id: a, models: [x], strategy: cheapest, upstreams: [u, w] }"
     ].join("\n")
     const result = ConfigFile.parse(yaml, "my.yaml")
     expect(Either.isLeft(result) && result.left.problems).toEqual([
-      "upstreams[0].baseUrl: required for provider 'openai'",
+      "upstreams[0].baseUrl: required for provider 'azure'",
       "pools[0].strategy: unknown strategy 'cheapest'; known: round-robin, weighted, random, priority",
       "pools[0].upstreams[1]: unknown upstream 'w'; known: u"
     ])
     const custom = ConfigFile.parse(
-      yaml.replace("provider: openai", "provider: simulated").replace(", w]", "]"),
+      yaml.replace("provider: azure", "provider: simulated").replace(", w]", "]"),
       "my.yaml",
       {
         strategies: ["round-robin", "cheapest"]
@@ -157,7 +157,7 @@ describe("config files", () => {
       "upstreams:",
       "  - { id: a, provider: opneai, baseUrl: https://api.openai.com/v1 }",
       "  - { id: b, provider: simulated, simulate: { failureRate: 2, latencyMs: 5 } }",
-      "  - { id: c, provider: groq, weight: -1 }",
+      "  - { id: c, provider: openai-compatible, weight: -1 }",
       "pools:",
       "  - { id: p, models: [x], upstreams: [a, b, c, d] }"
     ].join("\n")
@@ -166,18 +166,25 @@ describe("config files", () => {
       "upstreams[2].weight: Expected a positive number, actual -1",
       `upstreams[0].provider: unknown provider 'opneai'; known: ${Providers.kinds.map((k) => k.name).join(", ")}`,
       "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 2",
-      "upstreams[2].baseUrl: required for provider 'groq'",
+      "upstreams[2].baseUrl: required for provider 'openai-compatible'",
       "pools[0].upstreams[3]: unknown upstream 'd'; known: a, b, c"
     ])
     expect(Providers.kinds.map((k) => k.name)).toEqual([
       "openai",
       "openai-compatible",
+      "azure",
       "groq",
       "mistral",
       "together",
+      "deepseek",
+      "openrouter",
+      "fireworks",
+      "cerebras",
+      "xai",
+      "cohere",
       "vllm",
-      "ollama",
       "lmstudio",
+      "ollama",
       "anthropic",
       "gemini",
       "simulated"
@@ -188,7 +195,7 @@ describe("config files", () => {
     const yaml = [
       "upstreams:",
       "  - { id: a, provider: acme }",
-      "  - { id: b, provider: openai }",
+      "  - { id: b, provider: openai-compatible }",
       "pools:",
       "  - { id: p, models: [x], strategy: fastest, upstreams: [a, b] }"
     ].join("\n")
@@ -196,7 +203,7 @@ describe("config files", () => {
       providers: [...Providers.kinds, { name: "acme", needsBaseUrl: false }]
     })
     expect(Either.isLeft(result) && result.left.problems).toEqual([
-      "upstreams[1].baseUrl: required for provider 'openai'",
+      "upstreams[1].baseUrl: required for provider 'openai-compatible'",
       "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority"
     ])
   })

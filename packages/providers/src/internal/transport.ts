@@ -138,6 +138,8 @@ export const notJson = (upstream: Upstream, text: string, error: unknown): Error
 export interface Target {
   readonly origin: string
   readonly basePath: string
+  /** The base URL's query (`?api-version=...`), added after each request's own path and query. */
+  readonly search: string
   /** The base URL without credentials, for spans. */
   readonly spanBase: string
   readonly headers: Readonly<Record<string, string>>
@@ -160,8 +162,12 @@ export const targetOf = (
   const basePath = rebase(url.pathname.endsWith("/") ? url.pathname.slice(0, -1) : url.pathname)
   const headers: Record<string, string> = { ...defaults, ...upstream.headers, "content-type": "application/json" }
   if (Option.isSome(upstream.apiKey)) Object.assign(headers, auth(Redacted.value(upstream.apiKey.value)))
-  return { origin: url.origin, basePath: basePath + url.search, spanBase: url.origin + basePath, headers }
+  return { origin: url.origin, basePath, search: url.search, spanBase: url.origin + basePath, headers }
 }
+
+/** `path` (which may have a query of its own) with the base URL's `search` added. */
+const withQuery = (path: string, search: string): string =>
+  path.includes("?") ? `${path}&${search.slice(1)}` : path + search
 
 /** What a {@link StreamDecoder} returns when the stream is complete. */
 export const END: unique symbol = Symbol("end")
@@ -549,7 +555,7 @@ export const makeClient = (options: ClientOptions): Effect.Effect<Client, never,
           agent.dispatch(
             {
               origin: t.origin,
-              path: t.basePath + path,
+              path: t.search === "" ? t.basePath + path : withQuery(t.basePath + path, t.search),
               method: "POST",
               headers:
                 span === undefined

@@ -19,6 +19,7 @@ import type { Decision } from "./Decision.js"
 import { Builder, spanAttributes } from "./Decision.js"
 import type { RouterError, UpstreamError } from "./Errors.js"
 import { ModelNotFound, withDecision } from "./Errors.js"
+import { needsOf, NEEDS_EMBEDDINGS } from "./Capabilities.js"
 import { Guards } from "./Guard.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
 import { Request } from "./internal/request.js"
@@ -124,6 +125,8 @@ interface Operation {
   readonly user: string | undefined
   readonly prompt: Prompt
   readonly requestedOutputTokens: number | undefined
+  /** The capabilities it needs of an upstream, when it needs any. */
+  readonly needs: ReadonlyArray<string> | undefined
 }
 
 /** The stages and services of one router, passed explicitly to the functions that route. */
@@ -243,7 +246,7 @@ const start = (
     count.exact,
     clock.unsafeCurrentTimeMillis()
   )
-  return new Request(
+  const request = new Request(
     clock,
     span,
     match,
@@ -256,6 +259,8 @@ const start = (
     decision,
     random === liveRandom ? Math.random : () => Effect.runSync(random.next)
   )
+  request.needs = operation.needs
+  return request
 }
 
 /** Records a decision on its span. */
@@ -333,7 +338,8 @@ const chatOperation = (p: Pipeline, chat: ChatCompletionRequest, stream: boolean
   model: chat.model,
   user: chat.user,
   prompt: new ChatPrompt(p.counter, chat),
-  requestedOutputTokens: requestedMaxTokens(chat)
+  requestedOutputTokens: requestedMaxTokens(chat),
+  needs: needsOf(chat)
 })
 
 const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
@@ -347,7 +353,8 @@ const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
       estimate: () => ({ tokens, exact: false }),
       exact: () => Effect.succeed({ tokens, exact: false })
     },
-    requestedOutputTokens: 0
+    requestedOutputTokens: 0,
+    needs: NEEDS_EMBEDDINGS
   }
 }
 

@@ -21,6 +21,8 @@ import * as Simulator from "./Simulator.js"
 interface Preset {
   readonly name: string
   readonly baseUrl?: string
+  /** What the provider's API can take, when not everything (see `Config.Capability`). */
+  readonly capabilities?: ReadonlyArray<Config.Capability>
   readonly openai?: OpenAICompatible.Options
 }
 
@@ -48,15 +50,22 @@ export const presets: ReadonlyArray<Preset> = [
   { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1" },
   { name: "vllm", baseUrl: "http://localhost:8000/v1" },
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
-  { name: "ollama", baseUrl: "http://localhost:11434" },
-  { name: "anthropic", baseUrl: "https://api.anthropic.com/v1" },
-  { name: "gemini", baseUrl: "https://generativelanguage.googleapis.com/v1beta" }
+  // Native Ollama: no `n`, no audio (and images as data only).
+  { name: "ollama", baseUrl: "http://localhost:11434", capabilities: ["vision", "tools", "json_schema", "embeddings"] },
+  // Anthropic: one choice per request, no audio input, no embeddings API.
+  { name: "anthropic", baseUrl: "https://api.anthropic.com/v1", capabilities: ["vision", "tools", "json_schema"] },
+  {
+    name: "gemini",
+    baseUrl: "https://generativelanguage.googleapis.com/v1beta",
+    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"]
+  }
 ]
 
-const kindOf = (preset: Preset): Config.ProviderKind =>
-  preset.baseUrl === undefined
-    ? { name: preset.name, needsBaseUrl: true }
-    : { name: preset.name, needsBaseUrl: false, defaultBaseUrl: preset.baseUrl }
+const kindOf = (preset: Preset): Config.ProviderKind => ({
+  name: preset.name,
+  ...(preset.baseUrl === undefined ? { needsBaseUrl: true } : { needsBaseUrl: false, defaultBaseUrl: preset.baseUrl }),
+  ...(preset.capabilities !== undefined ? { capabilities: preset.capabilities } : {})
+})
 
 /**
  * `simulated`: an OpenAI-compatible upstream that only pretends. With a `baseUrl` it is called like

@@ -85,6 +85,8 @@ export class Request implements Step {
    * nobody else holds the stream.
    */
   unclaimed: Effect.Effect<void> | undefined = undefined
+  /** The capabilities the request needs, when it needs any (see `Capabilities.needsOf`). */
+  needs: ReadonlyArray<string> | undefined = undefined
   private pending: Array<Effect.Effect<void>> | undefined = undefined
 
   constructor(

@@ -97,7 +97,7 @@ describe.each(cases)("gateway with a $provider upstream", (c) => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("answers structured output as JSON text", () =>
+  it.live("answers structured output as JSON text valid against the requested schema", () =>
     Effect.gen(function* () {
       const { gateway } = yield* gatewayFor(c, 3)
       const answer = yield* promise(() =>
@@ -106,12 +106,21 @@ describe.each(cases)("gateway with a $provider upstream", (c) => {
           messages: [{ role: "user", content: "A city, as JSON" }],
           response_format: {
             type: "json_schema",
-            json_schema: { name: "city", schema: { type: "object", properties: { name: { type: "string" } } } }
+            json_schema: {
+              name: "city",
+              schema: {
+                type: "object",
+                properties: { name: { type: "string" }, population: { type: "integer" } },
+                required: ["name", "population"]
+              }
+            }
           }
         })
       )
       expect(answer.choices[0]?.finish_reason).toBe("stop")
-      expect(typeof JSON.parse(answer.choices[0]!.message.content!)).toBe("object")
+      const city = JSON.parse(answer.choices[0]!.message.content!) as { name: unknown; population: unknown }
+      expect(typeof city.name).toBe("string")
+      expect(Number.isInteger(city.population)).toBe(true)
     }).pipe(Effect.scoped)
   )
 

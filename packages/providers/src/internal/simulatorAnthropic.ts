@@ -111,7 +111,7 @@ export const message = (a: Answer): string =>
     model: a.model,
     content:
       a.tool !== undefined
-        ? [{ type: "tool_use", id: a.toolId, name: a.tool, input: {} }]
+        ? [{ type: "tool_use", id: a.toolId, name: a.tool, input: a.toolInput }]
         : [{ type: "text", text: a.completion.content }],
     stop_reason: STOP[a.finish],
     stop_sequence: null,
@@ -150,8 +150,9 @@ export const frames = (a: Answer): Frames => {
         content_block: { type: "tool_use", id: a.toolId, name: a.tool, input: {} }
       }),
       event("ping", {}),
-      event("content_block_delta", { index: 0, delta: { type: "input_json_delta", partial_json: "{" } }),
-      event("content_block_delta", { index: 0, delta: { type: "input_json_delta", partial_json: "}" } })
+      ...halves(JSON.stringify(a.toolInput)).map((part) =>
+        event("content_block_delta", { index: 0, delta: { type: "input_json_delta", partial_json: part } })
+      )
     )
     steps.push(0, 0, 0, 1)
     content = 2
@@ -184,6 +185,21 @@ export const frames = (a: Answer): Frames => {
 /** An event cut short, as a proxy that mangles one would send it: not valid JSON. */
 export const MALFORMED = `event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_del\n\n`
 
+/** A JSON text in two parts, as a stream splits a tool's input. */
+const halves = (text: string): [string, string] => {
+  const at = Math.ceil(text.length / 2)
+  return [text.slice(0, at), text.slice(at)]
+}
+
+/** The input schema of `tool` when `tool_choice` forces it. */
+const toolSchema = (body: Body, tool: string): unknown => {
+  const choice = body["tool_choice"]
+  if (!isObject(choice) || choice["type"] !== "tool" || choice["name"] !== tool) return undefined
+  const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
+  const found = tools.find((t) => isObject(t) && t["name"] === tool)
+  return isObject(found) ? found["input_schema"] : undefined
+}
+
 /** Anthropic's Messages API: `POST /v1/messages`; no embeddings. */
 export const dialect: Dialect = {
   route: (path) => (path === "/v1/messages" ? { _tag: "chat" } : undefined),
@@ -193,6 +209,7 @@ export const dialect: Dialect = {
   streams: (body) => body["stream"] === true,
   tool: toolToCall,
   json: () => false,
+  toolSchema,
   message,
   frames,
   malformed: MALFORMED,

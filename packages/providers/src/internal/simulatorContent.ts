@@ -168,3 +168,57 @@ export const toBase64 = (vector: Float32Array): string => {
   for (let i = 0; i < vector.length; i++) bytes.writeFloatLE(vector[i]!, i * 4)
   return bytes.toString("base64")
 }
+
+type Schema = Readonly<Record<string, unknown>>
+
+const isSchema = (u: unknown): u is Schema => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** Whether a JSON schema says more than "an object" (so an answer must be built to match it). */
+export const isSpecific = (schema: unknown): schema is Schema =>
+  isSchema(schema) && (schema["type"] !== "object" || schema["properties"] !== undefined)
+
+/**
+ * A value valid against a JSON schema (the subset structured output uses: `type`, `properties`,
+ * `required`, `items`, `enum`, `const`, `anyOf` / `oneOf` / `allOf`, `minItems`, `minimum`), with
+ * `text` in its strings. Every property is filled, required or not. Deeper than 16 levels, `null`.
+ */
+export const instanceOf = (schema: unknown, text: string, depth = 16): unknown => {
+  if (!isSchema(schema) || depth === 0) return null
+  if (schema["const"] !== undefined) return schema["const"]
+  if (Array.isArray(schema["enum"]) && schema["enum"].length > 0) return schema["enum"][0]
+  for (const key of ["anyOf", "oneOf", "allOf"]) {
+    const options = schema[key]
+    if (Array.isArray(options) && options.length > 0) return instanceOf(options[0], text, depth - 1)
+  }
+  const type = Array.isArray(schema["type"]) ? schema["type"][0] : schema["type"]
+  switch (type) {
+    case "string":
+      return text
+    case "integer":
+    case "number":
+      return typeof schema["minimum"] === "number" ? schema["minimum"] : 1
+    case "boolean":
+      return true
+    case "null":
+      return null
+    case "array": {
+      const min = typeof schema["minItems"] === "number" ? Math.max(1, schema["minItems"]) : 1
+      return Array.from({ length: Math.min(min, 8) }, () => instanceOf(schema["items"], text, depth - 1))
+    }
+    default: {
+      const out: Record<string, unknown> = {}
+      const properties = isSchema(schema["properties"]) ? schema["properties"] : {}
+      for (const key of Object.keys(properties)) out[key] = instanceOf(properties[key], text, depth - 1)
+      return out
+    }
+  }
+}
+
+/** `text` as a completion streamed in about `n` pieces (at least one). */
+export const completionOf = (text: string, n: number): Completion => {
+  const size = Math.max(1, Math.ceil(text.length / Math.max(1, n)))
+  const pieces: Array<string> = []
+  for (let i = 0; i < text.length; i += size) pieces.push(text.slice(i, i + size))
+  if (pieces.length === 0) pieces.push("")
+  return { content: text, deltas: pieces.map(delta), pieces }
+}

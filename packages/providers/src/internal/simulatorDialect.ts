@@ -15,6 +15,8 @@ export interface Answer {
   /** The tool called, or undefined for a text answer. */
   readonly tool: string | undefined
   readonly toolId: string
+  /** The tool call's input: `{}`, or a value valid against the tool's schema when the call was forced. */
+  readonly toolInput: unknown
   readonly completion: Completion
   readonly finish: "stop" | "length" | "tool"
   readonly inputTokens: number
@@ -52,6 +54,10 @@ export interface Dialect {
   readonly tool: (body: Body) => string | undefined
   /** Whether the answer must be JSON. */
   readonly json: (body: Body) => boolean
+  /** The JSON schema the answer must match, when the request gives one. */
+  readonly schema?: (body: Body) => unknown
+  /** The input schema of `tool` when the request forces the call (its input is then built to match). */
+  readonly toolSchema?: (body: Body, tool: string) => unknown
   readonly message: (answer: Answer) => string
   readonly frames: (answer: Answer) => Frames
   /** One frame that is not valid JSON, as a proxy that mangles one would send it. */

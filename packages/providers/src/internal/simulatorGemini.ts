@@ -144,6 +144,7 @@ export const dialect: Dialect = {
   streams: () => false,
   tool,
   json: (body) => config(body)["responseMimeType"] === "application/json",
+  schema: (body) => config(body)["responseSchema"] ?? config(body)["responseJsonSchema"],
   message,
   frames,
   malformed: `data: {"candidates":[{"content":{"role":"model","parts":[{"text":"lor\r\n\r\n`,

@@ -94,6 +94,7 @@ export const dialect: Dialect = {
   streams: (body) => body["stream"] !== false,
   tool,
   json: (body) => body["format"] !== undefined,
+  schema: (body) => (isObject(body["format"]) ? body["format"] : undefined),
   message: (a) => JSON.stringify(final(a, assistant(a))),
   frames,
   malformed: `{"model":"m","message":{"role":"assistant","content":"lor\n`,

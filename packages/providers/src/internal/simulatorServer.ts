@@ -8,7 +8,18 @@ import * as Anthropic from "./simulatorAnthropic.js"
 import * as Gemini from "./simulatorGemini.js"
 import * as Ollama from "./simulatorOllama.js"
 import type { Dialect, Route } from "./simulatorDialect.js"
-import { Completions, dice, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./simulatorContent.js"
+import type { Completion } from "./simulatorContent.js"
+import {
+  completionOf,
+  Completions,
+  dice,
+  embed,
+  estimatePromptTokens,
+  estimateTextTokens,
+  instanceOf,
+  isSpecific,
+  toBase64
+} from "./simulatorContent.js"
 import { formatDuration, SlidingWindow } from "./simulatorRateLimit.js"
 
 /** Options with every default filled in. */
@@ -110,6 +121,12 @@ const toolToCall = (body: Body): string | undefined => {
     }
   }
   return "tool"
+}
+
+/** The JSON schema of a `json_schema` response format, when it has one. */
+const schemaOf = (body: Body): unknown => {
+  const format = body["response_format"]
+  return isObject(format) && isObject(format["json_schema"]) ? format["json_schema"]["schema"] : undefined
 }
 
 const wantsJson = (body: Body): boolean => {
@@ -431,6 +448,7 @@ export class SimulatorState {
         tool,
         callId,
         json,
+        schema: schemaOf(body),
         n,
         finishReason,
         usage: includeUsage ? usage : undefined,
@@ -438,7 +456,8 @@ export class SimulatorState {
         malformedAfter: malformed ? o.malformedEventAfter : undefined
       })
     }
-    const content = tool !== undefined ? "null" : JSON.stringify(this.completions.get(n, json).content)
+    const completion = json ? this.jsonCompletion(schemaOf(body), n) : this.completions.get(n, false)
+    const content = tool !== undefined ? "null" : JSON.stringify(completion.content)
     const toolCalls =
       tool === undefined
         ? ""
@@ -462,6 +481,7 @@ export class SimulatorState {
       readonly tool: string | undefined
       readonly callId: string
       readonly json: boolean
+      readonly schema: unknown
       readonly n: number
       readonly finishReason: string
       readonly usage: string | undefined
@@ -490,7 +510,7 @@ export class SimulatorState {
       steps.push(0, 0, 1)
       contentFrames = 2
     } else {
-      const deltas = this.completions.get(c.n, c.json).deltas
+      const deltas = (c.json ? this.jsonCompletion(c.schema, c.n) : this.completions.get(c.n, false)).deltas
       frames.push(head + `{"role":"assistant","content":""}` + tail)
       steps.push(0)
       for (let i = 0; i < deltas.length; i++) {
@@ -567,6 +587,15 @@ export class SimulatorState {
     pump()
   }
 
+  /**
+   * The answer to a request for JSON: a value valid against `schema` when it says more than "an
+   * object" (its strings the completion's words), else the JSON-mode object; streamed in `n` pieces.
+   */
+  private jsonCompletion(schema: unknown, n: number): Completion {
+    if (!isSpecific(schema)) return this.completions.get(n, true)
+    return completionOf(JSON.stringify(instanceOf(schema, this.completions.get(Math.min(n, 4), false).content)), n)
+  }
+
   /** A chat request of a provider's own dialect: the same decisions as {@link chat}, in its shapes. */
   private dialectChat(
     req: IncomingMessage,
@@ -594,7 +623,11 @@ export class SimulatorState {
       model: route.model ?? (typeof body["model"] === "string" ? body["model"] : (o.models[0] ?? "sim-model")),
       tool,
       toolId: `toolu_${o.name}_${sequence}`,
-      completion: this.completions.get(n, tool === undefined && dialect.json(body)),
+      completion:
+        tool === undefined && dialect.json(body)
+          ? this.jsonCompletion(dialect.schema?.(body), n)
+          : this.completions.get(n, false),
+      toolInput: tool === undefined ? {} : (instanceOf(dialect.toolSchema?.(body, tool), this.options.name) ?? {}),
       finish: tool !== undefined ? "tool" : capped ? "length" : "stop",
       inputTokens,
       outputTokens: n,

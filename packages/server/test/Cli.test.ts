@@ -231,7 +231,7 @@ describe("sluice serve", () => {
           .trim()
           .split(" ")
           .map((assignment) => assignment.split("=")[0]!)
-        expect(documented).toEqual(["OPENAI_API_KEY", "GROQ_API_KEY"])
+        expect(documented).toEqual(["OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"])
         // Nothing else from this machine's environment may help: every variable the file could name is removed.
         const env = environmentWithout([...documented, "SLUICE_PRIORITY_KEY"])
         for (const name of documented) env[name] = `placeholder-${name.toLowerCase()}`

@@ -60,10 +60,14 @@ describe("config files", () => {
         ...config.upstreams.flatMap((u) => (u.apiKeyEnv === undefined ? [] : [u.apiKeyEnv]))
       ]
       expect([...new Set(named)].sort()).toEqual([...documented].sort())
-      const topology = yield* Topology.fromConfig(config).pipe(onlyEnvironment(env))
+      // As the server builds it: with the provider kinds, whose endpoints fill in a missing baseUrl.
+      const topology = yield* Topology.fromConfig(config, { providers: Providers.kinds }).pipe(onlyEnvironment(env))
       const keyOf = (id: string) => Option.map(topology.upstreams.get(id)!.apiKey, Redacted.value)
       expect(keyOf("openai-4o")).toEqual(Option.some("key-of-OPENAI_API_KEY"))
       expect(keyOf("groq-llama")).toEqual(Option.some("key-of-GROQ_API_KEY"))
+      expect(keyOf("claude-sonnet")).toEqual(Option.some("key-of-ANTHROPIC_API_KEY"))
+      expect(topology.upstreams.get("claude-sonnet")?.baseUrl).toBe("https://api.anthropic.com/v1")
+      expect(topology.upstreams.get("local-ollama")?.capabilities).toEqual(["tools", "json_schema"])
       expect(keyOf("local-ollama")).toEqual(Option.none())
       expect(topology.pools.get("smart")?.upstreams.map((u) => u.id)).toEqual([
         "openai-4o",
@@ -84,7 +88,7 @@ describe("config files", () => {
         .replace("  #   - { apiKeyEnv: SLUICE_PRIORITY_KEY", "    - { apiKeyEnv: SLUICE_PRIORITY_KEY")
       const config = Either.getOrThrow(ConfigFile.parse(text, "example.yaml"))
       expect(config.server.priorities).toEqual([{ apiKeyEnv: "SLUICE_PRIORITY_KEY", priority: 10 }])
-      const keys = { OPENAI_API_KEY: "o", GROQ_API_KEY: "g" }
+      const keys = { OPENAI_API_KEY: "o", GROQ_API_KEY: "g", ANTHROPIC_API_KEY: "a", GEMINI_API_KEY: "m" }
       const missing = yield* Effect.flip(gatewayOptionsOf(config).pipe(onlyEnvironment(keys)))
       expect(missing.problems).toEqual([
         "server.priorities[0].apiKeyEnv: environment variable SLUICE_PRIORITY_KEY is not set"

@@ -52,8 +52,11 @@ const toEvent = (upstream: Upstream, data: string): StreamEvent.StreamEvent | Er
 
 const decoders = new WeakMap<Upstream, StreamDecoder>()
 
-/** The decoder of an upstream's OpenAI chunks: stateless, so one per upstream. */
-const decoderOf = (upstream: Upstream): StreamDecoder => {
+/**
+ * The decoder of an upstream's OpenAI chunks: each payload checked (parsed once, usage read) and
+ * passed through as it came. Stateless, so one per upstream.
+ */
+export const streamDecoder = (upstream: Upstream): StreamDecoder => {
   let decoder = decoders.get(upstream)
   if (decoder === undefined) {
     decoder = {
@@ -154,7 +157,7 @@ export const makeWith = (options: Options): Effect.Effect<Provider.Service, neve
       return Effect.flatMap(
         client.stream(
           { upstream, path: "/chat/completions", payload: payloadOf(clean(call), { stream: true }) },
-          decoderOf(upstream)
+          streamDecoder(upstream)
         ),
         (answer) => opened(upstream, answer)
       )

@@ -3,7 +3,8 @@
  * validates bodies, maps errors to OpenAI's envelope and status, and writes streams as SSE. It holds
  * no routing logic.
  *
- * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`, and
+ * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models` (and `/v1/models/{id}`),
+ * `GET /health`, and
  * Anthropic's `POST /v1/messages` and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
  * or one generated here and handed to the router, so the decision, the trace and the header agree.
@@ -329,6 +330,16 @@ const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect
     writeJson(res, 200, JSON.stringify({ object: "list", data: list }), { "x-request-id": requestId })
   )
 
+/** `GET /v1/models/{id}`: one model of the router's list, else a 404 naming the known ones. */
+const model = (env: Env, res: ServerResponse, requestId: string, id: string): Effect.Effect<void, Errors.RouterError> =>
+  Effect.flatMap(env.router.models, (list) => {
+    const found = list.find((m) => m.id === id)
+    if (found === undefined) {
+      return Effect.fail(new Errors.ModelNotFound({ model: id, known: list.map((m) => m.id) }))
+    }
+    return Effect.sync(() => writeJson(res, 200, JSON.stringify(found), { "x-request-id": requestId }))
+  })
+
 /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
 const recover = (
   res: ServerResponse,
@@ -450,6 +461,15 @@ const withBody = (
   })
 }
 
+/** The model id of a `/v1/models/{id}` path (percent-decoded; ids may hold `/`), undefined when malformed. */
+const modelId = (path: string): string | undefined => {
+  try {
+    return decodeURIComponent(path.slice("/v1/models/".length))
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Answers one HTTP request: routes it by path and method to the handlers above; `/health` and `/`
  * are answered synchronously, without an Effect.
@@ -485,6 +505,13 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
         ? writeJson(res, 200, ROOT, { "x-request-id": id })
         : methodNotAllowed(req, res, "GET", id)
     default:
+      if (path.startsWith("/v1/models/") && path.length > "/v1/models/".length) {
+        const wanted = modelId(path)
+        if (wanted === undefined) return notFound(req, res, id)
+        return method === "GET"
+          ? serve(env, req, res, path, id, model(env, res, id, wanted))
+          : methodNotAllowed(req, res, "GET", id)
+      }
       return notFound(req, res, id)
   }
 }

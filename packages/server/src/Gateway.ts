@@ -3,7 +3,8 @@
  * validates bodies, maps errors to OpenAI's envelope and status, and writes streams as SSE. It holds
  * no routing logic.
  *
- * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models` (and `/v1/models/{id}`),
+ * Routes: `POST /v1/chat/completions`, `POST /v1/responses` (see `Responses`), `POST /v1/embeddings`,
+ * `GET /v1/models` (and `/v1/models/{id}`),
  * `GET /health`, and
  * Anthropic's `POST /v1/messages` and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
@@ -26,6 +27,7 @@ import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } fro
 import { createServer } from "node:http"
 import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
 import * as Messages from "./Messages.js"
+import * as Responses from "./Responses.js"
 
 /** Gateway settings. */
 export interface Options {
@@ -77,12 +79,13 @@ const envelope = (message: string, code: string) =>
   JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } })
 
 const ROUTES_HINT =
-  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models; " +
+  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, " +
+  "GET /v1/models; " +
   "POST /v1/messages for Anthropic clients)"
 const HEALTH = JSON.stringify({ status: "ok" })
 const ROOT = JSON.stringify({
   name: "sluice",
-  endpoints: ["/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"]
+  endpoints: ["/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages"]
 })
 
 const notFound = (req: IncomingMessage, res: ServerResponse, requestId: string) =>
@@ -189,6 +192,7 @@ const decodeChat = decoder(Wire.ChatCompletionRequest)
 const decodeEmbeddings = decoder(Wire.EmbeddingsRequest)
 const decodeMessages = decoder(Messages.MessagesRequest)
 const decodeCountTokens = decoder(Messages.CountTokensRequest)
+const decodeResponses = decoder(Responses.ResponsesRequest)
 
 const BEARER = /^Bearer\s+(.+)$/i
 
@@ -318,6 +322,16 @@ const messages: BodyHandler = (env, req, res, requestId, text) =>
     requestId,
     decodeMessages(text),
     routeOptions(Messages.withApiKey(req.headers), env.options, requestId, undefined)
+  )
+
+/** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
+const responses: BodyHandler = (env, req, res, requestId, text) =>
+  Responses.create(
+    env.router,
+    res,
+    requestId,
+    decodeResponses(text),
+    routeOptions(req.headers, env.options, requestId, undefined)
   )
 
 /** `POST /v1/messages/count_tokens`. */
@@ -489,6 +503,9 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
       return method === "POST" ? withBody(env, req, res, path, id, embeddings) : methodNotAllowed(req, res, "POST", id)
     case "/v1/messages":
       return method === "POST" ? withBody(env, req, res, path, id, messages) : methodNotAllowed(req, res, "POST", id)
+    case "/v1/responses":
+    case "/responses":
+      return method === "POST" ? withBody(env, req, res, path, id, responses) : methodNotAllowed(req, res, "POST", id)
     case "/v1/messages/count_tokens":
       return method === "POST" ? withBody(env, req, res, path, id, countTokens) : methodNotAllowed(req, res, "POST", id)
     case "/v1/models":

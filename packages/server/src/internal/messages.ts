@@ -6,6 +6,7 @@
  */
 import type { Wire } from "@sluice/core"
 import { Anthropic } from "@sluice/providers"
+import { readChunk } from "./chunks.js"
 
 type Json = Record<string, unknown>
 
@@ -280,18 +281,11 @@ export class StreamTranslator {
 
   /** The events of one OpenAI chunk (JSON text). */
   chunk(data: string): string {
-    let chunk: unknown
-    try {
-      chunk = JSON.parse(data)
-    } catch {
-      return ""
-    }
-    if (!isObject(chunk)) return ""
-    if (isObject(chunk["usage"])) this.usage = chunk["usage"]
-    const choice = Array.isArray(chunk["choices"]) ? (chunk["choices"][0] as unknown) : undefined
-    if (!isObject(choice)) return ""
-    if (choice["finish_reason"] !== null && choice["finish_reason"] !== undefined) this.finish = choice["finish_reason"]
-    const delta = isObject(choice["delta"]) ? choice["delta"] : {}
+    const chunk = readChunk(data)
+    if (chunk === undefined) return ""
+    if (chunk.usage !== undefined) this.usage = chunk.usage
+    if (chunk.finish !== undefined) this.finish = chunk.finish
+    const delta = chunk.delta
     let out = ""
     const text = delta["content"]
     if (typeof text === "string" && text !== "") {

@@ -542,6 +542,8 @@ describe("Simulator", () => {
         "32",
         "--name",
         "a",
+        "--dialect",
+        "anthropic",
         "--models",
         "gpt-4o,gpt-4o-mini",
         "--seed",
@@ -565,6 +567,7 @@ describe("Simulator", () => {
           malformedEventAfter: 0,
           completionTokens: 32,
           name: "a",
+          dialect: "anthropic",
           models: ["gpt-4o", "gpt-4o-mini"],
           seed: 1
         })
@@ -584,6 +587,9 @@ describe("Simulator", () => {
       expect(message(["--rpm"])).toContain("--rpm: missing value")
       expect(message(["--bogus", "1"])).toContain("unknown flag --bogus")
       expect(message(["9001"])).toContain("unexpected argument '9001'")
+      expect(message(["--dialect", "cohere"])).toBe(
+        "--dialect: expected one of openai, anthropic, gemini, ollama, got 'cohere'"
+      )
       expect(Simulator.usage).toContain("--mid-stream-cut-rate")
     })
   })

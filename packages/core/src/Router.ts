@@ -177,7 +177,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         CHAT,
         chatOperation(p, chat, false),
         options,
-        (upstream, model, traced) => provider.chat(upstream, { request: chat, model, body: options?.body, traced }),
+        (upstream, model, traced, maxTokens) =>
+          provider.chat(upstream, { request: chat, model, body: options?.body, traced, defaultMaxTokens: maxTokens }),
         completionUsage
       ),
     chatStream: (chat, options) => chatStream(p, chat, options),
@@ -364,7 +365,12 @@ const whole = <A>(
   attributes: Record<string, unknown>,
   operation: Operation,
   options: RouteOptions | undefined,
-  call: (upstream: Upstream, model: string, traced: boolean) => Effect.Effect<Answer<A>, UpstreamError>,
+  call: (
+    upstream: Upstream,
+    model: string,
+    traced: boolean,
+    maxTokens: number
+  ) => Effect.Effect<Answer<A>, UpstreamError>,
   usageOf: (value: A) => Usage | undefined
 ): Effect.Effect<Routed<A>, RouterError> =>
   traced(attributes, (fiber, span) =>

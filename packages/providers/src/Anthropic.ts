@@ -6,7 +6,7 @@
  *
  * - Request: system and developer messages hoisted to `system`; consecutive turns of one role merged;
  *   tool calls and results as `tool_use` / `tool_result` blocks; images (base64 data URLs and URLs);
- *   `max_tokens` the request's, else {@link DEFAULT_MAX_TOKENS}; `stop` as `stop_sequences`;
+ *   `max_tokens` the request's, else the pool's `defaultMaxTokens` (the call's), else {@link DEFAULT_MAX_TOKENS}; `stop` as `stop_sequences`;
  *   `tool_choice` and `parallel_tool_calls`; `response_format` JSON through a forced tool whose input
  *   becomes the answer's content. `n > 1`, audio and file parts fail with a 400 naming the feature.
  * - Answer: stop reasons mapped (`end_turn` / `stop_sequence` → `stop`, `max_tokens` → `length`,
@@ -35,8 +35,8 @@ export { JSON_TOOL, parseArguments, toAnthropic, Unsupported } from "./internal/
 export const VERSION = "2023-06-01"
 
 /**
- * `max_tokens` when the request sets none (Anthropic requires one). As large as every current Claude
- * model allows, so that an OpenAI client that never sets a limit is not cut short.
+ * `max_tokens` when neither the request nor the call sets one (Anthropic requires one). Through the
+ * router a call always carries its pool's `defaultMaxTokens`; this is for direct calls.
  */
 export const DEFAULT_MAX_TOKENS = 4096
 
@@ -54,7 +54,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   const client = yield* makeClient({ auth: (key) => ({ "x-api-key": key }), headers: { "anthropic-version": VERSION } })
 
   const chat: Provider.Service["chat"] = (upstream, call) => {
-    const body = toAnthropic(call.request, call.model, DEFAULT_MAX_TOKENS, false)
+    const body = toAnthropic(call.request, call.model, call.defaultMaxTokens ?? DEFAULT_MAX_TOKENS, false)
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "anthropic", body))
     return client.whole({ upstream, path: "/messages", payload: Wire.stringify(body), traced: call.traced }, (answer) =>
       decodeWhole(upstream, answer, (value) => fromAnthropic(value, now()), "an Anthropic message", {
@@ -64,7 +64,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   }
 
   const chatStream: Provider.Service["chatStream"] = (upstream, call) => {
-    const body = toAnthropic(call.request, call.model, DEFAULT_MAX_TOKENS, true)
+    const body = toAnthropic(call.request, call.model, call.defaultMaxTokens ?? DEFAULT_MAX_TOKENS, true)
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "anthropic", body))
     return Effect.flatMap(
       client.stream({ upstream, path: "/messages", payload: Wire.stringify(body) }, streamDecoder(upstream, now())),

@@ -14,7 +14,13 @@ const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 const gatewayWith = (upstreams: ReadonlyArray<Record<string, unknown>>, env: Record<string, string> = {}) =>
   startGateway(
     simulatedConfig(upstreams, [
-      { id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: upstreams.map((u) => u["id"]) }
+      {
+        id: "chat",
+        models: ["gpt-4o-mini"],
+        strategy: "priority",
+        upstreams: upstreams.map((u) => u["id"]),
+        defaultMaxTokens: 2048
+      }
     ]),
     { env }
   )
@@ -36,21 +42,24 @@ const chat = (client: OpenAI, body: Partial<OpenAI.ChatCompletionCreateParamsNon
   )
 
 describe("gateway with Anthropic upstreams", () => {
-  it.live("answers a chat completion from an Anthropic upstream, sending its key as x-api-key", () =>
-    Effect.gen(function* () {
-      const sim = yield* Simulator.start({ dialect: "anthropic", name: "claude", completionTokens: 3 })
-      const gateway = yield* gatewayWith([claude(sim, { apiKeyEnv: "SLUICE_TEST_ANTHROPIC_KEY" })], {
-        SLUICE_TEST_ANTHROPIC_KEY: "sk-ant-e2e-0123456789"
-      })
-      const { data, upstream } = yield* chat(gateway.client)
-      expect(upstream).toBe("claude")
-      expect(data.choices[0]?.message.content).toBe("[claude] lorem ipsum")
-      expect(data.choices[0]?.finish_reason).toBe("stop")
-      expect(data.usage).toMatchObject({ completion_tokens: 3, total_tokens: data.usage!.prompt_tokens + 3 })
-      const recorded = sim.requests().at(-1)
-      expect(recorded?.headers["x-api-key"]).toBe("sk-ant-e2e-0123456789")
-      expect(recorded?.body).toMatchObject({ model: "claude-sonnet-4-5", max_tokens: 4096 })
-    }).pipe(Effect.scoped)
+  it.live(
+    "answers a chat completion from an Anthropic upstream, with its key as x-api-key and the pool's default max_tokens",
+    () =>
+      Effect.gen(function* () {
+        const sim = yield* Simulator.start({ dialect: "anthropic", name: "claude", completionTokens: 3 })
+        const gateway = yield* gatewayWith([claude(sim, { apiKeyEnv: "SLUICE_TEST_ANTHROPIC_KEY" })], {
+          SLUICE_TEST_ANTHROPIC_KEY: "sk-ant-e2e-0123456789"
+        })
+        const { data, upstream } = yield* chat(gateway.client)
+        expect(upstream).toBe("claude")
+        expect(data.choices[0]?.message.content).toBe("[claude] lorem ipsum")
+        expect(data.choices[0]?.finish_reason).toBe("stop")
+        expect(data.usage).toMatchObject({ completion_tokens: 3, total_tokens: data.usage!.prompt_tokens + 3 })
+        const recorded = sim.requests().at(-1)
+        expect(recorded?.headers["x-api-key"]).toBe("sk-ant-e2e-0123456789")
+        // The client set no max_tokens; Anthropic requires one: the pool's defaultMaxTokens.
+        expect(recorded?.body).toMatchObject({ model: "claude-sonnet-4-5", max_tokens: 2048 })
+      }).pipe(Effect.scoped)
   )
 
   it.live("streams an Anthropic upstream's answer to the SDK, with usage when asked", () =>

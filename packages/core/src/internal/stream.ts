@@ -74,7 +74,11 @@ export const open = (
         stream: true,
         stream_options: { ...chat.stream_options, include_usage: true }
       }
-      const opened = yield* provider.chatStream(upstream, { request: body, model: body.model })
+      const opened = yield* provider.chatStream(upstream, {
+        request: body,
+        model: body.model,
+        defaultMaxTokens: admitted.attempt.reservedOutputTokens
+      })
       const feed = yield* watch(opened.events, request.clock, interChunk, () =>
         Failure.timeout(upstream.id, `stream stalled: no event within ${interChunk} ms`)
       )

@@ -251,7 +251,7 @@ const byFlag = new Map(fields.map((f) => [f.flag, f]))
 export const usage = `Usage: sluice simulate [flags]
 
 Runs a simulated OpenAI-compatible upstream: POST /v1/chat/completions, POST /v1/embeddings,
-GET /v1/models and GET /health. Flags take a value as "--flag value" or "--flag=value".
+GET /v1/models and GET /health (with --dialect, Anthropic's, Gemini's or Ollama's API instead). Flags take a value as "--flag value" or "--flag=value".
 
   --host <host>                  address to bind (default 127.0.0.1)
   --port <port>                  port to bind; 0 picks a free one (default 0)

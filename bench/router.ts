@@ -3,7 +3,12 @@
  * estimate, strategy, health, circuit breaker and rate limiter guards, memory state store) against a
  * provider that answers at once. No HTTP anywhere, so what is measured is routing.
  *
- * Run it: `node --import tsx bench/router.ts` (BENCH_ROUTER_REQUESTS, BENCH_ROUTER_CONCURRENCY).
+ * `BENCH_ROUTER_CONCURRENCY` workers each send requests one after another (a closed loop, as the
+ * gateway's keep-alive connections do), `BENCH_ROUTER_REQUESTS` in all. Three pipelines run side by
+ * side, each after a warm-up, in one process: the harness alone calling the provider (the floor),
+ * the router with no guards, and the router with health, breaker and rate limiter.
+ *
+ * Run it: `node --import tsx bench/router.ts` (after `npm run build`).
  */
 import type { Wire } from "@sluice/core"
 import {
@@ -12,6 +17,7 @@ import {
   Provider,
   Resilience,
   Router,
+  Scheduling,
   StateStore,
   StreamEvent,
   TokenCounter,
@@ -19,7 +25,7 @@ import {
 } from "@sluice/core"
 import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 
 const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
 const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
@@ -38,6 +44,56 @@ const completion: Wire.ChatCompletion = {
 } as unknown as Wire.ChatCompletion
 const answer: Provider.Answer<Wire.ChatCompletion> = { value: completion }
 
+const chunk = (content: string) =>
+  JSON.stringify({
+    id: "chatcmpl-1",
+    object: "chat.completion.chunk",
+    created: 0,
+    model: "bench-model",
+    choices: [{ index: 0, delta: { content }, finish_reason: null }]
+  })
+const streamed: ReadonlyArray<StreamEvent.StreamEvent> = [
+  ...Array.from({ length: 16 }, (_, i) => ({ data: chunk(`word${i} `) })),
+  {
+    data: "{}",
+    usage: { prompt_tokens: 5, completion_tokens: 16, total_tokens: 21 },
+    usageOnly: true
+  }
+]
+
+/** A source that receives every event and its end on the next turn of the event loop. */
+const arrivingSource = (): StreamEvent.Source => {
+  let arrived = false
+  let read = false
+  let ready: (() => void) | undefined
+  setImmediate(() => {
+    arrived = true
+    const go = ready
+    ready = undefined
+    go?.()
+  })
+  return {
+    poll: () => {
+      if (!arrived) return undefined
+      if (read) return Option.none()
+      read = true
+      return streamed
+    },
+    onReady: (r) => {
+      ready = r
+    }
+  }
+}
+
+/** Reads a routed stream to its end the way the gateway relays one, then releases it. */
+const drain = (stream: Router.RoutedStream) => {
+  const loop: Effect.Effect<void> = Effect.matchEffect(StreamEvent.take(stream.source), {
+    onSuccess: () => loop,
+    onFailure: () => stream.release
+  })
+  return loop
+}
+
 const instant = Layer.succeed(
   Provider.Provider,
   Provider.Provider.of({
@@ -47,7 +103,9 @@ const instant = Layer.succeed(
             (resume) => void setImmediate(() => resume(Effect.succeed(answer)))
           )
         : Effect.succeed(answer),
-    chatStream: () => Effect.map(StreamEvent.fromStream(Stream.empty), (events) => ({ events })),
+    // A stream whose events all arrive on the next turn of the event loop, in one read (as the
+    // simulator's do): the router's own cost per stream.
+    chatStream: () => Effect.succeed({ events: arrivingSource() }),
     embeddings: () => Effect.die("unused"),
     // It answers at once, so it never needs the router's deadline (as the built-in provider keeps its own).
     enforcesTimeout: () => true
@@ -62,38 +120,88 @@ const pools = [
   })
 ]
 
-/** BENCH_ROUTER_GUARDS=none measures the router without its resilience stages. */
-const guards = process.env["BENCH_ROUTER_GUARDS"] === "none" ? Guard.none : Resilience.layer
-const RouterLive = Router.layer.pipe(
-  Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
-  Layer.provide(Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici))
-)
+const routerWith = <R>(guards: Layer.Layer<Guard.Guards, never, R>) =>
+  Router.layer.pipe(
+    Layer.provide(Layer.mergeAll(Matcher.layer, TokenCounter.layer, RoundRobin.layer, guards)),
+    Layer.provide(
+      Layer.mergeAll(Topology.layerPools(pools), StateStore.layerMemory, instant, NodeHttpClient.layerUndici)
+    )
+  )
 
 const request: Wire.ChatCompletionRequest = {
   model: "bench-model",
   messages: [{ role: "user", content: "Hello there, how are you today?" }]
 }
 
-const run = (label: string, n: number) =>
-  Effect.gen(function* () {
-    const router = yield* Router.Router
+/** The request a call sends: a new object each time unless BENCH_ROUTER_SAME_REQUEST is set. */
+const next = (): Wire.ChatCompletionRequest =>
+  fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request
+
+/** Runs `n` calls from `concurrency` closed-loop workers; prints wall and CPU µs per call. */
+const run = (label: string, n: number, call: () => Effect.Effect<unknown, unknown>) => {
+  const each = Math.ceil(n / concurrency)
+  const worker = Effect.gen(function* () {
+    for (let i = 0; i < each; i++) yield* call()
+  })
+  return Effect.gen(function* () {
     const start = process.hrtime.bigint()
     const cpu = process.cpuUsage()
-    yield* Effect.forEach(
-      Array.from({ length: n }),
-      () => router.chat(fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request),
-      { concurrency, discard: true }
+    yield* Effect.all(
+      Array.from({ length: concurrency }, () => worker),
+      { concurrency: "unbounded", discard: true }
     )
+    const total = each * concurrency
     const ns = Number(process.hrtime.bigint() - start)
     const used = process.cpuUsage(cpu)
+    const perCall = (used.user + used.system) / total
     console.log(
-      `${label}: ${n} requests, ${(ns / n / 1000).toFixed(2)} µs wall and ${((used.user + used.system) / n).toFixed(2)} µs CPU per request`
+      `${label}: ${total} calls, ${(ns / total / 1000).toFixed(2)} µs wall and ${perCall.toFixed(2)} µs CPU per call`
     )
+    return perCall
+  })
+}
+
+const measure = (label: string, call: () => Effect.Effect<unknown, unknown>) =>
+  Effect.gen(function* () {
+    yield* run(`${label} (warm-up)`, Math.min(20_000, requests), call)
+    return yield* run(label, requests, call)
   })
 
-Effect.runPromise(
-  Effect.gen(function* () {
-    yield* run("warm-up", Math.min(20_000, requests))
-    yield* run("measured", requests)
-  }).pipe(Effect.provide(RouterLive), Effect.scoped)
-)
+/** BENCH_ROUTER_STREAMS=1 routes streams (read to their end like the gateway does) instead of whole answers. */
+const streams = process.env["BENCH_ROUTER_STREAMS"] !== undefined
+
+/**
+ * BENCH_ROUTER_GUARDS=none or =all runs only that pipeline, without the floor (for instruction
+ * counts under `valgrind --tool=callgrind`, one pipeline per process); both and the floor by default.
+ */
+const which = process.env["BENCH_ROUTER_GUARDS"]
+
+const program = Effect.gen(function* () {
+  const provider = yield* Effect.provide(Provider.Provider, instant)
+  const floor =
+    which === "none" || which === "all"
+      ? 0
+      : yield* measure("floor: the harness calling the provider", () =>
+          provider.chat(pools[0]!.upstreams[0]!, { request: next(), model: "bench-model" })
+        )
+  const results: Array<string> = []
+  for (const [name, guards] of [
+    ["no guards", Guard.none],
+    ["health, breaker, rate limiter", Resilience.layer]
+  ] as const) {
+    if (which === "none" && guards !== Guard.none) continue
+    if (which === "all" && guards === Guard.none) continue
+    const cpu = yield* Effect.scoped(
+      Effect.flatMap(Layer.build(routerWith(guards)), (context) => {
+        const router = Context.get(context, Router.Router)
+        if (streams) return measure(`router, streams, ${name}`, () => Effect.flatMap(router.chatStream(next()), drain))
+        return measure(`router, ${name}`, () => router.chat(next()))
+      })
+    )
+    results.push(`${name} ${cpu.toFixed(2)} µs (${(cpu - floor).toFixed(2)} over the floor)`)
+  }
+  console.log(`SUMMARY: CPU per routed call: ${results.join("; ")}; floor ${floor.toFixed(2)} µs`)
+})
+
+// The gateway's scheduler (see `Scheduling`), as the pipeline the gateway runs.
+Effect.runPromise(Effect.withScheduler(program, Scheduling.batched))

@@ -71,23 +71,21 @@ const NO_RELEASES: ReadonlyArray<Release> = []
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
-/** The outcome of an attempt that ended with `exit`. */
-const outcomeOf = <A>(
-  exit: Exit.Exit<Answer<A>, UpstreamError>,
-  latencyMs: number,
-  usageOf: (value: A) => Usage | undefined
-): Outcome => {
-  if (exit._tag === "Success") {
-    const usage = usageOf(exit.value.value)
-    return {
-      _tag: "Success",
-      latencyMs,
-      inputTokens: usage?.prompt_tokens,
-      outputTokens: usage?.completion_tokens,
-      rateLimits: exit.value.rateLimits
-    }
+/** The outcome of an attempt that answered. */
+const succeeded = <A>(answer: Answer<A>, latencyMs: number, usageOf: (value: A) => Usage | undefined): Outcome => {
+  const usage = usageOf(answer.value)
+  return {
+    _tag: "Success",
+    latencyMs,
+    inputTokens: usage?.prompt_tokens,
+    outputTokens: usage?.completion_tokens,
+    rateLimits: answer.rateLimits
   }
-  const failure = Cause.failureOption(exit.cause)
+}
+
+/** The outcome of an attempt that ended with `cause`: its failure, else an interruption (or a defect). */
+export const failedWith = (cause: Cause.Cause<UpstreamError>, latencyMs: number): Outcome => {
+  const failure = Cause.failureOption(cause)
   return Option.isSome(failure)
     ? { _tag: "Failure", latencyMs, error: failure.value, rateLimits: failure.value.rateLimits }
     : { _tag: "Interrupted", latencyMs }
@@ -189,20 +187,33 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
   const call: Service["call"] = (request, admitted, run, usageOf) => {
     const upstream = admitted.attempt.upstream
     const traced = request.span !== undefined
-    const effect = Effect.onExit(
-      deadline(
-        request,
-        upstream,
-        run(upstream, upstream.model ?? request.match.model, traced, admitted.attempt.reservedOutputTokens)
-      ),
-      (exit) => {
-        request.tick()
-        if (exit._tag === "Success") served(request, admitted)
-        finish(request, admitted, outcomeOf(exit, Math.max(0, request.now - admitted.startedAt), usageOf))
-        // A transition's span event belongs on the route span, not on the attempt span just ended.
-        return traced ? Effect.void : request.flush()
-      }
+    // The route is uninterruptible (see `Request.restore`): only the call itself may be interrupted,
+    // and these handlers finish the attempt however it ends. Built lazily, so a provider that throws
+    // fails this attempt instead of escaping it.
+    const calling = request.restore(
+      Effect.suspend(() =>
+        deadline(
+          request,
+          upstream,
+          run(upstream, upstream.model ?? request.match.model, traced, admitted.attempt.reservedOutputTokens)
+        )
+      )
     )
+    const effect = Effect.matchCauseEffect(calling, {
+      onSuccess: (answer) => {
+        request.tick()
+        served(request, admitted)
+        finish(request, admitted, succeeded(answer, Math.max(0, request.now - admitted.startedAt), usageOf))
+        // A transition's span event belongs on the route span, not on the attempt span just ended.
+        const after = traced ? Effect.void : request.flush()
+        return after === Effect.void ? Effect.succeed(answer) : Effect.as(after, answer)
+      },
+      onFailure: (cause) => {
+        request.tick()
+        finish(request, admitted, failedWith(cause, Math.max(0, request.now - admitted.startedAt)))
+        return traced ? Effect.failCause(cause) : Effect.zipRight(request.flush(), Effect.failCause(cause))
+      }
+    })
     return traced
       ? Effect.ensuring(
           inAttemptSpan(request, admitted, effect),

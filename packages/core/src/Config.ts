@@ -233,6 +233,79 @@ export const PoolConfig = Schema.Struct({
 /** A pool as written in the config file. */
 export type PoolConfig = typeof PoolConfig.Type
 
+/** A client key's own budgets, over a sliding minute; absent means unlimited. */
+export const ClientLimits = Schema.Struct({
+  /** Requests per minute. */
+  rpm: Schema.optional(PositiveInt),
+  /** Tokens per minute, counted from the usage upstreams report (prompt + completion). */
+  tpm: Schema.optional(PositiveInt)
+})
+
+/** A client key's spend limits in US dollars, from usage × the serving upstream's `pricing`. */
+export const SpendBudget = Schema.Struct({
+  /** Per UTC day. */
+  dailyUsd: Schema.optional(Schema.Number.pipe(Schema.positive())),
+  /** Per UTC calendar month. */
+  monthlyUsd: Schema.optional(Schema.Number.pipe(Schema.positive()))
+})
+
+/**
+ * One gateway (client) key. The key itself is never in the file: either `keyEnv` names the
+ * environment variable holding it, or `sha256` is the hex SHA-256 digest of it (`printf %s "$KEY" |
+ * sha256sum`). Exactly one of the two.
+ */
+export const ClientKeyConfig = Schema.Struct({
+  /** Names the key in logs, metrics and the admin API (the key itself never appears). */
+  name: Id,
+  keyEnv: Schema.optional(EnvironmentVariable),
+  sha256: Schema.optional(
+    Schema.String.pipe(
+      Schema.pattern(/^[0-9a-f]{64}$/, { message: () => "expected 64 lower-case hex digits (a SHA-256 digest)" })
+    )
+  ),
+  /** Pool ids this key may use; absent: every pool. */
+  pools: Schema.optional(Schema.Array(Id)),
+  /** Model names (with `*` wildcards) this key may ask for; absent: every model. */
+  models: Schema.optional(Schema.Array(Schema.String.pipe(Schema.minLength(1)))),
+  limits: Schema.optional(ClientLimits),
+  budget: Schema.optional(SpendBudget),
+  /** Queue priority of this key's requests: higher waits ahead. */
+  priority: Schema.optionalWith(Schema.Number.pipe(Schema.int()), { default: () => 0 }),
+  /** Whether this key may set its own priority per request with the `x-sluice-priority` header. */
+  priorityHeader: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+/** One client key as written in the config file. */
+export type ClientKeyConfig = typeof ClientKeyConfig.Type
+
+/**
+ * Client authentication. With keys, every `/v1` request must bear one (`Authorization: Bearer`).
+ * Without keys the gateway is open, which it accepts only on a loopback address unless `open: true`.
+ */
+export const AuthConfig = Schema.Struct({
+  /** Serve without keys on a non-loopback address, on purpose. */
+  open: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  keys: Schema.optionalWith(Schema.Array(ClientKeyConfig), { default: () => [] })
+})
+/** Client authentication settings. */
+export type AuthConfig = typeof AuthConfig.Type
+
+/** CORS for browser apps: the origins allowed (`*` for any); off when absent. */
+export const CorsConfig = Schema.Struct({
+  origins: Schema.Array(Schema.String.pipe(Schema.minLength(1))).pipe(Schema.minItems(1)),
+  /** How long a browser may cache a preflight answer, in seconds. */
+  maxAgeSeconds: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 600 })
+})
+/** CORS settings. */
+export type CorsConfig = typeof CorsConfig.Type
+
+/** The admin API (`/admin`): off unless its token's variable is named. */
+export const AdminConfig = Schema.Struct({
+  /** The environment variable holding the admin token (sent as `Authorization: Bearer`). */
+  tokenEnv: EnvironmentVariable
+})
+/** Admin API settings. */
+export type AdminConfig = typeof AdminConfig.Type
+
 /** HTTP server settings. Environment `PORT` / `HOST` override them. */
 export const ServerConfig = Schema.Struct({
   host: Schema.optionalWith(Schema.String, { default: () => "127.0.0.1" }),
@@ -246,7 +319,16 @@ export const ServerConfig = Schema.Struct({
   priorities: Schema.optionalWith(
     Schema.Array(Schema.Struct({ apiKeyEnv: EnvironmentVariable, priority: Schema.Number.pipe(Schema.int()) })),
     { default: () => [] }
-  )
+  ),
+  /** Client keys; see {@link AuthConfig}. */
+  auth: Schema.optionalWith(AuthConfig, { default: () => AuthConfig.make({}) }),
+  cors: Schema.optional(CorsConfig),
+  admin: Schema.optional(AdminConfig),
+  /**
+   * On `SIGTERM` / `SIGINT`, how long requests and streams in flight may take to finish before what
+   * is left is ended (streams with the in-band error), in milliseconds.
+   */
+  drainMs: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 30_000 })
 })
 
 /** The whole configuration file. */
@@ -578,6 +660,29 @@ const crossCheck = (config: Checked, options: DecodeOptions): Array<string> => {
   return problems
 }
 
+/** What is wrong with the client keys of a decoded config: their secret's source, names, pools. */
+const serverProblems = (config: ConfigFile): Array<string> => {
+  const problems: Array<string> = []
+  const keys = config.server.auth.keys
+  const pools = config.pools.map((p) => p.id)
+  const names = new Set<string>()
+  keys.forEach((key, i) => {
+    const at = `server.auth.keys[${i}]`
+    if ((key.keyEnv === undefined) === (key.sha256 === undefined))
+      problems.push(`${at}: set exactly one of keyEnv (a variable holding the key) or sha256 (its digest)`)
+    if (names.has(key.name)) problems.push(`${at}.name: duplicate key name '${key.name}'`)
+    names.add(key.name)
+    key.pools?.forEach((pool, j) => {
+      if (!pools.includes(pool)) problems.push(`${at}.pools[${j}]: unknown pool '${pool}'; known: ${pools.join(", ")}`)
+    })
+  })
+  if (keys.length > 0 && config.server.priorities.length > 0)
+    problems.push(
+      "server.priorities: not used once server.auth.keys are set; give each key its priority in server.auth.keys[].priority"
+    )
+  return problems
+}
+
 /** {@link crossCheck} on a document that failed to decode: only the entries shaped well enough to check. */
 const crossCheckRaw = (input: unknown, options: DecodeOptions): Array<string> => {
   if (typeof input !== "object" || input === null) return []
@@ -621,7 +726,7 @@ export const decode = (
     problems.push(...crossCheckRaw(input, options))
     return Either.left(new ConfigError({ source, problems }))
   }
-  const problems = crossCheck(decoded.right, options)
+  const problems = [...crossCheck(decoded.right, options), ...serverProblems(decoded.right)]
   return problems.length > 0 ? Either.left(new ConfigError({ source, problems })) : Either.right(decoded.right)
 }
 
@@ -637,6 +742,10 @@ export interface Environment {
   readonly upstreamKeys: ReadonlyMap<string, Redacted.Redacted<string>>
   /** The keys of `server.priorities` that are set, in config order. */
   readonly priorityKeys: ReadonlyArray<PriorityKey>
+  /** Client keys read from `server.auth.keys[].keyEnv`, by key name. */
+  readonly clientKeys: ReadonlyMap<string, Redacted.Redacted<string>>
+  /** The admin token, when `server.admin.tokenEnv` names a variable that is set. */
+  readonly adminToken: Redacted.Redacted<string> | undefined
   /**
    * Every variable that is not set or is empty, by path:
    * `upstreams[0].apiKeyEnv: environment variable OPENAI_API_KEY is not set`. Names only, never a value.
@@ -679,12 +788,26 @@ export const readEnvironment = (config: ConfigFile): Effect.Effect<Environment> 
       if (Either.isLeft(key)) problems.push(key.left)
       else upstreamKeys.set(upstream.id, key.right)
     }
-    return { upstreamKeys, priorityKeys, problems }
+    const clientKeys = new Map<string, Redacted.Redacted<string>>()
+    for (const [i, client] of config.server.auth.keys.entries()) {
+      if (client.keyEnv === undefined) continue
+      const key = yield* readKey(`server.auth.keys[${i}].keyEnv`, client.keyEnv)
+      if (Either.isLeft(key)) problems.push(key.left)
+      else clientKeys.set(client.name, key.right)
+    }
+    let adminToken: Redacted.Redacted<string> | undefined
+    if (config.server.admin !== undefined) {
+      const token = yield* readKey("server.admin.tokenEnv", config.server.admin.tokenEnv)
+      if (Either.isLeft(token)) problems.push(token.left)
+      else adminToken = token.right
+    }
+    return { upstreamKeys, priorityKeys, clientKeys, adminToken, problems }
   })
 
 /**
- * The `apiKeyEnv` variables a config (or a document not yet decoded) names where it names one well,
- * by path, in config order: `server.priorities` first, then upstreams. Names only, never values.
+ * The secret variables a config (or a document not yet decoded) names where it names one well, by
+ * path: `server.priorities`, upstreams' `apiKeyEnv`, then client keys' `keyEnv` and the admin
+ * `tokenEnv`. Names only, never values.
  */
 export const apiKeyVariables = (input: unknown): Array<{ readonly at: string; readonly variable: string }> => {
   const out: Array<{ at: string; variable: string }> = []
@@ -696,8 +819,16 @@ export const apiKeyVariables = (input: unknown): Array<{ readonly at: string; re
         out.push({ at: `${prefix}[${i}].apiKeyEnv`, variable: entry["apiKeyEnv"] })
     })
   }
-  if (isRecord(input["server"])) collect(input["server"]["priorities"], "server.priorities")
+  const server = input["server"]
+  if (isRecord(server)) collect(server["priorities"], "server.priorities")
   collect(input["upstreams"], "upstreams")
+  if (isRecord(server) && isRecord(server["auth"]) && Array.isArray(server["auth"]["keys"]))
+    server["auth"]["keys"].forEach((entry: unknown, i) => {
+      if (isRecord(entry) && isVariable(entry["keyEnv"]))
+        out.push({ at: `server.auth.keys[${i}].keyEnv`, variable: entry["keyEnv"] })
+    })
+  if (isRecord(server) && isRecord(server["admin"]) && isVariable(server["admin"]["tokenEnv"]))
+    out.push({ at: "server.admin.tokenEnv", variable: server["admin"]["tokenEnv"] })
   return out
 }
 

@@ -35,6 +35,12 @@ export interface Call<R> {
    * provider makes no span of its own either, without checking again; absent, it checks itself.
    */
   readonly traced?: boolean | undefined
+  /**
+   * For `chatStream` on a provider that keeps deadlines (see {@link Service.enforcesTimeout}): the
+   * milliseconds the upstream has to accept the stream; past them the provider fails with a
+   * retryable `timeout` error and cancels the request. Absent, the router times the opening itself.
+   */
+  readonly openTimeoutMs?: number | undefined
 }
 
 /** A whole answer. */
@@ -79,9 +85,9 @@ export interface Service {
   /**
    * Optional. True when this provider itself fails a non-streaming call (`chat`, `embeddings`) on
    * `upstream` with a retryable `UpstreamError` of kind `timeout` once `upstream.timeoutMs` has
-   * passed in real time, and cancels the request. The router then sets no deadline of its own on the
-   * live clock (its generic deadline costs a fiber per call); under any other clock (`TestClock`) it
-   * always does.
+   * passed in real time, and a stream's opening once its call's `openTimeoutMs` has, cancelling the
+   * request. The router then sets no deadline of its own on the live clock (its generic deadline
+   * costs a fiber per call); under any other clock (`TestClock`) it always does.
    */
   readonly enforcesTimeout?: (upstream: Upstream) => boolean
 }

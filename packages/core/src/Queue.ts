@@ -31,6 +31,8 @@ export interface Service {
   readonly leave: (request: Request) => Effect.Effect<void>
   /** The guards' versions now, to wait with later. */
   readonly versions: () => ReadonlyArray<number>
+  /** Requests waiting in a pool's line now (0 for a pool nobody waited in). */
+  readonly depth: (poolId: string) => number
 }
 
 /** Makes the stage; `soonestFree` tells a refusal when some upstream is expected back. */
@@ -138,5 +140,6 @@ export const make = (
       })
     })
 
-  return { mustWait, wait, leave, versions }
+  const depth = (poolId: string) => lines.get(poolId)?.size() ?? 0
+  return { mustWait, wait, leave, versions, depth }
 }

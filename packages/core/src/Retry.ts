@@ -30,8 +30,9 @@ export const backoffSchedule = (pool: Pool): Schedule.Schedule<Duration.Duration
 /** The stage. */
 export interface Service {
   /**
-   * Runs attempts until one succeeds: `once` runs the call of an admitted attempt (and finishes it).
-   * Fails with the last upstream error, or why no upstream could serve.
+   * Runs attempts until one succeeds: `once` runs the call of an admitted attempt and finishes it
+   * however it ends (the route runs uninterruptibly but inside `request.restore`, so its handlers
+   * always run). Fails with the last upstream error, or why no upstream could serve.
    */
   readonly run: <A>(
     request: Request,
@@ -61,12 +62,13 @@ export const make = (
     once: (request: Request, admitted: Admitted) => Effect.Effect<A, UpstreamError>
   ): Effect.Effect<A, RouterError> => {
     const loop = (): Effect.Effect<A, RouterError> => {
-      if (queue.mustWait(request)) return Effect.flatMap(queue.wait(request, [], queue.versions()), loop)
+      if (queue.mustWait(request))
+        return Effect.flatMap(request.restore(queue.wait(request, [], queue.versions())), loop)
       request.tick()
       const selected = select.next(request)
       switch (selected._tag) {
         case "CountExactly":
-          return Effect.flatMap(request.prompt.exact(request.match.model), (count) => {
+          return Effect.flatMap(request.restore(request.prompt.exact(request.match.model)), (count) => {
             request.count = count
             request.counted = true
             request.decision.promptTokens = count.tokens
@@ -82,39 +84,23 @@ export const make = (
     }
 
     /**
-     * Admits the chosen attempt and runs it. Admission and the handler that finishes the attempt on
-     * an interruption are installed in one uninterruptible step: a client that goes away at any
-     * moment after the reservation still gets it given back.
+     * Admits the chosen attempt and runs it. The route is uninterruptible but where it waits (see
+     * `Request.restore`), and `once` finishes its attempt however it ends: a client that goes away at
+     * any moment after the reservation still gets it given back.
      */
-    const attemptOn = (chosen: Attempt): Effect.Effect<A, RouterError> =>
-      Effect.uninterruptibleMask((restore) => {
-        request.tick()
-        const admitted = attempt.admit(request, chosen)
-        if (!("releases" in admitted)) {
-          // Lost a race for the last of a budget: not an attempt on the upstream.
-          request.decision.exclude(admitted)
-          if (admitted.waitable === true) request.waitFor(admitted, guards)
-          return Effect.zipRight(request.flush(), restore(Effect.suspend(loop)))
-        }
-        const once_ = once(request, admitted)
-        // Admitted: whoever waited is served now, so the next in line may try.
-        const call = request.ticket === undefined ? once_ : Effect.zipRight(queue.leave(request), once_)
-        return Effect.catchAll(
-          Effect.onExit(restore(call), (exit) =>
-            exit._tag === "Failure" && !admitted.finished ? interrupted(admitted) : Effect.void
-          ),
-          (error) => restore(failed(error, admitted))
-        )
-      })
-
-    /** Finishes an attempt interrupted before its own call could (nothing was sent, or nothing answered). */
-    const interrupted = (admitted: Admitted): Effect.Effect<void> => {
+    const attemptOn = (chosen: Attempt): Effect.Effect<A, RouterError> => {
       request.tick()
-      attempt.finish(request, admitted, {
-        _tag: "Interrupted",
-        latencyMs: Math.max(0, request.now - admitted.startedAt)
-      })
-      return request.flush()
+      const admitted = attempt.admit(request, chosen)
+      if (!("releases" in admitted)) {
+        // Lost a race for the last of a budget: not an attempt on the upstream.
+        request.decision.exclude(admitted)
+        if (admitted.waitable === true) request.waitFor(admitted, guards)
+        return Effect.zipRight(request.flush(), Effect.suspend(loop))
+      }
+      const once_ = once(request, admitted)
+      // Admitted: whoever waited is served now, so the next in line may try.
+      const call = request.ticket === undefined ? once_ : Effect.zipRight(queue.leave(request), once_)
+      return Effect.catchAll(call, (error) => failed(error, admitted))
     }
 
     const failed = (error: UpstreamError, admitted: Admitted): Effect.Effect<A, RouterError> => {
@@ -138,7 +124,7 @@ export const make = (
           if (ScheduleDecision.isDone(decision)) return Effect.fail(error)
           const delay = Math.max(0, ScheduleIntervals.start(decision.intervals) - now)
           if (now + delay - startedAt >= pool.retry.maxTotalMs) return Effect.fail(error)
-          return Effect.flatMap(Effect.sleep(Duration.millis(delay)), () => {
+          return Effect.flatMap(request.restore(Effect.sleep(Duration.millis(delay))), () => {
             request.decision.backoffMs += request.clock.unsafeCurrentTimeMillis() - now
             return loop()
           })
@@ -159,7 +145,7 @@ export const make = (
         const versions = request.pass.versions ?? queue.versions()
         return Effect.zipRight(
           request.flush(),
-          Effect.flatMap(queue.wait(request, waitable, versions), () => {
+          Effect.flatMap(request.restore(queue.wait(request, waitable, versions)), () => {
             request.restart()
             return loop()
           })

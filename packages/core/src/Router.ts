@@ -77,6 +77,8 @@ export interface Service {
   ) => Effect.Effect<Routed<EmbeddingsResponse>, RouterError>
   /** The models the pools serve (exact names and aliases). */
   readonly models: Effect.Effect<ReadonlyArray<Model>>
+  /** Requests waiting in a pool's queue now (for the admin API); optional for routers built elsewhere. */
+  readonly queueDepth?: (poolId: string) => number
 }
 
 /** The routing pipeline. */
@@ -192,7 +194,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           provider.embeddings(upstream, { request: body, model, body: options?.body, traced }),
         embeddingsUsage
       ),
-    models: Effect.succeed(models)
+    models: Effect.succeed(models),
+    queueDepth: queue.depth
   })
 })
 
@@ -286,7 +289,23 @@ const route = <A, B>(
 ): Effect.Effect<B, RouterError> => {
   const request = start(p, fiber, operation, options, span)
   if (request instanceof ModelNotFound) return Effect.fail(request)
-  return Effect.matchCauseEffect(p.retry.run(request, once), {
+  // One uninterruptible region for the whole route, interruptible only where it waits (see
+  // `Request.restore`): these handlers run however the route ends, and no attempt needs a mask of its own.
+  return Effect.uninterruptibleMask((restore) => {
+    request.restore = restore
+    return routed(p, request, span, once, done)
+  })
+}
+
+/** The route's stages and how it ends, in its uninterruptible region. */
+const routed = <A, B>(
+  p: Pipeline,
+  request: Request,
+  span: Tracer.Span | undefined,
+  once: (request: Request, admitted: AttemptStage.Admitted) => Effect.Effect<A, UpstreamError>,
+  done: (value: A, request: Request) => B
+): Effect.Effect<B, RouterError> =>
+  Effect.matchCauseEffect(p.retry.run(request, once), {
     onSuccess: (value) => {
       if (request.ticket !== undefined) return Effect.as(p.queue.leave(request), done(value, request))
       return Effect.succeed(done(value, request))
@@ -311,7 +330,6 @@ const route = <A, B>(
         : Effect.zipRight(left, Effect.fail(withDecision(error, decision)))
     }
   })
-}
 
 /** Runs `body` in a `sluice.route` span when spans are exported (see `Tracing`), else without one. */
 const traced = <A, E>(

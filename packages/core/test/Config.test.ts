@@ -47,7 +47,14 @@ const problemsOf = (input: unknown, options?: Config.DecodeOptions): ReadonlyArr
 describe("Config.decode", () => {
   it("decodes a valid config and applies the documented defaults", () => {
     const config = Either.getOrThrow(Config.decode(valid()))
-    expect(config.server).toEqual({ host: "127.0.0.1", port: 8080, maxBodyBytes: 4 * 1024 * 1024, priorities: [] })
+    expect(config.server).toEqual({
+      host: "127.0.0.1",
+      port: 8080,
+      maxBodyBytes: 4 * 1024 * 1024,
+      priorities: [],
+      auth: { open: false, keys: [] },
+      drainMs: 30_000
+    })
     expect(config.upstreams[0]).toEqual({
       id: "openai-1",
       provider: "openai",
@@ -66,7 +73,12 @@ describe("Config.decode", () => {
 
   it("keeps server settings the user wrote and defaults the rest", () => {
     const config = Either.getOrThrow(Config.decode({ ...valid(), server: { port: 9000 } }))
-    expect(config.server).toEqual({ host: "127.0.0.1", port: 9000, maxBodyBytes: 4 * 1024 * 1024, priorities: [] })
+    expect(config.server).toMatchObject({
+      host: "127.0.0.1",
+      port: 9000,
+      maxBodyBytes: 4 * 1024 * 1024,
+      priorities: []
+    })
   })
 
   it("reports every schema problem by path in one ConfigError, and nothing else", () => {
@@ -334,6 +346,78 @@ describe("Config.formatIssues", () => {
     const problems = problemsOf({ ...valid(), upstreams: [deep] })
     expect(problems).toEqual([
       "upstreams[0]: Expected Struct (Encoded side), actual a value nested deeper than 32 levels"
+    ])
+  })
+})
+
+describe("Config.decode: client keys, CORS and the admin API", () => {
+  it("decodes keys with their limits, budgets and priority, defaulting the rest", () => {
+    const digest = "a".repeat(64)
+    const config = Either.getOrThrow(
+      Config.decode({
+        ...valid(),
+        server: {
+          auth: {
+            keys: [
+              { name: "team-a", keyEnv: "TEAM_A_KEY", pools: ["gpt"], limits: { rpm: 10 }, budget: { dailyUsd: 5 } },
+              { name: "team-b", sha256: digest, priority: 5, priorityHeader: true }
+            ]
+          },
+          cors: { origins: ["https://app.example"] },
+          admin: { tokenEnv: "SLUICE_ADMIN_TOKEN" },
+          drainMs: 1000
+        }
+      })
+    )
+    expect(config.server.auth.keys[0]).toMatchObject({ name: "team-a", priority: 0, priorityHeader: false })
+    expect(config.server.auth.keys[1]).toMatchObject({ sha256: digest, priority: 5, priorityHeader: true })
+    expect(config.server.cors).toEqual({ origins: ["https://app.example"], maxAgeSeconds: 600 })
+    expect(config.server.drainMs).toBe(1000)
+  })
+
+  it("lists every problem of the keys by path: no secret source or two, duplicates, unknown pools, a bad digest", () => {
+    expect(
+      problemsOf({
+        ...valid(),
+        server: {
+          priorities: [{ apiKeyEnv: "OLD_KEY", priority: 1 }],
+          auth: {
+            keys: [
+              { name: "a" },
+              { name: "a", keyEnv: "A_KEY", sha256: "b".repeat(64), pools: ["nope"] },
+              { name: "c", sha256: "not-a-digest" }
+            ]
+          }
+        }
+      })
+    ).toEqual(["server.auth.keys[2].sha256: expected 64 lower-case hex digits (a SHA-256 digest)"])
+    expect(
+      problemsOf({
+        ...valid(),
+        server: {
+          priorities: [{ apiKeyEnv: "OLD_KEY", priority: 1 }],
+          auth: { keys: [{ name: "a" }, { name: "a", keyEnv: "A_KEY", sha256: "b".repeat(64), pools: ["nope"] }] }
+        }
+      })
+    ).toEqual([
+      "server.auth.keys[0]: set exactly one of keyEnv (a variable holding the key) or sha256 (its digest)",
+      "server.auth.keys[1]: set exactly one of keyEnv (a variable holding the key) or sha256 (its digest)",
+      "server.auth.keys[1].name: duplicate key name 'a'",
+      "server.auth.keys[1].pools[0]: unknown pool 'nope'; known: gpt, backup",
+      "server.priorities: not used once server.auth.keys are set; give each key its priority in server.auth.keys[].priority"
+    ])
+  })
+
+  it("names the variables of client keys and the admin token among the config's secrets", () => {
+    expect(
+      Config.apiKeyVariables({
+        ...valid(),
+        server: { auth: { keys: [{ name: "a", keyEnv: "A_KEY" }] }, admin: { tokenEnv: "ADMIN_TOKEN" } }
+      })
+    ).toEqual([
+      { at: "upstreams[0].apiKeyEnv", variable: "OPENAI_API_KEY" },
+      { at: "server.auth.keys[0].keyEnv", variable: "A_KEY" },
+      { at: "server.admin.tokenEnv", variable: "ADMIN_TOKEN" }
     ])
   })
 })

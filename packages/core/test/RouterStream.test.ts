@@ -221,6 +221,43 @@ describe("Router.chatStream", () => {
     )
   })
 
+  it.live(
+    "on the live clock, with a provider that keeps deadlines, times the first content with a timer of its own and fails over",
+    () => {
+      const tap = wiretap()
+      const calls: Array<Provider.Call<Wire.ChatCompletionRequest>> = []
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const routed = yield* router.chatStream(chatRequest())
+        expect(routed.upstream).toBe("b")
+        expect(tap.closed).toEqual(["a"])
+        // The provider was asked to time the opening itself, by each upstream's deadline.
+        expect(calls.map((c) => c.openTimeoutMs)).toEqual([100, 60_000])
+        yield* Router.collect(routed)
+        expect((yield* routed.decision).attempts[0]).toMatchObject({
+          upstream: "a",
+          outcome: "failure",
+          error: "no first content event within 100 ms"
+        })
+      }).pipe(
+        Effect.provide(
+          routerLayer(twoUpstreams({ timeoutMs: 100 }), {
+            provider: provider({
+              chatStream: (u, call) =>
+                Effect.gen(function* () {
+                  calls.push(call)
+                  tap.opened.push({ upstream: u.id, request: call.request })
+                  yield* Effect.addFinalizer(() => Effect.sync(() => void tap.closed.push(u.id)))
+                  return yield* opened(u.id === "a" ? Stream.never : yield* helloStream())
+                }),
+              enforcesTimeout: () => true
+            })
+          })
+        )
+      )
+    }
+  )
+
   it.effect(
     "surfaces a failure after the first event to the consumer, without failing over, and records an error outcome",
     () => {

@@ -67,7 +67,16 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     const body = toAnthropic(call.request, call.model, call.defaultMaxTokens ?? DEFAULT_MAX_TOKENS, true)
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "anthropic", body))
     return Effect.flatMap(
-      client.stream({ upstream, path: "/messages", payload: Wire.stringify(body) }, streamDecoder(upstream, now())),
+      client.stream(
+        {
+          upstream,
+          path: "/messages",
+          payload: Wire.stringify(body),
+          traced: call.traced,
+          openTimeoutMs: call.openTimeoutMs
+        },
+        streamDecoder(upstream, now())
+      ),
       (answer) => opened(upstream, answer, overloaded)
     )
   }

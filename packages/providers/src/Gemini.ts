@@ -54,7 +54,13 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "gemini", body))
     return Effect.flatMap(
       client.stream(
-        { upstream, path: methodPath(call.model, "streamGenerateContent?alt=sse"), payload: Wire.stringify(body) },
+        {
+          upstream,
+          path: methodPath(call.model, "streamGenerateContent?alt=sse"),
+          payload: Wire.stringify(body),
+          traced: call.traced,
+          openTimeoutMs: call.openTimeoutMs
+        },
         streamDecoder(upstream, call.model, now())
       ),
       (answer) => opened(upstream, answer)

@@ -49,7 +49,16 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
     const body = toOllama(call.request, call.model, true)
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "ollama", body))
     return Effect.flatMap(
-      client.stream({ upstream, path: "/api/chat", payload: Wire.stringify(body) }, streamDecoder(upstream, now())),
+      client.stream(
+        {
+          upstream,
+          path: "/api/chat",
+          payload: Wire.stringify(body),
+          traced: call.traced,
+          openTimeoutMs: call.openTimeoutMs
+        },
+        streamDecoder(upstream, now())
+      ),
       (answer) => opened(upstream, answer)
     )
   }

@@ -156,7 +156,13 @@ export const makeWith = (options: Options): Effect.Effect<Provider.Service, neve
     const chatStream: Provider.Service["chatStream"] = (upstream, call) => {
       return Effect.flatMap(
         client.stream(
-          { upstream, path: "/chat/completions", payload: payloadOf(clean(call), { stream: true }) },
+          {
+            upstream,
+            path: "/chat/completions",
+            payload: payloadOf(clean(call), { stream: true }),
+            traced: call.traced,
+            openTimeoutMs: call.openTimeoutMs
+          },
           streamDecoder(upstream)
         ),
         (answer) => opened(upstream, answer)

@@ -277,32 +277,46 @@ GET /v1/models and GET /health (with --dialect, Anthropic's, Gemini's or Ollama'
 
 /**
  * Parses `sluice simulate` flags (without the command itself), e.g. `["--port", "9001", "--rpm=60"]`.
- * Fails with a {@link SimulatorError} naming the flag on an unknown flag, a missing value or a bad
- * value (`--failure-rate: expected a probability between 0 and 1, got '2'`). A repeated flag: the last wins.
+ * Fails with a {@link SimulatorError} naming the flag of every unknown flag, missing value or bad
+ * value, all at once (`--failure-rate: expected a probability between 0 and 1, got '2'`). A repeated
+ * flag: the last wins.
  */
 export const parseArgs = (argv: ReadonlyArray<string>): Either.Either<Args, SimulatorError> => {
-  const fail = (message: string) => Either.left(new SimulatorError({ message }))
+  const problems: Array<string> = []
   const out: Record<string, unknown> = {}
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (!arg.startsWith("--")) return fail(`unexpected argument '${arg}'; flags look like --port 9001`)
+    if (!arg.startsWith("--")) {
+      problems.push(`unexpected argument '${arg}'; flags look like --port 9001`)
+      continue
+    }
     const eq = arg.indexOf("=")
     const flag = eq === -1 ? arg : arg.slice(0, eq)
     const f = byFlag.get(flag)
-    if (f === undefined) return fail(`unknown flag ${flag}; known flags: ${fields.map((x) => x.flag).join(", ")}`)
+    if (f === undefined) {
+      problems.push(`unknown flag ${flag}; known flags: ${fields.map((x) => x.flag).join(", ")}`)
+      continue
+    }
     let raw: string
     if (eq !== -1) raw = arg.slice(eq + 1)
     else {
       const next = argv[i + 1]
-      if (next === undefined || next.startsWith("--")) return fail(`${flag}: missing value; expected ${f.expected}`)
+      if (next === undefined || next.startsWith("--")) {
+        problems.push(`${flag}: missing value; expected ${f.expected}`)
+        continue
+      }
       raw = next
       i++
     }
     const value = f.parse(raw)
-    if (!f.valid(value)) return fail(`${flag}: expected ${f.expected}, got '${raw}'`)
-    out[f.key] = value
+    if (!f.valid(value)) problems.push(`${flag}: expected ${f.expected}, got '${raw}'`)
+    else out[f.key] = value
   }
-  return Either.right(out as Args)
+  if (problems.length === 0) return Either.right(out as Args)
+  // Every problem at once, so a command line is fixed in one round.
+  const message =
+    problems.length === 1 ? problems[0]! : `${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join("\n")}`
+  return Either.left(new SimulatorError({ message }))
 }
 
 const invalidOption = (options: Options, listen: Listen): string | undefined => {

@@ -39,6 +39,26 @@ describe("OpenAI-compatible provider", () => {
     }).pipe(Effect.provide(Providers.layer()))
   )
 
+  it.scopedLive("fails a stream not accepted within the call's openTimeoutMs with a retryable timeout", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ stallRate: 1 })
+      const provider = yield* Provider.Provider
+      const result = yield* Effect.either(
+        Effect.scoped(
+          provider.chatStream(upstreamOf(sim, 60_000), {
+            ...callOf({ model: "m", messages: [{ role: "user", content: "hi" }], stream: true }),
+            openTimeoutMs: 150
+          })
+        )
+      )
+      expect(Either.isLeft(result)).toBe(true)
+      if (Either.isLeft(result)) {
+        expect(result.left).toMatchObject({ upstream: "slow", kind: "timeout", retryable: true })
+        expect(result.left.message).toBe("the stream was not accepted within 150 ms")
+      }
+    }).pipe(Effect.provide(Providers.layer()))
+  )
+
   it.scopedLive("answers within timeoutMs as usual", () =>
     Effect.gen(function* () {
       const sim = yield* Simulator.start({ completionTokens: 2 })

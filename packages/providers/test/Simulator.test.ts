@@ -575,6 +575,19 @@ describe("Simulator", () => {
       expect(Simulator.parseArgs([])).toEqual(Either.right({}))
     })
 
+    it("lists every bad flag at once: an unknown one, a bad value and a missing value", () => {
+      const parsed = Simulator.parseArgs(["--nope", "--failure-rate", "2", "--port"])
+      const message = Either.isLeft(parsed) ? parsed.left.message : ""
+      expect(message.replace(/known flags: [^\n]*/, "known flags: ...")).toBe(
+        [
+          "3 problems:",
+          "  - unknown flag --nope; known flags: ...",
+          "  - --failure-rate: expected a probability between 0 and 1, got '2'",
+          "  - --port: missing value; expected an integer port between 0 and 65535"
+        ].join("\n")
+      )
+    })
+
     it("rejects a bad value, a missing value or an unknown flag with a message naming the flag", () => {
       const message = (argv: ReadonlyArray<string>) =>
         Either.match(Simulator.parseArgs(argv), { onLeft: (e) => e.message, onRight: () => "parsed" })

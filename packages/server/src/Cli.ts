@@ -8,33 +8,41 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Simulator } from "@sluice/providers"
 import { Config as SluiceConfig } from "@sluice/core"
 import { Console, Data, Effect, Either, Layer } from "effect"
+import * as AdminUsage from "./internal/adminUsage.js"
 import * as ConfigFile from "./ConfigFile.js"
+import * as Flags from "./internal/flags.js"
 import * as Server from "./Server.js"
 
 /** Usage text. */
 export const usage = `Sluice — an OpenAI-compatible LLM load balancer
 
 Usage:
-  sluice serve [--config FILE]     run the gateway (default: the embedded config with simulated upstreams)
+  sluice serve [--config FILE] [--watch]
+                                   run the gateway (default: the embedded config with simulated upstreams);
+                                   SIGHUP reloads the file, --watch also reloads it when it changes,
+                                   SIGTERM / SIGINT drain (server.drainMs) and exit 0
   sluice validate --config FILE    check a config file and the environment it needs; list every problem
   sluice simulate [flags]          run a standalone simulated OpenAI-compatible upstream (see 'sluice simulate --help')
+${AdminUsage.usage}
   sluice help
 
 Environment: the variables a config names in apiKeyEnv hold the API keys; PORT and HOST override
-server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT exports traces.`
+server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT exports traces.
 
-/** Reads `--name value` or `--name=value` from argv. */
-const flag = (argv: ReadonlyArray<string>, name: string): string | undefined => {
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!
-    if (arg === `--${name}`) return argv[i + 1]
-    if (arg.startsWith(`--${name}=`)) return arg.slice(name.length + 3)
-  }
-  return undefined
-}
+${AdminUsage.connection}`
 
 /** A command line that cannot be run: an unknown command or a missing argument. */
 export class CliError extends Data.TaggedError("CliError")<{ readonly message: string }> {}
+
+/** A command line's problems, every one, then the usage. */
+const fail = (command: string, problems: ReadonlyArray<string>) =>
+  Effect.fail(
+    new CliError({
+      message: `sluice ${command}: ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${problems
+        .map((p) => `  - ${p}`)
+        .join("\n")}\n\n${usage}`
+    })
+  )
 
 /**
  * The program for a command line (without `node` and the script). `serve` and `validate` read the
@@ -45,17 +53,25 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
   const [command = "serve", ...rest] = argv
   switch (command) {
     case "serve": {
-      const path = flag(rest, "config") ?? ConfigFile.defaultPath
+      const parsed = Flags.parse(rest, { config: "value", watch: "switch" })
+      if (parsed.problems.length > 0) return fail("serve", parsed.problems)
+      const path = (parsed.flags["config"] as string | undefined) ?? ConfigFile.defaultPath
+      const watch = parsed.flags["watch"] === true
       return Effect.gen(function* () {
         const config = yield* ConfigFile.load(path)
         if (path === ConfigFile.defaultPath)
           yield* Console.log("Using the embedded default config (simulated upstreams, no API key needed).")
-        return yield* Layer.launch(Server.layer(config))
+        return yield* Layer.launch(Server.layer(config, { reload: { path, watch } }))
       })
     }
     case "validate": {
-      const path = flag(rest, "config")
-      if (path === undefined) return Effect.fail(new CliError({ message: `validate needs --config FILE\n\n${usage}` }))
+      const parsed = Flags.parse(rest, { config: "value" })
+      const path = parsed.flags["config"] as string | undefined
+      const problems = [
+        ...parsed.problems,
+        ...(path === undefined && !rest.includes("--config") ? ["--config FILE is required"] : [])
+      ]
+      if (problems.length > 0 || path === undefined) return fail("validate", problems)
       return Effect.flatMap(ConfigFile.load(path), (config) => {
         const variables = [...new Set(SluiceConfig.apiKeyVariables(config).map((v) => v.variable))]
         const keys = variables.length === 0 ? "" : `; API keys set in ${variables.join(", ")}`
@@ -72,6 +88,15 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
         return yield* Effect.never
       }).pipe(Effect.scoped)
     }
+    case "status":
+    case "breaker":
+    case "upstream":
+    case "reload":
+      // Loaded on demand: `serve` never needs the admin API's client.
+      return Effect.flatMap(
+        Effect.promise(() => import("./AdminCli.js")),
+        (AdminCli) => AdminCli.program(command, rest)
+      )
     case "help":
     case "--help":
     case "-h":

@@ -4,9 +4,8 @@
  * no routing logic.
  *
  * Routes: `POST /v1/chat/completions`, `POST /v1/responses` (see `Responses`), `POST /v1/embeddings`,
- * `GET /v1/models` (and `/v1/models/{id}`),
- * `GET /health`, and
- * Anthropic's `POST /v1/messages` and `POST /v1/messages/count_tokens` (see `Messages`).
+ * `GET /v1/models` (and `/v1/models/{id}`), the health endpoints, and Anthropic's `POST /v1/messages`
+ * and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
  * or one generated here and handed to the router, so the decision, the trace and the header agree.
  * Routed answers also name what happened: `x-sluice-pool`, `x-sluice-upstream`, `x-sluice-attempts`.
@@ -18,13 +17,32 @@
 // Per module, not the barrel: see Health.ts in core.
 import type * as Headers from "@effect/platform/Headers"
 import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
-import { Config, Errors, Router, StreamEvent, TokenCounter, Tracing, Wire } from "@sluice/core"
+import type { Decision } from "@sluice/core"
+import { Config, Errors, Router, TokenCounter, Tracing, Wire } from "@sluice/core"
+import type { StreamEvent } from "@sluice/core"
 import type { Scope } from "effect"
-import { Cause, Context, Data, Effect, Either, Fiber, FiberId, FiberRefs, Layer, Option, Runtime, Schema } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Data,
+  DefaultServices,
+  Effect,
+  Either,
+  Fiber,
+  FiberId,
+  FiberRefs,
+  Layer,
+  Option,
+  Runtime,
+  Schema
+} from "effect"
 import type { Tracer } from "effect"
 import { isUtf8 } from "node:buffer"
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http"
 import { createServer } from "node:http"
+import type * as Access from "./Access.js"
+import { Refusal } from "./Access.js"
 import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
 import * as Messages from "./Messages.js"
 import * as Responses from "./Responses.js"
@@ -33,8 +51,22 @@ import * as Responses from "./Responses.js"
 export interface Options {
   /** Largest request body accepted, in bytes; larger ones get 413. */
   readonly maxBodyBytes: number
-  /** Queue priority of a client API key, when one is configured for it. */
-  readonly priorityOf?: (apiKey: string) => number | undefined
+  /**
+   * Client keys, their limits and priorities, and CORS (see `Access`); without it every request is
+   * served, at priority 0.
+   */
+  readonly access?: Access.Service
+  /** Whether the gateway can serve: `/health/ready` answers 503 with the reason when not. */
+  readonly readiness?: Effect.Effect<Readiness>
+  /** The admin API's handler: requests under `/admin` go there (404 without it). */
+  readonly admin?: Handler
+}
+
+/** What `/health/ready` reports besides draining. */
+export interface Readiness {
+  readonly ready: boolean
+  /** Per pool, its upstreams that can take requests now. */
+  readonly pools: Readonly<Record<string, ReadonlyArray<string>>>
 }
 
 /** Gateway settings. */
@@ -80,8 +112,7 @@ const envelope = (message: string, code: string) =>
 
 const ROUTES_HINT =
   "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, " +
-  "GET /v1/models; " +
-  "POST /v1/messages for Anthropic clients)"
+  "GET /v1/models; POST /v1/messages for Anthropic clients)"
 const HEALTH = JSON.stringify({ status: "ok" })
 const ROOT = JSON.stringify({
   name: "sluice",
@@ -204,18 +235,21 @@ const bearer = (authorization: string | undefined): string | undefined => {
 
 /**
  * What the router needs from the HTTP request: the request id, the headers and API key (pools'
- * `sticky.key` reads the session key from them), and the queue priority (`x-sluice-priority`).
+ * `sticky.key` reads the session key from them), and the queue priority (the client key's, or its
+ * `x-sluice-priority` header where the key may set it).
  */
 const routeOptions = (
   headers: IncomingHttpHeaders,
   options: Options,
+  client: Access.Client | undefined,
   requestId: string,
   body: string | undefined
 ): Router.RouteOptions => {
   const apiKey = bearer(headers["authorization"])
-  const byKey = apiKey === undefined ? undefined : options.priorityOf?.(apiKey)
-  const byHeader = headers["x-sluice-priority"] === undefined ? Number.NaN : Number(headers["x-sluice-priority"])
-  const priority = byKey ?? (Number.isFinite(byHeader) ? byHeader : undefined)
+  const priority =
+    client === undefined || (client.priority === 0 && !client.priorityHeader)
+      ? undefined
+      : options.access?.priority(client, headers)
   const route: { -readonly [K in keyof Router.RouteOptions]: Router.RouteOptions[K] } = {
     headers: headers as Readonly<Record<string, string | undefined>>,
     requestId
@@ -261,6 +295,12 @@ interface Env {
   readonly inFlight: Set<Fiber.RuntimeFiber<void>>
   /** Whether server spans are recorded (a tracer that exports is installed). */
   readonly tracing: boolean
+  /** The time for client limits and budgets. */
+  readonly clock: Clock.Clock
+  /** SSE answers being written, ended with the in-band error when a drain runs out of time. */
+  readonly streams: Set<ServerResponse>
+  /** Set once a drain has started: new connections are refused and `/health/ready` says so. */
+  draining: boolean
   /** The router's token counter, when the layer has one (for `/v1/messages/count_tokens`). */
   readonly counter: TokenCounter.Service | undefined
 }
@@ -271,72 +311,160 @@ type BodyHandler = (
   req: IncomingMessage,
   res: ServerResponse,
   requestId: string,
-  text: string
+  text: string,
+  client: Access.Client | undefined
 ) => Effect.Effect<void, Errors.RouterError>
+
+// ---- Access hooks (client keys, limits, budgets, CORS): the rules live in Access.ts.
+
+/** Answers a refusal of `Access` in OpenAI's envelope. */
+const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string) =>
+  writeJson(res, refusal.status, refusal.body, { ...refusal.headers, "x-request-id": requestId })
+
+/** The refusal of a client's request for `model` as an Effect that answers it, or undefined. */
+const refused = (
+  env: Env,
+  client: Access.Client | undefined,
+  model: string,
+  res: ServerResponse,
+  requestId: string
+): Effect.Effect<void> | undefined => {
+  // Anyone on an open gateway, and keys without limits or restrictions, need no check.
+  if (client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined)
+    return undefined
+  const refusal = env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis())
+  return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId))
+}
+
+/** Records what a client's answered request used (its tokens and spend). */
+const recordUsage = (env: Env, client: Access.Client | undefined, decision: Decision.Decision) => {
+  if (client !== undefined && client.tracked)
+    env.options.access?.record(client, decision, env.clock.unsafeCurrentTimeMillis())
+}
+
+// ---- end of access hooks
 
 /**
  * A streamed chat completion relayed as SSE. Masked between receiving the stream and installing its
  * release, so that a disconnect in between still frees the upstream connection and the stream's budget.
  */
-const streamChat = (env: Env, res: ServerResponse, body: Wire.ChatCompletionRequest, route: Router.RouteOptions) =>
+const streamChat = (
+  env: Env,
+  res: ServerResponse,
+  body: Wire.ChatCompletionRequest,
+  route: Router.RouteOptions,
+  client: Access.Client | undefined
+) =>
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(env.router.chatStream(body, route)), (routed) => {
       res.writeHead(200, streamHeaders(routed))
-      return Effect.ensuring(restore(relay(res, routed.source, sse, ending)), routed.release)
+      return relayed(env, res, routed, client, restore(relay(res, routed.source, sse, ending)))
     })
   )
+
+/**
+ * Runs `relaying` (the relay of a routed stream written to `res`) with what every streaming endpoint
+ * does around it: the answer is one of the drain's streams while it runs, and the stream's release —
+ * and the client's usage, once the decision is complete — follow however it ends. Already
+ * uninterruptible (the caller's mask): these handlers need no mask of their own.
+ */
+const relayed = (
+  env: Env,
+  res: ServerResponse,
+  routed: Router.RoutedStream,
+  client: Access.Client | undefined,
+  relaying: Effect.Effect<void>
+): Effect.Effect<void> => {
+  env.streams.add(res)
+  const release = Effect.zipRight(
+    client === undefined || !client.tracked
+      ? routed.release
+      : Effect.zipRight(
+          routed.release,
+          Effect.map(routed.decision, (decision) => recordUsage(env, client, decision))
+        ),
+    Effect.sync(() => env.streams.delete(res))
+  )
+  return Effect.matchCauseEffect(relaying, {
+    onSuccess: () => release,
+    onFailure: (cause) => Effect.zipRight(release, Effect.failCause(cause))
+  })
+}
 
 /**
  * `POST /v1/chat/completions`. Called when the request is served (see {@link withBody}): the body is
  * decoded right away, not inside the Effect.
  */
-const chat: BodyHandler = (env, req, res, requestId, text) => {
+const chat: BodyHandler = (env, req, res, requestId, text, client) => {
   const decoded = decodeChat(text)
   if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
   const body = decoded.right
+  const refusal = refused(env, client, body.model, res, requestId)
+  if (refusal !== undefined) return refusal
   // A stream's request is serialized for the upstream anyway (it asks for usage): it does not keep
   // the body's text for its whole life.
-  const route = routeOptions(req.headers, env.options, requestId, body.stream === true ? undefined : text)
-  if (body.stream === true) return streamChat(env, res, body, route)
-  return Effect.map(env.router.chat(body, route), (routed) =>
+  const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
+  if (body.stream === true) return streamChat(env, res, body, route, client)
+  return Effect.map(env.router.chat(body, route), (routed) => {
+    recordUsage(env, client, routed.decision)
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-  )
+  })
 }
 
 /** `POST /v1/embeddings`; the body is decoded when the Effect runs. */
-const embeddings: BodyHandler = (env, req, res, requestId, text) =>
+const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
   Effect.suspend(() => {
     const decoded = decodeEmbeddings(text)
     if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+    const refusal = refused(env, client, decoded.right.model, res, requestId)
+    if (refusal !== undefined) return refusal
     return Effect.map(
-      env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, requestId, text)),
-      (routed) => writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+      env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
+      (routed) => {
+        recordUsage(env, client, routed.decision)
+        writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+      }
     )
   })
 
-/** `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors (see `Messages`). */
-const messages: BodyHandler = (env, req, res, requestId, text) =>
-  Messages.create(
-    env.router,
-    res,
-    requestId,
-    decodeMessages(text),
-    routeOptions(Messages.withApiKey(req.headers), env.options, requestId, undefined)
-  )
+/**
+ * What `Messages` and `Responses` need of the gateway: its router, and how a stream they relay is
+ * run (as the drain's, released, the client's usage recorded) and a whole answer's decision recorded.
+ */
+const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoint => ({
+  router: env.router,
+  served: (decision) => recordUsage(env, client, decision),
+  relayed: (res, routed, relaying) => relayed(env, res, routed, client, relaying)
+})
 
-/** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
-const responses: BodyHandler = (env, req, res, requestId, text) =>
-  Responses.create(
-    env.router,
-    res,
-    requestId,
-    decodeResponses(text),
-    routeOptions(req.headers, env.options, requestId, undefined)
-  )
+/**
+ * `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors in
+ * Anthropic's envelope (see `Messages`). The client's key may come as `x-api-key`.
+ */
+const messages: BodyHandler = (env, req, res, requestId, text, client) => {
+  const decoded = decodeMessages(text)
+  if (Either.isRight(decoded)) {
+    const refusal = refused(env, client, decoded.right.model, res, requestId)
+    if (refusal !== undefined) return refusal
+  }
+  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+  return Messages.create(endpoint(env, client), res, requestId, decoded, route)
+}
 
 /** `POST /v1/messages/count_tokens`. */
 const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
   Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
+
+/** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
+const responses: BodyHandler = (env, req, res, requestId, text, client) => {
+  const decoded = decodeResponses(text)
+  if (Either.isRight(decoded)) {
+    const refusal = refused(env, client, decoded.right.model, res, requestId)
+    if (refusal !== undefined) return refusal
+  }
+  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+  return Responses.create(endpoint(env, client), res, requestId, decoded, route)
+}
 
 /** `GET /v1/models`: the router's list, in OpenAI's shape. */
 const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
@@ -353,6 +481,15 @@ const model = (env: Env, res: ServerResponse, requestId: string, id: string): Ef
     }
     return Effect.sync(() => writeJson(res, 200, JSON.stringify(found), { "x-request-id": requestId }))
   })
+
+/** The model id of a `/v1/models/{id}` path (percent-decoded; ids may hold `/`), undefined when malformed. */
+const modelId = (path: string): string | undefined => {
+  try {
+    return decodeURIComponent(path.slice("/v1/models/".length))
+  } catch {
+    return undefined
+  }
+}
 
 /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
 const recover = (
@@ -428,7 +565,8 @@ const withBody = (
   res: ServerResponse,
   path: string,
   requestId: string,
-  handle: BodyHandler
+  handle: BodyHandler,
+  client: Access.Client | undefined
 ) => {
   const limit = env.options.maxBodyBytes
   const tooLarge = () => {
@@ -462,7 +600,7 @@ const withBody = (
       })
       return serve(env, req, res, path, requestId, Effect.fail(error))
     }
-    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8")))
+    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8"), client))
   })
   req.on("error", (error) => {
     if (refused) return
@@ -475,18 +613,68 @@ const withBody = (
   })
 }
 
-/** The model id of a `/v1/models/{id}` path (percent-decoded; ids may hold `/`), undefined when malformed. */
-const modelId = (path: string): string | undefined => {
-  try {
-    return decodeURIComponent(path.slice("/v1/models/".length))
-  } catch {
-    return undefined
-  }
+/**
+ * The client of a `/v1` request (see `Access`): undefined without access rules, or the refusal —
+ * already answered — when it bears no valid key.
+ */
+const clientOf = (
+  env: Env,
+  req: IncomingMessage,
+  res: ServerResponse,
+  requestId: string
+): Access.Client | undefined | null => {
+  const access = env.options.access
+  if (access === undefined) return undefined
+  const client = access.authenticate(req.headers)
+  if (!(client instanceof Refusal)) return client
+  writeRefusal(res, client, requestId)
+  return null
 }
 
+/** Sets the CORS headers of an allowed origin; true when the request was a preflight, answered here. */
+const corsPreflight = (env: Env, req: IncomingMessage, res: ServerResponse, requestId: string): boolean => {
+  const headers = env.options.access?.cors(req.headers["origin"])
+  if (headers === undefined) return false
+  for (const name in headers) res.setHeader(name, headers[name]!)
+  if (req.method !== "OPTIONS") return false
+  res.writeHead(204, { "x-request-id": requestId })
+  res.end()
+  return true
+}
+
+const LIVE = JSON.stringify({ status: "live" })
+
+/** `GET /health/ready`: 503 while draining or when no pool has an upstream that can take requests. */
+const ready = (env: Env, res: ServerResponse, requestId: string) => {
+  if (env.draining) return writeJson(res, 503, JSON.stringify({ status: "draining" }), { "x-request-id": requestId })
+  const readiness = env.options.readiness
+  if (readiness === undefined)
+    return writeJson(res, 200, JSON.stringify({ status: "ready" }), { "x-request-id": requestId })
+  env.run(
+    Effect.map(readiness, (r) =>
+      writeJson(
+        res,
+        r.ready ? 200 : 503,
+        JSON.stringify({ status: r.ready ? "ready" : "unavailable", pools: r.pools }),
+        {
+          "x-request-id": requestId
+        }
+      )
+    )
+  )
+}
+
+/** A request on a kept-alive connection while draining: 503, and the connection closes. */
+const refuseDraining = (res: ServerResponse, requestId: string) =>
+  writeJson(res, 503, envelope("the gateway is shutting down; retry on another instance", "shutting_down"), {
+    "x-request-id": requestId,
+    connection: "close",
+    "retry-after": "1"
+  })
+
 /**
- * Answers one HTTP request: routes it by path and method to the handlers above; `/health` and `/`
- * are answered synchronously, without an Effect.
+ * Answers one HTTP request: routes it by path and method to the handlers above; the health
+ * endpoints and `/` are answered synchronously, without an Effect.
  */
 const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
   const url = req.url ?? "/"
@@ -494,75 +682,152 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
   const path = query === -1 ? url : url.slice(0, query)
   const method = req.method
   const id = requestIdOf(req.headers)
+  if (req.headers["origin"] !== undefined && corsPreflight(env, req, res, id)) return
   switch (path) {
     case "/v1/chat/completions":
-    case "/chat/completions":
-      return method === "POST" ? withBody(env, req, res, path, id, chat) : methodNotAllowed(req, res, "POST", id)
+    case "/chat/completions": {
+      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
+      if (env.draining) return refuseDraining(res, id)
+      const client = clientOf(env, req, res, id)
+      return client === null ? undefined : withBody(env, req, res, path, id, chat, client)
+    }
     case "/v1/embeddings":
-    case "/embeddings":
-      return method === "POST" ? withBody(env, req, res, path, id, embeddings) : methodNotAllowed(req, res, "POST", id)
-    case "/v1/messages":
-      return method === "POST" ? withBody(env, req, res, path, id, messages) : methodNotAllowed(req, res, "POST", id)
+    case "/embeddings": {
+      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
+      if (env.draining) return refuseDraining(res, id)
+      const client = clientOf(env, req, res, id)
+      return client === null ? undefined : withBody(env, req, res, path, id, embeddings, client)
+    }
     case "/v1/responses":
-    case "/responses":
-      return method === "POST" ? withBody(env, req, res, path, id, responses) : methodNotAllowed(req, res, "POST", id)
-    case "/v1/messages/count_tokens":
-      return method === "POST" ? withBody(env, req, res, path, id, countTokens) : methodNotAllowed(req, res, "POST", id)
+    case "/responses": {
+      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
+      if (env.draining) return refuseDraining(res, id)
+      const client = clientOf(env, req, res, id)
+      return client === null ? undefined : withBody(env, req, res, path, id, responses, client)
+    }
+    case "/v1/messages":
+    case "/v1/messages/count_tokens": {
+      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
+      if (env.draining) return refuseDraining(res, id)
+      // Anthropic's SDK sends its key as `x-api-key`: it counts as the bearer token.
+      Messages.acceptApiKey(req.headers)
+      const client = clientOf(env, req, res, id)
+      if (client === null) return
+      return withBody(env, req, res, path, id, path === "/v1/messages" ? messages : countTokens, client)
+    }
     case "/v1/models":
     case "/models":
-      return method === "GET"
-        ? serve(env, req, res, path, id, models(env, res, id))
-        : methodNotAllowed(req, res, "GET", id)
+      if (method !== "GET") return methodNotAllowed(req, res, "GET", id)
+      if (clientOf(env, req, res, id) === null) return
+      return serve(env, req, res, path, id, models(env, res, id))
     case "/health":
+    case "/health/live":
       return method === "GET"
-        ? writeJson(res, 200, HEALTH, { "x-request-id": id })
+        ? writeJson(res, 200, path === "/health" ? HEALTH : LIVE, { "x-request-id": id })
         : methodNotAllowed(req, res, "GET", id)
+    case "/health/ready":
+      return method === "GET" ? ready(env, res, id) : methodNotAllowed(req, res, "GET", id)
     case "/":
       return method === "GET"
         ? writeJson(res, 200, ROOT, { "x-request-id": id })
         : methodNotAllowed(req, res, "GET", id)
     default:
+      if (env.options.admin !== undefined && (path === "/admin" || path.startsWith("/admin/")))
+        return env.options.admin(req, res)
       if (path.startsWith("/v1/models/") && path.length > "/v1/models/".length) {
         const wanted = modelId(path)
         if (wanted === undefined) return notFound(req, res, id)
-        return method === "GET"
-          ? serve(env, req, res, path, id, model(env, res, id, wanted))
-          : methodNotAllowed(req, res, "GET", id)
+        if (method !== "GET") return methodNotAllowed(req, res, "GET", id)
+        if (clientOf(env, req, res, id) === null) return
+        return serve(env, req, res, path, id, model(env, res, id, wanted))
       }
       return notFound(req, res, id)
   }
 }
 
+/** The built gateway: its request handler, and the state a drain needs. */
+const build = Effect.gen(function* () {
+  const runtime = yield* Effect.runtime<never>()
+  const services = FiberRefs.getOrDefault(runtime.fiberRefs, DefaultServices.currentServices)
+  const env: Env = {
+    router: yield* Router.Router,
+    options: yield* GatewayOptions,
+    run: Runtime.runFork(runtime),
+    inFlight: new Set<Fiber.RuntimeFiber<void>>(),
+    // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
+    tracing: Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) }),
+    clock: Context.get(services, Clock.Clock),
+    streams: new Set<ServerResponse>(),
+    draining: false,
+    counter: Option.getOrUndefined(yield* Effect.serviceOption(TokenCounter.TokenCounter))
+  }
+  yield* Effect.addFinalizer(() => Fiber.interruptAll(env.inFlight))
+  const handler: Handler = (req, res) => handle(env, req, res)
+  return { env, handler }
+})
+
+/** The in-band event that ends a stream cut by a drain that ran out of time (no `[DONE]` follows). */
+const DRAIN_CUT = `data: ${JSON.stringify({
+  error: {
+    message: "the gateway shut down before this stream finished; retry the request",
+    type: "server_error",
+    param: null,
+    code: "shutting_down"
+  }
+})}\n\n`
+
+/**
+ * Drains the gateway: refuse new connections and report not-ready at once, let what is in flight
+ * finish for up to `drainMs`, then end the streams left with the in-band error and interrupt the
+ * rest.
+ */
+const drain = (env: Env, server: Server, drainMs: number): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    env.draining = true
+    server.close()
+    server.closeIdleConnections()
+    const pending = [...env.inFlight]
+    if (drainMs > 0)
+      yield* Effect.logInfo(`draining: ${pending.length} requests in flight may take up to ${drainMs} ms to finish`)
+    // A finalizer runs uninterruptibly: the wait must be made interruptible for the timeout to end it.
+    if (pending.length > 0 && drainMs > 0)
+      yield* Effect.timeout(Effect.interruptible(Fiber.awaitAll(pending)), drainMs).pipe(Effect.ignore)
+    for (const res of env.streams) if (!res.writableEnded) res.end(DRAIN_CUT)
+    yield* Fiber.interruptAll(env.inFlight)
+  })
+
 /**
  * Builds the gateway's request handler over the router. Requests in flight when the scope closes
  * are interrupted (their upstream calls cancelled).
  */
-export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions | Scope.Scope> = Effect.gen(
-  function* () {
-    const runtime = yield* Effect.runtime<never>()
-    const env: Env = {
-      router: yield* Router.Router,
-      options: yield* GatewayOptions,
-      run: Runtime.runFork(runtime),
-      inFlight: new Set<Fiber.RuntimeFiber<void>>(),
-      // Server spans only when a tracer is installed: Effect's built-in one exports nothing.
-      tracing: Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) }),
-      counter: Option.getOrUndefined(yield* Effect.serviceOption(TokenCounter.TokenCounter))
-    }
-    yield* Effect.addFinalizer(() => Fiber.interruptAll(env.inFlight))
-    return (req, res) => handle(env, req, res)
-  }
+export const make: Effect.Effect<Handler, never, Router.Router | GatewayOptions | Scope.Scope> = Effect.map(
+  build,
+  (built) => built.handler
 )
+
+/** How the gateway stops. */
+export interface StopOptions {
+  /**
+   * When the layer closes (`SIGTERM`), how long requests and streams in flight may take to finish,
+   * in milliseconds; default 0 (interrupted at once). Meanwhile new connections are refused and
+   * `/health/ready` answers 503; past it, streams left end with the in-band error.
+   */
+  readonly drainMs?: number
+}
 
 /**
  * The gateway listening on `host:port` (0 picks a free port; {@link Listening} has the bound one).
- * Closing the layer stops accepting, interrupts the requests in flight and closes every connection.
+ * Closing the layer drains it (see {@link StopOptions.drainMs}), interrupts what is left and closes
+ * every connection.
  */
-export const layer = (address: Address): Layer.Layer<Listening, ListenError, Router.Router | GatewayOptions> =>
+export const layer = (
+  address: Address,
+  stop: StopOptions = {}
+): Layer.Layer<Listening, ListenError, Router.Router | GatewayOptions> =>
   Layer.scoped(
     Listening,
     Effect.gen(function* () {
-      const handler = yield* make
+      const { env, handler } = yield* build
       const server = yield* Effect.acquireRelease(
         Effect.async<Server, ListenError>((resume) => {
           const server = createServer({ keepAlive: true, noDelay: true }, handler)
@@ -582,10 +847,13 @@ export const layer = (address: Address): Layer.Layer<Listening, ListenError, Rou
           })
         }),
         (server) =>
-          Effect.async<void>((resume) => {
-            server.close(() => resume(Effect.void))
-            server.closeAllConnections()
-          })
+          Effect.zipRight(
+            drain(env, server, stop.drainMs ?? 0),
+            Effect.async<void>((resume) => {
+              server.close(() => resume(Effect.void))
+              server.closeAllConnections()
+            })
+          )
       )
       const bound = server.address()
       return {

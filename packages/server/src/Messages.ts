@@ -13,9 +13,11 @@ import { Errors, Router, TokenCounter } from "@sluice/core"
 import { Anthropic } from "@sluice/providers"
 import { Effect, Either, Option, Schema } from "effect"
 import type { IncomingHttpHeaders, ServerResponse } from "node:http"
+import type { Endpoint } from "./internal/http.js"
 import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
 import { errorEvent, fromOpenAI, Refused, StreamTranslator, toOpenAI } from "./internal/messages.js"
 
+export type { Endpoint } from "./internal/http.js"
 export { fromOpenAI, StreamTranslator, toOpenAI } from "./internal/messages.js"
 
 /**
@@ -50,12 +52,15 @@ export interface CountTokensRequest extends Schema.Schema.Type<typeof CountToken
   readonly [key: string]: unknown
 }
 
-/** The headers with the client's `x-api-key` as a bearer token when it sent no `Authorization`. */
-export const withApiKey = (headers: IncomingHttpHeaders): IncomingHttpHeaders => {
+/**
+ * Takes the client's `x-api-key` (as Anthropic's SDK sends its key) as its bearer token when it sent
+ * no `Authorization`: client keys, priorities and sticky sessions then see it like any other.
+ */
+export const acceptApiKey = (headers: IncomingHttpHeaders): void => {
   const key = headers["x-api-key"]
-  return headers["authorization"] === undefined && typeof key === "string" && key !== ""
-    ? { ...headers, authorization: `Bearer ${key}` }
-    : headers
+  if (headers["authorization"] === undefined && typeof key === "string" && key !== "") {
+    headers["authorization"] = `Bearer ${key}`
+  }
 }
 
 /** A pipeline error as Anthropic's error envelope, with the status and headers the OpenAI endpoint uses. */
@@ -95,17 +100,17 @@ const translated = (res: ServerResponse, source: StreamEvent.Source, translator:
 
 /** A streamed answer; the stream is released however the relay ends (see the gateway's `streamChat`). */
 const stream = (
-  router: Router.Service,
+  endpoint: Endpoint,
   res: ServerResponse,
   request: Wire.ChatCompletionRequest,
   route: Router.RouteOptions
 ) =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(restore(router.chatStream(request, route)), (routed) => {
+    Effect.flatMap(restore(endpoint.router.chatStream(request, route)), (routed) => {
       res.writeHead(200, streamHeaders(routed))
       const translator = new StreamTranslator(`msg_${routed.requestId.replace(/^req_/, "")}`, request.model)
       res.write(translator.start())
-      return Effect.ensuring(restore(translated(res, routed.source, translator)), routed.release)
+      return endpoint.relayed(res, routed, restore(translated(res, routed.source, translator)))
     })
   )
 
@@ -114,7 +119,7 @@ const stream = (
  * Anthropic's format. Never fails: every error is answered in Anthropic's envelope.
  */
 export const create = (
-  router: Router.Service,
+  endpoint: Endpoint,
   res: ServerResponse,
   requestId: string,
   decoded: Either.Either<MessagesRequest, Errors.InvalidRequest>,
@@ -124,10 +129,11 @@ export const create = (
     if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
     const request = toOpenAI(decoded.right)
     if (request instanceof Refused) return Effect.fail(refused(request))
-    if (request.stream === true) return stream(router, res, request, route)
-    return Effect.map(router.chat(request, route), (answer) =>
+    if (request.stream === true) return stream(endpoint, res, request, route)
+    return Effect.map(endpoint.router.chat(request, route), (answer) => {
+      endpoint.served(answer.decision)
       writeJson(res, 200, JSON.stringify(fromOpenAI(answer.response, request.model)), decisionHeaders(answer.decision))
-    )
+    })
   })
   return Effect.catchAll(routed, (error) => Effect.sync(() => writeError(res, error, requestId)))
 }

@@ -10,6 +10,7 @@ import type { Router, Wire } from "@sluice/core"
 import { Errors } from "@sluice/core"
 import { Effect, Either, Option, Schema } from "effect"
 import type { ServerResponse } from "node:http"
+import type { Endpoint } from "./internal/http.js"
 import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
 import { Refused } from "./internal/messages.js"
 import { fromChat, ResponsesStream, toChat } from "./internal/responses.js"
@@ -35,14 +36,14 @@ const refused = (refusal: Refused) => new Errors.InvalidRequest({ message: refus
 
 /** A streamed response; the stream is released however the relay ends (see the gateway's `streamChat`). */
 const stream = (
-  router: Router.Service,
+  endpoint: Endpoint,
   res: ServerResponse,
   request: Wire.ChatCompletionRequest,
   route: Router.RouteOptions,
   body: ResponsesRequest
 ) =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(restore(router.chatStream(request, route)), (routed) => {
+    Effect.flatMap(restore(endpoint.router.chatStream(request, route)), (routed) => {
       res.writeHead(200, streamHeaders(routed))
       const events = new ResponsesStream(idOf(routed.requestId), Math.floor(Date.now() / 1000), body)
       res.write(events.start())
@@ -60,7 +61,7 @@ const stream = (
           return events.error(mapped.body.error.code ?? "upstream_error", mapped.body.error.message)
         }
       )
-      return Effect.ensuring(restore(relayed), routed.release)
+      return endpoint.relayed(res, routed, restore(relayed))
     })
   )
 
@@ -69,7 +70,7 @@ const stream = (
  * `response` object or a stream of Responses events.
  */
 export const create = (
-  router: Router.Service,
+  endpoint: Endpoint,
   res: ServerResponse,
   requestId: string,
   decoded: Either.Either<ResponsesRequest, Errors.InvalidRequest>,
@@ -80,13 +81,14 @@ export const create = (
     const body = decoded.right
     const request = toChat(body)
     if (request instanceof Refused) return Effect.fail(refused(request))
-    if (request.stream === true) return stream(router, res, request, route, body)
-    return Effect.map(router.chat(request, route), (answer) =>
+    if (request.stream === true) return stream(endpoint, res, request, route, body)
+    return Effect.map(endpoint.router.chat(request, route), (answer) => {
+      endpoint.served(answer.decision)
       writeJson(
         res,
         200,
         JSON.stringify(fromChat(answer.response, body, idOf(requestId), Math.floor(Date.now() / 1000))),
         decisionHeaders(answer.decision)
       )
-    )
+    })
   })

@@ -5,10 +5,17 @@
  */
 // The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
 import * as HttpClient from "@effect/platform/HttpClient"
-import { Config as SluiceConfig, Topology } from "@sluice/core"
-import { Console, Effect, Layer, Redacted } from "effect"
+import { Scheduling, Config as SluiceConfig } from "@sluice/core"
+import { Console, Effect, Layer } from "effect"
+import { networkInterfaces } from "node:os"
+import { Providers } from "@sluice/providers"
+import { Strategies } from "@sluice/strategies"
+import * as Access from "./Access.js"
+import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./Gateway.js"
-import * as Sluice from "./Sluice.js"
+import * as Reload from "./Reload.js"
+import * as Routing from "./Routing.js"
+import type * as Sluice from "./Sluice.js"
 import * as Telemetry from "./Telemetry.js"
 
 /** Options beyond the config file. */
@@ -17,16 +24,42 @@ export interface Options extends Sluice.Options {
   readonly banner?: boolean
   /** Tracing layer; default {@link Telemetry.layer} (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). */
   readonly telemetry?: Layer.Layer<never>
+  /** Overrides `server.drainMs` (tests stop at once with 0). */
+  readonly drainMs?: number
+  /** The file to reload the config from on `SIGHUP` (and on changes with `watch`); no reloads without. */
+  readonly reload?: { readonly path: string } & Reload.Options
 }
 
-/** The start banner: address, pools and upstreams (simulated ones labelled), and a first request. */
+/** The addresses a host really listens on: every interface's for a wildcard host. */
+export const addresses = (host: string): ReadonlyArray<string> => {
+  if (host !== "0.0.0.0" && host !== "::") return [host]
+  const all = Object.values(networkInterfaces()).flatMap((list) => list ?? [])
+  return all.filter((a) => host === "::" || a.family === "IPv4").map((a) => a.address)
+}
+
+const urlOf = (host: string, port: number) => `http://${host.includes(":") ? `[${host}]` : host}:${port}`
+
+/**
+ * The start banner: the addresses it listens on, whether clients must authenticate, pools and
+ * upstreams (simulated ones labelled), and a first request.
+ */
 export const banner = Effect.gen(function* () {
   const address = yield* Gateway.Listening
-  const topology = yield* Topology.Topology
-  const simulators = yield* Sluice.Simulators
-  const host = address.host === "0.0.0.0" || address.host === "::" ? "127.0.0.1" : address.host
-  const base = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}`
-  const lines: Array<string> = [`Sluice gateway listening on ${base}  (OpenAI-compatible API at ${base}/v1)`, ""]
+  const routing = yield* Routing.Routing
+  const { topology, simulators, config } = routing.current()
+  const urls = addresses(address.host).map((host) => urlOf(host, address.port))
+  const base = urls.find((url) => url.includes("127.0.0.1")) ?? urls[0] ?? urlOf(address.host, address.port)
+  const keys = config.server.auth.keys.length
+  const lines: Array<string> = [
+    `Sluice gateway listening on ${urls.join(", ")}  (OpenAI-compatible API at ${base}/v1)`,
+    keys > 0
+      ? `Clients must authenticate: ${keys} client key${keys === 1 ? "" : "s"} (Authorization: Bearer <key>).`
+      : "Open: clients need no key (no server.auth.keys).",
+    config.server.admin === undefined
+      ? "Admin API off (set server.admin.tokenEnv to turn it on)."
+      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json`,
+    ""
+  ]
   lines.push("Pools:")
   for (const pool of topology.pools.values()) {
     const fallback = pool.fallback === undefined ? "" : `, fallback -> ${pool.fallback}`
@@ -46,6 +79,7 @@ export const banner = Effect.gen(function* () {
     "",
     "Try it:",
     `  curl ${base}/v1/chat/completions -H 'content-type: application/json' \\`,
+    ...(keys > 0 ? ["    -H 'authorization: Bearer <your key>' \\"] : []),
     `    -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello!"}]}'`,
     ""
   )
@@ -53,24 +87,82 @@ export const banner = Effect.gen(function* () {
 })
 
 /**
- * Gateway options from the config. The keys of `server.priorities` are read from the environment
- * together with every other `apiKeyEnv` ({@link SluiceConfig.readEnvironment}); fails with one
- * {@link SluiceConfig.ConfigError} naming every variable that is not set.
+ * The access rules of the running config, for the gateway: each call goes to the current
+ * generation's rules (so a reload changes keys and limits at once).
  */
-export const gatewayOptions = (config: SluiceConfig.ConfigFile) =>
-  Layer.effect(
+const currentAccess = (routing: Routing.Service): Access.Service => ({
+  get required() {
+    return routing.current().access.required
+  },
+  authenticate: (headers) => routing.current().access.authenticate(headers),
+  admit: (client, model, now) => routing.current().access.admit(client, model, now),
+  priority: (client, headers) => routing.current().access.priority(client, headers),
+  record: (client, decision, now) => routing.current().access.record(client, decision, now),
+  cors: (origin) => routing.current().access.cors(origin),
+  keys: (now) => routing.current().access.keys(now)
+})
+
+/**
+ * The admin API's handler when `server.admin` names its token's variable (the module is loaded only
+ * then); fails with a `ConfigError` when the variable is not set.
+ */
+const adminHandler = (config: SluiceConfig.ConfigFile, options: Options) =>
+  Effect.gen(function* () {
+    if (config.server.admin === undefined) return undefined
+    const environment = yield* SluiceConfig.readEnvironment(config)
+    const token = environment.adminToken
+    if (token === undefined)
+      return yield* new SluiceConfig.ConfigError({
+        source: "environment",
+        problems: environment.problems.filter((p) => p.startsWith("server.admin"))
+      })
+    const Admin = yield* Effect.promise(() => import("./Admin.js"))
+    return yield* Admin.make({
+      token,
+      decode: {
+        ...ConfigFile.defaultOptions,
+        strategies: [...Strategies.names, ...Object.keys(options.strategies ?? {})],
+        ...(options.providers === undefined
+          ? {}
+          : {
+              providers: [
+                ...Providers.kinds,
+                ...Object.keys(options.providers)
+                  .filter((name) => !Providers.kinds.some((k) => k.name === name))
+                  .map((name) => ({ name, needsBaseUrl: true }))
+              ]
+            })
+      },
+      configPath: options.reload?.path
+    })
+  })
+
+/** Gateway options from the config and the running {@link Routing.Routing}, with the admin API when configured. */
+export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
+  Layer.scoped(
     Gateway.GatewayOptions,
     Effect.gen(function* () {
-      const environment = yield* SluiceConfig.readEnvironment(config)
-      if (environment.problems.length > 0)
-        return yield* new SluiceConfig.ConfigError({ source: "environment", problems: environment.problems })
-      const byKey = new Map(environment.priorityKeys.map((entry) => [Redacted.value(entry.apiKey), entry.priority]))
+      const routing = yield* Routing.Routing
+      const admin = yield* adminHandler(config, options)
       return {
         maxBodyBytes: config.server.maxBodyBytes,
-        ...(byKey.size > 0 ? { priorityOf: (apiKey: string) => byKey.get(apiKey) } : {})
+        access: currentAccess(routing),
+        readiness: routing.readiness,
+        ...(admin !== undefined ? { admin } : {})
       }
     })
   )
+
+/**
+ * Refuses an open gateway on an address other machines can reach: without client keys, binding
+ * anything but loopback needs `server.auth.open: true`.
+ */
+export const checkExposure = (config: SluiceConfig.ConfigFile): Effect.Effect<void, SluiceConfig.ConfigError> => {
+  const problem = Access.exposureProblem(config.server)
+  return problem === undefined
+    ? Effect.void
+    : Effect.fail(new SluiceConfig.ConfigError({ source: "config", problems: [problem] }))
+}
 
 /**
  * The HTTP client of `http` health checks: `@effect/platform-node`'s over undici, loaded only when
@@ -91,19 +183,25 @@ const healthClient = (config: SluiceConfig.ConfigFile): Layer.Layer<HttpClient.H
       )
 
 /**
- * The whole gateway for a config: listens on `config.server.host:port` until interrupted. Upstream
- * calls go over the providers' own undici pools; the HTTP client of {@link healthClient} serves the
- * `http` health checks only.
+ * The whole gateway for a config: listens on `config.server.host:port` until interrupted, then
+ * drains for up to `server.drainMs`. Upstream calls go over the providers' own undici pools; the
+ * HTTP client of {@link healthClient} serves the `http` health checks only. Fails with a
+ * `ConfigError` when the config would serve anyone on a reachable address without saying so
+ * ({@link checkExposure}).
  */
 export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
-  const routing = Sluice.layer(config, options).pipe(Layer.provide(healthClient(config)))
-  const serve = Gateway.layer({ host: config.server.host, port: config.server.port }).pipe(
-    Layer.provide(gatewayOptions(config))
-  )
+  const routing = Routing.layer(config, options, healthClient)
+  const serve = Gateway.layer(
+    { host: config.server.host, port: config.server.port },
+    { drainMs: options.drainMs ?? config.server.drainMs }
+  ).pipe(Layer.provide(gatewayOptions(config, options)))
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
-  return announce.pipe(
+  const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
+  return Layer.merge(announce, reload).pipe(
     Layer.provideMerge(serve),
     Layer.provideMerge(routing),
-    Layer.provide(options.telemetry ?? Telemetry.layer)
+    Layer.provide(Layer.effectDiscard(checkExposure(config))),
+    // Every fiber of the gateway on one scheduler: see `Scheduling`.
+    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layer, Scheduling.layer))
   )
 }

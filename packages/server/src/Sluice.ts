@@ -4,7 +4,19 @@
  * store and the router. The server and in-process users share this one assembly.
  */
 import type { Provider, Strategy } from "@sluice/core"
-import { Config as SluiceConfig, Matcher, Resilience, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
+import {
+  Capabilities,
+  CircuitBreaker,
+  Config as SluiceConfig,
+  Guard,
+  Health,
+  Matcher,
+  RateLimiter,
+  Router,
+  StateStore,
+  TokenCounter,
+  Topology
+} from "@sluice/core"
 import { Providers, Simulator } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
 import { Context, Effect, Either, Layer } from "effect"
@@ -72,22 +84,38 @@ export const layerTopology = (config: SluiceConfig.ConfigFile) =>
   )
 
 /**
+ * What every config shares, for as long as the process runs: the providers (their connection pools),
+ * the token counter, the state store, and the rate limiter and circuit breakers over it — so a
+ * config reload keeps connections, encoders and the state of upstreams (budgets, breakers, health,
+ * sticky sessions, learned holds), and requests waiting for capacity hear of releases made by
+ * requests of either config.
+ */
+export const layerShared = (options: Options = {}) =>
+  Layer.mergeAll(RateLimiter.layer, CircuitBreaker.layer).pipe(
+    Layer.provideMerge(
+      Layer.mergeAll(Providers.layer(options.providers ?? {}), TokenCounter.layer, StateStore.layerMemory)
+    )
+  )
+
+/**
+ * The router of one config and the stages built from its pools and upstreams (matcher, strategies,
+ * health checks and the guards), over the shared services of {@link layerShared}. Its health checks
+ * and simulators stop when the layer closes.
+ */
+export const layerRouting = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
+  const topology = layerTopology(config)
+  // The same guards, in the same order, as `Resilience.layer`; the limiter and breakers are shared.
+  const guards = Guard.layer(Capabilities.guard, Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
+    Layer.provideMerge(Health.layer)
+  )
+  const stages = Layer.mergeAll(Matcher.layer, Strategies.layer(options.strategies ?? {}), guards)
+  return Router.layer.pipe(Layer.provideMerge(stages), Layer.provideMerge(topology))
+}
+
+/**
  * The router and everything it needs, from a config. Upstream calls go over the providers' own
  * undici pools; the `HttpClient` it requires is for the health checks (the server provides
  * `NodeHttpClient.layerUndici`).
  */
-export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
-  const topology = layerTopology(config)
-  const providers = Providers.layer(options.providers ?? {})
-  // The resilience stages are reachable by the admin API too (breaker reset, health status, budgets).
-  const stages = Layer.mergeAll(
-    Matcher.layer,
-    TokenCounter.layer,
-    Strategies.layer(options.strategies ?? {}),
-    Resilience.layer
-  ).pipe(Layer.provideMerge(providers))
-  return Router.layer.pipe(
-    Layer.provideMerge(stages),
-    Layer.provideMerge(Layer.merge(topology, StateStore.layerMemory))
-  )
-}
+export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
+  layerRouting(config, options).pipe(Layer.provideMerge(layerShared(options)))

@@ -6,7 +6,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Simulator } from "@sluice/providers"
 import type { Scope } from "effect"
-import { ConfigProvider, Effect, Exit, Fiber, Option } from "effect"
+import { Config } from "@sluice/core"
+import { ConfigProvider, Effect, Exit, Fiber, Option, Schema } from "effect"
 import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -14,6 +15,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import OpenAI from "openai"
 import * as Cli from "../src/Cli.js"
+import { simulatedConfig, startGateway } from "./harness.js"
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url))
 const bin = fileURLToPath(new URL("../bin/sluice.js", import.meta.url))
@@ -160,6 +162,28 @@ describe("sluice serve", () => {
         expect(yield* refused(`${base}/health`)).toBe(true)
       }).pipe(Effect.scoped),
     20_000
+  )
+
+  it.live("refuses to serve anyone on a reachable address without client keys, unless auth.open says so", () =>
+    Effect.gen(function* () {
+      const yaml = (open: boolean) =>
+        [
+          ...(open ? ["server: { auth: { open: true } }"] : []),
+          "upstreams:",
+          "  - { id: s, provider: simulated }",
+          "pools:",
+          "  - { id: p, models: [m], upstreams: [s] }"
+        ].join("\n")
+      const closed = yield* complete(["serve", "--config", yield* configFile(yaml(false))], { HOST: "0.0.0.0" })
+      expect(closed.problems).toEqual([
+        "server.host: '0.0.0.0' is reachable from other machines and no client keys are set; add server.auth.keys, bind 127.0.0.1, or set server.auth.open: true to serve anyone on purpose"
+      ])
+      expect(closed.stdout).not.toContain("listening")
+      const run = yield* start(["serve", "--config", yield* configFile(yaml(true))], { HOST: "0.0.0.0" })
+      const banner = yield* run.waitFor(/Open: clients need no key/)
+      expect(banner).not.toBeNull()
+      expect(run.stdout()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+/)
+    }).pipe(Effect.scoped)
   )
 
   it.live("refuses an invalid config, listing every problem (schema, references, environment) at once", () =>
@@ -337,7 +361,32 @@ describe("sluice validate", () => {
     Effect.gen(function* () {
       const { exit } = yield* complete(["validate"])
       expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && String(exit.cause.error)).toContain(
-        "validate needs --config FILE"
+        "--config FILE is required"
+      )
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("strict flags", () => {
+  const message = (exit: Exit.Exit<void, unknown>) =>
+    Exit.isFailure(exit) && exit.cause._tag === "Fail" ? String((exit.cause.error as Error).message) : ""
+
+  it.live(
+    "serve refuses an unknown flag, its stray value and a flag without its value, listing all, instead of starting",
+    () =>
+      Effect.gen(function* () {
+        const { exit } = yield* complete(["serve", "--port", "9999", "--config"])
+        expect(message(exit)).toContain(
+          "sluice serve: 3 problems:\n  - unknown flag --port; known: --config, --watch\n  - --config needs a value\n  - unexpected argument '9999'"
+        )
+      }).pipe(Effect.scoped)
+  )
+
+  it.live("validate lists a missing value, a value given to nothing and a stray argument at once", () =>
+    Effect.gen(function* () {
+      const { exit } = yield* complete(["validate", "--config", "--verbose", "extra"])
+      expect(message(exit)).toContain(
+        "sluice validate: 3 problems:\n  - --config needs a value\n  - unknown flag --verbose; known: --config\n  - unexpected argument 'extra'"
       )
     }).pipe(Effect.scoped)
   )
@@ -379,6 +428,69 @@ describe("sluice simulate", () => {
       expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && String(exit.cause.error)).toContain(
         "--failure-rate: expected a probability between 0 and 1, got '2'"
       )
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("sluice status, breaker reset, upstream disable|enable, reload (through the admin API)", () => {
+  const TOKEN = "adm-cli-0123456789abcdef"
+  const operated = () => {
+    const config = simulatedConfig(
+      [{ id: "a", simulate: { failureRate: 1 }, circuitBreaker: { failureThreshold: 1 } }, { id: "b" }],
+      [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a", "b"] }]
+    )
+    return {
+      ...config,
+      server: Schema.decodeUnknownSync(Config.ServerConfig)({ admin: { tokenEnv: "SLUICE_CLI_ADMIN_TOKEN" } })
+    }
+  }
+  const failure = (exit: Exit.Exit<void, unknown>) =>
+    Exit.isFailure(exit) && exit.cause._tag === "Fail" ? String((exit.cause.error as Error).message) : ""
+
+  it.live("shows the status, resets a breaker, disables and enables an upstream", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(operated(), { env: { SLUICE_CLI_ADMIN_TOKEN: TOKEN } })
+      const env = { SLUICE_ADMIN_TOKEN: TOKEN, SLUICE_URL: gateway.url }
+      // a fails and its breaker opens.
+      for (let i = 0; i < 3; i++)
+        yield* Effect.promise(() =>
+          gateway.client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+        )
+      const status = yield* complete(["status"], env)
+      expect(Exit.isSuccess(status.exit)).toBe(true)
+      expect(status.stdout).toContain("chat: gpt-4o-mini (round-robin; queue 0) -> a, b")
+      expect(status.stdout).toMatch(/a \[simulated\]: healthy, breaker open \(1 failures\)/)
+      const reset = yield* complete(["breaker", "reset", "a"], env)
+      expect(failure(reset.exit)).toBe("")
+      expect(reset.stdout).toContain("breaker of a reset: closed")
+      const disabled = yield* complete(["upstream", "disable", "a", "--url", gateway.url], env)
+      expect(disabled.stdout).toContain("a disabled: generation 2 serves new requests")
+      expect((yield* complete(["status"], env)).stdout).toContain("a [simulated] DISABLED")
+      expect((yield* complete(["upstream", "enable", "a"], env)).stdout).toContain("a enabled: generation 3")
+      const unknown = yield* complete(["breaker", "reset", "nope"], env)
+      expect(failure(unknown.exit)).toContain("no upstream 'nope'; known: a, b")
+      // Not started from a file.
+      expect(failure((yield* complete(["reload"], env)).exit)).toContain("not started from a config file")
+      expect(
+        failure((yield* complete(["status"], { ...env, SLUICE_ADMIN_TOKEN: "wrong-token-value" })).exit)
+      ).toContain("refused the admin token")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("lists every problem of a command line at once, the token's variable included", () =>
+    Effect.gen(function* () {
+      const { exit } = yield* complete(["upstream", "pause", "--url", "--verbose"])
+      expect(failure(exit)).toContain(
+        [
+          "sluice upstream: 4 problems:",
+          "  - --url needs a value",
+          "  - unknown flag --verbose; known: --url, --token-env",
+          "  - expected: sluice upstream disable|enable ID",
+          "  - set the admin token in SLUICE_ADMIN_TOKEN (the gateway's server.admin.tokenEnv)"
+        ].join("\n")
+      )
+      const down = yield* complete(["status", "--url", "http://127.0.0.1:1"], { SLUICE_ADMIN_TOKEN: TOKEN })
+      expect(failure(down.exit)).toContain("cannot reach the admin API at http://127.0.0.1:1")
     }).pipe(Effect.scoped)
   )
 })

@@ -1,12 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Config, Topology } from "@sluice/core"
+import { Config, StateStore, Topology } from "@sluice/core"
 import { Providers } from "@sluice/providers"
 import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as ConfigFile from "../src/ConfigFile.js"
-import { GatewayOptions } from "../src/Gateway.js"
-import * as Server from "../src/Server.js"
+import * as Access from "../src/Access.js"
 import * as Sluice from "../src/Sluice.js"
 
 const shipped = (name: string) => fileURLToPath(new URL(`../config/${name}`, import.meta.url))
@@ -25,9 +24,21 @@ const documentedVariables = (text: string): ReadonlyArray<string> => {
     .map((assignment) => assignment.split("=")[0]!)
 }
 
-/** Builds the gateway options layer of a config, as the server does. */
-const gatewayOptionsOf = (config: Config.ConfigFile) =>
-  Effect.map(Layer.build(Server.gatewayOptions(config)), (context) => Context.get(context, GatewayOptions))
+/** The access rules of a config, with the keys its environment holds (as the server builds them). */
+const accessOf = (config: Config.ConfigFile) =>
+  Effect.gen(function* () {
+    const environment = yield* Config.readEnvironment(config)
+    if (environment.problems.length > 0)
+      return yield* new Config.ConfigError({ source: "environment", problems: environment.problems })
+    const store = yield* StateStore.makeMemory
+    return Access.make({
+      server: config.server,
+      environment,
+      local: store.local,
+      poolOf: () => undefined,
+      upstreams: new Map()
+    })
+  })
 
 describe("config files", () => {
   it.effect("the embedded default decodes: simulated upstreams only, no API key needed", () =>
@@ -75,9 +86,8 @@ describe("config files", () => {
         "local-ollama",
         "local-vllm"
       ])
-      const options = yield* gatewayOptionsOf(config).pipe(onlyEnvironment(env))
-      expect(options.maxBodyBytes).toBe(4_194_304)
-      expect(options.priorityOf).toBeUndefined()
+      const access = yield* accessOf(config).pipe(onlyEnvironment(env))
+      expect(access.required).toBe(false)
     })
   )
 
@@ -89,15 +99,17 @@ describe("config files", () => {
       const config = Either.getOrThrow(ConfigFile.parse(text, "example.yaml"))
       expect(config.server.priorities).toEqual([{ apiKeyEnv: "SLUICE_PRIORITY_KEY", priority: 10 }])
       const keys = { OPENAI_API_KEY: "o", GROQ_API_KEY: "g", ANTHROPIC_API_KEY: "a", GEMINI_API_KEY: "m" }
-      const missing = yield* Effect.flip(gatewayOptionsOf(config).pipe(onlyEnvironment(keys)))
+      const missing = yield* Effect.flip(accessOf(config).pipe(onlyEnvironment(keys)))
       expect(missing.problems).toEqual([
         "server.priorities[0].apiKeyEnv: environment variable SLUICE_PRIORITY_KEY is not set"
       ])
-      const options = yield* gatewayOptionsOf(config).pipe(
-        onlyEnvironment({ ...keys, SLUICE_PRIORITY_KEY: "vip-client-key" })
-      )
-      expect(options.priorityOf?.("vip-client-key")).toBe(10)
-      expect(options.priorityOf?.("someone-else")).toBeUndefined()
+      const access = yield* accessOf(config).pipe(onlyEnvironment({ ...keys, SLUICE_PRIORITY_KEY: "vip-client-key" }))
+      const priorityOf = (key: string) => {
+        const client = access.authenticate({ authorization: `Bearer ${key}` })
+        return client instanceof Access.Refusal ? undefined : access.priority(client, {})
+      }
+      expect(priorityOf("vip-client-key")).toBe(10)
+      expect(priorityOf("someone-else")).toBeUndefined()
     })
   )
 
@@ -127,7 +139,7 @@ describe("config files", () => {
       // Whichever layer the gateway builds first, it names them all.
       const fromTopology = yield* Effect.flip(Topology.fromConfig(config).pipe(onlyEnvironment(env)))
       expect(fromTopology.problems).toEqual(expected)
-      const fromGateway = yield* Effect.flip(Effect.scoped(gatewayOptionsOf(config)).pipe(onlyEnvironment(env)))
+      const fromGateway = yield* Effect.flip(accessOf(config).pipe(onlyEnvironment(env)))
       expect(fromGateway.problems).toEqual(expected)
       expect(fromGateway.message).not.toContain("team-a-secret")
     })

@@ -5,7 +5,8 @@
 import Anthropic, { APIError, BadRequestError, NotFoundError } from "@anthropic-ai/sdk"
 import { describe, expect, it } from "@effect/vitest"
 import { Simulator } from "@sluice/providers"
-import { Effect } from "effect"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
 import { simulatedConfig, startGateway } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
@@ -224,6 +225,29 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
       expect(text.startsWith("[gpt] lorem")).toBe(true)
       expect(error).toBeInstanceOf(APIError)
       expect(String((error as APIError).message)).toContain("gpt")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("takes the SDK's x-api-key as the client key: a configured key is served, an unknown one refused", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [{ id: "gpt", simulate: { completionTokens: 2 } }],
+        [{ id: "claude", models: ["claude-sonnet-4-5"], upstreams: ["gpt"] }]
+      )
+      const key = "sk-team-0123456789abcdef"
+      const server = Schema.decodeUnknownSync(Config.ServerConfig)({
+        host: "127.0.0.1",
+        port: 0,
+        auth: { keys: [{ name: "team", keyEnv: "SLUICE_TEST_MESSAGES_KEY" }] }
+      })
+      const gateway = yield* startGateway({ ...config, server }, { env: { SLUICE_TEST_MESSAGES_KEY: key } })
+      const clientWith = (apiKey: string) =>
+        new Anthropic({ baseURL: gateway.url, apiKey, maxRetries: 0, timeout: 10_000 })
+      const ask = { model: "claude-sonnet-4-5", max_tokens: 10, messages: [{ role: "user" as const, content: "Hi" }] }
+      const served = yield* promise(() => clientWith(key).messages.create(ask))
+      expect(served.content).toEqual([{ type: "text", text: "[gpt] lorem" }])
+      const refused = yield* failure(() => clientWith("sk-nobody-0123456789").messages.create(ask))
+      expect((refused as APIError).status).toBe(401)
     }).pipe(Effect.scoped)
   )
 })

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
 import OpenAI from "openai"
 import { simulatedConfig, startGateway } from "./harness.js"
 
@@ -46,6 +47,10 @@ const arrivals = (requests: ReadonlyArray<{ readonly body: unknown }>) =>
   requests.map((r) => (r.body as { messages: Array<{ content: string }> }).messages[0]?.content ?? "")
 
 /** One upstream that takes one request at a time and answers after `latencyMs`. */
+/** Client keys as the config decodes them (defaults applied). */
+const decodeKeys = (keys: ReadonlyArray<Record<string, unknown>>) =>
+  Schema.decodeUnknownSync(Schema.Array(Config.ClientKeyConfig))(keys)
+
 const oneAtATime = (latencyMs: number, queue: Record<string, unknown>) =>
   simulatedConfig(
     [{ id: "only", limits: { maxConcurrency: 1 }, simulate: { latencyMs } }],
@@ -148,9 +153,14 @@ describe("the queue, through the gateway with the openai SDK", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("serves the queue highest x-sluice-priority first, FIFO within a priority", () =>
+  it.live("serves the queue highest x-sluice-priority first, FIFO within a priority, for a key allowed to set it", () =>
     Effect.gen(function* () {
-      const gateway = yield* startGateway(oneAtATime(150, { maxSize: 10, maxWaitMs: 10_000 }))
+      const config = oneAtATime(150, { maxSize: 10, maxWaitMs: 10_000 })
+      const keys = [{ name: "batch", keyEnv: "SLUICE_TEST_BATCH_KEY", priorityHeader: true }]
+      const gateway = yield* startGateway(
+        { ...config, server: { ...config.server, auth: { open: false, keys: decodeKeys(keys) } } },
+        { env: { SLUICE_TEST_BATCH_KEY: "sk-test" } }
+      )
       const all: Array<Promise<unknown>> = [ask(gateway.client, "busy")]
       yield* sleep(50)
       for (const [content, priority] of [

@@ -2,7 +2,7 @@
 import type { Config as SluiceConfig } from "@sluice/core"
 import { Config } from "@sluice/core"
 import type { Simulator } from "@sluice/providers"
-import { ConfigProvider, Context, Effect, Either, Layer } from "effect"
+import { Cause, ConfigProvider, Context, Effect, Either, Layer, Logger } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -40,6 +40,8 @@ export interface HarnessOptions extends Server.Options {
    * `server.priorities`), on top of the real environment; `process.env` is left alone.
    */
   readonly env?: Readonly<Record<string, string>>
+  /** Collects every log line the gateway writes (message and annotations), instead of printing it. */
+  readonly logs?: Array<string>
 }
 
 /** Parses a JSON-text array attribute of a route span. */
@@ -52,7 +54,7 @@ export const listAttribute = (
 /** Starts the gateway for `config` (port forced to 0) in the test's scope. */
 export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOptions = {}) =>
   Effect.gen(function* () {
-    const { env, ...serverOptions } = options
+    const { env, logs, ...serverOptions } = options
     // Decisions are read back from the trace, as a user would in Jaeger.
     const exporter = new InMemorySpanExporter()
     const build = Layer.build(
@@ -60,7 +62,19 @@ export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOp
         { ...config, server: { ...config.server, host: "127.0.0.1", port: 0 } },
         {
           banner: false,
-          telemetry: Telemetry.layerExporter(exporter),
+          telemetry:
+            logs === undefined
+              ? Telemetry.layerExporter(exporter)
+              : Layer.merge(
+                  Telemetry.layerExporter(exporter),
+                  Logger.replace(
+                    Logger.defaultLogger,
+                    Logger.make(({ message, annotations, cause }) => {
+                      logs.push(`${JSON.stringify(message)} ${JSON.stringify([...annotations])} ${Cause.pretty(cause)}`)
+                    })
+                  )
+                ),
+          drainMs: 0,
           ...serverOptions
         }
       )

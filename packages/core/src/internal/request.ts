@@ -87,6 +87,12 @@ export class Request implements Step {
   unclaimed: Effect.Effect<void> | undefined = undefined
   /** The capabilities the request needs, when it needs any (see `Capabilities.needsOf`). */
   needs: ReadonlyArray<string> | undefined = undefined
+  /**
+   * Makes an effect interruptible as the caller of the route was. A route runs uninterruptibly — so
+   * that whatever ends it, its handlers finish its attempts and leave the queue, with no mask per
+   * attempt — except where it waits: the provider call, the queue, a backoff, an exact count.
+   */
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> = identity
   private pending: Array<Effect.Effect<void>> | undefined = undefined
 
   constructor(
@@ -161,6 +167,8 @@ export class Request implements Step {
     this.pass = newPass()
   }
 }
+
+const identity = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => effect
 
 const newPass = (): Pass => ({
   pool: 0,

@@ -4,17 +4,18 @@
  * with a stall watchdog, and finish the attempt — releases, decision, spans — when it ends.
  */
 import type { Clock, Tracer } from "effect"
-import { Cause, Deferred, Duration, Effect, Exit, FiberId, Option, Scope, Stream } from "effect"
+import { Deferred, Duration, Effect, Exit, FiberId, Option, Scope, Stream } from "effect"
 import type { Admitted, Service as AttemptStage } from "../Attempt.js"
-import { inAttemptSpan } from "../Attempt.js"
+import { failedWith, inAttemptSpan } from "../Attempt.js"
 import type { Decision } from "../Decision.js"
 import { spanAttributes } from "../Decision.js"
 import type { RateLimitInfo, UpstreamError } from "../Errors.js"
 import { Failure } from "../Errors.js"
 import type { Outcome } from "../Guard.js"
-import type { Service as ProviderService } from "../Provider.js"
+import type { Call, Service as ProviderService } from "../Provider.js"
 import type { Polled, Source, StreamEvent } from "../StreamEvent.js"
-import { isContent, isEvents, take, toStream } from "../StreamEvent.js"
+import { isContent, isEvents, toStream } from "../StreamEvent.js"
+import type { Upstream } from "../Topology.js"
 import type { ChatCompletionRequest, Usage } from "../Wire.js"
 import { liveClock, within } from "./deadline.js"
 import type { Request } from "./request.js"
@@ -55,80 +56,78 @@ export const open = (
   routeSpan: Tracer.Span | undefined
 ): Effect.Effect<RoutedStream, UpstreamError> => {
   const upstream = admitted.attempt.upstream
-  const clientWantsUsage = chat.stream_options?.include_usage === true
   const interChunk = upstream.stream.interChunkTimeoutMs
   const firstChunk = upstream.stream.firstChunkTimeoutMs ?? upstream.timeoutMs
-  const finishWith = (outcome: Outcome) => {
-    request.tick()
-    stage.finish(request, admitted, outcome)
-    return request.span === undefined ? request.flush() : Effect.void
+  const timedOut = () => Failure.timeout(upstream.id, `no first content event within ${firstChunk} ms`)
+  // On the live clock, a provider that keeps deadlines times the opening and a timer of ours the wait
+  // for the first content: no fiber per stream. Otherwise (`TestClock`) the generic deadline runs both.
+  const timesItself = request.clock === liveClock && provider.enforcesTimeout?.(upstream) === true
+  // Usage is always requested upstream so budgets learn the real count; the usage-only chunk is
+  // dropped again for clients that did not ask for it.
+  const call: Call<ChatCompletionRequest> = {
+    request: {
+      ...chat,
+      model: upstream.model ?? request.match.model,
+      stream: true,
+      stream_options: { ...chat.stream_options, include_usage: true }
+    },
+    model: upstream.model ?? request.match.model,
+    traced: request.span !== undefined,
+    defaultMaxTokens: admitted.attempt.reservedOutputTokens,
+    ...(timesItself ? { openTimeoutMs: firstChunk } : {})
   }
-  const latency = () => Math.max(0, request.clock.unsafeCurrentTimeMillis() - admitted.startedAt)
-  const opening = Effect.flatMap(Scope.make(), (scope) =>
-    Effect.gen(function* () {
-      // Usage is always requested upstream so budgets learn the real count; the usage-only chunk is
-      // dropped again for clients that did not ask for it.
-      const body: ChatCompletionRequest = {
-        ...chat,
-        model: upstream.model ?? request.match.model,
-        stream: true,
-        stream_options: { ...chat.stream_options, include_usage: true }
-      }
-      const opened = yield* provider.chatStream(upstream, {
-        request: body,
-        model: body.model,
-        defaultMaxTokens: admitted.attempt.reservedOutputTokens
-      })
-      const feed = yield* watch(opened.events, request.clock, interChunk, () =>
-        Failure.timeout(upstream.id, `stream stalled: no event within ${interChunk} ms`)
-      )
-      const head: Array<StreamEvent> = []
-      for (;;) {
-        const taken = yield* Effect.either(take(feed))
-        if (taken._tag === "Left") {
-          return yield* Option.isSome(taken.left)
-            ? Effect.fail(taken.left.value)
-            : Effect.fail(Failure.protocol(upstream.id, "stream ended before its first content event"))
-        }
-        let content = false
-        for (const event of taken.right) {
-          head.push(event)
-          if (!content && isContent(event)) content = true
-        }
-        if (content) {
-          // Handed over here, before this effect completes: from now on the stream's release (which
-          // the router runs if the request is interrupted before the caller holds the stream) ends it.
-          stage.served(request, admitted)
-          return handOver(request, admitted, {
-            head,
+  const opening = Effect.flatMap(Scope.make(), (scope) => {
+    let feed: Feed | undefined
+    let rateLimits: RateLimitInfo | undefined
+    const started = Effect.flatMap(
+      Effect.provideService(provider.chatStream(upstream, call), Scope.Scope, scope),
+      (opened) => {
+        rateLimits = opened.rateLimits
+        feed = watch(opened.events, request.clock, interChunk, () =>
+          Failure.timeout(upstream.id, `stream stalled: no event within ${interChunk} ms`)
+        )
+        const watching = request.clock === liveClock ? Effect.void : Effect.forkIn(feed.watchdog, scope)
+        return Effect.zipRight(
+          watching,
+          firstContent(
             feed,
-            rateLimits: opened.rateLimits,
+            upstream,
+            timesItself ? admitted.startedAt + firstChunk : undefined,
+            request.clock,
+            timedOut
+          )
+        )
+      }
+    )
+    const timed = timesItself ? started : within(request.clock, firstChunk, timedOut)(started)
+    // The route is uninterruptible but where it waits (see `Request.restore`): the handler below
+    // finishes the attempt however opening ends.
+    return Effect.matchCauseEffect(request.restore(timed), {
+      onSuccess: (head) => {
+        // Handed over before this effect completes: from now on the stream's release (which the
+        // router runs if the request is interrupted before the caller holds the stream) ends it.
+        stage.served(request, admitted)
+        return Effect.succeed(
+          handOver(request, admitted, {
+            head,
+            feed: feed!,
+            rateLimits,
             scope,
-            clientWantsUsage,
+            clientWantsUsage: chat.stream_options?.include_usage === true,
             finish: stage.finish,
             routeSpan
           })
-        }
-      }
-    }).pipe(
-      Scope.extend(scope),
-      within(request.clock, firstChunk, () =>
-        Failure.timeout(upstream.id, `no first content event within ${firstChunk} ms`)
-      ),
-      Effect.onExit((exit) => {
-        if (exit._tag === "Success") return Effect.void
-        const failure = Cause.failureOption(exit.cause)
-        return Effect.zipRight(
-          Scope.close(scope, exit),
-          finishWith(
-            Option.isSome(failure)
-              ? { _tag: "Failure", latencyMs: latency(), error: failure.value, rateLimits: failure.value.rateLimits }
-              : { _tag: "Interrupted", latencyMs: latency() }
-          )
         )
-      })
-    )
-  )
+      },
+      onFailure: (cause) => {
+        feed?.stop()
+        request.tick()
+        stage.finish(request, admitted, failedWith(cause, Math.max(0, request.now - admitted.startedAt)))
+        const closed = Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause))
+        return request.span === undefined ? Effect.zipRight(request.flush(), closed) : closed
+      }
+    })
+  })
   // With spans, what the guards left runs after the attempt's span (a transition belongs on the route span).
   return request.span === undefined
     ? opening
@@ -136,6 +135,66 @@ export const open = (
         inAttemptSpan(request, admitted, opening),
         Effect.suspend(() => request.flush())
       )
+}
+
+/**
+ * Waits for the stream's first content event, keeping the events before it for the reader. Fails
+ * when the stream ends or fails first, or — with `deadlineAt` (epoch milliseconds, live clock) — when
+ * it has not come by then. One wait, however many reads it takes.
+ */
+const firstContent = (
+  feed: Feed,
+  upstream: Upstream,
+  deadlineAt: number | undefined,
+  clock: Clock.Clock,
+  timedOut: () => UpstreamError
+): Effect.Effect<ReadonlyArray<StreamEvent>, UpstreamError> => {
+  const head: Array<StreamEvent> = []
+  /** Reads what has arrived: the outcome once there is one, else undefined. */
+  const read = (): Effect.Effect<ReadonlyArray<StreamEvent>, UpstreamError> | undefined => {
+    for (;;) {
+      const got = feed.poll()
+      if (got === undefined) return undefined
+      if (!isEvents(got)) {
+        return Effect.fail(
+          Option.isSome(got) ? got.value : Failure.protocol(upstream.id, "stream ended before its first content event")
+        )
+      }
+      let content = false
+      for (const event of got) {
+        head.push(event)
+        if (!content && isContent(event)) content = true
+      }
+      if (content) return Effect.succeed(head)
+    }
+  }
+  return Effect.suspend(() => {
+    const now = read()
+    if (now !== undefined) return now
+    return Effect.async<ReadonlyArray<StreamEvent>, UpstreamError>((resume) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const wake = () => {
+        const outcome = read()
+        if (outcome === undefined) return feed.onReady(wake)
+        if (timer !== undefined) clearTimeout(timer)
+        resume(outcome)
+      }
+      feed.onReady(wake)
+      if (deadlineAt !== undefined) {
+        timer = setTimeout(
+          () => {
+            feed.onReady(undefined)
+            resume(Effect.fail(timedOut()))
+          },
+          Math.max(0, deadlineAt - clock.unsafeCurrentTimeMillis())
+        )
+      }
+      return Effect.sync(() => {
+        if (timer !== undefined) clearTimeout(timer)
+        feed.onReady(undefined)
+      })
+    })
+  })
 }
 
 interface Opened {
@@ -151,7 +210,9 @@ interface Opened {
 /** The started stream for its reader: what it reads, and what ends the attempt when it stops. */
 const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedStream => {
   const { feed, clientWantsUsage, routeSpan } = opened
-  const done = Deferred.unsafeMake<Decision>(FiberId.none)
+  // The decision once the stream has ended; a deferred only for a caller that asks before then.
+  let final: Decision | undefined
+  let done: Deferred.Deferred<Decision> | undefined
   let head: ReadonlyArray<StreamEvent> | undefined = opened.head
   let usage: Usage | undefined
   /** What reaches the client: every event but the usage-only chunk it did not ask for. */
@@ -200,10 +261,12 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
               rateLimits: opened.rateLimits
             }
           : { _tag: "Interrupted", latencyMs }
+    feed.stop()
     request.tick()
     opened.finish(request, admitted, outcome)
-    return request.flush().pipe(
-      Effect.zipRight(Scope.close(opened.scope, Exit.void)),
+    const flushed = request.flush()
+    const closed = Scope.close(opened.scope, Exit.void)
+    return (flushed === Effect.void ? closed : Effect.zipRight(flushed, closed)).pipe(
       Effect.zipRight(
         Effect.suspend(() => {
           // Frozen after the attempt is recorded.
@@ -221,7 +284,8 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
               failure !== undefined ? Exit.fail(failure) : ended === "end" ? Exit.void : Exit.interrupt(FiberId.none)
             )
           }
-          return Deferred.succeed(done, frozen)
+          final = frozen
+          return done === undefined ? Effect.void : Deferred.succeed(done, frozen)
         })
       )
     )
@@ -238,7 +302,9 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
     get events() {
       return Stream.ensuring(toStream(source), release)
     },
-    decision: Deferred.await(done)
+    decision: Effect.suspend(() =>
+      final !== undefined ? Effect.succeed(final) : Deferred.await((done ??= Deferred.unsafeMake(FiberId.none)))
+    )
   }
 }
 
@@ -246,85 +312,80 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
 interface Feed extends Source {
   /** How the stream ended for the reader: `"end"`, an error, or undefined while it has not ended. */
   readonly delivered: () => "end" | UpstreamError | undefined
+  /** Stops the watchdog (the live clock's timer); idempotent. */
+  readonly stop: () => void
+  /** Under any clock but the live one, the watchdog as a fiber to fork (it sleeps on that clock). */
+  readonly watchdog: Effect.Effect<void>
 }
 
 /**
  * Watches `source` for stalls: one watchdog per stream checks how long the reader has been waiting —
- * not a timer per event. With the live clock it is a plain timer; with any other clock (`TestClock`)
- * a fiber sleeping on it. Both end with the scope.
+ * not a timer per event. With the live clock it is a plain timer, stopped by `stop`; with any other
+ * clock (`TestClock`) the caller forks `watchdog`, which sleeps on it.
  */
-const watch = (
-  source: Source,
-  clock: Clock.Clock,
-  stallMs: number,
-  stalled: () => UpstreamError
-): Effect.Effect<Feed, never, Scope.Scope> =>
-  Effect.gen(function* () {
-    const scope = yield* Effect.scope
-    let stall: UpstreamError | undefined
-    let delivered: "end" | UpstreamError | undefined
-    let ready: (() => void) | undefined
-    let waitingSince: number | undefined
-    const poll = (): Polled => {
-      if (stall !== undefined) {
-        delivered = stall
-        return Option.some(stall)
-      }
-      const got = source.poll()
-      if (got === undefined) return undefined
+const watch = (source: Source, clock: Clock.Clock, stallMs: number, stalled: () => UpstreamError): Feed => {
+  let stall: UpstreamError | undefined
+  let delivered: "end" | UpstreamError | undefined
+  let ready: (() => void) | undefined
+  let waitingSince: number | undefined
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const poll = (): Polled => {
+    if (stall !== undefined) {
+      delivered = stall
+      return Option.some(stall)
+    }
+    const got = source.poll()
+    if (got === undefined) return undefined
+    waitingSince = undefined
+    if (!isEvents(got)) delivered = Option.isSome(got) ? got.value : "end"
+    return got
+  }
+  const onReady = (r: (() => void) | undefined) => {
+    ready = r
+    if (r === undefined) {
       waitingSince = undefined
-      if (!isEvents(got)) delivered = Option.isSome(got) ? got.value : "end"
-      return got
+      return source.onReady(undefined)
     }
-    const onReady = (r: (() => void) | undefined) => {
-      ready = r
-      if (r === undefined) {
-        waitingSince = undefined
-        return source.onReady(undefined)
-      }
-      waitingSince ??= clock.unsafeCurrentTimeMillis()
-      source.onReady(() => {
-        const go = ready
-        ready = undefined
-        go?.()
-      })
+    waitingSince ??= clock.unsafeCurrentTimeMillis()
+    source.onReady(() => {
+      const go = ready
+      ready = undefined
+      go?.()
+    })
+  }
+  /** Checks for a stall; the milliseconds until the next check, or undefined when the stream is over. */
+  const check = (): number | undefined => {
+    if (delivered !== undefined || stall !== undefined) return undefined
+    const now = clock.unsafeCurrentTimeMillis()
+    if (waitingSince !== undefined && now - waitingSince >= stallMs) {
+      stall = stalled()
+      const go = ready
+      ready = undefined
+      source.onReady(undefined)
+      go?.()
+      return undefined
     }
-    /** Checks for a stall; the milliseconds until the next check, or undefined when the stream is over. */
-    const check = (): number | undefined => {
-      if (delivered !== undefined || stall !== undefined) return undefined
-      const now = clock.unsafeCurrentTimeMillis()
-      if (waitingSince !== undefined && now - waitingSince >= stallMs) {
-        stall = stalled()
-        const go = ready
-        ready = undefined
-        source.onReady(undefined)
-        go?.()
-        return undefined
-      }
-      return waitingSince === undefined ? stallMs : Math.max(1, waitingSince + stallMs - now)
+    return waitingSince === undefined ? stallMs : Math.max(1, waitingSince + stallMs - now)
+  }
+  if (clock === liveClock) {
+    const tick = () => {
+      const next = check()
+      timer = next === undefined ? undefined : setTimeout(tick, next)
     }
-    if (clock === liveClock) {
-      let timer: ReturnType<typeof setTimeout> | undefined
-      const tick = () => {
-        const next = check()
-        timer = next === undefined ? undefined : setTimeout(tick, next)
-      }
-      timer = setTimeout(tick, stallMs)
-      // Straight on the scope: `Effect.addFinalizer` would diff every fiber ref when it runs.
-      yield* Scope.addFinalizer(
-        scope,
-        Effect.sync(() => clearTimeout(timer))
-      )
-    } else {
-      yield* Effect.forkScoped(
-        Effect.gen(function* () {
-          let wait: number | undefined = stallMs
-          while (wait !== undefined) {
-            yield* Effect.sleep(Duration.millis(wait))
-            wait = check()
-          }
-        })
-      )
-    }
-    return { poll, onReady, delivered: () => delivered }
-  })
+    timer = setTimeout(tick, stallMs)
+  }
+  return {
+    poll,
+    onReady,
+    delivered: () => delivered,
+    stop: () => {
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+    },
+    watchdog: Effect.suspend(() => {
+      const loop = (wait: number | undefined): Effect.Effect<void> =>
+        wait === undefined ? Effect.void : Effect.flatMap(Effect.sleep(Duration.millis(wait)), () => loop(check()))
+      return loop(stallMs)
+    })
+  }
+}

@@ -304,7 +304,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
   private finished = false
   /** The reader waiting for events (see `StreamEvent.Source.onReady`). */
   private ready: (() => void) | undefined
-  /** The deadline of a whole answer, while it runs. */
+  /** The deadline of an answer (or of a stream's acceptance) while it runs; after the end marker, the drain's. */
   private timer: ReturnType<typeof setTimeout> | undefined
 
   constructor(
@@ -360,6 +360,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
 
   onResponseEnd(): void {
     this.finished = true
+    this.stopTimer()
     if (this.streaming) {
       if (!this.over) {
         this.fail(
@@ -381,6 +382,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     this.finished = true
+    this.stopTimer()
     if (this.streaming) {
       if (!this.over) {
         this.fail(Errors.Failure.connection(this.upstream.id, `the upstream broke off mid-stream: ${error.message}`))
@@ -399,18 +401,18 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
 
   /** Stops the exchange: before the answer, the request is aborted; mid-stream, the connection is closed. */
   readonly cancel = (): void => {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer)
-      this.timer = undefined
-    }
+    this.stopTimer()
     if (this.finished) return
     if (this.streaming && this.over && this.failure === undefined) {
       // The end arrived: let the rest drain so the connection is reused (bounded, should the upstream
       // keep the answer open).
       this.controller?.resume()
-      setTimeout(() => {
+      // Cleared when the answer ends: the timer must not keep the exchange for DRAIN_MS.
+      this.timer = setTimeout(() => {
+        this.timer = undefined
         if (!this.finished) this.controller?.abort(new Error("the answer did not end after its end marker"))
-      }, DRAIN_MS).unref()
+      }, DRAIN_MS)
+      this.timer.unref()
       return
     }
     this.cancelled = true
@@ -418,22 +420,26 @@ class Exchange implements Dispatcher.DispatchHandler, StreamEvent.Source {
   }
 
   /** Fails the exchange with a timeout and cancels it unless it has been answered within `ms`. */
-  deadline(ms: number): void {
+  deadline(ms: number, message: string): void {
     this.timer = setTimeout(() => {
       this.timer = undefined
       if (this.settled) return
-      this.settle(Effect.fail(Errors.Failure.timeout(this.upstream.id, `no response within ${ms} ms`)))
+      this.settle(Effect.fail(Errors.Failure.timeout(this.upstream.id, message)))
       this.cancel()
     }, ms)
+  }
+
+  private stopTimer() {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
   }
 
   private settle(effect: Effect.Effect<unknown, Errors.UpstreamError>) {
     if (this.settled) return
     this.settled = true
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer)
-      this.timer = undefined
-    }
+    this.stopTimer()
     const resume = this.resume
     // The opening fiber is done with: a stream that lives on must not keep it (and its stack) alive.
     this.resume = settled
@@ -478,6 +484,11 @@ export interface Post {
   readonly payload: string
   /** Whether spans are exported; undefined checks. */
   readonly traced?: boolean | undefined
+  /**
+   * For a stream: the milliseconds the upstream has to accept it (see `Provider.Call.openTimeoutMs`);
+   * absent, the router times the opening.
+   */
+  readonly openTimeoutMs?: number | undefined
 }
 
 /** POSTs to upstreams over one keep-alive agent. */
@@ -549,9 +560,12 @@ export const makeClient = (options: ClientOptions): Effect.Effect<Client, never,
             whole
           )
           onExchange?.(exchange)
-          // A whole answer has `timeoutMs` to arrive (see `Provider.Service.enforcesTimeout`); a stream's
-          // first event is timed by the router.
-          if (stream === undefined) exchange.deadline(upstream.timeoutMs)
+          // A whole answer has `timeoutMs` to arrive, a stream the `openTimeoutMs` the router gives to be
+          // accepted (see `Provider.Service.enforcesTimeout`); a stream's first event is timed by the router.
+          if (stream === undefined) exchange.deadline(upstream.timeoutMs, `no response within ${upstream.timeoutMs} ms`)
+          else if (request.openTimeoutMs !== undefined) {
+            exchange.deadline(request.openTimeoutMs, `the stream was not accepted within ${request.openTimeoutMs} ms`)
+          }
           agent.dispatch(
             {
               origin: t.origin,
@@ -587,16 +601,19 @@ export const makeClient = (options: ClientOptions): Effect.Effect<Client, never,
     return {
       whole: (request, whole) => post(request, undefined, whole, undefined),
       stream: (request, decoder) =>
-        Effect.gen(function* () {
+        Effect.flatMap(Effect.scope, (scope) => {
           let exchange: Exchange | undefined
           // Straight on the scope: `Effect.addFinalizer` would diff every fiber ref when it runs.
-          yield* Scope.addFinalizer(
-            yield* Effect.scope,
+          const cancel = Scope.addFinalizer(
+            scope,
             Effect.sync(() => exchange?.cancel())
           )
-          return yield* post<Answer | Opened>(request, decoder, undefined, (e) => {
-            exchange = e
-          })
+          return Effect.zipRight(
+            cancel,
+            post<Answer | Opened>(request, decoder, undefined, (e) => {
+              exchange = e
+            })
+          )
         })
     }
   })

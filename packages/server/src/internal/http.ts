@@ -88,3 +88,19 @@ const drained = (res: ServerResponse) =>
     res.once("drain", go)
     return Effect.sync(() => void res.off("drain", go))
   })
+
+/**
+ * What an endpoint module (`Messages`, `Responses`) needs of the gateway: the router; what to do with
+ * a whole answer's decision (the client's usage); and how to run the relay of a stream it answers
+ * (`relaying`, already written to `res`), so that the stream is one the gateway's drain knows and is
+ * released — with the client's usage recorded — however it ends. Called inside the caller's mask.
+ */
+export interface Endpoint {
+  readonly router: Router.Service
+  readonly served: (decision: Decision.Decision) => void
+  readonly relayed: (
+    res: ServerResponse,
+    routed: Router.RoutedStream,
+    relaying: Effect.Effect<void>
+  ) => Effect.Effect<void>
+}

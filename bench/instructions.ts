@@ -1,0 +1,118 @@
+/**
+ * Instructions per request, counted by `valgrind --tool=callgrind` in the gateway: a measure that does
+ * not move when the machine is busy, for comparing two versions of the request path on a noisy machine
+ * (the throughput of `npm run bench` moves with every other process). It counts instructions, not
+ * time: a cache miss and an instruction cost the same here. Run both versions, compare the counts.
+ *
+ * The gateway runs under callgrind (some 50 times slower), the simulator and the client natively. After
+ * `BENCH_INSTR_WARMUP` requests the counters are zeroed (`callgrind_control --zero`), then
+ * `BENCH_INSTR_REQUESTS` are sent, `BENCH_INSTR_CONCURRENCY` at a time, and the counters dumped.
+ *
+ *   npm run build && node --import tsx bench/instructions.ts            # whole answers
+ *   BENCH_INSTR_STREAM=1 node --import tsx bench/instructions.ts        # streams
+ */
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Pool } from "undici"
+import { freePort, start, stopAll, waitReady } from "./lib/children.js"
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url))
+const SLUICE_BIN = join(ROOT, "packages/server/bin/sluice.js")
+const warmup = Number(process.env["BENCH_INSTR_WARMUP"] ?? 300)
+const requests = Number(process.env["BENCH_INSTR_REQUESTS"] ?? 1000)
+const concurrency = Number(process.env["BENCH_INSTR_CONCURRENCY"] ?? 10)
+const stream = process.env["BENCH_INSTR_STREAM"] !== undefined
+const nodeArgs = (process.env["BENCH_SLUICE_NODE_ARGS"] ?? "").split(" ").filter((a) => a !== "")
+
+const body = JSON.stringify({
+  model: "bench-model",
+  messages: [{ role: "user", content: "Hello there, how are you today?" }],
+  ...(stream ? { stream: true } : {})
+})
+
+/** Sends `n` requests, `concurrency` at a time, reading each answer whole; fails on any non-200. */
+const send = async (pool: Pool, n: number): Promise<void> => {
+  let left = n
+  const worker = async () => {
+    while (left-- > 0) {
+      const res = await pool.request({
+        path: "/v1/chat/completions",
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body
+      })
+      const text = await res.body.text()
+      if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}: ${text.slice(0, 200)}`)
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker))
+}
+
+const main = async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sluice-instr-"))
+  try {
+    const simPort = await freePort()
+    // prettier-ignore
+    const sim = start("simulator", process.execPath, [
+      SLUICE_BIN, "simulate", "--port", String(simPort), "--models", "bench-model", "--seed", "1",
+      "--latency-ms", "0", "--ttft-ms", "0", "--tokens-per-second", "0", "--completion-tokens", "16"
+    ], { cwd: ROOT })
+    await waitReady(sim, `http://127.0.0.1:${simPort}/health`)
+    const port = await freePort()
+    const config = join(dir, "sluice.yaml")
+    writeFileSync(
+      config,
+      `server: { host: 127.0.0.1, port: ${port} }
+upstreams:
+  - { id: sim, provider: openai-compatible, baseUrl: "http://127.0.0.1:${simPort}/v1" }
+pools:
+  - { id: bench, models: [bench-model], upstreams: [sim] }
+`
+    )
+    const out = join(dir, "callgrind.out")
+    const gateway = start(
+      "sluice (callgrind)",
+      "valgrind",
+      [
+        "--tool=callgrind",
+        `--callgrind-out-file=${out}`,
+        process.execPath,
+        ...nodeArgs,
+        SLUICE_BIN,
+        "serve",
+        "--config",
+        config
+      ],
+      { cwd: ROOT }
+    )
+    const origin = `http://127.0.0.1:${port}`
+    await waitReady(gateway, `${origin}/health`, 300_000)
+    const pool = new Pool(origin, { connections: concurrency })
+    await send(pool, warmup)
+    execFileSync("callgrind_control", ["--zero", String(gateway.pid)], { stdio: "ignore" })
+    await send(pool, requests)
+    execFileSync("callgrind_control", ["--dump", String(gateway.pid)], { stdio: "ignore" })
+    await pool.close()
+    gateway.process.kill("SIGKILL")
+    const dump = readdirSync(dir).find((f) => f.startsWith("callgrind.out.") && !f.endsWith(".0"))
+    const text = readFileSync(join(dir, dump ?? "callgrind.out.1"), "utf8")
+    const totals = /^(?:totals|summary):\s+(\d+)/m.exec(text)
+    if (totals === null) throw new Error("no totals in the callgrind dump")
+    const perRequest = Number(totals[1]) / requests
+    console.log(
+      `${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
+        `${Math.round(perRequest).toLocaleString("en-US")} instructions per request`
+    )
+  } finally {
+    await stopAll()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exitCode = 1
+})

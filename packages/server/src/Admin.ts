@@ -1,0 +1,376 @@
+/**
+ * The admin API (`/admin`, described in `AdminApi.ts`): config get / validate / replace / reload,
+ * upstream status, breaker reset, disable / enable, add / remove, health check now, client keys,
+ * models and the OpenAPI document — behind its own token, compared in constant time.
+ *
+ * It runs off the request path: the gateway hands it requests under `/admin` only, and the server
+ * loads this module only when `server.admin` is configured. Every change to the topology or the keys
+ * is a change of the running config, made and validated as a whole and swapped in by
+ * `Routing.update` — so what the admin API changed is what `GET /admin/config` shows, and a reload
+ * from the file replaces it.
+ */
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as OpenApi from "@effect/platform/OpenApi"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import type { Topology } from "@sluice/core"
+import { Config as SluiceConfig } from "@sluice/core"
+import type { Scope } from "effect"
+import { Clock, Effect, Either, Layer, Redacted } from "effect"
+import { createHash, timingSafeEqual } from "node:crypto"
+import * as Access from "./Access.js"
+import { AdminApi, AdminAuth, Conflict, Forbidden, InvalidConfig, NotFound, Unauthorized } from "./AdminApi.js"
+import type * as Gateway from "./Gateway.js"
+import * as Reload from "./Reload.js"
+import * as Routing from "./Routing.js"
+
+/** What the admin API needs beyond the running config. */
+export interface Options {
+  /** The admin token (`server.admin.tokenEnv`). */
+  readonly token: Redacted.Redacted<string>
+  /** What configs are checked against (strategy names and provider kinds). */
+  readonly decode: SluiceConfig.DecodeOptions
+  /** The file the gateway was started from: `POST /admin/config/reload` reads it again. */
+  readonly configPath?: string | undefined
+}
+
+const REDACTED = "<redacted>"
+
+/** The config as `GET /admin/config` shows it: key digests and upstream header values redacted. */
+export const redact = (config: SluiceConfig.ConfigFile): unknown => ({
+  ...config,
+  server: {
+    ...config.server,
+    auth: {
+      ...config.server.auth,
+      keys: config.server.auth.keys.map((key) => (key.sha256 === undefined ? key : { ...key, sha256: REDACTED }))
+    }
+  },
+  upstreams: config.upstreams.map((u) =>
+    u.headers === undefined
+      ? u
+      : { ...u, headers: Object.fromEntries(Object.keys(u.headers).map((name) => [name, REDACTED])) }
+  )
+})
+
+const invalid = (error: SluiceConfig.ConfigError) =>
+  new InvalidConfig({ message: `invalid configuration: ${error.problems.length} problem(s)`, problems: error.problems })
+
+/** A config edited by an admin action, checked as a whole as if loaded from a file. */
+const checked = (config: SluiceConfig.ConfigFile, options: Options) =>
+  Either.mapLeft(SluiceConfig.decode(config, "admin", options.decode), invalid)
+
+/** The state of one upstream of a generation. */
+const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstream) =>
+  Effect.gen(function* () {
+    const used = yield* generation.limiter.snapshot(upstream)
+    const { rpm, tpm } = used.limits
+    // What is left this minute, where a limit is set.
+    const budget = {
+      ...used,
+      ...(rpm === undefined ? {} : { requestsLeft: Math.max(0, rpm - used.requestsUsed) }),
+      ...(tpm === undefined ? {} : { tokensLeft: Math.max(0, tpm - used.tokensUsed) })
+    }
+    return {
+      id: upstream.id,
+      name: upstream.name,
+      provider: upstream.provider,
+      pools: [...generation.topology.pools.values()]
+        .filter((p) => p.upstreams.some((u) => u.id === upstream.id))
+        .map((p) => p.id),
+      enabled: upstream.enabled,
+      simulated: upstream.simulated,
+      health: yield* generation.health.status(upstream.id),
+      breaker: yield* generation.breaker.snapshot(upstream),
+      budget,
+      inFlight: budget.inFlight
+    }
+  })
+
+const upstreamOf = (generation: Routing.Generation, id: string) => {
+  const upstream = generation.topology.upstreams.get(id)
+  return upstream === undefined
+    ? Effect.fail(
+        new NotFound({
+          message: `no upstream '${id}'; known: ${[...generation.topology.upstreams.keys()].join(", ")}`
+        })
+      )
+    : Effect.succeed(upstream)
+}
+
+/** The index of upstream `id` in a config, or the 404. */
+const indexOf = (config: SluiceConfig.ConfigFile, id: string) => {
+  const index = config.upstreams.findIndex((u) => u.id === id)
+  return index === -1
+    ? Effect.fail(
+        new NotFound({ message: `no upstream '${id}'; known: ${config.upstreams.map((u) => u.id).join(", ")}` })
+      )
+    : Effect.succeed(index)
+}
+
+const applied = (generation: Routing.Generation) => ({ generation: generation.number })
+
+const digest = (text: string) => createHash("sha256").update(text).digest()
+
+/** The admin token check: 401 without a token, 403 with another one. */
+const authLayer = (options: Options) => {
+  const expected = digest(Redacted.value(options.token))
+  return Layer.succeed(
+    AdminAuth,
+    AdminAuth.of({
+      bearer: (token) => {
+        const sent = Redacted.value(token).trim()
+        if (sent === "")
+          return Effect.fail(
+            new Unauthorized({ message: "the admin API needs the admin token: send 'Authorization: Bearer <token>'" })
+          )
+        return timingSafeEqual(digest(sent), expected)
+          ? Effect.void
+          : Effect.fail(new Forbidden({ message: "the token is not the admin token" }))
+      }
+    })
+  )
+}
+
+const configGroup = (options: Options) =>
+  HttpApiBuilder.group(AdminApi, "config", (handlers) =>
+    handlers
+      .handle("get", () => Effect.map(Routing.Routing, (routing) => redact(routing.current().config)))
+      .handle("validate", ({ payload }) =>
+        Effect.gen(function* () {
+          const decoded = yield* Effect.either(SluiceConfig.decodeWithEnvironment(payload, "admin", options.decode))
+          if (Either.isLeft(decoded)) return { valid: false, problems: decoded.left.problems }
+          const exposed = Access.exposureProblem({
+            ...decoded.right.server,
+            host: (yield* Routing.Routing).current().config.server.host
+          })
+          return exposed === undefined ? { valid: true, problems: [] } : { valid: false, problems: [exposed] }
+        })
+      )
+      .handle("replace", ({ payload }) =>
+        Effect.gen(function* () {
+          const routing = yield* Routing.Routing
+          const config = yield* SluiceConfig.decodeWithEnvironment(payload, "admin", options.decode)
+          const generation = yield* routing.replace(config)
+          yield* Effect.logInfo("admin: config replaced")
+          return applied(generation)
+        }).pipe(Effect.mapError(invalid))
+      )
+      .handle("reload", () =>
+        Effect.gen(function* () {
+          if (options.configPath === undefined)
+            return yield* new Conflict({
+              message: "the gateway was not started from a config file; use PUT /admin/config"
+            })
+          const generation = yield* Reload.fromFile(options.configPath).pipe(Effect.mapError(invalid))
+          yield* Effect.logInfo("admin: config reloaded from its file")
+          return applied(generation)
+        })
+      )
+  )
+
+const upstreamsGroup = (options: Options) =>
+  HttpApiBuilder.group(AdminApi, "upstreams", (handlers) => {
+    const setEnabled = (id: string, enabled: boolean) =>
+      Effect.gen(function* () {
+        const routing = yield* Routing.Routing
+        const generation = yield* routing.update((config) =>
+          Effect.flatMap(indexOf(config, id), (index) =>
+            checked(
+              { ...config, upstreams: config.upstreams.map((u, i) => (i === index ? { ...u, enabled } : u)) },
+              options
+            )
+          )
+        )
+        yield* Effect.logInfo(`admin: upstream ${id} ${enabled ? "enabled" : "disabled"}`)
+        return applied(generation)
+      }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+    return handlers
+      .handle("status", () =>
+        Effect.gen(function* () {
+          const generation = (yield* Routing.Routing).current()
+          const router = generation.router
+          return {
+            generation: generation.number,
+            pools: [...generation.topology.pools.values()].map((pool) => ({
+              id: pool.id,
+              models: pool.models,
+              strategy: pool.strategy,
+              upstreams: pool.upstreams.map((u) => u.id),
+              queueDepth: router.queueDepth?.(pool.id) ?? 0
+            })),
+            upstreams: yield* Effect.forEach(generation.topology.upstreams.values(), (u) =>
+              upstreamStatus(generation, u)
+            )
+          }
+        })
+      )
+      .handle("resetBreaker", ({ path }) =>
+        Effect.gen(function* () {
+          const generation = (yield* Routing.Routing).current()
+          const upstream = yield* upstreamOf(generation, path.id)
+          yield* generation.breaker.reset(upstream.id)
+          yield* Effect.logInfo(`admin: breaker of ${upstream.id} reset`)
+          return yield* upstreamStatus(generation, upstream)
+        })
+      )
+      .handle("disable", ({ path }) => setEnabled(path.id, false))
+      .handle("enable", ({ path }) => setEnabled(path.id, true))
+      .handle("checkNow", ({ path }) =>
+        Effect.gen(function* () {
+          const generation = (yield* Routing.Routing).current()
+          const upstream = yield* upstreamOf(generation, path.id)
+          yield* generation.health.checkNow(upstream.id)
+          return yield* upstreamStatus(generation, upstream)
+        })
+      )
+      .handle("add", ({ payload }) =>
+        Effect.gen(function* () {
+          const routing = yield* Routing.Routing
+          const id = payload.upstream.id
+          const generation = yield* routing.update((config) =>
+            Effect.gen(function* () {
+              if (config.upstreams.some((u) => u.id === id))
+                return yield* new Conflict({ message: `an upstream '${id}' exists already; remove it first` })
+              const unknown = payload.pools.filter((p) => !config.pools.some((pool) => pool.id === p))
+              if (unknown.length > 0)
+                return yield* new NotFound({
+                  message: `no pool ${unknown.map((p) => `'${p}'`).join(", ")}; known: ${config.pools.map((p) => p.id).join(", ")}`
+                })
+              return yield* checked(
+                {
+                  ...config,
+                  upstreams: [...config.upstreams, payload.upstream],
+                  pools: config.pools.map((p) =>
+                    payload.pools.includes(p.id) ? { ...p, upstreams: [...p.upstreams, id] } : p
+                  )
+                },
+                options
+              )
+            })
+          )
+          yield* Effect.logInfo(`admin: upstream ${id} added to ${payload.pools.join(", ")}`)
+          return applied(generation)
+        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+      )
+      .handle("remove", ({ path }) =>
+        Effect.gen(function* () {
+          const routing = yield* Routing.Routing
+          const generation = yield* routing.update((config) =>
+            Effect.gen(function* () {
+              yield* indexOf(config, path.id)
+              const emptied = config.pools.filter((p) => p.upstreams.length === 1 && p.upstreams[0] === path.id)
+              if (emptied.length > 0)
+                return yield* new Conflict({
+                  message: `removing '${path.id}' would leave pool ${emptied.map((p) => `'${p.id}'`).join(", ")} without upstreams; add another first`
+                })
+              return yield* checked(
+                {
+                  ...config,
+                  upstreams: config.upstreams.filter((u) => u.id !== path.id),
+                  pools: config.pools.map((p) => ({ ...p, upstreams: p.upstreams.filter((u) => u !== path.id) }))
+                },
+                options
+              )
+            })
+          )
+          yield* Effect.logInfo(`admin: upstream ${path.id} removed`)
+          return applied(generation)
+        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+      )
+  })
+
+const keysGroup = (options: Options) =>
+  HttpApiBuilder.group(AdminApi, "keys", (handlers) =>
+    handlers
+      .handle("list", () =>
+        Effect.gen(function* () {
+          const routing = yield* Routing.Routing
+          return routing.current().access.keys(yield* Clock.currentTimeMillis)
+        })
+      )
+      .handle("add", ({ payload }) =>
+        Effect.gen(function* () {
+          const routing = yield* Routing.Routing
+          const { key, ...entry } = payload
+          if (key !== undefined && (entry.sha256 !== undefined || entry.keyEnv !== undefined))
+            return yield* new InvalidConfig({
+              message: "invalid key",
+              problems: ["key: give the key, its sha256 or its keyEnv, only one"]
+            })
+          const stored = key === undefined ? entry : { ...entry, sha256: Access.digest(Redacted.value(key)) }
+          const generation = yield* routing.update((config) =>
+            Effect.gen(function* () {
+              if (config.server.auth.keys.some((k) => k.name === entry.name))
+                return yield* new Conflict({ message: `a key named '${entry.name}' exists already; revoke it first` })
+              const server = {
+                ...config.server,
+                auth: { ...config.server.auth, keys: [...config.server.auth.keys, stored] }
+              }
+              return yield* checked({ ...config, server }, options)
+            })
+          )
+          yield* Effect.logInfo(`admin: key ${entry.name} added`)
+          return applied(generation)
+        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+      )
+      .handle("revoke", ({ path }) =>
+        Effect.gen(function* () {
+          const routing = yield* Routing.Routing
+          const generation = yield* routing.update((config) =>
+            Effect.gen(function* () {
+              const keys = config.server.auth.keys
+              if (!keys.some((k) => k.name === path.name))
+                return yield* new NotFound({
+                  message: `no key named '${path.name}'; known: ${keys.map((k) => k.name).join(", ")}`
+                })
+              const server = {
+                ...config.server,
+                auth: { ...config.server.auth, keys: keys.filter((k) => k.name !== path.name) }
+              }
+              return yield* checked({ ...config, server }, options)
+            })
+          )
+          yield* Effect.logInfo(`admin: key ${path.name} revoked`)
+          return applied(generation)
+        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+      )
+  )
+
+const modelsGroup = HttpApiBuilder.group(AdminApi, "models", (handlers) =>
+  handlers
+    .handle("list", () =>
+      Effect.map(Routing.Routing, (routing) =>
+        [...routing.current().topology.pools.values()].map((pool) => ({
+          pool: pool.id,
+          models: pool.models,
+          aliases: pool.aliases
+        }))
+      )
+    )
+    .handle("openapi", () => Effect.succeed(document))
+)
+
+/** The OpenAPI document of the admin API. */
+export const document: OpenApi.OpenAPISpec = OpenApi.fromApi(AdminApi)
+
+/**
+ * The admin API as a `node:http` handler (the gateway passes it the requests under `/admin`). Its
+ * handlers read and change the running {@link Routing.Routing}.
+ */
+export const make = (options: Options): Effect.Effect<Gateway.Handler, never, Routing.Routing | Scope.Scope> =>
+  Effect.gen(function* () {
+    const api = HttpApiBuilder.api(AdminApi).pipe(
+      Layer.provide([
+        configGroup(options),
+        upstreamsGroup(options),
+        keysGroup(options),
+        modelsGroup,
+        authLayer(options)
+      ])
+    )
+    const context = yield* Layer.build(
+      Layer.mergeAll(api, HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer, NodeHttpServer.layerContext)
+    )
+    const app = yield* Effect.provide(HttpApiBuilder.httpApp, context)
+    return yield* Effect.provide(NodeHttpServer.makeHandler(app), context)
+  })

@@ -1,0 +1,239 @@
+/**
+ * The admin API's description: endpoints, bodies, answers and errors as `@effect/platform`
+ * `HttpApi` groups under `/admin`, behind a bearer token. `Admin.ts` implements it; the OpenAPI
+ * document (`/admin/openapi.json`) is made from this description, and `sluice` CLI commands call it.
+ *
+ * Bodies are decoded with these schemas: a bad body is a 400 whose issues name each path.
+ */
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as HttpApiMiddleware from "@effect/platform/HttpApiMiddleware"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
+import * as OpenApi from "@effect/platform/OpenApi"
+import { Config as SluiceConfig } from "@sluice/core"
+import { Schema } from "effect"
+
+/** No token was sent. */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 401 })
+) {}
+
+/** The token sent is not the admin token. */
+export class Forbidden extends Schema.TaggedError<Forbidden>()(
+  "Forbidden",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 403 })
+) {}
+
+/** No such upstream, pool or key. */
+export class NotFound extends Schema.TaggedError<NotFound>()(
+  "NotFound",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+/** The change cannot be made as asked (it would leave a pool empty, the name is taken...). */
+export class Conflict extends Schema.TaggedError<Conflict>()(
+  "Conflict",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {}
+
+/** The config (given, or made by a change) is invalid: every problem by path; the running one stays. */
+export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()(
+  "InvalidConfig",
+  { message: Schema.String, problems: Schema.Array(Schema.String) },
+  HttpApiSchema.annotations({ status: 400 })
+) {}
+
+/** The admin token, checked on every endpoint. */
+export class AdminAuth extends HttpApiMiddleware.Tag<AdminAuth>()("@sluice/server/AdminAuth", {
+  failure: Schema.Union(Unauthorized, Forbidden),
+  security: { bearer: HttpApiSecurity.bearer }
+}) {}
+
+/** Bodies report every bad field at once, not the first. */
+const ALL_ERRORS = { errors: "all", onExcessProperty: "error" } as const
+
+/** What a config change did. */
+export const Applied = Schema.Struct({
+  /** The generation now serving new requests. */
+  generation: Schema.Number
+})
+
+/** `POST /admin/config/validate`'s answer. */
+export const Validation = Schema.Struct({ valid: Schema.Boolean, problems: Schema.Array(Schema.String) })
+
+const Json = Schema.Unknown.annotations({ description: "a Sluice config document, as the config file holds it" })
+
+/** Config: get (secrets redacted), validate, replace, reload from the file. */
+export class ConfigGroup extends HttpApiGroup.make("config")
+  .add(HttpApiEndpoint.get("get", "/config").addSuccess(Json))
+  .add(HttpApiEndpoint.post("validate", "/config/validate").setPayload(Json).addSuccess(Validation))
+  .add(HttpApiEndpoint.put("replace", "/config").setPayload(Json).addSuccess(Applied).addError(InvalidConfig))
+  .add(
+    HttpApiEndpoint.post("reload", "/config/reload").addSuccess(Applied).addError(InvalidConfig).addError(Conflict)
+  ) {}
+
+const Id = Schema.Struct({ id: Schema.String })
+
+/** An upstream's state as the admin API shows it. */
+export const UpstreamStatus = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  provider: Schema.String,
+  pools: Schema.Array(Schema.String),
+  enabled: Schema.Boolean,
+  simulated: Schema.Boolean,
+  health: Schema.Unknown,
+  breaker: Schema.Unknown,
+  budget: Schema.Unknown,
+  inFlight: Schema.Number
+})
+
+/** A pool's state. */
+export const PoolStatus = Schema.Struct({
+  id: Schema.String,
+  models: Schema.Array(Schema.String),
+  strategy: Schema.String,
+  upstreams: Schema.Array(Schema.String),
+  queueDepth: Schema.Number
+})
+
+/** Every pool and upstream now. */
+export const Status = Schema.Struct({
+  generation: Schema.Number,
+  pools: Schema.Array(PoolStatus),
+  upstreams: Schema.Array(UpstreamStatus)
+})
+
+/** `POST /admin/upstreams`: an upstream as the config file writes it, and the pools to add it to. */
+export const AddUpstream = Schema.Struct({
+  pools: Schema.Array(Schema.String).pipe(Schema.minItems(1)),
+  upstream: SluiceConfig.UpstreamConfig
+}).annotations({ parseOptions: ALL_ERRORS })
+
+/** Upstreams: status, breaker reset, disable / enable, add / remove, health check now. */
+export class UpstreamsGroup extends HttpApiGroup.make("upstreams")
+  .add(HttpApiEndpoint.get("status", "/upstreams").addSuccess(Status))
+  .add(
+    HttpApiEndpoint.post("resetBreaker", "/upstreams/:id/breaker/reset")
+      .setPath(Id)
+      .addSuccess(UpstreamStatus)
+      .addError(NotFound)
+  )
+  .add(
+    HttpApiEndpoint.post("disable", "/upstreams/:id/disable")
+      .setPath(Id)
+      .addSuccess(Applied)
+      .addError(NotFound)
+      .addError(InvalidConfig)
+  )
+  .add(
+    HttpApiEndpoint.post("enable", "/upstreams/:id/enable")
+      .setPath(Id)
+      .addSuccess(Applied)
+      .addError(NotFound)
+      .addError(InvalidConfig)
+  )
+  .add(
+    HttpApiEndpoint.post("checkNow", "/upstreams/:id/health-check")
+      .setPath(Id)
+      .addSuccess(UpstreamStatus)
+      .addError(NotFound)
+  )
+  .add(
+    HttpApiEndpoint.post("add", "/upstreams")
+      .setPayload(AddUpstream)
+      .addSuccess(Applied, { status: 201 })
+      .addError(NotFound)
+      .addError(Conflict)
+      .addError(InvalidConfig)
+  )
+  .add(
+    HttpApiEndpoint.del("remove", "/upstreams/:id")
+      .setPath(Id)
+      .addSuccess(Applied)
+      .addError(NotFound)
+      .addError(Conflict)
+      .addError(InvalidConfig)
+  ) {}
+
+/** A key as listed: never the key or its digest. */
+export const KeyStatus = Schema.Struct({
+  name: Schema.String,
+  source: Schema.Literal("env", "sha256"),
+  pools: Schema.optional(Schema.Array(Schema.String)),
+  models: Schema.optional(Schema.Array(Schema.String)),
+  priority: Schema.Number,
+  priorityHeader: Schema.Boolean,
+  limits: Schema.Unknown,
+  usage: Schema.Struct({
+    requestsLastMinute: Schema.Number,
+    tokensLastMinute: Schema.Number,
+    spentTodayUsd: Schema.Number,
+    spentThisMonthUsd: Schema.Number
+  })
+})
+
+/**
+ * `POST /admin/keys`: a key as the config file writes it, except that `key` may carry the key
+ * itself — it is turned into its SHA-256 digest at once, and only the digest is kept.
+ */
+export const AddKey = Schema.Struct({
+  ...SluiceConfig.ClientKeyConfig.fields,
+  // Messages that never quote the value: a key must not come back in an error.
+  key: Schema.optionalWith(
+    Schema.Redacted(
+      Schema.String.pipe(
+        Schema.minLength(16, { message: () => "expected a key of at least 16 characters; the value is not shown" })
+      )
+    ).annotations({ message: () => "expected a key of at least 16 characters; the value is not shown" }),
+    { exact: true }
+  )
+}).annotations({ parseOptions: ALL_ERRORS })
+
+/** Keys: list, add, revoke. */
+export class KeysGroup extends HttpApiGroup.make("keys")
+  .add(HttpApiEndpoint.get("list", "/keys").addSuccess(Schema.Array(KeyStatus)))
+  .add(
+    HttpApiEndpoint.post("add", "/keys")
+      .setPayload(AddKey)
+      .addSuccess(Applied, { status: 201 })
+      .addError(Conflict)
+      .addError(InvalidConfig)
+  )
+  .add(
+    HttpApiEndpoint.del("revoke", "/keys/:name")
+      .setPath(Schema.Struct({ name: Schema.String }))
+      .addSuccess(Applied)
+      .addError(NotFound)
+      .addError(InvalidConfig)
+  ) {}
+
+/** What each pool serves. */
+export const PoolModels = Schema.Struct({
+  pool: Schema.String,
+  models: Schema.Array(Schema.String),
+  aliases: Schema.Record({ key: Schema.String, value: Schema.String })
+})
+
+/** Models, and the OpenAPI document itself. */
+export class ModelsGroup extends HttpApiGroup.make("models")
+  .add(HttpApiEndpoint.get("list", "/models").addSuccess(Schema.Array(PoolModels)))
+  .add(HttpApiEndpoint.get("openapi", "/openapi.json").addSuccess(Schema.Unknown)) {}
+
+/** The admin API. */
+export class AdminApi extends HttpApi.make("sluice-admin")
+  .add(ConfigGroup)
+  .add(UpstreamsGroup)
+  .add(KeysGroup)
+  .add(ModelsGroup)
+  .middleware(AdminAuth)
+  .prefix("/admin")
+  .annotate(OpenApi.Title, "Sluice admin API")
+  .annotate(OpenApi.Description, "Operate a running Sluice gateway: config, upstreams, client keys, models.") {}

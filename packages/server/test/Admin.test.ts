@@ -1,0 +1,291 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
+import type OpenAI from "openai"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+const TOKEN = "adm-token-0123456789abcdef"
+const TEAM = "sk-team-0123456789abcdef"
+const env = { SLUICE_TEST_ADMIN_TOKEN: TOKEN, SLUICE_TEST_TEAM_KEY: TEAM }
+
+/** Two simulated upstreams in one pool, an embeddings pool, the admin API on, one client key. */
+const operated = (upstreams: ReadonlyArray<Record<string, unknown>> = [{ id: "a" }, { id: "b" }]) => {
+  const config = simulatedConfig(upstreams, [
+    { id: "chat", models: ["gpt-4o-mini"], upstreams: upstreams.map((u) => u["id"]) },
+    { id: "embeddings", models: ["text-embedding-3-small"], upstreams: [upstreams[0]!["id"]] }
+  ])
+  return {
+    ...config,
+    server: Schema.decodeUnknownSync(Config.ServerConfig)({
+      admin: { tokenEnv: "SLUICE_TEST_ADMIN_TOKEN" },
+      auth: { keys: [{ name: "team", keyEnv: "SLUICE_TEST_TEAM_KEY" }] }
+    })
+  }
+}
+
+type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
+
+/** One admin call: status and parsed body. */
+const admin = (gateway: Gateway, method: string, path: string, body?: unknown, token: string | null = TOKEN) =>
+  Effect.promise(async () => {
+    const headers: Record<string, string> = {}
+    if (token !== null) headers["authorization"] = `Bearer ${token}`
+    if (body !== undefined) headers["content-type"] = "application/json"
+    const response = await fetch(`${gateway.url}/admin${path}`, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) })
+    })
+    const text = await response.text()
+    // A JSON answer the assertions read field by field; its shape is what they check.
+    // oxlint-disable-next-line typescript/no-explicit-any
+    const answer: any = text === "" ? undefined : JSON.parse(text)
+    return { status: response.status, body: answer, text }
+  })
+
+/** The upstreams that served `n` chat requests of the team's key. */
+const servedBy = (client: OpenAI, n: number) =>
+  Effect.promise(async () => {
+    const seen: Array<string | null> = []
+    for (let i = 0; i < n; i++) {
+      const { response } = await client.chat.completions
+        .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+        .withResponse()
+      seen.push(response.headers.get("x-sluice-upstream"))
+    }
+    return [...new Set(seen)].sort()
+  })
+
+describe("admin API, end to end", () => {
+  it.live("answers 401 without the token and 403 with another one, on every group and the OpenAPI document", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(operated(), { env })
+      for (const path of ["/config", "/upstreams", "/keys", "/models", "/openapi.json"]) {
+        const none = yield* admin(gateway, "GET", path, undefined, null)
+        expect([path, none.status]).toEqual([path, 401])
+        expect(none.body._tag).toBe("Unauthorized")
+        expect((yield* admin(gateway, "GET", path, undefined, "not-the-token")).status).toBe(403)
+        // A client key is not the admin token.
+        expect((yield* admin(gateway, "GET", path, undefined, TEAM)).status).toBe(403)
+      }
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("serves the config with secrets redacted, and an OpenAPI document of every endpoint", () =>
+    Effect.gen(function* () {
+      const config = operated()
+      const digest = "c".repeat(64)
+      const gateway = yield* startGateway(
+        {
+          ...config,
+          upstreams: config.upstreams.map((u) => ({ ...u, headers: { "x-upstream-secret": "hdr-secret-value" } })),
+          server: {
+            ...config.server,
+            auth: {
+              ...config.server.auth,
+              keys: [
+                ...config.server.auth.keys,
+                { ...config.server.auth.keys[0]!, name: "d", keyEnv: undefined, sha256: digest }
+              ]
+            }
+          }
+        },
+        { env }
+      )
+      const got = yield* admin(gateway, "GET", "/config")
+      expect(got.status).toBe(200)
+      expect(got.body.pools.map((p: { id: string }) => p.id)).toEqual(["chat", "embeddings"])
+      expect(got.text).not.toContain(digest)
+      expect(got.text).not.toContain("hdr-secret-value")
+      expect(got.text).not.toContain(TEAM)
+      expect(got.text).not.toContain(TOKEN)
+      const openapi = yield* admin(gateway, "GET", "/openapi.json")
+      expect(openapi.status).toBe(200)
+      expect(openapi.body.openapi).toMatch(/^3\./)
+      expect(Object.keys(openapi.body.paths)).toEqual(
+        expect.arrayContaining([
+          "/admin/config",
+          "/admin/config/validate",
+          "/admin/config/reload",
+          "/admin/upstreams",
+          "/admin/upstreams/{id}/breaker/reset",
+          "/admin/upstreams/{id}/disable",
+          "/admin/upstreams/{id}/enable",
+          "/admin/upstreams/{id}/health-check",
+          "/admin/upstreams/{id}",
+          "/admin/keys",
+          "/admin/keys/{name}",
+          "/admin/models"
+        ])
+      )
+      expect(JSON.stringify(openapi.body.components.securitySchemes)).toContain("bearer")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("validates and replaces the config: problems by path and the running config kept, or swapped at once", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(operated(), { env })
+      const current = (yield* admin(gateway, "GET", "/config")).body
+      const bad = {
+        ...current,
+        upstreams: [{ ...current.upstreams[0], weight: -3 }, current.upstreams[1]],
+        pools: [...current.pools, { id: "x", models: ["m"], upstreams: ["nope"] }]
+      }
+      const validated = yield* admin(gateway, "POST", "/config/validate", bad)
+      expect(validated.status).toBe(200)
+      expect(validated.body.valid).toBe(false)
+      expect(validated.body.problems).toEqual([
+        "upstreams[0].weight: Expected a positive number, actual -3",
+        "pools[2].upstreams[0]: unknown upstream 'nope'; known: a, b"
+      ])
+      const refused = yield* admin(gateway, "PUT", "/config", bad)
+      expect(refused.status).toBe(400)
+      expect(refused.body._tag).toBe("InvalidConfig")
+      expect(refused.body.problems).toHaveLength(2)
+      const client = gateway.clientWith(TEAM)
+      const ask = (model: string) =>
+        Effect.promise(() =>
+          client.chat.completions.create({ model, messages: [{ role: "user", content: "Hi" }] }).then(
+            () => 200,
+            (e: { status: number }) => e.status
+          )
+        )
+      expect(yield* ask("gpt-4o")).toBe(404)
+      const good = { ...current, pools: [{ ...current.pools[0], models: ["gpt-4o-mini", "gpt-4o"] }, current.pools[1]] }
+      expect((yield* admin(gateway, "POST", "/config/validate", good)).body).toEqual({ valid: true, problems: [] })
+      const replaced = yield* admin(gateway, "PUT", "/config", good)
+      expect(replaced.status).toBe(200)
+      expect(replaced.body).toEqual({ generation: 2 })
+      expect(yield* ask("gpt-4o")).toBe(200)
+      // Not started from a file: nothing to reload.
+      expect((yield* admin(gateway, "POST", "/config/reload")).status).toBe(409)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("disables and enables an upstream, adds and removes one at run time, as routing shows", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(operated(), { env })
+      const client = gateway.clientWith(TEAM)
+      expect(yield* servedBy(client, 4)).toEqual(["a", "b"])
+      expect((yield* admin(gateway, "POST", "/upstreams/a/disable")).status).toBe(200)
+      expect(yield* servedBy(client, 4)).toEqual(["b"])
+      expect((yield* admin(gateway, "POST", "/upstreams/a/enable")).status).toBe(200)
+      expect(yield* servedBy(client, 4)).toEqual(["a", "b"])
+      const added = yield* admin(gateway, "POST", "/upstreams", {
+        pools: ["chat"],
+        upstream: { id: "c", provider: "simulated", simulate: { latencyMs: 1 } }
+      })
+      expect(added.status).toBe(201)
+      expect(yield* servedBy(client, 6)).toEqual(["a", "b", "c"])
+      expect((yield* admin(gateway, "DELETE", "/upstreams/b")).status).toBe(200)
+      expect(yield* servedBy(client, 6)).toEqual(["a", "c"])
+      // The last upstream of a pool stays.
+      const last = yield* admin(gateway, "DELETE", "/upstreams/a")
+      expect(last.status).toBe(409)
+      expect(last.body.message).toContain("would leave pool 'embeddings' without upstreams")
+      expect((yield* admin(gateway, "POST", "/upstreams/nope/disable")).status).toBe(404)
+      expect(
+        (yield* admin(gateway, "POST", "/upstreams", { pools: ["chat"], upstream: { id: "c", provider: "simulated" } }))
+          .status
+      ).toBe(409)
+      const status = yield* admin(gateway, "GET", "/upstreams")
+      expect(status.body.generation).toBe(5)
+      expect(status.body.upstreams.map((u: { id: string }) => u.id)).toEqual(["a", "c"])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("names every bad field of a body by path", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(operated(), { env })
+      const bad = yield* admin(gateway, "POST", "/upstreams", { pools: [], upstream: { id: 3, weight: "x" } })
+      expect(bad.status).toBe(400)
+      const paths = (bad.body.issues as Array<{ path: Array<string | number> }>).map((i) => i.path.join("."))
+      expect(paths).toEqual(expect.arrayContaining(["pools", "upstream.id", "upstream.provider", "upstream.weight"]))
+      const provider = yield* admin(gateway, "POST", "/upstreams", {
+        pools: ["chat"],
+        upstream: { id: "z", provider: "acme", baseUrl: "http://127.0.0.1:1/v1" }
+      })
+      expect(provider.status).toBe(400)
+      expect(provider.body.problems[0]).toContain("upstreams[2].provider: unknown provider 'acme'")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("shows each upstream's health, breaker and budget; resets a breaker; runs a health check now", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(
+        operated([
+          {
+            id: "a",
+            simulate: { failureRate: 1 },
+            circuitBreaker: { failureThreshold: 2 },
+            limits: { rpm: 100 },
+            healthCheck: { type: "tcp", intervalMs: 600_000 }
+          },
+          { id: "b" }
+        ]),
+        { env }
+      )
+      const client = gateway.clientWith(TEAM)
+      // a fails every time: its breaker opens and b serves.
+      yield* servedBy(client, 4)
+      const status = yield* admin(gateway, "GET", "/upstreams")
+      expect(status.status).toBe(200)
+      const a = status.body.upstreams.find((u: { id: string }) => u.id === "a")
+      expect(a.breaker.state).toBe("open")
+      expect(a.breaker.lastFailure).toContain("500")
+      expect(a.budget.limits).toEqual({ rpm: 100 })
+      expect(a.budget.requestsUsed).toBeGreaterThan(0)
+      expect(a.budget.requestsLeft).toBe(100 - a.budget.requestsUsed)
+      expect(a.health.healthy).toBe(true)
+      expect(a.inFlight).toBe(0)
+      expect(status.body.pools[0]).toMatchObject({ id: "chat", queueDepth: 0, upstreams: ["a", "b"] })
+      const reset = yield* admin(gateway, "POST", "/upstreams/a/breaker/reset")
+      expect(reset.status).toBe(200)
+      expect(reset.body.breaker.state).toBe("closed")
+      const checked = yield* admin(gateway, "POST", "/upstreams/a/health-check")
+      expect(checked.status).toBe(200)
+      expect(checked.body.health.lastCheckAt).toBeGreaterThan(0)
+      expect((yield* admin(gateway, "POST", "/upstreams/nope/breaker/reset")).status).toBe(404)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("lists keys without their secret, adds one (kept as its digest) and revokes it", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(operated(), { env })
+      const fresh = "sk-fresh-0123456789abcdef"
+      const added = yield* admin(gateway, "POST", "/keys", {
+        name: "fresh",
+        key: fresh,
+        limits: { rpm: 5 },
+        pools: ["chat"]
+      })
+      expect(added.status).toBe(201)
+      expect(yield* servedBy(gateway.clientWith(fresh), 1)).toHaveLength(1)
+      const listed = yield* admin(gateway, "GET", "/keys")
+      expect(listed.body.map((k: { name: string }) => k.name)).toEqual(["team", "fresh"])
+      expect(listed.body[1]).toMatchObject({ source: "sha256", pools: ["chat"], usage: { requestsLastMinute: 1 } })
+      expect(listed.text).not.toContain(fresh)
+      expect((yield* admin(gateway, "GET", "/config")).text).not.toContain(fresh)
+      expect((yield* admin(gateway, "POST", "/keys", { name: "fresh", key: "sk-other-0123456789abcdef" })).status).toBe(
+        409
+      )
+      expect((yield* admin(gateway, "DELETE", "/keys/fresh")).status).toBe(200)
+      const revoked = yield* Effect.promise(() =>
+        gateway
+          .clientWith(fresh)
+          .models.list()
+          .then(
+            () => 200,
+            (e: { status: number }) => e.status
+          )
+      )
+      expect(revoked).toBe(401)
+      expect((yield* admin(gateway, "DELETE", "/keys/fresh")).status).toBe(404)
+      const models = yield* admin(gateway, "GET", "/models")
+      expect(models.body).toEqual([
+        { pool: "chat", models: ["gpt-4o-mini"], aliases: {} },
+        { pool: "embeddings", models: ["text-embedding-3-small"], aliases: {} }
+      ])
+    }).pipe(Effect.scoped)
+  )
+})

@@ -1,0 +1,274 @@
+/**
+ * Health endpoints, drains and reloads. Drains and signals are the real `sluice` bin in a child
+ * process: the exit code and the signals are the point.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import type { Scope } from "effect"
+import { Effect } from "effect"
+import { spawn } from "node:child_process"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import OpenAI from "openai"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+const repoRoot = fileURLToPath(new URL("../../../", import.meta.url))
+const bin = fileURLToPath(new URL("../bin/sluice.js", import.meta.url))
+
+/** A config file in a temporary directory (removed when the scope closes), and how to rewrite it. */
+const configFile = (yaml: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const dir = mkdtempSync(join(tmpdir(), "sluice-life-"))
+      const path = join(dir, "sluice.yaml")
+      writeFileSync(path, yaml)
+      return { path, write: (text: string) => writeFileSync(path, text) }
+    }),
+    ({ path }) => Effect.sync(() => rmSync(join(path, ".."), { recursive: true, force: true }))
+  )
+
+/** The real bin serving `path` on a free loopback port; killed if still running when the scope closes. */
+const serve = (
+  argv: ReadonlyArray<string>,
+  extra: Readonly<Record<string, string>> = {}
+): Effect.Effect<Child, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.promise(() => {
+      const env: NodeJS.ProcessEnv = { ...process.env, PORT: "0", HOST: "127.0.0.1", ...extra }
+      delete env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+      const child = spawn(process.execPath, [bin, "serve", ...argv], {
+        cwd: repoRoot,
+        env,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+      child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+      const waitFor = (pattern: RegExp, timeoutMs = 10_000) =>
+        new Promise<RegExpExecArray>((resolve, reject) => {
+          const started = Date.now()
+          const poll = () => {
+            const match = pattern.exec(output)
+            if (match !== null) return resolve(match)
+            if (child.exitCode !== null || Date.now() - started > timeoutMs)
+              return reject(new Error(`no ${pattern} in: ${output}`))
+            setTimeout(poll, 10)
+          }
+          poll()
+        })
+      return waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/).then((match) => ({
+        child,
+        exited,
+        url: match[1]!,
+        output: () => output,
+        waitFor
+      }))
+    }),
+    ({ child, exited }) =>
+      Effect.promise(() => {
+        if (child.exitCode !== null || child.signalCode !== null) return exited
+        child.kill("SIGKILL")
+        return exited
+      })
+  )
+
+interface Child {
+  readonly child: ReturnType<typeof spawn>
+  readonly exited: Promise<number | null>
+  readonly url: string
+  readonly output: () => string
+  readonly waitFor: (pattern: RegExp, timeoutMs?: number) => Promise<RegExpExecArray>
+}
+
+/** A config of one simulated upstream streaming `words` words at `perSecond`. */
+const streaming = (
+  drainMs: number,
+  words: number,
+  perSecond: number,
+  models: ReadonlyArray<string> = ["gpt-4o-mini"]
+) =>
+  [
+    `server: { drainMs: ${drainMs} }`,
+    "upstreams:",
+    `  - { id: sim, provider: simulated, simulate: { completionTokens: ${words}, tokensPerSecond: ${perSecond} } }`,
+    "pools:",
+    `  - { id: chat, models: [${models.join(", ")}], upstreams: [sim], queue: { maxSize: 0 } }`
+  ].join("\n")
+
+/**
+ * Opens a stream and reads it to its end in the background: `started` resolves at its first chunk,
+ * `ended` with the chunks' text, the last finish reason and the error the SDK raised, if any.
+ */
+const openStream = (client: OpenAI) => {
+  let first: () => void = () => {}
+  const started = new Promise<void>((resolve) => (first = resolve))
+  const ended = (async () => {
+    let text = ""
+    let finish: string | null = null
+    try {
+      const stream = await client.chat.completions.create({
+        model: "gpt-4o-mini",
+        messages: [{ role: "user", content: "Hi" }],
+        stream: true
+      })
+      for await (const chunk of stream) {
+        first()
+        text += chunk.choices[0]?.delta.content ?? ""
+        finish = chunk.choices[0]?.finish_reason ?? finish
+      }
+      return { text, finish, error: undefined as unknown }
+    } catch (error) {
+      first()
+      return { text, finish, error }
+    }
+  })()
+  return { started, ended }
+}
+
+const clientOf = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "none", maxRetries: 0, timeout: 30_000 })
+
+describe("health endpoints", () => {
+  it.live("/health/live answers while the process runs; /health/ready names each pool's usable upstreams", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "a" }, { id: "b", enabled: false }],
+          [{ id: "chat", models: ["m"], upstreams: ["a", "b"] }]
+        )
+      )
+      const live = yield* Effect.promise(() => fetch(`${gateway.url}/health/live`))
+      expect(live.status).toBe(200)
+      const ready = yield* Effect.promise(() => fetch(`${gateway.url}/health/ready`))
+      expect(ready.status).toBe(200)
+      expect(yield* Effect.promise(() => ready.json())).toEqual({ status: "ready", pools: { chat: ["a"] } })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("/health/ready answers 503 when no pool has an upstream that can take requests", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(
+        simulatedConfig([{ id: "a", enabled: false }], [{ id: "chat", models: ["m"], upstreams: ["a"] }])
+      )
+      const ready = yield* Effect.promise(() => fetch(`${gateway.url}/health/ready`))
+      expect(ready.status).toBe(503)
+      expect(yield* Effect.promise(() => ready.json())).toEqual({ status: "unavailable", pools: { chat: [] } })
+      // The old endpoint keeps its meaning: the process is up.
+      expect((yield* Effect.promise(() => fetch(`${gateway.url}/health`))).status).toBe(200)
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("drain on SIGTERM (the bin)", () => {
+  it.live(
+    "lets 50 open streams finish, refuses new connections meanwhile, and exits 0",
+    () =>
+      Effect.gen(function* () {
+        // Each stream takes about 1.5 s; the drain allows 10 s.
+        const file = yield* configFile(streaming(10_000, 30, 20))
+        const gateway = yield* serve(["--config", file.path])
+        const client = clientOf(gateway.url)
+        const streams = Array.from({ length: 50 }, () => openStream(client))
+        yield* Effect.promise(() => Promise.all(streams.map((s) => s.started)))
+        const signalled = Date.now()
+        gateway.child.kill("SIGTERM")
+        yield* Effect.promise(() => gateway.waitFor(/draining/))
+        const refused = yield* Effect.promise(() =>
+          fetch(`${gateway.url}/health/live`).then(
+            () => "answered",
+            () => "refused"
+          )
+        )
+        expect(refused).toBe("refused")
+        const results = yield* Effect.promise(() => Promise.all(streams.map((s) => s.ended)))
+        for (const result of results) {
+          expect(result.error).toBeUndefined()
+          expect(result.finish).toBe("stop")
+        }
+        expect(yield* Effect.promise(() => gateway.exited)).toBe(0)
+        expect(Date.now() - signalled).toBeLessThan(10_000)
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "past drainMs ends the streams left with the in-band error, then exits 0",
+    () =>
+      Effect.gen(function* () {
+        // Each stream takes about 10 s; the drain allows 300 ms.
+        const file = yield* configFile(streaming(300, 100, 10))
+        const gateway = yield* serve(["--config", file.path])
+        const client = clientOf(gateway.url)
+        const streams = Array.from({ length: 5 }, () => openStream(client))
+        yield* Effect.promise(() => Promise.all(streams.map((s) => s.started)))
+        const signalled = Date.now()
+        gateway.child.kill("SIGTERM")
+        const results = yield* Effect.promise(() => Promise.all(streams.map((s) => s.ended)))
+        for (const result of results) {
+          expect(result.finish).toBeNull()
+          expect(String(result.error)).toContain("the gateway shut down before this stream finished")
+        }
+        expect(yield* Effect.promise(() => gateway.exited)).toBe(0)
+        expect(Date.now() - signalled).toBeLessThan(5_000)
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})
+
+describe("reload (the bin)", () => {
+  it.live(
+    "SIGHUP swaps in a changed file, refuses an invalid one keeping the running config, and --watch reloads on change",
+    () =>
+      Effect.gen(function* () {
+        const file = yield* configFile(streaming(0, 3, 0))
+        const gateway = yield* serve(["--config", file.path, "--watch"])
+        const client = clientOf(gateway.url)
+        const ask = (model: string) =>
+          client.chat.completions.create({ model, messages: [{ role: "user", content: "Hi" }] }).then(
+            () => "ok",
+            (error: unknown) => String((error as { status?: number }).status)
+          )
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("404")
+        // --watch: the change alone reloads.
+        file.write(streaming(0, 3, 0, ["gpt-4o-mini", "gpt-4o"]))
+        yield* Effect.promise(() => gateway.waitFor(/generation 2 serves new requests/))
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")
+        // An invalid file is refused, with its problems, and the running config stays.
+        file.write(streaming(0, 3, 0).replace("id: sim,", "id: sim, weight: -3,"))
+        gateway.child.kill("SIGHUP")
+        yield* Effect.promise(() => gateway.waitFor(/reload refused, the running config stays/))
+        expect(gateway.output()).toContain("upstreams[0].weight")
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")
+        expect(gateway.child.exitCode).toBeNull()
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "POST /admin/config/reload reads the file the gateway was started with again",
+    () =>
+      Effect.gen(function* () {
+        const withAdmin = (models: ReadonlyArray<string>) =>
+          streaming(0, 3, 0, models).replace("server: {", "server: { admin: { tokenEnv: SLUICE_LIFE_ADMIN }, ")
+        const file = yield* configFile(withAdmin(["gpt-4o-mini"]))
+        const gateway = yield* serve(["--config", file.path], { SLUICE_LIFE_ADMIN: "adm-life-0123456789" })
+        file.write(withAdmin(["gpt-4o-mini", "gpt-4o"]))
+        const reload = yield* Effect.promise(() =>
+          fetch(`${gateway.url}/admin/config/reload`, {
+            method: "POST",
+            headers: { authorization: "Bearer adm-life-0123456789" }
+          }).then(async (r) => [r.status, await r.json()] as const)
+        )
+        expect(reload).toEqual([200, { generation: 2 }])
+        const served = yield* Effect.promise(() =>
+          clientOf(gateway.url).chat.completions.create({
+            model: "gpt-4o",
+            messages: [{ role: "user", content: "Hi" }]
+          })
+        )
+        expect(served.choices[0]?.finish_reason).toBe("stop")
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})

@@ -79,6 +79,13 @@ export interface Service {
   readonly models: Effect.Effect<ReadonlyArray<Model>>
   /** Requests waiting in a pool's queue now (for the admin API); optional for routers built elsewhere. */
   readonly queueDepth?: (poolId: string) => number
+  /**
+   * Requests routed now: from their start until their answer or error (a stream: until it is
+   * released). Optional for routers built elsewhere.
+   */
+  readonly inFlight?: () => number
+  /** Completes once no request is in flight (at once when none is), e.g. to retire a replaced config. */
+  readonly idle?: Effect.Effect<void>
 }
 
 /** The routing pipeline. */
@@ -143,6 +150,33 @@ interface Pipeline {
   readonly retry: RetryStage.Service
   /** A pool and its fallbacks, in order, built once per pool (cycles are rejected when the config loads). */
   readonly chains: Map<string, ReadonlyArray<Pool>>
+  /** Requests in flight, and who waits for there to be none (see `Service.idle`). */
+  readonly load: Load
+}
+
+/** Counts the requests in flight (no Effect, no allocation per request) and wakes who waits for none. */
+class Load {
+  count = 0
+  private waiting: Array<() => void> | undefined = undefined
+  /** Counts a request that started; returns what ends it, for `Request.onEnd`. */
+  readonly started = (): (() => void) => {
+    this.count++
+    return this.ended
+  }
+  private readonly ended = (): void => {
+    if (--this.count > 0 || this.waiting === undefined) return
+    const waiting = this.waiting
+    this.waiting = undefined
+    for (const wake of waiting) wake()
+  }
+  readonly idle: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.count === 0) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    ;(this.waiting ??= []).push(wake)
+    return Effect.sync(() => {
+      this.waiting = this.waiting?.filter((w) => w !== wake)
+    })
+  })
 }
 
 /** Builds the router from its stages. */
@@ -164,7 +198,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     attempt,
     queue,
     retry: RetryStage.make(guards, select, attempt, queue),
-    chains: new Map()
+    chains: new Map(),
+    load: new Load()
   }
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({
     id,
@@ -195,7 +230,9 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         embeddingsUsage
       ),
     models: Effect.succeed(models),
-    queueDepth: queue.depth
+    queueDepth: queue.depth,
+    inFlight: () => p.load.count,
+    idle: p.load.idle
   })
 })
 
@@ -289,6 +326,8 @@ const route = <A, B>(
 ): Effect.Effect<B, RouterError> => {
   const request = start(p, fiber, operation, options, span)
   if (request instanceof ModelNotFound) return Effect.fail(request)
+  // In flight from here until `request.end()`: the handlers below, or a stream's release.
+  request.onEnd = p.load.started()
   // One uninterruptible region for the whole route, interruptible only where it waits (see
   // `Request.restore`): these handlers run however the route ends, and no attempt needs a mask of its own.
   return Effect.uninterruptibleMask((restore) => {
@@ -307,10 +346,13 @@ const routed = <A, B>(
 ): Effect.Effect<B, RouterError> =>
   Effect.matchCauseEffect(p.retry.run(request, once), {
     onSuccess: (value) => {
+      // A stream is in flight until its release.
+      if (!request.stream) request.end()
       if (request.ticket !== undefined) return Effect.as(p.queue.leave(request), done(value, request))
       return Effect.succeed(done(value, request))
     },
     onFailure: (cause) => {
+      request.end()
       const now = request.clock.unsafeCurrentTimeMillis()
       const error = Option.getOrUndefined(Cause.failureOption(cause))
       const interrupted = error === undefined && Cause.isInterruptedOnly(cause)

@@ -293,6 +293,37 @@ describe("Router.chatStream", () => {
     }
   )
 
+  it.effect("counts a request in flight until its answer, a stream until its release, and says when it is idle", () => {
+    const tap = wiretap()
+    const slowFirstEvent = () =>
+      Effect.succeed(
+        Stream.concat(Stream.fromEffect(Effect.as(Effect.sleep("1 second"), chunk("Hel"))), streamOf(usageChunk(usage)))
+      )
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      expect(router.inFlight?.()).toBe(0)
+      yield* router.idle!
+      // Routing: in flight while it waits for its first event.
+      const opening = yield* Effect.fork(router.chatStream(chatRequest()))
+      yield* TestClock.adjust("500 millis")
+      expect(router.inFlight?.()).toBe(1)
+      const idle = yield* Effect.fork(router.idle!)
+      yield* TestClock.adjust("500 millis")
+      const routed = yield* Fiber.join(opening)
+      // Started, not yet read: still in flight, and the waiter still waits.
+      expect(router.inFlight?.()).toBe(1)
+      expect(Option.isNone(yield* Fiber.poll(idle))).toBe(true)
+      yield* Router.collect(routed)
+      expect(router.inFlight?.()).toBe(0)
+      yield* Fiber.join(idle)
+      // An unknown model never starts; a refused request ends with its error.
+      yield* Effect.either(router.chatStream(chatRequest("nope")))
+      expect(router.inFlight?.()).toBe(0)
+    }).pipe(
+      Effect.provide(routerLayer(twoUpstreams(), { provider: streamsBy({ a: slowFirstEvent, b: helloStream }, tap) }))
+    )
+  })
+
   it.effect(
     "releases a stream's budget and connection when the request is interrupted before the caller holds it",
     () => {
@@ -317,6 +348,8 @@ describe("Router.chatStream", () => {
         yield* Fiber.interrupt(fiber)
         expect(tap.closed).toEqual(["a"])
         expect(log.released.map((r) => r.outcome._tag)).toEqual(["Interrupted"])
+        // Not counted in flight any more: a replaced config waiting for it would close.
+        expect((yield* Router.Router).inFlight?.()).toBe(0)
       }).pipe(
         Effect.provide(
           routerLayer(twoUpstreams(), {

@@ -26,7 +26,7 @@ import {
   Topology
 } from "@sluice/core"
 import type * as HttpClient from "@effect/platform/HttpClient"
-import { Cause, Context, Effect, Exit, Layer, Runtime, Scope, Stream } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Runtime, Scope } from "effect"
 import * as Access from "./Access.js"
 import * as Sluice from "./Sluice.js"
 
@@ -83,10 +83,6 @@ type Shared =
 interface Slot {
   readonly generation: Generation
   readonly scope: Scope.CloseableScope
-  inFlight: number
-  retired: boolean
-  /** Ends one request in flight here (built once per generation, not per request). */
-  readonly done: Effect.Effect<void>
 }
 
 /** Builds one config in its own scope; the scope is closed again when the build fails. */
@@ -95,8 +91,7 @@ const build = (
   options: Sluice.Options,
   shared: Context.Context<Shared>,
   health: (config: SluiceConfig.ConfigFile) => Layer.Layer<HttpClient.HttpClient>,
-  number: number,
-  counter: () => number
+  number: number
 ): Effect.Effect<{ generation: Generation; scope: Scope.CloseableScope }, SluiceConfig.ConfigError> =>
   Effect.gen(function* () {
     const scope = yield* Scope.make()
@@ -125,10 +120,11 @@ const build = (
       },
       upstreams: topology.upstreams
     })
+    const router = Context.get(built, Router.Router)
     const generation: Generation = {
       number,
       config,
-      router: Context.get(built, Router.Router),
+      router,
       topology,
       matcher,
       breaker: Context.get(shared, CircuitBreaker.CircuitBreaker),
@@ -136,64 +132,30 @@ const build = (
       limiter: Context.get(shared, RateLimiter.RateLimiter),
       simulators: Context.get(built, Sluice.Simulators),
       access,
-      inFlight: counter
+      inFlight: () => router.inFlight?.() ?? 0
     }
     return { generation, scope }
   })
 
 /**
- * The router that sends each request to the current generation, counting it in flight there until
- * its answer (or, for a stream, its release).
+ * The router that sends each request to the current generation. Each generation's router counts its
+ * own requests in flight (a stream until its release), so a replaced one knows when it is idle; this
+ * adds nothing per request.
  */
 const proxy = (current: () => Slot): Router.Service =>
   Router.Router.of({
-    chat: (request, options) => {
-      const slot = current()
-      slot.inFlight++
-      return Effect.ensuring(slot.generation.router.chat(request, options), slot.done)
-    },
-    embeddings: (request, options) => {
-      const slot = current()
-      slot.inFlight++
-      return Effect.ensuring(slot.generation.router.embeddings(request, options), slot.done)
-    },
-    chatStream: (request, options) => {
-      const slot = current()
-      slot.inFlight++
-      return Effect.matchCauseEffect(slot.generation.router.chatStream(request, options), {
-        onFailure: (cause) => Effect.zipRight(slot.done, Effect.failCause(cause)),
-        onSuccess: (routed) => Effect.succeed(tracked(routed, slot.done))
-      })
-    },
+    chat: (request, options) => current().generation.router.chat(request, options),
+    embeddings: (request, options) => current().generation.router.embeddings(request, options),
+    chatStream: (request, options) => current().generation.router.chatStream(request, options),
     get models() {
       return current().generation.router.models
     },
-    queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0
+    queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0,
+    inFlight: () => current().generation.router.inFlight?.() ?? 0,
+    get idle() {
+      return current().generation.router.idle ?? Effect.void
+    }
   })
-
-/** A stream whose end (its release, run once however it is read) also runs `done`, once. */
-const tracked = (routed: Router.RoutedStream, done: Effect.Effect<void>): Router.RoutedStream => {
-  let ended = false
-  const end = Effect.suspend(() => {
-    if (ended) return Effect.void
-    ended = true
-    return done
-  })
-  const release = Effect.zipRight(routed.release, end)
-  return {
-    upstream: routed.upstream,
-    requestId: routed.requestId,
-    pool: routed.pool,
-    attempts: routed.attempts,
-    source: routed.source,
-    release,
-    // Built when asked for, as the router's own: the gateway reads `source`.
-    get events() {
-      return Stream.ensuring(routed.events, end)
-    },
-    decision: routed.decision
-  }
-}
 
 /**
  * The routing of `config`, replaceable: provides {@link Routing}, the `Router` (the proxy), and the
@@ -210,34 +172,17 @@ export const layer = (
       const shared = yield* Effect.context<Shared>()
       const runtime = yield* Effect.runtime<never>()
       const close = (slot: Slot) =>
-        void Runtime.runFork(runtime)(
-          Scope.close(slot.scope, Exit.void).pipe(
-            Effect.catchAllCause((cause) =>
-              Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("closing a replaced config failed", cause)
-            )
+        Scope.close(slot.scope, Exit.void).pipe(
+          Effect.catchAllCause((cause) =>
+            Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("closing a replaced config failed", cause)
           )
         )
-      const done = (slot: Slot) => {
-        slot.inFlight--
-        if (slot.retired && slot.inFlight === 0) close(slot)
-      }
+      /** Closes a replaced generation once its router has no request in flight (a stream: until released). */
+      const retire = (slot: Slot) =>
+        void Runtime.runFork(runtime)(Effect.zipRight(slot.generation.router.idle ?? Effect.void, close(slot)))
       let number = 1
-      const make = (config: SluiceConfig.ConfigFile): Effect.Effect<Slot, SluiceConfig.ConfigError> => {
-        let made: Slot | undefined
-        return Effect.map(
-          build(config, options, shared, health, number, () => made?.inFlight ?? 0),
-          ({ generation, scope }) => {
-            const slot: Slot = {
-              generation,
-              scope,
-              inFlight: 0,
-              retired: false,
-              done: Effect.sync(() => done(slot))
-            }
-            return (made = slot)
-          }
-        )
-      }
+      const make = (config: SluiceConfig.ConfigFile): Effect.Effect<Slot, SluiceConfig.ConfigError> =>
+        build(config, options, shared, health, number)
       let slot = yield* make(config)
       const first = slot
       // Whatever generation is running when the gateway stops closes with it.
@@ -253,8 +198,7 @@ export const layer = (
         const built = yield* make(pinned)
         const old = slot
         slot = built
-        old.retired = true
-        if (old.inFlight === 0) close(old)
+        retire(old)
         yield* Effect.logInfo(`config replaced: generation ${built.generation.number} serves new requests`)
         return built.generation
       })

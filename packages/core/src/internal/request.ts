@@ -93,6 +93,8 @@ export class Request implements Step {
    * attempt — except where it waits: the provider call, the queue, a backoff, an exact count.
    */
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> = identity
+  /** Ends the request for the router's count of requests in flight; see {@link end}. */
+  onEnd: (() => void) | undefined = undefined
   private pending: Array<Effect.Effect<void>> | undefined = undefined
 
   constructor(
@@ -160,6 +162,13 @@ export class Request implements Step {
       pass.versions = versions(guards)
     }
     pass.waitable.push(exclusion)
+  }
+
+  /** The request is over (its answer or error is ready; a stream's, released): counted once. */
+  end(): void {
+    const onEnd = this.onEnd
+    this.onEnd = undefined
+    onEnd?.()
   }
 
   /** Starts a new pass over the fallback chain (after a wait in the queue). */

@@ -263,6 +263,7 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
           : { _tag: "Interrupted", latencyMs }
     feed.stop()
     request.tick()
+    request.end()
     opened.finish(request, admitted, outcome)
     const flushed = request.flush()
     const closed = Scope.close(opened.scope, Exit.void)

@@ -36,12 +36,19 @@ export interface Service {
   readonly admit: (request: Request, attempt: Attempt) => Admitted | Exclusion
   /**
    * Runs `call` for an admitted attempt under the upstream's deadline and finishes the attempt with
-   * how it ended (usage from `usageOf` on success). The effects the guards left run afterwards.
+   * how it ended (usage from `usageOf` on success). `call` is told the completion tokens reserved for
+   * the attempt (the request's `max_tokens`, else its pool's default). The effects the guards left
+   * run afterwards.
    */
   readonly call: <A>(
     request: Request,
     admitted: Admitted,
-    call: (upstream: Upstream, model: string, traced: boolean) => Effect.Effect<Answer<A>, UpstreamError>,
+    call: (
+      upstream: Upstream,
+      model: string,
+      traced: boolean,
+      maxTokens: number
+    ) => Effect.Effect<Answer<A>, UpstreamError>,
     usageOf: (value: A) => Usage | undefined
   ) => Effect.Effect<Answer<A>, UpstreamError>
   /**
@@ -184,7 +191,13 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
     // and these handlers finish the attempt however it ends. Built lazily, so a provider that throws
     // fails this attempt instead of escaping it.
     const calling = request.restore(
-      Effect.suspend(() => deadline(request, upstream, run(upstream, upstream.model ?? request.match.model, traced)))
+      Effect.suspend(() =>
+        deadline(
+          request,
+          upstream,
+          run(upstream, upstream.model ?? request.match.model, traced, admitted.attempt.reservedOutputTokens)
+        )
+      )
     )
     const effect = Effect.matchCauseEffect(calling, {
       onSuccess: (answer) => {

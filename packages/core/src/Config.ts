@@ -154,6 +154,14 @@ export const StickyConfig = Schema.Struct({
 /** Sticky session settings. */
 export type StickyConfig = typeof StickyConfig.Type
 
+/**
+ * What a request may need of an upstream: `vision` (image parts), `audio` (audio input), `tools`,
+ * `json_schema` (structured output), `n` (more than one choice), `embeddings`.
+ */
+export const Capability = Schema.Literal("vision", "audio", "tools", "json_schema", "n", "embeddings")
+/** What a request may need of an upstream. */
+export type Capability = typeof Capability.Type
+
 /** One upstream deployment: a provider endpoint serving one model. */
 export const UpstreamConfig = Schema.Struct(
   {
@@ -176,6 +184,12 @@ export const UpstreamConfig = Schema.Struct(
     limits: Schema.optional(Limits),
     /** Context window in tokens; requests whose prompt + max_tokens exceed it never go here. */
     contextWindow: Schema.optional(PositiveInt),
+    /**
+     * What this upstream's model can take, narrowing its provider's ({@link ProviderKind.capabilities}):
+     * a text-only model behind a server that takes images lists none of `vision`. A request that needs
+     * a capability an upstream lacks is never sent there. Absent: everything its provider takes.
+     */
+    capabilities: Schema.optional(Schema.Array(Capability)),
     pricing: Schema.optional(Pricing),
     /** Time allowed for the whole upstream call (non-streaming) or until the first byte (streaming). */
     timeoutMs: Schema.optionalWith(PositiveInt, { default: () => 60_000 }),
@@ -489,8 +503,15 @@ export const formatIssues = (error: ParseResult.ParseError): ReadonlyArray<Issue
 export interface ProviderKind {
   /** What upstreams write as `provider:`, e.g. `openai`. */
   readonly name: string
-  /** Whether an upstream of this kind must have a `baseUrl` (false where one can be supplied at start). */
+  /**
+   * Whether an upstream of this kind must have a `baseUrl` (false where one can be supplied at start,
+   * or where the kind has a {@link defaultBaseUrl}).
+   */
   readonly needsBaseUrl: boolean
+  /** The base URL of an upstream of this kind that sets none (a cloud's public endpoint). */
+  readonly defaultBaseUrl?: string
+  /** What the kind's API can take at all; absent, every {@link Capability}. An upstream may narrow it. */
+  readonly capabilities?: ReadonlyArray<Capability>
   /** Upstreams of this kind only pretend to be a provider (`Topology.Upstream.simulated`). Default false. */
   readonly simulated?: boolean
   /** The kind's own settings, if it has any. */

@@ -3,6 +3,7 @@
  * to OpenAI's error envelope and an HTTP status with {@link toOpenAI}.
  */
 import { Schema } from "effect"
+import { unsupported } from "./Capabilities.js"
 import type { Decision } from "./Decision.js"
 
 /**
@@ -294,6 +295,20 @@ const envelopeOf = (error: RouterError): OpenAIError => {
     case "ContextLengthExceeded":
       return envelope(400, error.message, "invalid_request_error", "context_length_exceeded", "messages")
     case "NoUpstreamAvailable":
+      if (unsupported(error)) {
+        // The request asks for what no upstream can do: waiting or retrying changes nothing.
+        const lacking = error.exclusions.map((e) => `${e.upstream} (${e.reason})`).join(", ")
+        return envelope(
+          400,
+          `no upstream of pool '${error.pool}' or its fallbacks can serve this request: ${lacking}; ` +
+            "remove what they lack from the request, or route it to a pool whose upstreams have it",
+          "invalid_request_error",
+          "unsupported_feature",
+          null,
+          {},
+          { sluice_exclusions: error.exclusions }
+        )
+      }
       return envelope(
         503,
         error.message,

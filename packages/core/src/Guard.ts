@@ -29,6 +29,8 @@ export interface RequestInfo {
   /** Higher is more urgent; 0 by default. */
   readonly priority: number
   readonly stream: boolean
+  /** The capabilities the request needs (images, tools...; see `Capabilities`), when it needs any. */
+  readonly needs?: ReadonlyArray<string> | undefined
 }
 
 /** One attempt on one upstream. */

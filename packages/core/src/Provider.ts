@@ -26,6 +26,11 @@ export interface Call<R> {
   /** The client's JSON body exactly as received, when there is one. */
   readonly body?: string | undefined
   /**
+   * The completion tokens to ask for when the request sets no `max_tokens`: its pool's
+   * `defaultMaxTokens` (the router passes it). For providers that require a limit (Anthropic).
+   */
+  readonly defaultMaxTokens?: number | undefined
+  /**
    * Whether the caller's spans are exported (the router checked, see `Tracing`): false means the
    * provider makes no span of its own either, without checking again; absent, it checks itself.
    */

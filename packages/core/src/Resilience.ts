@@ -1,10 +1,11 @@
 /**
- * Resilience: the standard resilience stages of a pipeline in one layer — health checks, circuit
- * breakers and the rate limiter (budgets and the queue) — as its {@link Guard.Guards}, in the order
+ * Resilience: the standard resilience stages of a pipeline in one layer — capabilities, health checks,
+ * circuit breakers and the rate limiter (budgets and the queue) — as its {@link Guard.Guards}, in the order
  * they are consulted, together with the stage services themselves (breaker resets, health status,
  * budgets). Provide it instead of `Guard.none`.
  */
 import { Layer } from "effect"
+import * as Capabilities from "./Capabilities.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Guard from "./Guard.js"
 import * as Health from "./Health.js"
@@ -20,11 +21,11 @@ export const layerStages = Layer.mergeAll(
 )
 
 /**
- * The guards and their stage services. Order matters: health and breaker exclusions are cheap and not
- * waitable; the rate limiter comes last, so capacity is reserved only for attempts every other stage
+ * The guards and their stage services. Order matters: capability, health and breaker exclusions are
+ * cheap and not waitable; the rate limiter comes last, so capacity is reserved only for attempts every other stage
  * admitted. Needs a `StateStore`, the `Topology`, the `Provider` (inference checks) and an
  * `HttpClient` (http checks).
  */
-export const layer = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
+export const layer = Guard.layer(Capabilities.guard, Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
   Layer.provideMerge(layerStages)
 )

@@ -19,6 +19,7 @@ import type { Decision } from "./Decision.js"
 import { Builder, spanAttributes } from "./Decision.js"
 import type { RouterError, UpstreamError } from "./Errors.js"
 import { ModelNotFound, withDecision } from "./Errors.js"
+import { needsOf, NEEDS_EMBEDDINGS } from "./Capabilities.js"
 import { Guards } from "./Guard.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
 import { Request } from "./internal/request.js"
@@ -133,6 +134,8 @@ interface Operation {
   readonly user: string | undefined
   readonly prompt: Prompt
   readonly requestedOutputTokens: number | undefined
+  /** The capabilities it needs of an upstream, when it needs any. */
+  readonly needs: ReadonlyArray<string> | undefined
 }
 
 /** The stages and services of one router, passed explicitly to the functions that route. */
@@ -211,7 +214,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         CHAT,
         chatOperation(p, chat, false),
         options,
-        (upstream, model, traced) => provider.chat(upstream, { request: chat, model, body: options?.body, traced }),
+        (upstream, model, traced, maxTokens) =>
+          provider.chat(upstream, { request: chat, model, body: options?.body, traced, defaultMaxTokens: maxTokens }),
         completionUsage
       ),
     chatStream: (chat, options) => chatStream(p, chat, options),
@@ -283,7 +287,7 @@ const start = (
     count.exact,
     clock.unsafeCurrentTimeMillis()
   )
-  return new Request(
+  const request = new Request(
     clock,
     span,
     match,
@@ -296,6 +300,8 @@ const start = (
     decision,
     random === liveRandom ? Math.random : () => Effect.runSync(random.next)
   )
+  request.needs = operation.needs
+  return request
 }
 
 /** Records a decision on its span. */
@@ -393,7 +399,8 @@ const chatOperation = (p: Pipeline, chat: ChatCompletionRequest, stream: boolean
   model: chat.model,
   user: chat.user,
   prompt: new ChatPrompt(p.counter, chat),
-  requestedOutputTokens: requestedMaxTokens(chat)
+  requestedOutputTokens: requestedMaxTokens(chat),
+  needs: needsOf(chat)
 })
 
 const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
@@ -407,7 +414,8 @@ const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
       estimate: () => ({ tokens, exact: false }),
       exact: () => Effect.succeed({ tokens, exact: false })
     },
-    requestedOutputTokens: 0
+    requestedOutputTokens: 0,
+    needs: NEEDS_EMBEDDINGS
   }
 }
 
@@ -417,7 +425,12 @@ const whole = <A>(
   attributes: Record<string, unknown>,
   operation: Operation,
   options: RouteOptions | undefined,
-  call: (upstream: Upstream, model: string, traced: boolean) => Effect.Effect<Answer<A>, UpstreamError>,
+  call: (
+    upstream: Upstream,
+    model: string,
+    traced: boolean,
+    maxTokens: number
+  ) => Effect.Effect<Answer<A>, UpstreamError>,
   usageOf: (value: A) => Usage | undefined
 ): Effect.Effect<Routed<A>, RouterError> =>
   traced(attributes, (fiber, span) =>

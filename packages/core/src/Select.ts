@@ -89,7 +89,8 @@ const infoFor = (request: Request, pool: Pool): RequestInfo => ({
   reservedOutputTokens: request.requestedOutputTokens ?? pool.defaultMaxTokens,
   sessionKey: sessionKeyFor(pool, request),
   priority: request.priority,
-  stream: request.stream
+  stream: request.stream,
+  needs: request.needs
 })
 
 /** An attempt on `upstream` with the request's info (written out: a spread of it costs more, per request). */
@@ -101,6 +102,7 @@ const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number): Atte
   sessionKey: info.sessionKey,
   priority: info.priority,
   stream: info.stream,
+  needs: info.needs,
   upstream,
   attempt
 })

@@ -35,6 +35,11 @@ export interface Upstream {
     readonly maxConcurrency?: number | undefined
   }
   readonly contextWindow: number | undefined
+  /**
+   * What it can take: its provider kind's capabilities narrowed by its own list; undefined when
+   * neither says (it takes everything).
+   */
+  readonly capabilities: ReadonlyArray<SluiceConfig.Capability> | undefined
   readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
   readonly timeoutMs: number
   readonly headers: Readonly<Record<string, string>>
@@ -85,7 +90,8 @@ export interface Options {
   readonly baseUrls?: ReadonlyMap<string, string>
   /**
    * The provider kinds the config was checked against ({@link SluiceConfig.DecodeOptions.providers}):
-   * an upstream is `simulated` when its kind says so. Without them no upstream is.
+   * an upstream is `simulated` when its kind says so, and one without a `baseUrl` gets its kind's
+   * `defaultBaseUrl`. Without them no upstream is simulated or defaulted.
    */
   readonly providers?: ReadonlyArray<SluiceConfig.ProviderKind>
 }
@@ -102,12 +108,14 @@ export const fromConfig = (
   Effect.gen(function* () {
     const baseUrls = options.baseUrls ?? new Map<string, string>()
     const simulated = new Set(options.providers?.filter((kind) => kind.simulated === true).map((kind) => kind.name))
+    const kinds = new Map(options.providers?.map((kind) => [kind.name, kind]))
     const environment = yield* SluiceConfig.readEnvironment(config)
     const problems: Array<string> = [...environment.problems]
     const upstreams = new Map<string, Upstream>()
     for (const [i, u] of config.upstreams.entries()) {
       const apiKey: Option.Option<Redacted.Redacted<string>> = Option.fromNullable(environment.upstreamKeys.get(u.id))
-      const baseUrl = u.baseUrl ?? baseUrls.get(u.id)
+      const kind = kinds.get(u.provider)
+      const baseUrl = u.baseUrl ?? baseUrls.get(u.id) ?? kind?.defaultBaseUrl
       if (baseUrl === undefined) {
         problems.push(`upstreams[${i}].baseUrl: '${u.id}' has no URL; set one in the config`)
         continue
@@ -124,6 +132,7 @@ export const fromConfig = (
         enabled: u.enabled,
         limits: u.limits ?? {},
         contextWindow: u.contextWindow,
+        capabilities: capabilitiesOf(u.capabilities, kind?.capabilities),
         pricing: u.pricing,
         timeoutMs: u.timeoutMs,
         headers: u.headers ?? {},
@@ -159,6 +168,13 @@ export const fromConfig = (
     return { pools, upstreams }
   })
 
+/** An upstream's capabilities: its own list within its kind's; undefined when neither narrows them. */
+const capabilitiesOf = (
+  own: ReadonlyArray<SluiceConfig.Capability> | undefined,
+  kind: ReadonlyArray<SluiceConfig.Capability> | undefined
+): ReadonlyArray<SluiceConfig.Capability> | undefined =>
+  own === undefined ? kind : kind === undefined ? own : own.filter((c) => kind.includes(c))
+
 /** A topology layer from a decoded config file (see {@link fromConfig}). */
 export const layer = (config: SluiceConfig.ConfigFile, options?: Options) =>
   Layer.effect(Topology, fromConfig(config, options))
@@ -185,6 +201,7 @@ export const upstream = (
   enabled: true,
   limits: {},
   contextWindow: undefined,
+  capabilities: undefined,
   pricing: undefined,
   timeoutMs: 60_000,
   headers: {},

@@ -1,5 +1,6 @@
 /** Sluice core: wire schemas, config, the routing pipeline, its stage services and errors. */
 export * as Attempt from "./Attempt.js"
+export * as Capabilities from "./Capabilities.js"
 export * as CircuitBreaker from "./CircuitBreaker.js"
 export * as Config from "./Config.js"
 export * as Decision from "./Decision.js"

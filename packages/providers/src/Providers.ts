@@ -1,16 +1,71 @@
 /**
  * The provider registry: the kinds Sluice ships ({@link kinds}, which a config is checked against
- * when it loads) and one `Provider` service that dispatches each call on `upstream.provider`. Every
- * kind shipped today speaks the OpenAI wire format; translating providers (Anthropic, Gemini) plug
- * in here by kind.
+ * when it loads) and one `Provider` service that dispatches each call on `upstream.provider`. Most
+ * kinds speak the OpenAI wire format (presets of the OpenAI-compatible clouds and local servers, with
+ * their endpoints and quirks); translating providers (`anthropic`, `gemini`, the native `ollama`)
+ * plug in here by kind.
  */
 import type { Config } from "@sluice/core"
 import { Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
+import * as Anthropic from "./Anthropic.js"
+import * as Gemini from "./Gemini.js"
+import * as Ollama from "./Ollama.js"
 import * as OpenAICompatible from "./OpenAICompatible.js"
 import * as Simulator from "./Simulator.js"
 
-const remote = (name: string): Config.ProviderKind => ({ name, needsBaseUrl: true })
+/**
+ * A provider kind Sluice ships: its name, the public endpoint an upstream gets when it sets no
+ * `baseUrl`, and how an OpenAI-compatible one differs from OpenAI.
+ */
+interface Preset {
+  readonly name: string
+  readonly baseUrl?: string
+  /** What the provider's API can take, when not everything (see `Config.Capability`). */
+  readonly capabilities?: ReadonlyArray<Config.Capability>
+  readonly openai?: OpenAICompatible.Options
+}
+
+/**
+ * The kinds that need nothing but an API key (and a model): the OpenAI-compatible clouds with their
+ * endpoints and quirks, the local servers at their default ports, and the translated providers.
+ * `openai-compatible` and `azure` (whose URL names the resource and deployment) need a `baseUrl`.
+ */
+export const presets: ReadonlyArray<Preset> = [
+  { name: "openai", baseUrl: "https://api.openai.com/v1" },
+  { name: "openai-compatible" },
+  // Azure OpenAI: `baseUrl: https://<resource>.openai.azure.com/openai/deployments/<deployment>?api-version=<version>`
+  // (or the v1 API, `https://<resource>.openai.azure.com/openai/v1`); the key goes in `api-key`.
+  { name: "azure", openai: { auth: (key) => ({ "api-key": key }) } },
+  { name: "groq", baseUrl: "https://api.groq.com/openai/v1" },
+  // Mistral refuses fields it does not know (422), `stream_options` among them; its last chunk has usage anyway.
+  { name: "mistral", baseUrl: "https://api.mistral.ai/v1", openai: { drop: ["stream_options"] } },
+  { name: "together", baseUrl: "https://api.together.xyz/v1" },
+  { name: "deepseek", baseUrl: "https://api.deepseek.com/v1" },
+  { name: "openrouter", baseUrl: "https://openrouter.ai/api/v1" },
+  { name: "fireworks", baseUrl: "https://api.fireworks.ai/inference/v1" },
+  { name: "cerebras", baseUrl: "https://api.cerebras.ai/v1" },
+  { name: "xai", baseUrl: "https://api.x.ai/v1" },
+  // Cohere's OpenAI compatibility API.
+  { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1" },
+  { name: "vllm", baseUrl: "http://localhost:8000/v1" },
+  { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
+  // Native Ollama: no `n`, no audio (and images as data only).
+  { name: "ollama", baseUrl: "http://localhost:11434", capabilities: ["vision", "tools", "json_schema", "embeddings"] },
+  // Anthropic: one choice per request, no audio input, no embeddings API.
+  { name: "anthropic", baseUrl: "https://api.anthropic.com/v1", capabilities: ["vision", "tools", "json_schema"] },
+  {
+    name: "gemini",
+    baseUrl: "https://generativelanguage.googleapis.com/v1beta",
+    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"]
+  }
+]
+
+const kindOf = (preset: Preset): Config.ProviderKind => ({
+  name: preset.name,
+  ...(preset.baseUrl === undefined ? { needsBaseUrl: true } : { needsBaseUrl: false, defaultBaseUrl: preset.baseUrl }),
+  ...(preset.capabilities !== undefined ? { capabilities: preset.capabilities } : {})
+})
 
 /**
  * `simulated`: an OpenAI-compatible upstream that only pretends. With a `baseUrl` it is called like
@@ -28,20 +83,15 @@ export const simulated = {
  * Every provider kind Sluice ships, in the order error messages list them: pass them as
  * `Config.DecodeOptions.providers` (the server's `ConfigFile` does).
  */
-export const kinds: ReadonlyArray<Config.ProviderKind> = [
-  remote("openai"),
-  remote("openai-compatible"),
-  remote("groq"),
-  remote("mistral"),
-  remote("together"),
-  remote("vllm"),
-  remote("ollama"),
-  remote("lmstudio"),
-  simulated
-]
+export const kinds: ReadonlyArray<Config.ProviderKind> = [...presets.map(kindOf), simulated]
 
-/** Provider kinds served by the OpenAI-compatible translation: every kind in {@link kinds} today. */
-export const openAICompatibleKinds: ReadonlyArray<string> = kinds.map((kind) => kind.name)
+/** Provider kinds whose upstreams speak their own API, translated by their own provider. */
+const translated: ReadonlyArray<string> = ["anthropic", "gemini", "ollama"]
+
+/** Provider kinds served by the OpenAI-compatible translation. */
+export const openAICompatibleKinds: ReadonlyArray<string> = kinds
+  .map((kind) => kind.name)
+  .filter((name) => !translated.includes(name))
 
 /** Dispatches on `upstream.provider` among `providers`; an unknown kind fails without retry. */
 export const dispatch = (providers: Readonly<Record<string, Provider.Service>>): Provider.Service => {
@@ -73,12 +123,28 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
 
 /**
  * Every built-in provider kind, plus `custom` kinds (which may also replace a built-in one). The
- * OpenAI-compatible kinds share one set of undici keep-alive connection pools, closed with the layer.
+ * OpenAI-compatible kinds without quirks share one set of undici keep-alive connection pools; each
+ * other provider has its own. All are closed with the layer.
  */
 export const layer = (custom: Readonly<Record<string, Provider.Service>> = {}): Layer.Layer<Provider.Provider> =>
   Layer.scoped(
     Provider.Provider,
-    Effect.map(OpenAICompatible.make, (openai) =>
-      dispatch({ ...Object.fromEntries(openAICompatibleKinds.map((kind) => [kind, openai])), ...custom })
-    )
+    Effect.gen(function* () {
+      const openai = yield* OpenAICompatible.make
+      const anthropic = yield* Anthropic.make
+      const gemini = yield* Gemini.make
+      const ollama = yield* Ollama.make
+      const quirky: Record<string, Provider.Service> = {}
+      for (const preset of presets) {
+        if (preset.openai !== undefined) quirky[preset.name] = yield* OpenAICompatible.makeWith(preset.openai)
+      }
+      return dispatch({
+        ...Object.fromEntries(openAICompatibleKinds.map((kind) => [kind, openai])),
+        ...quirky,
+        anthropic,
+        gemini,
+        ollama,
+        ...custom
+      })
+    })
   )

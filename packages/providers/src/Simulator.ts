@@ -3,9 +3,21 @@
  * tests and benchmarks. It speaks OpenAI's wire format (the official `openai` SDK can use it) and can
  * be told to be slow, rate limited or broken, at start or at run time with `setOptions`.
  *
- * Endpoints:
+ * With `dialect: "anthropic"` it speaks Anthropic's Messages API instead: `POST /v1/messages`
+ * (non-streaming and streaming, with the same content, tool and fault behaviour as below; it checks
+ * what the API checks — `model`, a positive integer `max_tokens`, roles `user` / `assistant` only,
+ * non-empty text blocks, each `tool_result` answering an earlier `tool_use` — and answers 400 in
+ * Anthropic's error envelope otherwise), Anthropic's error envelope for every failure (a
+ * `failureStatus` of 529 is an `overloaded_error`), `anthropic-ratelimit-*` headers, no embeddings.
+ * With `dialect: "gemini"` it speaks the Gemini API (`/v1beta/models/{model}:generateContent`,
+ * `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, Google's error envelope), and with
+ * `dialect: "ollama"` Ollama's native API (`/api/chat` streaming NDJSON unless `stream: false`,
+ * `/api/embed`, `{"error": ...}` errors); each checks requests as its provider does.
+ *
+ * Endpoints (OpenAI dialect):
  * - `POST /v1/chat/completions`: non-streaming and SSE streaming (`stream_options.include_usage`),
- *   tool calls (the first tool, or the one `tool_choice` names, with arguments `"{}"`) and JSON mode.
+ *   tool calls (the first tool, or the one `tool_choice` names, with arguments `"{}"`; after a tool
+ *   result it answers with text unless `tool_choice` requires a call) and JSON mode.
  *   Content is `[<name>] lorem ipsum ...`: one word is one token. Always one choice (`n` is ignored);
  *   `model` is echoed (the first configured model when absent). 400 with OpenAI's error envelope when
  *   the body is not a JSON object or `messages` is missing, not an array or empty.
@@ -36,6 +48,14 @@ import { defaults, SimulatorState } from "./internal/simulatorServer.js"
  * is above 0.
  */
 export interface Options {
+  /**
+   * The wire format it speaks: `openai` (`POST /v1/chat/completions`, `/v1/embeddings`),
+   * `anthropic` (`POST /v1/messages` with Anthropic's bodies, events, error envelope and
+   * `anthropic-ratelimit-*` headers; no embeddings), `gemini` (`POST /v1beta/models/{model}:
+   * generateContent`, `:streamGenerateContent?alt=sse`, `:batchEmbedContents`) or `ollama` (the
+   * native `POST /api/chat` with NDJSON streams, `POST /api/embed`). Default `"openai"`.
+   */
+  readonly dialect?: Dialect
   /** Label used in content (`[<name>] ...`), ids and `owned_by`. Default `"sim"`. */
   readonly name?: string
   /** Models listed by `GET /v1/models`; requests for any model are served anyway. Default `["sim-model"]`. */
@@ -76,6 +96,12 @@ export interface Options {
   /** Seed of the failure dice: the same seed and requests give the same faults. Default random (see `options().seed`). */
   readonly seed?: number
 }
+
+/** The wire formats the simulator speaks. */
+export const dialects = ["openai", "anthropic", "gemini", "ollama"] as const
+
+/** A wire format the simulator speaks. */
+export type Dialect = (typeof dialects)[number]
 
 const NonNegative = Schema.Number.pipe(Schema.nonNegative())
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
@@ -184,6 +210,12 @@ const fields: ReadonlyArray<Field> = [
   field("port", "an integer port between 0 and 65535", (u) => isNonNegativeInt(u) && (u as number) <= 65535),
   field("name", "a non-empty name", isNonEmptyString, (raw) => raw),
   field(
+    "dialect",
+    `one of ${dialects.join(", ")}`,
+    (u) => dialects.includes(u as Dialect),
+    (raw) => raw
+  ),
+  field(
     "models",
     "a comma-separated list of model names",
     (u) => Array.isArray(u) && u.length > 0 && u.every(isNonEmptyString),
@@ -219,11 +251,13 @@ const byFlag = new Map(fields.map((f) => [f.flag, f]))
 export const usage = `Usage: sluice simulate [flags]
 
 Runs a simulated OpenAI-compatible upstream: POST /v1/chat/completions, POST /v1/embeddings,
-GET /v1/models and GET /health. Flags take a value as "--flag value" or "--flag=value".
+GET /v1/models and GET /health (with --dialect, Anthropic's, Gemini's or Ollama's API instead). Flags take a value as "--flag value" or "--flag=value".
 
   --host <host>                  address to bind (default 127.0.0.1)
   --port <port>                  port to bind; 0 picks a free one (default 0)
   --name <name>                  label used in content, ids and owned_by (default sim)
+  --dialect <name>               wire format: openai, anthropic (POST /v1/messages), gemini
+                                 (/v1beta/models/...:generateContent) or ollama (/api/chat) (default openai)
   --models <a,b,...>             models listed by GET /v1/models (default sim-model); any model is served
   --latency-ms <ms>              delay before a non-streaming answer (default 0)
   --ttft-ms <ms>                 delay before the first streamed chunk (default 0)

@@ -180,6 +180,38 @@ describe("Simulator", () => {
       })
     )
 
+    it.scopedLive("answers structured output valid against the requested JSON schema, whole and streamed", () =>
+      Effect.gen(function* () {
+        const sim = yield* Simulator.start({ name: "up-1" })
+        const schema = {
+          type: "object",
+          properties: {
+            city: { type: "string" },
+            tags: { type: "array", items: { type: "string" }, minItems: 2 },
+            kind: { enum: ["capital", "town"] },
+            location: { type: "object", properties: { lat: { type: "number" } }, required: ["lat"] }
+          },
+          required: ["city", "tags", "kind", "location"],
+          additionalProperties: false
+        }
+        const request = {
+          model: "m",
+          messages: user("a city"),
+          response_format: { type: "json_schema" as const, json_schema: { name: "city", schema } }
+        }
+        const whole = yield* call(() => client(sim).chat.completions.create(request))
+        const parsed = JSON.parse(whole.choices[0]?.message.content ?? "") as Record<string, unknown>
+        expect(parsed).toEqual({
+          city: expect.any(String),
+          tags: [expect.any(String), expect.any(String)],
+          kind: "capital",
+          location: { lat: 1 }
+        })
+        const streamed = yield* call(() => client(sim).chat.completions.stream(request).finalChatCompletion())
+        expect(JSON.parse(streamed.choices[0]?.message.content ?? "")).toEqual(parsed)
+      })
+    )
+
     it.scopedLive("answers 400 with OpenAI's error envelope for a malformed body", () =>
       Effect.gen(function* () {
         const sim = yield* Simulator.start()
@@ -510,6 +542,8 @@ describe("Simulator", () => {
         "32",
         "--name",
         "a",
+        "--dialect",
+        "anthropic",
         "--models",
         "gpt-4o,gpt-4o-mini",
         "--seed",
@@ -533,6 +567,7 @@ describe("Simulator", () => {
           malformedEventAfter: 0,
           completionTokens: 32,
           name: "a",
+          dialect: "anthropic",
           models: ["gpt-4o", "gpt-4o-mini"],
           seed: 1
         })
@@ -565,6 +600,9 @@ describe("Simulator", () => {
       expect(message(["--rpm"])).toContain("--rpm: missing value")
       expect(message(["--bogus", "1"])).toContain("unknown flag --bogus")
       expect(message(["9001"])).toContain("unexpected argument '9001'")
+      expect(message(["--dialect", "cohere"])).toBe(
+        "--dialect: expected one of openai, anthropic, gemini, ollama, got 'cohere'"
+      )
       expect(Simulator.usage).toContain("--mid-stream-cut-rate")
     })
   })

@@ -3,7 +3,9 @@
  * validates bodies, maps errors to OpenAI's envelope and status, and writes streams as SSE. It holds
  * no routing logic.
  *
- * Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`, `GET /health`.
+ * Routes: `POST /v1/chat/completions`, `POST /v1/responses` (see `Responses`), `POST /v1/embeddings`,
+ * `GET /v1/models` (and `/v1/models/{id}`), the health endpoints, and Anthropic's `POST /v1/messages`
+ * and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
  * or one generated here and handed to the router, so the decision, the trace and the header agree.
  * Routed answers also name what happened: `x-sluice-pool`, `x-sluice-upstream`, `x-sluice-attempts`.
@@ -16,7 +18,8 @@
 import type * as Headers from "@effect/platform/Headers"
 import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import type { Decision } from "@sluice/core"
-import { Config, Errors, Router, StreamEvent, Tracing, Wire } from "@sluice/core"
+import { Config, Errors, Router, TokenCounter, Tracing, Wire } from "@sluice/core"
+import type { StreamEvent } from "@sluice/core"
 import type { Scope } from "effect"
 import {
   Cause,
@@ -40,6 +43,9 @@ import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } fro
 import { createServer } from "node:http"
 import type * as Access from "./Access.js"
 import { Refusal } from "./Access.js"
+import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
+import * as Messages from "./Messages.js"
+import * as Responses from "./Responses.js"
 
 /** Gateway settings. */
 export interface Options {
@@ -84,22 +90,6 @@ export class ListenError extends Data.TaggedError("ListenError")<{
 /** A `node:http` request handler. */
 export type Handler = (request: IncomingMessage, response: ServerResponse) => void
 
-const JSON_TYPE = "application/json"
-
-/** Writes a JSON answer; `headers` is a fresh object of the caller's, completed here (no copy per answer). */
-const writeJson = (
-  res: ServerResponse,
-  status: number,
-  text: string,
-  headers: Record<string, string | number> = {}
-) => {
-  if (res.headersSent || res.destroyed) return
-  headers["content-type"] = JSON_TYPE
-  headers["content-length"] = Buffer.byteLength(text)
-  res.writeHead(status, headers)
-  res.end(text)
-}
-
 /** An error answer; after routing it names the pool and attempts as a success does. */
 const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string) => {
   const mapped = Errors.toOpenAI(error)
@@ -121,11 +111,12 @@ const envelope = (message: string, code: string) =>
   JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } })
 
 const ROUTES_HINT =
-  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models)"
+  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, " +
+  "GET /v1/models; POST /v1/messages for Anthropic clients)"
 const HEALTH = JSON.stringify({ status: "ok" })
 const ROOT = JSON.stringify({
   name: "sluice",
-  endpoints: ["/v1/chat/completions", "/v1/embeddings", "/v1/models"]
+  endpoints: ["/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages"]
 })
 
 const notFound = (req: IncomingMessage, res: ServerResponse, requestId: string) =>
@@ -230,6 +221,9 @@ const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
 
 const decodeChat = decoder(Wire.ChatCompletionRequest)
 const decodeEmbeddings = decoder(Wire.EmbeddingsRequest)
+const decodeMessages = decoder(Messages.MessagesRequest)
+const decodeCountTokens = decoder(Messages.CountTokensRequest)
+const decodeResponses = decoder(Responses.ResponsesRequest)
 
 const BEARER = /^Bearer\s+(.+)$/i
 
@@ -266,26 +260,6 @@ const routeOptions = (
   return route
 }
 
-/**
- * What happened, as headers: the pool, the attempts, and the upstream that served — or, for an
- * error answer, the upstream of the last attempt (none when no attempt was made).
- */
-const decisionHeaders = (decision: Decision.Decision): Record<string, string> => {
-  const upstream = decision.upstream ?? decision.attempts[decision.attempts.length - 1]?.upstream
-  return upstream === undefined
-    ? {
-        "x-request-id": decision.requestId,
-        "x-sluice-pool": decision.pool,
-        "x-sluice-attempts": String(decision.attempts.length)
-      }
-    : {
-        "x-request-id": decision.requestId,
-        "x-sluice-pool": decision.pool,
-        "x-sluice-upstream": upstream,
-        "x-sluice-attempts": String(decision.attempts.length)
-      }
-}
-
 const DONE = "data: [DONE]\n\n"
 
 /** SSE text of some events. */
@@ -301,38 +275,6 @@ const sse = (events: Iterable<StreamEvent.StreamEvent>): string => {
  */
 const ending = (end: Option.Option<Errors.UpstreamError>): string =>
   Option.isNone(end) ? DONE : `data: ${JSON.stringify(Errors.toOpenAI(end.value).body)}\n\n`
-
-/**
- * Relays a stream to `res` straight from its source (no Stream machinery): one write per upstream
- * read, and whatever has already arrived when a read comes in — up to the end of the stream — goes
- * out in the same write, so a short answer costs one write.
- */
-const relay = (res: ServerResponse, source: StreamEvent.Source): Effect.Effect<void> => {
-  const step = (events: ReadonlyArray<StreamEvent.StreamEvent>): Effect.Effect<void> => {
-    let text = sse(events)
-    for (let more = source.poll(); more !== undefined; more = source.poll()) {
-      if (!StreamEvent.isEvents(more)) {
-        res.end(text + ending(more))
-        return Effect.void
-      }
-      text += sse(more)
-    }
-    return text === "" || res.write(text) ? loop : Effect.zipRight(drained(res), loop)
-  }
-  const loop: Effect.Effect<void> = Effect.matchEffect(StreamEvent.take(source), {
-    onSuccess: step,
-    onFailure: (end) => Effect.sync(() => void res.end(ending(end)))
-  })
-  return loop
-}
-
-/** Waits until `res` can take more (a slow client); interruption (a disconnect) ends the wait. */
-const drained = (res: ServerResponse) =>
-  Effect.async<void>((resume) => {
-    const go = () => resume(Effect.void)
-    res.once("drain", go)
-    return Effect.sync(() => void res.off("drain", go))
-  })
 
 /** The parent span a caller sent (`traceparent`, `b3`), if any. */
 const parentOf = (headers: IncomingHttpHeaders): Tracer.ExternalSpan | undefined =>
@@ -359,6 +301,8 @@ interface Env {
   readonly streams: Set<ServerResponse>
   /** Set once a drain has started: new connections are refused and `/health/ready` says so. */
   draining: boolean
+  /** The router's token counter, when the layer has one (for `/v1/messages/count_tokens`). */
+  readonly counter: TokenCounter.Service | undefined
 }
 
 /** The Effect answering a request from its body text; see {@link withBody}. */
@@ -413,31 +357,39 @@ const streamChat = (
 ) =>
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(env.router.chatStream(body, route)), (routed) => {
-      env.streams.add(res)
-      res.writeHead(200, {
-        "content-type": "text/event-stream",
-        "cache-control": "no-cache",
-        "x-request-id": routed.requestId,
-        "x-sluice-pool": routed.pool,
-        "x-sluice-upstream": routed.upstream,
-        "x-sluice-attempts": String(routed.attempts)
-      })
-      const release = Effect.zipRight(
-        client === undefined || !client.tracked
-          ? routed.release
-          : Effect.zipRight(
-              routed.release,
-              Effect.map(routed.decision, (decision) => recordUsage(env, client, decision))
-            ),
-        Effect.sync(() => env.streams.delete(res))
-      )
-      // Already uninterruptible: these handlers run however the relay ends, with no mask of their own.
-      return Effect.matchCauseEffect(restore(relay(res, routed.source)), {
-        onSuccess: () => release,
-        onFailure: (cause) => Effect.zipRight(release, Effect.failCause(cause))
-      })
+      res.writeHead(200, streamHeaders(routed))
+      return relayed(env, res, routed, client, restore(relay(res, routed.source, sse, ending)))
     })
   )
+
+/**
+ * Runs `relaying` (the relay of a routed stream written to `res`) with what every streaming endpoint
+ * does around it: the answer is one of the drain's streams while it runs, and the stream's release —
+ * and the client's usage, once the decision is complete — follow however it ends. Already
+ * uninterruptible (the caller's mask): these handlers need no mask of their own.
+ */
+const relayed = (
+  env: Env,
+  res: ServerResponse,
+  routed: Router.RoutedStream,
+  client: Access.Client | undefined,
+  relaying: Effect.Effect<void>
+): Effect.Effect<void> => {
+  env.streams.add(res)
+  const release = Effect.zipRight(
+    client === undefined || !client.tracked
+      ? routed.release
+      : Effect.zipRight(
+          routed.release,
+          Effect.map(routed.decision, (decision) => recordUsage(env, client, decision))
+        ),
+    Effect.sync(() => env.streams.delete(res))
+  )
+  return Effect.matchCauseEffect(relaying, {
+    onSuccess: () => release,
+    onFailure: (cause) => Effect.zipRight(release, Effect.failCause(cause))
+  })
+}
 
 /**
  * `POST /v1/chat/completions`. Called when the request is served (see {@link withBody}): the body is
@@ -475,11 +427,69 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
     )
   })
 
+/**
+ * What `Messages` and `Responses` need of the gateway: its router, and how a stream they relay is
+ * run (as the drain's, released, the client's usage recorded) and a whole answer's decision recorded.
+ */
+const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoint => ({
+  router: env.router,
+  served: (decision) => recordUsage(env, client, decision),
+  relayed: (res, routed, relaying) => relayed(env, res, routed, client, relaying)
+})
+
+/**
+ * `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors in
+ * Anthropic's envelope (see `Messages`). The client's key may come as `x-api-key`.
+ */
+const messages: BodyHandler = (env, req, res, requestId, text, client) => {
+  const decoded = decodeMessages(text)
+  if (Either.isRight(decoded)) {
+    const refusal = refused(env, client, decoded.right.model, res, requestId)
+    if (refusal !== undefined) return refusal
+  }
+  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+  return Messages.create(endpoint(env, client), res, requestId, decoded, route)
+}
+
+/** `POST /v1/messages/count_tokens`. */
+const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
+  Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
+
+/** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
+const responses: BodyHandler = (env, req, res, requestId, text, client) => {
+  const decoded = decodeResponses(text)
+  if (Either.isRight(decoded)) {
+    const refusal = refused(env, client, decoded.right.model, res, requestId)
+    if (refusal !== undefined) return refusal
+  }
+  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+  return Responses.create(endpoint(env, client), res, requestId, decoded, route)
+}
+
 /** `GET /v1/models`: the router's list, in OpenAI's shape. */
 const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
   Effect.map(env.router.models, (list) =>
     writeJson(res, 200, JSON.stringify({ object: "list", data: list }), { "x-request-id": requestId })
   )
+
+/** `GET /v1/models/{id}`: one model of the router's list, else a 404 naming the known ones. */
+const model = (env: Env, res: ServerResponse, requestId: string, id: string): Effect.Effect<void, Errors.RouterError> =>
+  Effect.flatMap(env.router.models, (list) => {
+    const found = list.find((m) => m.id === id)
+    if (found === undefined) {
+      return Effect.fail(new Errors.ModelNotFound({ model: id, known: list.map((m) => m.id) }))
+    }
+    return Effect.sync(() => writeJson(res, 200, JSON.stringify(found), { "x-request-id": requestId }))
+  })
+
+/** The model id of a `/v1/models/{id}` path (percent-decoded; ids may hold `/`), undefined when malformed. */
+const modelId = (path: string): string | undefined => {
+  try {
+    return decodeURIComponent(path.slice("/v1/models/".length))
+  } catch {
+    return undefined
+  }
+}
 
 /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
 const recover = (
@@ -688,6 +698,23 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
       const client = clientOf(env, req, res, id)
       return client === null ? undefined : withBody(env, req, res, path, id, embeddings, client)
     }
+    case "/v1/responses":
+    case "/responses": {
+      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
+      if (env.draining) return refuseDraining(res, id)
+      const client = clientOf(env, req, res, id)
+      return client === null ? undefined : withBody(env, req, res, path, id, responses, client)
+    }
+    case "/v1/messages":
+    case "/v1/messages/count_tokens": {
+      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
+      if (env.draining) return refuseDraining(res, id)
+      // Anthropic's SDK sends its key as `x-api-key`: it counts as the bearer token.
+      Messages.acceptApiKey(req.headers)
+      const client = clientOf(env, req, res, id)
+      if (client === null) return
+      return withBody(env, req, res, path, id, path === "/v1/messages" ? messages : countTokens, client)
+    }
     case "/v1/models":
     case "/models":
       if (method !== "GET") return methodNotAllowed(req, res, "GET", id)
@@ -707,6 +734,13 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
     default:
       if (env.options.admin !== undefined && (path === "/admin" || path.startsWith("/admin/")))
         return env.options.admin(req, res)
+      if (path.startsWith("/v1/models/") && path.length > "/v1/models/".length) {
+        const wanted = modelId(path)
+        if (wanted === undefined) return notFound(req, res, id)
+        if (method !== "GET") return methodNotAllowed(req, res, "GET", id)
+        if (clientOf(env, req, res, id) === null) return
+        return serve(env, req, res, path, id, model(env, res, id, wanted))
+      }
       return notFound(req, res, id)
   }
 }
@@ -724,7 +758,8 @@ const build = Effect.gen(function* () {
     tracing: Tracing.exported({ getFiberRef: (ref) => FiberRefs.getOrDefault(runtime.fiberRefs, ref) }),
     clock: Context.get(services, Clock.Clock),
     streams: new Set<ServerResponse>(),
-    draining: false
+    draining: false,
+    counter: Option.getOrUndefined(yield* Effect.serviceOption(TokenCounter.TokenCounter))
   }
   yield* Effect.addFinalizer(() => Fiber.interruptAll(env.inFlight))
   const handler: Handler = (req, res) => handle(env, req, res)

@@ -5,6 +5,7 @@
  */
 import type { Provider, Strategy } from "@sluice/core"
 import {
+  Capabilities,
   CircuitBreaker,
   Config as SluiceConfig,
   Guard,
@@ -104,7 +105,7 @@ export const layerShared = (options: Options = {}) =>
 export const layerRouting = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
   const topology = layerTopology(config)
   // The same guards, in the same order, as `Resilience.layer`; the limiter and breakers are shared.
-  const guards = Guard.layer(Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
+  const guards = Guard.layer(Capabilities.guard, Health.guard, CircuitBreaker.guard, RateLimiter.guard).pipe(
     Layer.provideMerge(Health.layer)
   )
   const stages = Layer.mergeAll(Matcher.layer, Strategies.layer(options.strategies ?? {}), guards)

@@ -255,7 +255,7 @@ describe("sluice serve", () => {
           .trim()
           .split(" ")
           .map((assignment) => assignment.split("=")[0]!)
-        expect(documented).toEqual(["OPENAI_API_KEY", "GROQ_API_KEY"])
+        expect(documented).toEqual(["OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"])
         // Nothing else from this machine's environment may help: every variable the file could name is removed.
         const env = environmentWithout([...documented, "SLUICE_PRIORITY_KEY"])
         for (const name of documented) env[name] = `placeholder-${name.toLowerCase()}`
@@ -340,9 +340,9 @@ describe("sluice validate", () => {
       const path = yield* configFile(
         [
           "upstreams:",
-          "  - { id: a, provider: anthropic, baseUrl: https://api.anthropic.com/v1 }",
+          "  - { id: a, provider: bedrock, baseUrl: https://bedrock.example.com/v1 }",
           "  - { id: b, provider: simulated, simulate: { failureRate: 1.5 } }",
-          "  - { id: c, provider: ollama }",
+          "  - { id: c, provider: openai-compatible }",
           "pools:",
           "  - { id: p, models: [m], upstreams: [a, b, c] }"
         ].join("\n")
@@ -350,9 +350,9 @@ describe("sluice validate", () => {
       const { exit, problems } = yield* complete(["validate", "--config", path])
       expect(Exit.isFailure(exit)).toBe(true)
       expect(problems).toEqual([
-        "upstreams[0].provider: unknown provider 'anthropic'; known: openai, openai-compatible, groq, mistral, together, vllm, ollama, lmstudio, simulated",
+        "upstreams[0].provider: unknown provider 'bedrock'; known: openai, openai-compatible, azure, groq, mistral, together, deepseek, openrouter, fireworks, cerebras, xai, cohere, vllm, lmstudio, ollama, anthropic, gemini, simulated",
         "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 1.5",
-        "upstreams[2].baseUrl: required for provider 'ollama'"
+        "upstreams[2].baseUrl: required for provider 'openai-compatible'"
       ])
     }).pipe(Effect.scoped)
   )

@@ -71,10 +71,14 @@ describe("config files", () => {
         ...config.upstreams.flatMap((u) => (u.apiKeyEnv === undefined ? [] : [u.apiKeyEnv]))
       ]
       expect([...new Set(named)].sort()).toEqual([...documented].sort())
-      const topology = yield* Topology.fromConfig(config).pipe(onlyEnvironment(env))
+      // As the server builds it: with the provider kinds, whose endpoints fill in a missing baseUrl.
+      const topology = yield* Topology.fromConfig(config, { providers: Providers.kinds }).pipe(onlyEnvironment(env))
       const keyOf = (id: string) => Option.map(topology.upstreams.get(id)!.apiKey, Redacted.value)
       expect(keyOf("openai-4o")).toEqual(Option.some("key-of-OPENAI_API_KEY"))
       expect(keyOf("groq-llama")).toEqual(Option.some("key-of-GROQ_API_KEY"))
+      expect(keyOf("claude-sonnet")).toEqual(Option.some("key-of-ANTHROPIC_API_KEY"))
+      expect(topology.upstreams.get("claude-sonnet")?.baseUrl).toBe("https://api.anthropic.com/v1")
+      expect(topology.upstreams.get("local-ollama")?.capabilities).toEqual(["tools", "json_schema"])
       expect(keyOf("local-ollama")).toEqual(Option.none())
       expect(topology.pools.get("smart")?.upstreams.map((u) => u.id)).toEqual([
         "openai-4o",
@@ -94,7 +98,7 @@ describe("config files", () => {
         .replace("  #   - { apiKeyEnv: SLUICE_PRIORITY_KEY", "    - { apiKeyEnv: SLUICE_PRIORITY_KEY")
       const config = Either.getOrThrow(ConfigFile.parse(text, "example.yaml"))
       expect(config.server.priorities).toEqual([{ apiKeyEnv: "SLUICE_PRIORITY_KEY", priority: 10 }])
-      const keys = { OPENAI_API_KEY: "o", GROQ_API_KEY: "g" }
+      const keys = { OPENAI_API_KEY: "o", GROQ_API_KEY: "g", ANTHROPIC_API_KEY: "a", GEMINI_API_KEY: "m" }
       const missing = yield* Effect.flip(accessOf(config).pipe(onlyEnvironment(keys)))
       expect(missing.problems).toEqual([
         "server.priorities[0].apiKeyEnv: environment variable SLUICE_PRIORITY_KEY is not set"
@@ -144,18 +148,18 @@ describe("config files", () => {
   it("lists an unknown strategy with the other problems, by path, and accepts custom names when told them", () => {
     const yaml = [
       "upstreams:",
-      "  - { id: u, provider: openai }",
+      "  - { id: u, provider: azure }",
       "pools:",
       "  - { id: a, models: [x], strategy: cheapest, upstreams: [u, w] }"
     ].join("\n")
     const result = ConfigFile.parse(yaml, "my.yaml")
     expect(Either.isLeft(result) && result.left.problems).toEqual([
-      "upstreams[0].baseUrl: required for provider 'openai'",
+      "upstreams[0].baseUrl: required for provider 'azure'",
       "pools[0].strategy: unknown strategy 'cheapest'; known: round-robin, weighted, random, priority",
       "pools[0].upstreams[1]: unknown upstream 'w'; known: u"
     ])
     const custom = ConfigFile.parse(
-      yaml.replace("provider: openai", "provider: simulated").replace(", w]", "]"),
+      yaml.replace("provider: azure", "provider: simulated").replace(", w]", "]"),
       "my.yaml",
       {
         strategies: ["round-robin", "cheapest"]
@@ -169,7 +173,7 @@ describe("config files", () => {
       "upstreams:",
       "  - { id: a, provider: opneai, baseUrl: https://api.openai.com/v1 }",
       "  - { id: b, provider: simulated, simulate: { failureRate: 2, latencyMs: 5 } }",
-      "  - { id: c, provider: groq, weight: -1 }",
+      "  - { id: c, provider: openai-compatible, weight: -1 }",
       "pools:",
       "  - { id: p, models: [x], upstreams: [a, b, c, d] }"
     ].join("\n")
@@ -178,18 +182,27 @@ describe("config files", () => {
       "upstreams[2].weight: Expected a positive number, actual -1",
       `upstreams[0].provider: unknown provider 'opneai'; known: ${Providers.kinds.map((k) => k.name).join(", ")}`,
       "upstreams[1].simulate.failureRate: Expected a number between 0 and 1, actual 2",
-      "upstreams[2].baseUrl: required for provider 'groq'",
+      "upstreams[2].baseUrl: required for provider 'openai-compatible'",
       "pools[0].upstreams[3]: unknown upstream 'd'; known: a, b, c"
     ])
     expect(Providers.kinds.map((k) => k.name)).toEqual([
       "openai",
       "openai-compatible",
+      "azure",
       "groq",
       "mistral",
       "together",
+      "deepseek",
+      "openrouter",
+      "fireworks",
+      "cerebras",
+      "xai",
+      "cohere",
       "vllm",
-      "ollama",
       "lmstudio",
+      "ollama",
+      "anthropic",
+      "gemini",
       "simulated"
     ])
   })
@@ -198,7 +211,7 @@ describe("config files", () => {
     const yaml = [
       "upstreams:",
       "  - { id: a, provider: acme }",
-      "  - { id: b, provider: openai }",
+      "  - { id: b, provider: openai-compatible }",
       "pools:",
       "  - { id: p, models: [x], strategy: fastest, upstreams: [a, b] }"
     ].join("\n")
@@ -206,7 +219,7 @@ describe("config files", () => {
       providers: [...Providers.kinds, { name: "acme", needsBaseUrl: false }]
     })
     expect(Either.isLeft(result) && result.left.problems).toEqual([
-      "upstreams[1].baseUrl: required for provider 'openai'",
+      "upstreams[1].baseUrl: required for provider 'openai-compatible'",
       "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority"
     ])
   })

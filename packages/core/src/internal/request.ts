@@ -85,6 +85,8 @@ export class Request implements Step {
    * nobody else holds the stream.
    */
   unclaimed: Effect.Effect<void> | undefined = undefined
+  /** The capabilities the request needs, when it needs any (see `Capabilities.needsOf`). */
+  needs: ReadonlyArray<string> | undefined = undefined
   /**
    * Makes an effect interruptible as the caller of the route was. A route runs uninterruptibly — so
    * that whatever ends it, its handlers finish its attempts and leave the queue, with no mask per

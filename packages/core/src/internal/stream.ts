@@ -73,6 +73,7 @@ export const open = (
     },
     model: upstream.model ?? request.match.model,
     traced: request.span !== undefined,
+    defaultMaxTokens: admitted.attempt.reservedOutputTokens,
     ...(timesItself ? { openTimeoutMs: firstChunk } : {})
   }
   const opening = Effect.flatMap(Scope.make(), (scope) => {

@@ -33,8 +33,8 @@ export const PER_MESSAGE_TOKENS = 3
 
 /**
  * The prompt token estimate: `ceil(characters of all text content / 4) + 3 per message + 85 per
- * image part`. Only message `content` is counted (a string, or the `text` of text parts); tool
- * definitions, names and tool calls are not.
+ * image part` (OpenAI's `image_url` / `input_image`, Anthropic's `image`). Only message `content` is
+ * counted (a string, or the `text` of text parts); tool definitions, names and tool calls are not.
  */
 export const estimatePromptTokens = (messages: ReadonlyArray<unknown>): number => {
   let characters = 0
@@ -48,7 +48,7 @@ export const estimatePromptTokens = (messages: ReadonlyArray<unknown>): number =
         if (typeof part !== "object" || part === null) continue
         const p = part as { readonly type?: unknown; readonly text?: unknown }
         if (typeof p.text === "string") characters += p.text.length
-        else if (p.type === "image_url" || p.type === "input_image") images++
+        else if (p.type === "image_url" || p.type === "input_image" || p.type === "image") images++
       }
     }
   }
@@ -64,6 +64,8 @@ export interface Completion {
   readonly content: string
   /** One `{"content":"..."}` delta object (JSON text) per streamed chunk; they concatenate to `content`. */
   readonly deltas: ReadonlyArray<string>
+  /** The text of each streamed piece, in order (what `deltas` carry). */
+  readonly pieces: ReadonlyArray<string>
 }
 
 const MAX_CACHED = 512
@@ -104,7 +106,7 @@ export class Completions {
 
   private makeText(n: number): Completion {
     const pieces = this.pieces(n)
-    return { content: pieces.join(""), deltas: pieces.map(delta) }
+    return { content: pieces.join(""), deltas: pieces.map(delta), pieces }
   }
 
   private makeJson(n: number): Completion {
@@ -115,7 +117,7 @@ export class Completions {
     if (escaped.length === 0) escaped.push("")
     escaped[0] = open + escaped[0]
     escaped[escaped.length - 1] = escaped[escaped.length - 1] + close
-    return { content: escaped.join(""), deltas: escaped.map(delta) }
+    return { content: escaped.join(""), deltas: escaped.map(delta), pieces: escaped }
   }
 }
 
@@ -165,4 +167,58 @@ export const toBase64 = (vector: Float32Array): string => {
   const bytes = Buffer.allocUnsafe(vector.length * 4)
   for (let i = 0; i < vector.length; i++) bytes.writeFloatLE(vector[i]!, i * 4)
   return bytes.toString("base64")
+}
+
+type Schema = Readonly<Record<string, unknown>>
+
+const isSchema = (u: unknown): u is Schema => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** Whether a JSON schema says more than "an object" (so an answer must be built to match it). */
+export const isSpecific = (schema: unknown): schema is Schema =>
+  isSchema(schema) && (schema["type"] !== "object" || schema["properties"] !== undefined)
+
+/**
+ * A value valid against a JSON schema (the subset structured output uses: `type`, `properties`,
+ * `required`, `items`, `enum`, `const`, `anyOf` / `oneOf` / `allOf`, `minItems`, `minimum`), with
+ * `text` in its strings. Every property is filled, required or not. Deeper than 16 levels, `null`.
+ */
+export const instanceOf = (schema: unknown, text: string, depth = 16): unknown => {
+  if (!isSchema(schema) || depth === 0) return null
+  if (schema["const"] !== undefined) return schema["const"]
+  if (Array.isArray(schema["enum"]) && schema["enum"].length > 0) return schema["enum"][0]
+  for (const key of ["anyOf", "oneOf", "allOf"]) {
+    const options = schema[key]
+    if (Array.isArray(options) && options.length > 0) return instanceOf(options[0], text, depth - 1)
+  }
+  const type = Array.isArray(schema["type"]) ? schema["type"][0] : schema["type"]
+  switch (type) {
+    case "string":
+      return text
+    case "integer":
+    case "number":
+      return typeof schema["minimum"] === "number" ? schema["minimum"] : 1
+    case "boolean":
+      return true
+    case "null":
+      return null
+    case "array": {
+      const min = typeof schema["minItems"] === "number" ? Math.max(1, schema["minItems"]) : 1
+      return Array.from({ length: Math.min(min, 8) }, () => instanceOf(schema["items"], text, depth - 1))
+    }
+    default: {
+      const out: Record<string, unknown> = {}
+      const properties = isSchema(schema["properties"]) ? schema["properties"] : {}
+      for (const key of Object.keys(properties)) out[key] = instanceOf(properties[key], text, depth - 1)
+      return out
+    }
+  }
+}
+
+/** `text` as a completion streamed in about `n` pieces (at least one). */
+export const completionOf = (text: string, n: number): Completion => {
+  const size = Math.max(1, Math.ceil(text.length / Math.max(1, n)))
+  const pieces: Array<string> = []
+  for (let i = 0; i < text.length; i += size) pieces.push(text.slice(i, i + size))
+  if (pieces.length === 0) pieces.push("")
+  return { content: text, deltas: pieces.map(delta), pieces }
 }

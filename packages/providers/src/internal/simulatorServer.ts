@@ -4,7 +4,22 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { Options, RecordedRequest } from "../Simulator.js"
-import { Completions, dice, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./simulatorContent.js"
+import * as Anthropic from "./simulatorAnthropic.js"
+import * as Gemini from "./simulatorGemini.js"
+import * as Ollama from "./simulatorOllama.js"
+import type { Dialect, Route } from "./simulatorDialect.js"
+import type { Completion } from "./simulatorContent.js"
+import {
+  completionOf,
+  Completions,
+  dice,
+  embed,
+  estimatePromptTokens,
+  estimateTextTokens,
+  instanceOf,
+  isSpecific,
+  toBase64
+} from "./simulatorContent.js"
 import { formatDuration, SlidingWindow } from "./simulatorRateLimit.js"
 
 /** Options with every default filled in. */
@@ -12,6 +27,7 @@ export type Resolved = { readonly [K in keyof Options]-?: Exclude<Options[K], un
 
 /** The defaults of {@link Options}, except `seed` (random unless given). */
 export const defaults: Omit<Resolved, "seed"> = {
+  dialect: "openai",
   name: "sim",
   models: ["sim-model"],
   latencyMs: 0,
@@ -27,6 +43,13 @@ export const defaults: Omit<Resolved, "seed"> = {
   midStreamCutRate: 0,
   malformedEventRate: 0,
   malformedEventAfter: 2
+}
+
+/** The dialects other than OpenAI's (which is the simulator's own code path). */
+const DIALECTS: Readonly<Record<string, Dialect | undefined>> = {
+  anthropic: Anthropic.dialect,
+  gemini: Gemini.dialect,
+  ollama: Ollama.dialect
 }
 
 const WINDOW_MS = 60_000
@@ -71,7 +94,11 @@ const completionCount = (configured: number, body: Body): { readonly n: number; 
   return { n: configured, capped: false }
 }
 
-/** The tool the completion calls, or undefined when it answers with content. */
+/**
+ * The tool the completion calls, or undefined when it answers with content: the one `tool_choice`
+ * names, else the first — unless `tool_choice` is `none`, or the last message is a tool result and no
+ * call is required (then it answers the result with text, as a model ending an agent's loop does).
+ */
 const toolToCall = (body: Body): string | undefined => {
   const tools = body["tools"]
   if (!Array.isArray(tools) || tools.length === 0) return undefined
@@ -81,6 +108,11 @@ const toolToCall = (body: Body): string | undefined => {
     const named = isObject(choice["function"]) ? choice["function"]["name"] : undefined
     if (typeof named === "string") return named
   }
+  const messages = body["messages"] as ReadonlyArray<unknown>
+  const last = messages[messages.length - 1]
+  if (choice !== "required" && isObject(last) && (last["role"] === "tool" || last["role"] === "function")) {
+    return undefined
+  }
   const first: unknown = tools[0]
   if (isObject(first)) {
     for (const key of ["function", "custom"]) {
@@ -89,6 +121,12 @@ const toolToCall = (body: Body): string | undefined => {
     }
   }
   return "tool"
+}
+
+/** The JSON schema of a `json_schema` response format, when it has one. */
+const schemaOf = (body: Body): unknown => {
+  const format = body["response_format"]
+  return isObject(format) && isObject(format["json_schema"]) ? format["json_schema"]["schema"] : undefined
 }
 
 const wantsJson = (body: Body): boolean => {
@@ -228,11 +266,19 @@ export class SimulatorState {
     if (this.recorded.length >= RECORDED) this.recorded.shift()
     this.recorded.push({ method, path, headers: req.headers, body, receivedAt: Date.now() })
     try {
-      if (method === "POST" && path === "/v1/chat/completions") return this.chat(req, res, body, malformed)
-      if (method === "POST" && path === "/v1/embeddings") return this.embeddings(req, res, body, malformed)
+      const dialect = DIALECTS[this.options.dialect]
+      if (dialect !== undefined) {
+        const route =
+          method === "POST" ? dialect.route(path, new URLSearchParams((req.url ?? "").slice(path.length))) : undefined
+        if (route?._tag === "chat") return this.dialectChat(req, res, body, malformed, dialect, route)
+        if (route?._tag === "embeddings") return this.dialectEmbeddings(req, res, body, malformed, dialect, route)
+      } else {
+        if (method === "POST" && path === "/v1/chat/completions") return this.chat(req, res, body, malformed)
+        if (method === "POST" && path === "/v1/embeddings") return this.embeddings(req, res, body, malformed)
+      }
       if (method === "GET" && path === "/v1/models") return sendJson(res, 200, this.modelsBody)
       if (method === "GET" && path.startsWith("/v1/models/")) return this.model(res, path)
-      sendJson(res, 404, errorBody(`Invalid URL (${method} ${path})`, "invalid_request_error", null, null))
+      this.sendError(res, 404, `Invalid URL (${method} ${path})`, "invalid_request_error", null)
     } catch (cause) {
       // A bug of the simulator: answer rather than crash the process hosting it.
       if (!res.headersSent) sendJson(res, 500, errorBody(`simulator bug: ${String(cause)}`, "server_error", null, null))
@@ -287,7 +333,15 @@ export class SimulatorState {
       headers["x-ratelimit-remaining-tokens"] = String(Math.max(0, tpm - this.tokenWindow.used(now)))
       headers["x-ratelimit-reset-tokens"] = formatDuration(this.tokenWindow.resetMs(now))
     }
-    if (admitted) return headers
+    const dialect = DIALECTS[o.dialect]
+    const own =
+      dialect === undefined
+        ? undefined
+        : dialect.rateLimitHeaders(headers, now, {
+            requests: this.requestWindow.resetMs(now),
+            tokens: this.tokenWindow.resetMs(now)
+          })
+    if (admitted) return own ?? headers
     this.counters.rateLimited++
     const kind = requestWait > 0 ? "requests" : "tokens"
     const wait = requestWait > 0 ? requestWait : tokenWait
@@ -305,9 +359,36 @@ export class SimulatorState {
         `Requested ${requested}. Please try again in ${formatDuration(wait)}.`
       headers["retry-after"] = String(Math.ceil(wait / 1000))
       headers["retry-after-ms"] = String(Math.ceil(wait))
+      if (own !== undefined) own["retry-after"] = headers["retry-after"]
     }
-    sendJson(res, 429, errorBody(message, kind, null, "rate_limit_exceeded"), headers)
+    this.sendError(res, 429, message, kind, "rate_limit_exceeded", own ?? headers)
     return undefined
+  }
+
+  /** An error answer in the dialect's envelope (OpenAI's `type` and `code` are used by the OpenAI one). */
+  private sendError(
+    res: ServerResponse,
+    status: number,
+    message: string,
+    type: string,
+    code: string | null,
+    headers?: Headers
+  ): void {
+    const dialect = DIALECTS[this.options.dialect]
+    const body = dialect !== undefined ? dialect.errorBody(status, message) : errorBody(message, type, null, code)
+    sendJson(res, status, body, headers)
+  }
+
+  /** The injected failure of `failureRate`, in the dialect's envelope. */
+  private injectedFailure(res: ServerResponse, headers: Headers): void {
+    this.counters.failures++
+    const status = this.options.failureStatus
+    const dialect = DIALECTS[this.options.dialect]
+    if (dialect !== undefined) {
+      const message = status === 529 || status === 503 ? "Overloaded" : "simulated upstream failure"
+      return sendJson(res, status, dialect.errorBody(status, message), headers)
+    }
+    sendJson(res, status, FAILURE_BODY, headers)
   }
 
   /** Runs `f` after `ms` real milliseconds, unless the simulator closed meanwhile. */
@@ -344,10 +425,7 @@ export class SimulatorState {
     const { capped, n } = completionCount(o.completionTokens, body)
     const headers = this.admit(res, promptTokens + n)
     if (headers === undefined) return
-    if (this.roll(o.failureRate)) {
-      this.counters.failures++
-      return sendJson(res, o.failureStatus, FAILURE_BODY, headers)
-    }
+    if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
     const tool = toolToCall(body)
     const json = tool === undefined && wantsJson(body)
     const finishReason = tool !== undefined ? "tool_calls" : capped ? "length" : "stop"
@@ -370,6 +448,7 @@ export class SimulatorState {
         tool,
         callId,
         json,
+        schema: schemaOf(body),
         n,
         finishReason,
         usage: includeUsage ? usage : undefined,
@@ -377,7 +456,8 @@ export class SimulatorState {
         malformedAfter: malformed ? o.malformedEventAfter : undefined
       })
     }
-    const content = tool !== undefined ? "null" : JSON.stringify(this.completions.get(n, json).content)
+    const completion = json ? this.jsonCompletion(schemaOf(body), n) : this.completions.get(n, false)
+    const content = tool !== undefined ? "null" : JSON.stringify(completion.content)
     const toolCalls =
       tool === undefined
         ? ""
@@ -401,6 +481,7 @@ export class SimulatorState {
       readonly tool: string | undefined
       readonly callId: string
       readonly json: boolean
+      readonly schema: unknown
       readonly n: number
       readonly finishReason: string
       readonly usage: string | undefined
@@ -408,7 +489,6 @@ export class SimulatorState {
       readonly malformedAfter: number | undefined
     }
   ): void {
-    const o = this.options
     const head =
       `data: {"id":${JSON.stringify(c.id)},"object":"chat.completion.chunk","created":${c.created},` +
       `"model":${JSON.stringify(c.model)},"choices":[{"index":0,"delta":`
@@ -430,7 +510,7 @@ export class SimulatorState {
       steps.push(0, 0, 1)
       contentFrames = 2
     } else {
-      const deltas = this.completions.get(c.n, c.json).deltas
+      const deltas = (c.json ? this.jsonCompletion(c.schema, c.n) : this.completions.get(c.n, false)).deltas
       frames.push(head + `{"role":"assistant","content":""}` + tail)
       steps.push(0)
       for (let i = 0; i < deltas.length; i++) {
@@ -464,8 +544,26 @@ export class SimulatorState {
       steps.splice(at, 0, steps[at - 1]!)
       if (at <= end) end++
     }
+    this.pump(req, res, headers, frames, steps, end, c.cutAfter !== undefined)
+  }
+
+  /**
+   * Sends `frames[0..end)` as an event stream, frame i at `ttftMs + steps[i] * (1000 / tokensPerSecond)`;
+   * then ends the answer, or — when `cut` — destroys the socket (a stream broken off).
+   */
+  private pump(
+    req: IncomingMessage,
+    res: ServerResponse,
+    headers: Headers,
+    frames: ReadonlyArray<string>,
+    steps: ReadonlyArray<number>,
+    end: number,
+    cut: boolean,
+    type = "text/event-stream; charset=utf-8"
+  ): void {
+    const o = this.options
     res.statusCode = 200
-    res.setHeader("content-type", "text/event-stream; charset=utf-8")
+    res.setHeader("content-type", type)
     res.setHeader("cache-control", "no-cache")
     for (const key in headers) res.setHeader(key, headers[key]!)
     const interval = o.tokensPerSecond > 0 ? 1000 / o.tokensPerSecond : 0
@@ -478,7 +576,7 @@ export class SimulatorState {
       let out = ""
       while (next < end && ttft + steps[next]! * interval <= elapsed) out += frames[next++]
       if (next >= end) {
-        if (c.cutAfter === undefined) res.end(out)
+        if (!cut) res.end(out)
         else res.write(out, () => req.socket.destroy())
         return
       }
@@ -487,6 +585,105 @@ export class SimulatorState {
     }
     if (ttft > 0 || interval > 0) res.flushHeaders()
     pump()
+  }
+
+  /**
+   * The answer to a request for JSON: a value valid against `schema` when it says more than "an
+   * object" (its strings the completion's words), else the JSON-mode object; streamed in `n` pieces.
+   */
+  private jsonCompletion(schema: unknown, n: number): Completion {
+    if (!isSpecific(schema)) return this.completions.get(n, true)
+    return completionOf(JSON.stringify(instanceOf(schema, this.completions.get(Math.min(n, 4), false).content)), n)
+  }
+
+  /** A chat request of a provider's own dialect: the same decisions as {@link chat}, in its shapes. */
+  private dialectChat(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: unknown,
+    malformed: boolean,
+    dialect: Dialect,
+    route: Extract<Route, { _tag: "chat" }>
+  ): void {
+    if (this.connectionFault(req)) return
+    if (malformed || !isObject(body))
+      return sendJson(res, 400, dialect.errorBody(400, "The request body is not valid JSON."))
+    const problem = dialect.problem(body)
+    if (problem !== undefined) return sendJson(res, 400, dialect.errorBody(400, problem))
+    const o = this.options
+    const inputTokens = estimatePromptTokens(dialect.promptMessages(body))
+    const { capped, n } = completionCount(o.completionTokens, { max_tokens: dialect.maxTokens(body) })
+    const headers = this.admit(res, inputTokens + n)
+    if (headers === undefined) return
+    if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
+    const tool = dialect.tool(body)
+    const sequence = (++this.sequence).toString(36)
+    const answer = {
+      id: `msg_${o.name}_${sequence}`,
+      model: route.model ?? (typeof body["model"] === "string" ? body["model"] : (o.models[0] ?? "sim-model")),
+      tool,
+      toolId: `toolu_${o.name}_${sequence}`,
+      completion:
+        tool === undefined && dialect.json(body)
+          ? this.jsonCompletion(dialect.schema?.(body), n)
+          : this.completions.get(n, false),
+      toolInput: tool === undefined ? {} : (instanceOf(dialect.toolSchema?.(body, tool), this.options.name) ?? {}),
+      finish: tool !== undefined ? "tool" : capped ? "length" : "stop",
+      inputTokens,
+      outputTokens: n,
+      now: Date.now()
+    } as const
+    if (!(route.stream ?? dialect.streams(body))) {
+      const text = dialect.message(answer)
+      if (o.latencyMs > 0) this.later(o.latencyMs, () => sendJson(res, 200, text, headers))
+      else sendJson(res, 200, text, headers)
+      return
+    }
+    const { content, frames, head, steps } = dialect.frames(answer)
+    const cut = this.roll(o.midStreamCutRate)
+    if (cut) this.counters.failures++
+    let end = cut ? head + Math.min(content, 2 + Math.floor(this.random() * 2)) : frames.length
+    if (this.roll(o.malformedEventRate)) {
+      this.counters.failures++
+      const at = head + Math.min(content, o.malformedEventAfter)
+      frames.splice(at, 0, dialect.malformed)
+      steps.splice(at, 0, steps[at - 1] ?? 0)
+      if (at <= end) end++
+    }
+    this.pump(req, res, headers, frames, steps, end, cut, dialect.streamType)
+  }
+
+  /** An embeddings request of a provider's own dialect. */
+  private dialectEmbeddings(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: unknown,
+    malformed: boolean,
+    dialect: Dialect,
+    route: Extract<Route, { _tag: "embeddings" }>
+  ): void {
+    if (this.connectionFault(req)) return
+    if (dialect.embeddingsRequest === undefined || dialect.embeddings === undefined) {
+      return sendJson(res, 404, dialect.errorBody(404, "embeddings are not served here"))
+    }
+    if (malformed || !isObject(body))
+      return sendJson(res, 400, dialect.errorBody(400, "The request body is not valid JSON."))
+    const request = dialect.embeddingsRequest(body)
+    if (typeof request === "string") return sendJson(res, 400, dialect.errorBody(400, request))
+    let tokens = 0
+    for (const text of request.texts) tokens += estimateTextTokens(text)
+    const headers = this.admit(res, tokens)
+    if (headers === undefined) return
+    if (this.roll(this.options.failureRate)) return this.injectedFailure(res, headers)
+    const dimensions = request.dimensions ?? 8
+    const model = route.model ?? (typeof body["model"] === "string" ? body["model"] : "sim-model")
+    const answer = dialect.embeddings(
+      model,
+      request.texts.map((text) => Array.from(embed(text, dimensions))),
+      tokens
+    )
+    if (this.options.latencyMs > 0) this.later(this.options.latencyMs, () => sendJson(res, 200, answer, headers))
+    else sendJson(res, 200, answer, headers)
   }
 
   private embeddings(req: IncomingMessage, res: ServerResponse, body: unknown, malformed: boolean): void {
@@ -514,10 +711,7 @@ export class SimulatorState {
     for (const input of inputs) tokens += input.tokens
     const headers = this.admit(res, tokens)
     if (headers === undefined) return
-    if (this.roll(o.failureRate)) {
-      this.counters.failures++
-      return sendJson(res, o.failureStatus, FAILURE_BODY, headers)
-    }
+    if (this.roll(o.failureRate)) return this.injectedFailure(res, headers)
     const requested = body["dimensions"]
     const dimensions =
       typeof requested === "number" && Number.isInteger(requested) && requested > 0 && requested <= 4096 ? requested : 8

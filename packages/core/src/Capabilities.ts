@@ -1,0 +1,73 @@
+/**
+ * Capabilities: what a request needs of an upstream (images, audio, tools, structured output, more
+ * than one choice, embeddings) and the guard that never sends it where that is missing. An upstream's
+ * capabilities are its provider kind's, narrowed by its own `capabilities` list (`Topology`). An
+ * upstream that lacks one is excluded with the reason; when every upstream of the pool and its
+ * fallbacks is excluded for it, the answer is a 400 naming the feature and the upstreams
+ * ({@link unsupported}) — never a request sent somewhere that would drop the feature silently.
+ */
+import { Effect } from "effect"
+import type { Capability } from "./Config.js"
+import type { Exclusion, NoUpstreamAvailable } from "./Errors.js"
+import type { Guard, Release } from "./Guard.js"
+import type { ChatCompletionRequest } from "./Wire.js"
+
+/** The stage name of a capability exclusion. */
+export const STAGE = "capabilities"
+
+/** What an embeddings request needs. */
+export const NEEDS_EMBEDDINGS: ReadonlyArray<Capability> = ["embeddings"]
+
+const IMAGE_PARTS = new Set(["image_url", "input_image", "image"])
+
+/**
+ * The capabilities a chat request needs: `vision` for an image part, `audio` for audio input,
+ * `tools` when it offers tools, `json_schema` for structured output with a schema, `n` for more than
+ * one choice. Undefined when it needs none (most requests): nothing to check then.
+ */
+export const needsOf = (request: ChatCompletionRequest): ReadonlyArray<Capability> | undefined => {
+  let needs: Array<Capability> | undefined
+  const add = (capability: Capability) => {
+    if (needs === undefined) needs = [capability]
+    else if (!needs.includes(capability)) needs.push(capability)
+  }
+  for (const message of request.messages) {
+    const content = message.content
+    if (!Array.isArray(content)) continue
+    for (const part of content) {
+      if (IMAGE_PARTS.has(part.type)) add("vision")
+      else if (part.type === "input_audio") add("audio")
+    }
+  }
+  if (request.tools !== undefined && request.tools.length > 0) add("tools")
+  if (request.response_format?.type === "json_schema") add("json_schema")
+  const n = request["n"]
+  if (typeof n === "number" && n > 1) add("n")
+  return needs
+}
+
+const admitted: Release = () => {}
+
+/**
+ * The guard: excludes an upstream whose capabilities lack one the request needs (not waitable:
+ * waiting gives no upstream a capability). Reserves nothing.
+ */
+export const guard: Effect.Effect<Guard> = Effect.succeed({
+  name: STAGE,
+  check: (upstream, request) => {
+    const needs = request.needs
+    const has = upstream.capabilities
+    if (needs === undefined || has === undefined) return undefined
+    for (const need of needs) {
+      if (!has.includes(need as Capability)) {
+        return { upstream: upstream.id, stage: STAGE, reason: `${upstream.provider} upstream without ${need}` }
+      }
+    }
+    return undefined
+  },
+  admit: () => admitted
+})
+
+/** True when every exclusion of a refusal is for a missing capability: the request, not the load, is the cause. */
+export const unsupported = (error: NoUpstreamAvailable): boolean =>
+  error.exclusions.length > 0 && error.exclusions.every((e: Exclusion) => e.stage === STAGE)

@@ -1,0 +1,86 @@
+/**
+ * Capabilities through the gateway: a request that needs what an upstream lacks is never sent there,
+ * and when no upstream of the pool can serve it the answer is a 400 naming the feature and upstreams.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Capabilities } from "@sluice/core"
+import type { Wire } from "@sluice/core"
+import { Simulator } from "@sluice/providers"
+import { Effect } from "effect"
+import type { APIError } from "openai"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+const settle = <A>(f: () => Promise<A>) =>
+  Effect.promise(() =>
+    f().then(
+      (value) => ({ value, error: undefined }),
+      (error: unknown) => ({ value: undefined, error: error as APIError })
+    )
+  )
+
+const IMAGE = { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=" } } as const
+
+describe("capabilities", () => {
+  it("reads what a chat request needs: images, audio, tools, a JSON schema, more than one choice", () => {
+    const request = {
+      model: "m",
+      n: 2,
+      messages: [{ role: "user", content: [{ type: "text" }, IMAGE, { type: "input_audio" }] }],
+      tools: [{ type: "function", function: { name: "f" } }],
+      response_format: { type: "json_schema" }
+    } as unknown as Wire.ChatCompletionRequest
+    expect(Capabilities.needsOf(request)).toEqual(["vision", "audio", "tools", "json_schema", "n"])
+    expect(Capabilities.needsOf({ model: "m", messages: [{ role: "user", content: "Hi" }] })).toBeUndefined()
+  })
+
+  it.live("skips an upstream that lacks a capability the request needs, and answers 400 when none has it", () =>
+    Effect.gen(function* () {
+      const claude = yield* Simulator.start({ dialect: "anthropic", name: "claude", completionTokens: 2 })
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [
+            // A text-only model behind an OpenAI-compatible server: it takes plain chat and nothing else.
+            { id: "llama-text", capabilities: [], priority: 0, simulate: { completionTokens: 2 } },
+            { id: "claude", provider: "anthropic", baseUrl: `${claude.url}/v1`, priority: 1 }
+          ],
+          [
+            { id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["llama-text", "claude"] },
+            { id: "embed", models: ["text-embedding-3-small"], upstreams: ["llama-text", "claude"] }
+          ]
+        )
+      )
+      const plain = yield* settle(() =>
+        gateway.client.chat.completions
+          .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+          .withResponse()
+      )
+      expect(plain.value?.response.headers.get("x-sluice-upstream")).toBe("llama-text")
+      const image = yield* settle(() =>
+        gateway.client.chat.completions
+          .create({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: [{ type: "text", text: "What?" }, IMAGE] }]
+          })
+          .withResponse()
+      )
+      expect(image.value?.response.headers.get("x-sluice-upstream")).toBe("claude")
+      expect(gateway.simulator("llama-text").stats().requests).toBe(1)
+      const many = yield* settle(() =>
+        gateway.client.chat.completions.create({
+          model: "gpt-4o-mini",
+          n: 2,
+          messages: [{ role: "user", content: "Hi" }]
+        })
+      )
+      expect(many.error?.status).toBe(400)
+      expect(many.error?.message).toContain("llama-text (simulated upstream without n)")
+      expect(many.error?.message).toContain("claude (anthropic upstream without n)")
+      const embeddings = yield* settle(() =>
+        gateway.client.embeddings.create({ model: "text-embedding-3-small", input: "x" })
+      )
+      expect(embeddings.error?.status).toBe(400)
+      expect(embeddings.error?.message).toContain("without embeddings")
+      expect(claude.stats().requests).toBe(1)
+    }).pipe(Effect.scoped)
+  )
+})

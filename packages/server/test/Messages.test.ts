@@ -1,0 +1,253 @@
+/**
+ * `POST /v1/messages` driven with the official `@anthropic-ai/sdk`, through pools of OpenAI- and
+ * Anthropic-shaped simulated upstreams.
+ */
+import Anthropic, { APIError, BadRequestError, NotFoundError } from "@anthropic-ai/sdk"
+import { describe, expect, it } from "@effect/vitest"
+import { Simulator } from "@sluice/providers"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
+
+/** The error a request fails with (undefined when it succeeds). */
+const failure = (f: () => Promise<unknown>) =>
+  Effect.promise(() =>
+    f().then(
+      () => undefined,
+      (error: unknown) => error
+    )
+  )
+
+/** A gateway serving `claude-sonnet-4-5` from `upstreams` (priority order), and an Anthropic SDK client for it. */
+const gatewayWith = (upstreams: ReadonlyArray<Record<string, unknown>>) =>
+  Effect.map(
+    startGateway(
+      simulatedConfig(upstreams, [
+        {
+          id: "claude",
+          models: ["claude-sonnet-4-5"],
+          strategy: "priority",
+          upstreams: upstreams.map((u) => u["id"])
+        }
+      ])
+    ),
+    (gateway) => ({
+      gateway,
+      client: new Anthropic({ baseURL: gateway.url, apiKey: "sk-client", maxRetries: 0, timeout: 10_000 })
+    })
+  )
+
+const anthropicUpstream = (sim: Simulator.Simulator) => ({
+  id: "real-claude",
+  provider: "anthropic",
+  baseUrl: `${sim.url}/v1`
+})
+
+const weather: Anthropic.Tool = {
+  name: "get_weather",
+  description: "Weather of a city",
+  input_schema: { type: "object", properties: { city: { type: "string" } }, required: ["city"] }
+}
+
+describe("POST /v1/messages with the Anthropic SDK", () => {
+  it.live("answers a message from an OpenAI-shaped upstream, and from an Anthropic one", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ dialect: "anthropic", name: "claude", completionTokens: 3 })
+      const { client, gateway } = yield* gatewayWith([
+        { id: "gpt", simulate: { completionTokens: 3 } },
+        anthropicUpstream(sim)
+      ])
+      const { data, response } = yield* promise(() =>
+        client.messages
+          .create({
+            model: "claude-sonnet-4-5",
+            max_tokens: 100,
+            system: "Be brief.",
+            messages: [{ role: "user", content: "Hi" }]
+          })
+          .withResponse()
+      )
+      expect(response.headers.get("x-sluice-upstream")).toBe("gpt")
+      expect(data).toMatchObject({
+        type: "message",
+        role: "assistant",
+        model: "claude-sonnet-4-5",
+        content: [{ type: "text", text: "[gpt] lorem ipsum" }],
+        stop_reason: "end_turn",
+        usage: { output_tokens: 3 }
+      })
+      // The OpenAI-shaped upstream got a chat request with the system prompt as its first message.
+      expect(gateway.simulator("gpt").requests().at(-1)?.body).toMatchObject({
+        model: "claude-sonnet-4-5",
+        max_tokens: 100,
+        messages: [
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "Hi" }
+        ]
+      })
+      gateway.simulator("gpt").setOptions({ failureRate: 1 })
+      const fromClaude = yield* promise(() =>
+        client.messages.create({
+          model: "claude-sonnet-4-5",
+          max_tokens: 2,
+          messages: [{ role: "user", content: "Hi" }]
+        })
+      )
+      expect(fromClaude.content).toEqual([{ type: "text", text: "[claude] lorem" }])
+      expect(fromClaude.stop_reason).toBe("max_tokens")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("streams a message the SDK accumulates, with events in Anthropic's order", () =>
+    Effect.gen(function* () {
+      const { client } = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 4 } }])
+      const { events, final, text } = yield* promise(async () => {
+        const stream = client.messages.stream({
+          model: "claude-sonnet-4-5",
+          max_tokens: 100,
+          messages: [{ role: "user", content: "Hi" }]
+        })
+        const events: Array<string> = []
+        let text = ""
+        stream.on("streamEvent", (event) => events.push(event.type))
+        stream.on("text", (delta) => (text += delta))
+        const final = await stream.finalMessage()
+        return { events, final, text }
+      })
+      expect(text).toBe("[gpt] lorem ipsum dolor")
+      expect(final).toMatchObject({
+        role: "assistant",
+        content: [{ type: "text", text: "[gpt] lorem ipsum dolor" }],
+        stop_reason: "end_turn",
+        usage: { output_tokens: 4 }
+      })
+      expect(events[0]).toBe("message_start")
+      expect(events[1]).toBe("content_block_start")
+      expect(events.slice(-3)).toEqual(["content_block_stop", "message_delta", "message_stop"])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("runs a tool round trip, streamed and not, against OpenAI- and Anthropic-shaped upstreams", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ dialect: "anthropic", name: "claude", completionTokens: 2 })
+      for (const upstream of [{ id: "gpt", simulate: { completionTokens: 2 } }, anthropicUpstream(sim)]) {
+        const { client } = yield* gatewayWith([upstream])
+        const question: Anthropic.MessageParam = { role: "user", content: "Weather in Paris?" }
+        const first = yield* promise(() =>
+          client.messages.create({
+            model: "claude-sonnet-4-5",
+            max_tokens: 100,
+            tools: [weather],
+            messages: [question]
+          })
+        )
+        expect(first.stop_reason).toBe("tool_use")
+        const use = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === "tool_use")
+        expect(use).toMatchObject({ type: "tool_use", name: "get_weather", input: {} })
+        const streamed = yield* promise(() =>
+          client.messages
+            .stream({ model: "claude-sonnet-4-5", max_tokens: 100, tools: [weather], messages: [question] })
+            .finalMessage()
+        )
+        expect(streamed.stop_reason).toBe("tool_use")
+        expect(streamed.content.find((b) => b.type === "tool_use")).toMatchObject({ name: "get_weather", input: {} })
+        const second = yield* promise(() =>
+          client.messages.create({
+            model: "claude-sonnet-4-5",
+            max_tokens: 100,
+            tools: [weather],
+            messages: [
+              question,
+              { role: "assistant", content: first.content },
+              { role: "user", content: [{ type: "tool_result", tool_use_id: use!.id, content: "18C" }] }
+            ]
+          })
+        )
+        expect(second.stop_reason).toBe("end_turn")
+        expect(second.content[0]).toMatchObject({ type: "text", text: expect.stringContaining("lorem") })
+      }
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("counts tokens, and answers errors in Anthropic's envelope the SDK raises as its own", () =>
+    Effect.gen(function* () {
+      const { client } = yield* gatewayWith([{ id: "gpt" }])
+      const counted = yield* promise(() =>
+        client.messages.countTokens({
+          model: "claude-sonnet-4-5",
+          system: "Be brief.",
+          messages: [{ role: "user", content: "How many tokens is this?" }]
+        })
+      )
+      expect(counted.input_tokens).toBeGreaterThan(5)
+      expect(counted.input_tokens).toBeLessThan(40)
+      const unknown = yield* failure(() =>
+        client.messages.create({ model: "claude-unknown", max_tokens: 10, messages: [{ role: "user", content: "Hi" }] })
+      )
+      expect(unknown).toBeInstanceOf(NotFoundError)
+      expect((unknown as APIError).error as unknown).toMatchObject({
+        type: "error",
+        error: { type: "not_found_error", message: expect.stringContaining("claude-unknown") }
+      })
+      const invalid = yield* failure(() =>
+        client.messages.create({
+          model: "claude-sonnet-4-5",
+          max_tokens: 0,
+          messages: [{ role: "user", content: "Hi" }]
+        })
+      )
+      expect(invalid).toBeInstanceOf(BadRequestError)
+      expect((invalid as APIError).error as unknown).toMatchObject({
+        error: { type: "invalid_request_error", message: expect.stringContaining("max_tokens") }
+      })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("ends a stream that breaks off after its first content with an error event the SDK raises", () =>
+    Effect.gen(function* () {
+      const { client } = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 8, midStreamCutRate: 1 } }])
+      const { error, text } = yield* promise(async () => {
+        const stream = client.messages.stream({
+          model: "claude-sonnet-4-5",
+          max_tokens: 100,
+          messages: [{ role: "user", content: "Hi" }]
+        })
+        let text = ""
+        stream.on("text", (delta) => (text += delta))
+        const error = await stream.finalMessage().then(
+          () => undefined,
+          (e: unknown) => e
+        )
+        return { error, text }
+      })
+      expect(text.startsWith("[gpt] lorem")).toBe(true)
+      expect(error).toBeInstanceOf(APIError)
+      expect(String((error as APIError).message)).toContain("gpt")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("takes the SDK's x-api-key as the client key: a configured key is served, an unknown one refused", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [{ id: "gpt", simulate: { completionTokens: 2 } }],
+        [{ id: "claude", models: ["claude-sonnet-4-5"], upstreams: ["gpt"] }]
+      )
+      const key = "sk-team-0123456789abcdef"
+      const server = Schema.decodeUnknownSync(Config.ServerConfig)({
+        host: "127.0.0.1",
+        port: 0,
+        auth: { keys: [{ name: "team", keyEnv: "SLUICE_TEST_MESSAGES_KEY" }] }
+      })
+      const gateway = yield* startGateway({ ...config, server }, { env: { SLUICE_TEST_MESSAGES_KEY: key } })
+      const clientWith = (apiKey: string) =>
+        new Anthropic({ baseURL: gateway.url, apiKey, maxRetries: 0, timeout: 10_000 })
+      const ask = { model: "claude-sonnet-4-5", max_tokens: 10, messages: [{ role: "user" as const, content: "Hi" }] }
+      const served = yield* promise(() => clientWith(key).messages.create(ask))
+      expect(served.content).toEqual([{ type: "text", text: "[gpt] lorem" }])
+      const refused = yield* failure(() => clientWith("sk-nobody-0123456789").messages.create(ask))
+      expect((refused as APIError).status).toBe(401)
+    }).pipe(Effect.scoped)
+  )
+})

@@ -121,6 +121,11 @@ const settings = (() => {
     targets: TARGET_NAMES.filter((t) => targets.includes(t)),
     scenarios: SCENARIO_NAMES.filter((s) => scenarios.includes(s)),
     concurrentStreams: Math.round(positive("BENCH_CONCURRENT_STREAMS", 1000)),
+    /**
+     * The streams1000 scenario also reads idle memory this long after the target is ready: V8's
+     * memory reducer gives back the start-up heap only after some seconds without work.
+     */
+    settledIdleSeconds: positive("BENCH_IDLE_SETTLED_SECONDS", 20),
     /** Requests of the streams1000 scenario are sent over this long, not all in one instant. */
     concurrentRampMs: 1_000,
     sluiceNodeArgs: (process.env["BENCH_SLUICE_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
@@ -347,6 +352,8 @@ interface ConcurrentRun {
   readonly total: Summary
   /** Resident memory of the target, MB: idle before the load, the peak during it, 1 s after it. */
   readonly idleRssMb: number | undefined
+  /** Idle again, `settledIdleSeconds` after ready (once V8's memory reducer has run), before the load. */
+  readonly settledIdleRssMb: number | undefined
   readonly peakRssMb: number | undefined
   readonly afterRssMb: number | undefined
   /** (peak − idle) / streams, KB (10^3 bytes). */
@@ -376,6 +383,8 @@ const concurrentRun = async (target: Target, simulator: Child): Promise<Concurre
   if (target.child !== undefined) checkOpenFiles(target.label, target.child.pid, 2 * count + 100)
   await sleep(SETTLE_MS)
   const idle = target.child === undefined ? undefined : rssMb(target.child.pid)
+  await sleep(Math.max(0, settings.settledIdleSeconds * 1000 - SETTLE_MS))
+  const settled = target.child === undefined ? undefined : rssMb(target.child.pid)
   const p = pool(target.origin, count)
   try {
     const targetPeak = target.child === undefined ? undefined : rssPeakMeter(target.child.pid)
@@ -396,6 +405,7 @@ const concurrentRun = async (target: Target, simulator: Child): Promise<Concurre
       elapsedMs: run.elapsedMs,
       total: summarize(run.total),
       idleRssMb: idle,
+      settledIdleRssMb: settled,
       peakRssMb: peak,
       afterRssMb: target.child === undefined ? undefined : rssMb(target.child.pid),
       perStreamKb: idle === undefined || peak === undefined ? undefined : ((peak - idle) * 1000) / count,
@@ -747,6 +757,7 @@ const concurrentScenario = async (configDir: string): Promise<Array<ConcurrentRu
         "errors",
         "max open",
         "idle RSS",
+        `idle ${settings.settledIdleSeconds} s`,
         "peak RSS",
         "per stream KB",
         "RSS 1 s after",
@@ -761,6 +772,7 @@ const concurrentScenario = async (configDir: string): Promise<Array<ConcurrentRu
         errorCell(r.errors, noErrors()),
         String(r.maxOpen) + (r.maxOpen < count ? " !!" : ""),
         rssCell(r.idleRssMb),
+        rssCell(r.settledIdleRssMb),
         rssCell(r.peakRssMb),
         r.perStreamKb === undefined ? "-" : r.perStreamKb.toFixed(0),
         rssCell(r.afterRssMb),
@@ -777,6 +789,8 @@ const concurrentScenario = async (configDir: string): Promise<Array<ConcurrentRu
     log()
     log(
       `  sluice: idle ${rssCell(sluice.idleRssMb)} MB [${barVerdict(sluice.idleRssMb, IDLE_RSS_BAR_MB)}: bar ≤ ${IDLE_RSS_BAR_MB} MB], ` +
+        `${settings.settledIdleSeconds} s after ready ${rssCell(sluice.settledIdleRssMb)} MB ` +
+        `[${barVerdict(sluice.settledIdleRssMb, IDLE_RSS_BAR_MB)}], ` +
         `peak ${rssCell(sluice.peakRssMb)} MB [${barVerdict(sluice.peakRssMb, STREAMS_PEAK_RSS_BAR_MB)}: bar ≤ ${STREAMS_PEAK_RSS_BAR_MB} MB], ` +
         `${fmt(sluice.perStreamKb, 0)} KB a stream` +
         (bare === undefined
@@ -969,6 +983,7 @@ const main = async (): Promise<number> => {
                     elapsedMs: round(r.elapsedMs, 1),
                     totalMs: summaryJson(r.total),
                     idleRssMb: r.idleRssMb === undefined ? null : round(r.idleRssMb, 1),
+                    settledIdleRssMb: r.settledIdleRssMb === undefined ? null : round(r.settledIdleRssMb, 1),
                     peakRssMb: r.peakRssMb === undefined ? null : round(r.peakRssMb, 1),
                     afterRssMb: r.afterRssMb === undefined ? null : round(r.afterRssMb, 1),
                     perStreamKb: r.perStreamKb === undefined ? null : round(r.perStreamKb, 1),

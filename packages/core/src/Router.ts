@@ -13,6 +13,7 @@
  */
 import type { Tracer } from "effect"
 import { Cause, Chunk, Clock, Context, DefaultServices, Effect, Layer, Option, Random, Stream } from "effect"
+import type { Fiber } from "effect"
 import { randomFillSync } from "node:crypto"
 import * as AttemptStage from "./Attempt.js"
 import type { Decision } from "./Decision.js"
@@ -256,12 +257,13 @@ const chainOf = (p: Pipeline, pool: Pool): ReadonlyArray<Pool> => {
  */
 const start = (
   p: Pipeline,
-  fiber: Tracing.FiberRefReader,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
   operation: Operation,
   options: RouteOptions | undefined,
   span: Tracer.Span | undefined
 ): Request | ModelNotFound => {
-  const services = fiber.getFiberRef(DefaultServices.currentServices)
+  // The fiber's own cache of its default services: no fiber ref lookup.
+  const services = fiber.currentDefaultServices
   const clock = Context.get(services, Clock.Clock)
   const requestId = options?.requestId ?? newRequestId()
   // Before matching, so that a request for an unknown model is traced with its id too.
@@ -317,7 +319,7 @@ const annotate = (span: Tracer.Span | undefined, decision: Decision): void => {
  */
 const route = <A, B>(
   p: Pipeline,
-  fiber: Tracing.FiberRefReader,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
   operation: Operation,
   options: RouteOptions | undefined,
   span: Tracer.Span | undefined,
@@ -376,10 +378,10 @@ const routed = <A, B>(
 /** Runs `body` in a `sluice.route` span when spans are exported (see `Tracing`), else without one. */
 const traced = <A, E>(
   attributes: Record<string, unknown>,
-  body: (fiber: Tracing.FiberRefReader, span: Tracer.Span | undefined) => Effect.Effect<A, E>
+  body: (fiber: Fiber.RuntimeFiber<unknown, unknown>, span: Tracer.Span | undefined) => Effect.Effect<A, E>
 ): Effect.Effect<A, E> =>
   Effect.withFiberRuntime((fiber) =>
-    Tracing.exported(fiber)
+    Tracing.exportedOn(fiber)
       ? Effect.useSpan("sluice.route", { attributes, captureStackTrace: false }, (span) =>
           Effect.withParentSpan(body(fiber, span), span)
         )
@@ -471,7 +473,7 @@ const chatStream = (
         ),
         (exit) => (exit._tag === "Success" || routed?.unclaimed === undefined ? Effect.void : routed.unclaimed)
       )
-    if (!Tracing.exported(fiber)) return open(undefined)
+    if (!Tracing.exportedOn(fiber)) return open(undefined)
     // The route span outlives the effect that opens the stream: it ends here only if opening fails
     // or is interrupted; once the stream runs, its release ends it with the final decision.
     return Effect.flatMap(

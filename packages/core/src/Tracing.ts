@@ -3,6 +3,7 @@
  * exports nothing, so without another tracer installed (or with tracing disabled) the router, the
  * providers and the gateway make no spans: the hot path pays nothing for tracing nobody reads.
  */
+import type { Fiber } from "effect"
 import { Context, DefaultServices, FiberRef, Tracer } from "effect"
 
 /** Effect's built-in tracer: its spans are exported nowhere. */
@@ -17,3 +18,7 @@ export interface FiberRefReader {
 export const exported = (fiber: FiberRefReader): boolean =>
   fiber.getFiberRef(FiberRef.currentTracerEnabled) &&
   Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer
+
+/** {@link exported} for a running fiber, from its own cache of its tracer (one fiber ref read, not two). */
+export const exportedOn = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean =>
+  fiber.currentTracer !== nativeTracer && fiber.getFiberRef(FiberRef.currentTracerEnabled)

@@ -89,7 +89,7 @@ export const make = (
      * any moment after the reservation still gets it given back.
      */
     const attemptOn = (chosen: Attempt): Effect.Effect<A, RouterError> => {
-      request.tick()
+      // `loop` read the clock just before selecting, in the same synchronous step.
       const admitted = attempt.admit(request, chosen)
       if (!("releases" in admitted)) {
         // Lost a race for the last of a budget: not an attempt on the upstream.

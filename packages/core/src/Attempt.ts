@@ -30,6 +30,17 @@ export interface Admitted {
   finished: boolean
 }
 
+/**
+ * The provider call of an attempt: on `upstream`, for its `model`, whether spans are exported, and the
+ * completion tokens reserved (the request's `max_tokens`, else its pool's default).
+ */
+export type Call<A> = (
+  upstream: Upstream,
+  model: string,
+  traced: boolean,
+  maxTokens: number
+) => Effect.Effect<Answer<A>, UpstreamError>
+
 /** The stage. */
 export interface Service {
   /** Admits `attempt` through every guard, or returns the refusal (nothing stays reserved). Synchronous. */
@@ -43,12 +54,7 @@ export interface Service {
   readonly call: <A>(
     request: Request,
     admitted: Admitted,
-    call: (
-      upstream: Upstream,
-      model: string,
-      traced: boolean,
-      maxTokens: number
-    ) => Effect.Effect<Answer<A>, UpstreamError>,
+    call: Call<A>,
     usageOf: (value: A) => Usage | undefined
   ) => Effect.Effect<Answer<A>, UpstreamError>
   /**

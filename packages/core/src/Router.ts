@@ -35,7 +35,7 @@ import { StateStore } from "./StateStore.js"
 import { Strategy, nameOf } from "./Strategy.js"
 import type { Service as TokenCounterService } from "./TokenCounter.js"
 import { TokenCounter, estimateText } from "./TokenCounter.js"
-import type { Pool, Upstream } from "./Topology.js"
+import type { Pool } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
 import type {
   ChatCompletion,
@@ -427,12 +427,7 @@ const whole = <A>(
   attributes: Record<string, unknown>,
   operation: Operation,
   options: RouteOptions | undefined,
-  call: (
-    upstream: Upstream,
-    model: string,
-    traced: boolean,
-    maxTokens: number
-  ) => Effect.Effect<Answer<A>, UpstreamError>,
+  call: AttemptStage.Call<A>,
   usageOf: (value: A) => Usage | undefined
 ): Effect.Effect<Routed<A>, RouterError> =>
   traced(attributes, (fiber, span) =>

@@ -16,8 +16,8 @@ import type { Topology } from "@sluice/core"
 import { Config as SluiceConfig } from "@sluice/core"
 import type { Scope } from "effect"
 import { Clock, Effect, Either, Layer, Redacted } from "effect"
-import { createHash, timingSafeEqual } from "node:crypto"
 import * as Access from "./Access.js"
+import * as AdminToken from "./internal/adminToken.js"
 import { AdminApi, AdminAuth, Conflict, Forbidden, InvalidConfig, NotFound, Unauthorized } from "./AdminApi.js"
 import type * as Gateway from "./Gateway.js"
 import * as Reload from "./Reload.js"
@@ -109,23 +109,23 @@ const indexOf = (config: SluiceConfig.ConfigFile, id: string) => {
 
 const applied = (generation: Routing.Generation) => ({ generation: generation.number })
 
-const digest = (text: string) => createHash("sha256").update(text).digest()
-
 /** The admin token check: 401 without a token, 403 with another one. */
 const authLayer = (options: Options) => {
-  const expected = digest(Redacted.value(options.token))
+  const check = AdminToken.checker(options.token)
   return Layer.succeed(
     AdminAuth,
     AdminAuth.of({
       bearer: (token) => {
-        const sent = Redacted.value(token).trim()
-        if (sent === "")
-          return Effect.fail(
-            new Unauthorized({ message: "the admin API needs the admin token: send 'Authorization: Bearer <token>'" })
-          )
-        return timingSafeEqual(digest(sent), expected)
-          ? Effect.void
-          : Effect.fail(new Forbidden({ message: "the token is not the admin token" }))
+        switch (check(Redacted.value(token))) {
+          case "ok":
+            return Effect.void
+          case "missing":
+            return Effect.fail(
+              new Unauthorized({ message: "the admin API needs the admin token: send 'Authorization: Bearer <token>'" })
+            )
+          case "wrong":
+            return Effect.fail(new Forbidden({ message: "the token is not the admin token" }))
+        }
       }
     })
   )

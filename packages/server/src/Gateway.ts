@@ -54,6 +54,13 @@ export interface Options {
   readonly readiness?: Effect.Effect<Readiness>
   /** The admin API's handler: requests under `/admin` go there (404 without it). */
   readonly admin?: Handler
+  /**
+   * Called once with the decision of every routed request (answered, failed, or a stream at its end)
+   * and its client key's name: metrics and the audit log (see `Observe`). Synchronous, on the hot path.
+   */
+  readonly observe?: (decision: Decision.Decision, key: string | undefined) => void
+  /** The handler of `GET /metrics` (404 without it). */
+  readonly metrics?: Handler
 }
 
 /** What `/health/ready` reports besides draining. */
@@ -392,10 +399,14 @@ const refused = (
   return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId))
 }
 
-/** Records what a client's answered request used (its tokens and spend). */
-const recordUsage = (env: Env, client: Access.Client | undefined, decision: Decision.Decision) => {
+/**
+ * The one hook at the end of a routed request: records what the client used (its tokens and spend)
+ * and hands the decision to `observe` (metrics, audit log).
+ */
+const finished = (env: Env, client: Access.Client | undefined, decision: Decision.Decision) => {
   if (client !== undefined && client.tracked)
     env.options.access?.record(client, decision, env.clock.unsafeCurrentTimeMillis())
+  env.options.observe?.(decision, client?.name)
 }
 
 // ---- end of access hooks
@@ -423,11 +434,11 @@ const streamChat = (
         "x-sluice-attempts": String(routed.attempts)
       })
       const release = Effect.zipRight(
-        client === undefined || !client.tracked
+        env.options.observe === undefined && (client === undefined || !client.tracked)
           ? routed.release
           : Effect.zipRight(
               routed.release,
-              Effect.map(routed.decision, (decision) => recordUsage(env, client, decision))
+              Effect.map(routed.decision, (decision) => finished(env, client, decision))
             ),
         Effect.sync(() => env.streams.delete(res))
       )
@@ -454,7 +465,7 @@ const chat: BodyHandler = (env, req, res, requestId, text, client) => {
   const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
   if (body.stream === true) return streamChat(env, res, body, route, client)
   return Effect.map(env.router.chat(body, route), (routed) => {
-    recordUsage(env, client, routed.decision)
+    finished(env, client, routed.decision)
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
   })
 }
@@ -469,7 +480,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
     return Effect.map(
       env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
       (routed) => {
-        recordUsage(env, client, routed.decision)
+        finished(env, client, routed.decision)
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
       }
     )
@@ -483,12 +494,19 @@ const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect
 
 /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
 const recover = (
+  env: Env,
+  client: Access.Client | undefined,
   res: ServerResponse,
   requestId: string,
   cause: Cause.Cause<Errors.RouterError>
 ): Effect.Effect<void> => {
   const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value, requestId))
+  if (Option.isSome(failure))
+    return Effect.sync(() => {
+      const error = failure.value
+      if ("decision" in error && error.decision !== undefined) finished(env, client, error.decision)
+      writeError(res, error, requestId)
+    })
   if (Cause.isInterruptedOnly(cause)) return Effect.void
   return Effect.zipRight(
     Effect.logError("request failed unexpectedly", cause),
@@ -512,9 +530,10 @@ const serve = (
   res: ServerResponse,
   path: string,
   requestId: string,
-  effect: Effect.Effect<void, Errors.RouterError>
+  effect: Effect.Effect<void, Errors.RouterError>,
+  client?: Access.Client
 ) => {
-  const handled = Effect.catchAllCause(effect, (cause) => recover(res, requestId, cause))
+  const handled = Effect.catchAllCause(effect, (cause) => recover(env, client, res, requestId, cause))
   let program = handled
   if (env.tracing) {
     const method = req.method ?? "GET"
@@ -590,7 +609,7 @@ const withBody = (
       })
       return serve(env, req, res, path, requestId, Effect.fail(error))
     }
-    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8"), client))
+    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8"), client), client)
   })
   req.on("error", (error) => {
     if (refused) return
@@ -700,6 +719,9 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
         : methodNotAllowed(req, res, "GET", id)
     case "/health/ready":
       return method === "GET" ? ready(env, res, id) : methodNotAllowed(req, res, "GET", id)
+    case "/metrics":
+      if (env.options.metrics === undefined) return notFound(req, res, id)
+      return method === "GET" ? env.options.metrics(req, res) : methodNotAllowed(req, res, "GET", id)
     case "/":
       return method === "GET"
         ? writeJson(res, 200, ROOT, { "x-request-id": id })

@@ -13,6 +13,7 @@ import { Strategies } from "@sluice/strategies"
 import * as Access from "./Access.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./Gateway.js"
+import * as Observe from "./Observe.js"
 import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
 import type * as Sluice from "./Sluice.js"
@@ -137,17 +138,25 @@ const adminHandler = (config: SluiceConfig.ConfigFile, options: Options) =>
     })
   })
 
-/** Gateway options from the config and the running {@link Routing.Routing}, with the admin API when configured. */
+/**
+ * Gateway options from the config, the running {@link Routing.Routing} and {@link Observe.Observe}
+ * (metrics, audit log), with the admin API when configured.
+ */
 export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
   Layer.scoped(
     Gateway.GatewayOptions,
     Effect.gen(function* () {
       const routing = yield* Routing.Routing
+      const observe = yield* Observe.Observe
       const admin = yield* adminHandler(config, options)
+      const token =
+        config.server.admin === undefined ? undefined : (yield* SluiceConfig.readEnvironment(config)).adminToken
       return {
         maxBodyBytes: config.server.maxBodyBytes,
         access: currentAccess(routing),
         readiness: routing.readiness,
+        observe: observe.record,
+        metrics: yield* Observe.metricsHandler(token),
         ...(admin !== undefined ? { admin } : {})
       }
     })
@@ -195,10 +204,12 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     { host: config.server.host, port: config.server.port },
     { drainMs: options.drainMs ?? config.server.drainMs }
   ).pipe(Layer.provide(gatewayOptions(config, options)))
+  const observe = Observe.layer(config.server.audit)
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
   const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
   return Layer.merge(announce, reload).pipe(
     Layer.provideMerge(serve),
+    Layer.provideMerge(observe),
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),
     // Every fiber of the gateway on one scheduler: see `Scheduling`.

@@ -1,0 +1,153 @@
+/**
+ * The audit log of decisions: the last N kept in memory as they are (serialized only when read),
+ * one JSON line each to a sink when one is configured, and to live listeners while any listen.
+ */
+import type { Config as SluiceConfig, Decision } from "@sluice/core"
+import type { WriteStream } from "node:fs"
+import { createWriteStream, existsSync, renameSync, rmSync, statSync } from "node:fs"
+
+/** One audit entry: the decision, the client key's name, and what it cost. */
+export interface Entry {
+  /** Epoch ms (Clock) when routing started, as ISO 8601. */
+  readonly time: string
+  /** The client key's name; absent on an open gateway. */
+  readonly key?: string
+  readonly costUsd: number
+  readonly decision: Decision.Decision
+}
+
+/** What `GET /admin/decisions` filters on; every given field must match. */
+export interface Filter {
+  readonly pool?: string | undefined
+  readonly upstream?: string | undefined
+  readonly key?: string | undefined
+  readonly outcome?: string | undefined
+  /** Epoch ms: decisions started at or after it. */
+  readonly since?: number | undefined
+  /** Epoch ms: decisions started before it. */
+  readonly until?: number | undefined
+  /** At most this many, newest first. */
+  readonly limit?: number | undefined
+}
+
+/** An entry as its JSON object. */
+export const entryOf = (decision: Decision.Decision, key: string | undefined, costUsd: number): Entry => {
+  const entry: { -readonly [K in keyof Entry]: Entry[K] } = {
+    time: new Date(decision.startedAt).toISOString(),
+    costUsd,
+    decision
+  }
+  if (key !== undefined) entry.key = key
+  return entry
+}
+
+/** A line sink: stdout, or a file rotated by size. */
+interface Sink {
+  readonly write: (line: string) => void
+  readonly close: () => void
+}
+
+const stdoutSink: Sink = { write: (line) => void process.stdout.write(line), close: () => {} }
+
+/** Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`). */
+const fileSink = (path: string, maxBytes: number, files: number): Sink => {
+  let size = existsSync(path) ? statSync(path).size : 0
+  let out: WriteStream = createWriteStream(path, { flags: "a" })
+  const rotate = () => {
+    // The old stream keeps writing what it buffered to the renamed file.
+    out.end()
+    if (files === 0) rmSync(path, { force: true })
+    else {
+      rmSync(`${path}.${files}`, { force: true })
+      for (let i = files - 1; i >= 1; i--)
+        if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`)
+      renameSync(path, `${path}.1`)
+    }
+    out = createWriteStream(path, { flags: "a" })
+    size = 0
+  }
+  return {
+    write: (line) => {
+      const bytes = Buffer.byteLength(line)
+      if (size > 0 && size + bytes > maxBytes) rotate()
+      size += bytes
+      out.write(line)
+    },
+    close: () => void out.end()
+  }
+}
+
+/** The audit log of one gateway. */
+export class Log {
+  private readonly decisions: Array<Decision.Decision | undefined>
+  private readonly keys: Array<string | undefined>
+  private readonly costs: Array<number>
+  private next = 0
+  private size = 0
+  private readonly sink: Sink | undefined
+  private readonly listeners = new Set<(line: string) => void>()
+
+  constructor(settings: SluiceConfig.AuditConfig) {
+    const keep = settings.keep
+    this.decisions = Array.from({ length: keep }, () => undefined)
+    this.keys = Array.from({ length: keep }, () => undefined)
+    this.costs = Array.from({ length: keep }, () => 0)
+    this.sink =
+      settings.sink === "stdout"
+        ? stdoutSink
+        : settings.sink === "file" && settings.path !== undefined
+          ? fileSink(settings.path, settings.maxBytes, settings.files)
+          : undefined
+  }
+
+  /** Keeps one decision; serialized now only when a sink or a listener wants it. */
+  add(decision: Decision.Decision, key: string | undefined, costUsd: number): void {
+    const keep = this.decisions.length
+    if (keep > 0) {
+      this.decisions[this.next] = decision
+      this.keys[this.next] = key
+      this.costs[this.next] = costUsd
+      this.next = (this.next + 1) % keep
+      if (this.size < keep) this.size++
+    }
+    if (this.sink === undefined && this.listeners.size === 0) return
+    const line = JSON.stringify(entryOf(decision, key, costUsd)) + "\n"
+    this.sink?.write(line)
+    for (const listener of this.listeners) listener(line)
+  }
+
+  /** The kept decisions matching `filter`, newest first. */
+  query(filter: Filter): Array<Entry> {
+    const found: Array<Entry> = []
+    const keep = this.decisions.length
+    const limit = filter.limit ?? keep
+    for (let i = 1; i <= this.size && found.length < limit; i++) {
+      const at = (this.next - i + keep) % keep
+      const d = this.decisions[at]!
+      const key = this.keys[at]
+      if (filter.pool !== undefined && d.pool !== filter.pool && !d.pools.includes(filter.pool)) continue
+      if (
+        filter.upstream !== undefined &&
+        d.upstream !== filter.upstream &&
+        !d.attempts.some((a) => a.upstream === filter.upstream)
+      )
+        continue
+      if (filter.key !== undefined && key !== filter.key) continue
+      if (filter.outcome !== undefined && d.outcome !== filter.outcome) continue
+      if (filter.since !== undefined && d.startedAt < filter.since) continue
+      if (filter.until !== undefined && d.startedAt >= filter.until) continue
+      found.push(entryOf(d, key, this.costs[at]!))
+    }
+    return found
+  }
+
+  /** Calls `listener` with every new entry's JSON line until the returned function is called. */
+  listen(listener: (line: string) => void): () => void {
+    this.listeners.add(listener)
+    return () => void this.listeners.delete(listener)
+  }
+
+  close(): void {
+    this.sink?.close()
+  }
+}

@@ -10,7 +10,8 @@
  * ids, provider kinds, configured model names) and from Sluice's own vocabularies (outcomes,
  * exclusion stages, error tags): what clients send never makes a new series.
  */
-import type { Config as SluiceConfig, Decision } from "@sluice/core"
+import type { Decision } from "@sluice/core"
+import { Config as SluiceConfig } from "@sluice/core"
 import type { Redacted, Scope } from "effect"
 import { Clock, Context, Effect, Layer, Runtime } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
@@ -201,15 +202,27 @@ const gauges = (routing: Routing.Service) =>
     ].join("")
   })
 
-/** Builds the metrics and the audit log over the running config; the audit sink closes with the scope. */
+/**
+ * Builds the metrics and the audit log over the running config; the audit sink closes with the
+ * scope. Fails with a `ConfigError` when the audit file cannot be opened.
+ */
 export const make = (
   settings: SluiceConfig.AuditConfig
-): Effect.Effect<Service, never, Routing.Routing | Scope.Scope> =>
+): Effect.Effect<Service, SluiceConfig.ConfigError, Routing.Routing | Scope.Scope> =>
   Effect.gen(function* () {
     const routing = yield* Routing.Routing
     const registry = new Registry()
     const audit = yield* Effect.acquireRelease(
-      Effect.sync(() => new Audit.Log(settings)),
+      Effect.try({
+        try: () => new Audit.Log(settings),
+        catch: (error) =>
+          new SluiceConfig.ConfigError({
+            source: "config",
+            problems: [
+              `server.audit.path: cannot open the audit file: ${error instanceof Error ? error.message : String(error)}`
+            ]
+          })
+      }),
       (log) => Effect.sync(() => log.close())
     )
     const record = recorder(routing, instruments(registry), audit)
@@ -218,8 +231,9 @@ export const make = (
   })
 
 /** {@link Observe} from `server.audit`. */
-export const layer = (settings: SluiceConfig.AuditConfig): Layer.Layer<Observe, never, Routing.Routing> =>
-  Layer.scoped(Observe, make(settings))
+export const layer = (
+  settings: SluiceConfig.AuditConfig
+): Layer.Layer<Observe, SluiceConfig.ConfigError, Routing.Routing> => Layer.scoped(Observe, make(settings))
 
 /** A JSON error answer of the endpoints behind the admin token. */
 const refuse = (res: ServerResponse, verdict: "missing" | "wrong") => {

@@ -4,7 +4,7 @@
  */
 import type { Config as SluiceConfig, Decision } from "@sluice/core"
 import type { WriteStream } from "node:fs"
-import { createWriteStream, existsSync, renameSync, rmSync, statSync } from "node:fs"
+import { createWriteStream, existsSync, openSync, renameSync, rmSync, statSync } from "node:fs"
 
 /** One audit entry: the decision, the client key's name, and what it cost. */
 export interface Entry {
@@ -30,6 +30,20 @@ export interface Filter {
   readonly limit?: number | undefined
 }
 
+/** Whether a decision (of the client key `key`) passes `filter`'s fields other than `limit`. */
+export const matches = (filter: Filter, d: Decision.Decision, key: string | undefined): boolean =>
+  (filter.pool === undefined || d.pool === filter.pool || d.pools.includes(filter.pool)) &&
+  (filter.upstream === undefined ||
+    d.upstream === filter.upstream ||
+    d.attempts.some((a) => a.upstream === filter.upstream)) &&
+  (filter.key === undefined || key === filter.key) &&
+  (filter.outcome === undefined || d.outcome === filter.outcome) &&
+  (filter.since === undefined || d.startedAt >= filter.since) &&
+  (filter.until === undefined || d.startedAt < filter.until)
+
+/** Someone reading entries as they come: the decision and key to filter on, and the entry's JSON line. */
+export type Listener = (decision: Decision.Decision, key: string | undefined, line: string) => void
+
 /** An entry as its JSON object. */
 export const entryOf = (decision: Decision.Decision, key: string | undefined, costUsd: number): Entry => {
   const entry: { -readonly [K in keyof Entry]: Entry[K] } = {
@@ -52,7 +66,16 @@ const stdoutSink: Sink = { write: (line) => void process.stdout.write(line), clo
 /** Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`). */
 const fileSink = (path: string, maxBytes: number, files: number): Sink => {
   let size = existsSync(path) ? statSync(path).size : 0
-  let out: WriteStream = createWriteStream(path, { flags: "a" })
+  let failed = false
+  // Opened at once (not when the stream gets to it), so a rotation always finds the file; a write
+  // that fails (a full disk) is reported once, never thrown at the request that wrote it.
+  const open = (): WriteStream =>
+    createWriteStream(path, { fd: openSync(path, "a") }).on("error", (error) => {
+      if (failed) return
+      failed = true
+      process.stderr.write(`sluice: the audit file ${path} cannot be written: ${error.message}\n`)
+    })
+  let out = open()
   const rotate = () => {
     // The old stream keeps writing what it buffered to the renamed file.
     out.end()
@@ -63,7 +86,7 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
         if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`)
       renameSync(path, `${path}.1`)
     }
-    out = createWriteStream(path, { flags: "a" })
+    out = open()
     size = 0
   }
   return {
@@ -85,7 +108,7 @@ export class Log {
   private next = 0
   private size = 0
   private readonly sink: Sink | undefined
-  private readonly listeners = new Set<(line: string) => void>()
+  private readonly listeners = new Set<Listener>()
 
   constructor(settings: SluiceConfig.AuditConfig) {
     const keep = settings.keep
@@ -113,7 +136,7 @@ export class Log {
     if (this.sink === undefined && this.listeners.size === 0) return
     const line = JSON.stringify(entryOf(decision, key, costUsd)) + "\n"
     this.sink?.write(line)
-    for (const listener of this.listeners) listener(line)
+    for (const listener of this.listeners) listener(decision, key, line)
   }
 
   /** The kept decisions matching `filter`, newest first. */
@@ -125,24 +148,13 @@ export class Log {
       const at = (this.next - i + keep) % keep
       const d = this.decisions[at]!
       const key = this.keys[at]
-      if (filter.pool !== undefined && d.pool !== filter.pool && !d.pools.includes(filter.pool)) continue
-      if (
-        filter.upstream !== undefined &&
-        d.upstream !== filter.upstream &&
-        !d.attempts.some((a) => a.upstream === filter.upstream)
-      )
-        continue
-      if (filter.key !== undefined && key !== filter.key) continue
-      if (filter.outcome !== undefined && d.outcome !== filter.outcome) continue
-      if (filter.since !== undefined && d.startedAt < filter.since) continue
-      if (filter.until !== undefined && d.startedAt >= filter.until) continue
-      found.push(entryOf(d, key, this.costs[at]!))
+      if (matches(filter, d, key)) found.push(entryOf(d, key, this.costs[at]!))
     }
     return found
   }
 
-  /** Calls `listener` with every new entry's JSON line until the returned function is called. */
-  listen(listener: (line: string) => void): () => void {
+  /** Calls `listener` with every new entry until the returned function is called. */
+  listen(listener: Listener): () => void {
     this.listeners.add(listener)
     return () => void this.listeners.delete(listener)
   }

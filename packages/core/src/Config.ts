@@ -311,6 +311,17 @@ export const AuditConfig = Schema.Struct({
 /** Audit log settings. */
 export type AuditConfig = typeof AuditConfig.Type
 
+/** Tracing beyond the standard `OTEL_*` variables (`server.tracing`). */
+export const TracingConfig = Schema.Struct({
+  /**
+   * The share of health checks traced, 0 to 1: each check is a trace of its own per upstream, so
+   * they are off (0) by default rather than flooding the tracing backend.
+   */
+  healthChecks: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0 })
+})
+/** Tracing settings. */
+export type TracingConfig = typeof TracingConfig.Type
+
 /** HTTP server settings. Environment `PORT` / `HOST` override them. */
 export const ServerConfig = Schema.Struct({
   host: Schema.optionalWith(Schema.String, { default: () => "127.0.0.1" }),
@@ -331,6 +342,8 @@ export const ServerConfig = Schema.Struct({
   admin: Schema.optional(AdminConfig),
   /** The audit log of decisions; see {@link AuditConfig}. */
   audit: Schema.optionalWith(AuditConfig, { default: () => AuditConfig.make({}) }),
+  /** Tracing settings; see {@link TracingConfig}. */
+  tracing: Schema.optionalWith(TracingConfig, { default: () => TracingConfig.make({}) }),
   /**
    * On `SIGTERM` / `SIGINT`, how long requests and streams in flight may take to finish before what
    * is left is ended (streams with the in-band error), in milliseconds.

@@ -23,7 +23,10 @@ import * as Telemetry from "./Telemetry.js"
 export interface Options extends Sluice.Options {
   /** Print the start banner (where it listens, pools, upstreams, a first request). Default true. */
   readonly banner?: boolean
-  /** Tracing layer; default {@link Telemetry.layer} (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). */
+  /**
+   * Tracing layer; default {@link Telemetry.layerConfig} with `server.tracing` (the standard `OTEL_*`
+   * variables: OTLP when an endpoint is set).
+   */
   readonly telemetry?: Layer.Layer<never>
   /** Overrides `server.drainMs` (tests stop at once with 0). */
   readonly drainMs?: number
@@ -213,6 +216,6 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),
     // Every fiber of the gateway on one scheduler: see `Scheduling`.
-    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layer, Scheduling.layer))
+    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layerConfig(config.server.tracing), Scheduling.layer))
   )
 }

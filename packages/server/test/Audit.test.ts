@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Audit from "../src/internal/audit.js"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { eventually, simulatedConfig, startGateway } from "./harness.js"
 
 const TOKEN = "adm-token-0123456789abcdef"
 const TEAM = "sk-team-0123456789abcdef"
@@ -54,17 +54,6 @@ const decisions = (gateway: Gateway, query = "") =>
       headers: { authorization: `Bearer ${TOKEN}` }
     })
     return { status: response.status, body: (await response.json()) as Entry }
-  })
-
-/** Waits (polling) until `f` holds; the file sink writes in the background. */
-const eventually = <A>(f: () => A | undefined) =>
-  Effect.promise(async () => {
-    for (let i = 0; i < 200; i++) {
-      const value = f()
-      if (value !== undefined) return value
-      await new Promise((resolve) => setTimeout(resolve, 10))
-    }
-    throw new Error("timed out")
   })
 
 describe("audit log of decisions", () => {

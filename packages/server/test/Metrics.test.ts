@@ -76,26 +76,29 @@ describe("GET /metrics", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("keeps the series count when 1,000 distinct models and users are requested", () =>
-    Effect.gen(function* () {
-      const gateway = yield* startGateway(config())
-      // Every kind of answer once: a served wildcard model, an unknown model (404), a known one.
-      yield* chat(gateway, "sim-0", "user-0")
-      yield* chat(gateway, "unknown-0", "user-0")
-      yield* chat(gateway, "gpt-4o-mini", "user-0")
-      const before = (yield* scrape(gateway)).samples.size
-      for (let batch = 0; batch < 20; batch++)
-        yield* Effect.forEach(
-          Array.from({ length: 50 }, (_, i) => batch * 50 + i + 1),
-          (i) => chat(gateway, i % 2 === 0 ? `sim-${i}` : `unknown-${i}`, `user-${i}`),
-          { concurrency: 50 }
-        )
-      const after = yield* scrape(gateway)
-      expect(after.samples.size).toBe(before)
-      expect(after.samples.get('sluice_requests_total{pool="chat",upstream="a",outcome="success"}')).toBe(502)
-      expect(after.text).not.toMatch(/sim-1|user-|unknown-/)
-      expect(after.text).toContain('gen_ai_request_model="_other"')
-    }).pipe(Effect.scoped)
+  it.live(
+    "keeps the series count when 1,000 distinct models and users are requested",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(config())
+        // Every kind of answer once: a served wildcard model, an unknown model (404), a known one.
+        yield* chat(gateway, "sim-0", "user-0")
+        yield* chat(gateway, "unknown-0", "user-0")
+        yield* chat(gateway, "gpt-4o-mini", "user-0")
+        const before = (yield* scrape(gateway)).samples.size
+        for (let batch = 0; batch < 20; batch++)
+          yield* Effect.forEach(
+            Array.from({ length: 50 }, (_, i) => batch * 50 + i + 1),
+            (i) => chat(gateway, i % 2 === 0 ? `sim-${i}` : `unknown-${i}`, `user-${i}`),
+            { concurrency: 50 }
+          )
+        const after = yield* scrape(gateway)
+        expect(after.samples.size).toBe(before)
+        expect(after.samples.get('sluice_requests_total{pool="chat",upstream="a",outcome="success"}')).toBe(502)
+        expect(after.text).not.toMatch(/sim-1|user-|unknown-/)
+        expect(after.text).toContain('gen_ai_request_model="_other"')
+      }).pipe(Effect.scoped),
+    60_000
   )
 
   it.live("is behind the admin token when server.admin is set", () =>

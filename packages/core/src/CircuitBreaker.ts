@@ -444,7 +444,8 @@ const announce = (upstream: Topology.Upstream, transition: Transition): Effect.E
         : transition.to === "half-open"
           ? `circuit for upstream ${upstream.id} half-open: admitting ${plural(transition.probes, "probe")}`
           : `circuit for upstream ${upstream.id} closed ${transition.why}`
-    yield* Effect.logInfo(message).pipe(
+    // An open breaker is a warning: an upstream stopped serving.
+    yield* (transition.to === "open" ? Effect.logWarning : Effect.logInfo)(message).pipe(
       Effect.annotateLogs({ "sluice.upstream": upstream.id, "sluice.circuit_breaker.state": transition.to })
     )
     const span = yield* Effect.option(Effect.currentSpan)

@@ -311,6 +311,19 @@ export const AuditConfig = Schema.Struct({
 /** Audit log settings. */
 export type AuditConfig = typeof AuditConfig.Type
 
+/** Logging (`server.log`); `LOG_LEVEL` in the environment overrides `level`. */
+export const LogConfig = Schema.Struct({
+  level: Schema.optionalWith(Schema.Literal("trace", "debug", "info", "warning", "error", "fatal", "none"), {
+    default: () => "info"
+  }),
+  /** `pretty` for people (the default), `json` for log collectors: one object per line. */
+  format: Schema.optionalWith(Schema.Literal("pretty", "json"), { default: () => "pretty" }),
+  /** One `info` line per answered `/v1` request (id, pool, upstream, status, latency, tokens). */
+  access: Schema.optionalWith(Schema.Boolean, { default: () => true })
+})
+/** Logging settings. */
+export type LogConfig = typeof LogConfig.Type
+
 /** Tracing beyond the standard `OTEL_*` variables (`server.tracing`). */
 export const TracingConfig = Schema.Struct({
   /**
@@ -342,6 +355,8 @@ export const ServerConfig = Schema.Struct({
   admin: Schema.optional(AdminConfig),
   /** The audit log of decisions; see {@link AuditConfig}. */
   audit: Schema.optionalWith(AuditConfig, { default: () => AuditConfig.make({}) }),
+  /** Log level and format, and the access log; see {@link LogConfig}. */
+  log: Schema.optionalWith(LogConfig, { default: () => LogConfig.make({}) }),
   /** Tracing settings; see {@link TracingConfig}. */
   tracing: Schema.optionalWith(TracingConfig, { default: () => TracingConfig.make({}) }),
   /**

@@ -54,6 +54,7 @@ describe("Config.decode", () => {
       priorities: [],
       auth: { open: false, keys: [] },
       audit: { sink: "off", maxBytes: 10 * 1024 * 1024, files: 5, keep: 1000 },
+      log: { level: "info", format: "pretty", access: true },
       tracing: { healthChecks: 0 },
       drainMs: 30_000
     })

@@ -28,7 +28,7 @@ ${AdminUsage.usage}
 
 Environment: the variables a config names in apiKeyEnv hold the API keys; PORT and HOST override
 server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT (and the other standard OTEL_* variables) export
-traces.
+traces; LOG_LEVEL overrides server.log.level.
 
 ${AdminUsage.connection}`
 

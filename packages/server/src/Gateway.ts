@@ -56,9 +56,10 @@ export interface Options {
   readonly admin?: Handler
   /**
    * Called once with the decision of every routed request (answered, failed, or a stream at its end)
-   * and its client key's name: metrics and the audit log (see `Observe`). Synchronous, on the hot path.
+   * with its client key's name and the HTTP status answered: metrics, the audit log and the access
+   * log (see `Observe`, `Logging`). Synchronous, on the hot path.
    */
-  readonly observe?: (decision: Decision.Decision, key: string | undefined) => void
+  readonly observe?: (decision: Decision.Decision, key: string | undefined, status: number) => void
   /** The handler of `GET /metrics` (404 without it). */
   readonly metrics?: Handler
 }
@@ -403,10 +404,10 @@ const refused = (
  * The one hook at the end of a routed request: records what the client used (its tokens and spend)
  * and hands the decision to `observe` (metrics, audit log).
  */
-const finished = (env: Env, client: Access.Client | undefined, decision: Decision.Decision) => {
+const finished = (env: Env, client: Access.Client | undefined, decision: Decision.Decision, status: number) => {
   if (client !== undefined && client.tracked)
     env.options.access?.record(client, decision, env.clock.unsafeCurrentTimeMillis())
-  env.options.observe?.(decision, client?.name)
+  env.options.observe?.(decision, client?.name, status)
 }
 
 // ---- end of access hooks
@@ -438,7 +439,7 @@ const streamChat = (
           ? routed.release
           : Effect.zipRight(
               routed.release,
-              Effect.map(routed.decision, (decision) => finished(env, client, decision))
+              Effect.map(routed.decision, (decision) => finished(env, client, decision, res.statusCode))
             ),
         Effect.sync(() => env.streams.delete(res))
       )
@@ -465,8 +466,8 @@ const chat: BodyHandler = (env, req, res, requestId, text, client) => {
   const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
   if (body.stream === true) return streamChat(env, res, body, route, client)
   return Effect.map(env.router.chat(body, route), (routed) => {
-    finished(env, client, routed.decision)
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+    finished(env, client, routed.decision, 200)
   })
 }
 
@@ -480,8 +481,8 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
     return Effect.map(
       env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
       (routed) => {
-        finished(env, client, routed.decision)
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+        finished(env, client, routed.decision, 200)
       }
     )
   })
@@ -504,8 +505,8 @@ const recover = (
   if (Option.isSome(failure))
     return Effect.sync(() => {
       const error = failure.value
-      if ("decision" in error && error.decision !== undefined) finished(env, client, error.decision)
       writeError(res, error, requestId)
+      if ("decision" in error && error.decision !== undefined) finished(env, client, error.decision, res.statusCode)
     })
   if (Cause.isInterruptedOnly(cause)) return Effect.void
   return Effect.zipRight(
@@ -775,7 +776,7 @@ const drain = (env: Env, server: Server, drainMs: number): Effect.Effect<void> =
     server.closeIdleConnections()
     const pending = [...env.inFlight]
     if (drainMs > 0)
-      yield* Effect.logInfo(`draining: ${pending.length} requests in flight may take up to ${drainMs} ms to finish`)
+      yield* Effect.logWarning(`draining: ${pending.length} requests in flight may take up to ${drainMs} ms to finish`)
     // A finalizer runs uninterruptibly: the wait must be made interruptible for the timeout to end it.
     if (pending.length > 0 && drainMs > 0)
       yield* Effect.timeout(Effect.interruptible(Fiber.awaitAll(pending)), drainMs).pipe(Effect.ignore)

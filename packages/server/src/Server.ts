@@ -5,14 +5,16 @@
  */
 // The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
 import * as HttpClient from "@effect/platform/HttpClient"
+import type { Decision } from "@sluice/core"
 import { Scheduling, Config as SluiceConfig } from "@sluice/core"
-import { Console, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { networkInterfaces } from "node:os"
 import { Providers } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
 import * as Access from "./Access.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./Gateway.js"
+import * as Logging from "./Logging.js"
 import * as Observe from "./Observe.js"
 import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
@@ -28,6 +30,11 @@ export interface Options extends Sluice.Options {
    * variables: OTLP when an endpoint is set).
    */
   readonly telemetry?: Layer.Layer<never>
+  /**
+   * Logging layer; default {@link Logging.layer} with `server.log` (and `LOG_LEVEL`). Tests that
+   * collect log lines pass their own logger.
+   */
+  readonly logging?: Layer.Layer<never>
   /** Overrides `server.drainMs` (tests stop at once with 0). */
   readonly drainMs?: number
   /** The file to reload the config from on `SIGHUP` (and on changes with `watch`); no reloads without. */
@@ -87,7 +94,7 @@ export const banner = Effect.gen(function* () {
     `    -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello!"}]}'`,
     ""
   )
-  yield* Console.log(lines.join("\n"))
+  yield* Effect.logInfo(lines.join("\n"))
 })
 
 /**
@@ -151,6 +158,7 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options
     Effect.gen(function* () {
       const routing = yield* Routing.Routing
       const observe = yield* Observe.Observe
+      const access = yield* Logging.accessLog(config.server.log)
       const admin = yield* adminHandler(config, options)
       const token =
         config.server.admin === undefined ? undefined : (yield* SluiceConfig.readEnvironment(config)).adminToken
@@ -158,7 +166,13 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options
         maxBodyBytes: config.server.maxBodyBytes,
         access: currentAccess(routing),
         readiness: routing.readiness,
-        observe: observe.record,
+        observe:
+          access === undefined
+            ? observe.record
+            : (decision: Decision.Decision, key: string | undefined, status: number) => {
+                observe.record(decision, key)
+                access(decision, key, status)
+              },
         metrics: yield* Observe.metricsHandler(token),
         ...(admin !== undefined ? { admin } : {})
       }
@@ -216,6 +230,12 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),
     // Every fiber of the gateway on one scheduler: see `Scheduling`.
-    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layerConfig(config.server.tracing), Scheduling.layer))
+    Layer.provide(
+      Layer.mergeAll(
+        options.telemetry ?? Telemetry.layerConfig(config.server.tracing),
+        Scheduling.layer,
+        options.logging ?? Logging.layer(config.server.log)
+      )
+    )
   )
 }

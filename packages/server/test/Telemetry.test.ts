@@ -172,7 +172,8 @@ describe("traces over OTLP from the environment", () => {
       )
       const config = simulatedConfig([{ id: "a" }], [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }])
       const gateway = yield* startGateway(config, {
-        telemetry: Layer.merge(Telemetry.layerConfig().pipe(Layer.provide(logger)), logger),
+        telemetry: Telemetry.layerConfig().pipe(Layer.provide(logger)),
+        logging: logger,
         env: {
           OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: c.url,
           OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",

@@ -2,7 +2,7 @@
 import type { Config as SluiceConfig } from "@sluice/core"
 import { Config } from "@sluice/core"
 import type { Simulator } from "@sluice/providers"
-import { Cause, ConfigProvider, Context, Effect, Either, Layer, Logger } from "effect"
+import { Cause, ConfigProvider, Context, Effect, Either, Layer, Logger, LogLevel } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -66,17 +66,16 @@ export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOp
         { ...config, server: { ...config.server, host: "127.0.0.1", port: 0 } },
         {
           banner: false,
-          telemetry:
+          telemetry: Telemetry.layerExporter(exporter),
+          // Quiet unless the test reads the log lines (no access line per request on the console).
+          logging:
             logs === undefined
-              ? Telemetry.layerExporter(exporter)
-              : Layer.merge(
-                  Telemetry.layerExporter(exporter),
-                  Logger.replace(
-                    Logger.defaultLogger,
-                    Logger.make(({ message, annotations, cause }) => {
-                      logs.push(`${JSON.stringify(message)} ${JSON.stringify([...annotations])} ${Cause.pretty(cause)}`)
-                    })
-                  )
+              ? Logger.minimumLogLevel(LogLevel.Warning)
+              : Logger.replace(
+                  Logger.defaultLogger,
+                  Logger.make(({ message, annotations, cause }) => {
+                    logs.push(`${JSON.stringify(message)} ${JSON.stringify([...annotations])} ${Cause.pretty(cause)}`)
+                  })
                 ),
           drainMs: 0,
           ...serverOptions

@@ -62,6 +62,8 @@ export interface Options {
   readonly observe?: (decision: Decision.Decision, key: string | undefined, status: number) => void
   /** The handler of `GET /metrics` (404 without it). */
   readonly metrics?: Handler
+  /** The dashboard's handler: requests under `/dashboard` go there (404 without it). */
+  readonly dashboard?: Handler
 }
 
 /** What `/health/ready` reports besides draining. */
@@ -730,6 +732,8 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
     default:
       if (env.options.admin !== undefined && (path === "/admin" || path.startsWith("/admin/")))
         return env.options.admin(req, res)
+      if (env.options.dashboard !== undefined && (path === "/dashboard" || path.startsWith("/dashboard/")))
+        return env.options.dashboard(req, res)
       return notFound(req, res, id)
   }
 }

@@ -174,7 +174,9 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options
                 access(decision, key, status)
               },
         metrics: yield* Observe.metricsHandler(token),
-        ...(admin !== undefined ? { admin } : {})
+        ...(admin !== undefined
+          ? { admin, dashboard: (yield* Effect.promise(() => import("./Dashboard.js"))).make() }
+          : {})
       }
     })
   )

@@ -79,6 +79,7 @@ const fields = (d: Decision.Decision, key: string | undefined, status: number) =
   queueWaitMs: d.queueWaitMs,
   inputTokens: d.inputTokens ?? null,
   outputTokens: d.outputTokens ?? null,
+  ...(d.firstChunkMs === undefined ? {} : { firstChunkMs: d.firstChunkMs }),
   ...(d.error === undefined ? {} : { error: d.error })
 })
 

@@ -56,6 +56,13 @@ const instruments = (registry: Registry) => ({
     ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "error.type"],
     true
   ),
+  firstChunk: registry.histogram(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "Time from the request to the first chunk of a streamed answer, in seconds (OpenTelemetry GenAI semantic conventions).",
+    SECONDS,
+    ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"],
+    true
+  ),
   tokens: registry.histogram(
     "gen_ai.client.token.usage",
     "Tokens used per request, by gen_ai.token.type input or output (OpenTelemetry GenAI semantic conventions).",
@@ -138,6 +145,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) =>
     m.duration
       .at(d.operation, provider, model, d.outcome === "error" ? errorType(d.error) : "")
       .update(d.durationMs / 1000)
+    if (d.firstChunkMs !== undefined) m.firstChunk.at(d.operation, provider, model).update(d.firstChunkMs / 1000)
     if (d.inputTokens !== undefined) m.tokens.at(d.operation, provider, model, "input").update(d.inputTokens)
     if (d.outputTokens !== undefined) m.tokens.at(d.operation, provider, model, "output").update(d.outputTokens)
     let upstreamMs = 0

@@ -69,7 +69,7 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard in a real browser", () => {
         )
         // The decisions already made are listed, each with its exclusions.
         expect(yield* Effect.promise(() => page.locator("#decisions details").count())).toBe(6)
-        expect(yield* Effect.promise(() => page.locator("[data-chart]").count())).toBe(6)
+        expect(yield* Effect.promise(() => page.locator("[data-chart]").count())).toBe(7)
 
         yield* Effect.promise(() =>
           page.locator('tr[data-upstream="flaky"] button', { hasText: "reset breaker" }).click()

@@ -88,7 +88,8 @@ const MINUTE = 60000;
 const charts = {};
 const series = [
   ["requests", "requests / min"], ["errors", "error rate (%)"], ["p50", "p50 latency (ms)"],
-  ["p99", "p99 latency (ms)"], ["tokens", "tokens / min"], ["spend", "spend (USD / min)"]
+  ["p99", "p99 latency (ms)"], ["ttft", "p50 time to first chunk (ms)"], ["tokens", "tokens / min"],
+  ["spend", "spend (USD / min)"]
 ];
 function buckets() {
   const now = Date.now(), start = Math.floor((now - 60 * MINUTE) / MINUTE) * MINUTE;
@@ -98,12 +99,15 @@ function buckets() {
     const i = Math.floor((e.decision.startedAt - start) / MINUTE);
     if (i >= 0 && i < per.length) per[i].push(e);
   }
-  const q = (list, p) => { if (list.length === 0) return null; const s = list.map((e) => e.decision.durationMs).sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+  const q = (list, p, field = "durationMs") => {
+    const s = list.map((e) => e.decision[field]).filter((v) => typeof v === "number").sort((a, b) => a - b);
+    return s.length === 0 ? null : s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  };
   return {
     xs,
     requests: per.map((l) => l.length),
     errors: per.map((l) => l.length === 0 ? null : 100 * l.filter((e) => e.decision.outcome === "error").length / l.length),
-    p50: per.map((l) => q(l, 0.5)), p99: per.map((l) => q(l, 0.99)),
+    p50: per.map((l) => q(l, 0.5)), p99: per.map((l) => q(l, 0.99)), ttft: per.map((l) => q(l, 0.5, "firstChunkMs")),
     tokens: per.map((l) => l.reduce((n, e) => n + (e.decision.inputTokens || 0) + (e.decision.outputTokens || 0), 0)),
     spend: per.map((l) => l.reduce((n, e) => n + e.costUsd, 0))
   };

@@ -14,6 +14,7 @@ import type { Decision } from "@sluice/core"
 import { Config as SluiceConfig } from "@sluice/core"
 import type { Redacted, Scope } from "effect"
 import { Clock, Context, Effect, Layer, Runtime } from "effect"
+import type { MetricHook } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import * as Access from "./Access.js"
 import * as AdminToken from "./internal/adminToken.js"
@@ -129,25 +130,75 @@ const errorType = (error: string | undefined): string => {
   return colon === -1 ? "_OTHER" : error.slice(0, colon)
 }
 
+/** The series one kind of request updates, found once per pool, upstream, model, operation and result. */
+interface Bundle {
+  readonly requests: MetricHook.MetricHook.Counter<number>
+  readonly duration: MetricHook.MetricHook.Histogram
+  readonly firstChunk: MetricHook.MetricHook.Histogram
+  readonly input: MetricHook.MetricHook.Histogram
+  readonly output: MetricHook.MetricHook.Histogram
+  readonly queueWait: MetricHook.MetricHook.Histogram
+}
+
+/** The map below `level` for `key`, made when missing. */
+const below = <V>(level: Map<string, V>, key: string, make: () => V): V => {
+  let next = level.get(key)
+  if (next === undefined) level.set(key, (next = make()))
+  return next
+}
+
 /** The per-request recording: plain synchronous code over the instruments and the running generation. */
 const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) => {
-  let models = { generation: -1, names: new Set<string>() as ReadonlySet<string> }
+  let generationNumber = -1
+  let models: ReadonlySet<string> = new Set()
+  // pool → upstream → model → operation → result → the request's series; cleared on a new generation
+  // (an upstream's provider may change with it).
+  let bundles = new Map<string, Map<string, Map<string, Map<string, Map<string, Bundle>>>>>()
+  const overhead = m.overhead.at()
   return (d: Decision.Decision, key: string | undefined): void => {
     const generation = routing.current()
-    if (models.generation !== generation.number)
-      models = { generation: generation.number, names: knownModels(generation.config) }
+    if (generationNumber !== generation.number) {
+      generationNumber = generation.number
+      models = knownModels(generation.config)
+      bundles = new Map()
+    }
     const upstreams = generation.topology.upstreams
     const served = d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream
     const upstream = served === undefined ? "" : served
-    const provider = (served === undefined ? undefined : upstreams.get(served)?.provider) ?? "_OTHER"
-    const model = models.names.has(d.model) ? d.model : OTHER_MODEL
-    m.requests.at(d.pool, upstream, d.outcome).update(1)
-    m.duration
-      .at(d.operation, provider, model, d.outcome === "error" ? errorType(d.error) : "")
-      .update(d.durationMs / 1000)
-    if (d.firstChunkMs !== undefined) m.firstChunk.at(d.operation, provider, model).update(d.firstChunkMs / 1000)
-    if (d.inputTokens !== undefined) m.tokens.at(d.operation, provider, model, "input").update(d.inputTokens)
-    if (d.outputTokens !== undefined) m.tokens.at(d.operation, provider, model, "output").update(d.outputTokens)
+    const model = models.has(d.model) ? d.model : OTHER_MODEL
+    const result = d.outcome === "error" ? errorType(d.error) : d.outcome
+    const byResult = below(
+      below(
+        below(
+          below(bundles, d.pool, () => new Map()),
+          upstream,
+          () => new Map()
+        ),
+        model,
+        () => new Map()
+      ),
+      d.operation,
+      () => new Map<string, Bundle>()
+    )
+    let b = byResult.get(result)
+    if (b === undefined) {
+      const provider = (served === undefined ? undefined : upstreams.get(served)?.provider) ?? "_OTHER"
+      b = {
+        requests: m.requests.at(d.pool, upstream, d.outcome),
+        duration: m.duration.at(d.operation, provider, model, d.outcome === "error" ? result : ""),
+        firstChunk: m.firstChunk.at(d.operation, provider, model),
+        input: m.tokens.at(d.operation, provider, model, "input"),
+        output: m.tokens.at(d.operation, provider, model, "output"),
+        queueWait: m.queueWait.at(d.pool)
+      }
+      byResult.set(result, b)
+    }
+    b.requests.update(1)
+    b.duration.update(d.durationMs / 1000)
+    if (d.firstChunkMs !== undefined) b.firstChunk.update(d.firstChunkMs / 1000)
+    if (d.inputTokens !== undefined) b.input.update(d.inputTokens)
+    if (d.outputTokens !== undefined) b.output.update(d.outputTokens)
+    b.queueWait.update(d.queueWaitMs / 1000)
     let upstreamMs = 0
     for (const a of d.attempts) {
       m.attempts.at(a.pool, a.upstream, a.outcome).update(1)
@@ -156,8 +207,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) =>
     if (d.attempts.length > 1) m.retries.at(d.pool).update(d.attempts.length - 1)
     if (d.pools.length > 1) m.fallbacks.at(d.pools[0]!, d.pool).update(1)
     for (const e of d.excluded) m.exclusions.at(d.pool, e.upstream, e.stage).update(1)
-    m.queueWait.at(d.pool).update(d.queueWaitMs / 1000)
-    m.overhead.at().update(Math.max(0, d.durationMs - upstreamMs - d.queueWaitMs - d.backoffMs) / 1000)
+    overhead.update(Math.max(0, d.durationMs - upstreamMs - d.queueWaitMs - d.backoffMs) / 1000)
     const cost = Access.costOf(upstreams, d)
     if (cost > 0) m.spend.at(d.pool, upstream, key ?? "anonymous").update(cost)
     audit.add(d, key, cost)

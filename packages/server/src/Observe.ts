@@ -13,7 +13,7 @@
 import type { Decision } from "@sluice/core"
 import { Config as SluiceConfig } from "@sluice/core"
 import type { Redacted, Scope } from "effect"
-import { Clock, Context, Effect, Layer, Runtime } from "effect"
+import { Clock, Context, Effect, Layer, Metric, Runtime } from "effect"
 import type { MetricHook } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import * as Access from "./Access.js"
@@ -284,7 +284,7 @@ export const make = (
       (log) => Effect.sync(() => log.close())
     )
     const record = recorder(routing, instruments(registry), audit)
-    const metrics = Effect.map(gauges(routing), (lines) => registry.exposition() + lines)
+    const metrics = Effect.map(gauges(routing), (lines) => registry.exposition(Metric.unsafeSnapshot()) + lines)
     return { record, metrics, audit }
   })
 

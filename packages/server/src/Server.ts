@@ -68,7 +68,7 @@ export const banner = Effect.gen(function* () {
       : "Open: clients need no key (no server.auth.keys).",
     config.server.admin === undefined
       ? "Admin API off (set server.admin.tokenEnv to turn it on)."
-      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json`,
+      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json; dashboard at ${base}/dashboard#token=<token>; metrics at ${base}/metrics (with the token)`,
     ""
   ]
   lines.push("Pools:")

@@ -76,6 +76,62 @@ describe("GET /metrics", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("times the first chunk of streamed answers", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(config())
+      for (let i = 0; i < 2; i++)
+        yield* Effect.promise(async () => {
+          const stream = await gateway.client.chat.completions.create({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: "Hi" }],
+            stream: true
+          })
+          for await (const _ of stream) void _
+        })
+      yield* chat(gateway, "gpt-4o-mini")
+      const { samples } = yield* scrape(gateway)
+      const labels = 'gen_ai_operation_name="chat",gen_ai_provider_name="simulated",gen_ai_request_model="gpt-4o-mini"'
+      // Two streams: two first chunks; the whole answer has none.
+      expect(samples.get(`gen_ai_client_operation_time_to_first_chunk_seconds_count{${labels}}`)).toBe(2)
+      expect(samples.get(`gen_ai_client_operation_duration_seconds_count{${labels},error_type=""}`)).toBe(3)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("counts breaker transitions and shows the open state", () =>
+    Effect.gen(function* () {
+      // An upstream id of this test's own: transitions are counted in Effect's global registry.
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [
+            {
+              id: "metrics-tripping",
+              simulate: { failureRate: 1 },
+              circuitBreaker: { failureThreshold: 2, recoveryMs: 600_000, windowMs: 60_000 }
+            },
+            { id: "metrics-steady" }
+          ],
+          [
+            {
+              id: "chat",
+              models: ["gpt-4o-mini"],
+              upstreams: ["metrics-tripping", "metrics-steady"],
+              strategy: "round-robin"
+            }
+          ]
+        )
+      )
+      for (let i = 0; i < 6; i++) expect(yield* chat(gateway, "gpt-4o-mini")).toBe("ok")
+      const { samples, text } = yield* scrape(gateway)
+      expect(samples.get('sluice_circuit_breaker_transitions_total{upstream="metrics-tripping",state="open"}')).toBe(1)
+      expect(samples.get('sluice_breaker_state{upstream="metrics-tripping",state="open"}')).toBe(1)
+      expect(samples.get('sluice_breaker_state{upstream="metrics-tripping",state="closed"}')).toBe(0)
+      expect(
+        samples.get('sluice_exclusions_total{pool="chat",upstream="metrics-tripping",stage="circuit-breaker"}')
+      ).toBeGreaterThan(0)
+      expect(text).toContain("# TYPE sluice_circuit_breaker_transitions_total counter")
+    }).pipe(Effect.scoped)
+  )
+
   it.live(
     "keeps the series count when 1,000 distinct models and users are requested",
     () =>

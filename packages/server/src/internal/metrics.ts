@@ -4,7 +4,7 @@
  * update) and its hook is kept, so an update on the request path is a few map lookups and the
  * hook's own update: no Effect, no allocation once the series exists.
  */
-import { MetricBoundaries, MetricKey, MetricRegistry, MetricState } from "effect"
+import { MetricBoundaries, MetricKey, MetricRegistry, MetricState, Option } from "effect"
 import type { MetricHook, MetricPair } from "effect"
 
 /** An OpenTelemetry name (`gen_ai.client.token.usage`) as Prometheus writes it (`gen_ai_client_token_usage`). */
@@ -73,10 +73,13 @@ export class Registry {
     return new Family(this.registry, (tags) => tagged(base, tags), labels)
   }
 
-  /** Every series in Prometheus' text format, families in name order. */
-  exposition(): string {
+  /**
+   * Every series in Prometheus' text format, families in name order, with the counters and
+   * histograms of `extra` (Effect's global registry, where core counts rare events).
+   */
+  exposition(extra: ReadonlyArray<MetricPair.MetricPair.Untyped> = []): string {
     const byName = new Map<string, Array<MetricPair.MetricPair.Untyped>>()
-    for (const pair of this.registry.snapshot()) {
+    for (const pair of [...this.registry.snapshot(), ...extra]) {
       const list = byName.get(pair.metricKey.name)
       if (list === undefined) byName.set(pair.metricKey.name, [pair])
       else list.push(pair)
@@ -84,10 +87,12 @@ export class Registry {
     let text = ""
     for (const name of [...byName.keys()].sort()) {
       const pairs = byName.get(name)!
-      const metric = this.names.get(name) ?? prometheusName(name)
       const state = pairs[0]!.metricState
+      if (!MetricState.isHistogramState(state) && !MetricState.isCounterState(state)) continue
       const type = MetricState.isHistogramState(state) ? "histogram" : "counter"
-      text += `# HELP ${metric} ${this.help.get(name) ?? name}\n# TYPE ${metric} ${type}\n`
+      const metric = this.names.get(name) ?? `${prometheusName(name)}${type === "counter" ? "_total" : ""}`
+      const help = this.help.get(name) ?? Option.getOrElse(pairs[0]!.metricKey.description, () => name)
+      text += `# HELP ${metric} ${help}\n# TYPE ${metric} ${type}\n`
       for (const { metricKey, metricState } of pairs) {
         const labels = [...metricKey.tags].map((t) => `${prometheusName(t.key)}="${escape(t.value)}"`)
         if (MetricState.isHistogramState(metricState)) {

@@ -306,7 +306,12 @@ export const AuditConfig = Schema.Struct({
   /** Rotated audit files kept besides the current one. */
   files: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 5 }),
   /** Decisions kept in memory for `GET /admin/decisions` (0 keeps none). */
-  keep: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 1000 })
+  keep: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 1000 }),
+  /**
+   * Also keep the request body and, for a whole (not streamed) chat answer, the response with each
+   * entry. Off by default: prompts and completions are the users' data.
+   */
+  content: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 /** Audit log settings. */
 export type AuditConfig = typeof AuditConfig.Type

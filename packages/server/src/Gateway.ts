@@ -59,7 +59,14 @@ export interface Options {
    * with its client key's name and the HTTP status answered: metrics, the audit log and the access
    * log (see `Observe`, `Logging`). Synchronous, on the hot path.
    */
-  readonly observe?: (decision: Decision.Decision, key: string | undefined, status: number) => void
+  readonly observe?: (
+    decision: Decision.Decision,
+    key: string | undefined,
+    status: number,
+    content?: { readonly request: unknown; readonly response?: unknown }
+  ) => void
+  /** Whether `observe` wants each request's body (and whole answer): `server.audit.content`. */
+  readonly observeContent?: boolean
   /** The handler of `GET /metrics` (404 without it). */
   readonly metrics?: Handler
   /** The dashboard's handler: requests under `/dashboard` go there (404 without it). */
@@ -406,10 +413,16 @@ const refused = (
  * The one hook at the end of a routed request: records what the client used (its tokens and spend)
  * and hands the decision to `observe` (metrics, audit log).
  */
-const finished = (env: Env, client: Access.Client | undefined, decision: Decision.Decision, status: number) => {
+const finished = (
+  env: Env,
+  client: Access.Client | undefined,
+  decision: Decision.Decision,
+  status: number,
+  content?: { readonly request: unknown; readonly response?: unknown }
+) => {
   if (client !== undefined && client.tracked)
     env.options.access?.record(client, decision, env.clock.unsafeCurrentTimeMillis())
-  env.options.observe?.(decision, client?.name, status)
+  env.options.observe?.(decision, client?.name, status, content)
 }
 
 // ---- end of access hooks
@@ -441,7 +454,15 @@ const streamChat = (
           ? routed.release
           : Effect.zipRight(
               routed.release,
-              Effect.map(routed.decision, (decision) => finished(env, client, decision, res.statusCode))
+              Effect.map(routed.decision, (decision) =>
+                finished(
+                  env,
+                  client,
+                  decision,
+                  res.statusCode,
+                  env.options.observeContent === true ? { request: body } : undefined
+                )
+              )
             ),
         Effect.sync(() => env.streams.delete(res))
       )
@@ -469,7 +490,13 @@ const chat: BodyHandler = (env, req, res, requestId, text, client) => {
   if (body.stream === true) return streamChat(env, res, body, route, client)
   return Effect.map(env.router.chat(body, route), (routed) => {
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-    finished(env, client, routed.decision, 200)
+    finished(
+      env,
+      client,
+      routed.decision,
+      200,
+      env.options.observeContent === true ? { request: body, response: routed.response } : undefined
+    )
   })
 }
 
@@ -484,7 +511,13 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
       env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
       (routed) => {
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-        finished(env, client, routed.decision, 200)
+        finished(
+          env,
+          client,
+          routed.decision,
+          200,
+          env.options.observeContent === true ? { request: decoded.right } : undefined
+        )
       }
     )
   })

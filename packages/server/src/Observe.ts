@@ -38,7 +38,7 @@ export interface Service {
    * Counts a finished request's decision in the metrics and keeps it in the audit log; `key` is the
    * client key's name. Synchronous and O(attempts + exclusions); call it once per request.
    */
-  readonly record: (decision: Decision.Decision, key: string | undefined) => void
+  readonly record: (decision: Decision.Decision, key: string | undefined, content?: Audit.Content) => void
   /** Every metric in Prometheus' text format (version 0.0.4). */
   readonly metrics: Effect.Effect<string>
   /** The audit log: query, listen. */
@@ -155,7 +155,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) =>
   // (an upstream's provider may change with it).
   let bundles = new Map<string, Map<string, Map<string, Map<string, Map<string, Bundle>>>>>()
   const overhead = m.overhead.at()
-  return (d: Decision.Decision, key: string | undefined): void => {
+  return (d: Decision.Decision, key: string | undefined, content?: Audit.Content): void => {
     const generation = routing.current()
     if (generationNumber !== generation.number) {
       generationNumber = generation.number
@@ -210,7 +210,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) =>
     overhead.update(Math.max(0, d.durationMs - upstreamMs - d.queueWaitMs - d.backoffMs) / 1000)
     const cost = Access.costOf(upstreams, d)
     if (cost > 0) m.spend.at(d.pool, upstream, key ?? "anonymous").update(cost)
-    audit.add(d, key, cost)
+    audit.add(d, key, cost, content)
   }
 }
 

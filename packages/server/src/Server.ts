@@ -14,6 +14,7 @@ import { Strategies } from "@sluice/strategies"
 import * as Access from "./Access.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./Gateway.js"
+import type * as Audit from "./internal/audit.js"
 import * as Logging from "./Logging.js"
 import * as Observe from "./Observe.js"
 import * as Reload from "./Reload.js"
@@ -168,11 +169,13 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options
         readiness: routing.readiness,
         observe:
           access === undefined
-            ? observe.record
-            : (decision: Decision.Decision, key: string | undefined, status: number) => {
-                observe.record(decision, key)
+            ? (decision: Decision.Decision, key: string | undefined, _status: number, content?: Audit.Content) =>
+                observe.record(decision, key, content)
+            : (decision: Decision.Decision, key: string | undefined, status: number, content?: Audit.Content) => {
+                observe.record(decision, key, content)
                 access(decision, key, status)
               },
+        observeContent: config.server.audit.content,
         metrics: yield* Observe.metricsHandler(token),
         ...(admin !== undefined
           ? { admin, dashboard: (yield* Effect.promise(() => import("./Dashboard.js"))).make() }

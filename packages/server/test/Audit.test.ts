@@ -146,10 +146,27 @@ describe("audit log of decisions", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("keeps the request and the whole answer only with audit.content: true", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(audited({ content: true }), { env })
+      const answer = yield* ask(gateway, "gpt-4o-mini", "SECRET-PROMPT-TEXT")
+      const [entry] = (yield* decisions(gateway)).body as Array<Entry>
+      expect(entry.content.request.messages).toEqual([{ role: "user", content: "SECRET-PROMPT-TEXT" }])
+      expect(entry.content.response.choices[0].message.content).toBe(answer)
+    }).pipe(Effect.scoped)
+  )
+
   it("rotates the file sink past maxBytes, keeping `files` older files", () => {
     const dir = mkdtempSync(join(tmpdir(), "sluice-audit-"))
     try {
-      const log = new Audit.Log({ sink: "file", path: join(dir, "a.jsonl"), maxBytes: 600, files: 2, keep: 0 })
+      const log = new Audit.Log({
+        sink: "file",
+        path: join(dir, "a.jsonl"),
+        maxBytes: 600,
+        files: 2,
+        keep: 0,
+        content: false
+      })
       const decision = {
         requestId: "r",
         pool: "p",

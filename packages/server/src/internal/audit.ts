@@ -14,6 +14,14 @@ export interface Entry {
   readonly key?: string
   readonly costUsd: number
   readonly decision: Decision.Decision
+  /** With `server.audit.content`: the request body and, for a whole chat answer, the response. */
+  readonly content?: Content
+}
+
+/** What a request said and was answered (`server.audit.content` only). */
+export interface Content {
+  readonly request: unknown
+  readonly response?: unknown
 }
 
 /** What `GET /admin/decisions` filters on; every given field must match. */
@@ -45,13 +53,19 @@ export const matches = (filter: Filter, d: Decision.Decision, key: string | unde
 export type Listener = (decision: Decision.Decision, key: string | undefined, line: string) => void
 
 /** An entry as its JSON object. */
-export const entryOf = (decision: Decision.Decision, key: string | undefined, costUsd: number): Entry => {
+export const entryOf = (
+  decision: Decision.Decision,
+  key: string | undefined,
+  costUsd: number,
+  content?: Content
+): Entry => {
   const entry: { -readonly [K in keyof Entry]: Entry[K] } = {
     time: new Date(decision.startedAt).toISOString(),
     costUsd,
     decision
   }
   if (key !== undefined) entry.key = key
+  if (content !== undefined) entry.content = content
   return entry
 }
 
@@ -105,6 +119,7 @@ export class Log {
   private readonly decisions: Array<Decision.Decision | undefined>
   private readonly keys: Array<string | undefined>
   private readonly costs: Array<number>
+  private readonly contents: Array<Content | undefined>
   private next = 0
   private size = 0
   private readonly sink: Sink | undefined
@@ -115,6 +130,7 @@ export class Log {
     this.decisions = Array.from({ length: keep }, () => undefined)
     this.keys = Array.from({ length: keep }, () => undefined)
     this.costs = Array.from({ length: keep }, () => 0)
+    this.contents = settings.content ? Array.from({ length: keep }, () => undefined) : []
     this.sink =
       settings.sink === "stdout"
         ? stdoutSink
@@ -124,17 +140,18 @@ export class Log {
   }
 
   /** Keeps one decision; serialized now only when a sink or a listener wants it. */
-  add(decision: Decision.Decision, key: string | undefined, costUsd: number): void {
+  add(decision: Decision.Decision, key: string | undefined, costUsd: number, content?: Content): void {
     const keep = this.decisions.length
     if (keep > 0) {
       this.decisions[this.next] = decision
       this.keys[this.next] = key
       this.costs[this.next] = costUsd
+      if (this.contents.length > 0) this.contents[this.next] = content
       this.next = (this.next + 1) % keep
       if (this.size < keep) this.size++
     }
     if (this.sink === undefined && this.listeners.size === 0) return
-    const line = JSON.stringify(entryOf(decision, key, costUsd)) + "\n"
+    const line = JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
     this.sink?.write(line)
     for (const listener of this.listeners) listener(decision, key, line)
   }
@@ -148,7 +165,7 @@ export class Log {
       const at = (this.next - i + keep) % keep
       const d = this.decisions[at]!
       const key = this.keys[at]
-      if (matches(filter, d, key)) found.push(entryOf(d, key, this.costs[at]!))
+      if (matches(filter, d, key)) found.push(entryOf(d, key, this.costs[at]!, this.contents[at]))
     }
     return found
   }

@@ -20,6 +20,16 @@ const FLAGS = [
 ]
 const TOKEN = "adm-token-0123456789abcdef"
 const results = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "bench", "results")
+/** Screenshots for the README are saved under bench/results only when asked (`SLUICE_SCREENSHOTS=1`). */
+const screenshot = (
+  page: { screenshot: (options: { path: string; fullPage: boolean }) => Promise<unknown> },
+  name: string
+) =>
+  Effect.promise(async () => {
+    if (process.env["SLUICE_SCREENSHOTS"] !== "1") return
+    mkdirSync(results, { recursive: true })
+    await page.screenshot({ path: join(results, name), fullPage: true })
+  })
 
 /** `flaky` always fails and its breaker opens after 2 failures (for long); `steady` serves. */
 const config = () => ({
@@ -62,11 +72,8 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard in a real browser", () => {
         yield* Effect.promise(() => page.waitForSelector("body[data-ready=true]", { timeout: 10_000 }))
         const breaker = page.locator('tr[data-upstream="flaky"] td.breaker')
         yield* Effect.promise(() => breaker.filter({ hasText: /^open$/ }).waitFor({ timeout: 5_000 }))
-        mkdirSync(results, { recursive: true })
         yield* Effect.promise(() => page.locator("#decisions details").first().locator("summary").click())
-        yield* Effect.promise(() =>
-          page.screenshot({ path: join(results, "dashboard-open-breaker.png"), fullPage: true })
-        )
+        yield* screenshot(page, "dashboard-open-breaker.png")
         // The decisions already made are listed, each with its exclusions.
         expect(yield* Effect.promise(() => page.locator("#decisions details").count())).toBe(6)
         expect(yield* Effect.promise(() => page.locator("[data-chart]").count())).toBe(7)
@@ -89,7 +96,7 @@ describe.skipIf(!existsSync(CHROMIUM))("dashboard in a real browser", () => {
         expect(
           yield* Effect.promise(() => page.locator("#decisions details").first().getAttribute("data-request-id"))
         ).toBe(id)
-        yield* Effect.promise(() => page.screenshot({ path: join(results, "dashboard.png"), fullPage: true }))
+        yield* screenshot(page, "dashboard.png")
         expect(errors).toEqual([])
       }).pipe(Effect.scoped),
     60_000

@@ -17,7 +17,7 @@
  * Transitions are logged and recorded as `sluice.circuit_breaker.transition` events on the current
  * span: the guard leaves them on its step, so they land on the span of the request that caused them.
  */
-import { Clock, Context, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Layer, Metric } from "effect"
 import type * as Config from "./Config.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import * as Guard from "./Guard.js"
@@ -434,7 +434,15 @@ const emptySnapshot: Snapshot = {
   probeSuccesses: 0
 }
 
-/** Logs a transition and records it as an event on the current span. Runs only on transitions. */
+/**
+ * Breaker transitions by upstream and the state entered (`open`, `half-open`, `closed`): an Effect
+ * `Metric` in the global registry, which the server's `/metrics` exposes with its own.
+ */
+export const transitions = Metric.counter("sluice.circuit_breaker.transitions", {
+  description: "Circuit breaker transitions by upstream and the state entered."
+})
+
+/** Logs a transition, counts it and records it as an event on the current span. Runs only on transitions. */
 const announce = (upstream: Topology.Upstream, transition: Transition): Effect.Effect<void> =>
   Effect.gen(function* () {
     const message =
@@ -444,7 +452,9 @@ const announce = (upstream: Topology.Upstream, transition: Transition): Effect.E
         : transition.to === "half-open"
           ? `circuit for upstream ${upstream.id} half-open: admitting ${plural(transition.probes, "probe")}`
           : `circuit for upstream ${upstream.id} closed ${transition.why}`
-    yield* Effect.logInfo(message).pipe(
+    yield* Metric.increment(Metric.tagged(Metric.tagged(transitions, "upstream", upstream.id), "state", transition.to))
+    // An open breaker is a warning: an upstream stopped serving.
+    yield* (transition.to === "open" ? Effect.logWarning : Effect.logInfo)(message).pipe(
       Effect.annotateLogs({ "sluice.upstream": upstream.id, "sluice.circuit_breaker.state": transition.to })
     )
     const span = yield* Effect.option(Effect.currentSpan)

@@ -306,6 +306,54 @@ export const AdminConfig = Schema.Struct({
 /** Admin API settings. */
 export type AdminConfig = typeof AdminConfig.Type
 
+/**
+ * The audit log of decisions (`server.audit`): one JSON line per request to `sink`, and the last
+ * `keep` decisions in memory for the admin API. It never holds prompt or completion text.
+ */
+export const AuditConfig = Schema.Struct({
+  /** Where each decision goes as a JSON line: nowhere (`off`, the default), `stdout`, or a `file`. */
+  sink: Schema.optionalWith(Schema.Literal("off", "stdout", "file"), { default: () => "off" }),
+  /** The file of the `file` sink; rotated to `<path>.1` ... `<path>.<files>` past `maxBytes`. */
+  path: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  /** Size of the audit file at which it is rotated, in bytes. */
+  maxBytes: Schema.optionalWith(PositiveInt, { default: () => 10 * 1024 * 1024 }),
+  /** Rotated audit files kept besides the current one. */
+  files: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 5 }),
+  /** Decisions kept in memory for `GET /admin/decisions` (0 keeps none). */
+  keep: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 1000 }),
+  /**
+   * Also keep the request body and, for a whole (not streamed) chat answer, the response with each
+   * entry. Off by default: prompts and completions are the users' data.
+   */
+  content: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+/** Audit log settings. */
+export type AuditConfig = typeof AuditConfig.Type
+
+/** Logging (`server.log`); `LOG_LEVEL` in the environment overrides `level`. */
+export const LogConfig = Schema.Struct({
+  level: Schema.optionalWith(Schema.Literal("trace", "debug", "info", "warning", "error", "fatal", "none"), {
+    default: () => "info"
+  }),
+  /** `pretty` for people (the default), `json` for log collectors: one object per line. */
+  format: Schema.optionalWith(Schema.Literal("pretty", "json"), { default: () => "pretty" }),
+  /** One `info` line per answered `/v1` request (id, pool, upstream, status, latency, tokens). */
+  access: Schema.optionalWith(Schema.Boolean, { default: () => true })
+})
+/** Logging settings. */
+export type LogConfig = typeof LogConfig.Type
+
+/** Tracing beyond the standard `OTEL_*` variables (`server.tracing`). */
+export const TracingConfig = Schema.Struct({
+  /**
+   * The share of health checks traced, 0 to 1: each check is a trace of its own per upstream, so
+   * they are off (0) by default rather than flooding the tracing backend.
+   */
+  healthChecks: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0 })
+})
+/** Tracing settings. */
+export type TracingConfig = typeof TracingConfig.Type
+
 /** HTTP server settings. Environment `PORT` / `HOST` override them. */
 export const ServerConfig = Schema.Struct({
   host: Schema.optionalWith(Schema.String, { default: () => "127.0.0.1" }),
@@ -324,6 +372,12 @@ export const ServerConfig = Schema.Struct({
   auth: Schema.optionalWith(AuthConfig, { default: () => AuthConfig.make({}) }),
   cors: Schema.optional(CorsConfig),
   admin: Schema.optional(AdminConfig),
+  /** The audit log of decisions; see {@link AuditConfig}. */
+  audit: Schema.optionalWith(AuditConfig, { default: () => AuditConfig.make({}) }),
+  /** Log level and format, and the access log; see {@link LogConfig}. */
+  log: Schema.optionalWith(LogConfig, { default: () => LogConfig.make({}) }),
+  /** Tracing settings; see {@link TracingConfig}. */
+  tracing: Schema.optionalWith(TracingConfig, { default: () => TracingConfig.make({}) }),
   /**
    * On `SIGTERM` / `SIGINT`, how long requests and streams in flight may take to finish before what
    * is left is ended (streams with the in-band error), in milliseconds.
@@ -680,6 +734,8 @@ const serverProblems = (config: ConfigFile): Array<string> => {
     problems.push(
       "server.priorities: not used once server.auth.keys are set; give each key its priority in server.auth.keys[].priority"
     )
+  if (config.server.audit.sink === "file" && config.server.audit.path === undefined)
+    problems.push("server.audit.path: required when server.audit.sink is 'file'; name the audit file")
   return problems
 }
 

@@ -58,6 +58,8 @@ export interface Decision {
   /** Epoch milliseconds (from the Clock) when routing started. */
   readonly startedAt: number
   readonly durationMs: number
+  /** For a stream: milliseconds from when routing started to its first content event. */
+  readonly firstChunkMs: number | undefined
 }
 
 /** Span attributes for a decision (OpenTelemetry GenAI names where they exist, `sluice.*` otherwise). */
@@ -85,6 +87,7 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   if (d.inputTokens !== undefined) attributes["gen_ai.usage.input_tokens"] = d.inputTokens
   if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
   if (d.error !== undefined) attributes["sluice.error"] = d.error
+  if (d.firstChunkMs !== undefined) attributes["sluice.time_to_first_chunk_ms"] = d.firstChunkMs
   return attributes
 }
 
@@ -112,6 +115,7 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   outcome: Decision["outcome"] = "interrupted"
   error: string | undefined = undefined
   durationMs = 0
+  firstChunkMs: number | undefined = undefined
 
   constructor(
     readonly requestId: string,

@@ -53,6 +53,9 @@ describe("Config.decode", () => {
       maxBodyBytes: 4 * 1024 * 1024,
       priorities: [],
       auth: { open: false, keys: [] },
+      audit: { sink: "off", maxBytes: 10 * 1024 * 1024, files: 5, keep: 1000, content: false },
+      log: { level: "info", format: "pretty", access: true },
+      tracing: { healthChecks: 0 },
       drainMs: 30_000
     })
     expect(config.upstreams[0]).toEqual({

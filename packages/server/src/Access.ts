@@ -263,13 +263,7 @@ export const make = (settings: Settings): Service => {
   const record = (client: Client, decision: Decision.Decision, now: number): void => {
     if (!client.tracked) return
     const tokens = (decision.inputTokens ?? 0) + (decision.outputTokens ?? 0)
-    const pricing = decision.upstream === undefined ? undefined : settings.upstreams.get(decision.upstream)?.pricing
-    const cost =
-      pricing === undefined
-        ? 0
-        : ((decision.inputTokens ?? 0) * pricing.inputPerMillion +
-            (decision.outputTokens ?? 0) * pricing.outputPerMillion) /
-          1_000_000
+    const cost = costOf(settings.upstreams, decision)
     if (tokens === 0 && cost === 0) return
     local.modify<ClientUsage.Usage, void>(keyOf(client.name), (current) => [
       undefined,
@@ -317,6 +311,19 @@ export const make = (settings: Settings): Service => {
     )
 
   return { required, authenticate, admit, priority, record, cors, keys }
+}
+
+/**
+ * What a decision cost in US dollars: its tokens used × the serving upstream's `pricing` (0 without
+ * pricing or an upstream). Client budgets, the spend metric and the audit log all count with it.
+ */
+export const costOf = (upstreams: ReadonlyMap<string, Topology.Upstream>, decision: Decision.Decision): number => {
+  const pricing = decision.upstream === undefined ? undefined : upstreams.get(decision.upstream)?.pricing
+  return pricing === undefined
+    ? 0
+    : ((decision.inputTokens ?? 0) * pricing.inputPerMillion +
+        (decision.outputTokens ?? 0) * pricing.outputPerMillion) /
+        1_000_000
 }
 
 /** True for addresses only this machine can reach (`127.0.0.0/8`, `::1`, `localhost`). */

@@ -1,7 +1,8 @@
 /**
  * The admin API (`/admin`, described in `AdminApi.ts`): config get / validate / replace / reload,
  * upstream status, breaker reset, disable / enable, add / remove, health check now, client keys,
- * models and the OpenAPI document — behind its own token, compared in constant time.
+ * models, the audit log of decisions (listed with filters, or live as server-sent events) and the
+ * OpenAPI document — behind its own token, compared in constant time.
  *
  * It runs off the request path: the gateway hands it requests under `/admin` only, and the server
  * loads this module only when `server.admin` is configured. Every change to the topology or the keys
@@ -11,15 +12,18 @@
  */
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as OpenApi from "@effect/platform/OpenApi"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import type { Topology } from "@sluice/core"
 import { Config as SluiceConfig } from "@sluice/core"
 import type { Scope } from "effect"
-import { Clock, Effect, Either, Layer, Redacted } from "effect"
-import { createHash, timingSafeEqual } from "node:crypto"
+import { Clock, Effect, Either, Layer, Redacted, Stream } from "effect"
 import * as Access from "./Access.js"
+import * as AdminToken from "./internal/adminToken.js"
 import { AdminApi, AdminAuth, Conflict, Forbidden, InvalidConfig, NotFound, Unauthorized } from "./AdminApi.js"
 import type * as Gateway from "./Gateway.js"
+import * as Audit from "./internal/audit.js"
+import * as Observe from "./Observe.js"
 import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
 
@@ -109,23 +113,23 @@ const indexOf = (config: SluiceConfig.ConfigFile, id: string) => {
 
 const applied = (generation: Routing.Generation) => ({ generation: generation.number })
 
-const digest = (text: string) => createHash("sha256").update(text).digest()
-
 /** The admin token check: 401 without a token, 403 with another one. */
 const authLayer = (options: Options) => {
-  const expected = digest(Redacted.value(options.token))
+  const check = AdminToken.checker(options.token)
   return Layer.succeed(
     AdminAuth,
     AdminAuth.of({
       bearer: (token) => {
-        const sent = Redacted.value(token).trim()
-        if (sent === "")
-          return Effect.fail(
-            new Unauthorized({ message: "the admin API needs the admin token: send 'Authorization: Bearer <token>'" })
-          )
-        return timingSafeEqual(digest(sent), expected)
-          ? Effect.void
-          : Effect.fail(new Forbidden({ message: "the token is not the admin token" }))
+        switch (check(Redacted.value(token))) {
+          case "ok":
+            return Effect.void
+          case "missing":
+            return Effect.fail(
+              new Unauthorized({ message: "the admin API needs the admin token: send 'Authorization: Bearer <token>'" })
+            )
+          case "wrong":
+            return Effect.fail(new Forbidden({ message: "the token is not the admin token" }))
+        }
       }
     })
   )
@@ -350,6 +354,32 @@ const modelsGroup = HttpApiBuilder.group(AdminApi, "models", (handlers) =>
     .handle("openapi", () => Effect.succeed(document))
 )
 
+/** The live audit log as server-sent events: one `data:` line per new entry matching `filter`. */
+const live = (log: Audit.Log, filter: Audit.Filter): Stream.Stream<string> =>
+  Stream.concat(
+    // Sent at once, so the client sees the answer start before the first decision.
+    Stream.make(": live decisions\n\n"),
+    Stream.async<string>((emit) => {
+      const stop = log.listen((decision, key, line) => {
+        if (Audit.matches(filter, decision, key)) void emit.single(`data: ${line.trimEnd()}\n\n`)
+      })
+      return Effect.sync(stop)
+    })
+  )
+
+const decisionsGroup = HttpApiBuilder.group(AdminApi, "decisions", (handlers) =>
+  handlers
+    .handle("list", ({ urlParams }) => Effect.map(Observe.Observe, (observe) => observe.audit.query(urlParams)))
+    .handleRaw("stream", ({ urlParams }) =>
+      Effect.map(Observe.Observe, (observe) =>
+        HttpServerResponse.stream(Stream.encodeText(live(observe.audit, urlParams)), {
+          contentType: "text/event-stream",
+          headers: { "cache-control": "no-cache" }
+        })
+      )
+    )
+)
+
 /** The OpenAPI document of the admin API. */
 export const document: OpenApi.OpenAPISpec = OpenApi.fromApi(AdminApi)
 
@@ -357,7 +387,9 @@ export const document: OpenApi.OpenAPISpec = OpenApi.fromApi(AdminApi)
  * The admin API as a `node:http` handler (the gateway passes it the requests under `/admin`). Its
  * handlers read and change the running {@link Routing.Routing}.
  */
-export const make = (options: Options): Effect.Effect<Gateway.Handler, never, Routing.Routing | Scope.Scope> =>
+export const make = (
+  options: Options
+): Effect.Effect<Gateway.Handler, never, Routing.Routing | Observe.Observe | Scope.Scope> =>
   Effect.gen(function* () {
     const api = HttpApiBuilder.api(AdminApi).pipe(
       Layer.provide([
@@ -365,6 +397,7 @@ export const make = (options: Options): Effect.Effect<Gateway.Handler, never, Ro
         upstreamsGroup(options),
         keysGroup(options),
         modelsGroup,
+        decisionsGroup,
         authLayer(options)
       ])
     )

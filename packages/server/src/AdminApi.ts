@@ -13,7 +13,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import { Config as SluiceConfig } from "@sluice/core"
-import { Schema } from "effect"
+import { ParseResult, Schema } from "effect"
 
 /** No token was sent. */
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
@@ -227,13 +227,64 @@ export class ModelsGroup extends HttpApiGroup.make("models")
   .add(HttpApiEndpoint.get("list", "/models").addSuccess(Schema.Array(PoolModels)))
   .add(HttpApiEndpoint.get("openapi", "/openapi.json").addSuccess(Schema.Unknown)) {}
 
+/** A time in a query: ISO 8601 (`2026-01-31T12:00:00Z`) or epoch milliseconds. */
+const Instant = Schema.transformOrFail(Schema.String, Schema.Number, {
+  strict: true,
+  decode: (text, _, ast) => {
+    const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text)
+    return Number.isFinite(ms)
+      ? ParseResult.succeed(ms)
+      : ParseResult.fail(new ParseResult.Type(ast, text, "expected an ISO 8601 time or epoch milliseconds"))
+  },
+  encode: (ms) => ParseResult.succeed(String(ms))
+})
+
+/** What `GET /admin/decisions` and its live stream filter on; every given field must match. */
+export const DecisionFilter = Schema.Struct({
+  /** The matched pool or any fallback pool tried. */
+  pool: Schema.optional(Schema.String),
+  /** The serving upstream or any attempted one. */
+  upstream: Schema.optional(Schema.String),
+  /** The client key's name. */
+  key: Schema.optional(Schema.String),
+  outcome: Schema.optional(Schema.Literal("success", "error", "interrupted")),
+  /** Decisions started at or after this time. */
+  since: Schema.optional(Instant),
+  /** Decisions started before this time. */
+  until: Schema.optional(Instant),
+  /** At most this many (the list only), newest first. */
+  limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.positive()))
+})
+
+/** One audit entry: `{ time, key?, costUsd, decision }`. */
+export const AuditEntry = Schema.Unknown.annotations({
+  description: "an audit entry: time, key (the client key's name), costUsd and the decision"
+})
+
+/** The audit log of decisions: the last `server.audit.keep`, and a live stream (SSE). */
+export class DecisionsGroup extends HttpApiGroup.make("decisions")
+  .add(HttpApiEndpoint.get("list", "/decisions").setUrlParams(DecisionFilter).addSuccess(Schema.Array(AuditEntry)))
+  .add(
+    HttpApiEndpoint.get("stream", "/decisions/stream")
+      .setUrlParams(DecisionFilter)
+      .addSuccess(
+        Schema.String.pipe(HttpApiSchema.withEncoding({ kind: "Text", contentType: "text/event-stream" })).annotations({
+          description: "server-sent events, one `data:` line per new audit entry"
+        })
+      )
+  ) {}
+
 /** The admin API. */
 export class AdminApi extends HttpApi.make("sluice-admin")
   .add(ConfigGroup)
   .add(UpstreamsGroup)
   .add(KeysGroup)
   .add(ModelsGroup)
+  .add(DecisionsGroup)
   .middleware(AdminAuth)
   .prefix("/admin")
   .annotate(OpenApi.Title, "Sluice admin API")
-  .annotate(OpenApi.Description, "Operate a running Sluice gateway: config, upstreams, client keys, models.") {}
+  .annotate(
+    OpenApi.Description,
+    "Operate a running Sluice gateway: config, upstreams, client keys, models, the audit log of decisions."
+  ) {}

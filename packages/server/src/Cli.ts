@@ -27,7 +27,8 @@ ${AdminUsage.usage}
   sluice help
 
 Environment: the variables a config names in apiKeyEnv hold the API keys; PORT and HOST override
-server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT exports traces.
+server.port / server.host; OTEL_EXPORTER_OTLP_ENDPOINT (and the other standard OTEL_* variables) export
+traces; LOG_LEVEL overrides server.log.level.
 
 ${AdminUsage.connection}`
 

@@ -60,6 +60,23 @@ export interface Options {
   readonly readiness?: Effect.Effect<Readiness>
   /** The admin API's handler: requests under `/admin` go there (404 without it). */
   readonly admin?: Handler
+  /**
+   * Called once with the decision of every routed request (answered, failed, or a stream at its end)
+   * with its client key's name and the HTTP status answered: metrics, the audit log and the access
+   * log (see `Observe`, `Logging`). Synchronous, on the hot path.
+   */
+  readonly observe?: (
+    decision: Decision.Decision,
+    key: string | undefined,
+    status: number,
+    content?: { readonly request: unknown; readonly response?: unknown }
+  ) => void
+  /** Whether `observe` wants each request's body (and whole answer): `server.audit.content`. */
+  readonly observeContent?: boolean
+  /** The handler of `GET /metrics` (404 without it). */
+  readonly metrics?: Handler
+  /** The dashboard's handler: requests under `/dashboard` go there (404 without it). */
+  readonly dashboard?: Handler
 }
 
 /** What `/health/ready` reports besides draining. */
@@ -336,10 +353,20 @@ const refused = (
   return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId))
 }
 
-/** Records what a client's answered request used (its tokens and spend). */
-const recordUsage = (env: Env, client: Access.Client | undefined, decision: Decision.Decision) => {
+/**
+ * The one hook at the end of a routed request: records what the client used (its tokens and spend)
+ * and hands the decision to `observe` (metrics, audit log).
+ */
+const finished = (
+  env: Env,
+  client: Access.Client | undefined,
+  decision: Decision.Decision,
+  status: number,
+  content?: { readonly request: unknown; readonly response?: unknown }
+) => {
   if (client !== undefined && client.tracked)
     env.options.access?.record(client, decision, env.clock.unsafeCurrentTimeMillis())
+  env.options.observe?.(decision, client?.name, status, content)
 }
 
 // ---- end of access hooks
@@ -358,7 +385,8 @@ const streamChat = (
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(env.router.chatStream(body, route)), (routed) => {
       res.writeHead(200, streamHeaders(routed))
-      return relayed(env, res, routed, client, restore(relay(res, routed.source, sse, ending)))
+      const content = env.options.observeContent === true ? { request: body } : undefined
+      return relayed(env, res, routed, client, restore(relay(res, routed.source, sse, ending)), content)
     })
   )
 
@@ -373,15 +401,16 @@ const relayed = (
   res: ServerResponse,
   routed: Router.RoutedStream,
   client: Access.Client | undefined,
-  relaying: Effect.Effect<void>
+  relaying: Effect.Effect<void>,
+  content?: { readonly request: unknown }
 ): Effect.Effect<void> => {
   env.streams.add(res)
   const release = Effect.zipRight(
-    client === undefined || !client.tracked
+    env.options.observe === undefined && (client === undefined || !client.tracked)
       ? routed.release
       : Effect.zipRight(
           routed.release,
-          Effect.map(routed.decision, (decision) => recordUsage(env, client, decision))
+          Effect.map(routed.decision, (decision) => finished(env, client, decision, res.statusCode, content))
         ),
     Effect.sync(() => env.streams.delete(res))
   )
@@ -406,8 +435,14 @@ const chat: BodyHandler = (env, req, res, requestId, text, client) => {
   const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
   if (body.stream === true) return streamChat(env, res, body, route, client)
   return Effect.map(env.router.chat(body, route), (routed) => {
-    recordUsage(env, client, routed.decision)
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+    finished(
+      env,
+      client,
+      routed.decision,
+      200,
+      env.options.observeContent === true ? { request: body, response: routed.response } : undefined
+    )
   })
 }
 
@@ -421,8 +456,14 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
     return Effect.map(
       env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
       (routed) => {
-        recordUsage(env, client, routed.decision)
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+        finished(
+          env,
+          client,
+          routed.decision,
+          200,
+          env.options.observeContent === true ? { request: decoded.right } : undefined
+        )
       }
     )
   })
@@ -433,7 +474,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
  */
 const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoint => ({
   router: env.router,
-  served: (decision) => recordUsage(env, client, decision),
+  served: (decision) => finished(env, client, decision, 200),
   relayed: (res, routed, relaying) => relayed(env, res, routed, client, relaying)
 })
 
@@ -493,12 +534,19 @@ const modelId = (path: string): string | undefined => {
 
 /** Answers a failure: the error envelope, or a 500 (or a cut response) for a bug. */
 const recover = (
+  env: Env,
+  client: Access.Client | undefined,
   res: ServerResponse,
   requestId: string,
   cause: Cause.Cause<Errors.RouterError>
 ): Effect.Effect<void> => {
   const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure)) return Effect.sync(() => writeError(res, failure.value, requestId))
+  if (Option.isSome(failure))
+    return Effect.sync(() => {
+      const error = failure.value
+      writeError(res, error, requestId)
+      if ("decision" in error && error.decision !== undefined) finished(env, client, error.decision, res.statusCode)
+    })
   if (Cause.isInterruptedOnly(cause)) return Effect.void
   return Effect.zipRight(
     Effect.logError("request failed unexpectedly", cause),
@@ -522,9 +570,10 @@ const serve = (
   res: ServerResponse,
   path: string,
   requestId: string,
-  effect: Effect.Effect<void, Errors.RouterError>
+  effect: Effect.Effect<void, Errors.RouterError>,
+  client?: Access.Client
 ) => {
-  const handled = Effect.catchAllCause(effect, (cause) => recover(res, requestId, cause))
+  const handled = Effect.catchAllCause(effect, (cause) => recover(env, client, res, requestId, cause))
   let program = handled
   if (env.tracing) {
     const method = req.method ?? "GET"
@@ -600,7 +649,7 @@ const withBody = (
       })
       return serve(env, req, res, path, requestId, Effect.fail(error))
     }
-    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8"), client))
+    serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8"), client), client)
   })
   req.on("error", (error) => {
     if (refused) return
@@ -727,6 +776,9 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
         : methodNotAllowed(req, res, "GET", id)
     case "/health/ready":
       return method === "GET" ? ready(env, res, id) : methodNotAllowed(req, res, "GET", id)
+    case "/metrics":
+      if (env.options.metrics === undefined) return notFound(req, res, id)
+      return method === "GET" ? env.options.metrics(req, res) : methodNotAllowed(req, res, "GET", id)
     case "/":
       return method === "GET"
         ? writeJson(res, 200, ROOT, { "x-request-id": id })
@@ -741,6 +793,8 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
         if (clientOf(env, req, res, id) === null) return
         return serve(env, req, res, path, id, model(env, res, id, wanted))
       }
+      if (env.options.dashboard !== undefined && (path === "/dashboard" || path.startsWith("/dashboard/")))
+        return env.options.dashboard(req, res)
       return notFound(req, res, id)
   }
 }
@@ -788,7 +842,7 @@ const drain = (env: Env, server: Server, drainMs: number): Effect.Effect<void> =
     server.closeIdleConnections()
     const pending = [...env.inFlight]
     if (drainMs > 0)
-      yield* Effect.logInfo(`draining: ${pending.length} requests in flight may take up to ${drainMs} ms to finish`)
+      yield* Effect.logWarning(`draining: ${pending.length} requests in flight may take up to ${drainMs} ms to finish`)
     // A finalizer runs uninterruptibly: the wait must be made interruptible for the timeout to end it.
     if (pending.length > 0 && drainMs > 0)
       yield* Effect.timeout(Effect.interruptible(Fiber.awaitAll(pending)), drainMs).pipe(Effect.ignore)

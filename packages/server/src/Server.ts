@@ -5,14 +5,18 @@
  */
 // The module, not the package's index (see Cli.ts): the index loads every Node service of the package.
 import * as HttpClient from "@effect/platform/HttpClient"
+import type { Decision } from "@sluice/core"
 import { Scheduling, Config as SluiceConfig } from "@sluice/core"
-import { Console, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { networkInterfaces } from "node:os"
 import { Providers } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
 import * as Access from "./Access.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./Gateway.js"
+import type * as Audit from "./internal/audit.js"
+import * as Logging from "./Logging.js"
+import * as Observe from "./Observe.js"
 import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
 import type * as Sluice from "./Sluice.js"
@@ -22,8 +26,16 @@ import * as Telemetry from "./Telemetry.js"
 export interface Options extends Sluice.Options {
   /** Print the start banner (where it listens, pools, upstreams, a first request). Default true. */
   readonly banner?: boolean
-  /** Tracing layer; default {@link Telemetry.layer} (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set). */
+  /**
+   * Tracing layer; default {@link Telemetry.layerConfig} with `server.tracing` (the standard `OTEL_*`
+   * variables: OTLP when an endpoint is set).
+   */
   readonly telemetry?: Layer.Layer<never>
+  /**
+   * Logging layer; default {@link Logging.layer} with `server.log` (and `LOG_LEVEL`). Tests that
+   * collect log lines pass their own logger.
+   */
+  readonly logging?: Layer.Layer<never>
   /** Overrides `server.drainMs` (tests stop at once with 0). */
   readonly drainMs?: number
   /** The file to reload the config from on `SIGHUP` (and on changes with `watch`); no reloads without. */
@@ -57,7 +69,7 @@ export const banner = Effect.gen(function* () {
       : "Open: clients need no key (no server.auth.keys).",
     config.server.admin === undefined
       ? "Admin API off (set server.admin.tokenEnv to turn it on)."
-      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json`,
+      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json; dashboard at ${base}/dashboard#token=<token>; metrics at ${base}/metrics (with the token)`,
     ""
   ]
   lines.push("Pools:")
@@ -83,7 +95,7 @@ export const banner = Effect.gen(function* () {
     `    -d '{"model":"${firstModel}","messages":[{"role":"user","content":"Hello!"}]}'`,
     ""
   )
-  yield* Console.log(lines.join("\n"))
+  yield* Effect.logInfo(lines.join("\n"))
 })
 
 /**
@@ -137,18 +149,37 @@ const adminHandler = (config: SluiceConfig.ConfigFile, options: Options) =>
     })
   })
 
-/** Gateway options from the config and the running {@link Routing.Routing}, with the admin API when configured. */
+/**
+ * Gateway options from the config, the running {@link Routing.Routing} and {@link Observe.Observe}
+ * (metrics, audit log), with the admin API when configured.
+ */
 export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
   Layer.scoped(
     Gateway.GatewayOptions,
     Effect.gen(function* () {
       const routing = yield* Routing.Routing
+      const observe = yield* Observe.Observe
+      const access = yield* Logging.accessLog(config.server.log)
       const admin = yield* adminHandler(config, options)
+      const token =
+        config.server.admin === undefined ? undefined : (yield* SluiceConfig.readEnvironment(config)).adminToken
       return {
         maxBodyBytes: config.server.maxBodyBytes,
         access: currentAccess(routing),
         readiness: routing.readiness,
-        ...(admin !== undefined ? { admin } : {})
+        observe:
+          access === undefined
+            ? (decision: Decision.Decision, key: string | undefined, _status: number, content?: Audit.Content) =>
+                observe.record(decision, key, content)
+            : (decision: Decision.Decision, key: string | undefined, status: number, content?: Audit.Content) => {
+                observe.record(decision, key, content)
+                access(decision, key, status)
+              },
+        observeContent: config.server.audit.content,
+        metrics: yield* Observe.metricsHandler(token),
+        ...(admin !== undefined
+          ? { admin, dashboard: (yield* Effect.promise(() => import("./Dashboard.js"))).make() }
+          : {})
       }
     })
   )
@@ -195,13 +226,21 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     { host: config.server.host, port: config.server.port },
     { drainMs: options.drainMs ?? config.server.drainMs }
   ).pipe(Layer.provide(gatewayOptions(config, options)))
+  const observe = Observe.layer(config.server.audit)
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
   const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
   return Layer.merge(announce, reload).pipe(
     Layer.provideMerge(serve),
+    Layer.provideMerge(observe),
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),
     // Every fiber of the gateway on one scheduler: see `Scheduling`.
-    Layer.provide(Layer.merge(options.telemetry ?? Telemetry.layer, Scheduling.layer))
+    Layer.provide(
+      Layer.mergeAll(
+        options.telemetry ?? Telemetry.layerConfig(config.server.tracing),
+        Scheduling.layer,
+        options.logging ?? Logging.layer(config.server.log)
+      )
+    )
   )
 }

@@ -1,43 +1,279 @@
 /**
- * Tracing. With the standard `OTEL_EXPORTER_OTLP_ENDPOINT` set (e.g. `http://127.0.0.1:4318` for a
- * local Jaeger), every request's span tree — server request → `sluice.route` → `sluice.attempt` →
- * upstream HTTP call — is exported over OTLP/HTTP. Without it, spans stay in-process and cost little.
+ * Tracing, set up from the standard OpenTelemetry environment variables, as every OpenTelemetry
+ * service is: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`),
+ * `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` (`http/protobuf`, the default, or `http/json`),
+ * `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`), `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`,
+ * `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` and
+ * `OTEL_BSP_SCHEDULE_DELAY`. Without an endpoint (or with the SDK disabled) nothing is loaded and the
+ * gateway makes no spans at all (see core `Tracing`).
+ *
+ * Every request's span tree — server request → `sluice.route` → `sluice.attempt` → upstream HTTP
+ * call — is exported; root client spans (health checks: a trace per check per upstream) are sampled
+ * at `server.tracing.healthChecks` (0, off, by default). Sluice's list attributes leave as arrays,
+ * HTTP header attributes are dropped, and a collector that cannot be reached is logged once (and
+ * again once it is back), not dropped silently.
  */
-import type { SpanExporter } from "@opentelemetry/sdk-trace-base"
-import { Config, Effect, Layer, Option } from "effect"
+import type { ReadableSpan, Sampler, SpanExporter } from "@opentelemetry/sdk-trace-base"
+import type { Attributes, Context as OtelContext, Link, SpanKind as OtelSpanKind } from "@opentelemetry/api"
+import { Config, Effect, Layer, Option, Runtime } from "effect"
+import { createRequire } from "node:module"
 
-/** The service name spans are reported under. */
+/** The service name spans are reported under unless `OTEL_SERVICE_NAME` says otherwise. */
 export const serviceName = "sluice"
+
+/** This package's version, reported as `service.version`. */
+export const serviceVersion: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version
+
+/** Where and how traces go, read from the environment. */
+export interface Plan {
+  readonly exporter: "otlp" | "console"
+  /** The OTLP traces URL (`.../v1/traces`). */
+  readonly url: string
+  readonly protocol: "http/protobuf" | "http/json"
+  readonly serviceName: string
+  readonly resourceAttributes: Readonly<Record<string, string>>
+  /** `OTEL_TRACES_SAMPLER`, lower-cased; `parentbased_always_on` by default. */
+  readonly sampler: string
+  /** `OTEL_TRACES_SAMPLER_ARG` as a ratio; 1 by default. */
+  readonly samplerArg: number
+  /** How often batches are sent, in ms (`OTEL_BSP_SCHEDULE_DELAY`, default 5000). */
+  readonly scheduleDelayMs: number
+  /** Settings read that were not understood (an unknown exporter or protocol), to log. */
+  readonly warnings: ReadonlyArray<string>
+}
+
+const optional = (name: string) =>
+  Config.option(Config.string(name)).pipe(
+    Effect.map(Option.map((value) => value.trim())),
+    Effect.map(Option.filter((value) => value !== "")),
+    Effect.orElseSucceed(() => Option.none<string>())
+  )
+
+const SAMPLERS = [
+  "always_on",
+  "always_off",
+  "traceidratio",
+  "parentbased_always_on",
+  "parentbased_always_off",
+  "parentbased_traceidratio"
+]
+
+/** `k=v,k2=v2` (`OTEL_RESOURCE_ATTRIBUTES`) as a record; malformed pairs are left out. */
+const resourceAttributes = (text: string): Record<string, string> => {
+  const attributes: Record<string, string> = {}
+  for (const pair of text.split(",")) {
+    const eq = pair.indexOf("=")
+    if (eq <= 0) continue
+    try {
+      attributes[decodeURIComponent(pair.slice(0, eq).trim())] = decodeURIComponent(pair.slice(eq + 1).trim())
+    } catch {
+      // A malformed percent-encoding: the pair is skipped, as the specification says.
+    }
+  }
+  return attributes
+}
+
+/** Where traces go according to the environment, or `undefined` when nowhere. */
+export const plan: Effect.Effect<Plan | undefined> = Effect.gen(function* () {
+  const warnings: Array<string> = []
+  if (Option.getOrUndefined(yield* optional("OTEL_SDK_DISABLED"))?.toLowerCase() === "true") return undefined
+  const exporters = Option.map(yield* optional("OTEL_TRACES_EXPORTER"), (v) =>
+    v
+      .toLowerCase()
+      .split(",")
+      .map((e) => e.trim())
+  )
+  const tracesEndpoint = yield* optional("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+  const endpoint = yield* optional("OTEL_EXPORTER_OTLP_ENDPOINT")
+  let exporter: Plan["exporter"] | undefined
+  if (Option.isNone(exporters)) exporter = Option.isSome(tracesEndpoint) || Option.isSome(endpoint) ? "otlp" : undefined
+  else if (exporters.value.includes("none")) exporter = undefined
+  else {
+    exporter = exporters.value.includes("otlp") ? "otlp" : exporters.value.includes("console") ? "console" : undefined
+    if (exporter === undefined) warnings.push(`OTEL_TRACES_EXPORTER=${exporters.value.join(",")} is not supported`)
+  }
+  if (exporter === undefined) return undefined
+  const url = Option.isSome(tracesEndpoint)
+    ? tracesEndpoint.value
+    : `${Option.getOrElse(endpoint, () => "http://localhost:4318").replace(/\/+$/, "")}/v1/traces`
+  const tracesProtocol = yield* optional("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+  const protocolText = Option.getOrElse(
+    Option.isSome(tracesProtocol) ? tracesProtocol : yield* optional("OTEL_EXPORTER_OTLP_PROTOCOL"),
+    () => "http/protobuf"
+  ).toLowerCase()
+  let protocol: Plan["protocol"] = "http/protobuf"
+  if (protocolText === "http/json") protocol = "http/json"
+  else if (protocolText !== "http/protobuf")
+    warnings.push(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocolText} is not supported; using http/protobuf`)
+  let sampler = Option.getOrElse(yield* optional("OTEL_TRACES_SAMPLER"), () => "parentbased_always_on").toLowerCase()
+  if (!SAMPLERS.includes(sampler)) {
+    warnings.push(`OTEL_TRACES_SAMPLER=${sampler} is not supported; using parentbased_always_on`)
+    sampler = "parentbased_always_on"
+  }
+  const arg = Number(Option.getOrElse(yield* optional("OTEL_TRACES_SAMPLER_ARG"), () => "1"))
+  const delay = Number(Option.getOrElse(yield* optional("OTEL_BSP_SCHEDULE_DELAY"), () => "5000"))
+  return {
+    exporter,
+    url,
+    protocol,
+    serviceName: Option.getOrElse(yield* optional("OTEL_SERVICE_NAME"), () => serviceName),
+    resourceAttributes: resourceAttributes(Option.getOrElse(yield* optional("OTEL_RESOURCE_ATTRIBUTES"), () => "")),
+    sampler,
+    samplerArg: Number.isFinite(arg) && arg >= 0 && arg <= 1 ? arg : 1,
+    scheduleDelayMs: Number.isFinite(delay) && delay >= 0 ? delay : 5000,
+    warnings
+  }
+})
+
+/** Tracing settings of the config (`server.tracing`). */
+export interface Settings {
+  /** The share of health checks traced (root client spans), 0 to 1; default 0. */
+  readonly healthChecks?: number
+}
 
 /**
  * The OpenTelemetry SDK, imported on first use: a gateway that exports no traces never loads it
  * (~8 MB resident), nor the OTLP exporter.
  */
 const sdk = Effect.promise(() =>
-  Promise.all([import("@effect/opentelemetry"), import("@opentelemetry/sdk-trace-base")])
+  Promise.all([import("@effect/opentelemetry"), import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/api")])
 )
+
+type Sdk = Effect.Effect.Success<typeof sdk>
+
+/** The sampler named by the plan, with root client spans (health checks) sampled at `healthChecks`. */
+const samplerOf = ([, base, api]: Sdk, plan: Pick<Plan, "sampler" | "samplerArg">, healthChecks: number): Sampler => {
+  const ratio = new base.TraceIdRatioBasedSampler(plan.samplerArg)
+  const root = plan.sampler.endsWith("always_off")
+    ? new base.AlwaysOffSampler()
+    : plan.sampler.endsWith("traceidratio")
+      ? ratio
+      : new base.AlwaysOnSampler()
+  const configured = plan.sampler.startsWith("parentbased") ? new base.ParentBasedSampler({ root }) : root
+  const checks =
+    healthChecks >= 1
+      ? configured
+      : healthChecks <= 0
+        ? new base.AlwaysOffSampler()
+        : new base.TraceIdRatioBasedSampler(healthChecks)
+  return {
+    shouldSample: (
+      context: OtelContext,
+      traceId: string,
+      name: string,
+      kind: OtelSpanKind,
+      attributes: Attributes,
+      links: Array<Link>
+    ) =>
+      kind === api.SpanKind.CLIENT && api.trace.getSpanContext(context) === undefined
+        ? checks.shouldSample(context, traceId, name, kind, attributes, links)
+        : configured.shouldSample(context, traceId, name, kind, attributes, links),
+    toString: () => `SluiceSampler{${configured.toString()}, health checks: ${healthChecks}}`
+  }
+}
+
+/** `ExportResultCode.SUCCESS` of `@opentelemetry/core` (not a dependency of its own here). */
+const SUCCESS = 0
+
+/** A span as exported: `sluice.*` list attributes (JSON text in Effect's spans) as arrays, no HTTP headers. */
+const tidy = (span: ReadableSpan): ReadableSpan => {
+  let attributes: Record<string, unknown> | undefined
+  for (const key in span.attributes) {
+    const value = span.attributes[key]
+    if (key.startsWith("http.request.header.") || key.startsWith("http.response.header.")) {
+      attributes ??= { ...span.attributes }
+      delete attributes[key]
+    } else if (key.startsWith("sluice.") && typeof value === "string" && value.startsWith("[")) {
+      try {
+        const parsed: unknown = JSON.parse(value)
+        if (Array.isArray(parsed)) {
+          attributes ??= { ...span.attributes }
+          attributes[key] = parsed
+        }
+      } catch {
+        // Not a list after all: left as text.
+      }
+    }
+  }
+  return attributes === undefined ? span : (Object.create(span, { attributes: { value: attributes } }) as ReadableSpan)
+}
+
+/**
+ * An exporter that tidies spans ({@link tidy}) and reports a failing export once (and the recovery
+ * once) through `report`, rather than dropping spans silently.
+ */
+export const exporter = (inner: SpanExporter, report: (message: string, failed: boolean) => void): SpanExporter => {
+  let failing = false
+  return {
+    export: (spans, done) =>
+      inner.export(spans.map(tidy), (result) => {
+        if (result.code !== SUCCESS && !failing) {
+          failing = true
+          report(
+            `traces cannot be exported: ${result.error?.message ?? "the collector refused them"}; dropping them until it answers`,
+            true
+          )
+        } else if (result.code === SUCCESS && failing) {
+          failing = false
+          report("traces are exported again", false)
+        }
+        done(result)
+      }),
+    shutdown: () => inner.shutdown(),
+    forceFlush: () => inner.forceFlush?.() ?? Promise.resolve()
+  }
+}
 
 /** Exports spans to the given exporter, one at a time as they end (tests use an in-memory exporter). */
-export const layerExporter = (exporter: SpanExporter) =>
+export const layerExporter = (spanExporter: SpanExporter, settings: Settings = {}) =>
   Layer.unwrapEffect(
-    Effect.map(sdk, ([{ NodeSdk }, { SimpleSpanProcessor }]) =>
-      NodeSdk.layer(() => ({ resource: { serviceName }, spanProcessor: new SimpleSpanProcessor(exporter) }))
-    )
+    Effect.map(sdk, (loaded) => {
+      const [{ NodeSdk }, { SimpleSpanProcessor }] = loaded
+      return NodeSdk.layer(() => ({
+        resource: { serviceName, serviceVersion },
+        spanProcessor: new SimpleSpanProcessor(exporter(spanExporter, () => {})),
+        tracerConfig: {
+          sampler: samplerOf(loaded, { sampler: "parentbased_always_on", samplerArg: 1 }, settings.healthChecks ?? 0)
+        }
+      }))
+    })
   )
 
-/** OTLP/HTTP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; nothing otherwise. */
-export const layer: Layer.Layer<never> = Layer.unwrapEffect(
-  Effect.gen(function* () {
-    const endpoint = yield* Config.option(Config.string("OTEL_EXPORTER_OTLP_ENDPOINT")).pipe(
-      Effect.orElseSucceed(() => Option.none<string>())
-    )
-    if (Option.isNone(endpoint)) return Layer.empty
-    yield* Effect.logInfo(`exporting traces over OTLP to ${endpoint.value}`)
-    const [{ NodeSdk }, { BatchSpanProcessor }] = yield* sdk
-    const { OTLPTraceExporter } = yield* Effect.promise(() => import("@opentelemetry/exporter-trace-otlp-http"))
-    return NodeSdk.layer(() => ({
-      resource: { serviceName },
-      spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter())
-    }))
-  })
-)
+/** Tracing as the environment asks ({@link plan}); nothing when it asks for none. */
+export const layerConfig = (settings: Settings = {}): Layer.Layer<never> =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const planned = yield* plan
+      if (planned === undefined) return Layer.empty
+      for (const warning of planned.warnings) yield* Effect.logWarning(warning)
+      const loaded = yield* sdk
+      const [{ NodeSdk }, { BatchSpanProcessor, ConsoleSpanExporter }] = loaded
+      const runtime = yield* Effect.runtime<never>()
+      const report = (message: string, failed: boolean) =>
+        void Runtime.runFork(runtime)(failed ? Effect.logWarning(message) : Effect.logInfo(message))
+      let inner: SpanExporter
+      if (planned.exporter === "console") inner = new ConsoleSpanExporter()
+      else if (planned.protocol === "http/json") {
+        const { OTLPTraceExporter } = yield* Effect.promise(() => import("@opentelemetry/exporter-trace-otlp-http"))
+        inner = new OTLPTraceExporter({ url: planned.url })
+      } else {
+        const { OTLPTraceExporter } = yield* Effect.promise(() => import("@opentelemetry/exporter-trace-otlp-proto"))
+        inner = new OTLPTraceExporter({ url: planned.url })
+      }
+      yield* Effect.logInfo(
+        planned.exporter === "console"
+          ? "exporting traces to the console"
+          : `exporting traces over OTLP (${planned.protocol}) to ${planned.url}`
+      )
+      return NodeSdk.layer(() => ({
+        resource: { serviceName: planned.serviceName, serviceVersion, attributes: planned.resourceAttributes },
+        spanProcessor: new BatchSpanProcessor(exporter(inner, report), {
+          scheduledDelayMillis: planned.scheduleDelayMs
+        }),
+        tracerConfig: { sampler: samplerOf(loaded, planned, settings.healthChecks ?? 0) }
+      }))
+    })
+  )
+
+/** {@link layerConfig} with the default settings (health checks not traced). */
+export const layer: Layer.Layer<never> = layerConfig()

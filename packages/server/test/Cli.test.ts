@@ -54,7 +54,13 @@ const start = (argv: ReadonlyArray<string>, env: Readonly<Record<string, string>
     const console = {
       ...base,
       log: (...args: ReadonlyArray<unknown>) => Effect.sync(() => void out.push(args.map(String).join(" "))),
-      error: (...args: ReadonlyArray<unknown>) => Effect.sync(() => void err.push(args.map(String).join(" ")))
+      error: (...args: ReadonlyArray<unknown>) => Effect.sync(() => void err.push(args.map(String).join(" "))),
+      // The logger writes through the console's synchronous side (the banner goes through the logger).
+      unsafe: {
+        ...base.unsafe,
+        log: (...args: ReadonlyArray<unknown>) => void out.push(args.map(String).join(" ")),
+        error: (...args: ReadonlyArray<unknown>) => void err.push(args.map(String).join(" "))
+      }
     }
     const provider = ConfigProvider.fromMap(new Map(Object.entries({ PORT: "0", HOST: "127.0.0.1", ...env })))
     const fiber = yield* Cli.program(argv).pipe(

@@ -43,8 +43,9 @@ describe("decision tracing", () => {
         "sluice.outcome": "success",
         "gen_ai.usage.output_tokens": 3
       })
-      // Effect's OpenTelemetry bridge writes array attributes as JSON text.
-      const list = (key: string) => JSON.parse(String(route!.attributes[key])) as ReadonlyArray<string>
+      // List attributes are exported as arrays, not as JSON text.
+      const list = (key: string) => route!.attributes[key] as ReadonlyArray<string>
+      expect(Array.isArray(route!.attributes["sluice.pools"])).toBe(true)
       expect(list("sluice.decision.candidates")).toEqual(["broken", "good"])
       const excluded = list("sluice.decision.excluded")
       expect(excluded).toContain("off: config: disabled in config")

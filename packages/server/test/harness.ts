@@ -2,7 +2,7 @@
 import type { Config as SluiceConfig } from "@sluice/core"
 import { Config } from "@sluice/core"
 import type { Simulator } from "@sluice/providers"
-import { Cause, ConfigProvider, Context, Effect, Either, Layer, Logger } from "effect"
+import { Cause, ConfigProvider, Context, Effect, Either, Layer, Logger, LogLevel } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -44,12 +44,16 @@ export interface HarnessOptions extends Server.Options {
   readonly logs?: Array<string>
 }
 
-/** Parses a JSON-text array attribute of a route span. */
+/** A list attribute of a route span (exported as an array). */
 export const listAttribute = (
   route: Readonly<Record<string, unknown>> | undefined,
   key: string
-): ReadonlyArray<string> =>
-  route === undefined || route[key] === undefined ? [] : (JSON.parse(String(route[key])) as ReadonlyArray<string>)
+): ReadonlyArray<string> => {
+  const value = route?.[key]
+  if (value === undefined) return []
+  if (!Array.isArray(value)) throw new Error(`${key} is not an array: ${String(value)}`)
+  return value as ReadonlyArray<string>
+}
 
 /** Starts the gateway for `config` (port forced to 0) in the test's scope. */
 export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOptions = {}) =>
@@ -62,17 +66,16 @@ export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOp
         { ...config, server: { ...config.server, host: "127.0.0.1", port: 0 } },
         {
           banner: false,
-          telemetry:
+          telemetry: Telemetry.layerExporter(exporter),
+          // Quiet unless the test reads the log lines (no access line per request on the console).
+          logging:
             logs === undefined
-              ? Telemetry.layerExporter(exporter)
-              : Layer.merge(
-                  Telemetry.layerExporter(exporter),
-                  Logger.replace(
-                    Logger.defaultLogger,
-                    Logger.make(({ message, annotations, cause }) => {
-                      logs.push(`${JSON.stringify(message)} ${JSON.stringify([...annotations])} ${Cause.pretty(cause)}`)
-                    })
-                  )
+              ? Logger.minimumLogLevel(LogLevel.Warning)
+              : Logger.replace(
+                  Logger.defaultLogger,
+                  Logger.make(({ message, annotations, cause }) => {
+                    logs.push(`${JSON.stringify(message)} ${JSON.stringify([...annotations])} ${Cause.pretty(cause)}`)
+                  })
                 ),
           drainMs: 0,
           ...serverOptions
@@ -160,4 +163,15 @@ export const streamed = (client: OpenAI) =>
       error = e
     }
     return { upstream: response.headers.get("x-sluice-upstream"), content, finishReason, error }
+  })
+
+/** Waits, polling every 10 ms for up to 3 s, until `f` gives a value (for what happens in the background). */
+export const eventually = <A>(f: () => A | undefined) =>
+  Effect.promise(async () => {
+    for (let i = 0; i < 300; i++) {
+      const value = f()
+      if (value !== undefined) return value
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    throw new Error("timed out waiting")
   })

@@ -104,6 +104,11 @@ export const open = (
     // finishes the attempt however opening ends.
     return Effect.matchCauseEffect(request.restore(timed), {
       onSuccess: (head) => {
+        // Observability hook: the time to first chunk, read by metrics and the audit log.
+        request.decision.firstChunkMs = Math.max(
+          0,
+          request.clock.unsafeCurrentTimeMillis() - request.decision.startedAt
+        )
         // Handed over before this effect completes: from now on the stream's release (which the
         // router runs if the request is interrupted before the caller holds the stream) ends it.
         stage.served(request, admitted)

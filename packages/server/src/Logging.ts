@@ -1,0 +1,122 @@
+/**
+ * Logging: the level (`server.log.level`, overridden by `LOG_LEVEL`) and format (`pretty` for
+ * people, `json` for collectors) of everything the gateway logs, and the access log — one `info`
+ * line per routed request, made from its decision.
+ *
+ * The access line is written on the request path, so it does not run an Effect: {@link accessLog}
+ * takes the loggers and minimum level of the runtime it is built in and calls them directly.
+ */
+import type { Config as SluiceConfig, Decision } from "@sluice/core"
+import {
+  Cause,
+  Config,
+  Effect,
+  FiberId,
+  FiberRef,
+  FiberRefs,
+  HashMap,
+  Layer,
+  List,
+  Logger,
+  LogLevel,
+  Option
+} from "effect"
+
+const LEVELS: Record<SluiceConfig.LogConfig["level"], LogLevel.LogLevel> = {
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
+
+/** The level `LOG_LEVEL` names (`warn` too), or undefined when it names none. */
+const levelOf = (text: string): LogLevel.LogLevel | undefined => {
+  const name = text.trim().toLowerCase()
+  return name === "warn" ? LogLevel.Warning : (LEVELS as Record<string, LogLevel.LogLevel>)[name]
+}
+
+/**
+ * The gateway's loggers: `format` in place of Effect's default logger, at `LOG_LEVEL` when it is
+ * set (an unknown value is logged and ignored), else at `level`.
+ */
+export const layer = (settings: SluiceConfig.LogConfig): Layer.Layer<never> =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const env = yield* Config.option(Config.string("LOG_LEVEL")).pipe(Effect.orElseSucceed(() => Option.none()))
+      const fromEnv = Option.isSome(env) ? levelOf(env.value) : undefined
+      const level = fromEnv ?? LEVELS[settings.level]
+      const format = settings.format === "json" ? Logger.json : Logger.pretty
+      const logging = Layer.merge(format, Logger.minimumLogLevel(level))
+      return Option.isSome(env) && fromEnv === undefined
+        ? Layer.merge(
+            logging,
+            Layer.effectDiscard(
+              Effect.logWarning(
+                `LOG_LEVEL=${env.value} is not a level (trace, debug, info, warning, error, fatal, none); using ${settings.level}`
+              )
+            ).pipe(Layer.provide(logging))
+          )
+        : logging
+    })
+  )
+
+/** What the access line says of a request, as a JSON logger writes it. */
+const fields = (d: Decision.Decision, key: string | undefined, status: number) => ({
+  msg: "request",
+  requestId: d.requestId,
+  operation: d.operation,
+  stream: d.stream,
+  pool: d.pool,
+  upstream: d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream ?? null,
+  key: key ?? null,
+  status,
+  outcome: d.outcome,
+  attempts: d.attempts.length,
+  durationMs: d.durationMs,
+  queueWaitMs: d.queueWaitMs,
+  inputTokens: d.inputTokens ?? null,
+  outputTokens: d.outputTokens ?? null,
+  ...(d.firstChunkMs === undefined ? {} : { firstChunkMs: d.firstChunkMs }),
+  ...(d.error === undefined ? {} : { error: d.error })
+})
+
+/** The access line for people. */
+const line = (d: Decision.Decision, key: string | undefined, status: number): string =>
+  `${status} ${d.operation}${d.stream ? " stream" : ""} ${d.requestId} pool=${d.pool} upstream=${d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream ?? "-"}` +
+  ` key=${key ?? "-"} ${d.durationMs}ms attempts=${d.attempts.length} tokens=${d.inputTokens ?? "-"}+${d.outputTokens ?? "-"}` +
+  (d.error === undefined ? "" : ` error=${d.error}`)
+
+/**
+ * The access log: a synchronous function writing one `info` line per request through the loggers of
+ * the runtime it is built in — nothing when `server.log.access` is off or the level is above `info`.
+ */
+export const accessLog = (
+  settings: SluiceConfig.LogConfig
+): Effect.Effect<((decision: Decision.Decision, key: string | undefined, status: number) => void) | undefined> =>
+  Effect.map(Effect.runtime<never>(), (runtime) => {
+    const refs = runtime.fiberRefs
+    const minimum = FiberRefs.getOrDefault(refs, FiberRef.currentMinimumLogLevel)
+    if (!settings.access || LogLevel.lessThan(LogLevel.Info, minimum)) return undefined
+    const loggers = [...FiberRefs.getOrDefault(refs, FiberRef.currentLoggers)]
+    const json = settings.format === "json"
+    const spans = List.empty()
+    const annotations = HashMap.empty<string, unknown>()
+    return (decision, key, status) => {
+      const message = json ? fields(decision, key, status) : line(decision, key, status)
+      const date = new Date()
+      for (const logger of loggers)
+        logger.log({
+          fiberId: FiberId.none,
+          logLevel: LogLevel.Info,
+          message,
+          cause: Cause.empty,
+          context: refs,
+          spans,
+          annotations,
+          date
+        })
+    }
+  })

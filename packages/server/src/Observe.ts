@@ -1,0 +1,346 @@
+/**
+ * What the gateway shows of itself: Prometheus metrics (`GET /metrics`) and the audit log of
+ * decisions (kept in memory for the admin API, and written to `server.audit.sink`).
+ *
+ * Counters and histograms are Effect `Metric` hooks in a registry of the gateway's own, updated from
+ * each finished {@link Decision.Decision} in one synchronous call ({@link Service.record}) and
+ * exposed in Prometheus' text format by this module (no OpenTelemetry metrics SDK is loaded).
+ * Gauges — queue depth, breaker and health state, in flight, budget left — are read from the
+ * running generation when scraped. Label values come only from the config (pool, upstream and key
+ * ids, provider kinds, configured model names) and from Sluice's own vocabularies (outcomes,
+ * exclusion stages, error tags): what clients send never makes a new series.
+ */
+import type { Decision } from "@sluice/core"
+import { Config as SluiceConfig } from "@sluice/core"
+import type { Redacted, Scope } from "effect"
+import { Clock, Context, Effect, Layer, Metric, Runtime } from "effect"
+import type { MetricHook } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import * as Access from "./Access.js"
+import * as AdminToken from "./internal/adminToken.js"
+import * as Audit from "./internal/audit.js"
+import { gaugeLines, Registry } from "./internal/metrics.js"
+import * as Routing from "./Routing.js"
+
+/** Buckets of the GenAI duration histograms, in seconds (the semantic conventions' advice). */
+const SECONDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+/** Buckets of `gen_ai.client.token.usage` (the semantic conventions' advice). */
+const TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
+/** Buckets of the gateway's own overhead, in seconds: tens of microseconds to tens of milliseconds. */
+const OVERHEAD = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+
+/** The label value of a model that is not one of the config's model names or aliases. */
+export const OTHER_MODEL = "_other"
+
+/** Metrics and the audit log of one gateway. */
+export interface Service {
+  /**
+   * Counts a finished request's decision in the metrics and keeps it in the audit log; `key` is the
+   * client key's name. Synchronous and O(attempts + exclusions); call it once per request.
+   */
+  readonly record: (decision: Decision.Decision, key: string | undefined, content?: Audit.Content) => void
+  /** Every metric in Prometheus' text format (version 0.0.4). */
+  readonly metrics: Effect.Effect<string>
+  /** The audit log: query, listen. */
+  readonly audit: Audit.Log
+}
+
+/** Metrics and the audit log of the gateway. */
+export class Observe extends Context.Tag("@sluice/server/Observe")<Observe, Service>() {}
+
+/** The instruments recorded per request. */
+const instruments = (registry: Registry) => ({
+  duration: registry.histogram(
+    "gen_ai.client.operation.duration",
+    "GenAI operation duration in seconds, as the client saw it (OpenTelemetry GenAI semantic conventions).",
+    SECONDS,
+    ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "error.type"],
+    true
+  ),
+  firstChunk: registry.histogram(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "Time from the request to the first chunk of a streamed answer, in seconds (OpenTelemetry GenAI semantic conventions).",
+    SECONDS,
+    ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"],
+    true
+  ),
+  tokens: registry.histogram(
+    "gen_ai.client.token.usage",
+    "Tokens used per request, by gen_ai.token.type input or output (OpenTelemetry GenAI semantic conventions).",
+    TOKENS,
+    ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.token.type"]
+  ),
+  requests: registry.counter("sluice.requests", "Routed requests by pool, serving upstream and outcome.", [
+    "pool",
+    "upstream",
+    "outcome"
+  ]),
+  attempts: registry.counter("sluice.attempts", "Attempts on upstreams by pool, upstream and outcome.", [
+    "pool",
+    "upstream",
+    "outcome"
+  ]),
+  retries: registry.counter("sluice.retries", "Attempts beyond a request's first, by the request's pool.", ["pool"]),
+  fallbacks: registry.counter("sluice.fallbacks", "Requests that went to a fallback pool, by first and last pool.", [
+    "pool",
+    "fallback"
+  ]),
+  exclusions: registry.counter(
+    "sluice.exclusions",
+    "Upstreams left out of a request's candidates, by pool, upstream and the stage that excluded them.",
+    ["pool", "upstream", "stage"]
+  ),
+  queueWait: registry.histogram(
+    "sluice.queue.wait",
+    "Time requests waited in a pool's queue, in seconds.",
+    SECONDS,
+    ["pool"],
+    true
+  ),
+  overhead: registry.histogram(
+    "sluice.gateway.overhead",
+    "Routing time not spent in upstream calls, the queue or backoff, in seconds.",
+    OVERHEAD,
+    [],
+    true
+  ),
+  spend: registry.counter("sluice.spend.usd", "Spend in US dollars (tokens x pricing) by pool, upstream and key.", [
+    "pool",
+    "upstream",
+    "key"
+  ])
+})
+
+type Instruments = ReturnType<typeof instruments>
+
+/** The model names and aliases of a generation's pools that are their own label values. */
+const knownModels = (config: SluiceConfig.ConfigFile): ReadonlySet<string> => {
+  const names = new Set<string>()
+  for (const pool of config.pools) {
+    for (const model of pool.models) if (!model.includes("*")) names.add(model)
+    for (const alias of Object.keys(pool.aliases ?? {})) names.add(alias)
+  }
+  return names
+}
+
+/** The error class of a decision's `error` (`RateLimited: ...` → `RateLimited`). */
+const errorType = (error: string | undefined): string => {
+  if (error === undefined) return "_OTHER"
+  const colon = error.indexOf(":")
+  return colon === -1 ? "_OTHER" : error.slice(0, colon)
+}
+
+/** The series one kind of request updates, found once per pool, upstream, model, operation and result. */
+interface Bundle {
+  readonly requests: MetricHook.MetricHook.Counter<number>
+  readonly duration: MetricHook.MetricHook.Histogram
+  readonly firstChunk: MetricHook.MetricHook.Histogram
+  readonly input: MetricHook.MetricHook.Histogram
+  readonly output: MetricHook.MetricHook.Histogram
+  readonly queueWait: MetricHook.MetricHook.Histogram
+}
+
+/** The map below `level` for `key`, made when missing. */
+const below = <V>(level: Map<string, V>, key: string, make: () => V): V => {
+  let next = level.get(key)
+  if (next === undefined) level.set(key, (next = make()))
+  return next
+}
+
+/** The per-request recording: plain synchronous code over the instruments and the running generation. */
+const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) => {
+  let generationNumber = -1
+  let models: ReadonlySet<string> = new Set()
+  // pool → upstream → model → operation → result → the request's series; cleared on a new generation
+  // (an upstream's provider may change with it).
+  let bundles = new Map<string, Map<string, Map<string, Map<string, Map<string, Bundle>>>>>()
+  const overhead = m.overhead.at()
+  return (d: Decision.Decision, key: string | undefined, content?: Audit.Content): void => {
+    const generation = routing.current()
+    if (generationNumber !== generation.number) {
+      generationNumber = generation.number
+      models = knownModels(generation.config)
+      bundles = new Map()
+    }
+    const upstreams = generation.topology.upstreams
+    const served = d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream
+    const upstream = served === undefined ? "" : served
+    const model = models.has(d.model) ? d.model : OTHER_MODEL
+    const result = d.outcome === "error" ? errorType(d.error) : d.outcome
+    const byResult = below(
+      below(
+        below(
+          below(bundles, d.pool, () => new Map()),
+          upstream,
+          () => new Map()
+        ),
+        model,
+        () => new Map()
+      ),
+      d.operation,
+      () => new Map<string, Bundle>()
+    )
+    let b = byResult.get(result)
+    if (b === undefined) {
+      const provider = (served === undefined ? undefined : upstreams.get(served)?.provider) ?? "_OTHER"
+      b = {
+        requests: m.requests.at(d.pool, upstream, d.outcome),
+        duration: m.duration.at(d.operation, provider, model, d.outcome === "error" ? result : ""),
+        firstChunk: m.firstChunk.at(d.operation, provider, model),
+        input: m.tokens.at(d.operation, provider, model, "input"),
+        output: m.tokens.at(d.operation, provider, model, "output"),
+        queueWait: m.queueWait.at(d.pool)
+      }
+      byResult.set(result, b)
+    }
+    b.requests.update(1)
+    b.duration.update(d.durationMs / 1000)
+    if (d.firstChunkMs !== undefined) b.firstChunk.update(d.firstChunkMs / 1000)
+    if (d.inputTokens !== undefined) b.input.update(d.inputTokens)
+    if (d.outputTokens !== undefined) b.output.update(d.outputTokens)
+    b.queueWait.update(d.queueWaitMs / 1000)
+    let upstreamMs = 0
+    for (const a of d.attempts) {
+      m.attempts.at(a.pool, a.upstream, a.outcome).update(1)
+      upstreamMs += a.latencyMs
+    }
+    if (d.attempts.length > 1) m.retries.at(d.pool).update(d.attempts.length - 1)
+    if (d.pools.length > 1) m.fallbacks.at(d.pools[0]!, d.pool).update(1)
+    for (const e of d.excluded) m.exclusions.at(d.pool, e.upstream, e.stage).update(1)
+    overhead.update(Math.max(0, d.durationMs - upstreamMs - d.queueWaitMs - d.backoffMs) / 1000)
+    const cost = Access.costOf(upstreams, d)
+    if (cost > 0) m.spend.at(d.pool, upstream, key ?? "anonymous").update(cost)
+    audit.add(d, key, cost, content)
+  }
+}
+
+const STATES = ["closed", "half-open", "open"] as const
+
+/** The gauges read when scraped, from the running generation. */
+const gauges = (routing: Routing.Service) =>
+  Effect.gen(function* () {
+    const generation = routing.current()
+    const now = yield* Clock.currentTimeMillis
+    const pools = [...generation.topology.pools.values()]
+    const upstreams = [...generation.topology.upstreams.values()]
+    const depth = pools.map((p) => [{ pool: p.id }, generation.router.queueDepth?.(p.id) ?? 0] as const)
+    const breaker: Array<readonly [Record<string, string>, number]> = []
+    const healthy: Array<readonly [Record<string, string>, number]> = []
+    const inFlight: Array<readonly [Record<string, string>, number]> = []
+    const requestsLeft: Array<readonly [Record<string, string>, number]> = []
+    const tokensLeft: Array<readonly [Record<string, string>, number]> = []
+    const learned: Array<readonly [Record<string, string>, number]> = []
+    const enabled: Array<readonly [Record<string, string>, number]> = []
+    for (const u of upstreams) {
+      const labels = { upstream: u.id }
+      const b = yield* generation.breaker.snapshot(u)
+      for (const state of STATES) breaker.push([{ upstream: u.id, state }, b.state === state ? 1 : 0])
+      healthy.push([labels, (yield* generation.health.status(u.id)).healthy ? 1 : 0])
+      enabled.push([labels, u.enabled ? 1 : 0])
+      const budget = yield* generation.limiter.snapshot(u)
+      inFlight.push([labels, budget.inFlight])
+      if (budget.limits.rpm !== undefined)
+        requestsLeft.push([labels, Math.max(0, budget.limits.rpm - budget.requestsUsed)])
+      if (budget.limits.tpm !== undefined) tokensLeft.push([labels, Math.max(0, budget.limits.tpm - budget.tokensUsed)])
+      learned.push([labels, budget.learnedUntil !== undefined && budget.learnedUntil > now ? 1 : 0])
+    }
+    return [
+      gaugeLines("sluice_queue_depth", "Requests waiting in a pool's queue.", depth),
+      gaugeLines("sluice_breaker_state", "Circuit breaker state of an upstream (1 for its current state).", breaker),
+      gaugeLines("sluice_upstream_healthy", "Whether an upstream is healthy (1) or not (0).", healthy),
+      gaugeLines("sluice_upstream_enabled", "Whether an upstream is enabled in the config (1) or not (0).", enabled),
+      gaugeLines("sluice_in_flight", "Requests in flight on an upstream.", inFlight),
+      gaugeLines(
+        "sluice_budget_requests_left",
+        "Requests left this minute under an upstream's rpm limit.",
+        requestsLeft
+      ),
+      gaugeLines("sluice_budget_tokens_left", "Tokens left this minute under an upstream's tpm limit.", tokensLeft),
+      gaugeLines("sluice_learned_hold", "Whether a limit the upstream reported holds now (1) or not (0).", learned)
+    ].join("")
+  })
+
+/**
+ * Builds the metrics and the audit log over the running config; the audit sink closes with the
+ * scope. Fails with a `ConfigError` when the audit file cannot be opened.
+ */
+export const make = (
+  settings: SluiceConfig.AuditConfig
+): Effect.Effect<Service, SluiceConfig.ConfigError, Routing.Routing | Scope.Scope> =>
+  Effect.gen(function* () {
+    const routing = yield* Routing.Routing
+    const registry = new Registry()
+    const audit = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => new Audit.Log(settings),
+        catch: (error) =>
+          new SluiceConfig.ConfigError({
+            source: "config",
+            problems: [
+              `server.audit.path: cannot open the audit file: ${error instanceof Error ? error.message : String(error)}`
+            ]
+          })
+      }),
+      (log) => Effect.sync(() => log.close())
+    )
+    const record = recorder(routing, instruments(registry), audit)
+    const metrics = Effect.map(gauges(routing), (lines) => registry.exposition(Metric.unsafeSnapshot()) + lines)
+    return { record, metrics, audit }
+  })
+
+/** {@link Observe} from `server.audit`. */
+export const layer = (
+  settings: SluiceConfig.AuditConfig
+): Layer.Layer<Observe, SluiceConfig.ConfigError, Routing.Routing> => Layer.scoped(Observe, make(settings))
+
+/** A JSON error answer of the endpoints behind the admin token. */
+const refuse = (res: ServerResponse, verdict: "missing" | "wrong") => {
+  const body = JSON.stringify(
+    verdict === "missing"
+      ? { _tag: "Unauthorized", message: "this endpoint needs the admin token: send 'Authorization: Bearer <token>'" }
+      : { _tag: "Forbidden", message: "the token is not the admin token" }
+  )
+  res.writeHead(verdict === "missing" ? 401 : 403, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    ...(verdict === "missing" ? { "www-authenticate": "Bearer" } : {})
+  })
+  res.end(body)
+}
+
+/**
+ * Whether a request may read what is behind the admin token (`/metrics`, the dashboard); answers
+ * 401 / 403 itself when not. Open when `token` is undefined (no `server.admin`).
+ */
+export const guard = (
+  token: Redacted.Redacted<string> | undefined
+): ((req: IncomingMessage, res: ServerResponse) => boolean) => {
+  if (token === undefined) return () => true
+  const check = AdminToken.checker(token)
+  return (req, res) => {
+    const verdict = AdminToken.verdictOf(check, req.headers["authorization"])
+    if (verdict === "ok") return true
+    refuse(res, verdict)
+    return false
+  }
+}
+
+/** The `GET /metrics` handler: Prometheus' text format, behind the admin token when `token` is set. */
+export const metricsHandler = (token: Redacted.Redacted<string> | undefined) =>
+  Effect.gen(function* () {
+    const observe = yield* Observe
+    const run = Runtime.runFork(yield* Effect.runtime<never>())
+    const allowed = guard(token)
+    return (req: IncomingMessage, res: ServerResponse): void => {
+      if (!allowed(req, res)) return
+      run(
+        Effect.map(observe.metrics, (text) => {
+          res.writeHead(200, {
+            "content-type": "text/plain; version=0.0.4; charset=utf-8",
+            "content-length": Buffer.byteLength(text)
+          })
+          res.end(text)
+        })
+      )
+    }
+  })

@@ -1,0 +1,182 @@
+/**
+ * The audit log of decisions: the last N kept in memory as they are (serialized only when read),
+ * one JSON line each to a sink when one is configured, and to live listeners while any listen.
+ */
+import type { Config as SluiceConfig, Decision } from "@sluice/core"
+import type { WriteStream } from "node:fs"
+import { createWriteStream, existsSync, openSync, renameSync, rmSync, statSync } from "node:fs"
+
+/** One audit entry: the decision, the client key's name, and what it cost. */
+export interface Entry {
+  /** Epoch ms (Clock) when routing started, as ISO 8601. */
+  readonly time: string
+  /** The client key's name; absent on an open gateway. */
+  readonly key?: string
+  readonly costUsd: number
+  readonly decision: Decision.Decision
+  /** With `server.audit.content`: the request body and, for a whole chat answer, the response. */
+  readonly content?: Content
+}
+
+/** What a request said and was answered (`server.audit.content` only). */
+export interface Content {
+  readonly request: unknown
+  readonly response?: unknown
+}
+
+/** What `GET /admin/decisions` filters on; every given field must match. */
+export interface Filter {
+  readonly pool?: string | undefined
+  readonly upstream?: string | undefined
+  readonly key?: string | undefined
+  readonly outcome?: string | undefined
+  /** Epoch ms: decisions started at or after it. */
+  readonly since?: number | undefined
+  /** Epoch ms: decisions started before it. */
+  readonly until?: number | undefined
+  /** At most this many, newest first. */
+  readonly limit?: number | undefined
+}
+
+/** Whether a decision (of the client key `key`) passes `filter`'s fields other than `limit`. */
+export const matches = (filter: Filter, d: Decision.Decision, key: string | undefined): boolean =>
+  (filter.pool === undefined || d.pool === filter.pool || d.pools.includes(filter.pool)) &&
+  (filter.upstream === undefined ||
+    d.upstream === filter.upstream ||
+    d.attempts.some((a) => a.upstream === filter.upstream)) &&
+  (filter.key === undefined || key === filter.key) &&
+  (filter.outcome === undefined || d.outcome === filter.outcome) &&
+  (filter.since === undefined || d.startedAt >= filter.since) &&
+  (filter.until === undefined || d.startedAt < filter.until)
+
+/** Someone reading entries as they come: the decision and key to filter on, and the entry's JSON line. */
+export type Listener = (decision: Decision.Decision, key: string | undefined, line: string) => void
+
+/** An entry as its JSON object. */
+export const entryOf = (
+  decision: Decision.Decision,
+  key: string | undefined,
+  costUsd: number,
+  content?: Content
+): Entry => {
+  const entry: { -readonly [K in keyof Entry]: Entry[K] } = {
+    time: new Date(decision.startedAt).toISOString(),
+    costUsd,
+    decision
+  }
+  if (key !== undefined) entry.key = key
+  if (content !== undefined) entry.content = content
+  return entry
+}
+
+/** A line sink: stdout, or a file rotated by size. */
+interface Sink {
+  readonly write: (line: string) => void
+  readonly close: () => void
+}
+
+const stdoutSink: Sink = { write: (line) => void process.stdout.write(line), close: () => {} }
+
+/** Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`). */
+const fileSink = (path: string, maxBytes: number, files: number): Sink => {
+  let size = existsSync(path) ? statSync(path).size : 0
+  let failed = false
+  // Opened at once (not when the stream gets to it), so a rotation always finds the file; a write
+  // that fails (a full disk) is reported once, never thrown at the request that wrote it.
+  const open = (): WriteStream =>
+    createWriteStream(path, { fd: openSync(path, "a") }).on("error", (error) => {
+      if (failed) return
+      failed = true
+      process.stderr.write(`sluice: the audit file ${path} cannot be written: ${error.message}\n`)
+    })
+  let out = open()
+  const rotate = () => {
+    // The old stream keeps writing what it buffered to the renamed file.
+    out.end()
+    if (files === 0) rmSync(path, { force: true })
+    else {
+      rmSync(`${path}.${files}`, { force: true })
+      for (let i = files - 1; i >= 1; i--)
+        if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`)
+      renameSync(path, `${path}.1`)
+    }
+    out = open()
+    size = 0
+  }
+  return {
+    write: (line) => {
+      const bytes = Buffer.byteLength(line)
+      if (size > 0 && size + bytes > maxBytes) rotate()
+      size += bytes
+      out.write(line)
+    },
+    close: () => void out.end()
+  }
+}
+
+/** The audit log of one gateway. */
+export class Log {
+  private readonly decisions: Array<Decision.Decision | undefined>
+  private readonly keys: Array<string | undefined>
+  private readonly costs: Array<number>
+  private readonly contents: Array<Content | undefined>
+  private next = 0
+  private size = 0
+  private readonly sink: Sink | undefined
+  private readonly listeners = new Set<Listener>()
+
+  constructor(settings: SluiceConfig.AuditConfig) {
+    const keep = settings.keep
+    this.decisions = Array.from({ length: keep }, () => undefined)
+    this.keys = Array.from({ length: keep }, () => undefined)
+    this.costs = Array.from({ length: keep }, () => 0)
+    this.contents = settings.content ? Array.from({ length: keep }, () => undefined) : []
+    this.sink =
+      settings.sink === "stdout"
+        ? stdoutSink
+        : settings.sink === "file" && settings.path !== undefined
+          ? fileSink(settings.path, settings.maxBytes, settings.files)
+          : undefined
+  }
+
+  /** Keeps one decision; serialized now only when a sink or a listener wants it. */
+  add(decision: Decision.Decision, key: string | undefined, costUsd: number, content?: Content): void {
+    const keep = this.decisions.length
+    if (keep > 0) {
+      this.decisions[this.next] = decision
+      this.keys[this.next] = key
+      this.costs[this.next] = costUsd
+      if (this.contents.length > 0) this.contents[this.next] = content
+      this.next = (this.next + 1) % keep
+      if (this.size < keep) this.size++
+    }
+    if (this.sink === undefined && this.listeners.size === 0) return
+    const line = JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
+    this.sink?.write(line)
+    for (const listener of this.listeners) listener(decision, key, line)
+  }
+
+  /** The kept decisions matching `filter`, newest first. */
+  query(filter: Filter): Array<Entry> {
+    const found: Array<Entry> = []
+    const keep = this.decisions.length
+    const limit = filter.limit ?? keep
+    for (let i = 1; i <= this.size && found.length < limit; i++) {
+      const at = (this.next - i + keep) % keep
+      const d = this.decisions[at]!
+      const key = this.keys[at]
+      if (matches(filter, d, key)) found.push(entryOf(d, key, this.costs[at]!, this.contents[at]))
+    }
+    return found
+  }
+
+  /** Calls `listener` with every new entry until the returned function is called. */
+  listen(listener: Listener): () => void {
+    this.listeners.add(listener)
+    return () => void this.listeners.delete(listener)
+  }
+
+  close(): void {
+    this.sink?.close()
+  }
+}

@@ -1,0 +1,115 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
+import { existsSync, mkdirSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { chromium } from "playwright-core"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+/** Debian's Chromium (`apt-get install chromium`); `CHROMIUM` names another executable. */
+const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium"
+const FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync"
+]
+const TOKEN = "adm-token-0123456789abcdef"
+const results = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "bench", "results")
+/** Screenshots for the README are saved under bench/results only when asked (`SLUICE_SCREENSHOTS=1`). */
+const screenshot = (
+  page: { screenshot: (options: { path: string; fullPage: boolean }) => Promise<unknown> },
+  name: string
+) =>
+  Effect.promise(async () => {
+    if (process.env["SLUICE_SCREENSHOTS"] !== "1") return
+    mkdirSync(results, { recursive: true })
+    await page.screenshot({ path: join(results, name), fullPage: true })
+  })
+
+/** `flaky` always fails and its breaker opens after 2 failures (for long); `steady` serves. */
+const config = () => ({
+  ...simulatedConfig(
+    [
+      {
+        id: "flaky",
+        simulate: { failureRate: 1 },
+        circuitBreaker: { failureThreshold: 2, recoveryMs: 600_000, windowMs: 60_000 }
+      },
+      { id: "steady", simulate: { completionTokens: 12 }, pricing: { inputPerMillion: 1, outputPerMillion: 2 } }
+    ],
+    [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["flaky", "steady"], strategy: "round-robin" }]
+  ),
+  server: Schema.decodeUnknownSync(Config.ServerConfig)({ admin: { tokenEnv: "SLUICE_TEST_ADMIN_TOKEN" } })
+})
+
+describe.skipIf(!existsSync(CHROMIUM))("dashboard in a real browser", () => {
+  it.live(
+    "shows the open breaker, closes it with the reset button, and shows new decisions live",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(config(), { env: { SLUICE_TEST_ADMIN_TOKEN: TOKEN } })
+        const ask = () =>
+          Effect.promise(() =>
+            gateway.client.chat.completions
+              .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+              .withResponse()
+              .then(({ response }) => response.headers.get("x-request-id")!)
+          )
+        for (let i = 0; i < 6; i++) yield* ask()
+        const browser = yield* Effect.acquireRelease(
+          Effect.promise(() => chromium.launch({ executablePath: CHROMIUM, args: FLAGS })),
+          (b) => Effect.promise(() => b.close())
+        )
+        const page = yield* Effect.promise(() => browser.newPage({ viewport: { width: 1280, height: 1100 } }))
+        const errors: Array<string> = []
+        page.on("pageerror", (error) => errors.push(error.message))
+        yield* Effect.promise(() => page.goto(`${gateway.url}/dashboard#token=${TOKEN}`))
+        yield* Effect.promise(() => page.waitForSelector("body[data-ready=true]", { timeout: 10_000 }))
+        const breaker = page.locator('tr[data-upstream="flaky"] td.breaker')
+        yield* Effect.promise(() => breaker.filter({ hasText: /^open$/ }).waitFor({ timeout: 5_000 }))
+        yield* Effect.promise(() => page.locator("#decisions details").first().locator("summary").click())
+        yield* screenshot(page, "dashboard-open-breaker.png")
+        // The decisions already made are listed, each with its exclusions.
+        expect(yield* Effect.promise(() => page.locator("#decisions details").count())).toBe(6)
+        expect(yield* Effect.promise(() => page.locator("[data-chart]").count())).toBe(7)
+
+        yield* Effect.promise(() =>
+          page.locator('tr[data-upstream="flaky"] button', { hasText: "reset breaker" }).click()
+        )
+        yield* Effect.promise(() => breaker.filter({ hasText: /^closed$/ }).waitFor({ timeout: 5_000 }))
+        const status = yield* Effect.promise(() =>
+          fetch(`${gateway.url}/admin/upstreams`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(
+            (r) => r.json() as Promise<{ upstreams: Array<{ id: string; breaker: { state: string } }> }>
+          )
+        )
+        expect(status.upstreams.find((u) => u.id === "flaky")?.breaker.state).toBe("closed")
+
+        const id = yield* ask()
+        yield* Effect.promise(() =>
+          page.locator(`#decisions details[data-request-id="${id}"]`).waitFor({ timeout: 5_000 })
+        )
+        expect(
+          yield* Effect.promise(() => page.locator("#decisions details").first().getAttribute("data-request-id"))
+        ).toBe(id)
+        yield* screenshot(page, "dashboard.png")
+        expect(errors).toEqual([])
+      }).pipe(Effect.scoped),
+    60_000
+  )
+
+  it.live("serves the page and uPlot, and the data only with the admin token", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(config(), { env: { SLUICE_TEST_ADMIN_TOKEN: TOKEN } })
+      const page = yield* Effect.promise(() => fetch(`${gateway.url}/dashboard`))
+      expect(page.status).toBe(200)
+      expect(page.headers.get("content-type")).toMatch(/^text\/html/)
+      expect((yield* Effect.promise(() => fetch(`${gateway.url}/dashboard/uplot.js`))).status).toBe(200)
+      expect((yield* Effect.promise(() => fetch(`${gateway.url}/admin/decisions`))).status).toBe(401)
+    }).pipe(Effect.scoped)
+  )
+})

@@ -1,0 +1,89 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
+import * as Logging from "../src/Logging.js"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+/** A gateway with `server.log` set as given, its logger the real one, and every line it printed. */
+const logged = (log: Record<string, unknown>, env: Record<string, string> = {}) =>
+  Effect.gen(function* () {
+    const lines: Array<string> = []
+    const base = yield* Effect.console
+    const capture = (...args: ReadonlyArray<unknown>) => void lines.push(args.map(String).join(" "))
+    const console = { ...base, unsafe: { ...base.unsafe, log: capture, error: capture, info: capture } }
+    const config = {
+      ...simulatedConfig(
+        [
+          { id: "a", simulate: { completionTokens: 4 } },
+          { id: "broken", simulate: { failureRate: 1 } }
+        ],
+        [
+          { id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] },
+          { id: "dead", models: ["dead-model"], upstreams: ["broken"] }
+        ]
+      ),
+      server: Schema.decodeUnknownSync(Config.ServerConfig)({ log })
+    }
+    const gateway = yield* startGateway(config, { logging: Logging.layer(config.server.log), env }).pipe(
+      Effect.withConsole(console)
+    )
+    return { gateway, lines }
+  })
+
+const ask = (gateway: Effect.Effect.Success<ReturnType<typeof startGateway>>, model: string) =>
+  Effect.promise(() =>
+    gateway.client.chat.completions
+      .create({ model, messages: [{ role: "user", content: "Hi" }] })
+      .withResponse()
+      .then(
+        ({ response }) => response.headers.get("x-request-id"),
+        (error: { headers?: Headers }) => error.headers?.get("x-request-id") ?? null
+      )
+  )
+
+describe("logs", () => {
+  it.live("writes one JSON access line per request at info, from its decision", () =>
+    Effect.gen(function* () {
+      const { gateway, lines } = yield* logged({ format: "json" })
+      const ok = yield* ask(gateway, "gpt-4o-mini")
+      const failed = yield* ask(gateway, "dead-model")
+      // Every line is one JSON object; the access lines are those whose message is a request.
+      const parsed = lines.map((l) => JSON.parse(l) as { logLevel: string; message: Record<string, unknown> })
+      const access = parsed.filter((p) => p.message?.["msg"] === "request")
+      expect(access.map((a) => a.logLevel)).toEqual(["INFO", "INFO"])
+      expect(access[0]!.message).toMatchObject({
+        requestId: ok,
+        operation: "chat",
+        pool: "chat",
+        upstream: "a",
+        key: "anonymous",
+        status: 200,
+        outcome: "success",
+        attempts: 1,
+        outputTokens: 4
+      })
+      expect(access[1]!.message).toMatchObject({
+        requestId: failed,
+        pool: "dead",
+        upstream: "broken",
+        status: 502,
+        outcome: "error"
+      })
+      expect(String(access[1]!.message["error"])).toMatch(/^UpstreamError: /)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("writes a pretty access line by default, and none when LOG_LEVEL is above info", () =>
+    Effect.gen(function* () {
+      const pretty = yield* logged({})
+      const id = yield* ask(pretty.gateway, "gpt-4o-mini")
+      expect(pretty.lines.filter((l) => l.includes(`200 chat ${id} pool=chat upstream=a`))).toHaveLength(1)
+      const quiet = yield* logged({}, { LOG_LEVEL: "warn" })
+      yield* ask(quiet.gateway, "gpt-4o-mini")
+      expect(quiet.lines.filter((l) => l.includes("pool=chat"))).toEqual([])
+      const off = yield* logged({ access: false })
+      yield* ask(off.gateway, "gpt-4o-mini")
+      expect(off.lines.filter((l) => l.includes("pool=chat"))).toEqual([])
+    }).pipe(Effect.scoped)
+  )
+})

@@ -1,0 +1,177 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
+import { simulatedConfig, startGateway } from "./harness.js"
+
+type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
+
+/** `GET /metrics`: status and the samples by `name{labels}` (labels as written). */
+const scrape = (gateway: Gateway, token?: string) =>
+  Effect.promise(async () => {
+    const response = await fetch(`${gateway.url}/metrics`, {
+      headers: token === undefined ? {} : { authorization: `Bearer ${token}` }
+    })
+    const text = await response.text()
+    const samples = new Map<string, number>()
+    for (const line of text.split("\n"))
+      if (line !== "" && !line.startsWith("#")) {
+        const space = line.lastIndexOf(" ")
+        samples.set(line.slice(0, space), Number(line.slice(space + 1)))
+      }
+    return { status: response.status, type: response.headers.get("content-type"), text, samples }
+  })
+
+const chat = (gateway: Gateway, model: string, user?: string) =>
+  Effect.promise(() =>
+    gateway.client.chat.completions
+      .create({ model, messages: [{ role: "user", content: "Hi" }], ...(user === undefined ? {} : { user }) })
+      .then(
+        () => "ok",
+        () => "error"
+      )
+  )
+
+/** `a` answers 10 tokens at $1 per thousand output tokens; `broken` always fails and falls back to `chat`. */
+const config = () =>
+  simulatedConfig(
+    [
+      { id: "a", simulate: { completionTokens: 10 }, pricing: { inputPerMillion: 0, outputPerMillion: 1000 } },
+      { id: "broken", simulate: { failureRate: 1 } }
+    ],
+    [
+      { id: "chat", models: ["gpt-4o-mini", "sim-*"], upstreams: ["a"] },
+      { id: "flaky", models: ["flaky-model"], upstreams: ["broken"], fallback: "chat" }
+    ]
+  )
+
+describe("GET /metrics", () => {
+  it.live("counts known traffic exactly: requests, attempts, fallbacks, tokens, spend, GenAI duration", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(config())
+      for (let i = 0; i < 3; i++) expect(yield* chat(gateway, "gpt-4o-mini")).toBe("ok")
+      expect(yield* chat(gateway, "flaky-model")).toBe("ok")
+      const { status, type, samples } = yield* scrape(gateway)
+      expect(status).toBe(200)
+      expect(type).toMatch(/^text\/plain; version=0\.0\.4/)
+      expect(samples.get('sluice_requests_total{pool="chat",upstream="a",outcome="success"}')).toBe(4)
+      expect(samples.get('sluice_attempts_total{pool="chat",upstream="a",outcome="success"}')).toBe(4)
+      expect(samples.get('sluice_attempts_total{pool="flaky",upstream="broken",outcome="failure"}')).toBe(1)
+      expect(samples.get('sluice_fallbacks_total{pool="flaky",fallback="chat"}')).toBe(1)
+      expect(samples.get('sluice_retries_total{pool="chat"}')).toBe(1)
+      const model = 'gen_ai_operation_name="chat",gen_ai_provider_name="simulated",gen_ai_request_model="gpt-4o-mini"'
+      expect(samples.get(`gen_ai_client_token_usage_count{${model},gen_ai_token_type="output"}`)).toBe(3)
+      expect(samples.get(`gen_ai_client_token_usage_sum{${model},gen_ai_token_type="output"}`)).toBe(30)
+      expect(samples.get(`gen_ai_client_token_usage_bucket{${model},gen_ai_token_type="output",le="16"}`)).toBe(3)
+      expect(samples.get(`gen_ai_client_token_usage_bucket{${model},gen_ai_token_type="output",le="4"}`)).toBe(0)
+      expect(samples.get(`gen_ai_client_operation_duration_seconds_count{${model},error_type=""}`)).toBe(3)
+      expect(samples.get(`gen_ai_client_operation_duration_seconds_bucket{${model},error_type="",le="+Inf"}`)).toBe(3)
+      expect(samples.get("sluice_gateway_overhead_seconds_count")).toBe(4)
+      // 4 answers of 10 output tokens at $1 per thousand.
+      expect(samples.get('sluice_spend_usd_total{pool="chat",upstream="a",key="anonymous"}')).toBeCloseTo(0.04, 10)
+      // Gauges read when scraped.
+      expect(samples.get('sluice_breaker_state{upstream="a",state="closed"}')).toBe(1)
+      expect(samples.get('sluice_upstream_healthy{upstream="a"}')).toBe(1)
+      expect(samples.get('sluice_in_flight{upstream="a"}')).toBe(0)
+      expect(samples.get('sluice_queue_depth{pool="chat"}')).toBe(0)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("times the first chunk of streamed answers", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(config())
+      for (let i = 0; i < 2; i++)
+        yield* Effect.promise(async () => {
+          const stream = await gateway.client.chat.completions.create({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: "Hi" }],
+            stream: true
+          })
+          for await (const _ of stream) void _
+        })
+      yield* chat(gateway, "gpt-4o-mini")
+      const { samples } = yield* scrape(gateway)
+      const labels = 'gen_ai_operation_name="chat",gen_ai_provider_name="simulated",gen_ai_request_model="gpt-4o-mini"'
+      // Two streams: two first chunks; the whole answer has none.
+      expect(samples.get(`gen_ai_client_operation_time_to_first_chunk_seconds_count{${labels}}`)).toBe(2)
+      expect(samples.get(`gen_ai_client_operation_duration_seconds_count{${labels},error_type=""}`)).toBe(3)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("counts breaker transitions and shows the open state", () =>
+    Effect.gen(function* () {
+      // An upstream id of this test's own: transitions are counted in Effect's global registry.
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [
+            {
+              id: "metrics-tripping",
+              simulate: { failureRate: 1 },
+              circuitBreaker: { failureThreshold: 2, recoveryMs: 600_000, windowMs: 60_000 }
+            },
+            { id: "metrics-steady" }
+          ],
+          [
+            {
+              id: "chat",
+              models: ["gpt-4o-mini"],
+              upstreams: ["metrics-tripping", "metrics-steady"],
+              strategy: "round-robin"
+            }
+          ]
+        )
+      )
+      for (let i = 0; i < 6; i++) expect(yield* chat(gateway, "gpt-4o-mini")).toBe("ok")
+      const { samples, text } = yield* scrape(gateway)
+      expect(samples.get('sluice_circuit_breaker_transitions_total{upstream="metrics-tripping",state="open"}')).toBe(1)
+      expect(samples.get('sluice_breaker_state{upstream="metrics-tripping",state="open"}')).toBe(1)
+      expect(samples.get('sluice_breaker_state{upstream="metrics-tripping",state="closed"}')).toBe(0)
+      expect(
+        samples.get('sluice_exclusions_total{pool="chat",upstream="metrics-tripping",stage="circuit-breaker"}')
+      ).toBeGreaterThan(0)
+      expect(text).toContain("# TYPE sluice_circuit_breaker_transitions_total counter")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "keeps the series count when 1,000 distinct models and users are requested",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(config())
+        // Every kind of answer once: a served wildcard model, an unknown model (404), a known one.
+        yield* chat(gateway, "sim-0", "user-0")
+        yield* chat(gateway, "unknown-0", "user-0")
+        yield* chat(gateway, "gpt-4o-mini", "user-0")
+        const before = (yield* scrape(gateway)).samples.size
+        for (let batch = 0; batch < 20; batch++)
+          yield* Effect.forEach(
+            Array.from({ length: 50 }, (_, i) => batch * 50 + i + 1),
+            (i) => chat(gateway, i % 2 === 0 ? `sim-${i}` : `unknown-${i}`, `user-${i}`),
+            { concurrency: 50 }
+          )
+        const after = yield* scrape(gateway)
+        expect(after.samples.size).toBe(before)
+        expect(after.samples.get('sluice_requests_total{pool="chat",upstream="a",outcome="success"}')).toBe(502)
+        expect(after.text).not.toMatch(/sim-1|user-|unknown-/)
+        expect(after.text).toContain('gen_ai_request_model="_other"')
+      }).pipe(Effect.scoped),
+    60_000
+  )
+
+  it.live("is behind the admin token when server.admin is set", () =>
+    Effect.gen(function* () {
+      const base = config()
+      const gateway = yield* startGateway(
+        {
+          ...base,
+          server: Schema.decodeUnknownSync(Config.ServerConfig)({ admin: { tokenEnv: "SLUICE_TEST_ADMIN_TOKEN" } })
+        },
+        { env: { SLUICE_TEST_ADMIN_TOKEN: "adm-token-0123456789abcdef" } }
+      )
+      expect((yield* scrape(gateway)).status).toBe(401)
+      expect((yield* scrape(gateway, "not-the-token")).status).toBe(403)
+      const allowed = yield* scrape(gateway, "adm-token-0123456789abcdef")
+      expect(allowed.status).toBe(200)
+      expect(allowed.text).toContain("# TYPE sluice_breaker_state gauge")
+    }).pipe(Effect.scoped)
+  )
+})

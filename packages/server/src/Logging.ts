@@ -7,9 +7,13 @@
  * takes the loggers and minimum level of the runtime it is built in and calls them directly.
  */
 import type { Config as SluiceConfig, Decision } from "@sluice/core"
+import { format } from "node:util"
 import {
   Cause,
   Config,
+  Console,
+  Context,
+  DefaultServices,
   Effect,
   FiberId,
   FiberRef,
@@ -92,14 +96,24 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
 /**
  * The access log: a synchronous function writing one `info` line per request through the loggers of
  * the runtime it is built in — nothing when `server.log.access` is off or the level is above `info`.
+ *
+ * The loggers write to a console that gathers the lines of one turn of the event loop and hands them
+ * to the runtime's console as one write: a line per request costs a `write` to a pipe each otherwise
+ * (standard output is synchronous on a pipe), some 13% of the gateway's throughput when measured.
+ * What is gathered is written before the process exits.
  */
 export const accessLog = (
   settings: SluiceConfig.LogConfig
 ): Effect.Effect<((decision: Decision.Decision, key: string | undefined, status: number) => void) | undefined> =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
-    const refs = runtime.fiberRefs
-    const minimum = FiberRefs.getOrDefault(refs, FiberRef.currentMinimumLogLevel)
+    const minimum = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
     if (!settings.access || LogLevel.lessThan(LogLevel.Info, minimum)) return undefined
+    const services = FiberRefs.getOrDefault(runtime.fiberRefs, DefaultServices.currentServices)
+    const gathered = gathering(Context.get(services, Console.Console))
+    const refs = FiberRefs.updateManyAs(runtime.fiberRefs, {
+      forkAs: FiberId.none,
+      entries: [[DefaultServices.currentServices, [[FiberId.none, Context.add(services, Console.Console, gathered)]]]]
+    })
     const loggers = [...FiberRefs.getOrDefault(refs, FiberRef.currentLoggers)]
     const json = settings.format === "json"
     const spans = List.empty()
@@ -120,3 +134,56 @@ export const accessLog = (
         })
     }
   })
+
+/** The flushes of gathering consoles holding lines; run when the process exits, so none is lost. */
+const unwritten = new Set<() => void>()
+let flushesOnExit = false
+
+/**
+ * A console whose `log`, `info` and `error` lines are gathered and written to `to` together, once
+ * per turn of the event loop (`log` and `info` lines as one `log`, `error` lines as one `error`).
+ */
+const gathering = (to: Console.Console): Console.Console => {
+  if (!flushesOnExit) {
+    flushesOnExit = true
+    process.once("exit", () => {
+      for (const flush of [...unwritten]) flush()
+    })
+  }
+  let out: Array<string> = []
+  let err: Array<string> = []
+  let scheduled = false
+  const flush = () => {
+    if (!scheduled) return
+    scheduled = false
+    unwritten.delete(flush)
+    const lines = out
+    const errors = err
+    out = []
+    err = []
+    if (lines.length > 0) to.unsafe.log(lines.join("\n"))
+    if (errors.length > 0) to.unsafe.error(errors.join("\n"))
+  }
+  const schedule = () => {
+    if (scheduled) return
+    scheduled = true
+    unwritten.add(flush)
+    setImmediate(flush)
+  }
+  const log = (...args: ReadonlyArray<unknown>) => {
+    out.push(format(...args))
+    schedule()
+  }
+  return {
+    ...to,
+    unsafe: {
+      ...to.unsafe,
+      log,
+      info: log,
+      error: (...args: ReadonlyArray<unknown>) => {
+        err.push(format(...args))
+        schedule()
+      }
+    }
+  }
+}

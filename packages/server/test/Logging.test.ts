@@ -47,8 +47,11 @@ describe("logs", () => {
       const { gateway, lines } = yield* logged({ format: "json" })
       const ok = yield* ask(gateway, "gpt-4o-mini")
       const failed = yield* ask(gateway, "dead-model")
-      // Every line is one JSON object; the access lines are those whose message is a request.
-      const parsed = lines.map((l) => JSON.parse(l) as { logLevel: string; message: Record<string, unknown> })
+      // Every line is one JSON object (access lines of one turn of the event loop come in one write);
+      // the access lines are those whose message is a request.
+      const parsed = lines
+        .flatMap((l) => l.split("\n"))
+        .map((l) => JSON.parse(l) as { logLevel: string; message: Record<string, unknown> })
       const access = parsed.filter((p) => p.message?.["msg"] === "request")
       expect(access.map((a) => a.logLevel)).toEqual(["INFO", "INFO"])
       expect(access[0]!.message).toMatchObject({

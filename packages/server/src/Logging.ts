@@ -147,7 +147,7 @@ const gathering = (to: Console.Console): Console.Console => {
   if (!flushesOnExit) {
     flushesOnExit = true
     process.once("exit", () => {
-      for (const flush of [...unwritten]) flush()
+      for (const flush of unwritten) flush()
     })
   }
   let out: Array<string> = []

@@ -12,6 +12,7 @@ import { Failure } from "./Errors.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import type { Attempt, Guard, Outcome, Release } from "./Guard.js"
 import { liveClock, within } from "./internal/deadline.js"
+import * as Latency from "./internal/latency.js"
 import type { Request } from "./internal/request.js"
 import type { Answer, Service as ProviderService } from "./Provider.js"
 import { bindSession } from "./Select.js"
@@ -64,11 +65,12 @@ export interface Service {
    */
   readonly finish: (request: Request, admitted: Admitted, outcome: Outcome) => void
   /**
-   * Records that the admitted upstream serves the request: the decision names it, and a pool that
-   * keeps sessions binds the request's session to it. Synchronous; `call` does it on success, a
-   * stream when its first content arrives.
+   * Records that the admitted upstream serves the request: the decision names it, a pool that keeps
+   * sessions binds the request's session to it, and the upstream's decayed latency of this `kind`
+   * takes the time since admission (`request.now` is read as the moment). Synchronous; `call` does it
+   * on success, a stream when its first content arrives.
    */
-  readonly served: (request: Request, admitted: Admitted) => void
+  readonly served: (request: Request, admitted: Admitted, kind: Latency.Kind) => void
 }
 
 const NOT_SENT: Outcome = { _tag: "NotSent", latencyMs: 0 }
@@ -208,7 +210,7 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
     const effect = Effect.matchCauseEffect(calling, {
       onSuccess: (answer) => {
         request.tick()
-        served(request, admitted)
+        served(request, admitted, "answer")
         finish(request, admitted, succeeded(answer, Math.max(0, request.now - admitted.startedAt), usageOf))
         // A transition's span event belongs on the route span, not on the attempt span just ended.
         const after = traced ? Effect.void : request.flush()
@@ -228,7 +230,14 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
       : effect
   }
 
-  const served = (request: Request, admitted: Admitted): void => {
+  const served = (request: Request, admitted: Admitted, kind: Latency.Kind): void => {
+    Latency.record(
+      local,
+      kind,
+      admitted.attempt.upstream.id,
+      Math.max(0, request.now - admitted.startedAt),
+      request.now
+    )
     request.decision.upstream = admitted.attempt.upstream.id
     bindSession(local, request, admitted.attempt)
   }

@@ -23,6 +23,7 @@ import { ModelNotFound, withDecision } from "./Errors.js"
 import { needsOf, NEEDS_EMBEDDINGS } from "./Capabilities.js"
 import { Guards } from "./Guard.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
+import * as LatencyAverage from "./internal/latency.js"
 import { Request } from "./internal/request.js"
 import * as Streaming from "./internal/stream.js"
 import { Matcher } from "./Matcher.js"
@@ -87,7 +88,21 @@ export interface Service {
   readonly inFlight?: () => number
   /** Completes once no request is in flight (at once when none is), e.g. to retire a replaced config. */
   readonly idle?: Effect.Effect<void>
+  /**
+   * An upstream's decayed latency (see `HALF_LIFE_MS`): of its whole answers, and apart from that of
+   * its streams to their first content; absent before its first. Optional for routers built elsewhere.
+   */
+  readonly latency?: (upstreamId: string) => Latency
 }
+
+/** Decayed averages of an upstream's latency, in milliseconds, with when each was last updated. */
+export interface Latency {
+  readonly answer?: LatencyAverage.Decayed
+  readonly firstContent?: LatencyAverage.Decayed
+}
+
+/** After this long, an old latency average weighs half of what it did. */
+export const HALF_LIFE_MS = LatencyAverage.HALF_LIFE_MS
 
 /** The routing pipeline. */
 export class Router extends Context.Tag("@sluice/core/Router")<Router, Service>() {}
@@ -233,7 +248,15 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     models: Effect.succeed(models),
     queueDepth: queue.depth,
     inFlight: () => p.load.count,
-    idle: p.load.idle
+    idle: p.load.idle,
+    latency: (upstreamId) => {
+      const answer = LatencyAverage.read(store.local, "answer", upstreamId)
+      const firstContent = LatencyAverage.read(store.local, "first-content", upstreamId)
+      return {
+        ...(answer === undefined ? {} : { answer }),
+        ...(firstContent === undefined ? {} : { firstContent })
+      }
+    }
   })
 })
 

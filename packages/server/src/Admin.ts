@@ -14,7 +14,7 @@ import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import * as OpenApi from "@effect/platform/OpenApi"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import type { Topology } from "@sluice/core"
+import type { Router, Topology } from "@sluice/core"
 import { Config as SluiceConfig } from "@sluice/core"
 import type { Scope } from "effect"
 import { Clock, Effect, Either, Layer, Redacted, Stream } from "effect"
@@ -63,6 +63,19 @@ const invalid = (error: SluiceConfig.ConfigError) =>
 const checked = (config: SluiceConfig.ConfigFile, options: Options) =>
   Either.mapLeft(SluiceConfig.decode(config, "admin", options.decode), invalid)
 
+/** An upstream's decayed latency for the status: rounded milliseconds, samples and when last updated. */
+const latencyOf = (latency: Router.Latency) => {
+  const shown = (d: NonNullable<Router.Latency["answer"]>) => ({
+    ms: Math.round(d.ms),
+    samples: d.samples,
+    updatedAt: new Date(d.at).toISOString()
+  })
+  return {
+    ...(latency.answer === undefined ? {} : { answer: shown(latency.answer) }),
+    ...(latency.firstContent === undefined ? {} : { firstContent: shown(latency.firstContent) })
+  }
+}
+
 /** The state of one upstream of a generation. */
 const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstream) =>
   Effect.gen(function* () {
@@ -86,7 +99,9 @@ const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstr
       health: yield* generation.health.status(upstream.id),
       breaker: yield* generation.breaker.snapshot(upstream),
       budget,
-      inFlight: budget.inFlight
+      inFlight: budget.inFlight,
+      // Decayed averages (half-life `Router.HALF_LIFE_MS`), absent before the upstream's first answer.
+      latency: latencyOf(generation.router.latency?.(upstream.id) ?? {})
     }
   })
 

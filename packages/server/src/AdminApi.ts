@@ -81,6 +81,9 @@ export class ConfigGroup extends HttpApiGroup.make("config")
 
 const Id = Schema.Struct({ id: Schema.String })
 
+/** A decayed latency average as the admin API shows it. */
+const Decayed = Schema.Struct({ ms: Schema.Number, samples: Schema.Number, updatedAt: Schema.String })
+
 /** An upstream's state as the admin API shows it. */
 export const UpstreamStatus = Schema.Struct({
   id: Schema.String,
@@ -92,7 +95,16 @@ export const UpstreamStatus = Schema.Struct({
   health: Schema.Unknown,
   breaker: Schema.Unknown,
   budget: Schema.Unknown,
-  inFlight: Schema.Number
+  inFlight: Schema.Number,
+  /**
+   * Decayed latency (half of an old average's weight goes every 10 s) of whole answers, and apart
+   * from that of streams to their first content: rounded ms, samples, last update. Absent before the
+   * first.
+   */
+  latency: Schema.Struct({
+    answer: Schema.optional(Decayed),
+    firstContent: Schema.optional(Decayed)
+  })
 })
 
 /** A pool's state. */

@@ -152,6 +152,7 @@ const proxy = (current: () => Slot): Router.Service =>
     },
     queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0,
     inFlight: () => current().generation.router.inFlight?.() ?? 0,
+    latency: (upstreamId) => current().generation.router.latency?.(upstreamId) ?? {},
     get idle() {
       return current().generation.router.idle ?? Effect.void
     }

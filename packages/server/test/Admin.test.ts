@@ -238,6 +238,12 @@ describe("admin API, end to end", () => {
       expect(a.budget.requestsLeft).toBe(100 - a.budget.requestsUsed)
       expect(a.health.healthy).toBe(true)
       expect(a.inFlight).toBe(0)
+      // a never answered: no latency yet; b's answers are averaged (decayed latency).
+      expect(a.latency).toEqual({})
+      const b = status.body.upstreams.find((u: { id: string }) => u.id === "b")
+      expect(b.latency.answer.samples).toBe(4)
+      expect(b.latency.answer.ms).toBeGreaterThanOrEqual(0)
+      expect(Date.parse(b.latency.answer.updatedAt)).not.toBeNaN()
       expect(status.body.pools[0]).toMatchObject({ id: "chat", queueDepth: 0, upstreams: ["a", "b"] })
       const reset = yield* admin(gateway, "POST", "/upstreams/a/breaker/reset")
       expect(reset.status).toBe(200)

@@ -111,7 +111,8 @@ export const open = (
         )
         // Handed over before this effect completes: from now on the stream's release (which the
         // router runs if the request is interrupted before the caller holds the stream) ends it.
-        stage.served(request, admitted)
+        request.tick()
+        stage.served(request, admitted, "first-content")
         return Effect.succeed(
           handOver(request, admitted, {
             head,

@@ -1,0 +1,39 @@
+/**
+ * Decayed latency per upstream: how long its whole answers took, and apart from that how long its
+ * streams took to their first content, as averages that forget with time (half of an old average's
+ * weight goes every {@link HALF_LIFE_MS}), kept in the state store beside the guards' state.
+ */
+import type { Local } from "../StateStore.js"
+
+/** A decayed average: milliseconds, when it was last updated (epoch ms), and how many samples it saw. */
+export interface Decayed {
+  readonly ms: number
+  readonly at: number
+  readonly samples: number
+}
+
+/** What is averaged: a whole answer's latency, or a stream's time to its first content. */
+export type Kind = "answer" | "first-content"
+
+/** After this long, an old average weighs half of what it did. */
+export const HALF_LIFE_MS = 10_000
+
+/** The most an old average keeps against a new sample, however soon after it comes. */
+const MAX_KEPT = 0.9
+
+const keyOf = (kind: Kind, upstreamId: string) => `latency:${kind}:${upstreamId}`
+
+/** The average after one more sample of `ms` at `now`. */
+export const decayed = (current: Decayed | undefined, ms: number, now: number): Decayed => {
+  if (current === undefined) return { ms, at: now, samples: 1 }
+  const kept = Math.min(MAX_KEPT, Math.pow(0.5, Math.max(0, now - current.at) / HALF_LIFE_MS))
+  return { ms: kept * current.ms + (1 - kept) * ms, at: now, samples: current.samples + 1 }
+}
+
+/** Records a sample. Synchronous: one state update, no Effect. */
+export const record = (local: Local, kind: Kind, upstreamId: string, ms: number, now: number): void =>
+  local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [undefined, decayed(current, ms, now)])
+
+/** The current average, if the upstream has answered at all. */
+export const read = (local: Local, kind: Kind, upstreamId: string): Decayed | undefined =>
+  local.modify<Decayed, Decayed | undefined>(keyOf(kind, upstreamId), (current) => [current, current])

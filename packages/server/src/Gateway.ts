@@ -108,10 +108,11 @@ export class ListenError extends Data.TaggedError("ListenError")<{
 export type Handler = (request: IncomingMessage, response: ServerResponse) => void
 
 /** An error answer; after routing it names the pool and attempts as a success does. */
-const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string) => {
+const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string, anthropic = false) => {
   const mapped = Errors.toOpenAI(error)
   const decision = "decision" in error ? error.decision : undefined
-  writeJson(res, mapped.status, JSON.stringify(mapped.body), {
+  const body = anthropic ? Messages.errorBody(mapped.status, mapped.body.error.message) : JSON.stringify(mapped.body)
+  writeJson(res, mapped.status, body, {
     ...mapped.headers,
     ...(decision !== undefined ? decisionHeaders(decision) : {}),
     "x-request-id": requestId
@@ -334,9 +335,12 @@ type BodyHandler = (
 
 // ---- Access hooks (client keys, limits, budgets, CORS): the rules live in Access.ts.
 
-/** Answers a refusal of `Access` in OpenAI's envelope. */
-const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string) =>
-  writeJson(res, refusal.status, refusal.body, { ...refusal.headers, "x-request-id": requestId })
+/** Answers a refusal of `Access` in OpenAI's envelope, or Anthropic's on `/v1/messages`. */
+const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string, anthropic = false) =>
+  writeJson(res, refusal.status, anthropic ? Messages.errorBody(refusal.status, refusal.message) : refusal.body, {
+    ...refusal.headers,
+    "x-request-id": requestId
+  })
 
 /** The refusal of a client's request for `model` as an Effect that answers it, or undefined. */
 const refused = (
@@ -344,13 +348,14 @@ const refused = (
   client: Access.Client | undefined,
   model: string,
   res: ServerResponse,
-  requestId: string
+  requestId: string,
+  anthropic = false
 ): Effect.Effect<void> | undefined => {
   // Anyone on an open gateway, and keys without limits or restrictions, need no check.
   if (client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined)
     return undefined
   const refusal = env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis())
-  return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId))
+  return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId, anthropic))
 }
 
 /**
@@ -485,7 +490,7 @@ const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoin
 const messages: BodyHandler = (env, req, res, requestId, text, client) => {
   const decoded = decodeMessages(text)
   if (Either.isRight(decoded)) {
-    const refusal = refused(env, client, decoded.right.model, res, requestId)
+    const refusal = refused(env, client, decoded.right.model, res, requestId, true)
     if (refusal !== undefined) return refusal
   }
   const route = routeOptions(req.headers, env.options, client, requestId, undefined)
@@ -618,8 +623,10 @@ const withBody = (
   client: Access.Client | undefined
 ) => {
   const limit = env.options.maxBodyBytes
+  // Anthropic's clients get their errors in Anthropic's envelope, before routing too.
+  const anthropic = path.startsWith("/v1/messages")
   const tooLarge = () => {
-    writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }), requestId)
+    writeError(res, new Errors.RequestTooLarge({ limitBytes: limit }), requestId, anthropic)
     // The rest of the body is read and dropped, so the connection stays usable.
     req.resume()
   }
@@ -647,6 +654,7 @@ const withBody = (
       const error = new Errors.InvalidRequest({
         message: "the request body is not valid UTF-8; send it encoded as UTF-8"
       })
+      if (anthropic) return writeError(res, error, requestId, true)
       return serve(env, req, res, path, requestId, Effect.fail(error))
     }
     serve(env, req, res, path, requestId, handle(env, req, res, requestId, bytes.toString("utf8"), client), client)
@@ -657,7 +665,8 @@ const withBody = (
     writeError(
       res,
       new Errors.InvalidRequest({ message: `could not read the request body: ${error.message}` }),
-      requestId
+      requestId,
+      anthropic
     )
   })
 }
@@ -670,13 +679,14 @@ const clientOf = (
   env: Env,
   req: IncomingMessage,
   res: ServerResponse,
-  requestId: string
+  requestId: string,
+  anthropic = false
 ): Access.Client | undefined | null => {
   const access = env.options.access
   if (access === undefined) return undefined
   const client = access.authenticate(req.headers)
   if (!(client instanceof Refusal)) return client
-  writeRefusal(res, client, requestId)
+  writeRefusal(res, client, requestId, anthropic)
   return null
 }
 
@@ -713,9 +723,12 @@ const ready = (env: Env, res: ServerResponse, requestId: string) => {
   )
 }
 
+const SHUTTING_DOWN = "the gateway is shutting down; retry on another instance"
+const drainingEnvelope = (_status: number, message: string) => envelope(message, "shutting_down")
+
 /** A request on a kept-alive connection while draining: 503, and the connection closes. */
-const refuseDraining = (res: ServerResponse, requestId: string) =>
-  writeJson(res, 503, envelope("the gateway is shutting down; retry on another instance", "shutting_down"), {
+const refuseDraining = (res: ServerResponse, requestId: string, anthropic = false) =>
+  writeJson(res, 503, (anthropic ? Messages.errorBody : drainingEnvelope)(503, SHUTTING_DOWN), {
     "x-request-id": requestId,
     connection: "close",
     "retry-after": "1"
@@ -757,10 +770,10 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
     case "/v1/messages":
     case "/v1/messages/count_tokens": {
       if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
-      if (env.draining) return refuseDraining(res, id)
+      if (env.draining) return refuseDraining(res, id, true)
       // Anthropic's SDK sends its key as `x-api-key`: it counts as the bearer token.
       Messages.acceptApiKey(req.headers)
-      const client = clientOf(env, req, res, id)
+      const client = clientOf(env, req, res, id, true)
       if (client === null) return
       return withBody(env, req, res, path, id, path === "/v1/messages" ? messages : countTokens, client)
     }

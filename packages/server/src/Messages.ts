@@ -63,6 +63,10 @@ export const acceptApiKey = (headers: IncomingHttpHeaders): void => {
   }
 }
 
+/** Anthropic's error envelope for an answer of `status` saying `message`. */
+export const errorBody = (status: number, message: string): string =>
+  JSON.stringify({ type: "error", error: { type: Anthropic.errorType(status), message } })
+
 /** A pipeline error as Anthropic's error envelope, with the status and headers the OpenAI endpoint uses. */
 const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string): void => {
   const mapped = Errors.toOpenAI(error)

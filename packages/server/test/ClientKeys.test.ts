@@ -259,3 +259,53 @@ describe("exposure", () => {
     })
   )
 })
+
+describe("client keys on /v1/messages: refusals in Anthropic's envelope", () => {
+  const messages = (gateway: { readonly url: string }, headers: Record<string, string>, body?: string) =>
+    Effect.promise(async () => {
+      const res = await fetch(`${gateway.url}/v1/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "anthropic-version": "2023-06-01", ...headers },
+        body:
+          body ?? JSON.stringify({ model: "gpt-4o-mini", max_tokens: 16, messages: [{ role: "user", content: "Hi" }] })
+      })
+      return { status: res.status, retryAfter: res.headers.get("retry-after"), body: await res.json() }
+    })
+
+  it.live("answers 401, 403, 429 with Retry-After and 413 as Anthropic's SDK expects them", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(keyed(KEYS, { maxBodyBytes: 2_000 }), { env })
+      const none = yield* messages(gateway, {})
+      expect(none.status).toBe(401)
+      expect(none.body).toMatchObject({ type: "error", error: { type: "authentication_error" } })
+      const wrong = yield* messages(gateway, { "x-api-key": "sk-not-a-key" })
+      expect(wrong.body).toMatchObject({ type: "error", error: { type: "authentication_error" } })
+      expect(JSON.stringify(wrong.body)).not.toContain("sk-not-a-key")
+      const outside = yield* messages(
+        gateway,
+        { "x-api-key": INTERN },
+        JSON.stringify({ model: "gpt-4o", max_tokens: 16, messages: [{ role: "user", content: "Hi" }] })
+      )
+      expect(outside.status).toBe(403)
+      expect(outside.body).toMatchObject({ type: "error", error: { type: "permission_error" } })
+      // The intern key's 2 requests a minute.
+      expect((yield* messages(gateway, { "x-api-key": INTERN })).status).toBe(200)
+      expect((yield* messages(gateway, { "x-api-key": INTERN })).status).toBe(200)
+      const over = yield* messages(gateway, { "x-api-key": INTERN })
+      expect(over.status).toBe(429)
+      expect(Number(over.retryAfter)).toBeGreaterThan(0)
+      expect(over.body).toMatchObject({ type: "error", error: { type: "rate_limit_error" } })
+      const large = yield* messages(
+        gateway,
+        { "x-api-key": TEAM },
+        JSON.stringify({
+          model: "gpt-4o-mini",
+          max_tokens: 16,
+          messages: [{ role: "user", content: "x".repeat(5_000) }]
+        })
+      )
+      expect(large.status).toBe(413)
+      expect(large.body).toMatchObject({ type: "error", error: { type: "request_too_large" } })
+    }).pipe(Effect.scoped)
+  )
+})

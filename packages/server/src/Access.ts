@@ -131,18 +131,18 @@ const anonymous: Client = {
 
 const keyOf = (name: string) => `client:${name}`
 
-/** Builds the access rules of one config. */
-export const make = (settings: Settings): Service => {
-  const { server, environment, local } = settings
-  const configured = server.auth.keys
-  const required = configured.length > 0
-  // Every key as its digest; a legacy `server.priorities` key is a client with a priority only.
-  const entries: Array<{
-    readonly digest: Buffer
-    readonly client: Client
-    readonly key?: SluiceConfig.ClientKeyConfig
-  }> = []
-  for (const key of configured) {
+/** A client key as `make` holds it: its digest, its client, and its config (none for a legacy key). */
+interface Entry {
+  readonly digest: Buffer
+  readonly client: Client
+  readonly key?: SluiceConfig.ClientKeyConfig
+}
+
+/** Every key as its digest; a legacy `server.priorities` key (only without keys) is a client with a priority only. */
+const entriesOf = (settings: Settings, required: boolean): Array<Entry> => {
+  const { server, environment } = settings
+  const entries: Array<Entry> = []
+  for (const key of server.auth.keys) {
     const secret = environment.clientKeys.get(key.name)
     const hex = key.sha256 ?? (secret === undefined ? undefined : digest(Redacted.value(secret)))
     if (hex === undefined) continue
@@ -181,6 +181,62 @@ export const make = (settings: Settings): Service => {
         client: { ...anonymous, name: `server.priorities[${i}]`, priority: entry.priority }
       })
     )
+  return entries
+}
+
+/** The 429 of a client over one of its limits or budgets. */
+const overLimit = (client: Client, over: ClientUsage.Over): Refusal => {
+  const limits = client.limits
+  const retryAfter = String(Math.max(1, Math.ceil(over.retryAfterMs / 1000)))
+  const headers = { "retry-after": retryAfter }
+  switch (over.limit) {
+    case "rpm":
+    case "tpm": {
+      const unit = over.limit === "rpm" ? "requests" : "tokens"
+      return new Refusal(
+        429,
+        unit,
+        "rate_limit_exceeded",
+        `the key '${client.name}' is over its limit of ${limits[over.limit]} ${unit} per minute; retry after ${retryAfter}s`,
+        headers
+      )
+    }
+    default: {
+      const daily = over.limit === "dailyUsd"
+      return new Refusal(
+        429,
+        "insufficient_quota",
+        "budget_exceeded",
+        `the key '${client.name}' has spent its ${daily ? "daily" : "monthly"} budget of $${daily ? limits.dailyUsd : limits.monthlyUsd}; it renews at the start of the next UTC ${daily ? "day" : "month"}`,
+        headers
+      )
+    }
+  }
+}
+
+/** The CORS headers for a request's `origin`, when `server.cors` allows it. */
+const corsOf = (server: Settings["server"]): ((origin: string | undefined) => Record<string, string> | undefined) => {
+  const origins = server.cors === undefined ? undefined : new Set(server.cors.origins)
+  const maxAge = String(server.cors?.maxAgeSeconds ?? 0)
+  return (origin) => {
+    if (origins === undefined || origin === undefined) return undefined
+    if (!origins.has("*") && !origins.has(origin)) return undefined
+    return {
+      "access-control-allow-origin": origins.has("*") ? "*" : origin,
+      "access-control-allow-methods": "GET, POST, OPTIONS",
+      "access-control-allow-headers": "authorization, content-type, x-request-id, x-sluice-priority, x-session-id",
+      "access-control-expose-headers": "x-request-id, x-sluice-pool, x-sluice-upstream, x-sluice-attempts, retry-after",
+      "access-control-max-age": maxAge,
+      vary: "origin"
+    }
+  }
+}
+
+/** Builds the access rules of one config. */
+export const make = (settings: Settings): Service => {
+  const { server, local } = settings
+  const required = server.auth.keys.length > 0
+  const entries = entriesOf(settings, required)
 
   const find = (presented: string): Client | undefined => {
     const wanted = createHash("sha256").update(presented).digest()
@@ -219,36 +275,10 @@ export const make = (settings: Settings): Service => {
         `the key '${client.name}' may not use model '${model}'; ask the gateway's operator for access`
       )
     if (!client.tracked) return undefined
-    const limits = client.limits
     const over = local.modify<ClientUsage.Usage, ClientUsage.Over | undefined>(keyOf(client.name), (current) =>
-      ClientUsage.admit(current, limits, now)
+      ClientUsage.admit(current, client.limits, now)
     )
-    if (over === undefined) return undefined
-    const retryAfter = String(Math.max(1, Math.ceil(over.retryAfterMs / 1000)))
-    const headers = { "retry-after": retryAfter }
-    switch (over.limit) {
-      case "rpm":
-      case "tpm": {
-        const unit = over.limit === "rpm" ? "requests" : "tokens"
-        return new Refusal(
-          429,
-          unit,
-          "rate_limit_exceeded",
-          `the key '${client.name}' is over its limit of ${limits[over.limit]} ${unit} per minute; retry after ${retryAfter}s`,
-          headers
-        )
-      }
-      default: {
-        const daily = over.limit === "dailyUsd"
-        return new Refusal(
-          429,
-          "insufficient_quota",
-          "budget_exceeded",
-          `the key '${client.name}' has spent its ${daily ? "daily" : "monthly"} budget of $${daily ? limits.dailyUsd : limits.monthlyUsd}; it renews at the start of the next UTC ${daily ? "day" : "month"}`,
-          headers
-        )
-      }
-    }
+    return over === undefined ? undefined : overLimit(client, over)
   }
 
   const priority = (client: Client, headers: IncomingHttpHeaders): number | undefined => {
@@ -271,20 +301,7 @@ export const make = (settings: Settings): Service => {
     ])
   }
 
-  const origins = server.cors === undefined ? undefined : new Set(server.cors.origins)
-  const maxAge = String(server.cors?.maxAgeSeconds ?? 0)
-  const cors = (origin: string | undefined): Record<string, string> | undefined => {
-    if (origins === undefined || origin === undefined) return undefined
-    if (!origins.has("*") && !origins.has(origin)) return undefined
-    return {
-      "access-control-allow-origin": origins.has("*") ? "*" : origin,
-      "access-control-allow-methods": "GET, POST, OPTIONS",
-      "access-control-allow-headers": "authorization, content-type, x-request-id, x-sluice-priority, x-session-id",
-      "access-control-expose-headers": "x-request-id, x-sluice-pool, x-sluice-upstream, x-sluice-attempts, retry-after",
-      "access-control-max-age": maxAge,
-      vary: "origin"
-    }
-  }
+  const cors = corsOf(server)
 
   const keys = (now: number): ReadonlyArray<KeyStatus> =>
     entries.flatMap(({ key, client }) =>

@@ -735,6 +735,25 @@ const refuseDraining = (res: ServerResponse, requestId: string, anthropic = fals
   })
 
 /**
+ * A `POST` endpoint with a body: 405 for another method, 503 while draining, the client's key
+ * checked, then `handler` on the body (refusals in Anthropic's envelope when `anthropic`).
+ */
+const posted = (
+  env: Env,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  id: string,
+  handler: BodyHandler,
+  anthropic = false
+): void => {
+  if (req.method !== "POST") return methodNotAllowed(req, res, "POST", id)
+  if (env.draining) return refuseDraining(res, id, anthropic)
+  const client = clientOf(env, req, res, id, anthropic)
+  if (client !== null) withBody(env, req, res, path, id, handler, client)
+}
+
+/**
  * Answers one HTTP request: routes it by path and method to the handlers above; the health
  * endpoints and `/` are answered synchronously, without an Effect.
  */
@@ -747,36 +766,21 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
   if (req.headers["origin"] !== undefined && corsPreflight(env, req, res, id)) return
   switch (path) {
     case "/v1/chat/completions":
-    case "/chat/completions": {
-      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
-      if (env.draining) return refuseDraining(res, id)
-      const client = clientOf(env, req, res, id)
-      return client === null ? undefined : withBody(env, req, res, path, id, chat, client)
-    }
+    case "/chat/completions":
+      return posted(env, req, res, path, id, chat)
     case "/v1/embeddings":
-    case "/embeddings": {
-      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
-      if (env.draining) return refuseDraining(res, id)
-      const client = clientOf(env, req, res, id)
-      return client === null ? undefined : withBody(env, req, res, path, id, embeddings, client)
-    }
+    case "/embeddings":
+      return posted(env, req, res, path, id, embeddings)
     case "/v1/responses":
-    case "/responses": {
-      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
-      if (env.draining) return refuseDraining(res, id)
-      const client = clientOf(env, req, res, id)
-      return client === null ? undefined : withBody(env, req, res, path, id, responses, client)
-    }
+    case "/responses":
+      return posted(env, req, res, path, id, responses)
     case "/v1/messages":
-    case "/v1/messages/count_tokens": {
-      if (method !== "POST") return methodNotAllowed(req, res, "POST", id)
-      if (env.draining) return refuseDraining(res, id, true)
       // Anthropic's SDK sends its key as `x-api-key`: it counts as the bearer token.
       Messages.acceptApiKey(req.headers)
-      const client = clientOf(env, req, res, id, true)
-      if (client === null) return
-      return withBody(env, req, res, path, id, path === "/v1/messages" ? messages : countTokens, client)
-    }
+      return posted(env, req, res, path, id, messages, true)
+    case "/v1/messages/count_tokens":
+      Messages.acceptApiKey(req.headers)
+      return posted(env, req, res, path, id, countTokens, true)
     case "/v1/models":
     case "/models":
       if (method !== "GET") return methodNotAllowed(req, res, "GET", id)

@@ -10,6 +10,7 @@
  *
  *   npm run build && node --import tsx bench/instructions.ts            # whole answers
  *   BENCH_INSTR_STREAM=1 node --import tsx bench/instructions.ts        # streams
+ *   BENCH_INSTR_TARGET=bare node --import tsx bench/instructions.ts     # the bare proxy, for the ratio
  */
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -25,6 +26,8 @@ const warmup = Number(process.env["BENCH_INSTR_WARMUP"] ?? 300)
 const requests = Number(process.env["BENCH_INSTR_REQUESTS"] ?? 1000)
 const concurrency = Number(process.env["BENCH_INSTR_CONCURRENCY"] ?? 10)
 const stream = process.env["BENCH_INSTR_STREAM"] !== undefined
+/** `sluice` (the gateway) or `bare` (`bench/proxy.ts`, the floor the throughput bar is measured against). */
+const target = process.env["BENCH_INSTR_TARGET"] === "bare" ? "bare" : "sluice"
 const nodeArgs = (process.env["BENCH_SLUICE_NODE_ARGS"] ?? "").split(" ").filter((a) => a !== "")
 
 const body = JSON.stringify({
@@ -73,20 +76,15 @@ pools:
 `
     )
     const out = join(dir, "callgrind.out")
+    const command =
+      target === "bare"
+        ? [process.execPath, "--import", "tsx", join(ROOT, "bench/proxy.ts")]
+        : [process.execPath, ...nodeArgs, SLUICE_BIN, "serve", "--config", config]
     const gateway = start(
-      "sluice (callgrind)",
+      `${target} (callgrind)`,
       "valgrind",
-      [
-        "--tool=callgrind",
-        `--callgrind-out-file=${out}`,
-        process.execPath,
-        ...nodeArgs,
-        SLUICE_BIN,
-        "serve",
-        "--config",
-        config
-      ],
-      { cwd: ROOT }
+      ["--tool=callgrind", `--callgrind-out-file=${out}`, ...command],
+      { cwd: ROOT, env: { BENCH_UPSTREAM: `http://127.0.0.1:${simPort}`, PORT: String(port) } }
     )
     const origin = `http://127.0.0.1:${port}`
     await waitReady(gateway, `${origin}/health`, 300_000)
@@ -103,7 +101,7 @@ pools:
     if (totals === null) throw new Error("no totals in the callgrind dump")
     const perRequest = Number(totals[1]) / requests
     console.log(
-      `${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
+      `${target}, ${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
         `${Math.round(perRequest).toLocaleString("en-US")} instructions per request`
     )
   } finally {

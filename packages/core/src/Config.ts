@@ -319,7 +319,7 @@ export const AuditConfig = Schema.Struct({
   maxBytes: Schema.optionalWith(PositiveInt, { default: () => 10 * 1024 * 1024 }),
   /** Rotated audit files kept besides the current one. */
   files: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 5 }),
-  /** Decisions kept in memory for `GET /admin/decisions` (0 keeps none). */
+  /** Decisions kept in memory for `GET /admin/decisions` (0 keeps none; none without the admin API). */
   keep: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { default: () => 1000 }),
   /**
    * Also keep the request body and, for a whole (not streamed) chat answer, the response with each

@@ -43,6 +43,7 @@ import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } fro
 import { createServer } from "node:http"
 import type * as Access from "./Access.js"
 import { Refusal } from "./Access.js"
+import * as CompiledIs from "./internal/compiledIs.js"
 import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
 import * as Messages from "./Messages.js"
 import * as Responses from "./Responses.js"
@@ -195,7 +196,7 @@ const tooDeepBelow = (key: PropertyKey, item: unknown, levels: number): Array<Pr
  * rejected one is decoded again, for the error.
  */
 const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
-  const valid = Schema.is(schema)
+  const valid = CompiledIs.is(schema)
   const decode = Schema.decodeUnknownEither(schema, { onExcessProperty: "preserve", errors: "all" })
   return (text: string): Either.Either<A, Errors.InvalidRequest> => {
     let document: unknown

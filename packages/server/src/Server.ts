@@ -226,7 +226,11 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
     { host: config.server.host, port: config.server.port },
     { drainMs: options.drainMs ?? config.server.drainMs }
   ).pipe(Layer.provide(gatewayOptions(config, options)))
-  const observe = Observe.layer(config.server.audit)
+  // Kept decisions are read only by the admin API: without it, keeping them would only cost memory
+  // (each would outlive its request long enough to be promoted to the old generation).
+  const observe = Observe.layer(
+    config.server.admin === undefined ? { ...config.server.audit, keep: 0 } : config.server.audit
+  )
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
   const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
   return Layer.merge(announce, reload).pipe(

@@ -9,6 +9,10 @@
  * the router with no guards, and the router with health, breaker and rate limiter.
  *
  * Run it: `node --import tsx bench/router.ts` (after `npm run build`).
+ *
+ * `BENCH_ROUTER_ALLOC=1` also samples what the measured calls allocate (V8's sampling heap profiler,
+ * counting objects the GC has already collected too) and prints bytes per call with the sites that
+ * allocate most: a figure that moves far less than CPU time on a busy machine.
  */
 import type { Wire } from "@sluice/core"
 import {
@@ -26,6 +30,7 @@ import {
 import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Context, Effect, Layer, Option } from "effect"
+import { Session } from "node:inspector"
 
 const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
 const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
@@ -137,6 +142,57 @@ const request: Wire.ChatCompletionRequest = {
 const next = (): Wire.ChatCompletionRequest =>
   fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request
 
+const allocations = process.env["BENCH_ROUTER_ALLOC"] !== undefined
+
+interface ProfileNode {
+  readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number }
+  readonly selfSize: number
+  readonly children: ReadonlyArray<ProfileNode>
+}
+
+/** Samples allocations (collected ones too) while `body` runs; prints bytes per call and the top sites. */
+const sampled = <A, E>(body: Effect.Effect<A, E>, calls: () => number): Effect.Effect<A, E> => {
+  if (!allocations) return body
+  const session = new Session()
+  const post = (method: string, params?: object) =>
+    Effect.async<{ readonly profile?: { readonly head: ProfileNode } }>((resume) =>
+      session.post(method, params, (error, result) =>
+        resume(
+          error ? Effect.die(error) : Effect.succeed(result as { readonly profile?: { readonly head: ProfileNode } })
+        )
+      )
+    )
+  return Effect.gen(function* () {
+    session.connect()
+    yield* post("HeapProfiler.enable")
+    yield* post("HeapProfiler.startSampling", {
+      samplingInterval: 256,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true
+    })
+    const result = yield* body
+    const { profile } = yield* post("HeapProfiler.stopSampling")
+    session.disconnect()
+    const sites = new Map<string, number>()
+    let total = 0
+    const walk = (node: ProfileNode) => {
+      if (node.selfSize > 0) {
+        const { functionName, url, lineNumber } = node.callFrame
+        const site = `${url.replace(/^.*\/(node_modules|packages)\//, "")}:${lineNumber + 1} ${functionName}`
+        sites.set(site, (sites.get(site) ?? 0) + node.selfSize)
+        total += node.selfSize
+      }
+      for (const child of node.children) walk(child)
+    }
+    if (profile !== undefined) walk(profile.head)
+    const n = calls()
+    console.log(`  allocated: ${(total / n).toFixed(0)} bytes per call (sampled); top sites, bytes per call:`)
+    for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, 15))
+      console.log(`    ${(bytes / n).toFixed(0).padStart(6)}  ${site}`)
+    return result
+  })
+}
+
 /** Runs `n` calls from `concurrency` closed-loop workers; prints wall and CPU µs per call. */
 const run = (label: string, n: number, call: () => Effect.Effect<unknown, unknown>) => {
   const each = Math.ceil(n / concurrency)
@@ -146,11 +202,12 @@ const run = (label: string, n: number, call: () => Effect.Effect<unknown, unknow
   return Effect.gen(function* () {
     const start = process.hrtime.bigint()
     const cpu = process.cpuUsage()
-    yield* Effect.all(
+    const total = each * concurrency
+    const calls = Effect.all(
       Array.from({ length: concurrency }, () => worker),
       { concurrency: "unbounded", discard: true }
     )
-    const total = each * concurrency
+    yield* label.endsWith("(warm-up)") ? calls : sampled(calls, () => total)
     const ns = Number(process.hrtime.bigint() - start)
     const used = process.cpuUsage(cpu)
     const perCall = (used.user + used.system) / total

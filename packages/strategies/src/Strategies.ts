@@ -40,7 +40,7 @@ export const make = (
     }
     Object.assign(strategies, custom)
     // Every pool's name was checked above; the fallback only serves a pool that is not in the topology.
-    return Strategy.byName(strategies, strategies[RoundRobin.name] ?? Strategy.first)
+    return Strategy.byName(strategies, strategies[RoundRobin.name] ?? Strategy.first, topology.pools.values())
   })
 
 /**

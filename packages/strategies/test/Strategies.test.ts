@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Config, StateStore, Strategy, Topology } from "@sluice/core"
 import { Array as Arr, Effect, Layer } from "effect"
 import { Strategies } from "../src/index.js"
-import { picks, poolOf, selection, upstreams } from "./fixtures.js"
+import { pick, picks, poolOf, selection, upstreams } from "./fixtures.js"
 
 const provided = (pools: ReadonlyArray<Topology.Pool>, custom?: Record<string, Strategy.Service>) =>
   Strategies.layer(custom).pipe(Layer.provide(Topology.layerPools(pools)), Layer.provide(StateStore.layerMemory))
@@ -24,7 +24,7 @@ describe("Strategies", () => {
       expect(picks(strategy, selection(rr), 4).join("")).toBe("abca")
       expect(picks(strategy, selection(weighted), 7).join("")).toBe("aabacaa")
       expect(picks(strategy, selection(priority), 3).join("")).toBe("aaa")
-      expect(members.map((u) => u.id)).toContain(strategy.select(selection(random)).id)
+      expect(members.map((u) => u.id)).toContain(pick(strategy, selection(random)))
       expect([rr, weighted, priority, random].map((pool) => Strategy.nameOf(strategy, pool))).toEqual([
         "round-robin",
         "weighted",

@@ -142,7 +142,19 @@ describe("the packages as published", () => {
       internal: "ERR_PACKAGE_PATH_NOT_EXPORTED",
       tokens: { tokens: expect.any(Number), exact: true, offThread: 1 },
       strategies: {
-        names: ["round-robin", "weighted", "random", "priority"],
+        names: [
+          "round-robin",
+          "weighted",
+          "random",
+          "priority",
+          "least-connections",
+          "latency",
+          "p2c",
+          "least-tokens",
+          "cost",
+          "headroom",
+          "consistent-hash"
+        ],
         weighted: "built",
         unknown: [expect.stringContaining("pools.chat.strategy")]
       },

@@ -24,21 +24,11 @@ import { Effect, Layer } from "effect"
 import type { Strategy as StrategyTypes } from "../packages/core/src/index.js"
 import { Guard, Live, RateLimiter, StateStore, Strategy, Topology } from "../packages/core/src/index.js"
 import { Strategies } from "../packages/strategies/src/index.js"
+import { seeded } from "./lib/random.js"
 
 const SIZES = [10, 100, 1_000, 10_000] as const
 const MEASURE_MS = Number(process.env["DECISION_MS"] ?? 150)
 const NOW = 1_000_000
-
-/** A small seeded generator (xorshift), so every run sets up the same state. */
-const seeded = (seed: number) => {
-  let state = seed >>> 0 || 1
-  return () => {
-    state ^= state << 13
-    state ^= state >>> 17
-    state ^= state << 5
-    return (state >>> 0) / 4_294_967_296
-  }
-}
 
 /** Reads and writes of the state store's `local` state since the last reset. */
 let reads = 0

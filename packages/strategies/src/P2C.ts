@@ -2,7 +2,8 @@
  * P2C: the power of two choices with peak-EWMA, as Finagle, tower and agentgateway balance. Each
  * pick draws two distinct candidates at random and takes the one with the lower
  * `latency × (in flight + 1) / weight`, where latency is the candidate's peak-EWMA (a slow answer
- * counts at once, then is forgotten as the average is; for a stream, of its time to first content).
+ * counts at once, then is forgotten as the average is; for a stream, of its time to first content),
+ * divided by the candidate's share of recent successes (a failure costs another try).
  * Two candidates read, whatever the size of the pool: O(1) per pick, and no herd — a candidate that
  * just looked best is not what every request piles onto.
  *
@@ -16,16 +17,19 @@
 import type { Topology } from "@sluice/core"
 import { Strategy } from "@sluice/core"
 import { Effect, Layer } from "effect"
-import { kindOf, stale } from "./Latency.js"
+import { kindOf, stale, withFailures } from "./Latency.js"
 import { usableWeight } from "./internal/weights.js"
 
 /** The name pools use to pick this strategy (`strategy: p2c`), and the one recorded in decisions. */
 export const name = "p2c"
 
-/** The latency a candidate is judged by: its peak; undefined when it has none, or a stale one. */
+/**
+ * The latency a candidate is judged by: its peak, divided by its share of recent successes (as
+ * `latency` judges failures); undefined when it has none, or a stale one.
+ */
 const judged = (upstream: Topology.Upstream, selection: Strategy.Selection): number | undefined => {
   const own = selection.live.latency(upstream, kindOf(selection))
-  return own === undefined || stale(own, selection.now) ? undefined : own.peak
+  return own === undefined || stale(own, selection.now) ? undefined : withFailures(own.peak, upstream, selection)
 }
 
 /**

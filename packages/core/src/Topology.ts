@@ -41,6 +41,8 @@ export interface Upstream {
    */
   readonly capabilities: ReadonlyArray<SluiceConfig.Capability> | undefined
   readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
+  /** How good its answers are, 0 to 1, when the config says (`quality`). */
+  readonly quality?: number | undefined
   readonly timeoutMs: number
   readonly headers: Readonly<Record<string, string>>
   /**
@@ -68,6 +70,10 @@ export interface Pool {
   readonly queue: SluiceConfig.QueueConfig
   readonly retry: SluiceConfig.RetryConfig
   readonly sticky: SluiceConfig.StickyConfig | undefined
+  /** Settings of the `cost` strategy, when the config has them. */
+  readonly cost?: SluiceConfig.CostConfig | undefined
+  /** Settings of the `consistent-hash` strategy, when the config has them. */
+  readonly consistentHash?: SluiceConfig.ConsistentHashConfig | undefined
   /** Completion tokens reserved when a request sets no `max_tokens`. */
   readonly defaultMaxTokens: number
 }
@@ -134,6 +140,7 @@ export const fromConfig = (
         contextWindow: u.contextWindow,
         capabilities: capabilitiesOf(u.capabilities, kind?.capabilities),
         pricing: u.pricing,
+        quality: u.quality,
         timeoutMs: u.timeoutMs,
         headers: u.headers ?? {},
         simulated: simulated.has(u.provider),
@@ -162,6 +169,8 @@ export const fromConfig = (
         queue: p.queue ?? defaults.queue,
         retry: p.retry ?? defaults.retry,
         sticky: p.sticky,
+        cost: p.cost,
+        consistentHash: p.consistentHash,
         defaultMaxTokens: p.defaultMaxTokens
       })
     }

@@ -156,11 +156,29 @@ export type StickyConfig = typeof StickyConfig.Type
 
 /**
  * What a request may need of an upstream: `vision` (image parts), `audio` (audio input), `tools`,
- * `json_schema` (structured output), `n` (more than one choice), `embeddings`.
+ * `json_schema` (structured output), `n` (more than one choice), `embeddings`, `completions` (the
+ * legacy `POST /completions`), `responses` (`POST /responses` served natively, with its stored state).
+ * `responses` is opt-in ({@link OPT_IN_CAPABILITIES}): only an upstream whose kind or own list names
+ * it has it.
  */
-export const Capability = Schema.Literal("vision", "audio", "tools", "json_schema", "n", "embeddings")
+export const Capability = Schema.Literal(
+  "vision",
+  "audio",
+  "tools",
+  "json_schema",
+  "n",
+  "embeddings",
+  "completions",
+  "responses"
+)
 /** What a request may need of an upstream. */
 export type Capability = typeof Capability.Type
+
+/**
+ * Capabilities an upstream has only when its kind's or its own list names them: an upstream that
+ * lists nothing takes everything else. Few OpenAI-compatible servers serve OpenAI's Responses API.
+ */
+export const OPT_IN_CAPABILITIES: ReadonlyArray<Capability> = ["responses"]
 
 /** One upstream deployment: a provider endpoint serving one model. */
 export const UpstreamConfig = Schema.Struct(

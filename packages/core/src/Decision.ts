@@ -20,7 +20,8 @@ export interface AttemptRecord {
 /** What the router did with one request. */
 export interface Decision {
   readonly requestId: string
-  readonly operation: "chat" | "embeddings"
+  /** `completions` and `responses` are requests forwarded to an endpoint of the upstream's own API. */
+  readonly operation: "chat" | "embeddings" | "completions" | "responses"
   readonly stream: boolean
   /** The model the client asked for. */
   readonly model: string

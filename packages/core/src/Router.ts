@@ -25,6 +25,7 @@ import { Guards } from "./Guard.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
 import * as LatencyAverage from "./internal/latency.js"
 import { Request } from "./internal/request.js"
+import * as Forwarding from "./internal/forward.js"
 import * as Streaming from "./internal/stream.js"
 import { Matcher } from "./Matcher.js"
 import type { Answer } from "./Provider.js"
@@ -48,8 +49,15 @@ import type {
 } from "./Wire.js"
 import { requestedMaxTokens } from "./Wire.js"
 
+export type { Answered, Forwarded } from "./internal/forward.js"
 export type { RouteOptions } from "./internal/request.js"
 export type { RoutedStream } from "./internal/stream.js"
+
+/** A forwarded stream that has started, and whether its events are the endpoint's own (else chat chunks). */
+export interface ForwardedStream {
+  readonly stream: Streaming.RoutedStream
+  readonly native: boolean
+}
 
 /** A response with the decision that produced it. */
 export interface Routed<A> {
@@ -77,6 +85,21 @@ export interface Service {
     request: EmbeddingsRequest,
     options?: RouteOptions
   ) => Effect.Effect<Routed<EmbeddingsResponse>, RouterError>
+  /**
+   * A request for an endpoint Sluice passes through (`completions`, `responses`): sent to an upstream
+   * that serves it — or, when the request carries its chat translation, to any upstream, translated
+   * where the endpoint is not its own. Same pools, guards, retries and decision as a chat request;
+   * when no upstream can take it, the capability refusal names the pool and its upstreams.
+   */
+  readonly forward: (
+    request: Forwarding.Forwarded,
+    options?: RouteOptions
+  ) => Effect.Effect<Routed<Forwarding.Answered>, RouterError>
+  /** {@link forward}, streamed (the body's `stream` flag is ignored). */
+  readonly forwardStream: (
+    request: Forwarding.Forwarded,
+    options?: RouteOptions
+  ) => Effect.Effect<ForwardedStream, RouterError>
   /** The models the pools serve (exact names and aliases). */
   readonly models: Effect.Effect<ReadonlyArray<Model>>
   /** Requests waiting in a pool's queue now (for the admin API); optional for routers built elsewhere. */
@@ -144,7 +167,7 @@ const liveRandom = Context.get(DefaultServices.liveServices, Random.Random)
 
 /** What one operation routes: its name, its prompt and what it asks of the completion. */
 interface Operation {
-  readonly name: "chat" | "embeddings"
+  readonly name: Decision["operation"]
   readonly stream: boolean
   readonly model: string
   readonly user: string | undefined
@@ -235,6 +258,23 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         completionUsage
       ),
     chatStream: (chat, options) => chatStream(p, chat, options),
+    forward: (forwarded, options) =>
+      whole(
+        p,
+        { "gen_ai.operation.name": forwarded.endpoint },
+        forwardOperation(p, forwarded, false),
+        options,
+        Forwarding.call(provider, forwarded),
+        Forwarding.usageOf
+      ),
+    forwardStream: (forwarded, options) => {
+      let native = false
+      const start = Forwarding.start(provider, forwarded, (own) => (native = own))
+      return Effect.map(
+        chatStream(p, Forwarding.chatOf(forwarded), options, forwardOperation(p, forwarded, true), start),
+        (stream): ForwardedStream => ({ stream, native })
+      )
+    },
     embeddings: (body, options) =>
       whole(
         p,
@@ -428,6 +468,23 @@ const chatOperation = (p: Pipeline, chat: ChatCompletionRequest, stream: boolean
   needs: needsOf(chat)
 })
 
+const forwardOperation = (p: Pipeline, forwarded: Forwarding.Forwarded, stream: boolean): Operation => {
+  const chat = forwarded.chat
+  const tokens = chat === undefined ? Forwarding.estimateBody(forwarded) : 0
+  return {
+    name: forwarded.endpoint,
+    stream,
+    model: forwarded.body.model,
+    user: typeof forwarded.body["user"] === "string" ? forwarded.body["user"] : undefined,
+    prompt:
+      chat !== undefined
+        ? new ChatPrompt(p.counter, chat)
+        : { estimate: () => ({ tokens, exact: false }), exact: () => Effect.succeed({ tokens, exact: false }) },
+    requestedOutputTokens: Forwarding.requestedOutputTokens(forwarded),
+    needs: Forwarding.needs(forwarded)
+  }
+}
+
 const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
   const tokens = embeddingTokens(body)
   return {
@@ -465,11 +522,16 @@ const whole = <A>(
     )
   )
 
-/** Routes a streaming chat completion; see {@link Service.chatStream}. */
+/**
+ * Routes a streaming chat completion; see {@link Service.chatStream}. A forwarded stream passes its
+ * own operation and how each attempt opens its stream (`start`).
+ */
 const chatStream = (
   p: Pipeline,
   chat: ChatCompletionRequest,
-  options: RouteOptions | undefined
+  options: RouteOptions | undefined,
+  operation?: Operation,
+  start?: Streaming.Start
 ): Effect.Effect<Streaming.RoutedStream, RouterError> =>
   Effect.withFiberRuntime((fiber) => {
     // The request, once an attempt was admitted: a stream it started but did not hand back (the
@@ -480,12 +542,12 @@ const chatStream = (
         route(
           p,
           fiber,
-          chatOperation(p, chat, true),
+          operation ?? chatOperation(p, chat, true),
           options,
           span,
           (request, admitted) => {
             routed = request
-            return Streaming.open(p.attempt, p.provider, request, admitted, chat, span)
+            return Streaming.open(p.attempt, p.provider, request, admitted, chat, span, start)
           },
           (stream) => stream
         ),
@@ -496,7 +558,7 @@ const chatStream = (
     // or is interrupted; once the stream runs, its release ends it with the final decision.
     return Effect.flatMap(
       Effect.makeSpan("sluice.route", {
-        attributes: { "gen_ai.operation.name": "chat", "sluice.stream": true },
+        attributes: { "gen_ai.operation.name": operation?.name ?? "chat", "sluice.stream": true },
         captureStackTrace: false
       }),
       (span) =>

@@ -5,8 +5,7 @@
  * their endpoints and quirks); translating providers (`anthropic`, `gemini`, the native `ollama`)
  * plug in here by kind.
  */
-import type { Config } from "@sluice/core"
-import { Errors, Provider } from "@sluice/core"
+import { Config, Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
 import * as Anthropic from "./Anthropic.js"
 import * as Gemini from "./Gemini.js"
@@ -31,15 +30,27 @@ interface Preset {
  * endpoints and quirks, the local servers at their default ports, and the translated providers.
  * `openai-compatible` and `azure` (whose URL names the resource and deployment) need a `baseUrl`.
  */
+/** Every capability but the legacy completions endpoint and the opt-in ones, for services without `/completions`. */
+const noCompletions: ReadonlyArray<Config.Capability> = Config.Capability.literals.filter(
+  (c) => c !== "completions" && !Config.OPT_IN_CAPABILITIES.includes(c)
+)
+
 export const presets: ReadonlyArray<Preset> = [
-  { name: "openai", baseUrl: "https://api.openai.com/v1" },
+  // OpenAI keeps responses (`previous_response_id`, `store`): its `/responses` is passed through.
+  { name: "openai", baseUrl: "https://api.openai.com/v1", capabilities: Config.Capability.literals },
   { name: "openai-compatible" },
   // Azure OpenAI: `baseUrl: https://<resource>.openai.azure.com/openai/deployments/<deployment>?api-version=<version>`
   // (or the v1 API, `https://<resource>.openai.azure.com/openai/v1`); the key goes in `api-key`.
   { name: "azure", openai: { auth: (key) => ({ "api-key": key }) } },
-  { name: "groq", baseUrl: "https://api.groq.com/openai/v1" },
+  // Groq, Mistral and Cohere serve no legacy `/completions`.
+  { name: "groq", baseUrl: "https://api.groq.com/openai/v1", capabilities: noCompletions },
   // Mistral refuses fields it does not know (422), `stream_options` among them; its last chunk has usage anyway.
-  { name: "mistral", baseUrl: "https://api.mistral.ai/v1", openai: { drop: ["stream_options"] } },
+  {
+    name: "mistral",
+    baseUrl: "https://api.mistral.ai/v1",
+    capabilities: noCompletions,
+    openai: { drop: ["stream_options"] }
+  },
   { name: "together", baseUrl: "https://api.together.xyz/v1" },
   { name: "deepseek", baseUrl: "https://api.deepseek.com/v1" },
   { name: "openrouter", baseUrl: "https://openrouter.ai/api/v1" },
@@ -47,7 +58,7 @@ export const presets: ReadonlyArray<Preset> = [
   { name: "cerebras", baseUrl: "https://api.cerebras.ai/v1" },
   { name: "xai", baseUrl: "https://api.x.ai/v1" },
   // Cohere's OpenAI compatibility API.
-  { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1" },
+  { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1", capabilities: noCompletions },
   { name: "vllm", baseUrl: "http://localhost:8000/v1" },
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
   // Native Ollama: no `n`, no audio (and images as data only).
@@ -104,6 +115,14 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
       message: `no provider for kind '${upstream.provider}'; known: ${Object.keys(providers).join(", ")}`,
       retryable: false
     })
+  // An upstream whose capabilities name an endpoint its provider cannot pass through: a config mistake too.
+  const unforwarded = (upstream: { readonly id: string; readonly provider: string }, forward: Provider.Forward) =>
+    new Errors.UpstreamError({
+      upstream: upstream.id,
+      kind: "protocol",
+      message: `the ${upstream.provider} provider cannot pass /${forward.endpoint} through; remove '${forward.endpoint}' from the upstream's capabilities`,
+      retryable: false
+    })
   return Provider.Provider.of({
     chat: (upstream, call) => {
       const p = providers[upstream.provider]
@@ -116,6 +135,16 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
     embeddings: (upstream, call) => {
       const p = providers[upstream.provider]
       return p === undefined ? Effect.fail(unknown(upstream)) : p.embeddings(upstream, call)
+    },
+    forward: (upstream, call) => {
+      const p = providers[upstream.provider]
+      if (p?.forward === undefined) return Effect.fail(unforwarded(upstream, call.request))
+      return p.forward(upstream, call)
+    },
+    forwardStream: (upstream, call) => {
+      const p = providers[upstream.provider]
+      if (p?.forwardStream === undefined) return Effect.fail(unforwarded(upstream, call.request))
+      return p.forwardStream(upstream, call)
     },
     enforcesTimeout: (upstream) => providers[upstream.provider]?.enforcesTimeout?.(upstream) === true
   })

@@ -89,6 +89,12 @@ export interface Options {
    */
   readonly baseUrls?: ReadonlyMap<string, string>
   /**
+   * The provider kind to call some upstreams as, by upstream id, when it is not their own: a
+   * simulated upstream started in process that speaks another provider's API (its `simulate.dialect`)
+   * is called — and takes what it takes — as that provider. It stays `simulated`.
+   */
+  readonly callAs?: ReadonlyMap<string, string>
+  /**
    * The provider kinds the config was checked against ({@link SluiceConfig.DecodeOptions.providers}):
    * an upstream is `simulated` when its kind says so, and one without a `baseUrl` gets its kind's
    * `defaultBaseUrl`. Without them no upstream is simulated or defaulted.
@@ -114,7 +120,8 @@ export const fromConfig = (
     const upstreams = new Map<string, Upstream>()
     for (const [i, u] of config.upstreams.entries()) {
       const apiKey: Option.Option<Redacted.Redacted<string>> = Option.fromNullable(environment.upstreamKeys.get(u.id))
-      const kind = kinds.get(u.provider)
+      const provider = options.callAs?.get(u.id) ?? u.provider
+      const kind = kinds.get(provider)
       const baseUrl = u.baseUrl ?? baseUrls.get(u.id) ?? kind?.defaultBaseUrl
       if (baseUrl === undefined) {
         problems.push(`upstreams[${i}].baseUrl: '${u.id}' has no URL; set one in the config`)
@@ -123,7 +130,7 @@ export const fromConfig = (
       upstreams.set(u.id, {
         id: u.id,
         name: u.name ?? u.id,
-        provider: u.provider,
+        provider,
         baseUrl: baseUrl.replace(/\/+$/, ""),
         model: u.model,
         apiKey,

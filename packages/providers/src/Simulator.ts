@@ -113,6 +113,8 @@ const Probability = Schema.Number.pipe(Schema.between(0, 1))
  * (`Providers.simulated`), so a config is checked against it when it loads.
  */
 export const SimulateOptions = Schema.Struct({
+  /** The API it speaks (default `openai`); the gateway calls it as that provider. */
+  dialect: Schema.optionalWith(Schema.Literal(...dialects), { exact: true }),
   latencyMs: Schema.optionalWith(NonNegative, { exact: true }),
   ttftMs: Schema.optionalWith(NonNegative, { exact: true }),
   tokensPerSecond: Schema.optionalWith(NonNegative, { exact: true }),

@@ -3,6 +3,7 @@
  * `upstreams[1].weight: Expected a positive number, actual -3`. Secrets never appear in the file:
  * an upstream names the environment variable that holds its API key (`apiKeyEnv`).
  */
+import type { Rules as TokenRules } from "./TokenCounter.js"
 import { Array as Arr, Config as EnvConfig, Effect, Either, ParseResult, Redacted, Schema } from "effect"
 import { deeperThan } from "./internal/deepJson.js"
 
@@ -584,6 +585,12 @@ export interface ProviderKind {
   readonly defaultBaseUrl?: string
   /** What the kind's API can take at all; absent, every {@link Capability}. An upstream may narrow it. */
   readonly capabilities?: ReadonlyArray<Capability>
+  /**
+   * How upstreams of this kind count prompt tokens, when not by OpenAI's tiktoken rule for the
+   * model's name (the default): see `TokenCounter.Rules`. The context-window check and the token
+   * budgets of such an upstream use it, and the decision marks its count as an estimate.
+   */
+  readonly tokens?: TokenRules
   /** Upstreams of this kind only pretend to be a provider (`Topology.Upstream.simulated`). Default false. */
   readonly simulated?: boolean
   /** The kind's own settings, if it has any. */

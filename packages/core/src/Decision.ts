@@ -51,6 +51,12 @@ export interface Decision {
    * calibrated estimate decided (every limit was far).
    */
   readonly promptTokensCounted: boolean
+  /**
+   * How the upstream of the last attempt counts prompt tokens, when not by OpenAI's tiktoken rule
+   * for the model's name (`TokenCounter.Rules`: `anthropic`, `gemini`, `estimate`): `promptTokens`
+   * is then that rule's count, an estimate. Undefined for the default.
+   */
+  readonly promptTokensRules: string | undefined
   readonly inputTokens: number | undefined
   readonly outputTokens: number | undefined
   readonly outcome: "success" | "error" | "interrupted"
@@ -81,6 +87,7 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
     "sluice.tokens.prompt": d.promptTokens,
     "sluice.tokens.prompt_exact": d.promptTokensExact,
     "sluice.tokens.prompt_counted": d.promptTokensCounted,
+    ...(d.promptTokensRules !== undefined ? { "sluice.tokens.prompt_rules": d.promptTokensRules } : {}),
     "sluice.outcome": d.outcome
   }
   if (d.upstream !== undefined) attributes["sluice.upstream"] = d.upstream
@@ -111,6 +118,7 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   backoffMs = 0
   sticky: Decision["sticky"] = undefined
   promptTokensCounted = false
+  promptTokensRules: string | undefined = undefined
   inputTokens: number | undefined = undefined
   outputTokens: number | undefined = undefined
   outcome: Decision["outcome"] = "interrupted"

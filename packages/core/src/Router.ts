@@ -36,7 +36,8 @@ import * as SelectStage from "./Select.js"
 import { StateStore } from "./StateStore.js"
 import { Strategy, nameOf } from "./Strategy.js"
 import type { Service as TokenCounterService } from "./TokenCounter.js"
-import { TokenCounter, estimateText } from "./TokenCounter.js"
+import type { Rules } from "./TokenCounter.js"
+import { TokenCounter, estimateAs, estimateText } from "./TokenCounter.js"
 import type { Pool } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
 import type {
@@ -584,6 +585,9 @@ class ChatPrompt implements Prompt {
   }
   exact(model: string) {
     return this.counter.count(this.chat, model)
+  }
+  as(model: string, rules: Rules) {
+    return estimateAs(this.chat, model, rules)
   }
 }
 

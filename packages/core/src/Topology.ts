@@ -2,6 +2,7 @@
  * The pools and upstreams a router serves, resolved from the config: defaults applied, API keys
  * read from the environment as `Redacted`.
  */
+import type { Rules as TokenRules } from "./TokenCounter.js"
 import type { Redacted } from "effect"
 import { Context, Effect, Layer, Option } from "effect"
 import * as SluiceConfig from "./Config.js"
@@ -40,6 +41,11 @@ export interface Upstream {
    * neither says (it takes everything).
    */
   readonly capabilities: ReadonlyArray<SluiceConfig.Capability> | undefined
+  /**
+   * How it counts prompt tokens, when not by OpenAI's tiktoken rule for the model's name: its
+   * provider kind's `tokens` (see `TokenCounter.Rules`); undefined for the default.
+   */
+  readonly tokens: TokenRules | undefined
   readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
   readonly timeoutMs: number
   readonly headers: Readonly<Record<string, string>>
@@ -140,6 +146,7 @@ export const fromConfig = (
         limits: u.limits ?? {},
         contextWindow: u.contextWindow,
         capabilities: capabilitiesOf(u.capabilities, kind?.capabilities),
+        tokens: kind?.tokens,
         pricing: u.pricing,
         timeoutMs: u.timeoutMs,
         headers: u.headers ?? {},
@@ -209,6 +216,7 @@ export const upstream = (
   limits: {},
   contextWindow: undefined,
   capabilities: undefined,
+  tokens: undefined,
   pricing: undefined,
   timeoutMs: 60_000,
   headers: {},

@@ -5,6 +5,7 @@
  * their endpoints and quirks); translating providers (`anthropic`, `gemini`, the native `ollama`)
  * plug in here by kind.
  */
+import type { TokenCounter } from "@sluice/core"
 import { Config, Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
 import * as Anthropic from "./Anthropic.js"
@@ -22,6 +23,8 @@ interface Preset {
   readonly baseUrl?: string
   /** What the provider's API can take, when not everything (see `Config.Capability`). */
   readonly capabilities?: ReadonlyArray<Config.Capability>
+  /** How its upstreams count prompt tokens, when not by OpenAI's tiktoken rule (`TokenCounter.Rules`). */
+  readonly tokens?: TokenCounter.Rules
   readonly openai?: OpenAICompatible.Options
 }
 
@@ -62,20 +65,33 @@ export const presets: ReadonlyArray<Preset> = [
   { name: "vllm", baseUrl: "http://localhost:8000/v1" },
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
   // Native Ollama: no `n`, no audio (and images as data only).
-  { name: "ollama", baseUrl: "http://localhost:11434", capabilities: ["vision", "tools", "json_schema", "embeddings"] },
+  // Its models' tokenizers are their own and undocumented here: counts are estimates.
+  {
+    name: "ollama",
+    baseUrl: "http://localhost:11434",
+    capabilities: ["vision", "tools", "json_schema", "embeddings"],
+    tokens: "estimate"
+  },
   // Anthropic: one choice per request, no audio input, no embeddings API.
-  { name: "anthropic", baseUrl: "https://api.anthropic.com/v1", capabilities: ["vision", "tools", "json_schema"] },
+  {
+    name: "anthropic",
+    baseUrl: "https://api.anthropic.com/v1",
+    capabilities: ["vision", "tools", "json_schema"],
+    tokens: "anthropic"
+  },
   {
     name: "gemini",
     baseUrl: "https://generativelanguage.googleapis.com/v1beta",
-    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"]
+    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"],
+    tokens: "gemini"
   }
 ]
 
 const kindOf = (preset: Preset): Config.ProviderKind => ({
   name: preset.name,
   ...(preset.baseUrl === undefined ? { needsBaseUrl: true } : { needsBaseUrl: false, defaultBaseUrl: preset.baseUrl }),
-  ...(preset.capabilities !== undefined ? { capabilities: preset.capabilities } : {})
+  ...(preset.capabilities !== undefined ? { capabilities: preset.capabilities } : {}),
+  ...(preset.tokens !== undefined ? { tokens: preset.tokens } : {})
 })
 
 /**

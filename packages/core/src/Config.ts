@@ -158,9 +158,10 @@ export type StickyConfig = typeof StickyConfig.Type
 /**
  * What a request may need of an upstream: `vision` (image parts), `audio` (audio input), `tools`,
  * `json_schema` (structured output), `n` (more than one choice), `embeddings`, `completions` (the
- * legacy `POST /completions`), `responses` (`POST /responses` served natively, with its stored state).
- * `responses` is opt-in ({@link OPT_IN_CAPABILITIES}): only an upstream whose kind or own list names
- * it has it.
+ * legacy `POST /completions`), `responses` (`POST /responses` served natively, with its stored state),
+ * `prefill` (continues a final assistant message: a stream's continuation, see {@link PoolStreamConfig}).
+ * `responses` and `prefill` are opt-in ({@link OPT_IN_CAPABILITIES}): only an upstream whose kind or own
+ * list names them has them.
  */
 export const Capability = Schema.Literal(
   "vision",
@@ -170,16 +171,18 @@ export const Capability = Schema.Literal(
   "n",
   "embeddings",
   "completions",
-  "responses"
+  "responses",
+  "prefill"
 )
 /** What a request may need of an upstream. */
 export type Capability = typeof Capability.Type
 
 /**
  * Capabilities an upstream has only when its kind's or its own list names them: an upstream that
- * lists nothing takes everything else. Few OpenAI-compatible servers serve OpenAI's Responses API.
+ * lists nothing takes everything else. Few OpenAI-compatible servers serve OpenAI's Responses API,
+ * or continue a final assistant message rather than answer after it.
  */
-export const OPT_IN_CAPABILITIES: ReadonlyArray<Capability> = ["responses"]
+export const OPT_IN_CAPABILITIES: ReadonlyArray<Capability> = ["responses", "prefill"]
 
 /** One upstream deployment: a provider endpoint serving one model. */
 export const UpstreamConfig = Schema.Struct(
@@ -227,6 +230,16 @@ export const UpstreamConfig = Schema.Struct(
 /** One upstream as written in the config file; keys beyond core's are its provider kind's settings. */
 export type UpstreamConfig = typeof UpstreamConfig.Type
 
+/**
+ * A pool's streams. `resume`: when an upstream fails after content reached the client, another
+ * upstream of the pool that can continue an assistant message (capability `prefill`: Anthropic,
+ * vLLM, Ollama) is asked to continue from the text already sent, and the client receives one
+ * uninterrupted stream; where none can, the in-band error stays. Off by default.
+ */
+export const PoolStreamConfig = Schema.Struct({
+  resume: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+
 /** A pool: a set of upstreams serving a family of model names. */
 export const PoolConfig = Schema.Struct({
   id: Id,
@@ -247,7 +260,9 @@ export const PoolConfig = Schema.Struct({
   retry: Schema.optional(RetryConfig),
   sticky: Schema.optional(StickyConfig),
   /** Completion tokens reserved against TPM budgets when a request sets no `max_tokens`. */
-  defaultMaxTokens: Schema.optionalWith(PositiveInt, { default: () => 1024 })
+  defaultMaxTokens: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
+  /** How the pool's streams are served. */
+  stream: Schema.optional(PoolStreamConfig)
 })
 /** A pool as written in the config file. */
 export type PoolConfig = typeof PoolConfig.Type

@@ -17,6 +17,18 @@ export interface AttemptRecord {
   readonly error?: string
 }
 
+/** A stream continued by another upstream after its upstream failed mid-stream (a pool's `stream.resume`). */
+export interface Resumption {
+  /** The upstream that continued. */
+  readonly upstream: string
+  /** The continuation's own request id (`<id>-resume-<n>`), as its trace and logs name it. */
+  readonly requestId: string
+  /** Characters of content the client had received when the stream broke off. */
+  readonly afterChars: number
+  /** The failure that broke it off. */
+  readonly after: string
+}
+
 /** What the router did with one request. */
 export interface Decision {
   readonly requestId: string
@@ -57,6 +69,11 @@ export interface Decision {
    * is then that rule's count, an estimate. Undefined for the default.
    */
   readonly promptTokensRules: string | undefined
+  /**
+   * A stream's continuations, when its upstream failed after content and another continued it;
+   * `attempts` then lists the continuations' attempts too, and `upstream` the one that ended it.
+   */
+  readonly resumed?: ReadonlyArray<Resumption>
   readonly inputTokens: number | undefined
   readonly outputTokens: number | undefined
   readonly outcome: "success" | "error" | "interrupted"

@@ -12,7 +12,7 @@
  * when spans are exported.
  */
 import type { Tracer } from "effect"
-import { Cause, Chunk, Clock, Context, DefaultServices, Effect, Layer, Option, Random, Stream } from "effect"
+import { Cause, Chunk, Clock, Context, DefaultServices, Effect, Layer, Option, Random, Runtime, Stream } from "effect"
 import type { Fiber } from "effect"
 import { randomFillSync } from "node:crypto"
 import * as AttemptStage from "./Attempt.js"
@@ -26,6 +26,7 @@ import type { Prompt, RouteOptions } from "./internal/request.js"
 import * as LatencyAverage from "./internal/latency.js"
 import { Request } from "./internal/request.js"
 import * as Forwarding from "./internal/forward.js"
+import * as Resume from "./internal/resume.js"
 import * as Streaming from "./internal/stream.js"
 import { Matcher } from "./Matcher.js"
 import type { Answer } from "./Provider.js"
@@ -241,6 +242,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     chains: new Map(),
     load: new Load()
   }
+  // Only a config with a pool that resumes streams pays for the check.
+  const resumes = matcher.models.some(({ pool }) => matcher.pool(pool)?.resume === true)
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({
     id,
     object: "model",
@@ -258,7 +261,9 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           provider.chat(upstream, { request: chat, model, body: options?.body, traced, defaultMaxTokens: maxTokens }),
         completionUsage
       ),
-    chatStream: (chat, options) => chatStream(p, chat, options),
+    chatStream: resumes
+      ? (chat, options) => resumingStream(p, chat, options)
+      : (chat, options) => chatStream(p, chat, options),
     forward: (forwarded, options) =>
       whole(
         p,
@@ -367,6 +372,7 @@ const start = (
     random === liveRandom ? Math.random : () => Effect.runSync(random.next)
   )
   request.needs = operation.needs
+  if (options?.avoid !== undefined) request.failed = [...options.avoid]
   return request
 }
 
@@ -573,6 +579,30 @@ const chatStream = (
         )
     )
   })
+
+/**
+ * A chat stream whose pool resumes streams (`stream.resume`): read through `Resume`, which routes a
+ * continuation — needing `prefill` of its upstream — when the upstream fails after content.
+ */
+const resumingStream = (
+  p: Pipeline,
+  chat: ChatCompletionRequest,
+  options: RouteOptions | undefined
+): Effect.Effect<Streaming.RoutedStream, RouterError> =>
+  Effect.flatMap(chatStream(p, chat, options), (routed) =>
+    p.matcher.pool(routed.pool)?.resume !== true || !Resume.resumable(chat)
+      ? Effect.succeed(routed)
+      : Effect.map(Effect.runtime<never>(), (runtime) =>
+          Resume.resuming(routed, chat, options ?? {}, {
+            open: (continued, continuedOptions) =>
+              chatStream(p, continued, continuedOptions, {
+                ...chatOperation(p, continued, true),
+                needs: [...(needsOf(continued) ?? []), "prefill"]
+              }),
+            fork: Runtime.runFork(runtime)
+          })
+        )
+  )
 
 /** A chat request's prompt, counted by the pipeline's counter (a class: no closures per request). */
 class ChatPrompt implements Prompt {

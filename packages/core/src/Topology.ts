@@ -76,6 +76,8 @@ export interface Pool {
   readonly sticky: SluiceConfig.StickyConfig | undefined
   /** Completion tokens reserved when a request sets no `max_tokens`. */
   readonly defaultMaxTokens: number
+  /** Whether a stream that breaks off after content is continued by another upstream (`stream.resume`). */
+  readonly resume: boolean
 }
 
 /** The resolved pools and upstreams. */
@@ -176,7 +178,8 @@ export const fromConfig = (
         queue: p.queue ?? defaults.queue,
         retry: p.retry ?? defaults.retry,
         sticky: p.sticky,
-        defaultMaxTokens: p.defaultMaxTokens
+        defaultMaxTokens: p.defaultMaxTokens,
+        resume: p.stream?.resume ?? false
       })
     }
     return { pools, upstreams }
@@ -241,5 +244,6 @@ export const pool = (
   retry: defaults.retry,
   sticky: undefined,
   defaultMaxTokens: 1024,
+  resume: false,
   ...fields
 })

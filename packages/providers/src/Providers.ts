@@ -33,10 +33,13 @@ interface Preset {
  * endpoints and quirks, the local servers at their default ports, and the translated providers.
  * `openai-compatible` and `azure` (whose URL names the resource and deployment) need a `baseUrl`.
  */
-/** Every capability but the legacy completions endpoint and the opt-in ones, for services without `/completions`. */
-const noCompletions: ReadonlyArray<Config.Capability> = Config.Capability.literals.filter(
-  (c) => c !== "completions" && !Config.OPT_IN_CAPABILITIES.includes(c)
+/** Every capability but the opt-in ones: what a kind without a list takes. */
+const everything: ReadonlyArray<Config.Capability> = Config.Capability.literals.filter(
+  (c) => !Config.OPT_IN_CAPABILITIES.includes(c)
 )
+
+/** Every capability but the legacy completions endpoint and the opt-in ones, for services without `/completions`. */
+const noCompletions: ReadonlyArray<Config.Capability> = everything.filter((c) => c !== "completions")
 
 export const presets: ReadonlyArray<Preset> = [
   // OpenAI keeps responses (`previous_response_id`, `store`): its `/responses` is passed through.
@@ -62,21 +65,22 @@ export const presets: ReadonlyArray<Preset> = [
   { name: "xai", baseUrl: "https://api.x.ai/v1" },
   // Cohere's OpenAI compatibility API.
   { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1", capabilities: noCompletions },
-  { name: "vllm", baseUrl: "http://localhost:8000/v1" },
+  // vLLM continues a final assistant message (`continue_final_message`): a stream can resume there.
+  { name: "vllm", baseUrl: "http://localhost:8000/v1", capabilities: [...everything, "prefill"] },
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
   // Native Ollama: no `n`, no audio (and images as data only).
   // Its models' tokenizers are their own and undocumented here: counts are estimates.
   {
     name: "ollama",
     baseUrl: "http://localhost:11434",
-    capabilities: ["vision", "tools", "json_schema", "embeddings"],
+    capabilities: ["vision", "tools", "json_schema", "embeddings", "prefill"],
     tokens: "estimate"
   },
-  // Anthropic: one choice per request, no audio input, no embeddings API.
+  // Anthropic: one choice per request, no audio input, no embeddings API; a final assistant message is a prefill.
   {
     name: "anthropic",
     baseUrl: "https://api.anthropic.com/v1",
-    capabilities: ["vision", "tools", "json_schema"],
+    capabilities: ["vision", "tools", "json_schema", "prefill"],
     tokens: "anthropic"
   },
   {

@@ -32,6 +32,8 @@ export interface RouteOptions {
    * change nothing but `model` forwards the bytes instead of serializing the request again.
    */
   readonly body?: string
+  /** Upstreams not to try (a stream's continuation avoids the one that broke off). */
+  readonly avoid?: ReadonlyArray<string>
 }
 
 /** A prompt's token count: a synchronous estimate, and the exact count asked for near a limit. */

@@ -6,8 +6,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Simulator } from "@sluice/providers"
 import { Effect } from "effect"
+import type { ServerResponse } from "node:http"
+import type OpenAI from "openai"
 import { BadRequestError } from "openai"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 
@@ -131,6 +133,45 @@ describe("POST /v1/completions with the openai SDK", () => {
       expect(claude.stats().requests).toBe(0)
       expect(gateway.simulator("local").stats().requests).toBe(0)
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "checks every passed-through event: an error before content fails over, a malformed one after ends the stream",
+    () =>
+      Effect.gen(function* () {
+        const sse = (res: ServerResponse, frames: ReadonlyArray<string>) => {
+          res.writeHead(200, { "content-type": "text/event-stream" })
+          res.end(frames.map((f) => `data: ${f}\n\n`).join(""))
+        }
+        const overloaded = yield* startUpstream((_req, _body, res) => sse(res, ['{"error":{"message":"overloaded"}}']))
+        const mangled = yield* startUpstream((_req, _body, res) =>
+          sse(res, ['{"choices":[{"text":"Hi","index":0}]}', '{"choices":[{"text":"the'])
+        )
+        const read = (gateway: { readonly client: OpenAI }) =>
+          promise(async () => {
+            let text = ""
+            try {
+              for await (const chunk of await gateway.client.completions.create({
+                model: MODEL,
+                prompt: "x",
+                stream: true
+              }))
+                text += chunk.choices[0]?.text ?? ""
+              return { text, error: undefined }
+            } catch (error) {
+              return { text, error }
+            }
+          })
+        const failover = yield* gatewayWith([
+          { id: "overloaded", provider: "openai-compatible", baseUrl: overloaded.baseUrl, priority: 0 },
+          { id: "gpt", priority: 1, simulate: { completionTokens: 2 } }
+        ])
+        expect(yield* read(failover)).toEqual({ text: "[gpt] lorem", error: undefined })
+        const cut = yield* gatewayWith([{ id: "mangled", provider: "openai-compatible", baseUrl: mangled.baseUrl }])
+        const broken = yield* read(cut)
+        expect(broken.text).toBe("Hi")
+        expect(String(broken.error)).toContain("malformed stream event")
+      }).pipe(Effect.scoped)
   )
 
   it.live("refuses a body without a prompt with a 400 naming the field", () =>

@@ -8,7 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type OpenAI from "openai"
 import { BadRequestError } from "openai"
-import { simulatedConfig, startGateway, streamedResponse } from "./harness.js"
+import { simulatedConfig, startGateway, startUpstream, streamedResponse } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 
@@ -86,6 +86,50 @@ describe("POST /v1/responses passed through", () => {
       )
       // The SDK rejects with the error event itself.
       expect(error).toMatchObject({ type: "error", message: expect.stringContaining("native") })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("ends a passed-through stream whose upstream reports response.failed with an error event", () =>
+    Effect.gen(function* () {
+      const event = (type: string, fields: Record<string, unknown>) =>
+        `event: ${type}\ndata: ${JSON.stringify({ type, ...fields })}\n\n`
+      const failing = yield* startUpstream((_req, _body, res) => {
+        res.writeHead(200, { "content-type": "text/event-stream" })
+        res.end(
+          event("response.created", {
+            response: { id: "resp_1", object: "response", status: "in_progress", output: [] }
+          }) +
+            event("response.output_item.added", {
+              output_index: 0,
+              item: { type: "message", id: "m", status: "in_progress", role: "assistant", content: [] }
+            }) +
+            event("response.content_part.added", {
+              item_id: "m",
+              output_index: 0,
+              content_index: 0,
+              part: { type: "output_text", text: "", annotations: [] }
+            }) +
+            event("response.output_text.delta", { item_id: "m", output_index: 0, content_index: 0, delta: "Hi" }) +
+            event("response.failed", {
+              response: { id: "resp_1", error: { code: "server_error", message: "model crashed" } }
+            })
+        )
+      })
+      const gateway = yield* gatewayWith([
+        native("failing", { provider: "openai-compatible", baseUrl: failing.baseUrl })
+      ])
+      const events = yield* promise(async () => {
+        const seen: Array<string> = []
+        const stream = gateway.client.responses.stream({ model: "gpt-4o-mini", input: "Hi" })
+        stream.on("event", (e) => seen.push(e.type))
+        const error = await stream.finalResponse().then(
+          () => undefined,
+          (e: unknown) => e
+        )
+        return { seen, error }
+      })
+      expect(events.seen.slice(-2)).toEqual(["response.output_text.delta", "error"])
+      expect(events.error).toMatchObject({ type: "error", message: expect.stringContaining("model crashed") })
     }).pipe(Effect.scoped)
   )
 

@@ -104,11 +104,11 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
     "sluice.tokens.prompt": d.promptTokens,
     "sluice.tokens.prompt_exact": d.promptTokensExact,
     "sluice.tokens.prompt_counted": d.promptTokensCounted,
-    ...(d.promptTokensRules !== undefined ? { "sluice.tokens.prompt_rules": d.promptTokensRules } : {}),
     "sluice.outcome": d.outcome
   }
   if (d.upstream !== undefined) attributes["sluice.upstream"] = d.upstream
   if (d.sticky !== undefined) attributes["sluice.sticky"] = d.sticky
+  if (d.promptTokensRules !== undefined) attributes["sluice.tokens.prompt_rules"] = d.promptTokensRules
   if (d.inputTokens !== undefined) attributes["gen_ai.usage.input_tokens"] = d.inputTokens
   if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
   if (d.error !== undefined) attributes["sluice.error"] = d.error

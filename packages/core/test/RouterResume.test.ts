@@ -86,6 +86,29 @@ describe("stream.resume", () => {
     }).pipe(Effect.provide(layer))
   })
 
+  it.effect(
+    "sends the prefix without trailing whitespace, and drops the continuation's leading whitespace once",
+    () => {
+      const calls: Calls = []
+      const layer = routerLayer(pool(true, [upstream("a"), upstream("b", { capabilities: ["prefill"] })]), {
+        provider: streams(
+          {
+            a: () => Stream.concat(streamOf(chunk("Hello, ")), Stream.fail(cut)),
+            b: () => streamOf(chunk(""), chunk(" world"), chunk(" again"))
+          },
+          calls
+        ),
+        guards: capabilities
+      })
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const events = yield* Router.collect(yield* router.chatStream(request))
+        expect(contentOf(events)).toBe("Hello, world again")
+        expect(calls[1]?.request.messages.at(-1)).toEqual({ role: "assistant", content: "Hello," })
+      }).pipe(Effect.provide(layer))
+    }
+  )
+
   it.effect("keeps the in-band error where no upstream can continue, or the pool does not resume", () => {
     const run = (resume: boolean, upstreams: ReadonlyArray<Topology.Upstream>) => {
       const calls: Calls = []

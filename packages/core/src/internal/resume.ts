@@ -86,20 +86,25 @@ interface Choice {
   } | null
 }
 
+/** A chat chunk's JSON, as far as {@link contentOf} reads it; undefined when it is not JSON. */
+const parsed = (data: string): { readonly choices?: ReadonlyArray<Choice | null> } | undefined => {
+  try {
+    return JSON.parse(data)
+  } catch {
+    return undefined
+  }
+}
+
 /** The continuation's content text of some events; false once they hold what no prefix can continue. */
 const contentOf = (events: ReadonlyArray<StreamEvent>): string | false => {
   let text = ""
   for (const event of events) {
     if (event.usageOnly === true) continue
-    let chunk: unknown
-    try {
-      chunk = JSON.parse(event.data)
-    } catch {
-      return false
-    }
-    const choices = (chunk as { readonly choices?: unknown }).choices
+    const chunk = parsed(event.data)
+    if (chunk === undefined) return false
+    const choices = chunk.choices
     if (!Array.isArray(choices)) continue
-    for (const choice of choices as ReadonlyArray<Choice | null>) {
+    for (const choice of choices) {
       const delta = choice?.delta
       if ((choice?.index ?? 0) !== 0 || delta?.tool_calls !== undefined || delta?.function_call !== undefined)
         return false
@@ -125,6 +130,31 @@ export const resuming = (
   let failed: UpstreamError | undefined
   let ready: (() => void) | undefined
   let released = false
+  /**
+   * The prefix went without the trailing whitespace the client already has: the continuation's first
+   * content loses its leading whitespace, or the client would see it twice.
+   */
+  let gap = false
+
+  /** `events` with the first content's leading whitespace dropped (see `gap`). */
+  const closeGap = (events: ReadonlyArray<StreamEvent>): ReadonlyArray<StreamEvent> => {
+    const out = [...events]
+    for (let i = 0; i < out.length && gap; i++) {
+      const event = out[i]!
+      const chunk = event.usageOnly === true ? undefined : parsed(event.data)
+      const delta = chunk?.choices?.[0]?.delta
+      if (typeof delta?.content !== "string" || delta.content === "") continue
+      gap = false
+      const content = delta.content.trimStart()
+      if (content !== delta.content) {
+        out[i] = {
+          ...event,
+          data: JSON.stringify({ ...chunk, choices: [{ ...chunk!.choices![0], delta: { ...delta, content } }] })
+        }
+      }
+    }
+    return out
+  }
 
   const wake = () => {
     const go = ready
@@ -149,6 +179,7 @@ export const resuming = (
         streams.push(exit.value)
         resumed.push({ upstream: exit.value.upstream, requestId, afterChars: text.length, after: failure.message })
         current = exit.value
+        gap = text.trimEnd() !== text
       } else failed = failure
       wake()
     })
@@ -160,12 +191,13 @@ export const resuming = (
     const got = current.source.poll()
     if (got === undefined) return undefined
     if (isEvents(got)) {
+      const events = gap ? closeGap(got) : got
       if (continuable) {
-        const more = contentOf(got)
+        const more = contentOf(events)
         if (more === false) continuable = false
         else text += more
       }
-      return got
+      return events
     }
     if (Option.isNone(got) || !continuable || text.trim() === "" || resumed.length >= MAX_RESUMES) return got
     resume(got.value)

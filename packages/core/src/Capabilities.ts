@@ -8,6 +8,7 @@
  */
 import { Effect } from "effect"
 import type { Capability } from "./Config.js"
+import { OPT_IN_CAPABILITIES } from "./Config.js"
 import type { Exclusion, NoUpstreamAvailable } from "./Errors.js"
 import type { Guard, Release } from "./Guard.js"
 import type { ChatCompletionRequest } from "./Wire.js"
@@ -46,6 +47,19 @@ export const needsOf = (request: ChatCompletionRequest): ReadonlyArray<Capabilit
   return needs
 }
 
+/** What a legacy completions request needs. */
+export const NEEDS_COMPLETIONS: ReadonlyArray<Capability> = ["completions"]
+
+/** What a Responses request that relies on stored responses (`previous_response_id`, `store`) needs. */
+export const NEEDS_RESPONSES: ReadonlyArray<Capability> = ["responses"]
+
+/**
+ * True when an upstream with capabilities `has` (undefined: every capability but the opt-in ones,
+ * see `Config.OPT_IN_CAPABILITIES`) has `capability`.
+ */
+export const has = (has: ReadonlyArray<string> | undefined, capability: string): boolean =>
+  has === undefined ? !OPT_IN_CAPABILITIES.includes(capability as Capability) : has.includes(capability)
+
 const admitted: Release = () => {}
 
 /**
@@ -56,10 +70,9 @@ export const guard: Effect.Effect<Guard> = Effect.succeed({
   name: STAGE,
   check: (upstream, request) => {
     const needs = request.needs
-    const has = upstream.capabilities
-    if (needs === undefined || has === undefined) return undefined
+    if (needs === undefined) return undefined
     for (const need of needs) {
-      if (!has.includes(need as Capability)) {
+      if (!has(upstream.capabilities, need)) {
         return { upstream: upstream.id, stage: STAGE, reason: `${upstream.provider} upstream without ${need}` }
       }
     }

@@ -3,6 +3,7 @@
  * `upstreams[1].weight: Expected a positive number, actual -3`. Secrets never appear in the file:
  * an upstream names the environment variable that holds its API key (`apiKeyEnv`).
  */
+import type { Rules as TokenRules } from "./TokenCounter.js"
 import { Array as Arr, Config as EnvConfig, Effect, Either, ParseResult, Redacted, Schema } from "effect"
 import { deeperThan } from "./internal/deepJson.js"
 
@@ -167,9 +168,23 @@ export type StickyConfig = typeof StickyConfig.Type
 
 /**
  * What a request may need of an upstream: `vision` (image parts), `audio` (audio input), `tools`,
- * `json_schema` (structured output), `n` (more than one choice), `embeddings`.
+ * `json_schema` (structured output), `n` (more than one choice), `embeddings`, `completions` (the
+ * legacy `POST /completions`), `responses` (`POST /responses` served natively, with its stored state),
+ * `prefill` (continues a final assistant message: a stream's continuation, see {@link PoolStreamConfig}).
+ * `responses` and `prefill` are opt-in ({@link OPT_IN_CAPABILITIES}): only an upstream whose kind or own
+ * list names them has them.
  */
-export const Capability = Schema.Literal("vision", "audio", "tools", "json_schema", "n", "embeddings")
+export const Capability = Schema.Literal(
+  "vision",
+  "audio",
+  "tools",
+  "json_schema",
+  "n",
+  "embeddings",
+  "completions",
+  "responses",
+  "prefill"
+)
 /** What a request may need of an upstream. */
 export type Capability = typeof Capability.Type
 
@@ -205,6 +220,13 @@ export const ConsistentHashConfig = Schema.Struct({
 })
 /** The `consistent-hash` strategy's settings. */
 export type ConsistentHashConfig = typeof ConsistentHashConfig.Type
+
+/**
+ * Capabilities an upstream has only when its kind's or its own list names them: an upstream that
+ * lists nothing takes everything else. Few OpenAI-compatible servers serve OpenAI's Responses API,
+ * or continue a final assistant message rather than answer after it.
+ */
+export const OPT_IN_CAPABILITIES: ReadonlyArray<Capability> = ["responses", "prefill"]
 
 /** One upstream deployment: a provider endpoint serving one model. */
 export const UpstreamConfig = Schema.Struct(
@@ -254,6 +276,16 @@ export const UpstreamConfig = Schema.Struct(
 /** One upstream as written in the config file; keys beyond core's are its provider kind's settings. */
 export type UpstreamConfig = typeof UpstreamConfig.Type
 
+/**
+ * A pool's streams. `resume`: when an upstream fails after content reached the client, another
+ * upstream of the pool that can continue an assistant message (capability `prefill`: Anthropic,
+ * vLLM, Ollama) is asked to continue from the text already sent, and the client receives one
+ * uninterrupted stream; where none can, the in-band error stays. Off by default.
+ */
+export const PoolStreamConfig = Schema.Struct({
+  resume: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+
 /** A pool: a set of upstreams serving a family of model names. */
 export const PoolConfig = Schema.Struct({
   id: Id,
@@ -281,7 +313,9 @@ export const PoolConfig = Schema.Struct({
   /** Settings of the `consistent-hash` strategy; see {@link ConsistentHashConfig}. */
   consistentHash: Schema.optional(ConsistentHashConfig),
   /** Completion tokens reserved against TPM budgets when a request sets no `max_tokens`. */
-  defaultMaxTokens: Schema.optionalWith(PositiveInt, { default: () => 1024 })
+  defaultMaxTokens: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
+  /** How the pool's streams are served. */
+  stream: Schema.optional(PoolStreamConfig)
 })
 /** A pool as written in the config file. */
 export type PoolConfig = typeof PoolConfig.Type
@@ -619,6 +653,12 @@ export interface ProviderKind {
   readonly defaultBaseUrl?: string
   /** What the kind's API can take at all; absent, every {@link Capability}. An upstream may narrow it. */
   readonly capabilities?: ReadonlyArray<Capability>
+  /**
+   * How upstreams of this kind count prompt tokens, when not by OpenAI's tiktoken rule for the
+   * model's name (the default): see `TokenCounter.Rules`. The context-window check and the token
+   * budgets of such an upstream use it, and the decision marks its count as an estimate.
+   */
+  readonly tokens?: TokenRules
   /** Upstreams of this kind only pretend to be a provider (`Topology.Upstream.simulated`). Default false. */
   readonly simulated?: boolean
   /** The kind's own settings, if it has any. */

@@ -17,10 +17,23 @@ export interface AttemptRecord {
   readonly error?: string
 }
 
+/** A stream continued by another upstream after its upstream failed mid-stream (a pool's `stream.resume`). */
+export interface Resumption {
+  /** The upstream that continued. */
+  readonly upstream: string
+  /** The continuation's own request id (`<id>-resume-<n>`), as its trace and logs name it. */
+  readonly requestId: string
+  /** Characters of content the client had received when the stream broke off. */
+  readonly afterChars: number
+  /** The failure that broke it off. */
+  readonly after: string
+}
+
 /** What the router did with one request. */
 export interface Decision {
   readonly requestId: string
-  readonly operation: "chat" | "embeddings"
+  /** `completions` and `responses` are requests forwarded to an endpoint of the upstream's own API. */
+  readonly operation: "chat" | "embeddings" | "completions" | "responses"
   readonly stream: boolean
   /** The model the client asked for. */
   readonly model: string
@@ -55,6 +68,17 @@ export interface Decision {
    * calibrated estimate decided (every limit was far).
    */
   readonly promptTokensCounted: boolean
+  /**
+   * How the upstream of the last attempt counts prompt tokens, when not by OpenAI's tiktoken rule
+   * for the model's name (`TokenCounter.Rules`: `anthropic`, `gemini`, `estimate`): `promptTokens`
+   * is then that rule's count, an estimate. Undefined for the default.
+   */
+  readonly promptTokensRules: string | undefined
+  /**
+   * A stream's continuations, when its upstream failed after content and another continued it;
+   * `attempts` then lists the continuations' attempts too, and `upstream` the one that ended it.
+   */
+  readonly resumed?: ReadonlyArray<Resumption>
   readonly inputTokens: number | undefined
   readonly outputTokens: number | undefined
   readonly outcome: "success" | "error" | "interrupted"
@@ -94,6 +118,7 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
     for (const id in d.scores) scores.push(`${id}=${d.scores[id]}`)
     attributes["sluice.strategy.scores"] = scores
   }
+  if (d.promptTokensRules !== undefined) attributes["sluice.tokens.prompt_rules"] = d.promptTokensRules
   if (d.inputTokens !== undefined) attributes["gen_ai.usage.input_tokens"] = d.inputTokens
   if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
   if (d.error !== undefined) attributes["sluice.error"] = d.error
@@ -121,6 +146,7 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   sticky: Decision["sticky"] = undefined
   scores: Decision["scores"] = undefined
   promptTokensCounted = false
+  promptTokensRules: string | undefined = undefined
   inputTokens: number | undefined = undefined
   outputTokens: number | undefined = undefined
   outcome: Decision["outcome"] = "interrupted"

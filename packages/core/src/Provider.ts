@@ -61,6 +61,17 @@ export interface Opened {
   readonly rateLimits?: RateLimitInfo | undefined
 }
 
+/**
+ * A request for an endpoint of the upstream's own API that Sluice does not translate: OpenAI's legacy
+ * `completions` or its `responses`, sent as the client wrote it with only `model` replaced (and
+ * `stream` set as the call is), and answered as the upstream answers.
+ */
+export interface Forward {
+  readonly endpoint: "completions" | "responses"
+  /** The client's body, parsed (unknown fields included). */
+  readonly body: { readonly model: string; readonly [key: string]: unknown }
+}
+
 /** Calls upstreams. */
 export interface Service {
   /** A non-streaming chat completion. Failures carry the answer's rate limits (`UpstreamError.rateLimits`). */
@@ -82,6 +93,19 @@ export interface Service {
     upstream: Upstream,
     call: Call<EmbeddingsRequest>
   ) => Effect.Effect<Answer<EmbeddingsResponse>, UpstreamError>
+  /**
+   * Optional: a whole answer of an endpoint the provider passes through ({@link Forward}); its value
+   * is the upstream's JSON. Only called for upstreams whose capabilities name the endpoint.
+   */
+  readonly forward?: (upstream: Upstream, call: Call<Forward>) => Effect.Effect<Answer<unknown>, UpstreamError>
+  /**
+   * Optional: a stream of an endpoint the provider passes through; each event's `data` is one SSE
+   * payload as the upstream sent it, `usage` read into OpenAI's chat shape and `content` set.
+   */
+  readonly forwardStream?: (
+    upstream: Upstream,
+    call: Call<Forward>
+  ) => Effect.Effect<Opened, UpstreamError, Scope.Scope>
   /**
    * Optional. True when this provider itself fails a non-streaming call (`chat`, `embeddings`) on
    * `upstream` with a retryable `UpstreamError` of kind `timeout` once `upstream.timeoutMs` has

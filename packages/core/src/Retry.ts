@@ -176,7 +176,7 @@ const noneServed = (request: Request): RouterError => {
     for (const u of pool.upstreams) {
       if (!u.enabled) continue
       enabled++
-      if (request.fits(u.contextWindow)) fits = true
+      if (request.fits(u)) fits = true
       else largest = Math.max(largest, u.contextWindow ?? 0)
     }
   }

@@ -12,7 +12,7 @@
  * when spans are exported.
  */
 import type { Tracer } from "effect"
-import { Cause, Chunk, Clock, Context, DefaultServices, Effect, Layer, Option, Random, Stream } from "effect"
+import { Cause, Chunk, Clock, Context, DefaultServices, Effect, Layer, Option, Random, Runtime, Stream } from "effect"
 import type { Fiber } from "effect"
 import { randomFillSync } from "node:crypto"
 import * as AttemptStage from "./Attempt.js"
@@ -26,6 +26,8 @@ import type { Prompt, RouteOptions } from "./internal/request.js"
 import * as LatencyAverage from "./internal/latency.js"
 import { Request } from "./internal/request.js"
 import { prefixHashOf } from "./internal/prefix.js"
+import * as Forwarding from "./internal/forward.js"
+import * as Resume from "./internal/resume.js"
 import * as Streaming from "./internal/stream.js"
 import { Matcher } from "./Matcher.js"
 import type { Answer } from "./Provider.js"
@@ -36,7 +38,8 @@ import * as SelectStage from "./Select.js"
 import { StateStore } from "./StateStore.js"
 import { Strategy, nameOf } from "./Strategy.js"
 import type { Service as TokenCounterService } from "./TokenCounter.js"
-import { TokenCounter, estimateText } from "./TokenCounter.js"
+import type { Rules } from "./TokenCounter.js"
+import { TokenCounter, estimateAs, estimateText } from "./TokenCounter.js"
 import type { Pool } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
 import type {
@@ -49,8 +52,15 @@ import type {
 } from "./Wire.js"
 import { requestedMaxTokens } from "./Wire.js"
 
+export type { Answered, Forwarded } from "./internal/forward.js"
 export type { RouteOptions } from "./internal/request.js"
 export type { RoutedStream } from "./internal/stream.js"
+
+/** A forwarded stream that has started, and whether its events are the endpoint's own (else chat chunks). */
+export interface ForwardedStream {
+  readonly stream: Streaming.RoutedStream
+  readonly native: boolean
+}
 
 /** A response with the decision that produced it. */
 export interface Routed<A> {
@@ -78,6 +88,21 @@ export interface Service {
     request: EmbeddingsRequest,
     options?: RouteOptions
   ) => Effect.Effect<Routed<EmbeddingsResponse>, RouterError>
+  /**
+   * A request for an endpoint Sluice passes through (`completions`, `responses`): sent to an upstream
+   * that serves it — or, when the request carries its chat translation, to any upstream, translated
+   * where the endpoint is not its own. Same pools, guards, retries and decision as a chat request;
+   * when no upstream can take it, the capability refusal names the pool and its upstreams.
+   */
+  readonly forward: (
+    request: Forwarding.Forwarded,
+    options?: RouteOptions
+  ) => Effect.Effect<Routed<Forwarding.Answered>, RouterError>
+  /** {@link forward}, streamed (the body's `stream` flag is ignored). */
+  readonly forwardStream: (
+    request: Forwarding.Forwarded,
+    options?: RouteOptions
+  ) => Effect.Effect<ForwardedStream, RouterError>
   /** The models the pools serve (exact names and aliases). */
   readonly models: Effect.Effect<ReadonlyArray<Model>>
   /** Requests waiting in a pool's queue now (for the admin API); optional for routers built elsewhere. */
@@ -145,7 +170,7 @@ const liveRandom = Context.get(DefaultServices.liveServices, Random.Random)
 
 /** What one operation routes: its name, its prompt and what it asks of the completion. */
 interface Operation {
-  readonly name: "chat" | "embeddings"
+  readonly name: Decision["operation"]
   readonly stream: boolean
   readonly model: string
   readonly user: string | undefined
@@ -218,6 +243,8 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     chains: new Map(),
     load: new Load()
   }
+  // Only a config with a pool that resumes streams pays for the check.
+  const resumes = matcher.models.some(({ pool }) => matcher.pool(pool)?.resume === true)
   const models: ReadonlyArray<Model> = matcher.models.map(({ id, pool }) => ({
     id,
     object: "model",
@@ -235,7 +262,26 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
           provider.chat(upstream, { request: chat, model, body: options?.body, traced, defaultMaxTokens: maxTokens }),
         completionUsage
       ),
-    chatStream: (chat, options) => chatStream(p, chat, options),
+    chatStream: resumes
+      ? (chat, options) => resumingStream(p, chat, options)
+      : (chat, options) => chatStream(p, chat, options),
+    forward: (forwarded, options) =>
+      whole(
+        p,
+        { "gen_ai.operation.name": forwarded.endpoint },
+        forwardOperation(p, forwarded, false),
+        options,
+        Forwarding.call(provider, forwarded),
+        Forwarding.usageOf
+      ),
+    forwardStream: (forwarded, options) => {
+      let native = false
+      const start = Forwarding.start(provider, forwarded, (own) => (native = own))
+      return Effect.map(
+        chatStream(p, Forwarding.chatOf(forwarded), options, forwardOperation(p, forwarded, true), start),
+        (stream): ForwardedStream => ({ stream, native })
+      )
+    },
     embeddings: (body, options) =>
       whole(
         p,
@@ -327,6 +373,7 @@ const start = (
     random === liveRandom ? Math.random : () => Effect.runSync(random.next)
   )
   request.needs = operation.needs
+  if (options?.avoid !== undefined) request.failed = [...options.avoid]
   return request
 }
 
@@ -429,6 +476,23 @@ const chatOperation = (p: Pipeline, chat: ChatCompletionRequest, stream: boolean
   needs: needsOf(chat)
 })
 
+const forwardOperation = (p: Pipeline, forwarded: Forwarding.Forwarded, stream: boolean): Operation => {
+  const chat = forwarded.chat
+  const tokens = chat === undefined ? Forwarding.estimateBody(forwarded) : 0
+  return {
+    name: forwarded.endpoint,
+    stream,
+    model: forwarded.body.model,
+    user: typeof forwarded.body["user"] === "string" ? forwarded.body["user"] : undefined,
+    prompt:
+      chat !== undefined
+        ? new ChatPrompt(p.counter, chat)
+        : { estimate: () => ({ tokens, exact: false }), exact: () => Effect.succeed({ tokens, exact: false }) },
+    requestedOutputTokens: Forwarding.requestedOutputTokens(forwarded),
+    needs: Forwarding.needs(forwarded)
+  }
+}
+
 const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
   const tokens = embeddingTokens(body)
   return {
@@ -466,11 +530,16 @@ const whole = <A>(
     )
   )
 
-/** Routes a streaming chat completion; see {@link Service.chatStream}. */
+/**
+ * Routes a streaming chat completion; see {@link Service.chatStream}. A forwarded stream passes its
+ * own operation and how each attempt opens its stream (`start`).
+ */
 const chatStream = (
   p: Pipeline,
   chat: ChatCompletionRequest,
-  options: RouteOptions | undefined
+  options: RouteOptions | undefined,
+  operation?: Operation,
+  start?: Streaming.Start
 ): Effect.Effect<Streaming.RoutedStream, RouterError> =>
   Effect.withFiberRuntime((fiber) => {
     // The request, once an attempt was admitted: a stream it started but did not hand back (the
@@ -481,12 +550,12 @@ const chatStream = (
         route(
           p,
           fiber,
-          chatOperation(p, chat, true),
+          operation ?? chatOperation(p, chat, true),
           options,
           span,
           (request, admitted) => {
             routed = request
-            return Streaming.open(p.attempt, p.provider, request, admitted, chat, span)
+            return Streaming.open(p.attempt, p.provider, request, admitted, chat, span, start)
           },
           (stream) => stream
         ),
@@ -497,7 +566,7 @@ const chatStream = (
     // or is interrupted; once the stream runs, its release ends it with the final decision.
     return Effect.flatMap(
       Effect.makeSpan("sluice.route", {
-        attributes: { "gen_ai.operation.name": "chat", "sluice.stream": true },
+        attributes: { "gen_ai.operation.name": operation?.name ?? "chat", "sluice.stream": true },
         captureStackTrace: false
       }),
       (span) =>
@@ -511,6 +580,30 @@ const chatStream = (
         )
     )
   })
+
+/**
+ * A chat stream whose pool resumes streams (`stream.resume`): read through `Resume`, which routes a
+ * continuation — needing `prefill` of its upstream — when the upstream fails after content.
+ */
+const resumingStream = (
+  p: Pipeline,
+  chat: ChatCompletionRequest,
+  options: RouteOptions | undefined
+): Effect.Effect<Streaming.RoutedStream, RouterError> =>
+  Effect.flatMap(chatStream(p, chat, options), (routed) =>
+    p.matcher.pool(routed.pool)?.resume !== true || !Resume.resumable(chat)
+      ? Effect.succeed(routed)
+      : Effect.map(Effect.runtime<never>(), (runtime) =>
+          Resume.resuming(routed, chat, options ?? {}, {
+            open: (continued, continuedOptions) =>
+              chatStream(p, continued, continuedOptions, {
+                ...chatOperation(p, continued, true),
+                needs: [...(needsOf(continued) ?? []), "prefill"]
+              }),
+            fork: Runtime.runFork(runtime)
+          })
+        )
+  )
 
 /** A chat request's prompt, counted by the pipeline's counter (a class: no closures per request). */
 class ChatPrompt implements Prompt {
@@ -528,6 +621,9 @@ class ChatPrompt implements Prompt {
   prefixHash() {
     if (this.prefix === null) this.prefix = prefixHashOf(this.chat)
     return this.prefix
+  }
+  as(model: string, rules: Rules) {
+    return estimateAs(this.chat, model, rules)
   }
 }
 

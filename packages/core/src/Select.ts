@@ -94,11 +94,14 @@ const infoFor = (request: Request, pool: Pool): RequestInfo => ({
   needs: request.needs
 })
 
-/** An attempt on `upstream` with the request's info (written out: a spread of it costs more, per request). */
-const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number): Attempt => ({
+/**
+ * An attempt on `upstream` with the request's info (written out: a spread of it costs more, per
+ * request); its prompt tokens as the upstream counts them, for its budgets.
+ */
+const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number, promptTokens: number): Attempt => ({
   pool: info.pool,
   model: info.model,
-  promptTokens: info.promptTokens,
+  promptTokens,
   reservedOutputTokens: info.reservedOutputTokens,
   sessionKey: info.sessionKey,
   priority: info.priority,
@@ -148,6 +151,18 @@ class Choosing implements Selection {
   }
 }
 
+/**
+ * The prompt tokens of an attempt on an upstream that counts by its own rules, or the first after
+ * one that did: the decision then tells the count of the upstream it tried last, and by what rules.
+ */
+const countedBy = (request: Request, upstream: Upstream): number => {
+  const count = request.countFor(upstream)
+  request.decision.promptTokens = count.tokens
+  request.decision.promptTokensExact = count.exact
+  request.decision.promptTokensRules = upstream.tokens
+  return count.tokens
+}
+
 /** Makes the stage over the pipeline's guards, strategy and this instance's state. */
 export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: StateStore.Local): Service => {
   const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
@@ -173,11 +188,14 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
       let excluded: Exclusion | undefined
       if (!upstream.enabled) {
         excluded = { upstream: upstream.id, stage: "config", reason: "disabled in config" }
-      } else if (!request.fits(upstream.contextWindow)) {
+      } else if (!request.fits(upstream)) {
         excluded = {
           upstream: upstream.id,
           stage: "context-window",
-          reason: `needs ${request.count.tokens + request.completionRoom} tokens, context window is ${upstream.contextWindow}`
+          reason:
+            `needs ${request.countFor(upstream).tokens + request.completionRoom} tokens` +
+            (upstream.tokens === undefined ? "" : ` (${upstream.tokens} rules, an estimate)`) +
+            `, context window is ${upstream.contextWindow}`
         }
       } else {
         excluded = checkAll(upstream, info, request)
@@ -260,7 +278,11 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
         const upstream = choose(request, pool, info, candidates)
         ;(pass.tried ??= []).push(upstream.id)
-        return { _tag: "Chosen", attempt: attemptOf(info, upstream, request.attempts + 1) }
+        let promptTokens = info.promptTokens
+        if (upstream.tokens !== undefined || decision.promptTokensRules !== undefined) {
+          promptTokens = countedBy(request, upstream)
+        }
+        return { _tag: "Chosen", attempt: attemptOf(info, upstream, request.attempts + 1, promptTokens) }
       }
     }
     return UNSERVED
@@ -302,7 +324,7 @@ const soonestFree = (guards: ReadonlyArray<Guard>, request: Request): number | u
   for (const pool of request.chain) {
     const info = infoFor(request, pool)
     for (const upstream of pool.upstreams) {
-      if (!upstream.enabled || !request.fits(upstream.contextWindow)) continue
+      if (!upstream.enabled || !request.fits(upstream)) continue
       // Back when every guard lets it through: the longest of their waits; unknown if any is.
       let wait: number | undefined = 0
       for (const guard of guards) {

@@ -20,6 +20,11 @@ export interface StreamEvent {
   readonly usage?: Usage
   /** True for a usage-only chunk (`choices: []`) that carries no content. */
   readonly usageOnly?: boolean
+  /**
+   * Whether it carries content, when the provider knows (a forwarded stream of another endpoint's
+   * events); absent, {@link isContent} reads a chat chunk's text.
+   */
+  readonly content?: boolean
 }
 
 /**
@@ -129,4 +134,5 @@ export const fromStream = (
 const CONTENT = /"(?:content|arguments|refusal|reasoning_content)":"[^"]|"finish_reason":"|"tool_calls":\[/
 
 /** True for a stream event that carries content (not just the opening role chunk). */
-export const isContent = (event: StreamEvent): boolean => event.usage !== undefined || CONTENT.test(event.data)
+export const isContent = (event: StreamEvent): boolean =>
+  event.content ?? (event.usage !== undefined || CONTENT.test(event.data))

@@ -5,7 +5,8 @@
  * encoded role, content and name (+1 for a name), and 3 tokens that prime the reply. Models of OpenAI
  * families are counted exactly with their tiktoken encoding (`o200k_base` for gpt-4o, gpt-4.1, gpt-5,
  * o-series; `cl100k_base` for gpt-4, gpt-3.5 and embeddings); other models (Claude, Llama, Mistral,
- * Gemini...) use `o200k_base` as an estimate and report `exact: false`. Beyond the message texts:
+ * Gemini...) use `o200k_base` as an estimate and report `exact: false`. An upstream whose provider
+ * counts by other rules is counted by those ({@link Rules}, {@link estimateAs}). Beyond the message texts:
  *
  * - images as the providers document them: OpenAI's tiles (`detail: "low"` 85 tokens; `high` and
  *   `auto` 85 + 170 per 512 px tile, and gpt-4o-mini's 2833 + 5667), Anthropic's `w × h / 750` for
@@ -413,6 +414,43 @@ export const estimateText = (text: string): number => Math.ceil(text.length / DE
  * limit never needs an exact count, a limit of 0 always does.
  */
 export const needsExact = (estimate: number, limit: number, margin = 0.2): boolean => estimate >= limit * (1 - margin)
+
+/**
+ * How an upstream counts prompt tokens, where that is not OpenAI's tiktoken rule for the model's name
+ * (the default, see {@link encodingFor}): a provider kind says which (`Config.ProviderKind.tokens`).
+ *
+ * - `anthropic`: Claude's tokenizer is not published: text is estimated (about 4 characters a
+ *   token), images by Anthropic's documented `width × height / 750`. Never exact.
+ * - `gemini`: Gemini's documented rule: about 4 characters a token, and 258 tokens per image whose
+ *   sides are both at most 384 px, else 258 per 768 × 768 tile. Never exact (the rule is approximate).
+ * - `estimate`: the model's own tokenizer is unknown (a local model behind Ollama): the estimate,
+ *   marked as one.
+ */
+export type Rules = "anthropic" | "gemini" | "estimate"
+
+/** Gemini's documented image rule: 258 tokens up to 384 px on both sides, else 258 per 768 px tile. */
+const geminiImage = (image: ImageInput): number => {
+  // Unknown size: a 1536 × 1536 image's 4 tiles, as a bound for common sizes.
+  if (image.size === undefined) return 258 * 4
+  const { height, width } = image.size
+  if (width <= 384 && height <= 384) return 258
+  return 258 * Math.ceil(width / 768) * Math.ceil(height / 768)
+}
+
+const ruleMeterings: Record<Rules, Metering | undefined> = {
+  anthropic: meterings.claude,
+  gemini: { image: geminiImage, functionInit: 7 },
+  estimate: undefined
+}
+
+/**
+ * The prompt tokens of `request` as an upstream that counts by `rules` would count them, for
+ * `model` (the model it is called with): never exact (see {@link Rules}). Synchronous, no encoding.
+ */
+export const estimateAs = (request: ChatCompletionRequest, model: string, rules: Rules): Count => ({
+  tokens: countWith(request, ruleMeterings[rules] ?? meteringFor(model, "o200k_base"), estimateText),
+  exact: false
+})
 
 const estimateRequest = (request: ChatCompletionRequest, model: string): Count => ({
   tokens: countWith(request, meteringFor(model, encodingFor(model).encoding), estimateText),

@@ -2,6 +2,7 @@
  * The pools and upstreams a router serves, resolved from the config: defaults applied, API keys
  * read from the environment as `Redacted`.
  */
+import type { Rules as TokenRules } from "./TokenCounter.js"
 import type { Redacted } from "effect"
 import { Context, Effect, Layer, Option } from "effect"
 import * as SluiceConfig from "./Config.js"
@@ -40,6 +41,11 @@ export interface Upstream {
    * neither says (it takes everything).
    */
   readonly capabilities: ReadonlyArray<SluiceConfig.Capability> | undefined
+  /**
+   * How it counts prompt tokens, when not by OpenAI's tiktoken rule for the model's name: its
+   * provider kind's `tokens` (see `TokenCounter.Rules`); undefined for the default.
+   */
+  readonly tokens: TokenRules | undefined
   readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
   /** How good its answers are, 0 to 1, when the config says (`quality`). */
   readonly quality?: number | undefined
@@ -76,6 +82,8 @@ export interface Pool {
   readonly consistentHash?: SluiceConfig.ConsistentHashConfig | undefined
   /** Completion tokens reserved when a request sets no `max_tokens`. */
   readonly defaultMaxTokens: number
+  /** Whether a stream that breaks off after content is continued by another upstream (`stream.resume`). */
+  readonly resume: boolean
 }
 
 /** The resolved pools and upstreams. */
@@ -94,6 +102,12 @@ export interface Options {
    * upstreams and passes their addresses here).
    */
   readonly baseUrls?: ReadonlyMap<string, string>
+  /**
+   * The provider kind to call some upstreams as, by upstream id, when it is not their own: a
+   * simulated upstream started in process that speaks another provider's API (its `simulate.dialect`)
+   * is called — and takes what it takes — as that provider. It stays `simulated`.
+   */
+  readonly callAs?: ReadonlyMap<string, string>
   /**
    * The provider kinds the config was checked against ({@link SluiceConfig.DecodeOptions.providers}):
    * an upstream is `simulated` when its kind says so, and one without a `baseUrl` gets its kind's
@@ -120,7 +134,8 @@ export const fromConfig = (
     const upstreams = new Map<string, Upstream>()
     for (const [i, u] of config.upstreams.entries()) {
       const apiKey: Option.Option<Redacted.Redacted<string>> = Option.fromNullable(environment.upstreamKeys.get(u.id))
-      const kind = kinds.get(u.provider)
+      const provider = options.callAs?.get(u.id) ?? u.provider
+      const kind = kinds.get(provider)
       const baseUrl = u.baseUrl ?? baseUrls.get(u.id) ?? kind?.defaultBaseUrl
       if (baseUrl === undefined) {
         problems.push(`upstreams[${i}].baseUrl: '${u.id}' has no URL; set one in the config`)
@@ -129,7 +144,7 @@ export const fromConfig = (
       upstreams.set(u.id, {
         id: u.id,
         name: u.name ?? u.id,
-        provider: u.provider,
+        provider,
         baseUrl: baseUrl.replace(/\/+$/, ""),
         model: u.model,
         apiKey,
@@ -139,6 +154,7 @@ export const fromConfig = (
         limits: u.limits ?? {},
         contextWindow: u.contextWindow,
         capabilities: capabilitiesOf(u.capabilities, kind?.capabilities),
+        tokens: kind?.tokens,
         pricing: u.pricing,
         quality: u.quality,
         timeoutMs: u.timeoutMs,
@@ -171,7 +187,8 @@ export const fromConfig = (
         sticky: p.sticky,
         cost: p.cost,
         consistentHash: p.consistentHash,
-        defaultMaxTokens: p.defaultMaxTokens
+        defaultMaxTokens: p.defaultMaxTokens,
+        resume: p.stream?.resume ?? false
       })
     }
     return { pools, upstreams }
@@ -211,6 +228,7 @@ export const upstream = (
   limits: {},
   contextWindow: undefined,
   capabilities: undefined,
+  tokens: undefined,
   pricing: undefined,
   timeoutMs: 60_000,
   headers: {},
@@ -235,5 +253,6 @@ export const pool = (
   retry: defaults.retry,
   sticky: undefined,
   defaultMaxTokens: 1024,
+  resume: false,
   ...fields
 })

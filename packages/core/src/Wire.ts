@@ -80,6 +80,18 @@ export interface Usage {
   readonly [key: string]: unknown
 }
 
+/**
+ * Usage of any OpenAI endpoint in the chat shape: chat's and legacy completions' own fields, or the
+ * Responses API's `input_tokens` / `output_tokens`. Undefined when it names no input count.
+ */
+export const toChatUsage = (usage: Readonly<Record<string, unknown>>): Usage | undefined => {
+  const input = usage["prompt_tokens"] ?? usage["input_tokens"]
+  const output = usage["completion_tokens"] ?? usage["output_tokens"]
+  if (typeof input !== "number") return undefined
+  const completion = typeof output === "number" ? output : 0
+  return { prompt_tokens: input, completion_tokens: completion, total_tokens: input + completion }
+}
+
 /** A non-streaming chat completion, as the upstream returned it (after translation). */
 export interface ChatCompletion {
   readonly id: string

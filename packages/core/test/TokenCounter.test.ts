@@ -2,8 +2,9 @@ import { afterAll, describe, expect, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Tiktoken } from "tiktoken"
 import { get_encoding } from "tiktoken"
-import type { Wire } from "../src/index.js"
-import { TokenCounter } from "../src/index.js"
+import type { Guard, Wire } from "../src/index.js"
+import { Router, TokenCounter, Topology } from "../src/index.js"
+import { answer, completion, guards, provider, routerLayer, upstream } from "./fixtures.js"
 
 // Reference encoders, loaded once for the file: the WASM tables take a while to build.
 const reference = new Map<string, Tiktoken>()
@@ -426,4 +427,69 @@ describe("TokenCounter.encodingFor", () => {
         expect(tokens).toBeLessThan(3 * Math.ceil(text.length / 4) + 100)
       }).pipe(Effect.provide(TokenCounter.layerEstimate))
   )
+})
+
+describe("counting by the upstream's provider (TokenCounter.Rules)", () => {
+  const picture = withParts([question, image(png(1000, 1000))])
+  // The text and framing both rules share: 3 priming + 3 per message + ceil(4 / 4) for the role
+  // + ceil(24 / 4) for the question.
+  const text = 3 + 3 + 1 + 6
+
+  it("counts images by Anthropic's and Gemini's documented rules, and never calls a count exact", () => {
+    expect(TokenCounter.estimateAs(picture, "claude-sonnet-4", "anthropic")).toEqual({
+      tokens: text + Math.ceil((1000 * 1000) / 750),
+      exact: false
+    })
+    // Past 384 px a side: 258 per 768 px tile (2 × 2).
+    expect(TokenCounter.estimateAs(picture, "gemini-2.5-flash", "gemini")).toEqual({
+      tokens: text + 258 * 4,
+      exact: false
+    })
+    expect(
+      TokenCounter.estimateAs(withParts([question, image(png(300, 200))]), "gemini-2.5-flash", "gemini").tokens
+    ).toBe(text + 258)
+    // A local model's tokenizer is unknown: the estimate, marked as one.
+    expect(TokenCounter.estimateAs(conversation, "llama3.1", "estimate").exact).toBe(false)
+  })
+
+  it.effect("checks a context window and reserves budgets with the count of the upstream's own rules", () => {
+    const admitted: Array<{ upstream: string; promptTokens: number }> = []
+    const recording: Guard.Guard = {
+      name: "recording",
+      check: () => undefined,
+      admit: (attempt) => {
+        admitted.push({ upstream: attempt.upstream.id, promptTokens: attempt.promptTokens })
+        return () => {}
+      }
+    }
+    const pools = [
+      Topology.pool({
+        id: "vision",
+        models: ["gpt-4o"],
+        upstreams: [
+          // OpenAI counts this picture as 765 tokens (4 tiles); Claude as 1334: it does not fit here.
+          upstream("claude", { tokens: "anthropic", model: "claude-sonnet-4", contextWindow: 1200 }),
+          upstream("gemini", { tokens: "gemini", model: "gemini-2.5-flash", contextWindow: 1200 }),
+          upstream("gpt", { contextWindow: 1200 })
+        ]
+      })
+    ]
+    const stub = provider({ chat: (u) => Effect.succeed(answer(completion(u.id))) })
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const { decision } = yield* router.chat({ ...picture, max_tokens: 10 })
+      expect(decision.excluded).toContainEqual({
+        upstream: "claude",
+        stage: "context-window",
+        reason: `needs ${text + 1334 + 10} tokens (anthropic rules, an estimate), context window is 1200`
+      })
+      expect(decision).toMatchObject({
+        upstream: "gemini",
+        promptTokens: text + 258 * 4,
+        promptTokensExact: false,
+        promptTokensRules: "gemini"
+      })
+      expect(admitted).toEqual([{ upstream: "gemini", promptTokens: text + 258 * 4 }])
+    }).pipe(Effect.provide(routerLayer(pools, { provider: stub, guards: guards(recording) })))
+  })
 })

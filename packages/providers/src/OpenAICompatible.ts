@@ -14,7 +14,16 @@ import type { StreamEvent, Topology } from "@sluice/core"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import type { Answer, Auth, StreamDecoder } from "./internal/transport.js"
-import { bearer, decodeWhole, END, makeClient, malformedEvent, opened, streamError } from "./internal/transport.js"
+import * as Forwarding from "./internal/forward.js"
+import {
+  bearer,
+  decodeWhole,
+  doneDecoder,
+  makeClient,
+  malformedEvent,
+  opened,
+  streamError
+} from "./internal/transport.js"
 
 type Upstream = Topology.Upstream
 
@@ -59,17 +68,7 @@ const decoders = new WeakMap<Upstream, StreamDecoder>()
 export const streamDecoder = (upstream: Upstream): StreamDecoder => {
   let decoder = decoders.get(upstream)
   if (decoder === undefined) {
-    decoder = {
-      framing: "sse",
-      endMarker: "[DONE]",
-      decode: (payload, out) => {
-        if (payload === "[DONE]") return END
-        const event = toEvent(upstream, payload)
-        if (event instanceof Errors.UpstreamError) return event
-        out.push(event)
-        return undefined
-      }
-    }
+    decoder = doneDecoder((payload) => toEvent(upstream, payload))
     decoders.set(upstream, decoder)
   }
   return decoder
@@ -169,5 +168,30 @@ export const makeWith = (options: Options): Effect.Effect<Provider.Service, neve
       )
     }
 
-    return { chat, chatStream, embeddings, enforcesTimeout: () => true }
+    // Legacy completions and the Responses API: passed through as the client wrote them.
+    const forward: Provider.Service["forward"] = (upstream, call) =>
+      json<unknown>(
+        upstream,
+        `/${call.request.endpoint}`,
+        Forwarding.payload(call, false),
+        Forwarding.isAnswer(call.request.endpoint),
+        call.traced
+      )
+
+    const forwardStream: Provider.Service["forwardStream"] = (upstream, call) =>
+      Effect.flatMap(
+        client.stream(
+          {
+            upstream,
+            path: `/${call.request.endpoint}`,
+            payload: Forwarding.payload(call, true),
+            traced: call.traced,
+            openTimeoutMs: call.openTimeoutMs
+          },
+          Forwarding.streamDecoder(upstream, call.request.endpoint)
+        ),
+        (answer) => opened(upstream, answer)
+      )
+
+    return { chat, chatStream, embeddings, forward, forwardStream, enforcesTimeout: () => true }
   })

@@ -5,8 +5,8 @@
  * their endpoints and quirks); translating providers (`anthropic`, `gemini`, the native `ollama`)
  * plug in here by kind.
  */
-import type { Config } from "@sluice/core"
-import { Errors, Provider } from "@sluice/core"
+import type { TokenCounter } from "@sluice/core"
+import { Config, Errors, Provider } from "@sluice/core"
 import { Effect, Layer } from "effect"
 import * as Anthropic from "./Anthropic.js"
 import * as Gemini from "./Gemini.js"
@@ -23,6 +23,8 @@ interface Preset {
   readonly baseUrl?: string
   /** What the provider's API can take, when not everything (see `Config.Capability`). */
   readonly capabilities?: ReadonlyArray<Config.Capability>
+  /** How its upstreams count prompt tokens, when not by OpenAI's tiktoken rule (`TokenCounter.Rules`). */
+  readonly tokens?: TokenCounter.Rules
   readonly openai?: OpenAICompatible.Options
 }
 
@@ -31,15 +33,30 @@ interface Preset {
  * endpoints and quirks, the local servers at their default ports, and the translated providers.
  * `openai-compatible` and `azure` (whose URL names the resource and deployment) need a `baseUrl`.
  */
+/** Every capability but the opt-in ones: what a kind without a list takes. */
+const everything: ReadonlyArray<Config.Capability> = Config.Capability.literals.filter(
+  (c) => !Config.OPT_IN_CAPABILITIES.includes(c)
+)
+
+/** Every capability but the legacy completions endpoint and the opt-in ones, for services without `/completions`. */
+const noCompletions: ReadonlyArray<Config.Capability> = everything.filter((c) => c !== "completions")
+
 export const presets: ReadonlyArray<Preset> = [
-  { name: "openai", baseUrl: "https://api.openai.com/v1" },
+  // OpenAI keeps responses (`previous_response_id`, `store`): its `/responses` is passed through.
+  { name: "openai", baseUrl: "https://api.openai.com/v1", capabilities: Config.Capability.literals },
   { name: "openai-compatible" },
   // Azure OpenAI: `baseUrl: https://<resource>.openai.azure.com/openai/deployments/<deployment>?api-version=<version>`
   // (or the v1 API, `https://<resource>.openai.azure.com/openai/v1`); the key goes in `api-key`.
   { name: "azure", openai: { auth: (key) => ({ "api-key": key }) } },
-  { name: "groq", baseUrl: "https://api.groq.com/openai/v1" },
+  // Groq, Mistral and Cohere serve no legacy `/completions`.
+  { name: "groq", baseUrl: "https://api.groq.com/openai/v1", capabilities: noCompletions },
   // Mistral refuses fields it does not know (422), `stream_options` among them; its last chunk has usage anyway.
-  { name: "mistral", baseUrl: "https://api.mistral.ai/v1", openai: { drop: ["stream_options"] } },
+  {
+    name: "mistral",
+    baseUrl: "https://api.mistral.ai/v1",
+    capabilities: noCompletions,
+    openai: { drop: ["stream_options"] }
+  },
   { name: "together", baseUrl: "https://api.together.xyz/v1" },
   { name: "deepseek", baseUrl: "https://api.deepseek.com/v1" },
   { name: "openrouter", baseUrl: "https://openrouter.ai/api/v1" },
@@ -47,24 +64,38 @@ export const presets: ReadonlyArray<Preset> = [
   { name: "cerebras", baseUrl: "https://api.cerebras.ai/v1" },
   { name: "xai", baseUrl: "https://api.x.ai/v1" },
   // Cohere's OpenAI compatibility API.
-  { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1" },
-  { name: "vllm", baseUrl: "http://localhost:8000/v1" },
+  { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1", capabilities: noCompletions },
+  // vLLM continues a final assistant message (`continue_final_message`): a stream can resume there.
+  { name: "vllm", baseUrl: "http://localhost:8000/v1", capabilities: [...everything, "prefill"] },
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
   // Native Ollama: no `n`, no audio (and images as data only).
-  { name: "ollama", baseUrl: "http://localhost:11434", capabilities: ["vision", "tools", "json_schema", "embeddings"] },
-  // Anthropic: one choice per request, no audio input, no embeddings API.
-  { name: "anthropic", baseUrl: "https://api.anthropic.com/v1", capabilities: ["vision", "tools", "json_schema"] },
+  // Its models' tokenizers are their own and undocumented here: counts are estimates.
+  {
+    name: "ollama",
+    baseUrl: "http://localhost:11434",
+    capabilities: ["vision", "tools", "json_schema", "embeddings", "prefill"],
+    tokens: "estimate"
+  },
+  // Anthropic: one choice per request, no audio input, no embeddings API; a final assistant message is a prefill.
+  {
+    name: "anthropic",
+    baseUrl: "https://api.anthropic.com/v1",
+    capabilities: ["vision", "tools", "json_schema", "prefill"],
+    tokens: "anthropic"
+  },
   {
     name: "gemini",
     baseUrl: "https://generativelanguage.googleapis.com/v1beta",
-    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"]
+    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"],
+    tokens: "gemini"
   }
 ]
 
 const kindOf = (preset: Preset): Config.ProviderKind => ({
   name: preset.name,
   ...(preset.baseUrl === undefined ? { needsBaseUrl: true } : { needsBaseUrl: false, defaultBaseUrl: preset.baseUrl }),
-  ...(preset.capabilities !== undefined ? { capabilities: preset.capabilities } : {})
+  ...(preset.capabilities !== undefined ? { capabilities: preset.capabilities } : {}),
+  ...(preset.tokens !== undefined ? { tokens: preset.tokens } : {})
 })
 
 /**
@@ -104,6 +135,14 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
       message: `no provider for kind '${upstream.provider}'; known: ${Object.keys(providers).join(", ")}`,
       retryable: false
     })
+  // An upstream whose capabilities name an endpoint its provider cannot pass through: a config mistake too.
+  const unforwarded = (upstream: { readonly id: string; readonly provider: string }, forward: Provider.Forward) =>
+    new Errors.UpstreamError({
+      upstream: upstream.id,
+      kind: "protocol",
+      message: `the ${upstream.provider} provider cannot pass /${forward.endpoint} through; remove '${forward.endpoint}' from the upstream's capabilities`,
+      retryable: false
+    })
   return Provider.Provider.of({
     chat: (upstream, call) => {
       const p = providers[upstream.provider]
@@ -116,6 +155,16 @@ export const dispatch = (providers: Readonly<Record<string, Provider.Service>>):
     embeddings: (upstream, call) => {
       const p = providers[upstream.provider]
       return p === undefined ? Effect.fail(unknown(upstream)) : p.embeddings(upstream, call)
+    },
+    forward: (upstream, call) => {
+      const p = providers[upstream.provider]
+      if (p?.forward === undefined) return Effect.fail(unforwarded(upstream, call.request))
+      return p.forward(upstream, call)
+    },
+    forwardStream: (upstream, call) => {
+      const p = providers[upstream.provider]
+      if (p?.forwardStream === undefined) return Effect.fail(unforwarded(upstream, call.request))
+      return p.forwardStream(upstream, call)
     },
     enforcesTimeout: (upstream) => providers[upstream.provider]?.enforcesTimeout?.(upstream) === true
   })

@@ -25,6 +25,12 @@
  *   image part`; embeddings inputs: `ceil(characters / 4)` per string, the length of a token array.
  * - `POST /v1/embeddings`: a deterministic unit vector of 8 dimensions (or `dimensions`) per input,
  *   as floats or, with `encoding_format: "base64"`, little-endian float32 in base64.
+ * - `POST /v1/completions` (the legacy endpoint): a `text_completion` of the same content for a
+ *   string or string-array `prompt` (16 tokens unless `max_tokens` says fewer), or SSE chunks ending
+ *   with a usage-only chunk and `[DONE]`.
+ * - `POST /v1/responses`: a `response` object (text, a function call for the first tool unless the
+ *   input ends with a tool's output, JSON for a `text.format` schema), or Responses stream events;
+ *   `previous_response_id` and `store` are accepted and ignored (it keeps nothing).
  * - `GET /v1/models`, `GET /v1/models/{id}`: the configured models.
  * - `GET /health`: always `200 {"status":"ok"}`; never recorded, counted, limited or failed.
  * - Anything else: 404 with OpenAI's error envelope.
@@ -113,6 +119,8 @@ const Probability = Schema.Number.pipe(Schema.between(0, 1))
  * (`Providers.simulated`), so a config is checked against it when it loads.
  */
 export const SimulateOptions = Schema.Struct({
+  /** The API it speaks (default `openai`); the gateway calls it as that provider. */
+  dialect: Schema.optionalWith(Schema.Literal(...dialects), { exact: true }),
   latencyMs: Schema.optionalWith(NonNegative, { exact: true }),
   ttftMs: Schema.optionalWith(NonNegative, { exact: true }),
   tokensPerSecond: Schema.optionalWith(NonNegative, { exact: true }),
@@ -251,7 +259,7 @@ const byFlag = new Map(fields.map((f) => [f.flag, f]))
 export const usage = `Usage: sluice simulate [flags]
 
 Runs a simulated OpenAI-compatible upstream: POST /v1/chat/completions, POST /v1/embeddings,
-GET /v1/models and GET /health (with --dialect, Anthropic's, Gemini's or Ollama's API instead). Flags take a value as "--flag value" or "--flag=value".
+POST /v1/completions, POST /v1/responses, GET /v1/models and GET /health (with --dialect, Anthropic's, Gemini's or Ollama's API instead). Flags take a value as "--flag value" or "--flag=value".
 
   --host <host>                  address to bind (default 127.0.0.1)
   --port <port>                  port to bind; 0 picks a free one (default 0)

@@ -45,6 +45,74 @@ const isJson = (data: string): boolean => {
 }
 
 describe("Simulator", () => {
+  describe("legacy completions and the Responses API", () => {
+    it.scopedLive(
+      "answers a legacy completion whole and streamed, capped at max_tokens, and 400 without a prompt",
+      () =>
+        Effect.gen(function* () {
+          const sim = yield* Simulator.start({ name: "a", completionTokens: 3 })
+          const whole = yield* call(() => client(sim).completions.create({ model: "instruct", prompt: "hello world!" }))
+          expect(whole).toMatchObject({
+            object: "text_completion",
+            model: "instruct",
+            choices: [{ text: "[a] lorem ipsum", index: 0, finish_reason: "stop" }],
+            usage: { prompt_tokens: 6, completion_tokens: 3, total_tokens: 9 }
+          })
+          const capped = yield* call(() => client(sim).completions.create({ model: "m", prompt: ["x"], max_tokens: 2 }))
+          expect(capped.choices[0]).toMatchObject({ text: "[a] lorem", finish_reason: "length" })
+          const streamed = yield* call(async () => {
+            let text = ""
+            let usage: unknown
+            for await (const chunk of await client(sim).completions.create({ model: "m", prompt: "x", stream: true })) {
+              text += chunk.choices[0]?.text ?? ""
+              usage = chunk.usage ?? usage
+            }
+            return { text, usage }
+          })
+          expect(streamed).toEqual({
+            text: "[a] lorem ipsum",
+            usage: { prompt_tokens: 4, completion_tokens: 3, total_tokens: 7 }
+          })
+          const error = yield* callError(() => client(sim).completions.create({ model: "m" } as never))
+          expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+        })
+    )
+
+    it.scopedLive(
+      "answers responses: text, a function call until its output comes back, JSON for a schema, and events",
+      () =>
+        Effect.gen(function* () {
+          const sim = yield* Simulator.start({ name: "a", completionTokens: 2 })
+          const responses = client(sim).responses
+          const text = yield* call(() => responses.create({ model: "m", input: "Hi", previous_response_id: "resp_0" }))
+          expect(text).toMatchObject({ object: "response", status: "completed", output_text: "[a] lorem" })
+          const tool = { type: "function" as const, name: "get_weather", parameters: {}, strict: false }
+          const first = yield* call(() => responses.create({ model: "m", input: "Weather?", tools: [tool] }))
+          expect(first.output[0]).toMatchObject({ type: "function_call", name: "get_weather", arguments: "{}" })
+          const second = yield* call(() =>
+            responses.create({
+              model: "m",
+              tools: [tool],
+              input: [{ type: "function_call_output", call_id: "call_1", output: "18C" }]
+            })
+          )
+          expect(second.output_text).toBe("[a] lorem")
+          const schema = { type: "object", properties: { city: { type: "string" } }, required: ["city"] }
+          const json = yield* call(() =>
+            responses.create({
+              model: "m",
+              input: "City?",
+              text: { format: { type: "json_schema", name: "c", schema } }
+            })
+          )
+          expect(JSON.parse(json.output_text)).toEqual({ city: expect.any(String) })
+          const final = yield* call(() => responses.stream({ model: "m", input: "Hi" }).finalResponse())
+          expect(final.output_text).toBe("[a] lorem")
+          expect(final.usage?.output_tokens).toBe(2)
+        })
+    )
+  })
+
   describe("chat completions", () => {
     it.scopedLive("answers with exactly completionTokens deterministic words and estimated usage", () =>
       Effect.gen(function* () {

@@ -3,7 +3,8 @@
  * validates bodies, maps errors to OpenAI's envelope and status, and writes streams as SSE. It holds
  * no routing logic.
  *
- * Routes: `POST /v1/chat/completions`, `POST /v1/responses` (see `Responses`), `POST /v1/embeddings`,
+ * Routes: `POST /v1/chat/completions`, `POST /v1/responses` (see `Responses`), `POST /v1/completions`
+ * (see `Completions`), `POST /v1/embeddings`,
  * `GET /v1/models` (and `/v1/models/{id}`), the health endpoints, and Anthropic's `POST /v1/messages`
  * and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
@@ -19,7 +20,6 @@ import type * as Headers from "@effect/platform/Headers"
 import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import type { Decision } from "@sluice/core"
 import { Config, Errors, Router, TokenCounter, Tracing, Wire } from "@sluice/core"
-import type { StreamEvent } from "@sluice/core"
 import type { Scope } from "effect"
 import {
   Cause,
@@ -43,8 +43,9 @@ import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } fro
 import { createServer } from "node:http"
 import type * as Access from "./Access.js"
 import { Refusal } from "./Access.js"
+import * as Completions from "./Completions.js"
 import * as CompiledIs from "./internal/compiledIs.js"
-import { decisionHeaders, relay, streamHeaders, writeJson } from "./internal/http.js"
+import { decisionHeaders, ending, relay, sse, streamHeaders, writeJson } from "./internal/http.js"
 import * as Messages from "./Messages.js"
 import * as Responses from "./Responses.js"
 
@@ -130,12 +131,20 @@ const envelope = (message: string, code: string) =>
   JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } })
 
 const ROUTES_HINT =
-  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, " +
+  "this is an OpenAI-compatible gateway (POST /v1/chat/completions, POST /v1/responses, POST /v1/completions, " +
+  "POST /v1/embeddings, " +
   "GET /v1/models; POST /v1/messages for Anthropic clients)"
 const HEALTH = JSON.stringify({ status: "ok" })
 const ROOT = JSON.stringify({
   name: "sluice",
-  endpoints: ["/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/messages"]
+  endpoints: [
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/messages"
+  ]
 })
 
 const notFound = (req: IncomingMessage, res: ServerResponse, requestId: string) =>
@@ -243,6 +252,7 @@ const decodeEmbeddings = decoder(Wire.EmbeddingsRequest)
 const decodeMessages = decoder(Messages.MessagesRequest)
 const decodeCountTokens = decoder(Messages.CountTokensRequest)
 const decodeResponses = decoder(Responses.ResponsesRequest)
+const decodeCompletions = decoder(Completions.CompletionsRequest)
 
 const BEARER = /^Bearer\s+(.+)$/i
 
@@ -278,22 +288,6 @@ const routeOptions = (
   if (priority !== undefined) route.priority = priority
   return route
 }
-
-const DONE = "data: [DONE]\n\n"
-
-/** SSE text of some events. */
-const sse = (events: Iterable<StreamEvent.StreamEvent>): string => {
-  let text = ""
-  for (const event of events) text += `data: ${event.data}\n\n`
-  return text
-}
-
-/**
- * The last SSE text of a stream: `[DONE]`, or after the first chunk an upstream failure as an in-band
- * error event in OpenAI's shape — and no `[DONE]`, so no client mistakes the stream for complete.
- */
-const ending = (end: Option.Option<Errors.UpstreamError>): string =>
-  Option.isNone(end) ? DONE : `data: ${JSON.stringify(Errors.toOpenAI(end.value).body)}\n\n`
 
 /** The parent span a caller sent (`traceparent`, `b3`), if any. */
 const parentOf = (headers: IncomingHttpHeaders): Tracer.ExternalSpan | undefined =>
@@ -485,33 +479,47 @@ const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoin
 })
 
 /**
+ * The handler of an endpoint that lives in its own module (`Messages`, `Responses`, `Completions`):
+ * the body decoded, a client key's refusal for its model answered (in Anthropic's envelope when
+ * `anthropic`), then the module's `create` — which answers a body that did not decode itself.
+ */
+const moduleHandler =
+  <A extends { readonly model: string }>(
+    decode: (text: string) => Either.Either<A, Errors.InvalidRequest>,
+    create: (
+      endpoint: Messages.Endpoint,
+      res: ServerResponse,
+      requestId: string,
+      decoded: Either.Either<A, Errors.InvalidRequest>,
+      route: Router.RouteOptions
+    ) => Effect.Effect<void, Errors.RouterError>,
+    anthropic = false
+  ): BodyHandler =>
+  (env, req, res, requestId, text, client) => {
+    const decoded = decode(text)
+    if (Either.isRight(decoded)) {
+      const refusal = refused(env, client, decoded.right.model, res, requestId, anthropic)
+      if (refusal !== undefined) return refusal
+    }
+    const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+    return create(endpoint(env, client), res, requestId, decoded, route)
+  }
+
+/**
  * `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors in
  * Anthropic's envelope (see `Messages`). The client's key may come as `x-api-key`.
  */
-const messages: BodyHandler = (env, req, res, requestId, text, client) => {
-  const decoded = decodeMessages(text)
-  if (Either.isRight(decoded)) {
-    const refusal = refused(env, client, decoded.right.model, res, requestId, true)
-    if (refusal !== undefined) return refusal
-  }
-  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
-  return Messages.create(endpoint(env, client), res, requestId, decoded, route)
-}
+const messages: BodyHandler = moduleHandler(decodeMessages, Messages.create, true)
 
 /** `POST /v1/messages/count_tokens`. */
 const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
   Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
 
 /** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
-const responses: BodyHandler = (env, req, res, requestId, text, client) => {
-  const decoded = decodeResponses(text)
-  if (Either.isRight(decoded)) {
-    const refusal = refused(env, client, decoded.right.model, res, requestId)
-    if (refusal !== undefined) return refusal
-  }
-  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
-  return Responses.create(endpoint(env, client), res, requestId, decoded, route)
-}
+const responses: BodyHandler = moduleHandler(decodeResponses, Responses.create)
+
+/** `POST /v1/completions`: the legacy endpoint, passed through to upstreams that have it (see `Completions`). */
+const completions: BodyHandler = moduleHandler(decodeCompletions, Completions.create)
 
 /** `GET /v1/models`: the router's list, in OpenAI's shape. */
 const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>
@@ -775,6 +783,9 @@ const handle = (env: Env, req: IncomingMessage, res: ServerResponse): void => {
     case "/v1/responses":
     case "/responses":
       return posted(env, req, res, path, id, responses)
+    case "/v1/completions":
+    case "/completions":
+      return posted(env, req, res, path, id, completions)
     case "/v1/messages":
       // Anthropic's SDK sends its key as `x-api-key`: it counts as the bearer token.
       Messages.acceptApiKey(req.headers)

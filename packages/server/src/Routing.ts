@@ -147,6 +147,8 @@ const proxy = (current: () => Slot): Router.Service =>
     chat: (request, options) => current().generation.router.chat(request, options),
     embeddings: (request, options) => current().generation.router.embeddings(request, options),
     chatStream: (request, options) => current().generation.router.chatStream(request, options),
+    forward: (request, options) => current().generation.router.forward(request, options),
+    forwardStream: (request, options) => current().generation.router.forwardStream(request, options),
     get models() {
       return current().generation.router.models
     },

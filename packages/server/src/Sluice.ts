@@ -70,15 +70,32 @@ export const startSimulators = (config: SluiceConfig.ConfigFile) =>
     )
   })
 
+/** Where each simulator dialect's API lives below its URL, as its provider expects its `baseUrl`. */
+const API_PREFIX: Readonly<Record<Simulator.Dialect, string>> = {
+  openai: "/v1",
+  anthropic: "/v1",
+  gemini: "/v1beta",
+  ollama: ""
+}
+
+const dialectOf = (running: RunningSimulator): Simulator.Dialect => running.simulator.options().dialect ?? "openai"
+
 /** Simulators and topology for a config. */
 export const layerTopology = (config: SluiceConfig.ConfigFile) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const simulators = yield* startSimulators(config)
-      const baseUrls = new Map(simulators.map((s) => [s.upstream, `${s.url}/v1`]))
+      const baseUrls = new Map(simulators.map((s) => [s.upstream, s.url + API_PREFIX[dialectOf(s)]]))
+      // A simulator of another provider's API is called as that provider (its dialect names the kind).
+      const callAs = new Map(
+        simulators.flatMap((s) => {
+          const dialect = dialectOf(s)
+          return dialect === "openai" ? [] : [[s.upstream, dialect] as const]
+        })
+      )
       return Layer.merge(
         Layer.succeed(Simulators, simulators),
-        Topology.layer(config, { baseUrls, providers: Providers.kinds })
+        Topology.layer(config, { baseUrls, callAs, providers: Providers.kinds })
       )
     })
   )

@@ -56,6 +56,7 @@ describe("config files", () => {
     const smart = config.pools.find((p) => p.id === "smart")!
     expect(smart.retry?.initialBackoffMs).toBe(200)
     expect(smart.sticky?.key).toBe("header")
+    expect(smart.stream?.resume).toBe(true)
     expect(config.upstreams.find((u) => u.id === "local-ollama")?.healthCheck?.type).toBe("http")
   })
 

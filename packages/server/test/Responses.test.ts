@@ -8,7 +8,7 @@ import { Simulator } from "@sluice/providers"
 import { Effect } from "effect"
 import type OpenAI from "openai"
 import { BadRequestError } from "openai"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { simulatedConfig, startGateway, streamedResponse } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 
@@ -61,15 +61,7 @@ describe("POST /v1/responses with the openai SDK", () => {
   it.live("streams a response the SDK accumulates, with events in the Responses order", () =>
     Effect.gen(function* () {
       const gateway = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 4 } }])
-      const { events, final, text } = yield* promise(async () => {
-        const stream = gateway.client.responses.stream({ model: "gpt-4o-mini", input: "Hi" })
-        const events: Array<string> = []
-        let text = ""
-        stream.on("event", (event) => events.push(event.type))
-        stream.on("response.output_text.delta", (event) => (text += event.delta))
-        const final = await stream.finalResponse()
-        return { events, final, text }
-      })
+      const { events, final, text } = yield* streamedResponse(gateway.client)
       expect(text).toBe("[gpt] lorem ipsum dolor")
       expect(final.output_text).toBe("[gpt] lorem ipsum dolor")
       expect(final.status).toBe("completed")
@@ -156,7 +148,7 @@ describe("POST /v1/responses with the openai SDK", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("refuses previous_response_id and store: true with a 400 saying it keeps no state", () =>
+  it.live("refuses previous_response_id and store: true with a 400 when no upstream keeps responses", () =>
     Effect.gen(function* () {
       const gateway = yield* gatewayWith([{ id: "gpt" }])
       const failure = (body: OpenAI.Responses.ResponseCreateParamsNonStreaming) =>
@@ -168,7 +160,7 @@ describe("POST /v1/responses with the openai SDK", () => {
         )
       const previous = yield* failure({ model: "gpt-4o-mini", input: "Hi", previous_response_id: "resp_1" })
       expect(previous).toBeInstanceOf(BadRequestError)
-      expect((previous as BadRequestError).message).toContain("keeps no responses")
+      expect((previous as BadRequestError).message).toContain("needs an upstream that keeps responses")
       const stored = yield* failure({ model: "gpt-4o-mini", input: "Hi", store: true })
       expect((stored as BadRequestError).status).toBe(400)
       expect(gateway.simulator("gpt").stats().requests).toBe(0)

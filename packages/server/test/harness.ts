@@ -165,6 +165,21 @@ export const streamed = (client: OpenAI) =>
     return { upstream: response.headers.get("x-sluice-upstream"), content, finishReason, error }
   })
 
+/**
+ * One streamed response through the SDK's Responses API (`gpt-4o-mini`, input "Hi"): the event types
+ * in order, the text of its deltas, and the response the SDK accumulated.
+ */
+export const streamedResponse = (client: OpenAI) =>
+  Effect.promise(async () => {
+    const stream = client.responses.stream({ model: "gpt-4o-mini", input: "Hi" })
+    const events: Array<string> = []
+    let text = ""
+    stream.on("event", (event) => events.push(event.type))
+    stream.on("response.output_text.delta", (event) => (text += event.delta))
+    const final = await stream.finalResponse()
+    return { events, final, text }
+  })
+
 /** Waits, polling every 10 ms for up to 3 s, until `f` gives a value (for what happens in the background). */
 export const eventually = <A>(f: () => A | undefined) =>
   Effect.promise(async () => {

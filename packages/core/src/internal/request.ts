@@ -11,8 +11,8 @@ import type { Exclusion, UpstreamError } from "../Errors.js"
 import type { Attempt, Guard, RequestInfo, Step } from "../Guard.js"
 import { versions } from "../Guard.js"
 import type { Match } from "../Matcher.js"
-import type { Count } from "../TokenCounter.js"
-import type { Pool } from "../Topology.js"
+import type { Count, Rules } from "../TokenCounter.js"
+import type { Pool, Upstream } from "../Topology.js"
 import type { Ticket } from "./admissionQueue.js"
 
 /** Per-request options. */
@@ -32,6 +32,8 @@ export interface RouteOptions {
    * change nothing but `model` forwards the bytes instead of serializing the request again.
    */
   readonly body?: string
+  /** Upstreams not to try (a stream's continuation avoids the one that broke off). */
+  readonly avoid?: ReadonlyArray<string>
 }
 
 /** A prompt's token count: a synchronous estimate, and the exact count asked for near a limit. */
@@ -40,6 +42,8 @@ export interface Prompt {
   readonly exact: (poolModel: string) => Effect.Effect<Count>
   /** A hash of the prompt's prefix, for strategies that key on it (see `Strategy.Selection.prefixHash`). */
   readonly prefixHash?: () => number | undefined
+  /** The count as an upstream that counts by `rules` would make it (a chat prompt; see `TokenCounter.Rules`). */
+  readonly as?: (model: string, rules: Rules) => Count
 }
 
 /** Where a pass over the fallback chain stands. */
@@ -98,6 +102,8 @@ export class Request implements Step {
   /** Ends the request for the router's count of requests in flight; see {@link end}. */
   onEnd: (() => void) | undefined = undefined
   private pending: Array<Effect.Effect<void>> | undefined = undefined
+  /** Counts by other rules than the request's own, by rules and model (see {@link countFor}). */
+  private counts: Map<string, Count> | undefined = undefined
 
   constructor(
     readonly clock: Clock.Clock,
@@ -133,9 +139,24 @@ export class Request implements Step {
     return this.requestedOutputTokens ?? 1
   }
 
-  /** Whether the prompt and the completion's room fit `contextWindow`. */
-  fits(contextWindow: number | undefined): boolean {
-    return contextWindow === undefined || this.count.tokens + this.completionRoom <= contextWindow
+  /**
+   * The prompt's count as `upstream` counts it: the request's own, unless its provider counts by
+   * other rules (`Upstream.tokens`), whose estimate is made once per rules and model.
+   */
+  countFor(upstream: Upstream): Count {
+    const rules = upstream.tokens
+    if (rules === undefined || this.prompt.as === undefined) return this.count
+    const model = upstream.model ?? this.match.model
+    const key = `${rules} ${model}`
+    let count = (this.counts ??= new Map()).get(key)
+    if (count === undefined) this.counts.set(key, (count = this.prompt.as(model, rules)))
+    return count
+  }
+
+  /** Whether the prompt, as `upstream` counts it, and the completion's room fit its context window. */
+  fits(upstream: Upstream): boolean {
+    const window = upstream.contextWindow
+    return window === undefined || this.countFor(upstream).tokens + this.completionRoom <= window
   }
 
   /** Refreshes `now` from the clock, for the next synchronous part. */

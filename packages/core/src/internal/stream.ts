@@ -12,7 +12,7 @@ import { spanAttributes } from "../Decision.js"
 import type { RateLimitInfo, UpstreamError } from "../Errors.js"
 import { Failure } from "../Errors.js"
 import type { Outcome } from "../Guard.js"
-import type { Call, Service as ProviderService } from "../Provider.js"
+import type { Call, Opened as ProviderOpened, Service as ProviderService } from "../Provider.js"
 import type { Polled, Source, StreamEvent } from "../StreamEvent.js"
 import { isContent, isEvents, toStream } from "../StreamEvent.js"
 import type { Upstream } from "../Topology.js"
@@ -46,14 +46,24 @@ export interface RoutedStream {
   readonly decision: Effect.Effect<Decision>
 }
 
-/** Opens a stream on an admitted attempt; see the module doc. */
+/**
+ * What opens an attempt's upstream stream instead of `provider.chatStream` (a forwarded endpoint's
+ * stream, see `internal/forward.ts`), given the chat call {@link open} built.
+ */
+export type Start = (
+  upstream: Upstream,
+  call: Call<ChatCompletionRequest>
+) => Effect.Effect<ProviderOpened, UpstreamError, Scope.Scope>
+
+/** Opens a stream on an admitted attempt (with `start`, not through `provider.chatStream`); see the module doc. */
 export const open = (
   stage: AttemptStage,
   provider: ProviderService,
   request: Request,
   admitted: Admitted,
   chat: ChatCompletionRequest,
-  routeSpan: Tracer.Span | undefined
+  routeSpan: Tracer.Span | undefined,
+  start?: Start
 ): Effect.Effect<RoutedStream, UpstreamError> => {
   const upstream = admitted.attempt.upstream
   const interChunk = upstream.stream.interChunkTimeoutMs
@@ -80,7 +90,11 @@ export const open = (
     let feed: Feed | undefined
     let rateLimits: RateLimitInfo | undefined
     const started = Effect.flatMap(
-      Effect.provideService(provider.chatStream(upstream, call), Scope.Scope, scope),
+      Effect.provideService(
+        start === undefined ? provider.chatStream(upstream, call) : start(upstream, call),
+        Scope.Scope,
+        scope
+      ),
       (opened) => {
         rateLimits = opened.rateLimits
         feed = watch(opened.events, request.clock, interChunk, () =>

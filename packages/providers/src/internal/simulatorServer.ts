@@ -7,6 +7,7 @@ import type { Options, RecordedRequest } from "../Simulator.js"
 import * as Anthropic from "./simulatorAnthropic.js"
 import * as Gemini from "./simulatorGemini.js"
 import * as Ollama from "./simulatorOllama.js"
+import * as OpenAIEndpoints from "./simulatorOpenAIEndpoints.js"
 import type { Dialect, Route } from "./simulatorDialect.js"
 import type { Completion } from "./simulatorContent.js"
 import {
@@ -51,6 +52,12 @@ const DIALECTS: Readonly<Record<string, Dialect | undefined>> = {
   gemini: Gemini.dialect,
   ollama: Ollama.dialect
 }
+
+/** The OpenAI dialect's endpoints written as dialects of their own, by path. */
+const OPENAI_ENDPOINTS: ReadonlyMap<string, Dialect> = new Map([
+  ["/v1/completions", OpenAIEndpoints.completions],
+  ["/v1/responses", OpenAIEndpoints.responses]
+])
 
 const WINDOW_MS = 60_000
 const RECORDED = 100
@@ -275,6 +282,8 @@ export class SimulatorState {
       } else {
         if (method === "POST" && path === "/v1/chat/completions") return this.chat(req, res, body, malformed)
         if (method === "POST" && path === "/v1/embeddings") return this.embeddings(req, res, body, malformed)
+        const endpoint = method === "POST" ? OPENAI_ENDPOINTS.get(path) : undefined
+        if (endpoint !== undefined) return this.dialectChat(req, res, body, malformed, endpoint, { _tag: "chat" })
       }
       if (method === "GET" && path === "/v1/models") return sendJson(res, 200, this.modelsBody)
       if (method === "GET" && path.startsWith("/v1/models/")) return this.model(res, path)

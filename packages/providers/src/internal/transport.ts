@@ -192,6 +192,24 @@ export interface StreamDecoder {
 }
 
 /**
+ * The decoder of an SSE stream of OpenAI's framing: one event per payload (`toEvent` checks it), up to
+ * `data: [DONE]`. Stateless, so one may serve every stream of an upstream.
+ */
+export const doneDecoder = (
+  toEvent: (data: string) => StreamEvent.StreamEvent | Errors.UpstreamError
+): StreamDecoder => ({
+  framing: "sse",
+  endMarker: "[DONE]",
+  decode: (payload, out) => {
+    if (payload === "[DONE]") return END
+    const event = toEvent(payload)
+    if (event instanceof Errors.UpstreamError) return event
+    out.push(event)
+    return undefined
+  }
+})
+
+/**
  * Splits SSE text into event payloads. Keeps partial input between calls. Comments, event names and
  * other fields are ignored (every provider repeats the event's type in its data); CRLF and CR line
  * ends are accepted.

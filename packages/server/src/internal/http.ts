@@ -1,8 +1,7 @@
 /** Writing answers: what every endpoint of the gateway shares. */
-import type { Decision, Errors, Router } from "@sluice/core"
-import { StreamEvent } from "@sluice/core"
-import type { Option } from "effect"
-import { Effect } from "effect"
+import type { Decision, Router } from "@sluice/core"
+import { Errors, StreamEvent } from "@sluice/core"
+import { Effect, Option } from "effect"
 import type { ServerResponse } from "node:http"
 
 const JSON_TYPE = "application/json"
@@ -50,6 +49,22 @@ export const streamHeaders = (routed: Router.RoutedStream): Record<string, strin
   "x-sluice-upstream": routed.upstream,
   "x-sluice-attempts": String(routed.attempts)
 })
+
+const DONE = "data: [DONE]\n\n"
+
+/** SSE text of some events (OpenAI's framing: data lines only). */
+export const sse = (events: Iterable<StreamEvent.StreamEvent>): string => {
+  let text = ""
+  for (const event of events) text += `data: ${event.data}\n\n`
+  return text
+}
+
+/**
+ * The last SSE text of an OpenAI stream: `[DONE]`, or after the first chunk an upstream failure as an
+ * in-band error event in OpenAI's shape — and no `[DONE]`, so no client mistakes the stream for complete.
+ */
+export const ending = (end: Option.Option<Errors.UpstreamError>): string =>
+  Option.isNone(end) ? DONE : `data: ${JSON.stringify(Errors.toOpenAI(end.value).body)}\n\n`
 
 /**
  * Relays a stream to `res` straight from its source (no Stream machinery): one write per upstream

@@ -1,7 +1,8 @@
 /**
  * OpenAI's Responses API served over chat completions: a Responses request as a chat request, a chat
  * completion as a `response` object, and chat chunks as Responses stream events. Stateless: nothing is
- * stored, so `previous_response_id` and `store: true` are refused.
+ * stored, so `previous_response_id` and `store: true` have no translation (only an upstream that
+ * serves the Responses API itself can take them, see `Responses`).
  */
 import type { Wire } from "@sluice/core"
 import { Refused } from "./messages.js"
@@ -74,11 +75,18 @@ const messagesOf = (input: unknown): Array<Json> | Refused => {
       // The model's earlier reasoning: no chat counterpart to send it back as.
       continue
     } else {
-      return new Refused(`input items of type '${String(type)}' are not supported (this gateway keeps no state)`, at)
+      return new Refused(
+        `input items of type '${String(type)}' are not supported (this gateway keeps no state, and no upstream of ` +
+          "this pool serves the Responses API itself)",
+        at
+      )
     }
   }
   return messages
 }
+
+/** What an upstream that keeps responses is, for the refusals that need one. */
+const KEEPS = "(the gateway itself keeps none; an upstream serving the Responses API declares capability 'responses')"
 
 /**
  * A Responses request as a chat request: `instructions` as a system message; input items as
@@ -90,12 +98,16 @@ export const toChat = (body: Json): Wire.ChatCompletionRequest | Refused => {
   if (typeof body["model"] !== "string" || body["model"] === "") return new Refused("model is required", "model")
   if (body["previous_response_id"] !== undefined && body["previous_response_id"] !== null) {
     return new Refused(
-      "previous_response_id is not supported: this gateway keeps no responses; send the whole conversation in input",
+      `previous_response_id needs an upstream that keeps responses, and no upstream of this pool does ${KEEPS}; ` +
+        "send the whole conversation in input",
       "previous_response_id"
     )
   }
   if (body["store"] === true) {
-    return new Refused("store: true is not supported: this gateway keeps no responses; send store: false", "store")
+    return new Refused(
+      `store: true needs an upstream that keeps responses, and no upstream of this pool does ${KEEPS}; send store: false`,
+      "store"
+    )
   }
   const messages = messagesOf(body["input"])
   if (messages instanceof Refused) return messages
@@ -117,7 +129,7 @@ export const toChat = (body: Json): Wire.ChatCompletionRequest | Refused => {
     for (const [i, tool] of (body["tools"] as ReadonlyArray<unknown>).entries()) {
       if (!isObject(tool) || tool["type"] !== "function") {
         return new Refused(
-          "only function tools are supported (built-in tools need OpenAI's own service)",
+          "only function tools are supported here (built-in tools need an upstream that serves the Responses API itself)",
           `tools[${i}]`
         )
       }

@@ -343,21 +343,45 @@ const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string, 
     "x-request-id": requestId
   })
 
-/** The refusal of a client's request for `model` as an Effect that answers it, or undefined. */
-const refused = (
+/**
+ * Admits a client's request for `model` (see `Access.admit`): the refusal, or the client of this
+ * request — holding its prompt (estimated from the body's length) and `maxOutputTokens` against its
+ * key's TPM and budgets when the key has them.
+ */
+const admission = (
   env: Env,
   client: Access.Client | undefined,
   model: string,
-  res: ServerResponse,
-  requestId: string,
-  anthropic = false
-): Effect.Effect<void> | undefined => {
+  text: string,
+  maxOutputTokens: number | undefined
+): Access.Client | Refusal | undefined =>
   // Anyone on an open gateway, and keys without limits or restrictions, need no check.
-  if (client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined)
-    return undefined
-  const refusal = env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis())
-  return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId, anthropic))
-}
+  client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined
+    ? client
+    : env.options.access.admit(
+        client,
+        model,
+        env.clock.unsafeCurrentTimeMillis(),
+        TokenCounter.estimateText(text),
+        maxOutputTokens
+      )
+
+/** A refusal of `Access`, answered. */
+const refuse = (res: ServerResponse, refusal: Refusal, requestId: string, anthropic = false): Effect.Effect<void> =>
+  Effect.sync(() => writeRefusal(res, refusal, requestId, anthropic))
+
+/** `effect` answering a client's request; what the request still holds of its key when it ends is given back. */
+const holding = <E>(
+  env: Env,
+  client: Access.Client | undefined,
+  effect: Effect.Effect<void, E>
+): Effect.Effect<void, E> =>
+  client?.held === undefined
+    ? effect
+    : Effect.ensuring(
+        effect,
+        Effect.sync(() => env.options.access?.release(client, env.clock.unsafeCurrentTimeMillis()))
+      )
 
 /**
  * The one hook at the end of a routed request: records what the client used (its tokens and spend)
@@ -430,17 +454,17 @@ const relayed = (
  * `POST /v1/chat/completions`. Called when the request is served (see {@link withBody}): the body is
  * decoded right away, not inside the Effect.
  */
-const chat: BodyHandler = (env, req, res, requestId, text, client) => {
+const chat: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeChat(text)
   if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
   const body = decoded.right
-  const refusal = refused(env, client, body.model, res, requestId)
-  if (refusal !== undefined) return refusal
+  const client = admission(env, key, body.model, text, Wire.requestedMaxTokens(body))
+  if (client instanceof Refusal) return refuse(res, client, requestId)
   // A stream's request is serialized for the upstream anyway (it asks for usage): it does not keep
   // the body's text for its whole life.
   const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
-  if (body.stream === true) return streamChat(env, res, body, route, client)
-  return Effect.map(env.router.chat(body, route), (routed) => {
+  if (body.stream === true) return holding(env, client, streamChat(env, res, body, route, client))
+  const answered = Effect.map(env.router.chat(body, route), (routed) => {
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
     finished(
       env,
@@ -450,16 +474,17 @@ const chat: BodyHandler = (env, req, res, requestId, text, client) => {
       env.options.observeContent === true ? { request: body, response: routed.response } : undefined
     )
   })
+  return holding(env, client, answered)
 }
 
 /** `POST /v1/embeddings`; the body is decoded when the Effect runs. */
-const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
+const embeddings: BodyHandler = (env, req, res, requestId, text, key) =>
   Effect.suspend(() => {
     const decoded = decodeEmbeddings(text)
     if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-    const refusal = refused(env, client, decoded.right.model, res, requestId)
-    if (refusal !== undefined) return refusal
-    return Effect.map(
+    const client = admission(env, key, decoded.right.model, text, 0)
+    if (client instanceof Refusal) return refuse(res, client, requestId)
+    const answered = Effect.map(
       env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
       (routed) => {
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
@@ -472,6 +497,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
         )
       }
     )
+    return holding(env, client, answered)
   })
 
 /**
@@ -488,14 +514,14 @@ const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoin
  * `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors in
  * Anthropic's envelope (see `Messages`). The client's key may come as `x-api-key`.
  */
-const messages: BodyHandler = (env, req, res, requestId, text, client) => {
+const messages: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeMessages(text)
-  if (Either.isRight(decoded)) {
-    const refusal = refused(env, client, decoded.right.model, res, requestId, true)
-    if (refusal !== undefined) return refusal
-  }
+  const client = Either.isRight(decoded)
+    ? admission(env, key, decoded.right.model, text, decoded.right.max_tokens)
+    : key
+  if (client instanceof Refusal) return refuse(res, client, requestId, true)
   const route = routeOptions(req.headers, env.options, client, requestId, undefined)
-  return Messages.create(endpoint(env, client), res, requestId, decoded, route)
+  return holding(env, client, Messages.create(endpoint(env, client), res, requestId, decoded, route))
 }
 
 /** `POST /v1/messages/count_tokens`. */
@@ -503,14 +529,15 @@ const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
   Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
 
 /** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
-const responses: BodyHandler = (env, req, res, requestId, text, client) => {
+const responses: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeResponses(text)
-  if (Either.isRight(decoded)) {
-    const refusal = refused(env, client, decoded.right.model, res, requestId)
-    if (refusal !== undefined) return refusal
-  }
+  const max = Either.isRight(decoded) ? (decoded.right as Responses.ResponsesRequest)["max_output_tokens"] : undefined
+  const client = Either.isRight(decoded)
+    ? admission(env, key, decoded.right.model, text, typeof max === "number" ? max : undefined)
+    : key
+  if (client instanceof Refusal) return refuse(res, client, requestId)
   const route = routeOptions(req.headers, env.options, client, requestId, undefined)
-  return Responses.create(endpoint(env, client), res, requestId, decoded, route)
+  return holding(env, client, Responses.create(endpoint(env, client), res, requestId, decoded, route))
 }
 
 /** `GET /v1/models`: the router's list, in OpenAI's shape. */

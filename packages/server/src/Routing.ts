@@ -118,7 +118,8 @@ const build = (
         const match = matcher.find(model)
         return "pool" in match ? match.pool.id : undefined
       },
-      upstreams: topology.upstreams
+      upstreams: topology.upstreams,
+      pools: topology.pools
     })
     const router = Context.get(built, Router.Router)
     const generation: Generation = {

@@ -107,9 +107,11 @@ const currentAccess = (routing: Routing.Service): Access.Service => ({
     return routing.current().access.required
   },
   authenticate: (headers) => routing.current().access.authenticate(headers),
-  admit: (client, model, now) => routing.current().access.admit(client, model, now),
+  admit: (client, model, now, promptTokens, maxOutputTokens) =>
+    routing.current().access.admit(client, model, now, promptTokens, maxOutputTokens),
   priority: (client, headers) => routing.current().access.priority(client, headers),
   record: (client, decision, now) => routing.current().access.record(client, decision, now),
+  release: (client, now) => routing.current().access.release(client, now),
   cors: (origin) => routing.current().access.cors(origin),
   keys: (now) => routing.current().access.keys(now)
 })

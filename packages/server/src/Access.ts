@@ -91,7 +91,7 @@ export interface Service {
   /**
    * Records what a routed request used (tokens, and cost from the serving upstream's pricing); a
    * request holding tokens and spend has its hold turned into that usage — or, when the answer
-   * reported none, kept if an upstream served it and given back if none did.
+   * reported none, kept if an upstream served it (or was cut off serving it) and given back if none did.
    */
   readonly record: (client: Client, decision: Decision.Decision, now: number) => void
   /** Gives back what a request still holds (it ended without a decision to record); else nothing. */
@@ -397,8 +397,11 @@ export const make = (settings: Settings): Service => {
     if (held !== undefined && !held.settled) {
       if (decision.inputTokens !== undefined || decision.outputTokens !== undefined)
         return settleHold(client, held, tokens, cost, now)
-      // No usage reported: what an upstream served stays held (it may well have used it), else nothing was.
-      return decision.upstream === undefined ? settleHold(client, held, 0, 0, now) : void (held.settled = true)
+      // No usage reported: what an upstream served, or was cut off while serving, stays held (it may
+      // well have used it); nothing was used when every attempt failed or none was sent.
+      return decision.upstream === undefined && !decision.attempts.some((a) => a.outcome === "interrupted")
+        ? settleHold(client, held, 0, 0, now)
+        : void (held.settled = true)
     }
     if (tokens === 0 && cost === 0) return
     local.modify<ClientUsage.Usage, void>(keyOf(client.name), (current) => [

@@ -258,8 +258,8 @@ const bearer = (authorization: string | undefined): string | undefined => {
  * `x-sluice-priority` header where the key may set it).
  */
 const routeOptions = (
+  env: Env,
   headers: IncomingHttpHeaders,
-  options: Options,
   client: Access.Client | undefined,
   requestId: string,
   body: string | undefined
@@ -268,7 +268,7 @@ const routeOptions = (
   const priority =
     client === undefined || (client.priority === 0 && !client.priorityHeader)
       ? undefined
-      : options.access?.priority(client, headers)
+      : env.options.access?.priority(client, headers)
   const route: { -readonly [K in keyof Router.RouteOptions]: Router.RouteOptions[K] } = {
     headers: headers as Readonly<Record<string, string | undefined>>,
     requestId
@@ -276,6 +276,9 @@ const routeOptions = (
   if (body !== undefined) route.body = body
   if (apiKey !== undefined) route.apiKey = apiKey
   if (priority !== undefined) route.priority = priority
+  // A request its client abandoned is audited too (499, as proxies log it), and its hold settled.
+  if (env.options.observe !== undefined || client?.tracked === true)
+    route.onInterrupted = (decision) => finished(env, client, decision, 499)
   return route
 }
 
@@ -462,7 +465,7 @@ const chat: BodyHandler = (env, req, res, requestId, text, key) => {
   if (client instanceof Refusal) return refuse(res, client, requestId)
   // A stream's request is serialized for the upstream anyway (it asks for usage): it does not keep
   // the body's text for its whole life.
-  const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
+  const route = routeOptions(env, req.headers, client, requestId, body.stream === true ? undefined : text)
   if (body.stream === true) return holding(env, client, streamChat(env, res, body, route, client))
   const answered = Effect.map(env.router.chat(body, route), (routed) => {
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
@@ -485,7 +488,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, key) =>
     const client = admission(env, key, decoded.right.model, text, 0)
     if (client instanceof Refusal) return refuse(res, client, requestId)
     const answered = Effect.map(
-      env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
+      env.router.embeddings(decoded.right, routeOptions(env, req.headers, client, requestId, text)),
       (routed) => {
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
         finished(
@@ -520,7 +523,7 @@ const messages: BodyHandler = (env, req, res, requestId, text, key) => {
     ? admission(env, key, decoded.right.model, text, decoded.right.max_tokens)
     : key
   if (client instanceof Refusal) return refuse(res, client, requestId, true)
-  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+  const route = routeOptions(env, req.headers, client, requestId, undefined)
   return holding(env, client, Messages.create(endpoint(env, client), res, requestId, decoded, route))
 }
 
@@ -536,7 +539,7 @@ const responses: BodyHandler = (env, req, res, requestId, text, key) => {
     ? admission(env, key, decoded.right.model, text, typeof max === "number" ? max : undefined)
     : key
   if (client instanceof Refusal) return refuse(res, client, requestId)
-  const route = routeOptions(req.headers, env.options, client, requestId, undefined)
+  const route = routeOptions(env, req.headers, client, requestId, undefined)
   return holding(env, client, Responses.create(endpoint(env, client), res, requestId, decoded, route))
 }
 

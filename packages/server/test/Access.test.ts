@@ -72,7 +72,12 @@ const used = (inputTokens: number, outputTokens = 0, upstream: string | undefine
   ({ upstream, inputTokens, outputTokens }) as unknown as Decision.Decision
 
 /** A failed request's decision: no upstream served it, no usage. */
-const failed = { upstream: undefined, inputTokens: undefined, outputTokens: undefined } as unknown as Decision.Decision
+const failed = {
+  upstream: undefined,
+  inputTokens: undefined,
+  outputTokens: undefined,
+  attempts: []
+} as unknown as Decision.Decision
 
 const now = Clock.currentTimeMillis
 
@@ -176,19 +181,26 @@ describe("Access: a key's limits over time", () => {
     })
   )
 
-  it.effect("keeps the hold of an answer that reported no usage, and counts a late answer in the new day", () =>
-    Effect.gen(function* () {
-      const access = yield* rules({ budget: { dailyUsd: 100 } })
-      const k = client(access)
-      const start = yield* now
-      const silent = admitted(ask(access, k, start, 2, 2))
-      access.record(silent, { ...failed, upstream: "u" } as Decision.Decision, start)
-      expect(access.keys(start)[0]?.usage.spentTodayUsd).toBe(4)
-      const late = admitted(ask(access, k, start, 2, 2))
-      yield* TestClock.adjust(Duration.days(1))
-      access.record(late, used(1, 0), yield* now)
-      expect(access.keys(yield* now)[0]?.usage).toMatchObject({ spentTodayUsd: 1, spentThisMonthUsd: 5 })
-    })
+  it.effect(
+    "keeps the hold of an answer that reported no usage or was cut off, and counts a late answer in the new day",
+    () =>
+      Effect.gen(function* () {
+        const access = yield* rules({ budget: { dailyUsd: 100 } })
+        const k = client(access)
+        const start = yield* now
+        const silent = admitted(ask(access, k, start, 2, 2))
+        access.record(silent, { ...failed, upstream: "u" } as Decision.Decision, start)
+        expect(access.keys(start)[0]?.usage.spentTodayUsd).toBe(4)
+        // A call its client cut off may have been billed too: its hold stays.
+        const cut = admitted(ask(access, k, start, 1, 1))
+        access.record(cut, { ...failed, attempts: [{ outcome: "interrupted" }] } as unknown as Decision.Decision, start)
+        access.release(cut, start)
+        expect(access.keys(start)[0]?.usage.spentTodayUsd).toBe(6)
+        const late = admitted(ask(access, k, start, 2, 2))
+        yield* TestClock.adjust(Duration.days(1))
+        access.record(late, used(1, 0), yield* now)
+        expect(access.keys(yield* now)[0]?.usage).toMatchObject({ spentTodayUsd: 1, spentThisMonthUsd: 7 })
+      })
   )
 
   it.effect("never shows the key or its digest in what it lists", () =>

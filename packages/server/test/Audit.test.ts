@@ -18,12 +18,14 @@ const audited = (audit: Record<string, unknown>) => ({
   ...simulatedConfig(
     [
       { id: "a", simulate: { completionTokens: 10 } },
-      { id: "broken", simulate: { failureRate: 1 } }
+      { id: "broken", simulate: { failureRate: 1 } },
+      { id: "slow", simulate: { latencyMs: 30_000 } }
     ],
     [
       { id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] },
       { id: "flaky", models: ["flaky-model"], upstreams: ["broken"], fallback: "chat" },
-      { id: "dead", models: ["dead-model"], upstreams: ["broken"] }
+      { id: "dead", models: ["dead-model"], upstreams: ["broken"] },
+      { id: "slow", models: ["slow-model"], upstreams: ["slow"] }
     ]
   ),
   server: Schema.decodeUnknownSync(Config.ServerConfig)({
@@ -111,6 +113,32 @@ describe("audit log of decisions", () => {
       expect(yield* ids(`?since=${new Date(Date.now() + 60_000).toISOString()}`)).toEqual([])
       expect(yield* ids(`?until=${Date.now() + 60_000}&outcome=success`)).toEqual(["chat", "chat"])
       expect((yield* decisions(gateway, "?since=yesterday")).status).toBe(400)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("keeps the decision of a request its client abandoned, as interrupted", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(audited({}), { env })
+      const controller = new AbortController()
+      const sent = fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        signal: controller.signal,
+        headers: { authorization: `Bearer ${TEAM}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "slow-model", messages: [{ role: "user", content: "Hi" }] })
+      }).catch(() => "abandoned")
+      yield* eventually(() => (gateway.simulator("slow").requests().length === 1 ? true : undefined))
+      controller.abort()
+      expect(yield* Effect.promise(() => sent)).toBe("abandoned")
+      let entries: Array<Entry> = []
+      for (let i = 0; i < 100 && entries.length === 0; i++) {
+        entries = (yield* decisions(gateway, "?outcome=interrupted")).body as Array<Entry>
+        if (entries.length === 0) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+      }
+      expect(entries).toHaveLength(1)
+      expect(entries[0]).toMatchObject({
+        key: "team",
+        decision: { pool: "slow", outcome: "interrupted", attempts: [{ upstream: "slow", outcome: "interrupted" }] }
+      })
     }).pipe(Effect.scoped)
   )
 

@@ -6,7 +6,7 @@
  */
 import type { Clock, Tracer } from "effect"
 import { Effect } from "effect"
-import type { Builder } from "../Decision.js"
+import type { Builder, Decision } from "../Decision.js"
 import type { Exclusion, UpstreamError } from "../Errors.js"
 import type { Attempt, Guard, RequestInfo, Step } from "../Guard.js"
 import { versions } from "../Guard.js"
@@ -32,6 +32,11 @@ export interface RouteOptions {
    * change nothing but `model` forwards the bytes instead of serializing the request again.
    */
   readonly body?: string
+  /**
+   * Called with the decision of a request interrupted before its answer (its client went away),
+   * which no return value can carry — the gateway audits it. Synchronous.
+   */
+  readonly onInterrupted?: (decision: Decision) => void
 }
 
 /** A prompt's token count: a synchronous estimate, and the exact count asked for near a limit. */

@@ -260,29 +260,39 @@ const gauges = (routing: Routing.Service) =>
     ].join("")
   })
 
+/** The message of an audit file that cannot be opened. */
+const unopened = (error: unknown) =>
+  `server.audit.path: cannot open the audit file: ${error instanceof Error ? error.message : String(error)}`
+
 /**
  * Builds the metrics and the audit log over the running config; the audit sink closes with the
- * scope. Fails with a `ConfigError` when the audit file cannot be opened.
+ * scope, and follows `server.audit` through reloads (a reloaded file that cannot be opened is logged
+ * and the sink in use stays). `adjust` is applied to every `server.audit` (the server keeps no
+ * decisions in memory without the admin API). Fails with a `ConfigError` when the audit file cannot
+ * be opened.
  */
 export const make = (
-  settings: SluiceConfig.AuditConfig
+  settings: SluiceConfig.AuditConfig,
+  adjust: (settings: SluiceConfig.AuditConfig) => SluiceConfig.AuditConfig = (s) => s
 ): Effect.Effect<Service, SluiceConfig.ConfigError, Routing.Routing | Scope.Scope> =>
   Effect.gen(function* () {
     const routing = yield* Routing.Routing
     const registry = new Registry()
     const audit = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => new Audit.Log(settings),
-        catch: (error) =>
-          new SluiceConfig.ConfigError({
-            source: "config",
-            problems: [
-              `server.audit.path: cannot open the audit file: ${error instanceof Error ? error.message : String(error)}`
-            ]
-          })
+        try: () => new Audit.Log(adjust(settings)),
+        catch: (error) => new SluiceConfig.ConfigError({ source: "config", problems: [unopened(error)] })
       }),
       (log) => Effect.sync(() => log.close())
     )
+    const run = Runtime.runFork(yield* Effect.runtime<never>())
+    yield* routing.watch((generation) => {
+      try {
+        audit.reconfigure(adjust(generation.config.server.audit))
+      } catch (error) {
+        run(Effect.logError(`${unopened(error)}; the audit log keeps writing where it did`))
+      }
+    })
     const record = recorder(routing, instruments(registry), audit)
     const metrics = Effect.map(gauges(routing), (lines) => registry.exposition(Metric.unsafeSnapshot()) + lines)
     return { record, metrics, audit }
@@ -290,8 +300,9 @@ export const make = (
 
 /** {@link Observe} from `server.audit`. */
 export const layer = (
-  settings: SluiceConfig.AuditConfig
-): Layer.Layer<Observe, SluiceConfig.ConfigError, Routing.Routing> => Layer.scoped(Observe, make(settings))
+  settings: SluiceConfig.AuditConfig,
+  adjust?: (settings: SluiceConfig.AuditConfig) => SluiceConfig.AuditConfig
+): Layer.Layer<Observe, SluiceConfig.ConfigError, Routing.Routing> => Layer.scoped(Observe, make(settings, adjust))
 
 /** A JSON error answer of the endpoints behind the admin token. */
 const refuse = (res: ServerResponse, verdict: "missing" | "wrong") => {

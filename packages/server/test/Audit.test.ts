@@ -142,6 +142,43 @@ describe("audit log of decisions", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("follows server.audit through a reload: a new sink, how many are kept, and content", () =>
+    Effect.gen(function* () {
+      const dir = mkdtempSync(join(tmpdir(), "sluice-audit-"))
+      const path = join(dir, "audit.jsonl")
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const gateway = yield* startGateway(audited({ keep: 10 }), { env })
+      // Through the admin API, as an operator replaces the config.
+      const reload = (audit: Record<string, unknown>) =>
+        Effect.promise(async () => {
+          const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }
+          const running = (await (await fetch(`${gateway.url}/admin/config`, { headers })).json()) as Entry
+          const body = JSON.stringify({ ...running, server: { ...running.server, audit } })
+          const replaced = await fetch(`${gateway.url}/admin/config`, { method: "PUT", headers, body })
+          expect(replaced.status).toBe(200)
+        })
+      yield* ask(gateway, "gpt-4o-mini", "before")
+      yield* ask(gateway, "dead-model")
+      yield* reload({ sink: "file", path, keep: 1, content: true })
+      // The newest decision kept carries over; the file has what came after the reload, with content.
+      expect(((yield* decisions(gateway)).body as Array<Entry>).map((e) => e.decision.pool)).toEqual(["dead"])
+      yield* ask(gateway, "gpt-4o-mini", "after")
+      const written = yield* eventually(() => {
+        const lines = readFileSync(path, "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+        return lines.length === 1 ? lines.map((l) => JSON.parse(l) as Entry) : undefined
+      })
+      expect(written[0].content.request.messages[0].content).toBe("after")
+      // A file that cannot be opened is refused by the sink, which keeps writing where it did.
+      yield* reload({ sink: "file", path: join(dir, "missing", "audit.jsonl"), keep: 1 })
+      yield* ask(gateway, "gpt-4o-mini", "later")
+      yield* eventually(() => (readFileSync(path, "utf8").includes('"pool":"chat"') ? true : undefined))
+      yield* eventually(() => (readFileSync(path, "utf8").split("\n").length === 3 ? true : undefined))
+      expect(readdirSync(dir)).toEqual(["audit.jsonl"])
+    }).pipe(Effect.scoped)
+  )
+
   it.live("streams new decisions live as server-sent events, filtered", () =>
     Effect.gen(function* () {
       const gateway = yield* startGateway(audited({}), { env })

@@ -509,7 +509,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, key) =>
  */
 const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoint => ({
   router: env.router,
-  served: (decision) => finished(env, client, decision, 200),
+  served: (decision, status = 200) => finished(env, client, decision, status),
   relayed: (res, routed, relaying) => relayed(env, res, routed, client, relaying)
 })
 

@@ -303,6 +303,7 @@ const exportMetrics = (read: Effect.Effect<OtlpMetrics.Reading>) =>
       { serviceName: plan.serviceName, serviceVersion: Telemetry.serviceVersion, attributes: plan.resourceAttributes },
       {
         url: plan.url,
+        headers: plan.headers,
         encode: (document) => {
           const body = serialization.metrics(document)
           return body._tag === "Uint8Array"

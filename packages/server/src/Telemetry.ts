@@ -59,7 +59,7 @@ const SAMPLERS = [
   "parentbased_traceidratio"
 ]
 
-/** `k=v,k2=v2` (`OTEL_RESOURCE_ATTRIBUTES`) as a record; malformed pairs are left out. */
+/** `k=v,k2=v2` (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`) as a record; malformed pairs are left out. */
 const resourceAttributes = (text: string): Record<string, string> => {
   const attributes: Record<string, string> = {}
   for (const pair of text.split(",")) {
@@ -175,6 +175,11 @@ export interface MetricsPlan {
   readonly resourceAttributes: Readonly<Record<string, string>>
   /** How often the metrics are sent, in ms (`OTEL_METRIC_EXPORT_INTERVAL`, default 60000). */
   readonly intervalMs: number
+  /**
+   * Headers sent with each export (`OTEL_EXPORTER_OTLP_METRICS_HEADERS` over
+   * `OTEL_EXPORTER_OTLP_HEADERS`, `k=v,k2=v2`): a hosted collector's API key, so never logged.
+   */
+  readonly headers: Readonly<Record<string, string>>
   /** Settings read that were not understood, to log. */
   readonly warnings: ReadonlyArray<string>
 }
@@ -191,12 +196,17 @@ export const metricsPlan: Effect.Effect<MetricsPlan | undefined> = Effect.gen(fu
   const warnings = [...to.warnings]
   if (to.exporter === "console" && to.url !== "") warnings.push("OTEL_METRICS_EXPORTER=console is not supported")
   const interval = Number(Option.getOrElse(yield* optional("OTEL_METRIC_EXPORT_INTERVAL"), () => "60000"))
+  const headers = {
+    ...resourceAttributes(Option.getOrElse(yield* optional("OTEL_EXPORTER_OTLP_HEADERS"), () => "")),
+    ...resourceAttributes(Option.getOrElse(yield* optional("OTEL_EXPORTER_OTLP_METRICS_HEADERS"), () => ""))
+  }
   return {
     url: to.exporter === "otlp" ? to.url : "",
     protocol: to.protocol,
     serviceName: to.serviceName,
     resourceAttributes: to.resourceAttributes,
     intervalMs: Number.isFinite(interval) && interval > 0 ? interval : 60_000,
+    headers,
     warnings
   }
 })

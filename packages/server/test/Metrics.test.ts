@@ -187,10 +187,16 @@ interface Point {
 
 /** A fake OTLP collector: every request's path, content type and body (parsed when JSON). */
 const collector = Effect.gen(function* () {
-  const received: Array<{ path: string; type: string; body: unknown }> = []
+  const received: Array<{ path: string; type: string; apiKey: unknown; body: unknown }> = []
   const { baseUrl } = yield* startUpstream((request, body, response) => {
     const type = request.headers["content-type"] ?? ""
-    received.push({ path: request.url ?? "", type, body: type === "application/json" ? JSON.parse(body) : body })
+    const apiKey = request.headers["x-api-key"]
+    received.push({
+      path: request.url ?? "",
+      type,
+      apiKey,
+      body: type === "application/json" ? JSON.parse(body) : body
+    })
     response.writeHead(200, { "content-type": "application/json" })
     response.end("{}")
   })
@@ -265,15 +271,21 @@ describe("metrics over OTLP", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("sends protobuf by default, to the metrics endpoint as given", () =>
+  it.live("sends protobuf by default, to the metrics endpoint as given, with the headers the environment sets", () =>
     Effect.gen(function* () {
       const c = yield* collector
       yield* startGateway(config(), {
-        env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${c.origin}/otlp/metrics`, OTEL_METRIC_EXPORT_INTERVAL: "20" }
+        env: {
+          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${c.origin}/otlp/metrics`,
+          OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=collector-secret",
+          OTEL_METRIC_EXPORT_INTERVAL: "20"
+        }
       })
       const first = yield* eventually(() => c.received[0])
       expect(first.path).toBe("/otlp/metrics")
       expect(first.type).toBe("application/x-protobuf")
+      // A hosted collector's key, as OTEL_EXPORTER_OTLP_HEADERS gives it.
+      expect(first.apiKey).toBe("collector-secret")
     }).pipe(Effect.scoped)
   )
 })

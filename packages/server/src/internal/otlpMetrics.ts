@@ -115,6 +115,8 @@ export const document = (reading: Reading, resource: Resource, start: bigint, no
 /** How an export is sent: the URL, and the document's body and content type. */
 export interface Sender {
   readonly url: string
+  /** Sent with every export besides the content type (a collector's API key: never logged). */
+  readonly headers: Readonly<Record<string, string>>
   readonly encode: (document: unknown) => { readonly body: Uint8Array | string; readonly contentType: string }
   /** Told once when exports start failing (true) and once when they work again (false). */
   readonly report: (message: string, failed: boolean) => void
@@ -133,7 +135,7 @@ const sender = (to: Sender) => {
         const { body, contentType } = to.encode(document)
         const response = await fetch(to.url, {
           method: "POST",
-          headers: { "content-type": contentType },
+          headers: { ...to.headers, "content-type": contentType },
           body,
           signal: AbortSignal.timeout(timeoutMs)
         })

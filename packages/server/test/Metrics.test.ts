@@ -185,9 +185,13 @@ interface Point {
   readonly explicitBounds?: ReadonlyArray<number>
 }
 
-/** A fake OTLP collector: every request's path, content type and body (parsed when JSON). */
+/**
+ * A fake OTLP collector: every request's path, content type and body (parsed when JSON); it answers
+ * `state.status`.
+ */
 const collector = Effect.gen(function* () {
   const received: Array<{ path: string; type: string; apiKey: unknown; body: unknown }> = []
+  const state = { status: 200 }
   const { baseUrl } = yield* startUpstream((request, body, response) => {
     const type = request.headers["content-type"] ?? ""
     const apiKey = request.headers["x-api-key"]
@@ -197,10 +201,10 @@ const collector = Effect.gen(function* () {
       apiKey,
       body: type === "application/json" ? JSON.parse(body) : body
     })
-    response.writeHead(200, { "content-type": "application/json" })
+    response.writeHead(state.status, { "content-type": "application/json" })
     response.end("{}")
   })
-  return { origin: baseUrl.replace(/\/v1$/, ""), received }
+  return { origin: baseUrl.replace(/\/v1$/, ""), received, state }
 })
 
 /** The points of the metric `name` in an OTLP/JSON document, whatever its kind. */
@@ -286,6 +290,25 @@ describe("metrics over OTLP", () => {
       expect(first.type).toBe("application/x-protobuf")
       // A hosted collector's key, as OTEL_EXPORTER_OTLP_HEADERS gives it.
       expect(first.apiKey).toBe("collector-secret")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("logs a collector that refuses the metrics once, and once more when it takes them again", () =>
+    Effect.gen(function* () {
+      const c = yield* collector
+      c.state.status = 503
+      const logs: Array<string> = []
+      yield* startGateway(config(), {
+        logs,
+        env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${c.origin}/v1/metrics`, OTEL_METRIC_EXPORT_INTERVAL: "10" }
+      })
+      const refused = () => logs.filter((l) => l.includes("metrics cannot be exported"))
+      yield* eventually(() => (c.received.length >= 5 ? true : undefined))
+      expect(refused()).toHaveLength(1)
+      expect(refused()[0]).toContain("HTTP 503")
+      c.state.status = 200
+      yield* eventually(() => (logs.some((l) => l.includes("metrics are exported again")) ? true : undefined))
+      expect(refused()).toHaveLength(1)
     }).pipe(Effect.scoped)
   )
 })

@@ -348,26 +348,37 @@ const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string, 
 
 /**
  * Admits a client's request for `model` (see `Access.admit`): the refusal, or the client of this
- * request — holding its prompt (estimated from the body's length) and `maxOutputTokens` against its
- * key's TPM and budgets when the key has them.
+ * request — holding `promptTokens` and `maxOutputTokens` against its key's TPM and budgets when the
+ * key has them.
  */
 const admission = (
   env: Env,
   client: Access.Client | undefined,
   model: string,
-  text: string,
+  promptTokens: number,
   maxOutputTokens: number | undefined
 ): Access.Client | Refusal | undefined =>
   // Anyone on an open gateway, and keys without limits or restrictions, need no check.
   client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined
     ? client
-    : env.options.access.admit(
-        client,
-        model,
-        env.clock.unsafeCurrentTimeMillis(),
-        TokenCounter.estimateText(text),
-        maxOutputTokens
-      )
+    : env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis(), promptTokens, maxOutputTokens)
+
+/**
+ * The prompt tokens a request of `client` holds of its key (none when the key holds nothing): the
+ * token counter's estimate of a chat request (which counts images as the providers meter them), else
+ * the body's length at about 4 characters a token.
+ */
+const promptOf = (
+  env: Env,
+  client: Access.Client | undefined,
+  text: string,
+  chat?: Wire.ChatCompletionRequest
+): number => {
+  if (client?.holds !== true) return 0
+  return chat !== undefined && env.counter !== undefined
+    ? env.counter.estimate(chat, chat.model).tokens
+    : TokenCounter.estimateText(text)
+}
 
 /** A refusal of `Access`, answered. */
 const refuse = (res: ServerResponse, refusal: Refusal, requestId: string, anthropic = false): Effect.Effect<void> =>
@@ -461,7 +472,7 @@ const chat: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeChat(text)
   if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
   const body = decoded.right
-  const client = admission(env, key, body.model, text, Wire.requestedMaxTokens(body))
+  const client = admission(env, key, body.model, promptOf(env, key, text, body), Wire.requestedMaxTokens(body))
   if (client instanceof Refusal) return refuse(res, client, requestId)
   // A stream's request is serialized for the upstream anyway (it asks for usage): it does not keep
   // the body's text for its whole life.
@@ -485,7 +496,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, key) =>
   Effect.suspend(() => {
     const decoded = decodeEmbeddings(text)
     if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-    const client = admission(env, key, decoded.right.model, text, 0)
+    const client = admission(env, key, decoded.right.model, promptOf(env, key, text), 0)
     if (client instanceof Refusal) return refuse(res, client, requestId)
     const answered = Effect.map(
       env.router.embeddings(decoded.right, routeOptions(env, req.headers, client, requestId, text)),
@@ -520,7 +531,7 @@ const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoin
 const messages: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeMessages(text)
   const client = Either.isRight(decoded)
-    ? admission(env, key, decoded.right.model, text, decoded.right.max_tokens)
+    ? admission(env, key, decoded.right.model, promptOf(env, key, text), decoded.right.max_tokens)
     : key
   if (client instanceof Refusal) return refuse(res, client, requestId, true)
   const route = routeOptions(env, req.headers, client, requestId, undefined)
@@ -536,7 +547,7 @@ const responses: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeResponses(text)
   const max = Either.isRight(decoded) ? (decoded.right as Responses.ResponsesRequest)["max_output_tokens"] : undefined
   const client = Either.isRight(decoded)
-    ? admission(env, key, decoded.right.model, text, typeof max === "number" ? max : undefined)
+    ? admission(env, key, decoded.right.model, promptOf(env, key, text), typeof max === "number" ? max : undefined)
     : key
   if (client instanceof Refusal) return refuse(res, client, requestId)
   const route = routeOptions(env, req.headers, client, requestId, undefined)

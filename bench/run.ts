@@ -35,6 +35,7 @@ import {
   stopAll,
   waitReady
 } from "./lib/children.js"
+import { closedLoopSettings, positive } from "./lib/env.js"
 import type { Errors } from "./lib/load.js"
 import { closedLoop, concurrentStreams, noErrors, pool, streamRequests } from "./lib/load.js"
 import type { Summary } from "./lib/stats.js"
@@ -62,14 +63,6 @@ const SETTLE_MS = 2_000
 
 // ---------------------------------------------------------------------------------------------------
 // Settings
-
-const positive = (name: string, fallback: number): number => {
-  const raw = process.env[name]
-  if (raw === undefined || raw.trim() === "") return fallback
-  const value = Number(raw)
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}: expected a positive number, got '${raw}'`)
-  return value
-}
 
 const list = (name: string, fallback: string): Array<string> =>
   (process.env[name] ?? fallback)
@@ -112,9 +105,7 @@ const settings = (() => {
     return n
   })
   const s = {
-    seconds: positive("BENCH_SECONDS", 5),
-    warmupSeconds: positive("BENCH_WARMUP_SECONDS", 1),
-    connections: Math.round(positive("BENCH_CONNECTIONS", 50)),
+    ...closedLoopSettings(),
     streamRequests: Math.round(positive("BENCH_STREAM_REQUESTS", 300)),
     streamConcurrency,
     completionTokens: Math.round(positive("BENCH_COMPLETION_TOKENS", 16)),

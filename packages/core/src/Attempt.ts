@@ -66,12 +66,13 @@ export interface Service {
    */
   readonly finish: (request: Request, admitted: Admitted, outcome: Outcome) => void
   /**
-   * Records that the admitted upstream serves the request: the decision names it, a pool that keeps
-   * sessions binds the request's session to it, and the upstream's decayed latency of this `kind`
-   * takes the time since admission (`request.now` is read as the moment). Synchronous; `call` does it
-   * on success, a stream when its first content arrives.
+   * Records that the admitted upstream serves the request: the decision names it, its provider and the
+   * `model` it answered with (also on the attempt's span), a pool that keeps sessions binds the
+   * request's session to it, and the upstream's decayed latency of this `kind` takes the time since
+   * admission (`request.now` is read as the moment). Synchronous; `call` does it on success, a stream
+   * when its first content arrives.
    */
-  readonly served: (request: Request, admitted: Admitted, kind: Latency.Kind) => void
+  readonly served: (request: Request, admitted: Admitted, kind: Latency.Kind, model?: string) => void
 }
 
 const NOT_SENT: Outcome = { _tag: "NotSent", latencyMs: 0 }
@@ -90,6 +91,12 @@ const succeeded = <A>(answer: Answer<A>, latencyMs: number, usageOf: (value: A) 
     outputTokens: usage?.completion_tokens,
     rateLimits: answer.rateLimits
   }
+}
+
+/** The `model` an answer names (chat completions and embeddings both carry one), if it is text. */
+const modelOf = (value: unknown): string | undefined => {
+  const model = typeof value === "object" && value !== null ? (value as { model?: unknown }).model : undefined
+  return typeof model === "string" ? model : undefined
 }
 
 /** The outcome of an attempt that ended with `cause`: its failure, else an interruption (or a defect). */
@@ -233,7 +240,7 @@ export const make = (
     const effect = Effect.matchCauseEffect(calling, {
       onSuccess: (answer) => {
         request.tick()
-        served(request, admitted, "answer")
+        served(request, admitted, "answer", modelOf(answer.value))
         finish(request, admitted, succeeded(answer, Math.max(0, request.now - admitted.startedAt), usageOf))
         // A transition's span event belongs on the route span, not on the attempt span just ended.
         const after = traced ? Effect.void : request.flush()
@@ -253,7 +260,7 @@ export const make = (
       : effect
   }
 
-  const served = (request: Request, admitted: Admitted, kind: Latency.Kind): void => {
+  const served = (request: Request, admitted: Admitted, kind: Latency.Kind, model?: string): void => {
     Latency.record(
       local,
       kind,
@@ -262,6 +269,11 @@ export const make = (
       request.now
     )
     request.decision.upstream = admitted.attempt.upstream.id
+    request.decision.provider = admitted.attempt.upstream.provider
+    if (model !== undefined) {
+      request.decision.responseModel = model
+      admitted.span?.attribute("gen_ai.response.model", model)
+    }
     bindSession(local, request, admitted.attempt)
   }
 

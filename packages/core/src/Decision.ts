@@ -53,6 +53,10 @@ export interface Decision {
   readonly excluded: ReadonlyArray<Exclusion>
   /** The upstream that served the request, if one did. */
   readonly upstream: string | undefined
+  /** The serving upstream's provider kind (`openai`, `anthropic`...), if one served. */
+  readonly provider?: string | undefined
+  /** The model the upstream said it answered with (its answer's `model`), when it said. */
+  readonly responseModel?: string | undefined
   readonly attempts: ReadonlyArray<AttemptRecord>
   /** Time spent waiting in the pool's queue for capacity, in milliseconds. */
   readonly queueWaitMs: number
@@ -112,6 +116,8 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
     "sluice.outcome": d.outcome
   }
   if (d.upstream !== undefined) attributes["sluice.upstream"] = d.upstream
+  if (d.provider !== undefined) attributes["gen_ai.provider.name"] = d.provider
+  if (d.responseModel !== undefined) attributes["gen_ai.response.model"] = d.responseModel
   if (d.sticky !== undefined) attributes["sluice.sticky"] = d.sticky
   if (d.scores !== undefined) {
     const scores: Array<string> = []
@@ -141,6 +147,8 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   /** Upstreams that were candidates on the first selection; empty until one was made. */
   candidates: ReadonlyArray<string> = []
   upstream: string | undefined = undefined
+  provider: string | undefined = undefined
+  responseModel: string | undefined = undefined
   queueWaitMs = 0
   backoffMs = 0
   sticky: Decision["sticky"] = undefined

@@ -439,6 +439,7 @@ const routed = <A, B>(
             : `Defect: ${Cause.pretty(cause)}`
       )
       annotate(span, decision)
+      if (interrupted) request.options?.onInterrupted?.(decision)
       const left = p.queue.leave(request)
       return error === undefined
         ? Effect.zipRight(left, Effect.failCause(cause))

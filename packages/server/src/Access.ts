@@ -44,6 +44,23 @@ export interface Client {
   readonly allows: (model: string) => boolean
   /** Whether usage is recorded (keys with limits or budgets, or shown by the admin API). */
   readonly tracked: boolean
+  /** Whether its requests hold tokens and spend from admission on (a key with `tpm` or a budget). */
+  readonly holds: boolean
+  /** The hold of one admitted request on its key's `tpm` and budgets (see {@link Service.admit}). */
+  readonly held?: Held
+}
+
+/**
+ * What one request holds of its key's `tpm` and budgets: taken at admission, turned into the real
+ * usage by {@link Service.record} or given back by {@link Service.release} — whichever comes first.
+ */
+export class Held implements ClientUsage.Reservation {
+  settled = false
+  constructor(
+    readonly at: number,
+    readonly tokens: number,
+    readonly costUsd: number
+  ) {}
 }
 
 /** What the gateway asks before and after routing. Every function is synchronous. */
@@ -55,13 +72,30 @@ export interface Service {
   /**
    * Admits one request of `client` for `model` at `now` (epoch ms): the 403 for a model or pool the
    * key may not use, the 429 over its RPM / TPM (with `Retry-After`) or its budget
-   * (`budget_exceeded`), else undefined — and then the request counts toward its RPM.
+   * (`budget_exceeded`), else the client of this request — and then the request counts toward its
+   * RPM. For a key with a TPM or a budget the request holds at once its `promptTokens` (an estimate)
+   * plus `maxOutputTokens` (else its pool's `defaultMaxTokens`), priced at the most expensive upstream
+   * its pool (or a fallback) may send it to; the client returned carries that hold ({@link Client.held}),
+   * which {@link record} or {@link release} must settle. Synchronous; nothing is allocated for a key
+   * without a TPM or a budget.
    */
-  readonly admit: (client: Client, model: string, now: number) => Refusal | undefined
+  readonly admit: (
+    client: Client,
+    model: string,
+    now: number,
+    promptTokens: number,
+    maxOutputTokens: number | undefined
+  ) => Refusal | Client
   /** The queue priority of a request: the key's, or its `x-sluice-priority` header where allowed. */
   readonly priority: (client: Client, headers: IncomingHttpHeaders) => number | undefined
-  /** Records what an answered request used (tokens, and cost from the serving upstream's pricing). */
+  /**
+   * Records what a routed request used (tokens, and cost from the serving upstream's pricing); a
+   * request holding tokens and spend has its hold turned into that usage — or, when the answer
+   * reported none, kept if an upstream served it (or was cut off serving it) and given back if none did.
+   */
   readonly record: (client: Client, decision: Decision.Decision, now: number) => void
+  /** Gives back what a request still holds (it ended without a decision to record); else nothing. */
+  readonly release: (client: Client, now: number) => void
   /**
    * The CORS headers for a request from `origin` (undefined when CORS is off or the origin is not
    * allowed).
@@ -92,6 +126,8 @@ export interface Settings {
   /** The pool serving a model, or undefined. */
   readonly poolOf: (model: string) => string | undefined
   readonly upstreams: ReadonlyMap<string, Topology.Upstream>
+  /** The pools by id: a hold's default completion tokens and prices come from a request's pool. */
+  readonly pools: ReadonlyMap<string, Topology.Pool>
 }
 
 /** The SHA-256 digest of a key, as hex (what `server.auth.keys[].sha256` holds). */
@@ -126,7 +162,8 @@ const anonymous: Client = {
   limits: {},
   restricted: false,
   allows: ANYTHING,
-  tracked: false
+  tracked: false,
+  holds: false
 }
 
 const keyOf = (name: string) => `client:${name}`
@@ -170,7 +207,8 @@ const entriesOf = (settings: Settings, required: boolean): Array<Entry> => {
           // A model no pool serves is the router's 404, not a 403.
           return pool === undefined || pools.has(pool)
         },
-        tracked: true
+        tracked: true,
+        holds: limits.tpm !== undefined || limits.dailyUsd !== undefined || limits.monthlyUsd !== undefined
       }
     })
   }
@@ -203,14 +241,56 @@ const overLimit = (client: Client, over: ClientUsage.Over): Refusal => {
     }
     default: {
       const daily = over.limit === "dailyUsd"
-      return new Refusal(
-        429,
-        "insufficient_quota",
-        "budget_exceeded",
-        `the key '${client.name}' has spent its ${daily ? "daily" : "monthly"} budget of $${daily ? limits.dailyUsd : limits.monthlyUsd}; it renews at the start of the next UTC ${daily ? "day" : "month"}`,
-        headers
-      )
+      const budget = `${daily ? "daily" : "monthly"} budget of $${daily ? limits.dailyUsd : limits.monthlyUsd}`
+      const renews = `it renews at the start of the next UTC ${daily ? "day" : "month"}`
+      const spent =
+        over.leftUsd !== undefined && over.leftUsd > 0
+          ? `this request may cost up to $${dollars(over.costUsd ?? 0)}, more than the $${dollars(over.leftUsd)} left of the key '${client.name}''s ${budget} (a lower max_tokens may fit); ${renews}`
+          : `the key '${client.name}' has spent its ${budget}; ${renews}`
+      return new Refusal(429, "insufficient_quota", "budget_exceeded", spent, headers)
     }
+  }
+}
+
+/** Dollars as a message shows them: enough digits for a fraction of a cent. */
+const dollars = (usd: number) => String(Number(usd.toPrecision(4)))
+
+/** A pool's completion tokens for a request without `max_tokens`, and the prices of every upstream it may use. */
+interface Pricing {
+  readonly defaultMaxTokens: number
+  readonly prices: ReadonlyArray<NonNullable<Topology.Upstream["pricing"]>>
+}
+
+/**
+ * What a request for a model holds ({@link ClientUsage.Hold}): its prompt and completion tokens, and
+ * their price at the most expensive upstream of its pool and fallbacks (the upstream is not chosen
+ * yet). Each pool's prices are gathered once.
+ */
+const holdOf = (settings: Settings) => {
+  const byPool = new Map<string, Pricing>()
+  const pricingOf = (poolId: string): Pricing => {
+    let found = byPool.get(poolId)
+    if (found !== undefined) return found
+    const prices: Array<NonNullable<Topology.Upstream["pricing"]>> = []
+    const seen = new Set<string>()
+    for (let pool = settings.pools.get(poolId); pool !== undefined && !seen.has(pool.id);) {
+      seen.add(pool.id)
+      for (const upstream of pool.upstreams) if (upstream.pricing !== undefined) prices.push(upstream.pricing)
+      pool = pool.fallback === undefined ? undefined : settings.pools.get(pool.fallback)
+    }
+    found = { defaultMaxTokens: settings.pools.get(poolId)?.defaultMaxTokens ?? 0, prices }
+    byPool.set(poolId, found)
+    return found
+  }
+  return (model: string, promptTokens: number, maxOutputTokens: number | undefined): ClientUsage.Hold => {
+    const pool = settings.poolOf(model)
+    if (pool === undefined) return { tokens: promptTokens + (maxOutputTokens ?? 0), costUsd: 0 }
+    const { defaultMaxTokens, prices } = pricingOf(pool)
+    const output = maxOutputTokens ?? defaultMaxTokens
+    let costUsd = 0
+    for (const price of prices)
+      costUsd = Math.max(costUsd, (promptTokens * price.inputPerMillion + output * price.outputPerMillion) / 1_000_000)
+    return { tokens: promptTokens + output, costUsd }
   }
 }
 
@@ -266,7 +346,15 @@ export const make = (settings: Settings): Service => {
         })
   }
 
-  const admit = (client: Client, model: string, now: number): Refusal | undefined => {
+  const hold = holdOf(settings)
+
+  const admit = (
+    client: Client,
+    model: string,
+    now: number,
+    promptTokens: number,
+    maxOutputTokens: number | undefined
+  ): Refusal | Client => {
     if (client.restricted && !client.allows(model))
       return new Refusal(
         403,
@@ -274,11 +362,22 @@ export const make = (settings: Settings): Service => {
         "model_not_allowed",
         `the key '${client.name}' may not use model '${model}'; ask the gateway's operator for access`
       )
-    if (!client.tracked) return undefined
+    if (!client.tracked) return client
+    const held = client.holds ? hold(model, promptTokens, maxOutputTokens) : undefined
     const over = local.modify<ClientUsage.Usage, ClientUsage.Over | undefined>(keyOf(client.name), (current) =>
-      ClientUsage.admit(current, client.limits, now)
+      ClientUsage.admit(current, client.limits, now, held)
     )
-    return over === undefined ? undefined : overLimit(client, over)
+    if (over !== undefined) return overLimit(client, over)
+    return held === undefined ? client : { ...client, held: new Held(now, held.tokens, held.costUsd) }
+  }
+
+  /** Turns a request's hold into `tokens` and `costUsd` (0 and 0 give it back). */
+  const settleHold = (client: Client, held: Held, tokens: number, costUsd: number, now: number) => {
+    held.settled = true
+    local.modify<ClientUsage.Usage, void>(keyOf(client.name), (current) => [
+      undefined,
+      ClientUsage.correct(current, held, tokens, costUsd, now)
+    ])
   }
 
   const priority = (client: Client, headers: IncomingHttpHeaders): number | undefined => {
@@ -294,11 +393,26 @@ export const make = (settings: Settings): Service => {
     if (!client.tracked) return
     const tokens = (decision.inputTokens ?? 0) + (decision.outputTokens ?? 0)
     const cost = costOf(settings.upstreams, decision)
+    const held = client.held
+    if (held !== undefined && !held.settled) {
+      if (decision.inputTokens !== undefined || decision.outputTokens !== undefined)
+        return settleHold(client, held, tokens, cost, now)
+      // No usage reported: what an upstream served, or was cut off while serving, stays held (it may
+      // well have used it); nothing was used when every attempt failed or none was sent.
+      return decision.upstream === undefined && !decision.attempts.some((a) => a.outcome === "interrupted")
+        ? settleHold(client, held, 0, 0, now)
+        : void (held.settled = true)
+    }
     if (tokens === 0 && cost === 0) return
     local.modify<ClientUsage.Usage, void>(keyOf(client.name), (current) => [
       undefined,
       ClientUsage.record(current, tokens, cost, now)
     ])
+  }
+
+  const release = (client: Client, now: number): void => {
+    const held = client.held
+    if (held !== undefined && !held.settled) settleHold(client, held, 0, 0, now)
   }
 
   const cors = corsOf(server)
@@ -327,7 +441,7 @@ export const make = (settings: Settings): Service => {
           ]
     )
 
-  return { required, authenticate, admit, priority, record, cors, keys }
+  return { required, authenticate, admit, priority, record, release, cors, keys }
 }
 
 /**

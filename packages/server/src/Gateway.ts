@@ -268,8 +268,8 @@ const bearer = (authorization: string | undefined): string | undefined => {
  * `x-sluice-priority` header where the key may set it).
  */
 const routeOptions = (
+  env: Env,
   headers: IncomingHttpHeaders,
-  options: Options,
   client: Access.Client | undefined,
   requestId: string,
   body: string | undefined
@@ -278,7 +278,7 @@ const routeOptions = (
   const priority =
     client === undefined || (client.priority === 0 && !client.priorityHeader)
       ? undefined
-      : options.access?.priority(client, headers)
+      : env.options.access?.priority(client, headers)
   const route: { -readonly [K in keyof Router.RouteOptions]: Router.RouteOptions[K] } = {
     headers: headers as Readonly<Record<string, string | undefined>>,
     requestId
@@ -286,6 +286,9 @@ const routeOptions = (
   if (body !== undefined) route.body = body
   if (apiKey !== undefined) route.apiKey = apiKey
   if (priority !== undefined) route.priority = priority
+  // A request its client abandoned is audited too (499, as proxies log it), and its hold settled.
+  if (env.options.observe !== undefined || client?.tracked === true)
+    route.onInterrupted = (decision) => finished(env, client, decision, 499)
   return route
 }
 
@@ -337,21 +340,56 @@ const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string, 
     "x-request-id": requestId
   })
 
-/** The refusal of a client's request for `model` as an Effect that answers it, or undefined. */
-const refused = (
+/**
+ * Admits a client's request for `model` (see `Access.admit`): the refusal, or the client of this
+ * request — holding `promptTokens` and `maxOutputTokens` against its key's TPM and budgets when the
+ * key has them.
+ */
+const admission = (
   env: Env,
   client: Access.Client | undefined,
   model: string,
-  res: ServerResponse,
-  requestId: string,
-  anthropic = false
-): Effect.Effect<void> | undefined => {
+  promptTokens: number,
+  maxOutputTokens: number | undefined
+): Access.Client | Refusal | undefined =>
   // Anyone on an open gateway, and keys without limits or restrictions, need no check.
-  if (client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined)
-    return undefined
-  const refusal = env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis())
-  return refusal === undefined ? undefined : Effect.sync(() => writeRefusal(res, refusal, requestId, anthropic))
+  client === undefined || (!client.tracked && !client.restricted) || env.options.access === undefined
+    ? client
+    : env.options.access.admit(client, model, env.clock.unsafeCurrentTimeMillis(), promptTokens, maxOutputTokens)
+
+/**
+ * The prompt tokens a request of `client` holds of its key (none when the key holds nothing): the
+ * token counter's estimate of a chat request (which counts images as the providers meter them), else
+ * the body's length at about 4 characters a token.
+ */
+const promptOf = (
+  env: Env,
+  client: Access.Client | undefined,
+  text: string,
+  chat?: Wire.ChatCompletionRequest
+): number => {
+  if (client?.holds !== true) return 0
+  return chat !== undefined && env.counter !== undefined
+    ? env.counter.estimate(chat, chat.model).tokens
+    : TokenCounter.estimateText(text)
 }
+
+/** A refusal of `Access`, answered. */
+const refuse = (res: ServerResponse, refusal: Refusal, requestId: string, anthropic = false): Effect.Effect<void> =>
+  Effect.sync(() => writeRefusal(res, refusal, requestId, anthropic))
+
+/** `effect` answering a client's request; what the request still holds of its key when it ends is given back. */
+const holding = <E>(
+  env: Env,
+  client: Access.Client | undefined,
+  effect: Effect.Effect<void, E>
+): Effect.Effect<void, E> =>
+  client?.held === undefined
+    ? effect
+    : Effect.ensuring(
+        effect,
+        Effect.sync(() => env.options.access?.release(client, env.clock.unsafeCurrentTimeMillis()))
+      )
 
 /**
  * The one hook at the end of a routed request: records what the client used (its tokens and spend)
@@ -424,17 +462,17 @@ const relayed = (
  * `POST /v1/chat/completions`. Called when the request is served (see {@link withBody}): the body is
  * decoded right away, not inside the Effect.
  */
-const chat: BodyHandler = (env, req, res, requestId, text, client) => {
+const chat: BodyHandler = (env, req, res, requestId, text, key) => {
   const decoded = decodeChat(text)
   if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
   const body = decoded.right
-  const refusal = refused(env, client, body.model, res, requestId)
-  if (refusal !== undefined) return refusal
+  const client = admission(env, key, body.model, promptOf(env, key, text, body), Wire.requestedMaxTokens(body))
+  if (client instanceof Refusal) return refuse(res, client, requestId)
   // A stream's request is serialized for the upstream anyway (it asks for usage): it does not keep
   // the body's text for its whole life.
-  const route = routeOptions(req.headers, env.options, client, requestId, body.stream === true ? undefined : text)
-  if (body.stream === true) return streamChat(env, res, body, route, client)
-  return Effect.map(env.router.chat(body, route), (routed) => {
+  const route = routeOptions(env, req.headers, client, requestId, body.stream === true ? undefined : text)
+  if (body.stream === true) return holding(env, client, streamChat(env, res, body, route, client))
+  const answered = Effect.map(env.router.chat(body, route), (routed) => {
     writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
     finished(
       env,
@@ -444,17 +482,18 @@ const chat: BodyHandler = (env, req, res, requestId, text, client) => {
       env.options.observeContent === true ? { request: body, response: routed.response } : undefined
     )
   })
+  return holding(env, client, answered)
 }
 
 /** `POST /v1/embeddings`; the body is decoded when the Effect runs. */
-const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
+const embeddings: BodyHandler = (env, req, res, requestId, text, key) =>
   Effect.suspend(() => {
     const decoded = decodeEmbeddings(text)
     if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-    const refusal = refused(env, client, decoded.right.model, res, requestId)
-    if (refusal !== undefined) return refusal
-    return Effect.map(
-      env.router.embeddings(decoded.right, routeOptions(req.headers, env.options, client, requestId, text)),
+    const client = admission(env, key, decoded.right.model, promptOf(env, key, text), 0)
+    if (client instanceof Refusal) return refuse(res, client, requestId)
+    const answered = Effect.map(
+      env.router.embeddings(decoded.right, routeOptions(env, req.headers, client, requestId, text)),
       (routed) => {
         writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
         finished(
@@ -466,6 +505,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
         )
       }
     )
+    return holding(env, client, answered)
   })
 
 /**
@@ -474,14 +514,22 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, client) =>
  */
 const endpoint = (env: Env, client: Access.Client | undefined): Messages.Endpoint => ({
   router: env.router,
-  served: (decision) => finished(env, client, decision, 200),
+  served: (decision, status = 200) => finished(env, client, decision, status),
   relayed: (res, routed, relaying) => relayed(env, res, routed, client, relaying)
 })
 
+/** A body field that is a number, else undefined (the endpoint modules keep unknown fields as sent). */
+const numberField = (body: object, field: string): number | undefined => {
+  const value = (body as Record<string, unknown>)[field]
+  return typeof value === "number" ? value : undefined
+}
+
 /**
  * The handler of an endpoint that lives in its own module (`Messages`, `Responses`, `Completions`):
- * the body decoded, a client key's refusal for its model answered (in Anthropic's envelope when
- * `anthropic`), then the module's `create` — which answers a body that did not decode itself.
+ * the body decoded, admitted against the client's key (its model, and the tokens it may hold: the
+ * prompt and `maxOutputField`) with a refusal answered in Anthropic's envelope when `anthropic`, then
+ * the module's `create` — which answers a body that did not decode itself — holding what it reserved
+ * of the key until it ends.
  */
 const moduleHandler =
   <A extends { readonly model: string }>(
@@ -493,33 +541,34 @@ const moduleHandler =
       decoded: Either.Either<A, Errors.InvalidRequest>,
       route: Router.RouteOptions
     ) => Effect.Effect<void, Errors.RouterError>,
+    maxOutputField: string,
     anthropic = false
   ): BodyHandler =>
-  (env, req, res, requestId, text, client) => {
+  (env, req, res, requestId, text, key) => {
     const decoded = decode(text)
-    if (Either.isRight(decoded)) {
-      const refusal = refused(env, client, decoded.right.model, res, requestId, anthropic)
-      if (refusal !== undefined) return refusal
-    }
-    const route = routeOptions(req.headers, env.options, client, requestId, undefined)
-    return create(endpoint(env, client), res, requestId, decoded, route)
+    const client = Either.isRight(decoded)
+      ? admission(env, key, decoded.right.model, promptOf(env, key, text), numberField(decoded.right, maxOutputField))
+      : key
+    if (client instanceof Refusal) return refuse(res, client, requestId, anthropic)
+    const route = routeOptions(env, req.headers, client, requestId, undefined)
+    return holding(env, client, create(endpoint(env, client), res, requestId, decoded, route))
   }
 
 /**
  * `POST /v1/messages`: Anthropic's Messages API over the same router; it answers its own errors in
  * Anthropic's envelope (see `Messages`). The client's key may come as `x-api-key`.
  */
-const messages: BodyHandler = moduleHandler(decodeMessages, Messages.create, true)
+const messages: BodyHandler = moduleHandler(decodeMessages, Messages.create, "max_tokens", true)
 
 /** `POST /v1/messages/count_tokens`. */
 const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
   Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
 
 /** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
-const responses: BodyHandler = moduleHandler(decodeResponses, Responses.create)
+const responses: BodyHandler = moduleHandler(decodeResponses, Responses.create, "max_output_tokens")
 
 /** `POST /v1/completions`: the legacy endpoint, passed through to upstreams that have it (see `Completions`). */
-const completions: BodyHandler = moduleHandler(decodeCompletions, Completions.create)
+const completions: BodyHandler = moduleHandler(decodeCompletions, Completions.create, "max_tokens")
 
 /** `GET /v1/models`: the router's list, in OpenAI's shape. */
 const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect<void, Errors.RouterError> =>

@@ -43,23 +43,58 @@ const levelOf = (text: string): LogLevel.LogLevel | undefined => {
 }
 
 /**
- * The gateway's loggers: `format` in place of Effect's default logger, at `LOG_LEVEL` when it is
- * set (an unknown value is logged and ignored), else at `level`.
+ * The log settings in force: `server.log` of the running config, its level overridden by `LOG_LEVEL`
+ * (read by {@link layer}). A reload sets the new config's ({@link Live.set}); the loggers of
+ * {@link layer} and the {@link accessLog} read them at every line.
  */
-export const layer = (settings: SluiceConfig.LogConfig): Layer.Layer<never> =>
+export class Live {
+  /** `LOG_LEVEL`'s level, when it names one: it holds over every config's. */
+  override: LogLevel.LogLevel | undefined = undefined
+  constructor(public settings: SluiceConfig.LogConfig) {}
+
+  /** The lowest level written. */
+  get level(): LogLevel.LogLevel {
+    return this.override ?? LEVELS[this.settings.level]
+  }
+
+  /** Follows a new config's `server.log`. */
+  set(settings: SluiceConfig.LogConfig): void {
+    this.settings = settings
+  }
+}
+
+const JSON_LOGGER = Logger.withConsoleLog(Logger.jsonLogger)
+const PRETTY_LOGGER = Logger.prettyLoggerDefault
+
+/** A logger writing at `live`'s level in its format, as they are when each line is written. */
+const following = (live: Live) =>
+  Logger.make<unknown, void>((options) => {
+    if (LogLevel.lessThan(options.logLevel, live.level)) return
+    ;(live.settings.format === "json" ? JSON_LOGGER : PRETTY_LOGGER).log(options)
+  })
+
+/**
+ * The gateway's loggers: `format` in place of Effect's default logger, at `LOG_LEVEL` when it is
+ * set (an unknown value is logged and ignored), else at `level` — both as `live` has them when a line
+ * is written, so a reload changes them (Effect's own minimum level lets everything through to them).
+ */
+export const layer = (settings: SluiceConfig.LogConfig | Live): Layer.Layer<never> =>
   Layer.unwrapEffect(
     Effect.gen(function* () {
+      const live = settings instanceof Live ? settings : new Live(settings)
       const env = yield* Config.option(Config.string("LOG_LEVEL")).pipe(Effect.orElseSucceed(() => Option.none()))
       const fromEnv = Option.isSome(env) ? levelOf(env.value) : undefined
-      const level = fromEnv ?? LEVELS[settings.level]
-      const format = settings.format === "json" ? Logger.json : Logger.pretty
-      const logging = Layer.merge(format, Logger.minimumLogLevel(level))
+      live.override = fromEnv
+      const logging = Layer.merge(
+        Logger.replace(Logger.defaultLogger, following(live)),
+        Logger.minimumLogLevel(LogLevel.All)
+      )
       return Option.isSome(env) && fromEnv === undefined
         ? Layer.merge(
             logging,
             Layer.effectDiscard(
               Effect.logWarning(
-                `LOG_LEVEL=${env.value} is not a level (trace, debug, info, warning, error, fatal, none); using ${settings.level}`
+                `LOG_LEVEL=${env.value} is not a level (trace, debug, info, warning, error, fatal, none); using ${live.settings.level}`
               )
             ).pipe(Layer.provide(logging))
           )
@@ -95,7 +130,8 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
 
 /**
  * The access log: a synchronous function writing one `info` line per request through the loggers of
- * the runtime it is built in — nothing when `server.log.access` is off or the level is above `info`.
+ * the runtime it is built in — nothing when `server.log.access` is off or the level is above `info`,
+ * as `live` has them at each request (a reload changes them).
  *
  * The loggers write to a console that gathers the lines of one turn of the event loop and hands them
  * to the runtime's console as one write: a line per request costs a `write` to a pipe each otherwise
@@ -103,11 +139,10 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
  * What is gathered is written before the process exits.
  */
 export const accessLog = (
-  settings: SluiceConfig.LogConfig
-): Effect.Effect<((decision: Decision.Decision, key: string | undefined, status: number) => void) | undefined> =>
+  live: Live
+): Effect.Effect<(decision: Decision.Decision, key: string | undefined, status: number) => void> =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
     const minimum = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
-    if (!settings.access || LogLevel.lessThan(LogLevel.Info, minimum)) return undefined
     const services = FiberRefs.getOrDefault(runtime.fiberRefs, DefaultServices.currentServices)
     const gathered = gathering(Context.get(services, Console.Console))
     const refs = FiberRefs.updateManyAs(runtime.fiberRefs, {
@@ -115,11 +150,12 @@ export const accessLog = (
       entries: [[DefaultServices.currentServices, [[FiberId.none, Context.add(services, Console.Console, gathered)]]]]
     })
     const loggers = [...FiberRefs.getOrDefault(refs, FiberRef.currentLoggers)]
-    const json = settings.format === "json"
     const spans = List.empty()
     const annotations = HashMap.empty<string, unknown>()
     return (decision, key, status) => {
-      const message = json ? fields(decision, key, status) : line(decision, key, status)
+      if (!live.settings.access || LogLevel.lessThan(LogLevel.Info, live.level)) return
+      if (LogLevel.lessThan(LogLevel.Info, minimum)) return
+      const message = live.settings.format === "json" ? fields(decision, key, status) : line(decision, key, status)
       const date = new Date()
       for (const logger of loggers)
         logger.log({

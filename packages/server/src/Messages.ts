@@ -139,7 +139,14 @@ export const create = (
       writeJson(res, 200, JSON.stringify(fromOpenAI(answer.response, request.model)), decisionHeaders(answer.decision))
     })
   })
-  return Effect.catchAll(routed, (error) => Effect.sync(() => writeError(res, error, requestId)))
+  // Answered here in Anthropic's envelope, so the gateway never sees the error: its decision is
+  // recorded here (metrics, audit, access line) as the gateway records an OpenAI endpoint's.
+  return Effect.catchAll(routed, (error) =>
+    Effect.sync(() => {
+      writeError(res, error, requestId)
+      if ("decision" in error && error.decision !== undefined) endpoint.served(error.decision, res.statusCode)
+    })
+  )
 }
 
 /**

@@ -19,8 +19,11 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import * as Access from "./Access.js"
 import * as AdminToken from "./internal/adminToken.js"
 import * as Audit from "./internal/audit.js"
+import type { Gauge } from "./internal/metrics.js"
 import { gaugeLines, Registry } from "./internal/metrics.js"
+import * as OtlpMetrics from "./internal/otlpMetrics.js"
 import * as Routing from "./Routing.js"
+import * as Telemetry from "./Telemetry.js"
 
 /** Buckets of the GenAI duration histograms, in seconds (the semantic conventions' advice). */
 const SECONDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
@@ -244,54 +247,128 @@ const gauges = (routing: Routing.Service) =>
       if (budget.limits.tpm !== undefined) tokensLeft.push([labels, Math.max(0, budget.limits.tpm - budget.tokensUsed)])
       learned.push([labels, budget.learnedUntil !== undefined && budget.learnedUntil > now ? 1 : 0])
     }
-    return [
-      gaugeLines("sluice_queue_depth", "Requests waiting in a pool's queue.", depth),
-      gaugeLines("sluice_breaker_state", "Circuit breaker state of an upstream (1 for its current state).", breaker),
-      gaugeLines("sluice_upstream_healthy", "Whether an upstream is healthy (1) or not (0).", healthy),
-      gaugeLines("sluice_upstream_enabled", "Whether an upstream is enabled in the config (1) or not (0).", enabled),
-      gaugeLines("sluice_in_flight", "Requests in flight on an upstream.", inFlight),
-      gaugeLines(
-        "sluice_budget_requests_left",
-        "Requests left this minute under an upstream's rpm limit.",
-        requestsLeft
-      ),
-      gaugeLines("sluice_budget_tokens_left", "Tokens left this minute under an upstream's tpm limit.", tokensLeft),
-      gaugeLines("sluice_learned_hold", "Whether a limit the upstream reported holds now (1) or not (0).", learned)
-    ].join("")
+    const all: ReadonlyArray<Gauge> = [
+      { name: "sluice.queue.depth", help: "Requests waiting in a pool's queue.", samples: depth },
+      {
+        name: "sluice.breaker.state",
+        help: "Circuit breaker state of an upstream (1 for its current state).",
+        samples: breaker
+      },
+      { name: "sluice.upstream.healthy", help: "Whether an upstream is healthy (1) or not (0).", samples: healthy },
+      {
+        name: "sluice.upstream.enabled",
+        help: "Whether an upstream is enabled in the config (1) or not (0).",
+        samples: enabled
+      },
+      { name: "sluice.in_flight", help: "Requests in flight on an upstream.", samples: inFlight },
+      {
+        name: "sluice.budget.requests_left",
+        help: "Requests left this minute under an upstream's rpm limit.",
+        samples: requestsLeft
+      },
+      {
+        name: "sluice.budget.tokens_left",
+        help: "Tokens left this minute under an upstream's tpm limit.",
+        samples: tokensLeft
+      },
+      {
+        name: "sluice.learned_hold",
+        help: "Whether a limit the upstream reported holds now (1) or not (0).",
+        samples: learned
+      }
+    ]
+    return all
   })
 
 /**
+ * Sends the metrics over OTLP when the environment asks for it (see `Telemetry.metricsPlan`), every
+ * `OTEL_METRIC_EXPORT_INTERVAL` and once more when the scope closes; the encoder is loaded only then.
+ */
+const exportMetrics = (read: Effect.Effect<OtlpMetrics.Reading>) =>
+  Effect.gen(function* () {
+    const plan = yield* Telemetry.metricsPlan
+    if (plan === undefined) return
+    for (const warning of plan.warnings) yield* Effect.logWarning(warning)
+    if (plan.url === "") return
+    const Serialization = yield* Effect.promise(() => import("@effect/opentelemetry/OtlpSerialization"))
+    const serialization = yield* Effect.provide(
+      Serialization.OtlpSerialization,
+      plan.protocol === "http/json" ? Serialization.layerJson : Serialization.layerProtobuf
+    )
+    const run = Runtime.runFork(yield* Effect.runtime<never>())
+    yield* Effect.logInfo(`exporting metrics over OTLP (${plan.protocol}) to ${plan.url} every ${plan.intervalMs} ms`)
+    yield* OtlpMetrics.exportEvery(
+      plan.intervalMs,
+      read,
+      { serviceName: plan.serviceName, serviceVersion: Telemetry.serviceVersion, attributes: plan.resourceAttributes },
+      {
+        url: plan.url,
+        headers: plan.headers,
+        encode: (document) => {
+          const body = serialization.metrics(document)
+          return body._tag === "Uint8Array"
+            ? { body: body.body, contentType: body.contentType }
+            : { body: JSON.stringify(document), contentType: "application/json" }
+        },
+        report: (message, failed) => void run(failed ? Effect.logWarning(message) : Effect.logInfo(message))
+      }
+    )
+  })
+
+/** The message of an audit file that cannot be opened. */
+const unopened = (error: unknown) =>
+  `server.audit.path: cannot open the audit file: ${error instanceof Error ? error.message : String(error)}`
+
+/**
  * Builds the metrics and the audit log over the running config; the audit sink closes with the
- * scope. Fails with a `ConfigError` when the audit file cannot be opened.
+ * scope, and follows `server.audit` through reloads (a reloaded file that cannot be opened is logged
+ * and the sink in use stays). `adjust` is applied to every `server.audit` (the server keeps no
+ * decisions in memory without the admin API). Fails with a `ConfigError` when the audit file cannot
+ * be opened.
  */
 export const make = (
-  settings: SluiceConfig.AuditConfig
+  settings: SluiceConfig.AuditConfig,
+  adjust: (settings: SluiceConfig.AuditConfig) => SluiceConfig.AuditConfig = (s) => s
 ): Effect.Effect<Service, SluiceConfig.ConfigError, Routing.Routing | Scope.Scope> =>
   Effect.gen(function* () {
     const routing = yield* Routing.Routing
     const registry = new Registry()
     const audit = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => new Audit.Log(settings),
-        catch: (error) =>
-          new SluiceConfig.ConfigError({
-            source: "config",
-            problems: [
-              `server.audit.path: cannot open the audit file: ${error instanceof Error ? error.message : String(error)}`
-            ]
-          })
+        try: () => new Audit.Log(adjust(settings)),
+        catch: (error) => new SluiceConfig.ConfigError({ source: "config", problems: [unopened(error)] })
       }),
       (log) => Effect.sync(() => log.close())
     )
+    const run = Runtime.runFork(yield* Effect.runtime<never>())
+    yield* routing.watch((generation) => {
+      try {
+        audit.reconfigure(adjust(generation.config.server.audit))
+      } catch (error) {
+        run(Effect.logError(`${unopened(error)}; the audit log keeps writing where it did`))
+      }
+    })
     const record = recorder(routing, instruments(registry), audit)
-    const metrics = Effect.map(gauges(routing), (lines) => registry.exposition(Metric.unsafeSnapshot()) + lines)
+    const read = gauges(routing)
+    const metrics = Effect.map(
+      read,
+      (all) => registry.exposition(Metric.unsafeSnapshot()) + all.map(gaugeLines).join("")
+    )
+    yield* exportMetrics(
+      Effect.map(read, (all) => ({
+        pairs: [...registry.registry.snapshot(), ...Metric.unsafeSnapshot()],
+        gauges: all,
+        unitOf: (name: string) => registry.unitOf(name)
+      }))
+    )
     return { record, metrics, audit }
   })
 
 /** {@link Observe} from `server.audit`. */
 export const layer = (
-  settings: SluiceConfig.AuditConfig
-): Layer.Layer<Observe, SluiceConfig.ConfigError, Routing.Routing> => Layer.scoped(Observe, make(settings))
+  settings: SluiceConfig.AuditConfig,
+  adjust?: (settings: SluiceConfig.AuditConfig) => SluiceConfig.AuditConfig
+): Layer.Layer<Observe, SluiceConfig.ConfigError, Routing.Routing> => Layer.scoped(Observe, make(settings, adjust))
 
 /** A JSON error answer of the endpoints behind the admin token. */
 const refuse = (res: ServerResponse, verdict: "missing" | "wrong") => {

@@ -64,6 +64,12 @@ export interface Service {
   readonly update: <E>(
     f: (running: SluiceConfig.ConfigFile) => Effect.Effect<SluiceConfig.ConfigFile, E>
   ) => Effect.Effect<Generation, E | SluiceConfig.ConfigError>
+  /**
+   * Calls `f` with each generation swapped in from now on, as it is swapped in, until the scope
+   * closes: how the parts of the gateway built once (the audit sink, the loggers) follow a reload.
+   * `f` is synchronous and must not throw.
+   */
+  readonly watch: (f: (generation: Generation) => void) => Effect.Effect<void, never, Scope.Scope>
   /** Whether some pool has an upstream that can take requests now (enabled, healthy, breaker not open). */
   readonly readiness: Effect.Effect<{ readonly ready: boolean; readonly pools: Record<string, ReadonlyArray<string>> }>
 }
@@ -118,7 +124,8 @@ const build = (
         const match = matcher.find(model)
         return "pool" in match ? match.pool.id : undefined
       },
-      upstreams: topology.upstreams
+      upstreams: topology.upstreams,
+      pools: topology.pools
     })
     const router = Context.get(built, Router.Router)
     const generation: Generation = {
@@ -192,6 +199,12 @@ export const layer = (
       yield* Effect.addFinalizer(() => Scope.close(slot.scope, Exit.void))
       const lock = yield* Effect.makeSemaphore(1)
       const listen = { host: config.server.host, port: config.server.port }
+      const watchers = new Set<(generation: Generation) => void>()
+      const watch: Service["watch"] = (f) =>
+        Effect.acquireRelease(
+          Effect.sync(() => watchers.add(f)),
+          () => Effect.sync(() => watchers.delete(f))
+        )
 
       const swap = Effect.fnUntraced(function* (next: SluiceConfig.ConfigFile) {
         const pinned = { ...next, server: { ...next.server, ...listen } }
@@ -202,6 +215,7 @@ export const layer = (
         const old = slot
         slot = built
         retire(old)
+        for (const f of watchers) f(built.generation)
         yield* Effect.logInfo(`config replaced: generation ${built.generation.number} serves new requests`)
         return built.generation
       })
@@ -229,7 +243,7 @@ export const layer = (
         return { ready, pools }
       })
 
-      const service = Routing.of({ current: () => slot.generation, replace, update, readiness })
+      const service = Routing.of({ current: () => slot.generation, replace, update, watch, readiness })
       const g = first.generation
       return Context.make(Routing, service).pipe(
         Context.add(

@@ -32,10 +32,11 @@ export interface Options extends Sluice.Options {
    */
   readonly telemetry?: Layer.Layer<never>
   /**
-   * Logging layer; default {@link Logging.layer} with `server.log` (and `LOG_LEVEL`). Tests that
-   * collect log lines pass their own logger.
+   * Logging layer, or a function making it from the log settings in force (which follow reloads);
+   * default {@link Logging.layer} with `server.log` (and `LOG_LEVEL`). Tests that collect log lines
+   * pass their own logger.
    */
-  readonly logging?: Layer.Layer<never>
+  readonly logging?: Layer.Layer<never> | ((live: Logging.Live) => Layer.Layer<never>)
   /** Overrides `server.drainMs` (tests stop at once with 0). */
   readonly drainMs?: number
   /** The file to reload the config from on `SIGHUP` (and on changes with `watch`); no reloads without. */
@@ -107,9 +108,11 @@ const currentAccess = (routing: Routing.Service): Access.Service => ({
     return routing.current().access.required
   },
   authenticate: (headers) => routing.current().access.authenticate(headers),
-  admit: (client, model, now) => routing.current().access.admit(client, model, now),
+  admit: (client, model, now, promptTokens, maxOutputTokens) =>
+    routing.current().access.admit(client, model, now, promptTokens, maxOutputTokens),
   priority: (client, headers) => routing.current().access.priority(client, headers),
   record: (client, decision, now) => routing.current().access.record(client, decision, now),
+  release: (client, now) => routing.current().access.release(client, now),
   cors: (origin) => routing.current().access.cors(origin),
   keys: (now) => routing.current().access.keys(now)
 })
@@ -153,13 +156,19 @@ const adminHandler = (config: SluiceConfig.ConfigFile, options: Options) =>
  * Gateway options from the config, the running {@link Routing.Routing} and {@link Observe.Observe}
  * (metrics, audit log), with the admin API when configured.
  */
-export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
+export const gatewayOptions = (
+  config: SluiceConfig.ConfigFile,
+  options: Options = {},
+  live: Logging.Live = new Logging.Live(config.server.log)
+) =>
   Layer.scoped(
     Gateway.GatewayOptions,
     Effect.gen(function* () {
       const routing = yield* Routing.Routing
       const observe = yield* Observe.Observe
-      const access = yield* Logging.accessLog(config.server.log)
+      const access = yield* Logging.accessLog(live)
+      // The log settings follow reloads (the audit log's follow them in `Observe`).
+      yield* routing.watch((generation) => live.set(generation.config.server.log))
       const admin = yield* adminHandler(config, options)
       const token =
         config.server.admin === undefined ? undefined : (yield* SluiceConfig.readEnvironment(config)).adminToken
@@ -167,15 +176,13 @@ export const gatewayOptions = (config: SluiceConfig.ConfigFile, options: Options
         maxBodyBytes: config.server.maxBodyBytes,
         access: currentAccess(routing),
         readiness: routing.readiness,
-        observe:
-          access === undefined
-            ? (decision: Decision.Decision, key: string | undefined, _status: number, content?: Audit.Content) =>
-                observe.record(decision, key, content)
-            : (decision: Decision.Decision, key: string | undefined, status: number, content?: Audit.Content) => {
-                observe.record(decision, key, content)
-                access(decision, key, status)
-              },
-        observeContent: config.server.audit.content,
+        observe: (decision: Decision.Decision, key: string | undefined, status: number, content?: Audit.Content) => {
+          observe.record(decision, key, content)
+          access(decision, key, status)
+        },
+        get observeContent() {
+          return routing.current().config.server.audit.content
+        },
         metrics: yield* Observe.metricsHandler(token),
         ...(admin !== undefined
           ? { admin, dashboard: (yield* Effect.promise(() => import("./Dashboard.js"))).make() }
@@ -222,14 +229,16 @@ const healthClient = (config: SluiceConfig.ConfigFile): Layer.Layer<HttpClient.H
  */
 export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) => {
   const routing = Routing.layer(config, options, healthClient)
+  const live = new Logging.Live(config.server.log)
   const serve = Gateway.layer(
     { host: config.server.host, port: config.server.port },
     { drainMs: options.drainMs ?? config.server.drainMs }
-  ).pipe(Layer.provide(gatewayOptions(config, options)))
+  ).pipe(Layer.provide(gatewayOptions(config, options, live)))
   // Kept decisions are read only by the admin API: without it, keeping them would only cost memory
   // (each would outlive its request long enough to be promoted to the old generation).
   const observe = Observe.layer(
-    config.server.admin === undefined ? { ...config.server.audit, keep: 0 } : config.server.audit
+    config.server.audit,
+    config.server.admin === undefined ? (audit) => ({ ...audit, keep: 0 }) : undefined
   )
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
   const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
@@ -243,7 +252,7 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
       Layer.mergeAll(
         options.telemetry ?? Telemetry.layerConfig(config.server.tracing),
         Scheduling.layer,
-        options.logging ?? Logging.layer(config.server.log)
+        typeof options.logging === "function" ? options.logging(live) : (options.logging ?? Logging.layer(live))
       )
     )
   )

@@ -5,7 +5,8 @@
  * `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`), `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`,
  * `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` and
  * `OTEL_BSP_SCHEDULE_DELAY`. Without an endpoint (or with the SDK disabled) nothing is loaded and the
- * gateway makes no spans at all (see core `Tracing`).
+ * gateway makes no spans at all (see core `Tracing`). {@link metricsPlan} reads where the metrics go
+ * the same way (`Observe` sends them).
  *
  * Every request's span tree — server request → `sluice.route` → `sluice.attempt` → upstream HTTP
  * call — is exported; root client spans (health checks: a trace per check per upstream) are sampled
@@ -58,7 +59,7 @@ const SAMPLERS = [
   "parentbased_traceidratio"
 ]
 
-/** `k=v,k2=v2` (`OTEL_RESOURCE_ATTRIBUTES`) as a record; malformed pairs are left out. */
+/** `k=v,k2=v2` (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`) as a record; malformed pairs are left out. */
 const resourceAttributes = (text: string): Record<string, string> => {
   const attributes: Record<string, string> = {}
   for (const pair of text.split(",")) {
@@ -73,38 +74,82 @@ const resourceAttributes = (text: string): Record<string, string> => {
   return attributes
 }
 
+/** Where one signal's OTLP export goes, and the resource it reports. */
+interface Destination {
+  readonly exporter: "otlp" | "console"
+  readonly url: string
+  readonly protocol: "http/protobuf" | "http/json"
+  readonly serviceName: string
+  readonly resourceAttributes: Readonly<Record<string, string>>
+  readonly warnings: ReadonlyArray<string>
+}
+
+/**
+ * Where `signal` goes according to the environment (`OTEL_<SIGNAL>_EXPORTER`, the signal's endpoint
+ * or the generic one with `/v1/<signal>`, the signal's protocol or the generic one), or `undefined`
+ * when nowhere.
+ */
+const destination = (signal: "traces" | "metrics"): Effect.Effect<Destination | undefined> =>
+  Effect.gen(function* () {
+    const warnings: Array<string> = []
+    const upper = signal.toUpperCase()
+    if (Option.getOrUndefined(yield* optional("OTEL_SDK_DISABLED"))?.toLowerCase() === "true") return undefined
+    const exporters = Option.map(yield* optional(`OTEL_${upper}_EXPORTER`), (v) =>
+      v
+        .toLowerCase()
+        .split(",")
+        .map((e) => e.trim())
+    )
+    const signalEndpoint = yield* optional(`OTEL_EXPORTER_OTLP_${upper}_ENDPOINT`)
+    const endpoint = yield* optional("OTEL_EXPORTER_OTLP_ENDPOINT")
+    let exporter: Destination["exporter"] | undefined
+    if (Option.isNone(exporters))
+      exporter = Option.isSome(signalEndpoint) || Option.isSome(endpoint) ? "otlp" : undefined
+    else if (exporters.value.includes("none")) exporter = undefined
+    else {
+      exporter = exporters.value.includes("otlp") ? "otlp" : exporters.value.includes("console") ? "console" : undefined
+      // Prometheus is pulled from GET /metrics whatever this says: only other exporters are unknown.
+      if (exporter === undefined && !(signal === "metrics" && exporters.value.every((e) => e === "prometheus")))
+        warnings.push(`OTEL_${upper}_EXPORTER=${exporters.value.join(",")} is not supported`)
+    }
+    if (exporter === undefined) return warnings.length === 0 ? undefined : { ...NOWHERE, warnings }
+    const url = Option.isSome(signalEndpoint)
+      ? signalEndpoint.value
+      : `${Option.getOrElse(endpoint, () => "http://localhost:4318").replace(/\/+$/, "")}/v1/${signal}`
+    const signalProtocol = yield* optional(`OTEL_EXPORTER_OTLP_${upper}_PROTOCOL`)
+    const protocolText = Option.getOrElse(
+      Option.isSome(signalProtocol) ? signalProtocol : yield* optional("OTEL_EXPORTER_OTLP_PROTOCOL"),
+      () => "http/protobuf"
+    ).toLowerCase()
+    let protocol: Destination["protocol"] = "http/protobuf"
+    if (protocolText === "http/json") protocol = "http/json"
+    else if (protocolText !== "http/protobuf")
+      warnings.push(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocolText} is not supported; using http/protobuf`)
+    return {
+      exporter,
+      url,
+      protocol,
+      serviceName: Option.getOrElse(yield* optional("OTEL_SERVICE_NAME"), () => serviceName),
+      resourceAttributes: resourceAttributes(Option.getOrElse(yield* optional("OTEL_RESOURCE_ATTRIBUTES"), () => "")),
+      warnings
+    }
+  })
+
+/** A destination that exports nothing, carrying only the warnings of what was not understood. */
+const NOWHERE: Destination = {
+  exporter: "console",
+  url: "",
+  protocol: "http/protobuf",
+  serviceName,
+  resourceAttributes: {},
+  warnings: []
+}
+
 /** Where traces go according to the environment, or `undefined` when nowhere. */
 export const plan: Effect.Effect<Plan | undefined> = Effect.gen(function* () {
-  const warnings: Array<string> = []
-  if (Option.getOrUndefined(yield* optional("OTEL_SDK_DISABLED"))?.toLowerCase() === "true") return undefined
-  const exporters = Option.map(yield* optional("OTEL_TRACES_EXPORTER"), (v) =>
-    v
-      .toLowerCase()
-      .split(",")
-      .map((e) => e.trim())
-  )
-  const tracesEndpoint = yield* optional("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-  const endpoint = yield* optional("OTEL_EXPORTER_OTLP_ENDPOINT")
-  let exporter: Plan["exporter"] | undefined
-  if (Option.isNone(exporters)) exporter = Option.isSome(tracesEndpoint) || Option.isSome(endpoint) ? "otlp" : undefined
-  else if (exporters.value.includes("none")) exporter = undefined
-  else {
-    exporter = exporters.value.includes("otlp") ? "otlp" : exporters.value.includes("console") ? "console" : undefined
-    if (exporter === undefined) warnings.push(`OTEL_TRACES_EXPORTER=${exporters.value.join(",")} is not supported`)
-  }
-  if (exporter === undefined) return undefined
-  const url = Option.isSome(tracesEndpoint)
-    ? tracesEndpoint.value
-    : `${Option.getOrElse(endpoint, () => "http://localhost:4318").replace(/\/+$/, "")}/v1/traces`
-  const tracesProtocol = yield* optional("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-  const protocolText = Option.getOrElse(
-    Option.isSome(tracesProtocol) ? tracesProtocol : yield* optional("OTEL_EXPORTER_OTLP_PROTOCOL"),
-    () => "http/protobuf"
-  ).toLowerCase()
-  let protocol: Plan["protocol"] = "http/protobuf"
-  if (protocolText === "http/json") protocol = "http/json"
-  else if (protocolText !== "http/protobuf")
-    warnings.push(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocolText} is not supported; using http/protobuf`)
+  const to = yield* destination("traces")
+  if (to === undefined || to.url === "") return undefined
+  const warnings = [...to.warnings]
   let sampler = Option.getOrElse(yield* optional("OTEL_TRACES_SAMPLER"), () => "parentbased_always_on").toLowerCase()
   if (!SAMPLERS.includes(sampler)) {
     warnings.push(`OTEL_TRACES_SAMPLER=${sampler} is not supported; using parentbased_always_on`)
@@ -113,14 +158,55 @@ export const plan: Effect.Effect<Plan | undefined> = Effect.gen(function* () {
   const arg = Number(Option.getOrElse(yield* optional("OTEL_TRACES_SAMPLER_ARG"), () => "1"))
   const delay = Number(Option.getOrElse(yield* optional("OTEL_BSP_SCHEDULE_DELAY"), () => "5000"))
   return {
-    exporter,
-    url,
-    protocol,
-    serviceName: Option.getOrElse(yield* optional("OTEL_SERVICE_NAME"), () => serviceName),
-    resourceAttributes: resourceAttributes(Option.getOrElse(yield* optional("OTEL_RESOURCE_ATTRIBUTES"), () => "")),
+    ...to,
     sampler,
     samplerArg: Number.isFinite(arg) && arg >= 0 && arg <= 1 ? arg : 1,
     scheduleDelayMs: Number.isFinite(delay) && delay >= 0 ? delay : 5000,
+    warnings
+  }
+})
+
+/** Where metrics go over OTLP, read from the environment. */
+export interface MetricsPlan {
+  /** The OTLP metrics URL (`.../v1/metrics`). */
+  readonly url: string
+  readonly protocol: "http/protobuf" | "http/json"
+  readonly serviceName: string
+  readonly resourceAttributes: Readonly<Record<string, string>>
+  /** How often the metrics are sent, in ms (`OTEL_METRIC_EXPORT_INTERVAL`, default 60000). */
+  readonly intervalMs: number
+  /**
+   * Headers sent with each export (`OTEL_EXPORTER_OTLP_METRICS_HEADERS` over
+   * `OTEL_EXPORTER_OTLP_HEADERS`, `k=v,k2=v2`): a hosted collector's API key, so never logged.
+   */
+  readonly headers: Readonly<Record<string, string>>
+  /** Settings read that were not understood, to log. */
+  readonly warnings: ReadonlyArray<string>
+}
+
+/**
+ * Where the metrics go over OTLP (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, or
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/metrics`; `OTEL_METRICS_EXPORTER`, the protocol variables,
+ * `OTEL_METRIC_EXPORT_INTERVAL`), with what was not understood; `url` is empty when they go nowhere
+ * (`/metrics` serves them anyway).
+ */
+export const metricsPlan: Effect.Effect<MetricsPlan | undefined> = Effect.gen(function* () {
+  const to = yield* destination("metrics")
+  if (to === undefined) return undefined
+  const warnings = [...to.warnings]
+  if (to.exporter === "console" && to.url !== "") warnings.push("OTEL_METRICS_EXPORTER=console is not supported")
+  const interval = Number(Option.getOrElse(yield* optional("OTEL_METRIC_EXPORT_INTERVAL"), () => "60000"))
+  const headers = {
+    ...resourceAttributes(Option.getOrElse(yield* optional("OTEL_EXPORTER_OTLP_HEADERS"), () => "")),
+    ...resourceAttributes(Option.getOrElse(yield* optional("OTEL_EXPORTER_OTLP_METRICS_HEADERS"), () => ""))
+  }
+  return {
+    url: to.exporter === "otlp" ? to.url : "",
+    protocol: to.protocol,
+    serviceName: to.serviceName,
+    resourceAttributes: to.resourceAttributes,
+    intervalMs: Number.isFinite(interval) && interval > 0 ? interval : 60_000,
+    headers,
     warnings
   }
 })

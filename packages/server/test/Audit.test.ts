@@ -18,12 +18,14 @@ const audited = (audit: Record<string, unknown>) => ({
   ...simulatedConfig(
     [
       { id: "a", simulate: { completionTokens: 10 } },
-      { id: "broken", simulate: { failureRate: 1 } }
+      { id: "broken", simulate: { failureRate: 1 } },
+      { id: "slow", simulate: { latencyMs: 30_000 } }
     ],
     [
       { id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] },
       { id: "flaky", models: ["flaky-model"], upstreams: ["broken"], fallback: "chat" },
-      { id: "dead", models: ["dead-model"], upstreams: ["broken"] }
+      { id: "dead", models: ["dead-model"], upstreams: ["broken"] },
+      { id: "slow", models: ["slow-model"], upstreams: ["slow"] }
     ]
   ),
   server: Schema.decodeUnknownSync(Config.ServerConfig)({
@@ -111,6 +113,69 @@ describe("audit log of decisions", () => {
       expect(yield* ids(`?since=${new Date(Date.now() + 60_000).toISOString()}`)).toEqual([])
       expect(yield* ids(`?until=${Date.now() + 60_000}&outcome=success`)).toEqual(["chat", "chat"])
       expect((yield* decisions(gateway, "?since=yesterday")).status).toBe(400)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("keeps the decision of a request its client abandoned, as interrupted", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(audited({}), { env })
+      const controller = new AbortController()
+      const sent = fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        signal: controller.signal,
+        headers: { authorization: `Bearer ${TEAM}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "slow-model", messages: [{ role: "user", content: "Hi" }] })
+      }).catch(() => "abandoned")
+      yield* eventually(() => (gateway.simulator("slow").requests().length === 1 ? true : undefined))
+      controller.abort()
+      expect(yield* Effect.promise(() => sent)).toBe("abandoned")
+      let entries: Array<Entry> = []
+      for (let i = 0; i < 100 && entries.length === 0; i++) {
+        entries = (yield* decisions(gateway, "?outcome=interrupted")).body as Array<Entry>
+        if (entries.length === 0) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+      }
+      expect(entries).toHaveLength(1)
+      expect(entries[0]).toMatchObject({
+        key: "team",
+        decision: { pool: "slow", outcome: "interrupted", attempts: [{ upstream: "slow", outcome: "interrupted" }] }
+      })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("follows server.audit through a reload: a new sink, how many are kept, and content", () =>
+    Effect.gen(function* () {
+      const dir = mkdtempSync(join(tmpdir(), "sluice-audit-"))
+      const path = join(dir, "audit.jsonl")
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      const gateway = yield* startGateway(audited({ keep: 10 }), { env })
+      // Through the admin API, as an operator replaces the config.
+      const reload = (audit: Record<string, unknown>) =>
+        Effect.promise(async () => {
+          const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }
+          const running = (await (await fetch(`${gateway.url}/admin/config`, { headers })).json()) as Entry
+          const body = JSON.stringify({ ...running, server: { ...running.server, audit } })
+          const replaced = await fetch(`${gateway.url}/admin/config`, { method: "PUT", headers, body })
+          expect(replaced.status).toBe(200)
+        })
+      yield* ask(gateway, "gpt-4o-mini", "before")
+      yield* ask(gateway, "dead-model")
+      yield* reload({ sink: "file", path, keep: 1, content: true })
+      // The newest decision kept carries over; the file has what came after the reload, with content.
+      expect(((yield* decisions(gateway)).body as Array<Entry>).map((e) => e.decision.pool)).toEqual(["dead"])
+      yield* ask(gateway, "gpt-4o-mini", "after")
+      const written = yield* eventually(() => {
+        const lines = readFileSync(path, "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+        return lines.length === 1 ? lines.map((l) => JSON.parse(l) as Entry) : undefined
+      })
+      expect(written[0].content.request.messages[0].content).toBe("after")
+      // A file that cannot be opened is refused by the sink, which keeps writing where it did.
+      yield* reload({ sink: "file", path: join(dir, "missing", "audit.jsonl"), keep: 1 })
+      yield* ask(gateway, "gpt-4o-mini", "later")
+      yield* eventually(() => (readFileSync(path, "utf8").includes('"pool":"chat"') ? true : undefined))
+      yield* eventually(() => (readFileSync(path, "utf8").split("\n").length === 3 ? true : undefined))
+      expect(readdirSync(dir)).toEqual(["audit.jsonl"])
     }).pipe(Effect.scoped)
   )
 

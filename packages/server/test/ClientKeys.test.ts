@@ -1,10 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { createHash } from "node:crypto"
+import type { ServerResponse } from "node:http"
 import OpenAI from "openai"
 import { Config } from "@sluice/core"
 import * as Server from "../src/Server.js"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { completionJson, eventually, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 const TEAM = "sk-team-0123456789abcdef"
 const INTERN = "sk-intern-0123456789abcdef"
@@ -32,7 +33,8 @@ const keyed = (auth: ReadonlyArray<Record<string, unknown>>, server: Record<stri
       { id: "emb" }
     ],
     [
-      { id: "chat", models: ["gpt-4o-mini", "gpt-4o"], upstreams: ["a"] },
+      // A request without max_tokens holds 10 completion tokens of its key's TPM and budget: a cent.
+      { id: "chat", models: ["gpt-4o-mini", "gpt-4o"], upstreams: ["a"], defaultMaxTokens: 10 },
       { id: "embeddings", models: ["text-embedding-3-small"], upstreams: ["emb"] }
     ]
   )
@@ -144,14 +146,15 @@ describe("client keys, through the gateway with the openai SDK", () => {
     Effect.gen(function* () {
       const gateway = yield* startGateway(keyed(KEYS), { env })
       const batch = gateway.clientWith(BATCH)
-      // One cent each against a budget of 1.5 cents: the second is still admitted, the third is not.
+      // One cent each against a budget of 1.5 cents: the second may cost a cent, more than the half
+      // cent left, so it is refused before it can pass the budget.
       expect((yield* outcome(() => chat(batch))).ok).toBe(true)
-      expect((yield* outcome(() => chat(batch))).ok).toBe(true)
-      const third = yield* outcome(() => chat(batch))
-      expect(third.error).toBeInstanceOf(OpenAI.RateLimitError)
-      expect(third.error?.code).toBe("budget_exceeded")
-      expect(third.error?.type).toBe("insufficient_quota")
-      expect(Number(third.error?.headers?.get("retry-after"))).toBeGreaterThan(0)
+      const second = yield* outcome(() => chat(batch))
+      expect(second.error).toBeInstanceOf(OpenAI.RateLimitError)
+      expect(second.error?.code).toBe("budget_exceeded")
+      expect(second.error?.type).toBe("insufficient_quota")
+      expect(second.error?.message).toContain("may cost up to $0.01, more than the $0.005 left")
+      expect(Number(second.error?.headers?.get("retry-after"))).toBeGreaterThan(0)
       // Another key's budget is its own.
       expect((yield* outcome(() => chat(gateway.clientWith(TEAM)))).ok).toBe(true)
     }).pipe(Effect.scoped)
@@ -160,19 +163,23 @@ describe("client keys, through the gateway with the openai SDK", () => {
   it.live("records the spend of streamed answers when the stream ends", () =>
     Effect.gen(function* () {
       const gateway = yield* startGateway(
-        keyed([{ name: "batch", sha256: sha256(BATCH), budget: { dailyUsd: 0.005 } }])
+        keyed([{ name: "batch", sha256: sha256(BATCH), budget: { dailyUsd: 0.025 } }])
       )
       const batch = gateway.clientWith(BATCH)
+      // It holds 2 cents (max_tokens 20) and costs one (10 tokens): the cent it did not use comes back
+      // when it ends, so one more request fits the budget, and then no other.
       const stream = yield* Effect.promise(() =>
         batch.chat.completions.create({
           model: "gpt-4o-mini",
           messages: [{ role: "user", content: "Hi" }],
+          max_tokens: 20,
           stream: true
         })
       )
       yield* Effect.promise(async () => {
         for await (const _ of stream) void _
       })
+      expect((yield* outcome(() => chat(batch))).ok).toBe(true)
       const next = yield* outcome(() => chat(batch))
       expect(next.error?.code).toBe("budget_exceeded")
     }).pipe(Effect.scoped)
@@ -238,6 +245,123 @@ describe("client keys, through the gateway with the openai SDK", () => {
         })
       )
       expect(other.headers.get("access-control-allow-origin")).toBeNull()
+    }).pipe(Effect.scoped)
+  )
+})
+
+/**
+ * An OpenAI-compatible upstream that holds every answer until `answer` is called (so a burst of
+ * requests is in flight at once, whatever the machine's speed), each reporting `completion_tokens`
+ * used; with `failing` set it answers 500 at once instead.
+ */
+const holdingUpstream = (completionTokens: number) =>
+  Effect.gen(function* () {
+    const held: Array<ServerResponse> = []
+    const state = { failing: false }
+    const { baseUrl } = yield* startUpstream((_request, _body, response) => {
+      if (state.failing) {
+        response.writeHead(500, { "content-type": "application/json" })
+        return response.end(JSON.stringify({ error: { message: "down", type: "server_error" } }))
+      }
+      held.push(response)
+    })
+    const answer = () => {
+      for (const response of held.splice(0)) {
+        response.writeHead(200, { "content-type": "application/json" })
+        response.end(completionJson(5, completionTokens))
+      }
+    }
+    return { baseUrl, held, state, answer }
+  })
+
+/** The gateway over one holding upstream priced at $0.01 per completion token, with the key `burst`. */
+const burstGateway = (key: Record<string, unknown>, baseUrl: string) => {
+  const config = simulatedConfig(
+    [
+      {
+        id: "u",
+        provider: "openai",
+        baseUrl,
+        apiKeyEnv: "SLUICE_TEST_UPSTREAM_KEY",
+        pricing: { inputPerMillion: 0, outputPerMillion: 10_000 }
+      }
+    ],
+    [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["u"] }]
+  )
+  return startGateway(
+    {
+      ...config,
+      server: decodeServer({ auth: { keys: [{ name: "burst", keyEnv: "SLUICE_TEST_TEAM_KEY", ...key }] } })
+    },
+    { env: { ...env, SLUICE_TEST_UPSTREAM_KEY: "sk-upstream" } }
+  )
+}
+
+/** Sends `n` requests at once (max_tokens `max` each); resolves once each is either refused or held upstream. */
+const burst = (client: OpenAI, n: number, max: number, held: ReadonlyArray<unknown>) =>
+  Effect.gen(function* () {
+    const refused: Array<InstanceType<typeof OpenAI.APIError>> = []
+    const all = Array.from({ length: n }, () =>
+      client.chat.completions
+        .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], max_tokens: max })
+        .catch((error: InstanceType<typeof OpenAI.APIError>) => void refused.push(error))
+    )
+    yield* eventually(() => (refused.length + held.length === n ? true : undefined))
+    return { refused, done: Effect.promise(() => Promise.all(all)) }
+  })
+
+describe("a key's TPM and budget under a burst of concurrent requests", () => {
+  it.live("holds each request's tokens at admission: the burst stays within the key's TPM", () =>
+    Effect.gen(function* () {
+      const upstream = yield* holdingUpstream(10)
+      const gateway = yield* burstGateway({ limits: { tpm: 300 } }, upstream.baseUrl)
+      // Each holds its prompt estimate and 50 completion tokens: at most 5 fit in 300 at once.
+      const first = yield* burst(gateway.clientWith(TEAM), 20, 50, upstream.held)
+      const admitted = upstream.held.length
+      expect(admitted).toBeGreaterThanOrEqual(1)
+      expect(admitted).toBeLessThanOrEqual(5)
+      expect(first.refused).toHaveLength(20 - admitted)
+      expect(first.refused.every((e) => e.status === 429 && e.code === "rate_limit_exceeded")).toBe(true)
+      // Their answers use 15 tokens each: what they held beyond it comes back, and another burst fits.
+      upstream.answer()
+      yield* first.done
+      const second = yield* burst(gateway.clientWith(TEAM), 20, 50, upstream.held)
+      expect(upstream.held.length).toBeGreaterThanOrEqual(1)
+      expect(15 * admitted + upstream.held.length * 50).toBeLessThanOrEqual(300)
+      upstream.answer()
+      yield* second.done
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("prices each request at most it may cost: the burst never spends past the key's budget", () =>
+    Effect.gen(function* () {
+      const upstream = yield* holdingUpstream(20)
+      const gateway = yield* burstGateway({ budget: { dailyUsd: 1 } }, upstream.baseUrl)
+      // max_tokens 20 at $0.01 a token: 20 cents each, five in a dollar.
+      const first = yield* burst(gateway.clientWith(TEAM), 20, 20, upstream.held)
+      expect(upstream.held).toHaveLength(5)
+      expect(first.refused.every((e) => e.status === 429 && e.code === "budget_exceeded")).toBe(true)
+      upstream.answer()
+      yield* first.done
+      // The dollar is spent: nothing more today.
+      const after = yield* burst(gateway.clientWith(TEAM), 3, 1, upstream.held)
+      expect(after.refused.map((e) => e.code)).toEqual(["budget_exceeded", "budget_exceeded", "budget_exceeded"])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("gives back what a request held when its upstream fails", () =>
+    Effect.gen(function* () {
+      const upstream = yield* holdingUpstream(10)
+      const gateway = yield* burstGateway({ limits: { tpm: 100 } }, upstream.baseUrl)
+      upstream.state.failing = true
+      const failed = yield* burst(gateway.clientWith(TEAM), 1, 60, upstream.held)
+      expect(failed.refused[0]?.status).toBe(502)
+      // Had the failed request kept its 60-odd tokens, this one would not fit in 100.
+      upstream.state.failing = false
+      const next = yield* burst(gateway.clientWith(TEAM), 1, 60, upstream.held)
+      expect(next.refused).toHaveLength(0)
+      upstream.answer()
+      yield* next.done
     }).pipe(Effect.scoped)
   )
 })

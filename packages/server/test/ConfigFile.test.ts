@@ -36,7 +36,8 @@ const accessOf = (config: Config.ConfigFile) =>
       environment,
       local: store.local,
       poolOf: () => undefined,
-      upstreams: new Map()
+      upstreams: new Map(),
+      pools: new Map()
     })
   })
 

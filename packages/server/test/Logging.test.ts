@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
 import { Effect, Schema } from "effect"
 import * as Logging from "../src/Logging.js"
+import * as Routing from "../src/Routing.js"
 import { simulatedConfig, startGateway } from "./harness.js"
 
 /** A gateway with `server.log` set as given, its logger the real one, and every line it printed. */
@@ -15,18 +16,21 @@ const logged = (log: Record<string, unknown>, env: Record<string, string> = {}) 
       ...simulatedConfig(
         [
           { id: "a", simulate: { completionTokens: 4 } },
-          { id: "broken", simulate: { failureRate: 1 } }
+          { id: "broken", simulate: { failureRate: 1 } },
+          // Their breakers open (a warning) at their first failure.
+          { id: "fragile1", simulate: { failureRate: 1 }, circuitBreaker: { failureThreshold: 1 } },
+          { id: "fragile2", simulate: { failureRate: 1 }, circuitBreaker: { failureThreshold: 1 } }
         ],
         [
           { id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] },
-          { id: "dead", models: ["dead-model"], upstreams: ["broken"] }
+          { id: "dead", models: ["dead-model"], upstreams: ["broken"] },
+          { id: "f1", models: ["f1"], upstreams: ["fragile1"] },
+          { id: "f2", models: ["f2"], upstreams: ["fragile2"] }
         ]
       ),
       server: Schema.decodeUnknownSync(Config.ServerConfig)({ log })
     }
-    const gateway = yield* startGateway(config, { logging: Logging.layer(config.server.log), env }).pipe(
-      Effect.withConsole(console)
-    )
+    const gateway = yield* startGateway(config, { logging: Logging.layer, env }).pipe(Effect.withConsole(console))
     return { gateway, lines }
   })
 
@@ -87,6 +91,37 @@ describe("logs", () => {
       const off = yield* logged({ access: false })
       yield* ask(off.gateway, "gpt-4o-mini")
       expect(off.lines.filter((l) => l.includes("pool=chat"))).toEqual([])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("follows server.log through a reload: format, access line and level", () =>
+    Effect.gen(function* () {
+      const { gateway, lines } = yield* logged({})
+      const routing = gateway.service(Routing.Routing)
+      const reload = (log: Record<string, unknown>) => {
+        const running = routing.current().config
+        return routing.replace({ ...running, server: { ...running.server, log: Config.LogConfig.make(log) } })
+      }
+      const pretty = yield* ask(gateway, "gpt-4o-mini")
+      yield* reload({ format: "json" })
+      const json = yield* ask(gateway, "gpt-4o-mini")
+      yield* reload({ format: "json", access: false })
+      const unlogged = yield* ask(gateway, "gpt-4o-mini")
+      // The gateway's own lines follow too: an open breaker's warning, then none above the new level.
+      yield* ask(gateway, "f1")
+      yield* reload({ level: "error" })
+      yield* ask(gateway, "f2")
+      const text = lines.join("\n")
+      expect(text).toContain(`200 chat ${pretty} pool=chat upstream=a`)
+      const access = lines
+        .flatMap((l) => l.split("\n"))
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { message: Record<string, unknown> })
+        .filter((p) => p.message?.["msg"] === "request")
+      expect(access.map((a) => a.message["requestId"])).toEqual([json])
+      expect(text).not.toContain(String(unlogged))
+      expect(text).toContain("circuit for upstream fragile1 opened")
+      expect(text).not.toContain("fragile2")
     }).pipe(Effect.scoped)
   )
 })

@@ -100,6 +100,23 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("counts a message whose upstreams all failed in the metrics, as any routed request", () =>
+    Effect.gen(function* () {
+      const { client, gateway } = yield* gatewayWith([{ id: "down", simulate: { failureRate: 1 } }])
+      const failed = yield* promise(() =>
+        client.messages
+          .create({ model: "claude-sonnet-4-5", max_tokens: 10, messages: [{ role: "user", content: "Hi" }] })
+          .then(
+            () => undefined,
+            (error: unknown) => error
+          )
+      )
+      expect(failed).toBeInstanceOf(Anthropic.APIError)
+      const metrics = yield* promise(() => fetch(`${gateway.url}/metrics`).then((r) => r.text()))
+      expect(metrics).toContain('sluice_requests_total{pool="claude",upstream="down",outcome="error"} 1')
+    }).pipe(Effect.scoped)
+  )
+
   it.live("streams a message the SDK accumulates, with events in Anthropic's order", () =>
     Effect.gen(function* () {
       const { client } = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 4 } }])

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
 import { Effect, Schema } from "effect"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { eventually, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
 
@@ -175,3 +175,142 @@ describe("GET /metrics", () => {
     }).pipe(Effect.scoped)
   )
 })
+
+/** A point of an OTLP/JSON metric as the assertions read it. */
+interface Point {
+  readonly attributes: ReadonlyArray<{ readonly key: string; readonly value: { readonly stringValue: string } }>
+  readonly asDouble?: number
+  readonly count?: number
+  readonly bucketCounts?: ReadonlyArray<number>
+  readonly explicitBounds?: ReadonlyArray<number>
+}
+
+/**
+ * A fake OTLP collector: every request's path, content type and body (parsed when JSON); it answers
+ * `state.status`.
+ */
+const collector = Effect.gen(function* () {
+  const received: Array<{ path: string; type: string; apiKey: unknown; body: unknown }> = []
+  const state = { status: 200 }
+  const { baseUrl } = yield* startUpstream((request, body, response) => {
+    const type = request.headers["content-type"] ?? ""
+    const apiKey = request.headers["x-api-key"]
+    received.push({
+      path: request.url ?? "",
+      type,
+      apiKey,
+      body: type === "application/json" ? JSON.parse(body) : body
+    })
+    response.writeHead(state.status, { "content-type": "application/json" })
+    response.end("{}")
+  })
+  return { origin: baseUrl.replace(/\/v1$/, ""), received, state }
+})
+
+/** The points of the metric `name` in an OTLP/JSON document, whatever its kind. */
+const points = (document: unknown, name: string): ReadonlyArray<Point> => {
+  const metrics = (
+    document as { resourceMetrics: Array<{ scopeMetrics: Array<{ metrics: Array<Record<string, unknown>> }> }> }
+  ).resourceMetrics.flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics))
+  const metric = metrics.find((m) => m["name"] === name) as
+    | {
+        sum?: { dataPoints: Array<Point> }
+        histogram?: { dataPoints: Array<Point> }
+        gauge?: { dataPoints: Array<Point> }
+      }
+    | undefined
+  return metric?.sum?.dataPoints ?? metric?.histogram?.dataPoints ?? metric?.gauge?.dataPoints ?? []
+}
+
+/** The point whose attributes are exactly `labels`. */
+const at = (list: ReadonlyArray<Point>, labels: Record<string, string>) =>
+  list.find(
+    (p) =>
+      p.attributes.length === Object.keys(labels).length &&
+      p.attributes.every((a) => labels[a.key] === a.value.stringValue)
+  )
+
+describe("metrics over OTLP", () => {
+  it.live("sends what /metrics shows to the collector OTEL_EXPORTER_OTLP_ENDPOINT names, every interval", () =>
+    Effect.gen(function* () {
+      const c = yield* collector
+      const gateway = yield* startGateway(config(), {
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: c.origin,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+          OTEL_SERVICE_NAME: "sluice-metrics-test",
+          OTEL_METRIC_EXPORT_INTERVAL: "20"
+        }
+      })
+      for (let i = 0; i < 3; i++) expect(yield* chat(gateway, "gpt-4o-mini")).toBe("ok")
+      // The first export after the third answer counts all three.
+      const document = yield* eventually(() => {
+        const last = c.received.at(-1)
+        const requests = last === undefined ? undefined : at(points(last.body, "sluice.requests"), REQUESTS)
+        return requests?.asDouble === 3 ? last : undefined
+      })
+      expect(document.path).toBe("/v1/metrics")
+      const resource = (
+        document.body as { resourceMetrics: Array<{ resource: { attributes: Array<Point["attributes"][0]> } }> }
+      ).resourceMetrics[0]!.resource.attributes
+      expect(Object.fromEntries(resource.map((a) => [a.key, a.value.stringValue]))).toMatchObject({
+        "service.name": "sluice-metrics-test",
+        "service.version": "0.1.0"
+      })
+      const usage = at(points(document.body, "gen_ai.client.token.usage"), {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "simulated",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.token.type": "output"
+      })
+      // Three answers of 10 tokens, all in the bucket above 4 and up to 16.
+      expect(usage?.count).toBe(3)
+      expect(usage?.explicitBounds?.slice(0, 3)).toEqual([1, 4, 16])
+      expect(usage?.bucketCounts?.slice(0, 4)).toEqual([0, 0, 3, 0])
+      expect(
+        at(points(document.body, "sluice.spend.usd"), { pool: "chat", upstream: "a", key: "anonymous" })?.asDouble
+      ).toBeCloseTo(0.03, 10)
+      expect(at(points(document.body, "sluice.breaker.state"), { upstream: "a", state: "closed" })?.asDouble).toBe(1)
+      expect(at(points(document.body, "sluice.queue.depth"), { pool: "chat" })?.asDouble).toBe(0)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("sends protobuf by default, to the metrics endpoint as given, with the headers the environment sets", () =>
+    Effect.gen(function* () {
+      const c = yield* collector
+      yield* startGateway(config(), {
+        env: {
+          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${c.origin}/otlp/metrics`,
+          OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=collector-secret",
+          OTEL_METRIC_EXPORT_INTERVAL: "20"
+        }
+      })
+      const first = yield* eventually(() => c.received[0])
+      expect(first.path).toBe("/otlp/metrics")
+      expect(first.type).toBe("application/x-protobuf")
+      // A hosted collector's key, as OTEL_EXPORTER_OTLP_HEADERS gives it.
+      expect(first.apiKey).toBe("collector-secret")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("logs a collector that refuses the metrics once, and once more when it takes them again", () =>
+    Effect.gen(function* () {
+      const c = yield* collector
+      c.state.status = 503
+      const logs: Array<string> = []
+      yield* startGateway(config(), {
+        logs,
+        env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${c.origin}/v1/metrics`, OTEL_METRIC_EXPORT_INTERVAL: "10" }
+      })
+      const refused = () => logs.filter((l) => l.includes("metrics cannot be exported"))
+      yield* eventually(() => (c.received.length >= 5 ? true : undefined))
+      expect(refused()).toHaveLength(1)
+      expect(refused()[0]).toContain("HTTP 503")
+      c.state.status = 200
+      yield* eventually(() => (logs.some((l) => l.includes("metrics are exported again")) ? true : undefined))
+      expect(refused()).toHaveLength(1)
+    }).pipe(Effect.scoped)
+  )
+})
+
+const REQUESTS = { pool: "chat", upstream: "a", outcome: "success" }

@@ -5,7 +5,7 @@ import { Providers } from "@sluice/providers"
 import { Effect, Either } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
 import * as ConfigFile from "../src/ConfigFile.js"
-import { simulatedConfig, startGateway, startUpstream } from "./harness.js"
+import { completionJson, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 
@@ -28,16 +28,7 @@ const recording = Effect.gen(function* () {
       return response.end(chunk({ role: "assistant", content: "ok" }) + chunk({}, "stop") + "data: [DONE]\n\n")
     }
     response.writeHead(200, { "content-type": "application/json" })
-    response.end(
-      JSON.stringify({
-        id: "c",
-        object: "chat.completion",
-        created: 1,
-        model: "m",
-        choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-        usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }
-      })
-    )
+    response.end(completionJson(1, 1))
   })
   return { origin: baseUrl.replace(/\/v1$/, ""), seen }
 })

@@ -60,6 +60,39 @@ describe("Telemetry.plan reads the standard OTEL_* variables", () => {
       expect(odd?.warnings).toHaveLength(2)
     })
   )
+
+  it.effect("reads where metrics go the same way, with their own endpoint, exporter and interval", () =>
+    Effect.gen(function* () {
+      expect(yield* withEnv({}, Telemetry.metricsPlan)).toBeUndefined()
+      // A traces endpoint says nothing of metrics.
+      expect(
+        yield* withEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://t:1/v1/traces" }, Telemetry.metricsPlan)
+      ).toBe(undefined)
+      const generic = yield* withEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }, Telemetry.metricsPlan)
+      expect(generic).toMatchObject({
+        url: "http://collector:4318/v1/metrics",
+        protocol: "http/protobuf",
+        intervalMs: 60_000
+      })
+      const specific = yield* withEnv(
+        {
+          OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "http://metrics:9999/m",
+          OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "http/json",
+          OTEL_METRIC_EXPORT_INTERVAL: "15000"
+        },
+        Telemetry.metricsPlan
+      )
+      expect(specific).toMatchObject({ url: "http://metrics:9999/m", protocol: "http/json", intervalMs: 15_000 })
+      const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }
+      expect(yield* withEnv({ ...endpoint, OTEL_METRICS_EXPORTER: "none" }, Telemetry.metricsPlan)).toBeUndefined()
+      expect(
+        yield* withEnv({ ...endpoint, OTEL_METRICS_EXPORTER: "prometheus" }, Telemetry.metricsPlan)
+      ).toBeUndefined()
+      const unknown = yield* withEnv({ ...endpoint, OTEL_METRICS_EXPORTER: "statsd" }, Telemetry.metricsPlan)
+      expect(unknown).toMatchObject({ url: "", warnings: ["OTEL_METRICS_EXPORTER=statsd is not supported"] })
+    })
+  )
 })
 
 /** A span as the OTLP/JSON body carries it. */

@@ -17,7 +17,8 @@ describe("decision tracing", () => {
           { id: "off", enabled: false },
           { id: "small", contextWindow: 10 },
           { id: "broken", simulate: { failureRate: 1 } },
-          { id: "good", simulate: { completionTokens: 3 } }
+          // It answers with the dated model it is asked for: the route tells both.
+          { id: "good", model: "gpt-4o-mini-2024-07-18", simulate: { completionTokens: 3 } }
         ],
         [{ id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["off", "small", "broken", "good"] }]
       )
@@ -41,7 +42,9 @@ describe("decision tracing", () => {
         "sluice.upstream": "good",
         "sluice.attempts": 2,
         "sluice.outcome": "success",
-        "gen_ai.usage.output_tokens": 3
+        "gen_ai.usage.output_tokens": 3,
+        "gen_ai.provider.name": "simulated",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18"
       })
       // List attributes are exported as arrays, not as JSON text.
       const list = (key: string) => route!.attributes[key] as ReadonlyArray<string>
@@ -57,6 +60,7 @@ describe("decision tracing", () => {
         [1, "broken"],
         [2, "good"]
       ])
+      expect(attempts.map((a) => a.attributes["gen_ai.response.model"])).toEqual([undefined, "gpt-4o-mini-2024-07-18"])
       for (const a of attempts) {
         const calls = childrenOf(spans, a)
         expect(calls.map((c) => c.name)).toEqual(["http.client POST"])
@@ -96,7 +100,9 @@ describe("decision tracing", () => {
         "sluice.upstream": "good",
         "sluice.attempts": 2,
         "sluice.outcome": "success",
-        "gen_ai.usage.output_tokens": 4
+        "gen_ai.usage.output_tokens": 4,
+        "gen_ai.provider.name": "simulated",
+        "gen_ai.response.model": "gpt-4o-mini"
       })
       expect(route?.status.code).not.toBe(2)
       const attempts = childrenOf(spans, route!).filter((s) => s.name === "sluice.attempt")
@@ -104,6 +110,7 @@ describe("decision tracing", () => {
         ["broken", "failure"],
         ["good", "success"]
       ])
+      expect(attempts[1]?.attributes["gen_ai.response.model"]).toBe("gpt-4o-mini")
       // The successful attempt ended with the stream, after its upstream call had answered.
       const call = childrenOf(spans, attempts[1]!)[0]!
       const endOf = (s: ReadableSpan) => s.endTime[0] * 1e9 + s.endTime[1]

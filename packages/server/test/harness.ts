@@ -122,6 +122,21 @@ export const simulatedConfig = (
   return result.right
 }
 
+/** A whole chat completion answering "ok" as an OpenAI-compatible upstream writes it, with this usage. */
+export const completionJson = (promptTokens: number, completionTokens: number): string =>
+  JSON.stringify({
+    id: "c",
+    object: "chat.completion",
+    created: 1,
+    model: "m",
+    choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+    usage: {
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens
+    }
+  })
+
 /** A stand-in upstream for a test: `handle` answers every request; its base URL ends in `/v1`. */
 export const startUpstream = (handle: (request: IncomingMessage, body: string, response: ServerResponse) => void) =>
   Effect.gen(function* () {

@@ -6,7 +6,7 @@
  */
 import type { Clock, Tracer } from "effect"
 import { Effect } from "effect"
-import type { Builder } from "../Decision.js"
+import type { Builder, Decision } from "../Decision.js"
 import type { Exclusion, UpstreamError } from "../Errors.js"
 import type { Attempt, Guard, RequestInfo, Step } from "../Guard.js"
 import { versions } from "../Guard.js"
@@ -34,6 +34,11 @@ export interface RouteOptions {
   readonly body?: string
   /** Upstreams not to try (a stream's continuation avoids the one that broke off). */
   readonly avoid?: ReadonlyArray<string>
+  /**
+   * Called with the decision of a request interrupted before its answer (its client went away),
+   * which no return value can carry — the gateway audits it. Synchronous.
+   */
+  readonly onInterrupted?: (decision: Decision) => void
 }
 
 /** A prompt's token count: a synchronous estimate, and the exact count asked for near a limit. */

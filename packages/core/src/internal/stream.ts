@@ -126,7 +126,7 @@ export const open = (
         // Handed over before this effect completes: from now on the stream's release (which the
         // router runs if the request is interrupted before the caller holds the stream) ends it.
         request.tick()
-        stage.served(request, admitted, "first-content")
+        stage.served(request, admitted, "first-content", chunkModel(head))
         return Effect.succeed(
           handOver(request, admitted, {
             head,
@@ -225,6 +225,17 @@ interface Opened {
   readonly clientWantsUsage: boolean
   readonly finish: AttemptStage["finish"]
   readonly routeSpan: Tracer.Span | undefined
+}
+
+/** The `model` the first chunk of a stream names, read without parsing the chunk. */
+const chunkModel = (head: ReadonlyArray<StreamEvent>): string | undefined => {
+  const data = head[0]?.data
+  const at = data === undefined ? -1 : data.indexOf('"model":"')
+  if (at === -1) return undefined
+  const end = data!.indexOf('"', at + 9)
+  const model = end === -1 ? undefined : data!.slice(at + 9, end)
+  // A name with an escaped quote in it is not worth a parse.
+  return model === undefined || model.includes("\\") ? undefined : model
 }
 
 /** The started stream for its reader: what it reads, and what ends the attempt when it stops. */

@@ -114,42 +114,86 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
   }
 }
 
+/** The sink `settings` ask for (throws when its file cannot be opened). */
+const sinkOf = (settings: SluiceConfig.AuditConfig): Sink | undefined =>
+  settings.sink === "stdout"
+    ? stdoutSink
+    : settings.sink === "file" && settings.path !== undefined
+      ? fileSink(settings.path, settings.maxBytes, settings.files)
+      : undefined
+
+/** What makes one sink another: a change of any of these opens a new one. */
+const sinkKey = (settings: SluiceConfig.AuditConfig): string =>
+  settings.sink === "file" ? `file:${settings.maxBytes}:${settings.files}:${settings.path}` : settings.sink
+
 /** The audit log of one gateway. */
 export class Log {
-  private readonly decisions: Array<Decision.Decision | undefined>
-  private readonly keys: Array<string | undefined>
-  private readonly costs: Array<number>
-  private readonly contents: Array<Content | undefined>
+  private decisions: Array<Decision.Decision | undefined> = []
+  private keys: Array<string | undefined> = []
+  private costs: Array<number> = []
+  private contents: Array<Content | undefined> = []
   private next = 0
   private size = 0
-  private readonly sink: Sink | undefined
+  private sink: Sink | undefined
+  private sinkKey: string
   private readonly listeners = new Set<Listener>()
 
+  /** Opens the sink of `settings`; throws when its file cannot be opened. */
   constructor(settings: SluiceConfig.AuditConfig) {
-    const keep = settings.keep
+    this.sink = sinkOf(settings)
+    this.sinkKey = sinkKey(settings)
+    this.resize(settings.keep, settings.content)
+  }
+
+  /**
+   * Applies the settings of a reloaded config: a sink that changed is opened anew and the old one
+   * closed (when the new file cannot be opened it throws and the old sink stays), and the decisions
+   * kept carry over into the new `keep` (the newest) and `content`.
+   */
+  reconfigure(settings: SluiceConfig.AuditConfig): void {
+    const key = sinkKey(settings)
+    if (key !== this.sinkKey) {
+      const sink = sinkOf(settings)
+      this.sink?.close()
+      this.sink = sink
+      this.sinkKey = key
+    }
+    if (settings.keep !== this.decisions.length || settings.content !== this.contents.length > 0)
+      this.resize(settings.keep, settings.content)
+  }
+
+  /** Makes room for `keep` decisions, keeping the newest of those kept (with their content if `content`). */
+  private resize(keep: number, content: boolean): void {
+    const kept: Array<readonly [Decision.Decision, string | undefined, number, Content | undefined]> = []
+    const length = this.decisions.length
+    for (let i = Math.min(this.size, keep); i >= 1; i--) {
+      const at = (this.next - i + length) % length
+      kept.push([this.decisions[at]!, this.keys[at], this.costs[at]!, this.contents[at]])
+    }
     this.decisions = Array.from({ length: keep }, () => undefined)
     this.keys = Array.from({ length: keep }, () => undefined)
     this.costs = Array.from({ length: keep }, () => 0)
-    this.contents = settings.content ? Array.from({ length: keep }, () => undefined) : []
-    this.sink =
-      settings.sink === "stdout"
-        ? stdoutSink
-        : settings.sink === "file" && settings.path !== undefined
-          ? fileSink(settings.path, settings.maxBytes, settings.files)
-          : undefined
+    this.contents = content ? Array.from({ length: keep }, () => undefined) : []
+    this.next = 0
+    this.size = 0
+    for (const [decision, key, cost, entry] of kept) this.keep(decision, key, cost, content ? entry : undefined)
+  }
+
+  /** Keeps one decision in memory (the oldest goes when full). */
+  private keep(decision: Decision.Decision, key: string | undefined, costUsd: number, content?: Content): void {
+    const keep = this.decisions.length
+    if (keep === 0) return
+    this.decisions[this.next] = decision
+    this.keys[this.next] = key
+    this.costs[this.next] = costUsd
+    if (this.contents.length > 0) this.contents[this.next] = content
+    this.next = (this.next + 1) % keep
+    if (this.size < keep) this.size++
   }
 
   /** Keeps one decision; serialized now only when a sink or a listener wants it. */
   add(decision: Decision.Decision, key: string | undefined, costUsd: number, content?: Content): void {
-    const keep = this.decisions.length
-    if (keep > 0) {
-      this.decisions[this.next] = decision
-      this.keys[this.next] = key
-      this.costs[this.next] = costUsd
-      if (this.contents.length > 0) this.contents[this.next] = content
-      this.next = (this.next + 1) % keep
-      if (this.size < keep) this.size++
-    }
+    this.keep(decision, key, costUsd, content)
     if (this.sink === undefined && this.listeners.size === 0) return
     const line = JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
     this.sink?.write(line)

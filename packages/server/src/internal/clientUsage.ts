@@ -32,7 +32,29 @@ export interface Limits {
 export interface Over {
   readonly limit: "rpm" | "tpm" | "dailyUsd" | "monthlyUsd"
   readonly retryAfterMs: number
+  /** For a budget: what the request may cost at most, and what is left of the budget (US dollars). */
+  readonly costUsd?: number
+  readonly leftUsd?: number
 }
+
+/**
+ * What a request holds of its key's `tpm` and budgets from admission until its usage is known: its
+ * prompt estimate plus the completion tokens it may use, and what those may cost at most.
+ */
+export interface Hold {
+  readonly tokens: number
+  readonly costUsd: number
+}
+
+/** A hold as taken at `at` (epoch ms): its bucket, day and month are where a correction goes. */
+export interface Reservation extends Hold {
+  readonly at: number
+}
+
+const NO_HOLD: Hold = { tokens: 0, costUsd: 0 }
+
+/** Rounding of dollar sums must not refuse a request that fits a budget exactly. */
+const EPSILON_USD = 1e-9
 
 const dayOf = (now: number) => new Date(now).toISOString().slice(0, 10)
 const monthOf = (now: number) => new Date(now).toISOString().slice(0, 7)
@@ -86,23 +108,53 @@ const add = (window: ReadonlyArray<Bucket>, now: number, requests: number, token
   return [...window, [start, requests, tokens]]
 }
 
+/** Whether `costUsd` more fits a budget of which `spent` is used: spent is below it, and the cost fits what is left. */
+const fits = (spent: number, costUsd: number, budget: number) =>
+  spent < budget && spent + costUsd <= budget + EPSILON_USD
+
 /**
- * Admits one request against `limits`, counting it toward `rpm`, or says which limit it is over.
- * Tokens are counted when the answer reports them ({@link record}): a key over its `tpm` is refused
- * until the minute slides past them.
+ * Admits one request against `limits`, counting it toward `rpm` and taking its `hold` on `tpm` and
+ * the budgets at once, or says which limit it is over: the hold must fit what is left of each budget,
+ * and of `tpm` — except that a request alone in its key's minute is admitted whatever it holds, or a
+ * `max_tokens` above the limit would shut the key out for good. Concurrent requests thus never pass
+ * a limit together; {@link correct} turns the hold into the real usage when the answer arrives.
  */
-export const admit = (current: Usage | undefined, limits: Limits, now: number): readonly [Over | undefined, Usage] => {
+export const admit = (
+  current: Usage | undefined,
+  limits: Limits,
+  now: number,
+  hold: Hold = NO_HOLD
+): readonly [Over | undefined, Usage] => {
   const usage = settle(current, now)
-  if (limits.dailyUsd !== undefined && usage.daySpend >= limits.dailyUsd)
-    return [{ limit: "dailyUsd", retryAfterMs: nextDay(now) }, usage]
-  if (limits.monthlyUsd !== undefined && usage.monthSpend >= limits.monthlyUsd)
-    return [{ limit: "monthlyUsd", retryAfterMs: nextMonth(now) }, usage]
+  const cost = hold.costUsd
+  if (limits.dailyUsd !== undefined && !fits(usage.daySpend, cost, limits.dailyUsd))
+    return [budgetOver("dailyUsd", nextDay(now), cost, limits.dailyUsd - usage.daySpend), usage]
+  if (limits.monthlyUsd !== undefined && !fits(usage.monthSpend, cost, limits.monthlyUsd))
+    return [budgetOver("monthlyUsd", nextMonth(now), cost, limits.monthlyUsd - usage.monthSpend), usage]
   if (limits.rpm !== undefined && sum(usage.window, 1) >= limits.rpm)
     return [{ limit: "rpm", retryAfterMs: untilFreed(usage.window, 1, now) }, usage]
-  if (limits.tpm !== undefined && sum(usage.window, 2) >= limits.tpm)
-    return [{ limit: "tpm", retryAfterMs: untilFreed(usage.window, 2, now) }, usage]
-  return [undefined, { ...usage, window: add(usage.window, now, 1, 0) }]
+  if (limits.tpm !== undefined) {
+    const used = sum(usage.window, 2)
+    if (used >= limits.tpm || (used > 0 && used + hold.tokens > limits.tpm))
+      return [{ limit: "tpm", retryAfterMs: untilFreed(usage.window, 2, now) }, usage]
+  }
+  return [
+    undefined,
+    {
+      ...usage,
+      window: add(usage.window, now, 1, hold.tokens),
+      daySpend: usage.daySpend + cost,
+      monthSpend: usage.monthSpend + cost
+    }
+  ]
 }
+
+const budgetOver = (limit: "dailyUsd" | "monthlyUsd", retryAfterMs: number, costUsd: number, left: number): Over => ({
+  limit,
+  retryAfterMs,
+  costUsd,
+  leftUsd: Math.max(0, left)
+})
 
 /** Records what an answered request used: its tokens and its cost in US dollars. */
 export const record = (current: Usage | undefined, tokens: number, costUsd: number, now: number): Usage => {
@@ -112,6 +164,36 @@ export const record = (current: Usage | undefined, tokens: number, costUsd: numb
     window: tokens > 0 ? add(usage.window, now, 0, tokens) : usage.window,
     daySpend: usage.daySpend + costUsd,
     monthSpend: usage.monthSpend + costUsd
+  }
+}
+
+/**
+ * Turns a request's hold into what it really used (`tokens`, `costUsd`; both 0 to release it): the
+ * difference goes to the second the hold was taken in, and to its day and month. A hold whose second
+ * has left the window counted for its minute already: only usage beyond it is added, now; one whose
+ * day or month is over was reset with it: the real cost counts in the new one.
+ */
+export const correct = (
+  current: Usage | undefined,
+  hold: Reservation,
+  tokens: number,
+  costUsd: number,
+  now: number
+): Usage => {
+  const usage = settle(current, now)
+  const start = hold.at - (hold.at % 1000)
+  const delta = tokens - hold.tokens
+  let window = usage.window
+  const at = window.findIndex((bucket) => bucket[0] === start)
+  if (at !== -1)
+    window = window.map((bucket, i): Bucket => (i === at ? [start, bucket[1], Math.max(0, bucket[2] + delta)] : bucket))
+  else if (delta > 0) window = add(window, now, 0, delta)
+  const spend = (spent: number, same: boolean) => (same ? Math.max(0, spent + costUsd - hold.costUsd) : spent + costUsd)
+  return {
+    ...usage,
+    window,
+    daySpend: spend(usage.daySpend, usage.day === dayOf(hold.at)),
+    monthSpend: spend(usage.monthSpend, usage.month === monthOf(hold.at))
   }
 }
 

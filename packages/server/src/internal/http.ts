@@ -112,7 +112,8 @@ const drained = (res: ServerResponse) =>
  */
 export interface Endpoint {
   readonly router: Router.Service
-  readonly served: (decision: Decision.Decision) => void
+  /** Records a routed request's decision with the status it was answered (200 when not told). */
+  readonly served: (decision: Decision.Decision, status?: number) => void
   readonly relayed: (
     res: ServerResponse,
     routed: Router.RoutedStream,

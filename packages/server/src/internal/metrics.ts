@@ -51,6 +51,13 @@ export class Registry {
   private readonly help = new Map<string, string>()
   /** The Prometheus name by metric name: counters end in `_total`, seconds in `_seconds`. */
   private readonly names = new Map<string, string>()
+  /** Names of the histograms that measure seconds. */
+  private readonly seconds = new Set<string>()
+
+  /** The unit of a metric as OpenTelemetry writes it: `s` for seconds, else `1`. */
+  unitOf(name: string): string {
+    return this.seconds.has(name) ? "s" : "1"
+  }
 
   counter(name: string, help: string, labels: ReadonlyArray<string>): Family<MetricHook.MetricHook.Counter<number>> {
     this.help.set(name, help)
@@ -69,6 +76,7 @@ export class Registry {
   ): Family<MetricHook.MetricHook.Histogram> {
     this.help.set(name, help)
     this.names.set(name, `${prometheusName(name)}${seconds ? "_seconds" : ""}`)
+    if (seconds) this.seconds.add(name)
     const base = MetricKey.histogram(name, MetricBoundaries.fromIterable(boundaries), help)
     return new Family(this.registry, (tags) => tagged(base, tags), labels)
   }
@@ -123,15 +131,19 @@ const braces = (labels: ReadonlyArray<string>) => (labels.length === 0 ? "" : `{
 /** A label value as Prometheus' text format quotes it. */
 export const escape = (value: string): string => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"')
 
-/** One gauge sample line, for gauges read when scraped. */
-export const gaugeLines = (
-  name: string,
-  help: string,
-  samples: ReadonlyArray<readonly [Readonly<Record<string, string>>, number]>
-): string => {
+/** A gauge read when scraped or exported: its OpenTelemetry name, help, and a value per label set. */
+export interface Gauge {
+  readonly name: string
+  readonly help: string
+  readonly samples: ReadonlyArray<readonly [Readonly<Record<string, string>>, number]>
+}
+
+/** A gauge's sample lines in Prometheus' text format (none without samples). */
+export const gaugeLines = ({ name, help, samples }: Gauge): string => {
   if (samples.length === 0) return ""
-  let text = `# HELP ${name} ${help}\n# TYPE ${name} gauge\n`
+  const metric = prometheusName(name)
+  let text = `# HELP ${metric} ${help}\n# TYPE ${metric} gauge\n`
   for (const [labels, value] of samples)
-    text += `${name}${braces(Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`))} ${value}\n`
+    text += `${metric}${braces(Object.entries(labels).map(([k, v]) => `${k}="${escape(v)}"`))} ${value}\n`
   return text
 }

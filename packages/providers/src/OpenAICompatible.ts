@@ -15,6 +15,7 @@ import { Effect } from "effect"
 import type { Scope } from "effect"
 import type { Answer, Auth, StreamDecoder } from "./internal/transport.js"
 import * as Forwarding from "./internal/forward.js"
+import { scan, Scanned } from "./internal/jsonScan.js"
 import {
   bearer,
   decodeWhole,
@@ -43,9 +44,13 @@ const payloadOf = <R extends { readonly model: string }>(
 /**
  * One SSE payload as a stream event, or a failure: the upstream's in-band error, or a payload that is
  * not a JSON object (a mangled event, after which nothing in the stream can be trusted). Every payload
- * is parsed, once; usage is read from that parse.
+ * is checked; most are only scanned (see `jsonScan`), and the few that carry an error or usage are
+ * parsed, once.
  */
 const toEvent = (upstream: Upstream, data: string): StreamEvent.StreamEvent | Errors.UpstreamError => {
+  const scanned = scan(data)
+  if (scanned === Scanned.Plain) return { data }
+  if (scanned === Scanned.Invalid) return malformedEvent(upstream, data)
   let chunk: unknown
   try {
     chunk = JSON.parse(data)

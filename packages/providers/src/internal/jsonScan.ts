@@ -5,8 +5,8 @@
  * or a key written with escapes, which could spell either).
  *
  * A pass-through stream only needs to know that each chunk is sound before it relays its bytes;
- * parsing every chunk into objects to learn that costs a microsecond and a few hundred bytes of
- * garbage per chunk. A chunk that asks for a closer look (an in-band error, the usage chunk) is parsed
+ * parsing every chunk into objects to learn that costs a fifth of a pass-through chunk's time and
+ * leaves its objects as garbage. A chunk that asks for a closer look (an in-band error, the usage chunk) is parsed
  * by the caller as before. Deeper than {@link MAX_DEPTH} the scan stops and asks for a closer look too.
  */
 
@@ -113,6 +113,9 @@ const worthACloserLook = (text: string, from: number, to: number, value: number)
   return false
 }
 
+/** The containers around the cursor, outermost first: 1 for an object, 0 for an array. */
+const objects = new Uint8Array(MAX_DEPTH)
+
 /** Whether a top-level key of the object being scanned asks for a closer look. */
 let closer = false
 
@@ -127,22 +130,21 @@ export const scan = (text: string): Scanned => {
   const n = text.length
   let i = skipSpace(text, 0)
   if (text.charCodeAt(i) !== OPEN_BRACE) return Scanned.Invalid
-  // The containers around the cursor, innermost last: true for an object.
-  const objects: Array<boolean> = []
+  let depth = 0
   closer = false
   for (;;) {
     // A value starts at `i` (after whitespace).
     i = skipSpace(text, i)
     let c = text.charCodeAt(i)
     if (c === OPEN_BRACE || c === OPEN_BRACKET) {
-      if (objects.length >= MAX_DEPTH) return Scanned.Closer
+      if (depth >= MAX_DEPTH) return Scanned.Closer
       const object = c === OPEN_BRACE
-      objects.push(object)
+      objects[depth++] = object ? 1 : 0
       i = skipSpace(text, i + 1)
       c = text.charCodeAt(i)
       if (c !== (object ? CLOSE_BRACE : CLOSE_BRACKET)) {
         if (object) {
-          i = key(text, i, objects.length === 1)
+          i = key(text, i, depth === 1)
           if (i < 0) return Scanned.Invalid
         }
         continue
@@ -161,18 +163,18 @@ export const scan = (text: string): Scanned => {
     }
     // After a value (or at an empty container's end): the next member, or the end of containers.
     for (;;) {
-      const object = objects[objects.length - 1]!
+      const object = objects[depth - 1] === 1
       if (c === (object ? CLOSE_BRACE : CLOSE_BRACKET)) {
-        objects.pop()
+        depth--
         i = skipSpace(text, i + 1)
-        if (objects.length === 0) return i === n ? (closer ? Scanned.Closer : Scanned.Plain) : Scanned.Invalid
+        if (depth === 0) return i === n ? (closer ? Scanned.Closer : Scanned.Plain) : Scanned.Invalid
         c = text.charCodeAt(i)
         continue
       }
       if (c !== COMMA) return Scanned.Invalid
       i++
       if (object) {
-        i = key(text, skipSpace(text, i), objects.length === 1)
+        i = key(text, skipSpace(text, i), depth === 1)
         if (i < 0) return Scanned.Invalid
       }
       break

@@ -105,6 +105,11 @@ export interface Service {
   ) => Effect.Effect<ForwardedStream, RouterError>
   /** The models the pools serve (exact names and aliases). */
   readonly models: Effect.Effect<ReadonlyArray<Model>>
+  /**
+   * `model` as the router would serve it — a name a pool matches by a pattern (`claude-*`) too — or
+   * undefined when no pool serves it. Optional for routers built elsewhere.
+   */
+  readonly model?: (model: string) => Model | undefined
   /** Requests waiting in a pool's queue now (for the admin API); optional for routers built elsewhere. */
   readonly queueDepth?: (poolId: string) => number
   /**
@@ -293,6 +298,12 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         embeddingsUsage
       ),
     models: Effect.succeed(models),
+    model: (id) => {
+      const match = matcher.find(id)
+      return match instanceof ModelNotFound
+        ? undefined
+        : (models.find((m) => m.id === id) ?? { id, object: "model", created: 0, owned_by: `sluice:${match.pool.id}` })
+    },
     queueDepth: queue.depth,
     inFlight: () => p.load.count,
     idle: p.load.idle,

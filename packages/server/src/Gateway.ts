@@ -576,10 +576,11 @@ const models = (env: Env, res: ServerResponse, requestId: string): Effect.Effect
     writeJson(res, 200, JSON.stringify({ object: "list", data: list }), { "x-request-id": requestId })
   )
 
-/** `GET /v1/models/{id}`: one model of the router's list, else a 404 naming the known ones. */
+/** `GET /v1/models/{id}`: a model the router serves (listed, or matched by a pool's pattern), else a 404 naming the known ones. */
 const model = (env: Env, res: ServerResponse, requestId: string, id: string): Effect.Effect<void, Errors.RouterError> =>
   Effect.flatMap(env.router.models, (list) => {
-    const found = list.find((m) => m.id === id)
+    // A name a pool matches by a pattern is served too, so it is retrievable as well.
+    const found = list.find((m) => m.id === id) ?? env.router.model?.(id)
     if (found === undefined) {
       return Effect.fail(new Errors.ModelNotFound({ model: id, known: list.map((m) => m.id) }))
     }

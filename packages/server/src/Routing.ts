@@ -159,6 +159,7 @@ const proxy = (current: () => Slot): Router.Service =>
     get models() {
       return current().generation.router.models
     },
+    model: (id) => current().generation.router.model?.(id),
     queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0,
     inFlight: () => current().generation.router.inFlight?.() ?? 0,
     latency: (upstreamId) => current().generation.router.latency?.(upstreamId) ?? {},

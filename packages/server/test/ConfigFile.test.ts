@@ -80,7 +80,7 @@ describe("config files", () => {
       expect(keyOf("groq-llama")).toEqual(Option.some("key-of-GROQ_API_KEY"))
       expect(keyOf("claude-sonnet")).toEqual(Option.some("key-of-ANTHROPIC_API_KEY"))
       expect(topology.upstreams.get("claude-sonnet")?.baseUrl).toBe("https://api.anthropic.com/v1")
-      expect(topology.upstreams.get("local-ollama")?.capabilities).toEqual(["tools", "json_schema"])
+      expect(topology.upstreams.get("local-ollama")?.capabilities).toEqual(["tools", "json_schema", "prefill"])
       expect(keyOf("local-ollama")).toEqual(Option.none())
       expect(topology.pools.get("smart")?.upstreams.map((u) => u.id)).toEqual([
         "openai-4o",

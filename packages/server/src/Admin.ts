@@ -23,6 +23,7 @@ import * as AdminToken from "./internal/adminToken.js"
 import { AdminApi, AdminAuth, Conflict, Forbidden, InvalidConfig, NotFound, Unauthorized } from "./AdminApi.js"
 import type * as Gateway from "./Gateway.js"
 import * as Audit from "./internal/audit.js"
+import * as Redaction from "./internal/redaction.js"
 import * as Observe from "./Observe.js"
 import * as Reload from "./Reload.js"
 import * as Routing from "./Routing.js"
@@ -37,24 +38,8 @@ export interface Options {
   readonly configPath?: string | undefined
 }
 
-const REDACTED = "<redacted>"
-
 /** The config as `GET /admin/config` shows it: key digests and upstream header values redacted. */
-export const redact = (config: SluiceConfig.ConfigFile): unknown => ({
-  ...config,
-  server: {
-    ...config.server,
-    auth: {
-      ...config.server.auth,
-      keys: config.server.auth.keys.map((key) => (key.sha256 === undefined ? key : { ...key, sha256: REDACTED }))
-    }
-  },
-  upstreams: config.upstreams.map((u) =>
-    u.headers === undefined
-      ? u
-      : { ...u, headers: Object.fromEntries(Object.keys(u.headers).map((name) => [name, REDACTED])) }
-  )
-})
+export const redact = Redaction.redact
 
 const invalid = (error: SluiceConfig.ConfigError) =>
   new InvalidConfig({ message: `invalid configuration: ${error.problems.length} problem(s)`, problems: error.problems })
@@ -62,6 +47,25 @@ const invalid = (error: SluiceConfig.ConfigError) =>
 /** A config edited by an admin action, checked as a whole as if loaded from a file. */
 const checked = (config: SluiceConfig.ConfigFile, options: Options) =>
   Either.mapLeft(SluiceConfig.decode(config, "admin", options.decode), invalid)
+
+/**
+ * A config document sent to `PUT` or validate, decoded as at start once its redaction placeholders
+ * stand for the running values again; a placeholder with nothing to stand for is one more problem by
+ * path (instead of the decoder's complaint about the placeholder itself).
+ */
+const decodeEdited = (payload: unknown, running: SluiceConfig.ConfigFile, options: Options) =>
+  Effect.gen(function* () {
+    const { document, unresolved } = Redaction.restore(payload, running)
+    const decoded = yield* Effect.either(SluiceConfig.decodeWithEnvironment(document, "admin", options.decode))
+    if (unresolved.length === 0) return yield* decoded
+    const others = Either.isLeft(decoded)
+      ? decoded.left.problems.filter((p) => !unresolved.some((at) => p.startsWith(`${at}:`)))
+      : []
+    return yield* new SluiceConfig.ConfigError({
+      source: "admin",
+      problems: [...unresolved.map(Redaction.unresolvedProblem), ...others]
+    })
+  })
 
 /** An upstream's decayed latency for the status: rounded milliseconds, samples and when last updated. */
 const latencyOf = (latency: Router.Latency) => {
@@ -156,20 +160,18 @@ const configGroup = (options: Options) =>
       .handle("get", () => Effect.map(Routing.Routing, (routing) => redact(routing.current().config)))
       .handle("validate", ({ payload }) =>
         Effect.gen(function* () {
-          const decoded = yield* Effect.either(SluiceConfig.decodeWithEnvironment(payload, "admin", options.decode))
+          const running = (yield* Routing.Routing).current().config
+          const decoded = yield* Effect.either(decodeEdited(payload, running, options))
           if (Either.isLeft(decoded)) return { valid: false, problems: decoded.left.problems }
-          const exposed = Access.exposureProblem({
-            ...decoded.right.server,
-            host: (yield* Routing.Routing).current().config.server.host
-          })
+          const exposed = Access.exposureProblem({ ...decoded.right.server, host: running.server.host })
           return exposed === undefined ? { valid: true, problems: [] } : { valid: false, problems: [exposed] }
         })
       )
       .handle("replace", ({ payload }) =>
         Effect.gen(function* () {
           const routing = yield* Routing.Routing
-          const config = yield* SluiceConfig.decodeWithEnvironment(payload, "admin", options.decode)
-          const generation = yield* routing.replace(config)
+          // Restored against the config it replaces, in the same step as the swap.
+          const generation = yield* routing.update((running) => decodeEdited(payload, running, options))
           yield* Effect.logInfo("admin: config replaced")
           return applied(generation)
         }).pipe(Effect.mapError(invalid))

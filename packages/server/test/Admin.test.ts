@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
 import { Effect, Schema } from "effect"
+import { createHash } from "node:crypto"
 import type OpenAI from "openai"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { completionJson, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 const TOKEN = "adm-token-0123456789abcdef"
 const TEAM = "sk-team-0123456789abcdef"
@@ -22,6 +23,15 @@ const operated = (upstreams: ReadonlyArray<Record<string, unknown>> = [{ id: "a"
     })
   }
 }
+
+/** `config`'s server settings with one more client key, given as its SHA-256 digest. */
+const withDigestKey = (config: ReturnType<typeof operated>, name: string, sha256: string) => ({
+  ...config.server,
+  auth: {
+    ...config.server.auth,
+    keys: [...config.server.auth.keys, { ...config.server.auth.keys[0]!, name, keyEnv: undefined, sha256 }]
+  }
+})
 
 type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
 
@@ -79,16 +89,7 @@ describe("admin API, end to end", () => {
         {
           ...config,
           upstreams: config.upstreams.map((u) => ({ ...u, headers: { "x-upstream-secret": "hdr-secret-value" } })),
-          server: {
-            ...config.server,
-            auth: {
-              ...config.server.auth,
-              keys: [
-                ...config.server.auth.keys,
-                { ...config.server.auth.keys[0]!, name: "d", keyEnv: undefined, sha256: digest }
-              ]
-            }
-          }
+          server: withDigestKey(config, "d", digest)
         },
         { env }
       )
@@ -160,6 +161,85 @@ describe("admin API, end to end", () => {
       // Not started from a file: nothing to reload.
       expect((yield* admin(gateway, "POST", "/config/reload")).status).toBe(409)
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "takes back the config it served: each redacted secret stands for its running value, and one with none is refused by path",
+    () =>
+      Effect.gen(function* () {
+        const received: Array<string | undefined> = []
+        const upstream = yield* startUpstream((request, _body, response) => {
+          received.push(request.headers["x-upstream-secret"] as string | undefined)
+          response.writeHead(200, { "content-type": "application/json" })
+          response.end(completionJson(3, 1))
+        })
+        const config = operated()
+        const digested = "sk-digested-0123456789abcdef"
+        const gateway = yield* startGateway(
+          {
+            ...config,
+            upstreams: [
+              {
+                ...config.upstreams[0]!,
+                provider: "openai-compatible",
+                baseUrl: upstream.baseUrl,
+                headers: { "x-upstream-secret": "hdr-secret-value" }
+              },
+              config.upstreams[1]!
+            ],
+            pools: [{ ...config.pools[0]!, upstreams: ["a"] }, config.pools[1]!],
+            server: withDigestKey(config, "digested", createHash("sha256").update(digested).digest("hex"))
+          },
+          { env }
+        )
+        // A key added through the API is kept as its digest too.
+        expect(
+          (yield* admin(gateway, "POST", "/keys", { name: "added", key: "sk-added-0123456789abcdef" })).status
+        ).toBe(201)
+        const current = (yield* admin(gateway, "GET", "/config")).body
+        const edited = {
+          ...current,
+          pools: [{ ...current.pools[0], models: ["gpt-4o-mini", "gpt-4o"] }, current.pools[1]]
+        }
+        expect((yield* admin(gateway, "POST", "/config/validate", edited)).body).toEqual({ valid: true, problems: [] })
+        expect((yield* admin(gateway, "PUT", "/config", edited)).status).toBe(200)
+        for (const key of [digested, "sk-added-0123456789abcdef"]) {
+          const answer = yield* Effect.promise(() =>
+            gateway
+              .clientWith(key)
+              .chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "Hi" }] })
+          )
+          expect(answer.choices[0]?.message.content).toBe("ok")
+        }
+        expect(received).toEqual(["hdr-secret-value", "hdr-secret-value"])
+        // A placeholder where nothing runs (a renamed key, a new header) is refused, and nothing changes.
+        const orphaned = {
+          ...edited,
+          upstreams: [
+            { ...edited.upstreams[0], headers: { ...edited.upstreams[0].headers, "x-new": "<redacted>" } },
+            edited.upstreams[1]
+          ],
+          server: {
+            ...edited.server,
+            auth: {
+              ...edited.server.auth,
+              keys: edited.server.auth.keys.map((k: { name: string }) =>
+                k.name === "added" ? { ...k, name: "renamed" } : k
+              )
+            }
+          }
+        }
+        const refused = yield* admin(gateway, "PUT", "/config", orphaned)
+        expect(refused.status).toBe(400)
+        expect(refused.body.problems).toEqual([
+          expect.stringMatching(/^upstreams\[0\]\.headers\.x-new: '<redacted>' stands for the running value/),
+          expect.stringMatching(/^server\.auth\.keys\[2\]\.sha256: '<redacted>' stands for the running value/)
+        ])
+        const validated = yield* admin(gateway, "POST", "/config/validate", orphaned)
+        expect(validated.body.valid).toBe(false)
+        expect(validated.body.problems).toEqual(refused.body.problems)
+        expect((yield* admin(gateway, "GET", "/upstreams")).body.generation).toBe(3)
+      }).pipe(Effect.scoped)
   )
 
   it.live("disables and enables an upstream, adds and removes one at run time, as routing shows", () =>

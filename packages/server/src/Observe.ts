@@ -402,12 +402,36 @@ export const guard = (
   }
 }
 
-/** The `GET /metrics` handler: Prometheus' text format, behind the admin token when `token` is set. */
-export const metricsHandler = (token: Redacted.Redacted<string> | undefined) =>
+/**
+ * Who may read `/metrics`, which names client keys and their spend: with `server.admin`, the admin
+ * token's holder; else, on an address other machines can reach (`host`), a client that `access`
+ * lets through to `/v1` (any valid key; anyone when the gateway is open on purpose); else anyone, as
+ * a loopback gateway trusts its machine. A refused client gets `/v1`'s 401 in OpenAI's envelope.
+ */
+export const metricsGuard = (
+  token: Redacted.Redacted<string> | undefined,
+  host: string,
+  access: Access.Service
+): ((req: IncomingMessage, res: ServerResponse) => boolean) => {
+  if (token !== undefined || Access.isLoopback(host)) return guard(token)
+  return (req, res) => {
+    const client = access.authenticate(req.headers)
+    if (!(client instanceof Access.Refusal)) return true
+    res.writeHead(client.status, {
+      ...client.headers,
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(client.body)
+    })
+    res.end(client.body)
+    return false
+  }
+}
+
+/** The `GET /metrics` handler: Prometheus' text format, to the requests `allowed` lets through. */
+export const metricsHandler = (allowed: (req: IncomingMessage, res: ServerResponse) => boolean) =>
   Effect.gen(function* () {
     const observe = yield* Observe
     const run = Runtime.runFork(yield* Effect.runtime<never>())
-    const allowed = guard(token)
     return (req: IncomingMessage, res: ServerResponse): void => {
       if (!allowed(req, res)) return
       run(

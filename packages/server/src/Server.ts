@@ -166,24 +166,26 @@ export const gatewayOptions = (
     Effect.gen(function* () {
       const routing = yield* Routing.Routing
       const observe = yield* Observe.Observe
-      const access = yield* Logging.accessLog(live)
+      const accessLog = yield* Logging.accessLog(live)
       // The log settings follow reloads (the audit log's follow them in `Observe`).
       yield* routing.watch((generation) => live.set(generation.config.server.log))
       const admin = yield* adminHandler(config, options)
+      const access = currentAccess(routing)
       const token =
         config.server.admin === undefined ? undefined : (yield* SluiceConfig.readEnvironment(config)).adminToken
       return {
         maxBodyBytes: config.server.maxBodyBytes,
-        access: currentAccess(routing),
+        access,
         readiness: routing.readiness,
         observe: (decision: Decision.Decision, key: string | undefined, status: number, content?: Audit.Content) => {
           observe.record(decision, key, content)
-          access(decision, key, status)
+          accessLog(decision, key, status)
         },
         get observeContent() {
           return routing.current().config.server.audit.content
         },
-        metrics: yield* Observe.metricsHandler(token),
+        // The address listened on stays for the process's life: a reload cannot change it.
+        metrics: yield* Observe.metricsHandler(Observe.metricsGuard(token, config.server.host, access)),
         ...(admin !== undefined
           ? { admin, dashboard: (yield* Effect.promise(() => import("./Dashboard.js"))).make() }
           : {})

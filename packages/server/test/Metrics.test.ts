@@ -174,6 +174,30 @@ describe("GET /metrics", () => {
       expect(allowed.text).toContain("# TYPE sluice_breaker_state gauge")
     }).pipe(Effect.scoped)
   )
+
+  it.live("needs a client key on a keyed gateway other machines can reach without server.admin", () =>
+    Effect.gen(function* () {
+      const key = "sk-team-0123456789abcdef"
+      const keyed = {
+        ...config(),
+        server: Schema.decodeUnknownSync(Config.ServerConfig)({
+          auth: { keys: [{ name: "team", keyEnv: "SLUICE_TEST_TEAM_KEY" }] }
+        })
+      }
+      const env = { SLUICE_TEST_TEAM_KEY: key }
+      const reachable = yield* startGateway(keyed, { env, host: "0.0.0.0" })
+      const none = yield* scrape(reachable)
+      expect(none.status).toBe(401)
+      expect(none.text).not.toContain("team")
+      expect((yield* scrape(reachable, "sk-not-a-key-0123456789")).status).toBe(401)
+      const allowed = yield* scrape(reachable, key)
+      expect(allowed.status).toBe(200)
+      expect(allowed.text).toContain("# TYPE sluice_breaker_state gauge")
+      // On loopback it stays open, as the rest of the gateway's own pages.
+      const local = yield* startGateway(keyed, { env })
+      expect((yield* scrape(local)).status).toBe(200)
+    }).pipe(Effect.scoped)
+  )
 })
 
 /** A point of an OTLP/JSON metric as the assertions read it. */

@@ -42,6 +42,11 @@ export interface HarnessOptions extends Server.Options {
   readonly env?: Readonly<Record<string, string>>
   /** Collects every log line the gateway writes (message and annotations), instead of printing it. */
   readonly logs?: Array<string>
+  /**
+   * The address the gateway binds, 127.0.0.1 unless a test is about a gateway other machines can
+   * reach (`0.0.0.0`); the test still talks to it through 127.0.0.1.
+   */
+  readonly host?: string
 }
 
 /** A list attribute of a route span (exported as an array). */
@@ -58,12 +63,12 @@ export const listAttribute = (
 /** Starts the gateway for `config` (port forced to 0) in the test's scope. */
 export const startGateway = (config: SluiceConfig.ConfigFile, options: HarnessOptions = {}) =>
   Effect.gen(function* () {
-    const { env, logs, ...serverOptions } = options
+    const { env, logs, host = "127.0.0.1", ...serverOptions } = options
     // Decisions are read back from the trace, as a user would in Jaeger.
     const exporter = new InMemorySpanExporter()
     const build = Layer.build(
       Server.layer(
-        { ...config, server: { ...config.server, host: "127.0.0.1", port: 0 } },
+        { ...config, server: { ...config.server, host, port: 0 } },
         {
           banner: false,
           telemetry: Telemetry.layerExporter(exporter),

@@ -522,7 +522,9 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
     return result.ticket === undefined ? result.excluded! : releaseFor(upstream, result.ticket)
   }
 
-  const snapshot = Effect.fn("CircuitBreaker.snapshot")(function* (upstream: Topology.Upstream) {
+  // Untraced: readiness probes, /metrics scrapes and admin status read it per upstream, and each read
+  // would otherwise be a root trace of its own.
+  const snapshot = Effect.fnUntraced(function* (upstream: Topology.Upstream) {
     if (!upstream.circuitBreaker.enabled) return emptySnapshot
     const now = yield* Clock.currentTimeMillis
     const [result, transition] = yield* store.modify<Stored, readonly [Snapshot, Transition | undefined]>(

@@ -507,7 +507,9 @@ export const make: Effect.Effect<
     )
   }
 
-  const status = Effect.fn("Health.status")(function* (upstreamId: string) {
+  // Untraced: readiness probes, /metrics scrapes and admin status read it per upstream, and each read
+  // would otherwise be a root trace of its own.
+  const status = Effect.fnUntraced(function* (upstreamId: string) {
     const upstream = topology.upstreams.get(upstreamId)
     if (upstream === undefined) return toStatus(initial)
     return toStatus(yield* Guard.run((step) => read(ledger, upstream, step)))

@@ -595,7 +595,9 @@ export const make: Effect.Effect<Service, never, StateStore> = Effect.gen(functi
 
   const admit: Guard.Guard["admit"] = (attempt, step) => admitBudgeted(attempt, step.now)
 
-  const snapshot = Effect.fn("RateLimiter.snapshot")(function* (upstream: Topology.Upstream) {
+  // Untraced: readiness probes, /metrics scrapes and admin status read it per upstream, and each read
+  // would otherwise be a root trace of its own.
+  const snapshot = Effect.fnUntraced(function* (upstream: Topology.Upstream) {
     const now = yield* Clock.currentTimeMillis
     const budget = yield* store.modify<Stored, Budget>(keyOf(upstream.id), (current) => {
       if (current === undefined) return [budgetOf(empty), undefined]

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
-import { Effect } from "effect"
+import { Config } from "@sluice/core"
+import { Effect, Schema } from "effect"
 import * as Telemetry from "../src/Telemetry.js"
 import { simulatedConfig, startGateway } from "./harness.js"
 
@@ -180,6 +181,36 @@ describe("decision tracing", () => {
       )
       expect(dump).not.toContain("sk-super-secret-value")
       delete process.env["SLUICE_TEST_SECRET_KEY"]
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("traces no readiness probe, /metrics scrape or admin status read: no root span but the server's", () =>
+    Effect.gen(function* () {
+      const token = "adm-token-0123456789abcdef"
+      const config = simulatedConfig(
+        [{ id: "a", limits: { rpm: 100 } }, { id: "b" }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a", "b"] }]
+      )
+      const gateway = yield* startGateway(
+        {
+          ...config,
+          server: Schema.decodeUnknownSync(Config.ServerConfig)({ admin: { tokenEnv: "SLUICE_TEST_ADMIN" } })
+        },
+        { env: { SLUICE_TEST_ADMIN: token } }
+      )
+      const get = (path: string) =>
+        Effect.promise(() =>
+          fetch(`${gateway.url}${path}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status)
+        )
+      // What starting the gateway traced (its simulators) is not the probes' doing.
+      const before = gateway.spans().length
+      for (let i = 0; i < 5; i++)
+        for (const path of ["/health/ready", "/metrics", "/admin/upstreams"]) expect(yield* get(path)).toBe(200)
+      const roots = gateway
+        .spans()
+        .slice(before)
+        .filter((s) => s.parentSpanContext === undefined)
+      expect(roots.filter((s) => !s.name.startsWith("http.server")).map((s) => s.name)).toEqual([])
     }).pipe(Effect.scoped)
   )
 })

@@ -244,18 +244,17 @@ export const layer = (config: SluiceConfig.ConfigFile, options: Options = {}) =>
   )
   const announce = options.banner === false ? Layer.empty : Layer.effectDiscard(banner)
   const reload = options.reload === undefined ? Layer.empty : Reload.layer(options.reload.path, options.reload)
+  const logging =
+    typeof options.logging === "function" ? options.logging(live) : (options.logging ?? Logging.layer(live))
+  // Tracing logs too (where it exports, a collector that refuses): through the same loggers, at the
+  // same level, not Effect's default.
+  const telemetry = (options.telemetry ?? Telemetry.layerConfig(config.server.tracing)).pipe(Layer.provide(logging))
   return Layer.merge(announce, reload).pipe(
     Layer.provideMerge(serve),
     Layer.provideMerge(observe),
     Layer.provideMerge(routing),
     Layer.provide(Layer.effectDiscard(checkExposure(config))),
     // Every fiber of the gateway on one scheduler: see `Scheduling`.
-    Layer.provide(
-      Layer.mergeAll(
-        options.telemetry ?? Telemetry.layerConfig(config.server.tracing),
-        Scheduling.layer,
-        typeof options.logging === "function" ? options.logging(live) : (options.logging ?? Logging.layer(live))
-      )
-    )
+    Layer.provide(Layer.mergeAll(telemetry, Scheduling.layer, logging))
   )
 }

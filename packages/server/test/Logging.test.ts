@@ -3,10 +3,12 @@ import { Config } from "@sluice/core"
 import { Effect, Schema } from "effect"
 import * as Logging from "../src/Logging.js"
 import * as Routing from "../src/Routing.js"
-import { simulatedConfig, startGateway } from "./harness.js"
+import * as Telemetry from "../src/Telemetry.js"
+import type { HarnessOptions } from "./harness.js"
+import { eventually, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 /** A gateway with `server.log` set as given, its logger the real one, and every line it printed. */
-const logged = (log: Record<string, unknown>, env: Record<string, string> = {}) =>
+const logged = (log: Record<string, unknown>, env: Record<string, string> = {}, options: HarnessOptions = {}) =>
   Effect.gen(function* () {
     const lines: Array<string> = []
     const base = yield* Effect.console
@@ -30,8 +32,29 @@ const logged = (log: Record<string, unknown>, env: Record<string, string> = {}) 
       ),
       server: Schema.decodeUnknownSync(Config.ServerConfig)({ log })
     }
-    const gateway = yield* startGateway(config, { logging: Logging.layer, env }).pipe(Effect.withConsole(console))
+    const gateway = yield* startGateway(config, { logging: Logging.layer, env, ...options }).pipe(
+      Effect.withConsole(console)
+    )
     return { gateway, lines }
+  })
+
+/** {@link logged} with traces exported over OTLP to a collector that refuses every batch (counted). */
+const tracingLogged = (log: Record<string, unknown>, env: Record<string, string> = {}) =>
+  Effect.gen(function* () {
+    let batches = 0
+    const collector = yield* startUpstream((_request, _body, response) => {
+      batches++
+      response.writeHead(500, { "content-type": "application/json" })
+      response.end("{}")
+    })
+    const otel = {
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${collector.baseUrl}/traces`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_BSP_SCHEDULE_DELAY: "10",
+      ...env
+    }
+    const started = yield* logged(log, otel, { telemetry: Telemetry.layerConfig() })
+    return { ...started, batches: () => batches }
   })
 
 const ask = (gateway: Effect.Effect.Success<ReturnType<typeof startGateway>>, model: string) =>
@@ -122,6 +145,32 @@ describe("logs", () => {
       expect(text).not.toContain(String(unlogged))
       expect(text).toContain("circuit for upstream fragile1 opened")
       expect(text).not.toContain("fragile2")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("writes tracing's own lines through the configured logger, as JSON when asked", () =>
+    Effect.gen(function* () {
+      const { gateway, lines } = yield* tracingLogged({ format: "json" })
+      yield* ask(gateway, "gpt-4o-mini")
+      const tracing = () => lines.flatMap((l) => l.split("\n")).filter((l) => l.includes("traces"))
+      yield* eventually(() => (tracing().some((l) => l.includes("cannot be exported")) ? true : undefined))
+      const parsed = tracing().map((l) => JSON.parse(l) as { logLevel: string; message: string })
+      expect(parsed.map((p) => [p.logLevel, p.message.split(" ").slice(0, 3).join(" ")])).toEqual([
+        ["INFO", "exporting traces over"],
+        ["WARN", "traces cannot be"]
+      ])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("writes none of tracing's own lines when LOG_LEVEL is above them", () =>
+    Effect.gen(function* () {
+      const { gateway, lines, batches } = yield* tracingLogged({ format: "json" }, { LOG_LEVEL: "error" })
+      yield* ask(gateway, "gpt-4o-mini")
+      yield* eventually(() => (batches() > 0 ? true : undefined))
+      // A second refused batch: the first one's refusal was reported (or not) by then.
+      yield* ask(gateway, "gpt-4o-mini")
+      yield* eventually(() => (batches() > 1 ? true : undefined))
+      expect(lines.filter((l) => l.includes("traces"))).toEqual([])
     }).pipe(Effect.scoped)
   )
 })

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Health } from "@sluice/core"
-import { ConfigProvider, Effect, Layer, Logger } from "effect"
+import { ConfigProvider, Effect, Logger } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -205,7 +205,8 @@ describe("traces over OTLP from the environment", () => {
       )
       const config = simulatedConfig([{ id: "a" }], [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }])
       const gateway = yield* startGateway(config, {
-        telemetry: Telemetry.layerConfig().pipe(Layer.provide(logger)),
+        // The gateway gives tracing its own loggers.
+        telemetry: Telemetry.layerConfig(),
         logging: logger,
         env: {
           OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: c.url,

@@ -335,10 +335,15 @@ type BodyHandler = (
 
 /** Answers a refusal of `Access` in OpenAI's envelope, or Anthropic's on `/v1/messages`. */
 const writeRefusal = (res: ServerResponse, refusal: Refusal, requestId: string, anthropic = false) =>
-  writeJson(res, refusal.status, anthropic ? Messages.errorBody(refusal.status, refusal.message) : refusal.body, {
-    ...refusal.headers,
-    "x-request-id": requestId
-  })
+  writeJson(
+    res,
+    refusal.status,
+    anthropic ? Messages.errorBody(refusal.status, refusal.message, refusal.code) : refusal.body,
+    {
+      ...refusal.headers,
+      "x-request-id": requestId
+    }
+  )
 
 /**
  * Admits a client's request for `model` (see `Access.admit`): the refusal, or the client of this

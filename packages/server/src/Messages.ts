@@ -63,9 +63,16 @@ export const acceptApiKey = (headers: IncomingHttpHeaders): void => {
   }
 }
 
-/** Anthropic's error envelope for an answer of `status` saying `message`. */
-export const errorBody = (status: number, message: string): string =>
-  JSON.stringify({ type: "error", error: { type: Anthropic.errorType(status), message } })
+/**
+ * Anthropic's error envelope for an answer of `status` saying `message`. `code` (a gateway refusal's,
+ * as OpenAI's envelope carries it: `budget_exceeded`) goes beside Anthropic's type, which alone cannot
+ * tell a spent budget from a rate limit.
+ */
+export const errorBody = (status: number, message: string, code?: string): string =>
+  JSON.stringify({
+    type: "error",
+    error: { type: Anthropic.errorType(status), message, ...(code === undefined ? {} : { code }) }
+  })
 
 /** A pipeline error as Anthropic's error envelope, with the status and headers the OpenAI endpoint uses. */
 const writeError = (res: ServerResponse, error: Errors.RouterError, requestId: string): void => {

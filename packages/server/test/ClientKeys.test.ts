@@ -432,4 +432,20 @@ describe("client keys on /v1/messages: refusals in Anthropic's envelope", () => 
       expect(large.body).toMatchObject({ type: "error", error: { type: "request_too_large" } })
     }).pipe(Effect.scoped)
   )
+
+  it.live("keeps budget_exceeded visible beside Anthropic's rate_limit_error once a key's budget is spent", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway(keyed(KEYS), { env })
+      // 10 tokens held: a cent of the 1.5 cents a day; the second may cost a cent, more than is left.
+      const body = JSON.stringify({ model: "gpt-4o-mini", max_tokens: 10, messages: [{ role: "user", content: "Hi" }] })
+      expect((yield* messages(gateway, { "x-api-key": BATCH }, body)).status).toBe(200)
+      const over = yield* messages(gateway, { "x-api-key": BATCH }, body)
+      expect(over.status).toBe(429)
+      expect(Number(over.retryAfter)).toBeGreaterThan(0)
+      expect(over.body).toMatchObject({
+        type: "error",
+        error: { type: "rate_limit_error", code: "budget_exceeded", message: expect.stringContaining("daily budget") }
+      })
+    }).pipe(Effect.scoped)
+  )
 })

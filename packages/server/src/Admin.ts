@@ -44,9 +44,19 @@ export const redact = Redaction.redact
 const invalid = (error: SluiceConfig.ConfigError) =>
   new InvalidConfig({ message: `invalid configuration: ${error.problems.length} problem(s)`, problems: error.problems })
 
+/**
+ * The 400 of a change refused as invalid, logged first as a warning with every problem (as a
+ * refused reload from the file is): the operator watching the logs sees what was refused and why.
+ */
+const refused = (change: string) => (error: SluiceConfig.ConfigError) =>
+  Effect.zipRight(
+    Effect.logWarning(`admin: ${change} refused, the running config stays: ${error.message}`),
+    Effect.fail(invalid(error))
+  )
+
 /** A config edited by an admin action, checked as a whole as if loaded from a file. */
 const checked = (config: SluiceConfig.ConfigFile, options: Options) =>
-  Either.mapLeft(SluiceConfig.decode(config, "admin", options.decode), invalid)
+  SluiceConfig.decode(config, "admin", options.decode)
 
 /**
  * A config document sent to `PUT` or validate, decoded as at start once its redaction placeholders
@@ -174,7 +184,7 @@ const configGroup = (options: Options) =>
           const generation = yield* routing.update((running) => decodeEdited(payload, running, options))
           yield* Effect.logInfo("admin: config replaced")
           return applied(generation)
-        }).pipe(Effect.mapError(invalid))
+        }).pipe(Effect.catchTag("ConfigError", refused("config replacement")))
       )
       .handle("reload", () =>
         Effect.gen(function* () {
@@ -182,7 +192,9 @@ const configGroup = (options: Options) =>
             return yield* new Conflict({
               message: "the gateway was not started from a config file; use PUT /admin/config"
             })
-          const generation = yield* Reload.fromFile(options.configPath).pipe(Effect.mapError(invalid))
+          const generation = yield* Reload.fromFile(options.configPath).pipe(
+            Effect.catchTag("ConfigError", refused("reload from the file"))
+          )
           yield* Effect.logInfo("admin: config reloaded from its file")
           return applied(generation)
         })
@@ -204,7 +216,7 @@ const upstreamsGroup = (options: Options) =>
         )
         yield* Effect.logInfo(`admin: upstream ${id} ${enabled ? "enabled" : "disabled"}`)
         return applied(generation)
-      }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+      }).pipe(Effect.catchTag("ConfigError", refused(`${enabled ? "enabling" : "disabling"} upstream ${id}`)))
     return handlers
       .handle("status", () =>
         Effect.gen(function* () {
@@ -271,7 +283,7 @@ const upstreamsGroup = (options: Options) =>
           )
           yield* Effect.logInfo(`admin: upstream ${id} added to ${payload.pools.join(", ")}`)
           return applied(generation)
-        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+        }).pipe(Effect.catchTag("ConfigError", refused(`adding upstream ${payload.upstream.id}`)))
       )
       .handle("remove", ({ path }) =>
         Effect.gen(function* () {
@@ -296,7 +308,7 @@ const upstreamsGroup = (options: Options) =>
           )
           yield* Effect.logInfo(`admin: upstream ${path.id} removed`)
           return applied(generation)
-        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+        }).pipe(Effect.catchTag("ConfigError", refused(`removing upstream ${path.id}`)))
       )
   })
 
@@ -332,7 +344,7 @@ const keysGroup = (options: Options) =>
           )
           yield* Effect.logInfo(`admin: key ${entry.name} added`)
           return applied(generation)
-        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+        }).pipe(Effect.catchTag("ConfigError", refused(`adding key ${payload.name}`)))
       )
       .handle("revoke", ({ path }) =>
         Effect.gen(function* () {
@@ -353,7 +365,7 @@ const keysGroup = (options: Options) =>
           )
           yield* Effect.logInfo(`admin: key ${path.name} revoked`)
           return applied(generation)
-        }).pipe(Effect.catchTag("ConfigError", (e) => Effect.fail(invalid(e))))
+        }).pipe(Effect.catchTag("ConfigError", refused(`revoking key ${path.name}`)))
       )
   )
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
-import { Effect, Schema } from "effect"
+import { Effect, Logger, Schema } from "effect"
 import { createHash } from "node:crypto"
 import type OpenAI from "openai"
 import { completionJson, simulatedConfig, startGateway, startUpstream } from "./harness.js"
@@ -240,6 +240,31 @@ describe("admin API, end to end", () => {
         expect(validated.body.problems).toEqual(refused.body.problems)
         expect((yield* admin(gateway, "GET", "/upstreams")).body.generation).toBe(3)
       }).pipe(Effect.scoped)
+  )
+
+  it.live("logs each config it refuses as a warning with its problems, as a refused reload is", () =>
+    Effect.gen(function* () {
+      const logs: Array<string> = []
+      const logging = Logger.replace(
+        Logger.defaultLogger,
+        Logger.make(({ logLevel, message }) => void logs.push(`${logLevel.label} ${String(message)}`))
+      )
+      const gateway = yield* startGateway(operated(), { env, logging })
+      const current = (yield* admin(gateway, "GET", "/config")).body
+      const bad = { ...current, upstreams: [{ ...current.upstreams[0], weight: -3 }, current.upstreams[1]] }
+      expect((yield* admin(gateway, "PUT", "/config", bad)).status).toBe(400)
+      const added = yield* admin(gateway, "POST", "/upstreams", {
+        pools: ["chat"],
+        upstream: { id: "z", provider: "acme", baseUrl: "http://127.0.0.1:1/v1" }
+      })
+      expect(added.status).toBe(400)
+      const refusals = logs.filter((l) => l.includes("refused"))
+      expect(refusals).toHaveLength(2)
+      expect(refusals[0]).toContain("WARN admin: config replacement refused, the running config stays")
+      expect(refusals[0]).toContain("upstreams[0].weight: Expected a positive number, actual -3")
+      expect(refusals[1]).toContain("WARN admin: adding upstream z refused")
+      expect(refusals[1]).toContain("upstreams[2].provider: unknown provider 'acme'")
+    }).pipe(Effect.scoped)
   )
 
   it.live("disables and enables an upstream, adds and removes one at run time, as routing shows", () =>

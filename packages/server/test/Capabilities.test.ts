@@ -8,7 +8,8 @@ import type { Wire } from "@sluice/core"
 import { Simulator } from "@sluice/providers"
 import { Effect } from "effect"
 import type { APIError } from "openai"
-import { simulatedConfig, startGateway } from "./harness.js"
+import type OpenAI from "openai"
+import { listAttribute, simulatedConfig, startGateway } from "./harness.js"
 
 const settle = <A>(f: () => Promise<A>) =>
   Effect.promise(() =>
@@ -82,5 +83,69 @@ describe("capabilities", () => {
       expect(embeddings.error?.message).toContain("without embeddings")
       expect(claude.stats().requests).toBe(1)
     }).pipe(Effect.scoped)
+  )
+  it.live(
+    "takes a refusal found while translating as an exclusion: the next upstream serves, and the 400 names them all when none can",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [
+              { id: "claude", priority: 0, simulate: { dialect: "anthropic", completionTokens: 2 } },
+              { id: "gemini", priority: 1, simulate: { dialect: "gemini", completionTokens: 2 } },
+              { id: "gpt", priority: 2, simulate: { completionTokens: 2 } }
+            ],
+            [
+              { id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["claude", "gemini", "gpt"] },
+              { id: "translated", models: ["claude-*"], upstreams: ["claude", "gemini"] }
+            ]
+          )
+        )
+        // A custom (free-form) tool: no capability names it, the Anthropic and Gemini translators refuse it.
+        const custom = { tools: [{ type: "custom", custom: { name: "shell" } }] }
+        const served = yield* settle(() =>
+          gateway.client.chat.completions
+            .create({
+              model: "gpt-4o-mini",
+              messages: [{ role: "user", content: "ls" }],
+              ...custom
+            } as never as OpenAI.ChatCompletionCreateParamsNonStreaming)
+            .withResponse()
+        )
+        expect(served.value?.response.headers.get("x-sluice-upstream")).toBe("gpt")
+        const excluded = listAttribute(gateway.routes().at(-1), "sluice.decision.excluded")
+        expect(excluded).toContain("claude: capabilities: anthropic upstream without custom tools")
+        expect(excluded).toContain("gemini: capabilities: gemini upstream without custom tools")
+        const streamed = yield* Effect.promise(async () => {
+          const stream = await gateway.client.chat.completions.create({
+            model: "gpt-4o-mini",
+            stream: true,
+            messages: [{ role: "user", content: "ls" }],
+            ...custom
+          } as never as OpenAI.ChatCompletionCreateParamsStreaming)
+          const finishes: Array<string | null | undefined> = []
+          for await (const chunk of stream) finishes.push(chunk.choices[0]?.finish_reason)
+          return finishes
+        })
+        expect(streamed).toContain("tool_calls")
+        const route = gateway.routes().at(-1)
+        expect(route?.["sluice.upstream"]).toBe("gpt")
+        expect(listAttribute(route, "sluice.decision.excluded")).toContain(
+          "claude: capabilities: anthropic upstream without custom tools"
+        )
+        const refused = yield* settle(() =>
+          gateway.client.chat.completions.create({
+            model: "claude-sonnet",
+            messages: [{ role: "user", content: "ls" }],
+            ...custom
+          } as never as OpenAI.ChatCompletionCreateParamsNonStreaming)
+        )
+        expect(refused.error?.status).toBe(400)
+        expect(refused.error?.code).toBe("unsupported_feature")
+        expect(refused.error?.message).toContain("claude (anthropic upstream without custom tools)")
+        expect(refused.error?.message).toContain("gemini (gemini upstream without custom tools)")
+        // Nothing was sent to the upstreams that refused.
+        expect(gateway.simulator("claude").stats().requests + gateway.simulator("gemini").stats().requests).toBe(0)
+      }).pipe(Effect.scoped)
   )
 })

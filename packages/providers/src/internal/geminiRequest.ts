@@ -174,7 +174,7 @@ export const toGemini = (request: Wire.ChatCompletionRequest): Json | Unsupporte
   for (const tool of request.tools ?? []) {
     const fn = (tool as Json)["function"]
     if (tool.type !== "function" || !isObject(fn)) {
-      return new Unsupported("tools", `tools of type '${tool.type}' (only function tools translate)`)
+      return new Unsupported(`${tool.type} tools`, `tools of type '${tool.type}' (only function tools translate)`)
     }
     declarations.push({
       name: fn["name"],

@@ -333,6 +333,36 @@ describe("Gemini stream translation", () => {
     expect(chunks.at(-1)?.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 8, total_tokens: 13 })
   })
 
+  it("carries a function call's thoughtSignature as extra_content.google.thought_signature, whole and streamed, and back", () => {
+    const part = { functionCall: { name: "get_weather", args: {} }, thoughtSignature: "c2lnLTE=" }
+    const extra = { extra_content: { google: { thought_signature: "c2lnLTE=" } } }
+    const whole = Gemini.fromGemini({ candidates: [{ content: { role: "model", parts: [part] } }] }, "g", 1)
+    expect(whole?.choices[0]?.message).toMatchObject({ tool_calls: [extra] })
+    const { chunks } = decodeAll([
+      { candidates: [{ content: { role: "model", parts: [part] }, finishReason: "STOP" }] }
+    ])
+    expect(chunks[1]?.choices[0]?.["delta"]).toMatchObject({ tool_calls: [extra] })
+    const body = Gemini.toGemini(
+      request({
+        messages: [
+          { role: "user", content: "Weather?" },
+          {
+            role: "assistant",
+            content: null,
+            tool_calls: [
+              { id: "call_0", type: "function", function: { name: "get_weather", arguments: "{}" }, ...extra },
+              { id: "call_1", type: "function", function: { name: "get_time", arguments: "{}" } }
+            ]
+          }
+        ]
+      })
+    ) as { contents: Array<unknown> }
+    expect(body.contents[1]).toEqual({
+      role: "model",
+      parts: [part, { functionCall: { name: "get_time", args: {} } }]
+    })
+  })
+
   it("fails on an error payload mid-stream", () => {
     const { end } = decodeAll([
       { candidates: [{ content: { parts: [{ text: "Hi" }] } }] },

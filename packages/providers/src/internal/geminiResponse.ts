@@ -39,7 +39,7 @@ export const usageOf = (usage: Json): Wire.Usage => {
   }
 }
 
-/** A candidate's text and function calls (thoughts left out). */
+/** A candidate's text and function-call parts (thoughts left out). */
 const partsOf = (candidate: Json): { text: string; calls: Array<Json> } => {
   const content = isObject(candidate["content"]) ? candidate["content"] : {}
   let text = ""
@@ -47,16 +47,26 @@ const partsOf = (candidate: Json): { text: string; calls: Array<Json> } => {
   for (const part of Array.isArray(content["parts"]) ? (content["parts"] as ReadonlyArray<unknown>) : []) {
     if (!isObject(part) || part["thought"] === true) continue
     if (typeof part["text"] === "string") text += part["text"]
-    if (isObject(part["functionCall"])) calls.push(part["functionCall"])
+    if (isObject(part["functionCall"])) calls.push(part)
   }
   return { text, calls }
 }
 
-const callOf = (call: Json, id: string): Json => ({
-  id,
-  type: "function",
-  function: { name: call["name"], arguments: JSON.stringify(call["args"] ?? {}) }
-})
+/**
+ * A `functionCall` part as an OpenAI tool call; its `thoughtSignature` (Gemini 3) rides along as
+ * `extra_content.google.thought_signature`, as Google's OpenAI-compatible API writes it, so that a
+ * client replaying the call sends it back (see `toGemini`).
+ */
+const callOf = (part: Json, id: string): Json => {
+  const call = part["functionCall"] as Json
+  const signature = part["thoughtSignature"]
+  return {
+    id,
+    type: "function",
+    function: { name: call["name"], arguments: JSON.stringify(call["args"] ?? {}) },
+    ...(typeof signature === "string" ? { extra_content: { google: { thought_signature: signature } } } : {})
+  }
+}
 
 /**
  * A `GenerateContentResponse` as an OpenAI chat completion, one choice per candidate; a prompt

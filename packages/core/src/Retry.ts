@@ -6,7 +6,9 @@
  * `Schedule`, stepped so that a delay that would pass `retry.maxTotalMs` ends the request at once),
  * then to the pool's fallback pool. When no upstream of the chain can take the request but some
  * exclusion clears by itself (a spent budget, a full concurrency limit, a learned `Retry-After` — a
- * 429 just answered included), the request waits in the `Queue` and tries again.
+ * 429 just answered included), the request waits in the `Queue` and tries again. An upstream whose
+ * provider refuses the request while translating it (`Errors.Failure.unsupported`) is not a failure
+ * but an exclusion, stage `capabilities`: the next upstream is tried at once, without backoff.
  */
 import { Duration, Effect, Schedule, ScheduleDecision, ScheduleIntervals } from "effect"
 import type { Admitted, Service as AttemptStage } from "./Attempt.js"

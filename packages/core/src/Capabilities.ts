@@ -21,10 +21,24 @@ export const NEEDS_EMBEDDINGS: ReadonlyArray<Capability> = ["embeddings"]
 
 const IMAGE_PARTS = new Set(["image_url", "input_image", "image"])
 
+/** True when an image part points at a URL rather than carrying its data inline (`data:`). */
+const byUrl = (part: { readonly [key: string]: unknown }): boolean => {
+  const image = part["image_url"]
+  const url =
+    typeof image === "string"
+      ? image
+      : typeof image === "object" && image !== null
+        ? (image as { url?: unknown }).url
+        : undefined
+  return typeof url === "string" && !url.startsWith("data:")
+}
+
 /**
- * The capabilities a chat request needs: `vision` for an image part, `audio` for audio input,
- * `tools` when it offers tools, `json_schema` for structured output with a schema, `n` for more than
- * one choice. Undefined when it needs none (most requests): nothing to check then.
+ * The capabilities a chat request needs: `vision` for an image part (and `image_url` when it is a
+ * URL), `file` for a file part, `audio` for audio input, `tools` when it offers tools (and
+ * `tool_choice` when it forces one), `json_schema` for structured output with a schema, `n` for more
+ * than one choice, `logprobs` for `logprobs` / `top_logprobs`. Undefined when it needs none (most
+ * requests): nothing to check then.
  */
 export const needsOf = (request: ChatCompletionRequest): ReadonlyArray<Capability> | undefined => {
   let needs: Array<Capability> | undefined
@@ -36,14 +50,22 @@ export const needsOf = (request: ChatCompletionRequest): ReadonlyArray<Capabilit
     const content = message.content
     if (!Array.isArray(content)) continue
     for (const part of content) {
-      if (IMAGE_PARTS.has(part.type)) add("vision")
-      else if (part.type === "input_audio") add("audio")
+      if (IMAGE_PARTS.has(part.type)) {
+        add("vision")
+        if (byUrl(part)) add("image_url")
+      } else if (part.type === "input_audio") add("audio")
+      else if (part.type === "file" || part.type === "input_file") add("file")
     }
   }
-  if (request.tools !== undefined && request.tools.length > 0) add("tools")
+  if (request.tools !== undefined && request.tools.length > 0) {
+    add("tools")
+    const choice = request["tool_choice"]
+    if (choice === "required" || (typeof choice === "object" && choice !== null)) add("tool_choice")
+  }
   if (request.response_format?.type === "json_schema") add("json_schema")
   const n = request["n"]
   if (typeof n === "number" && n > 1) add("n")
+  if (request["logprobs"] === true || typeof request["top_logprobs"] === "number") add("logprobs")
   return needs
 }
 

@@ -173,6 +173,11 @@ export type StickyConfig = typeof StickyConfig.Type
  * `prefill` (continues a final assistant message: a stream's continuation, see {@link PoolStreamConfig}).
  * `responses` and `prefill` are opt-in ({@link OPT_IN_CAPABILITIES}): only an upstream whose kind or own
  * list names them has them.
+ *
+ * The finer ones say what a provider's API cannot express even when its model could
+ * ({@link REFINEMENTS}): `image_url` (an image by URL, not inline data), `file` (a `file` part such as
+ * a PDF), `tool_choice` (forcing a tool call: `required` or a named function), `logprobs`
+ * (`logprobs` / `top_logprobs`).
  */
 export const Capability = Schema.Literal(
   "vision",
@@ -183,7 +188,11 @@ export const Capability = Schema.Literal(
   "embeddings",
   "completions",
   "responses",
-  "prefill"
+  "prefill",
+  "image_url",
+  "file",
+  "tool_choice",
+  "logprobs"
 )
 /** What a request may need of an upstream. */
 export type Capability = typeof Capability.Type
@@ -227,6 +236,19 @@ export type ConsistentHashConfig = typeof ConsistentHashConfig.Type
  * or continue a final assistant message rather than answer after it.
  */
 export const OPT_IN_CAPABILITIES: ReadonlyArray<Capability> = ["responses", "prefill"]
+
+/**
+ * The finer capabilities and the one each refines (none: it comes with any list). An upstream's own
+ * `capabilities` list names the coarse ones; a finer one follows its parent there (a list with
+ * `vision` has `image_url` and `file`; one with `tools` has `tool_choice`), while the provider kind's
+ * list says which of them its API can express at all.
+ */
+export const REFINEMENTS: ReadonlyArray<readonly [Capability, Capability | undefined]> = [
+  ["image_url", "vision"],
+  ["file", "vision"],
+  ["tool_choice", "tools"],
+  ["logprobs", undefined]
+]
 
 /** One upstream deployment: a provider endpoint serving one model. */
 export const UpstreamConfig = Schema.Struct(

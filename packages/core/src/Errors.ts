@@ -152,6 +152,11 @@ export class UpstreamError extends Schema.TaggedError<UpstreamError>()("Upstream
   body: Schema.optional(Schema.Unknown),
   /** The rate-limit headers of the failed answer, when it had any. */
   rateLimits: Schema.optional(RateLimitInfo),
+  /**
+   * The feature this upstream cannot take, when it refused the request before sending it (see
+   * {@link Failure.unsupported}): the router excludes it and tries another.
+   */
+  unsupported: Schema.optional(Schema.String),
   decision: DecisionOf
 }) {}
 
@@ -183,6 +188,13 @@ export const Failure = {
       ...(answered.body !== undefined ? { body: answered.body } : {}),
       ...(answered.rateLimits !== undefined ? { rateLimits: answered.rateLimits } : {})
     }),
+  /**
+   * The upstream's provider cannot express `feature` (found while translating, nothing was sent): a
+   * 400 that is not retried on this upstream, but to the router an exclusion of it, stage
+   * `capabilities` — another upstream of the pool may serve the request.
+   */
+  unsupported: (upstream: string, feature: string, message: string): UpstreamError =>
+    new UpstreamError({ upstream, kind: "http", status: 400, message, retryable: false, unsupported: feature }),
   /** No answer (or no next event) in time; retryable. */
   timeout: (upstream: string, message: string): UpstreamError =>
     new UpstreamError({ upstream, kind: "timeout", message, retryable: true }),

@@ -6,10 +6,13 @@
  * `Schedule`, stepped so that a delay that would pass `retry.maxTotalMs` ends the request at once),
  * then to the pool's fallback pool. When no upstream of the chain can take the request but some
  * exclusion clears by itself (a spent budget, a full concurrency limit, a learned `Retry-After` — a
- * 429 just answered included), the request waits in the `Queue` and tries again.
+ * 429 just answered included), the request waits in the `Queue` and tries again. An upstream whose
+ * provider refuses the request while translating it (`Errors.Failure.unsupported`) is not a failure
+ * but an exclusion, stage `capabilities`: the next upstream is tried at once, without backoff.
  */
 import { Duration, Effect, Schedule, ScheduleDecision, ScheduleIntervals } from "effect"
 import type { Admitted, Service as AttemptStage } from "./Attempt.js"
+import { STAGE as CAPABILITIES } from "./Capabilities.js"
 import type { RouterError, UpstreamError } from "./Errors.js"
 import { ContextLengthExceeded, NoUpstreamAvailable } from "./Errors.js"
 import type { Attempt, Guard } from "./Guard.js"
@@ -105,6 +108,7 @@ export const make = (
 
     const failed = (error: UpstreamError, admitted: Admitted): Effect.Effect<A, RouterError> => {
       const pool = admitted.attempt.pool
+      if (error.unsupported !== undefined) return excluded(error, admitted)
       request.lastError = error
       request.lastAttempt = admitted.attempt
       // A 429 clears with time (the rate limiter learns for how long): after a wait it may serve.
@@ -130,6 +134,24 @@ export const make = (
           })
         }
       )
+    }
+
+    /**
+     * The upstream's provider cannot express what the request asks (found while translating, nothing
+     * sent): not a failure of the upstream or the request but an exclusion, as the capability guard
+     * would have made, and the next upstream that can is tried at once. When none can, the answer is
+     * the 400 naming the feature and the upstreams.
+     */
+    const excluded = (error: UpstreamError, admitted: Admitted): Effect.Effect<A, RouterError> => {
+      const { upstream } = admitted.attempt
+      ;(request.failed ??= []).push(upstream.id)
+      request.pass.attempts--
+      request.decision.exclude({
+        upstream: upstream.id,
+        stage: CAPABILITIES,
+        reason: `${upstream.provider} upstream without ${error.unsupported}`
+      })
+      return loop()
     }
 
     const unserved = (): Effect.Effect<A, RouterError> => {

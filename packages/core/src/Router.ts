@@ -38,7 +38,7 @@ import * as SelectStage from "./Select.js"
 import { StateStore } from "./StateStore.js"
 import { Strategy, nameOf } from "./Strategy.js"
 import type { Service as TokenCounterService } from "./TokenCounter.js"
-import type { Rules } from "./TokenCounter.js"
+import type { Count, Rules } from "./TokenCounter.js"
 import { TokenCounter, estimateAs, estimateText } from "./TokenCounter.js"
 import type { Pool } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
@@ -117,6 +117,12 @@ export interface Service {
    * released). Optional for routers built elsewhere.
    */
   readonly inFlight?: () => number
+  /**
+   * The prompt tokens of `request` as the pool serving its model would count them: by the rules of
+   * the pool's first enabled upstream (`TokenCounter.Rules`, an estimate), else by the model's own
+   * tiktoken encoding (for `count_tokens`). Optional for routers built elsewhere.
+   */
+  readonly countTokens?: (request: ChatCompletionRequest) => Effect.Effect<Count, ModelNotFound>
   /** Completes once no request is in flight (at once when none is), e.g. to retire a replaced config. */
   readonly idle?: Effect.Effect<void>
   /**
@@ -304,6 +310,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         ? undefined
         : (models.find((m) => m.id === id) ?? { id, object: "model", created: 0, owned_by: `sluice:${match.pool.id}` })
     },
+    countTokens: (request) => countTokens(p, request),
     queueDepth: queue.depth,
     inFlight: () => p.load.count,
     idle: p.load.idle,
@@ -317,6 +324,17 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     }
   })
 })
+
+/** {@link Service.countTokens}: by the rules of the first enabled upstream of the model's pool. */
+const countTokens = (p: Pipeline, request: ChatCompletionRequest): Effect.Effect<Count, ModelNotFound> => {
+  const match = p.matcher.find(request.model)
+  if (match instanceof ModelNotFound) return Effect.fail(match)
+  const upstream = match.pool.upstreams.find((u) => u.enabled) ?? match.pool.upstreams[0]
+  const model = upstream?.model ?? match.model
+  return upstream?.tokens === undefined
+    ? p.counter.count(request, model)
+    : Effect.succeed(estimateAs(request, model, upstream.tokens))
+}
 
 /** The pool and its fallbacks, in order. */
 const chainOf = (p: Pipeline, pool: Pool): ReadonlyArray<Pool> => {

@@ -194,12 +194,21 @@ export const fromConfig = (
     return { pools, upstreams }
   })
 
-/** An upstream's capabilities: its own list within its kind's; undefined when neither narrows them. */
+/**
+ * An upstream's capabilities: its own list (with the finer capabilities its coarse ones imply, see
+ * `Config.REFINEMENTS`) within its kind's; undefined when neither narrows them.
+ */
 const capabilitiesOf = (
-  own: ReadonlyArray<SluiceConfig.Capability> | undefined,
+  listed: ReadonlyArray<SluiceConfig.Capability> | undefined,
   kind: ReadonlyArray<SluiceConfig.Capability> | undefined
-): ReadonlyArray<SluiceConfig.Capability> | undefined =>
-  own === undefined ? kind : kind === undefined ? own : own.filter((c) => kind.includes(c))
+): ReadonlyArray<SluiceConfig.Capability> | undefined => {
+  if (listed === undefined) return kind
+  const own = [...listed]
+  for (const [fine, parent] of SluiceConfig.REFINEMENTS) {
+    if (!own.includes(fine) && (parent === undefined || own.includes(parent))) own.push(fine)
+  }
+  return kind === undefined ? own : own.filter((c) => kind.includes(c))
+}
 
 /** A topology layer from a decoded config file (see {@link fromConfig}). */
 export const layer = (config: SluiceConfig.ConfigFile, options?: Options) =>

@@ -47,6 +47,39 @@ describe("Topology.fromConfig", () => {
     }).pipe(environment({ OPENAI_API_KEY: SECRET, GROQ_API_KEY: "gsk-other" }))
   )
 
+  it.effect(
+    "gives an upstream's own capabilities list the finer ones its coarse ones imply, within what its kind can express",
+    () =>
+      Effect.gen(function* () {
+        const kinds: ReadonlyArray<Config.ProviderKind> = [
+          { name: "openai", needsBaseUrl: true },
+          { name: "local", needsBaseUrl: true, capabilities: ["vision", "tools", "json_schema"] }
+        ]
+        const listed = Either.getOrThrow(
+          Config.decode(
+            {
+              upstreams: [
+                { id: "seeing", provider: "openai", baseUrl: "https://a.test/v1", capabilities: ["vision", "tools"] },
+                { id: "text", provider: "openai", baseUrl: "https://b.test/v1", capabilities: [] },
+                { id: "local", provider: "local", baseUrl: "https://c.test/v1", capabilities: ["vision", "tools"] },
+                { id: "open", provider: "openai", baseUrl: "https://d.test/v1" }
+              ],
+              pools: [{ id: "p", models: ["m"], upstreams: ["seeing", "text", "local", "open"] }]
+            },
+            "config",
+            { providers: kinds }
+          )
+        )
+        const topology = yield* Topology.fromConfig(listed, { baseUrls: new Map(), providers: kinds })
+        const capabilities = (id: string) => topology.upstreams.get(id)!.capabilities
+        expect(capabilities("seeing")).toEqual(["vision", "tools", "image_url", "file", "tool_choice", "logprobs"])
+        expect(capabilities("text")).toEqual(["logprobs"])
+        // The kind cannot express an image by URL, a file part, a forced tool call or logprobs.
+        expect(capabilities("local")).toEqual(["vision", "tools"])
+        expect(capabilities("open")).toBeUndefined()
+      })
+  )
+
   it.effect("never shows the API key when an upstream or the topology is printed, serialized or inspected", () =>
     Effect.gen(function* () {
       const topology = yield* Topology.fromConfig(config, started)

@@ -34,6 +34,12 @@ const methodPath = (model: string, method: string): string =>
 
 const now = () => Math.floor(Date.now() / 1000)
 
+/** How many candidates a request asks for (its `n`): the stream ends when each has finished. */
+const candidateCount = (request: Wire.ChatCompletionRequest): number => {
+  const n = request["n"]
+  return typeof n === "number" && Number.isInteger(n) && n > 1 ? n : 1
+}
+
 /** Makes the Gemini provider. Its undici `Agent` is closed with the scope. */
 export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.gen(function* () {
   const client = yield* makeClient({ auth: (key) => ({ "x-goog-api-key": key }) })
@@ -61,7 +67,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
           traced: call.traced,
           openTimeoutMs: call.openTimeoutMs
         },
-        streamDecoder(upstream, call.model, now())
+        streamDecoder(upstream, call.model, now(), candidateCount(call.request))
       ),
       (answer) => opened(upstream, answer)
     )

@@ -68,7 +68,8 @@ export const presets: ReadonlyArray<Preset> = [
   // vLLM continues a final assistant message (`continue_final_message`): a stream can resume there.
   { name: "vllm", baseUrl: "http://localhost:8000/v1", capabilities: [...everything, "prefill"] },
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
-  // Native Ollama: no `n`, no audio (and images as data only).
+  // Native Ollama: no `n`, no audio, images as data only (no `image_url`), no `file` parts, no forced
+  // tool call (`tool_choice`), no logprobs.
   // Its models' tokenizers are their own and undocumented here: counts are estimates.
   {
     name: "ollama",
@@ -76,17 +77,19 @@ export const presets: ReadonlyArray<Preset> = [
     capabilities: ["vision", "tools", "json_schema", "embeddings", "prefill"],
     tokens: "estimate"
   },
-  // Anthropic: one choice per request, no audio input, no embeddings API; a final assistant message is a prefill.
+  // Anthropic: one choice per request, no audio input, no `file` parts, no logprobs, no embeddings API;
+  // a final assistant message is a prefill.
   {
     name: "anthropic",
     baseUrl: "https://api.anthropic.com/v1",
-    capabilities: ["vision", "tools", "json_schema", "prefill"],
+    capabilities: ["vision", "image_url", "tools", "tool_choice", "json_schema", "prefill"],
     tokens: "anthropic"
   },
+  // Gemini: no `file` parts, no logprobs (its `responseLogprobs` is not translated).
   {
     name: "gemini",
     baseUrl: "https://generativelanguage.googleapis.com/v1beta",
-    capabilities: ["vision", "audio", "tools", "json_schema", "n", "embeddings"],
+    capabilities: ["vision", "image_url", "audio", "tools", "tool_choice", "json_schema", "n", "embeddings"],
     tokens: "gemini"
   }
 ]

@@ -13,8 +13,8 @@ const upstream = Topology.upstream({ id: "gemini", provider: "gemini", baseUrl: 
 const request = (fields: Readonly<Record<string, unknown>>): Wire.ChatCompletionRequest =>
   ({ model: "gemini-2.5-flash", messages: [{ role: "user", content: "Hi" }], ...fields }) as Wire.ChatCompletionRequest
 
-const decodeAll = (payloads: ReadonlyArray<unknown>) => {
-  const decoder = Gemini.streamDecoder(upstream, "gemini-2.5-flash", 1700000000)
+const decodeAll = (payloads: ReadonlyArray<unknown>, candidates = 1) => {
+  const decoder = Gemini.streamDecoder(upstream, "gemini-2.5-flash", 1700000000, candidates)
   const events: Array<StreamEvent.StreamEvent> = []
   let end: unknown = undefined
   for (const payload of payloads) {
@@ -276,6 +276,91 @@ describe("Gemini stream translation", () => {
       ]
     })
     expect(chunks[2]?.choices[0]?.["finish_reason"]).toBe("tool_calls")
+  })
+
+  it("with n = 2 ends only when both candidates have finished, however their finishes are spread over events", () => {
+    const call = (name: string) => ({ functionCall: { name, args: {} } })
+    const { chunks, end } = decodeAll(
+      [
+        {
+          candidates: [
+            { content: { role: "model", parts: [{ text: "Sunny" }, call("get_weather")] }, index: 0 },
+            { content: { role: "model", parts: [call("get_time")] }, index: 1 }
+          ]
+        },
+        // Candidate 0 finishes in an event without candidate 1: the stream goes on.
+        { candidates: [{ content: { role: "model", parts: [] }, finishReason: "STOP", index: 0 }] },
+        {
+          candidates: [{ content: { role: "model", parts: [call("get_date")] }, finishReason: "STOP", index: 1 }],
+          usageMetadata: { promptTokenCount: 5, candidatesTokenCount: 8, totalTokenCount: 13 }
+        }
+      ],
+      2
+    )
+    expect(typeof end).toBe("symbol")
+    const choices = chunks.map((c) => c.choices[0])
+    expect(choices.slice(1)).toEqual([
+      { index: 0, delta: { content: "Sunny" }, logprobs: null, finish_reason: null },
+      {
+        index: 0,
+        delta: {
+          tool_calls: [{ index: 0, id: "call_0", type: "function", function: { name: "get_weather", arguments: "{}" } }]
+        },
+        logprobs: null,
+        finish_reason: null
+      },
+      {
+        index: 1,
+        delta: {
+          tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "get_time", arguments: "{}" } }]
+        },
+        logprobs: null,
+        finish_reason: null
+      },
+      { index: 0, delta: {}, logprobs: null, finish_reason: "tool_calls" },
+      // Candidate 1's second call is its tool call 1, whatever candidate 0 called.
+      {
+        index: 1,
+        delta: {
+          tool_calls: [{ index: 1, id: "call_2", type: "function", function: { name: "get_date", arguments: "{}" } }]
+        },
+        logprobs: null,
+        finish_reason: null
+      },
+      { index: 1, delta: {}, logprobs: null, finish_reason: "tool_calls" },
+      undefined
+    ])
+    expect(chunks.at(-1)?.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 8, total_tokens: 13 })
+  })
+
+  it("carries a function call's thoughtSignature as extra_content.google.thought_signature, whole and streamed, and back", () => {
+    const part = { functionCall: { name: "get_weather", args: {} }, thoughtSignature: "c2lnLTE=" }
+    const extra = { extra_content: { google: { thought_signature: "c2lnLTE=" } } }
+    const whole = Gemini.fromGemini({ candidates: [{ content: { role: "model", parts: [part] } }] }, "g", 1)
+    expect(whole?.choices[0]?.message).toMatchObject({ tool_calls: [extra] })
+    const { chunks } = decodeAll([
+      { candidates: [{ content: { role: "model", parts: [part] }, finishReason: "STOP" }] }
+    ])
+    expect(chunks[1]?.choices[0]?.["delta"]).toMatchObject({ tool_calls: [extra] })
+    const body = Gemini.toGemini(
+      request({
+        messages: [
+          { role: "user", content: "Weather?" },
+          {
+            role: "assistant",
+            content: null,
+            tool_calls: [
+              { id: "call_0", type: "function", function: { name: "get_weather", arguments: "{}" }, ...extra },
+              { id: "call_1", type: "function", function: { name: "get_time", arguments: "{}" } }
+            ]
+          }
+        ]
+      })
+    ) as { contents: Array<unknown> }
+    expect(body.contents[1]).toEqual({
+      role: "model",
+      parts: [part, { functionCall: { name: "get_time", args: {} } }]
+    })
   })
 
   it("fails on an error payload mid-stream", () => {

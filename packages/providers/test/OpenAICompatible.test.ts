@@ -2,10 +2,9 @@ import { describe, expect, it } from "@effect/vitest"
 import type { Wire } from "@sluice/core"
 import { Provider, Topology } from "@sluice/core"
 import { Effect, Either, Option, Redacted } from "effect"
-import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
 import * as Providers from "../src/Providers.js"
 import * as Simulator from "../src/Simulator.js"
+import { startStandIn } from "./standIn.js"
 
 const upstreamOf = (sim: Simulator.Simulator, timeoutMs: number) =>
   Topology.upstream({ id: "slow", provider: "openai-compatible", baseUrl: `${sim.url}/v1`, timeoutMs })
@@ -124,25 +123,19 @@ describe("OpenAI-compatible provider", () => {
       const key = "sk-echo-0123456789abcdef"
       const token = "tok-configured-header-99"
       // An upstream that answers 500 with the headers it received, in its message and deep in its body.
-      const server = createServer((request, response) => {
+      const standIn = yield* startStandIn((request) => {
         const seen = JSON.stringify(`${request.headers["authorization"]} ${request.headers["x-auth-token"]}`)
         const deep = `${"[".repeat(100_000)}{"seen":${seen}}${"]".repeat(100_000)}`
-        response.writeHead(500, { "content-type": "application/json" })
-        response.end(`{"error":{"message":${seen.slice(0, 1)}failed for ${seen.slice(1)},${seen}:${deep}}}`)
+        return {
+          status: 500,
+          body: `{"error":{"message":${seen.slice(0, 1)}failed for ${seen.slice(1)},${seen}:${deep}}}`
+        }
       })
-      yield* Effect.acquireRelease(
-        Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
-        () =>
-          Effect.async<void>((resume) => {
-            server.close(() => resume(Effect.void))
-            server.closeAllConnections()
-          })
-      )
       const provider = yield* Provider.Provider
       const upstream = Topology.upstream({
         id: "echo",
         provider: "openai-compatible",
-        baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+        baseUrl: `${standIn.url}/v1`,
         apiKey: Option.some(Redacted.make(key)),
         headers: { "x-auth-token": token }
       })

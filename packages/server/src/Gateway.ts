@@ -317,7 +317,7 @@ interface Env {
   readonly streams: Set<ServerResponse>
   /** Set once a drain has started: new connections are refused and `/health/ready` says so. */
   draining: boolean
-  /** The router's token counter, when the layer has one (for `/v1/messages/count_tokens`). */
+  /** The router's token counter, when the layer has one (for the estimates of client limits). */
   readonly counter: TokenCounter.Service | undefined
 }
 
@@ -567,7 +567,7 @@ const messages: BodyHandler = moduleHandler(decodeMessages, Messages.create, "ma
 
 /** `POST /v1/messages/count_tokens`. */
 const countTokens: BodyHandler = (env, _req, res, requestId, text) =>
-  Messages.countTokens(env.counter, res, requestId, decodeCountTokens(text))
+  Messages.countTokens(env.router, res, requestId, decodeCountTokens(text))
 
 /** `POST /v1/responses`: OpenAI's Responses API over the same router (see `Responses`). */
 const responses: BodyHandler = moduleHandler(decodeResponses, Responses.create, "max_output_tokens")

@@ -157,24 +157,26 @@ export const create = (
 }
 
 /**
- * `POST /v1/messages/count_tokens`: `{"input_tokens": n}` as the router's token counter counts the
- * translated request (tiktoken for the model's encoding: Anthropic's own tokenizer is not public, so
- * for Claude models this is an estimate). Without a counter, the fast estimate.
+ * `POST /v1/messages/count_tokens`: `{"input_tokens": n}` for the translated request, counted as the
+ * pool serving its model counts (`Router.countTokens`: by the documented rules of its first enabled
+ * upstream's provider — Anthropic's images by size, Gemini's per tile — else the model's tiktoken
+ * encoding). Claude's tokenizer is not public, so for Claude this is an estimate. A model no pool
+ * serves is a 404, as on `/v1/messages`. Without the router's count, the fast estimate.
  */
 export const countTokens = (
-  counter: TokenCounter.Service | undefined,
+  router: Router.Service,
   res: ServerResponse,
   requestId: string,
   decoded: Either.Either<CountTokensRequest, Errors.InvalidRequest>
 ): Effect.Effect<void> => {
-  const counted = Effect.suspend(() => {
+  const counted = Effect.suspend((): Effect.Effect<void, Errors.RouterError> => {
     if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
     const request = toOpenAI({ max_tokens: 1, ...decoded.right })
     if (request instanceof Refused) return Effect.fail(refused(request))
     const count =
-      counter === undefined
+      router.countTokens === undefined
         ? Effect.succeed(TokenCounter.estimateText(JSON.stringify(request.messages)))
-        : Effect.map(counter.count(request, request.model), (c) => c.tokens)
+        : Effect.map(router.countTokens(request), (c) => c.tokens)
     return Effect.map(count, (tokens) =>
       writeJson(res, 200, JSON.stringify({ input_tokens: tokens }), { "x-request-id": requestId })
     )

@@ -160,6 +160,9 @@ const proxy = (current: () => Slot): Router.Service =>
       return current().generation.router.models
     },
     model: (id) => current().generation.router.model?.(id),
+    countTokens: (request) =>
+      current().generation.router.countTokens?.(request) ??
+      Effect.succeed(TokenCounter.estimateAs(request, request.model, "estimate")),
     queueDepth: (pool) => current().generation.router.queueDepth?.(pool) ?? 0,
     inFlight: () => current().generation.router.inFlight?.() ?? 0,
     latency: (upstreamId) => current().generation.router.latency?.(upstreamId) ?? {},

@@ -20,6 +20,17 @@ const failure = (f: () => Promise<unknown>) =>
     )
   )
 
+/** The base64 of just enough of a PNG for its header to give its size. */
+const png = (width: number, height: number): string => {
+  const header = Buffer.alloc(64)
+  header.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 0)
+  header.writeUInt32BE(13, 8)
+  header.write("IHDR", 12, "ascii")
+  header.writeUInt32BE(width, 16)
+  header.writeUInt32BE(height, 20)
+  return header.toString("base64")
+}
+
 /** A gateway serving `claude-sonnet-4-5` from `upstreams` (priority order), and an Anthropic SDK client for it. */
 const gatewayWith = (upstreams: ReadonlyArray<Record<string, unknown>>) =>
   Effect.map(
@@ -220,6 +231,61 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
         error: { type: "invalid_request_error", message: expect.stringContaining("max_tokens") }
       })
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "counts tokens by the rules of the pool's provider: images and tools as Claude, Gemini or OpenAI meter them",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [
+              { id: "claude", simulate: { dialect: "anthropic" } },
+              { id: "gemini", simulate: { dialect: "gemini" } },
+              { id: "gpt" }
+            ],
+            [
+              { id: "claude", models: ["claude-sonnet-4-5"], upstreams: ["claude"] },
+              { id: "gemini", models: ["gemini-2.5-flash"], upstreams: ["gemini"] },
+              { id: "gpt", models: ["gpt-4o"], upstreams: ["gpt"] },
+              // A name that says nothing of the provider: the pool's first upstream decides.
+              { id: "smart", models: ["smart"], upstreams: ["gemini", "gpt"] }
+            ]
+          )
+        )
+        const client = new Anthropic({ baseURL: gateway.url, apiKey: "sk-client", maxRetries: 0, timeout: 10_000 })
+        const image: Anthropic.ImageBlockParam = {
+          type: "image",
+          source: { type: "base64", media_type: "image/png", data: png(800, 600) }
+        }
+        const count = (model: string, withImage: boolean, tools?: Array<Anthropic.Tool>) =>
+          promise(() =>
+            client.messages
+              .countTokens({
+                model,
+                messages: [
+                  { role: "user", content: [{ type: "text", text: "What is this?" }, ...(withImage ? [image] : [])] }
+                ],
+                ...(tools === undefined ? {} : { tools })
+              })
+              .then((c) => c.input_tokens)
+          )
+        const imageTokens = (model: string) =>
+          Effect.map(Effect.zip(count(model, true), count(model, false)), ([a, b]) => a - b)
+        // Anthropic: width × height / 750. Gemini: 258 per 768 px tile. OpenAI: 85 + 170 per 512 px tile of the
+        // image scaled to 768 px on its short side (1024 × 768: 4 tiles).
+        expect(yield* imageTokens("claude-sonnet-4-5")).toBe(Math.ceil((800 * 600) / 750))
+        expect(yield* imageTokens("gemini-2.5-flash")).toBe(258 * 2)
+        expect(yield* imageTokens("gpt-4o")).toBe(85 + 170 * 4)
+        expect(yield* imageTokens("smart")).toBe(258 * 2)
+        for (const model of ["claude-sonnet-4-5", "gemini-2.5-flash", "gpt-4o"]) {
+          expect(yield* count(model, false, [weather])).toBeGreaterThan(yield* count(model, false))
+        }
+        const unknown = yield* failure(() =>
+          client.messages.countTokens({ model: "claude-unknown", messages: [{ role: "user", content: "Hi" }] })
+        )
+        expect(unknown).toBeInstanceOf(NotFoundError)
+      }).pipe(Effect.scoped)
   )
 
   it.live("ends a stream that breaks off after its first content with an error event the SDK raises", () =>

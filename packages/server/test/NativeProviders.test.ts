@@ -12,6 +12,15 @@ import { simulatedConfig, startGateway, streamed } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 
+/** A request's answer or its error. */
+const settle = <A>(f: () => Promise<A>) =>
+  Effect.promise(() =>
+    f().then(
+      (value) => ({ value, error: undefined }),
+      (error: unknown) => ({ value: undefined, error: error as APIError })
+    )
+  )
+
 interface Case {
   readonly dialect: Simulator.Dialect
   readonly provider: string
@@ -143,6 +152,57 @@ describe.each(cases)("gateway with a $provider upstream", (c) => {
           expect(result.error?.status).toBe(400)
           expect(result.error?.message).toContain("embeddings")
         }
+      }).pipe(Effect.scoped)
+  )
+})
+
+describe("gateway with a Gemini 3 upstream", () => {
+  it.live(
+    "carries each function call's thought signature to the client, whole and streamed, and back with the replayed history",
+    () =>
+      Effect.gen(function* () {
+        const { gateway, sim } = yield* gatewayFor(cases[1]!, 2)
+        const question: OpenAI.ChatCompletionMessageParam = { role: "user", content: "Weather?" }
+        const signed = { google: { thought_signature: expect.any(String) } }
+        const replay = (message: OpenAI.ChatCompletionMessageParam) => {
+          const call = (message as OpenAI.ChatCompletionAssistantMessageParam).tool_calls![0]!
+          return settle(() =>
+            gateway.client.chat.completions.create({
+              model: "gpt-4o-mini",
+              messages: [question, message, { role: "tool", tool_call_id: call.id, content: '{"celsius":18}' }],
+              tools
+            })
+          )
+        }
+        const whole = yield* promise(() =>
+          gateway.client.chat.completions.create({ model: "gpt-4o-mini", messages: [question], tools })
+        )
+        const message = whole.choices[0]!.message
+        expect(message.tool_calls?.[0]).toMatchObject({ function: { name: "get_weather" }, extra_content: signed })
+        expect((yield* replay(message)).value?.choices[0]?.message.content).toBe("[gemini] lorem")
+        const sent = sim.requests().at(-1)
+        expect((sent!.body as { contents: Array<{ parts: Array<Record<string, unknown>> }> }).contents[1]).toEqual({
+          role: "model",
+          parts: [{ functionCall: { name: "get_weather", args: {} }, thoughtSignature: expect.any(String) }]
+        })
+        // Streamed: the signature comes with the tool-call delta, and the SDK's accumulated message keeps it.
+        const streamedMessage = (yield* promise(() =>
+          gateway.client.chat.completions
+            .stream({ model: "gpt-4o-mini", messages: [question], tools })
+            .finalChatCompletion()
+        )).choices[0]!.message
+        expect(streamedMessage.tool_calls?.[0]).toMatchObject({ extra_content: signed })
+        expect(
+          (yield* replay(streamedMessage as OpenAI.ChatCompletionMessageParam)).value?.choices[0]?.message.content
+        ).toBe("[gemini] lorem")
+        // A history whose call lost its signature is refused, as Gemini 3 refuses it.
+        const { extra_content: _, ...unsigned } = message
+          .tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall & {
+          extra_content?: unknown
+        }
+        const refused = yield* replay({ ...message, tool_calls: [unsigned] })
+        expect(refused.error?.status).toBe(400)
+        expect(refused.error?.message).toContain("thought_signature")
       }).pipe(Effect.scoped)
   )
 })

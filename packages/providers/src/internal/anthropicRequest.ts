@@ -186,7 +186,7 @@ export const toAnthropic = (
   for (const tool of request.tools ?? []) {
     const fn = (tool as Json)["function"]
     if (tool.type !== "function" || !isObject(fn)) {
-      return new Unsupported("tools", `tools of type '${tool.type}' (only function tools translate)`)
+      return new Unsupported(`${tool.type} tools`, `tools of type '${tool.type}' (only function tools translate)`)
     }
     tools.push({
       name: fn["name"],

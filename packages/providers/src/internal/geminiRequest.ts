@@ -73,6 +73,18 @@ const responseOf = (content: unknown): Json => {
   }
 }
 
+/**
+ * The thought signature a tool call came with (`extra_content.google.thought_signature`, where the
+ * Gemini provider puts it, as Google's OpenAI-compatible API does): Gemini 3 refuses a history whose
+ * function calls lack theirs.
+ */
+const thoughtSignatureOf = (call: Json): string | undefined => {
+  const extra = call["extra_content"]
+  const google = isObject(extra) ? extra["google"] : undefined
+  const signature = isObject(google) ? google["thought_signature"] : undefined
+  return typeof signature === "string" ? signature : undefined
+}
+
 /** JSON Schema keywords Gemini's `responseSchema` and function `parameters` refuse. */
 const UNSUPPORTED_KEYS = new Set(["$schema", "additionalProperties", "$id", "$defs", "definitions", "strict"])
 
@@ -100,7 +112,7 @@ const toolConfigOf = (choice: unknown): Json | undefined => {
 /**
  * The `generateContent` body for an OpenAI chat request: system and developer messages as
  * `systemInstruction`; turns as `contents` (`assistant` → `model`, consecutive turns of one role
- * merged); tool calls as `functionCall` parts and tool results as `functionResponse` parts (named
+ * merged); tool calls as `functionCall` parts (with the thought signature they came with) and tool results as `functionResponse` parts (named
  * after the call they answer); images as `inlineData` (base64) or `fileData` (URL); tools as
  * `functionDeclarations` and `tool_choice` as `toolConfig`; sampling, `max_tokens`, `stop` and `n`
  * in `generationConfig`, JSON output as `responseMimeType` + `responseSchema`.
@@ -128,8 +140,10 @@ export const toGemini = (request: Wire.ChatCompletionRequest): Json | Unsupporte
           for (const call of calls) {
             if (!isObject(call) || !isObject(call["function"])) continue
             names.set(call["id"], call["function"]["name"])
+            const signature = thoughtSignatureOf(call)
             parts.push({
-              functionCall: { name: call["function"]["name"], args: parseArguments(call["function"]["arguments"]) }
+              functionCall: { name: call["function"]["name"], args: parseArguments(call["function"]["arguments"]) },
+              ...(signature === undefined ? {} : { thoughtSignature: signature })
             })
           }
         }
@@ -174,7 +188,7 @@ export const toGemini = (request: Wire.ChatCompletionRequest): Json | Unsupporte
   for (const tool of request.tools ?? []) {
     const fn = (tool as Json)["function"]
     if (tool.type !== "function" || !isObject(fn)) {
-      return new Unsupported("tools", `tools of type '${tool.type}' (only function tools translate)`)
+      return new Unsupported(`${tool.type} tools`, `tools of type '${tool.type}' (only function tools translate)`)
     }
     declarations.push({
       name: fn["name"],

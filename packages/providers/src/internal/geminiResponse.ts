@@ -39,7 +39,7 @@ export const usageOf = (usage: Json): Wire.Usage => {
   }
 }
 
-/** A candidate's text and function calls (thoughts left out). */
+/** A candidate's text and function-call parts (thoughts left out). */
 const partsOf = (candidate: Json): { text: string; calls: Array<Json> } => {
   const content = isObject(candidate["content"]) ? candidate["content"] : {}
   let text = ""
@@ -47,16 +47,26 @@ const partsOf = (candidate: Json): { text: string; calls: Array<Json> } => {
   for (const part of Array.isArray(content["parts"]) ? (content["parts"] as ReadonlyArray<unknown>) : []) {
     if (!isObject(part) || part["thought"] === true) continue
     if (typeof part["text"] === "string") text += part["text"]
-    if (isObject(part["functionCall"])) calls.push(part["functionCall"])
+    if (isObject(part["functionCall"])) calls.push(part)
   }
   return { text, calls }
 }
 
-const callOf = (call: Json, id: string): Json => ({
-  id,
-  type: "function",
-  function: { name: call["name"], arguments: JSON.stringify(call["args"] ?? {}) }
-})
+/**
+ * A `functionCall` part as an OpenAI tool call; its `thoughtSignature` (Gemini 3) rides along as
+ * `extra_content.google.thought_signature`, as Google's OpenAI-compatible API writes it, so that a
+ * client replaying the call sends it back (see `toGemini`).
+ */
+const callOf = (part: Json, id: string): Json => {
+  const call = part["functionCall"] as Json
+  const signature = part["thoughtSignature"]
+  return {
+    id,
+    type: "function",
+    function: { name: call["name"], arguments: JSON.stringify(call["args"] ?? {}) },
+    ...(typeof signature === "string" ? { extra_content: { google: { thought_signature: signature } } } : {})
+  }
+}
 
 /**
  * A `GenerateContentResponse` as an OpenAI chat completion, one choice per candidate; a prompt
@@ -103,17 +113,26 @@ export const fromGemini = (response: unknown, model: string, created: number): W
 
 /**
  * A decoder of one `streamGenerateContent?alt=sse` stream into OpenAI chunks: the role chunk first,
- * text as content deltas, each function call as one tool-call delta (Gemini sends a call whole), a
- * finish chunk per candidate, and once every candidate has finished the usage-only chunk and the end
- * (Gemini sends no end marker: the stream just closes). A payload with an `error` is a failure.
+ * text as content deltas, each function call as one tool-call delta (Gemini sends a call whole;
+ * tool-call indices count within each candidate, as OpenAI's do within a choice), a finish chunk per
+ * candidate, and once each of the `candidates` asked for (the request's `n`) has finished — in one
+ * event or several — the usage-only chunk and the end (Gemini sends no end marker: the stream just
+ * closes). A payload with an `error` is a failure.
  */
-export const streamDecoder = (upstream: Topology.Upstream, model: string, created: number): StreamDecoder => {
+export const streamDecoder = (
+  upstream: Topology.Upstream,
+  model: string,
+  created: number,
+  candidates = 1
+): StreamDecoder => {
   let id = `gemini-${created}`
   let name = model
   let started = false
   let calls = 0
+  let expected = Math.max(1, candidates)
   let usage: Json = {}
-  const called = new Set<number>()
+  const called = new Map<number, number>()
+  const finished = new Set<number>()
   const chunk = (index: number, delta: Json, finish: string | null = null) =>
     JSON.stringify({
       id,
@@ -122,6 +141,24 @@ export const streamDecoder = (upstream: Topology.Upstream, model: string, create
       model: name,
       choices: [{ index, delta, logprobs: null, finish_reason: finish }]
     })
+  /** One candidate's part of an event: its text, its calls and, when it finished, its finish chunk. */
+  const candidateOf = (candidate: Json, i: number, out: Array<StreamEvent.StreamEvent>): void => {
+    const index = typeof candidate["index"] === "number" ? candidate["index"] : i
+    if (finished.has(index)) return
+    expected = Math.max(expected, index + 1)
+    const { calls: functionCalls, text } = partsOf(candidate)
+    if (text !== "") out.push({ data: chunk(index, { content: text }) })
+    if (functionCalls.length > 0) {
+      let next = called.get(index) ?? 0
+      const toolCalls = functionCalls.map((call) => ({ index: next++, ...callOf(call, `call_${calls++}`) }))
+      called.set(index, next)
+      out.push({ data: chunk(index, { tool_calls: toolCalls }) })
+    }
+    if (candidate["finishReason"] !== undefined) {
+      out.push({ data: chunk(index, {}, finishReason(candidate["finishReason"], called.has(index))) })
+      finished.add(index)
+    }
+  }
   const decode = (
     payload: string,
     out: Array<StreamEvent.StreamEvent>
@@ -141,25 +178,14 @@ export const streamDecoder = (upstream: Topology.Upstream, model: string, create
       started = true
       out.push({ data: chunk(0, { role: "assistant", content: "" }) })
     }
-    const candidates = Array.isArray(response["candidates"]) ? (response["candidates"] as ReadonlyArray<unknown>) : []
-    let finished = candidates.length === 0 && isObject(response["promptFeedback"])
-    if (finished) out.push({ data: chunk(0, {}, "content_filter") })
-    for (const [i, candidate] of candidates.entries()) {
-      if (!isObject(candidate)) continue
-      const index = typeof candidate["index"] === "number" ? candidate["index"] : i
-      const { calls: functionCalls, text } = partsOf(candidate)
-      if (text !== "") out.push({ data: chunk(index, { content: text }) })
-      if (functionCalls.length > 0) {
-        called.add(index)
-        const toolCalls = functionCalls.map((call) => ({ index: calls, ...callOf(call, `call_${calls++}`) }))
-        out.push({ data: chunk(index, { tool_calls: toolCalls }) })
-      }
-      if (candidate["finishReason"] !== undefined) {
-        out.push({ data: chunk(index, {}, finishReason(candidate["finishReason"], called.has(index))) })
-        finished = true
-      } else finished = false
+    const list = Array.isArray(response["candidates"]) ? (response["candidates"] as ReadonlyArray<unknown>) : []
+    if (list.length === 0 && isObject(response["promptFeedback"])) {
+      // The prompt was blocked: no candidate comes.
+      out.push({ data: chunk(0, {}, "content_filter") })
+    } else {
+      for (const [i, candidate] of list.entries()) if (isObject(candidate)) candidateOf(candidate, i, out)
+      if (finished.size < expected) return undefined
     }
-    if (!finished) return undefined
     const final = usageOf(usage)
     out.push({
       data: JSON.stringify({ id, object: "chat.completion.chunk", created, model: name, choices: [], usage: final }),

@@ -50,6 +50,30 @@ const problem = (body: Body): string | undefined => {
       }
     }
   }
+  return missingSignature(contents)
+}
+
+/** The thought signature the simulator gives a call of `name` (Gemini's are opaque base64 strings). */
+const signatureOf = (name: string): string => Buffer.from(`sim-thought:${name}`).toString("base64")
+
+/**
+ * As Gemini 3 validates them: in the current turn (the contents after the last user text), the first
+ * `functionCall` part of each model step must carry the `thoughtSignature` it came with.
+ */
+const missingSignature = (contents: ReadonlyArray<unknown>): string | undefined => {
+  let start = 0
+  for (const [i, content] of contents.entries()) {
+    const texts = partsOf(content).some((p) => isObject(p) && typeof p["text"] === "string")
+    if (isObject(content) && content["role"] !== "model" && texts) start = i + 1
+  }
+  for (let i = start; i < contents.length; i++) {
+    const content = contents[i]
+    if (!isObject(content) || content["role"] !== "model") continue
+    const first = partsOf(content).find((p) => isObject(p) && p["functionCall"] !== undefined)
+    if (isObject(first) && typeof first["thoughtSignature"] !== "string") {
+      return `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${String((first["functionCall"] as Body)["name"])}\` , position ${i + 1}.`
+    }
+  }
   return undefined
 }
 
@@ -97,14 +121,11 @@ const response = (a: Answer, parts: ReadonlyArray<unknown>, finish: boolean): Re
   responseId: a.id
 })
 
+/** A function call as Gemini 3 sends it: with its thought signature, to be sent back with the history. */
+const callPart = (name: string) => ({ functionCall: { name, args: {} }, thoughtSignature: signatureOf(name) })
+
 const message = (a: Answer): string =>
-  JSON.stringify(
-    response(
-      a,
-      a.tool !== undefined ? [{ functionCall: { name: a.tool, args: {} } }] : [{ text: a.completion.content }],
-      true
-    )
-  )
+  JSON.stringify(response(a, a.tool !== undefined ? [callPart(a.tool)] : [{ text: a.completion.content }], true))
 
 const frame = (value: unknown) => `data: ${JSON.stringify(value)}\r\n\r\n`
 
@@ -116,7 +137,7 @@ const frame = (value: unknown) => `data: ${JSON.stringify(value)}\r\n\r\n`
 const frames = (a: Answer): Frames => {
   if (a.tool !== undefined) {
     return {
-      frames: [frame(response(a, [{ functionCall: { name: a.tool, args: {} } }], true))],
+      frames: [frame(response(a, [callPart(a.tool)], true))],
       steps: [0],
       head: 0,
       content: 1

@@ -86,7 +86,27 @@ const unreadable = (error: unknown): string =>
   `could not read the answer: ${error instanceof Error ? error.message : String(error)}`
 
 /**
- * Turns a non-2xx answer into an `UpstreamError` carrying the upstream's message and Retry-After.
+ * The delay a Google API error asks for in its body (`error.details[]` of type `RetryInfo`,
+ * `"retryDelay": "37s"`; Gemini answers a 429 `RESOURCE_EXHAUSTED` with it and no `Retry-After`), in
+ * milliseconds. The body may be the error or a one-element array of it (as streaming endpoints send).
+ */
+export const retryDelayMs = (body: unknown): number | undefined => {
+  const envelope: unknown = Array.isArray(body) ? body[0] : body
+  const error = typeof envelope === "object" && envelope !== null ? (envelope as { error?: unknown }).error : undefined
+  const details = typeof error === "object" && error !== null ? (error as { details?: unknown }).details : undefined
+  if (!Array.isArray(details)) return undefined
+  for (const detail of details) {
+    const delay =
+      typeof detail === "object" && detail !== null ? (detail as { retryDelay?: unknown }).retryDelay : undefined
+    const seconds = typeof delay === "string" ? /^(\d+(?:\.\d+)?)s$/.exec(delay) : null
+    if (seconds !== null) return Math.ceil(Number(seconds[1]) * 1000)
+  }
+  return undefined
+}
+
+/**
+ * Turns a non-2xx answer into an `UpstreamError` carrying the upstream's message and Retry-After
+ * (the header's, else a Google `RetryInfo` delay in the body, see {@link retryDelayMs}).
  * `retryable` overrides the status's verdict where the provider's error body knows better.
  */
 export const fromStatus = (
@@ -111,7 +131,7 @@ export const fromStatus = (
     // Scrubbed again once parsed: a key quoted inside a quoted text is escaped twice in the raw answer.
     scrub(upstream, `HTTP ${status}: ${errorMessage(body, text.slice(0, 200) || "no body")}`),
     {
-      retryAfterMs: Provider.retryAfterMs(headers, now),
+      retryAfterMs: Provider.retryAfterMs(headers, now) ?? retryDelayMs(body),
       body: body === undefined ? undefined : scrubValue(upstream, body),
       rateLimits: Provider.parseRateLimitHeaders(headers, now)
     }

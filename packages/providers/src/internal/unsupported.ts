@@ -13,13 +13,13 @@ export class Unsupported {
 
 /**
  * The failure of a request `upstream` (of provider `kind`) cannot serve: a 400 naming the feature and
- * the upstream, not retried (a request is only sent where it can be served when capabilities are
- * configured; see `Capabilities`).
+ * the upstream, which the router takes as an exclusion of this upstream (`Errors.Failure.unsupported`)
+ * and tries another of the pool; the capability guard usually keeps such a request away beforehand.
  */
 export const refuse = (upstream: Topology.Upstream, kind: string, what: Unsupported): Errors.UpstreamError =>
-  Errors.Failure.http(
+  Errors.Failure.unsupported(
     upstream.id,
-    400,
+    what.feature,
     `upstream '${upstream.id}' (${kind}) cannot serve this request: ${what.message} (${what.feature}); ` +
       `send it to a pool whose upstreams support ${what.feature}`
   )

@@ -68,6 +68,8 @@ export interface Pool {
   readonly queue: SluiceConfig.QueueConfig
   readonly retry: SluiceConfig.RetryConfig
   readonly sticky: SluiceConfig.StickyConfig | undefined
+  /** Hedged streams; undefined (the default) hedges nothing. */
+  readonly hedge: SluiceConfig.HedgeConfig | undefined
   /** Completion tokens reserved when a request sets no `max_tokens`. */
   readonly defaultMaxTokens: number
 }
@@ -162,6 +164,7 @@ export const fromConfig = (
         queue: p.queue ?? defaults.queue,
         retry: p.retry ?? defaults.retry,
         sticky: p.sticky,
+        hedge: p.hedge,
         defaultMaxTokens: p.defaultMaxTokens
       })
     }
@@ -225,6 +228,7 @@ export const pool = (
   queue: defaults.queue,
   retry: defaults.retry,
   sticky: undefined,
+  hedge: undefined,
   defaultMaxTokens: 1024,
   ...fields
 })

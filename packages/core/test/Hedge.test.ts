@@ -166,7 +166,7 @@ describe("Hedge", () => {
     const refuse = (attempt: { readonly upstream: { readonly id: string } }) =>
       attempt.upstream.id === "b" ? { upstream: "b", stage: "rate-limit", reason: "rpm budget spent" } : undefined
     return Effect.gen(function* () {
-      const { routed, decision } = yield* streamed("500 millis")
+      const { decision } = yield* streamed("500 millis")
       expect(tap.opened).toEqual(["a"])
       expect(decision.hedge).toBeUndefined()
       expect(decision.excluded).toEqual([{ upstream: "b", stage: "rate-limit", reason: "rpm budget spent" }])
@@ -184,6 +184,7 @@ describe("Hedge", () => {
       const { routed, decision } = yield* streamed("500 millis")
       expect(tap.opened).toEqual(["a"])
       expect(routed.hedge).toBeUndefined()
+      expect(decision.attempts).toHaveLength(1)
     }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }, ["a"]), { provider: layer })))
   })
 

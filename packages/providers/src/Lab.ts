@@ -29,7 +29,8 @@
  *    generated.
  *
  * `degrade` changes an upstream from `atMs` after the lab was made: its latency multiplied, its
- * failure rate replaced. `pricing` prices what it served (cached input at the cache's `priceFactor`).
+ * failure rate replaced. `pricing` prices what it served (cached input at the cache's `priceFactor`),
+ * and the prompt of a stream abandoned before its end.
  *
  * {@link simulate} runs a program in the lab's virtual time, where hours of traffic take seconds.
  *
@@ -38,7 +39,8 @@
  */
 import type { Topology } from "@sluice/core"
 import { Errors, Provider, StreamEvent, Wire } from "@sluice/core"
-import { Clock, Effect, Option, Random, Stream } from "effect"
+import type { Scope } from "effect"
+import { Clock, Effect, Option, Random } from "effect"
 import type { CacheModel, DegradeModel, PriceModel } from "./internal/labModel.js"
 import { costOf, failureRateAt, firstTokenMs, generationMs, prefixOf, PromptCache } from "./internal/labModel.js"
 import { Completions, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./internal/simulatorContent.js"
@@ -89,7 +91,7 @@ export interface Stats {
   readonly cacheHits: number
   /** Prompt tokens served from the cache. */
   readonly cachedTokens: number
-  /** What the requests served cost, in US dollars (0 without `pricing`). */
+  /** What the requests served cost, and the prompts of streams abandoned, in US dollars (0 without `pricing`). */
   readonly costUsd: number
 }
 
@@ -370,6 +372,40 @@ const streamEventsOf = (head: string, p: Plan, includeUsage: boolean): Array<Str
   return events
 }
 
+/**
+ * A source that delivers each batch of events after its wait (the waits add up), then ends: one
+ * fiber of the caller's scope times it, however slowly it is read.
+ */
+const timed = (
+  batches: ReadonlyArray<ReadonlyArray<StreamEvent.StreamEvent>>,
+  waits: ReadonlyArray<number>
+): Effect.Effect<StreamEvent.Source, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    let buffered: Array<StreamEvent.StreamEvent> = []
+    let ended = false
+    let ready: (() => void) | undefined
+    const deliver = (i: number) =>
+      Effect.sync(() => {
+        buffered.push(...batches[i]!)
+        ended = i === batches.length - 1
+        const wake = ready
+        ready = undefined
+        wake?.()
+      })
+    yield* Effect.forkScoped(Effect.forEach(batches, (_, i) => Effect.zipRight(sleep(waits[i] ?? 0), deliver(i))))
+    return {
+      poll: (): StreamEvent.Polled => {
+        if (buffered.length === 0) return ended ? Option.none() : undefined
+        const out = buffered
+        buffered = []
+        return out
+      },
+      onReady: (r) => {
+        ready = r
+      }
+    }
+  })
+
 /** The lab's `chatStream`: the latency before the first event; served once read to its end. */
 const chatStreamOf =
   (bench: Bench): Provider.Service["chatStream"] =>
@@ -384,12 +420,8 @@ const chatStreamOf =
       const head = `{"id":"chatcmpl-lab-${bench.sequence++}","object":"chat.completion.chunk","created":${Math.floor(now / 1000)},"model":${JSON.stringify(model)}`
       const events = streamEventsOf(head, p, request.stream_options?.include_usage === true)
       // The role chunk and the first content chunk after the time to first token, the rest once
-      // generated; read ahead by a fiber of the caller's scope, so time passes whether or not anyone reads.
-      const stream = Stream.concat(
-        Stream.fromIterable(events.slice(0, 2)).pipe(Stream.onStart(sleep(first))),
-        Stream.fromIterable(events.slice(2)).pipe(Stream.onStart(sleep(rest)))
-      )
-      const source = yield* StreamEvent.fromStream(stream)
+      // generated; timed by a fiber of the caller's scope, so time passes whether or not anyone reads.
+      const source = yield* timed([events.slice(0, 2), events.slice(2)], [first, rest])
       let ended = false
       const poll = (): StreamEvent.Polled => {
         const polled = source.poll()
@@ -400,6 +432,12 @@ const chatStreamOf =
         }
         return polled
       }
+      // A stream abandoned before its end (a hedge's loser, a client gone) still cost its prompt.
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          if (!ended) sim.costUsd += costOf(sim.model.pricing, sim.model.cache, p.prompt, cached, 0)
+        })
+      )
       return { events: { poll, onReady: source.onReady }, rateLimits }
     })
 

@@ -275,6 +275,23 @@ describe("Lab", () => {
       expect((yield* ask("much later")).ms).toBe(1_000)
       const stats = lab.stats("a")
       expect(stats).toMatchObject({ served: 4, cacheLookups: 3, cacheHits: 1, cachedTokens: 203 })
+      // Full, it forgets the prefix used least recently.
+      const small = yield* Lab.make({ b: { cache: { minPrefixTokens: 1, maxEntries: 2 } } })
+      const withPrefix = (prefix: string) =>
+        small.provider.chat(
+          up("b"),
+          call(
+            request({
+              messages: [
+                { role: "system", content: prefix },
+                { role: "user", content: "q" }
+              ]
+            })
+          )
+        )
+      for (const prefix of ["x", "y", "x", "z", "x", "y"]) yield* withPrefix(prefix)
+      // x y x(hit) z (evicts y) x(hit) y(miss)
+      expect(small.stats("b")).toMatchObject({ cacheLookups: 6, cacheHits: 2 })
       // A dollar per input token and two per output token: prompts of 203 + 3 + ceil(question / 4)
       // (the short request 13), 10 output tokens each; the hit pays a tenth for its cached 203.
       expect(stats.costUsd).toBeCloseTo(210 + (203 * 0.1 + 3 + 4) + 13 + 209 + 4 * 20, 6)

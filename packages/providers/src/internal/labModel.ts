@@ -12,6 +12,8 @@ export interface CacheModel {
   readonly minPrefixTokens?: number
   /** How long an entry lives since it was last used, in milliseconds. Default 300,000 (5 minutes). */
   readonly ttlMs?: number
+  /** Prefixes it holds at once; the least recently used goes first (a KV cache is memory). Default 10,000. */
+  readonly maxEntries?: number
   /** Time to first token of a hit, as a share of a miss's. Default 0.3. */
   readonly latencyFactor?: number
   /** Price of a cached input token, as a share of an input token's. Default 0.1. */
@@ -47,6 +49,7 @@ export interface TimingModel {
 
 const DEFAULT_MIN_PREFIX_TOKENS = 256
 const DEFAULT_CACHE_TTL_MS = 300_000
+const DEFAULT_CACHE_ENTRIES = 10_000
 const DEFAULT_CACHE_LATENCY_FACTOR = 0.3
 const DEFAULT_CACHE_PRICE_FACTOR = 0.1
 
@@ -95,22 +98,21 @@ export const prefixOf = (cache: CacheModel, request: Wire.ChatCompletionRequest)
   return { key: tools + JSON.stringify(head), tokens }
 }
 
-/** An upstream's prompt cache: prefixes and when each expires. */
+/** An upstream's prompt cache: prefixes, least recently used first, and when each expires. */
 export class PromptCache {
   private readonly entries = new Map<string, number>()
   constructor(private readonly model: CacheModel) {}
 
-  /** Looks `prefix` up at `now` and (re)writes it: true on a hit. */
+  /** Looks `prefix` up at `now` and (re)writes it as the most recently used: true on a hit. */
   use(prefix: Prefix, now: number): boolean {
     const expires = this.entries.get(prefix.key)
     const hit = expires !== undefined && expires > now
+    this.entries.delete(prefix.key)
     this.entries.set(prefix.key, now + (this.model.ttlMs ?? DEFAULT_CACHE_TTL_MS))
-    if (this.entries.size > 100_000) this.prune(now)
+    if (this.entries.size > (this.model.maxEntries ?? DEFAULT_CACHE_ENTRIES)) {
+      this.entries.delete(this.entries.keys().next().value!)
+    }
     return hit
-  }
-
-  private prune(now: number): void {
-    for (const [key, expires] of this.entries) if (expires <= now) this.entries.delete(key)
   }
 }
 

@@ -13,6 +13,7 @@
  * an attempt serves; the error rate and output tokens when it finishes. Attempts are counted only in
  * pipelines whose strategy reads the live load (see `Strategy.Service.live`).
  */
+import type { Outcome } from "./Guard.js"
 import * as Latency from "./internal/latency.js"
 import * as Load from "./internal/load.js"
 import { shareLeft } from "./RateLimiter.js"
@@ -124,6 +125,13 @@ export const make = (local: Local, now = 0): Reader => {
  */
 export const started = (local: Local, upstreamId: string, tokens: number): void =>
   Load.started(local, upstreamId, tokens)
+
+/**
+ * Gives back what {@link started} counted, and learns from how the attempt ended at `now`, as the
+ * Attempt stage does when an attempt finishes.
+ */
+export const finished = (local: Local, upstreamId: string, tokens: number, outcome: Outcome, now: number): void =>
+  Load.finished(local, upstreamId, tokens, outcome, now)
 
 /** Records a latency sample of `ms` at `now`, as the Attempt stage does when an attempt serves. */
 export const recordLatency = (local: Local, kind: LatencyKind, upstreamId: string, ms: number, now: number): void =>

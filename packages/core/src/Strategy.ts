@@ -8,6 +8,7 @@
  */
 import { Context, Layer } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
+import { hashText } from "./internal/prefix.js"
 import type { View } from "./Live.js"
 import type { Pool, Upstream } from "./Topology.js"
 
@@ -92,6 +93,12 @@ export class Strategy extends Context.Tag("@sluice/core/Strategy")<Strategy, Ser
  * upstream with its scores ({@link scored}).
  */
 export const make = (name: string, select: (selection: Selection) => Choice): Service => Strategy.of({ name, select })
+
+/**
+ * A well-spread 32-bit hash of `text` (FNV-1a with Murmur3's finaliser), as `Selection.prefixHash`
+ * is made: for strategies that key on a text, such as a session key.
+ */
+export const hash = (text: string): number => hashText(text)
 
 /** A choice with its scores. */
 export const scored = (upstream: Upstream, scores: Readonly<Record<string, number>>): Scored => ({ upstream, scores })

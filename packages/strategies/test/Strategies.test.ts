@@ -15,7 +15,19 @@ describe("Strategies", () => {
   const random = poolOf("random", members, "random")
 
   it("lists the built-in names", () => {
-    expect(Strategies.names).toEqual(["round-robin", "weighted", "random", "priority"])
+    expect(Strategies.names).toEqual([
+      "round-robin",
+      "weighted",
+      "random",
+      "priority",
+      "least-connections",
+      "latency",
+      "p2c",
+      "least-tokens",
+      "cost",
+      "headroom",
+      "consistent-hash"
+    ])
   })
 
   it.effect("serves each pool with the strategy its config names", () =>
@@ -43,7 +55,7 @@ describe("Strategies", () => {
       expect(error).toBeInstanceOf(Config.ConfigError)
       expect(error.source).toBe("config")
       expect(error.problems).toEqual([
-        "pools.fast.strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority"
+        `pools.fast.strategy: unknown strategy 'fastest'; known: ${Strategies.names.join(", ")}`
       ])
     })
   )
@@ -71,7 +83,7 @@ describe("Strategies", () => {
         Effect.flip
       )
       expect(error.problems).toEqual([
-        "pools.x.strategy: unknown strategy 'nope'; known: round-robin, weighted, random, priority, mine"
+        `pools.x.strategy: unknown strategy 'nope'; known: ${Strategies.names.join(", ")}, mine`
       ])
     })
   )

@@ -28,14 +28,45 @@ const estimate = (own: Live.Decayed | undefined, neutral: number, now: number): 
 const costOf = (upstream: Topology.Upstream, latency: number, selection: Strategy.Selection): number =>
   (latency * (selection.live.inFlight(upstream) + 1)) / usableWeight(upstream.weight)
 
+/** Draws before a weighted draw settles for a uniform one (only very uneven weights need that many). */
+const MAX_DRAWS = 32
+
+/** The heaviest weight of each pool's upstreams (the candidates are some of them). */
+const heaviest = new WeakMap<Topology.Pool, number>()
+
+const heaviestOf = (pool: Topology.Pool): number => {
+  let max = heaviest.get(pool)
+  if (max === undefined) {
+    max = 0
+    for (const upstream of pool.upstreams) max = Math.max(max, usableWeight(upstream.weight))
+    heaviest.set(pool, max)
+  }
+  return max
+}
+
+/**
+ * A candidate index drawn in proportion to weight, other than `not`: rejection sampling against the
+ * pool's heaviest weight, O(1) expected draws while weights are within a small factor of each other;
+ * after {@link MAX_DRAWS}, a uniform draw. Weights must match the loads' divisor, or an upstream
+ * drawn less often than its weight could not carry its share.
+ */
+const draw = (selection: Strategy.Selection, max: number, not: number): number => {
+  const n = selection.candidates.length
+  for (let tries = 0; tries < MAX_DRAWS && max > 0; tries++) {
+    const i = Math.floor(selection.random() * n)
+    if (i !== not && selection.random() * max < usableWeight(selection.candidates[i]!.weight)) return i
+  }
+  const i = Math.floor(selection.random() * (not < 0 ? n : n - 1))
+  return not >= 0 && i >= not ? i + 1 : i
+}
+
 /** The lower-cost of two distinct random candidates, with both costs. */
 const choose = (selection: Strategy.Selection): Strategy.Choice => {
   const { candidates, live } = selection
-  const n = candidates.length
-  if (n === 1) return candidates[0]
-  const i = Math.floor(selection.random() * n)
-  let j = Math.floor(selection.random() * (n - 1))
-  if (j >= i) j++
+  if (candidates.length === 1) return candidates[0]
+  const max = heaviestOf(selection.pool)
+  const i = draw(selection, max, -1)
+  const j = draw(selection, max, i)
   const a = candidates[i]!
   const b = candidates[j]!
   const kind = kindOf(selection)

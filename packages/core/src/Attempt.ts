@@ -13,6 +13,7 @@ import type { Exclusion, UpstreamError } from "./Errors.js"
 import type { Attempt, Guard, Outcome, Release } from "./Guard.js"
 import { liveClock, within } from "./internal/deadline.js"
 import * as Latency from "./internal/latency.js"
+import * as Load from "./internal/load.js"
 import type { Request } from "./internal/request.js"
 import type { Answer, Service as ProviderService } from "./Provider.js"
 import { bindSession } from "./Select.js"
@@ -127,8 +128,20 @@ const exitOf = (outcome: Outcome): Exit.Exit<void, UpstreamError> =>
       ? Exit.void
       : Exit.interrupt(FiberId.none)
 
-/** Makes the stage over the pipeline's guards and provider. */
-export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, local: StateStore.Local): Service => {
+/** The tokens an attempt reserves: its prompt and its reserved completion. */
+const reservedBy = (attempt: Attempt): number => attempt.promptTokens + attempt.reservedOutputTokens
+
+/**
+ * Makes the stage over the pipeline's guards and provider. With `counting` (the strategy reads the
+ * live load; see `Strategy.Service.live`), every admitted attempt is counted in flight on its upstream
+ * until it finishes, and its outcome goes into the upstream's error rate and output tokens.
+ */
+export const make = (
+  guards: ReadonlyArray<Guard>,
+  provider: ProviderService,
+  local: StateStore.Local,
+  counting = true
+): Service => {
   const admit = (request: Request, attempt: Attempt): Admitted | Exclusion => {
     let releases: Array<Release> | undefined
     for (let i = 0; i < guards.length; i++) {
@@ -148,7 +161,16 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
     }
     request.attempts++
     request.pass.attempts++
+    if (counting) Load.started(local, attempt.upstream.id, reservedBy(attempt))
     return { attempt, releases: releases ?? NO_RELEASES, startedAt: request.now, span: undefined, finished: false }
+  }
+
+  /** Gives back the attempt's count and learns from its outcome, at the moment it ended. */
+  const counted = (attempt: Attempt, startedAt: number, outcome: Outcome): void => {
+    const endedAt = startedAt + outcome.latencyMs
+    Load.finished(local, attempt.upstream.id, reservedBy(attempt), outcome, endedAt)
+    if (outcome._tag === "Success" && outcome.outputTokens !== undefined && outcome.outputTokens > 0)
+      Latency.record(local, "per-output-token", attempt.upstream.id, outcome.latencyMs / outcome.outputTokens, endedAt)
   }
 
   const finish = (request: Request, admitted: Admitted, outcome: Outcome): void => {
@@ -171,6 +193,7 @@ export const make = (guards: ReadonlyArray<Guard>, provider: ProviderService, lo
       request.decision.inputTokens = outcome.inputTokens
       request.decision.outputTokens = outcome.outputTokens
     }
+    if (counting) counted(attempt, admitted.startedAt, outcome)
     const bug = releaseAll(admitted.releases, outcome, request)
     const span = admitted.span
     if (span !== undefined) {

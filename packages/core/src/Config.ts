@@ -43,6 +43,17 @@ export const Pricing = Schema.Struct({
   outputPerMillion: NonNegative
 })
 
+/**
+ * How good an upstream's answers are, from 0 (worst) to 1 (best), as the operator judges them (an
+ * eval score, a leaderboard rank scaled): the `cost` strategy's `minQuality` keeps cheaper upstreams
+ * below it out of the pool.
+ */
+export const Quality = Schema.Number.pipe(
+  Schema.between(0, 1, {
+    message: (issue) => `expected a quality score from 0 to 1, actual ${JSON.stringify(issue.actual)}`
+  })
+)
+
 /** Failure classes a circuit breaker can count. */
 export const FailureClass = Schema.Literal("5xx", "timeout", "connection", "protocol", "429")
 /** Failure classes a circuit breaker can count. */
@@ -162,6 +173,39 @@ export const Capability = Schema.Literal("vision", "audio", "tools", "json_schem
 /** What a request may need of an upstream. */
 export type Capability = typeof Capability.Type
 
+/**
+ * The `cost` strategy's settings: how the expected cost of a request is traded against latency
+ * (`weights`, each term relative to the candidates' mean; default all cost), and the `quality` an
+ * upstream needs to be chosen at all (`minQuality`; then every upstream of the pool must state one).
+ */
+export const CostConfig = Schema.Struct({
+  weights: Schema.optional(
+    Schema.Struct({
+      cost: Schema.optionalWith(NonNegative, { default: () => 0 }),
+      latency: Schema.optionalWith(NonNegative, { default: () => 0 })
+    }).pipe(Schema.filter((w) => w.cost + w.latency > 0 || "expected a weight above 0 for cost or latency (or both)"))
+  ),
+  minQuality: Schema.optional(Quality)
+})
+/** The `cost` strategy's settings. */
+export type CostConfig = typeof CostConfig.Type
+
+/**
+ * The `consistent-hash` strategy's settings: an upstream takes the requests whose key hashes to it
+ * until it carries more than `(1 + epsilon)` × the average load of the candidates; then they spill to
+ * the next upstream on the ring.
+ */
+export const ConsistentHashConfig = Schema.Struct({
+  epsilon: Schema.optionalWith(
+    Schema.Number.pipe(
+      Schema.greaterThan(0, { message: () => "expected a number above 0 (0.25 allows 25% above the average load)" })
+    ),
+    { default: () => 0.25 }
+  )
+})
+/** The `consistent-hash` strategy's settings. */
+export type ConsistentHashConfig = typeof ConsistentHashConfig.Type
+
 /** One upstream deployment: a provider endpoint serving one model. */
 export const UpstreamConfig = Schema.Struct(
   {
@@ -191,6 +235,8 @@ export const UpstreamConfig = Schema.Struct(
      */
     capabilities: Schema.optional(Schema.Array(Capability)),
     pricing: Schema.optional(Pricing),
+    /** How good its answers are, 0 to 1 ({@link Quality}); read by the `cost` strategy's `minQuality`. */
+    quality: Schema.optional(Quality),
     /** Time allowed for the whole upstream call (non-streaming) or until the first byte (streaming). */
     timeoutMs: Schema.optionalWith(PositiveInt, { default: () => 60_000 }),
     /** Extra headers sent upstream with every request. */
@@ -251,7 +297,10 @@ export const PoolConfig = Schema.Struct({
   models: Schema.Array(Schema.String.pipe(Schema.minLength(1))).pipe(Schema.minItems(1)),
   /** Alias → model name: a request for the alias is routed here as the named model. */
   aliases: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), { default: () => ({}) }),
-  /** Strategy name: round-robin, weighted, random, priority, or a custom one registered in code. */
+  /**
+   * Strategy name: round-robin, weighted, random, priority, least-connections, latency, p2c,
+   * least-tokens, cost, headroom, consistent-hash, or a custom one registered in code.
+   */
   strategy: Schema.optionalWith(Schema.String, { default: () => "round-robin" }),
   /** Upstream ids, in order. */
   upstreams: Schema.Array(Id).pipe(Schema.minItems(1)),
@@ -264,6 +313,10 @@ export const PoolConfig = Schema.Struct({
   sticky: Schema.optional(StickyConfig),
   /** Hedged streams (opt-in); see {@link HedgeConfig}. */
   hedge: Schema.optional(HedgeConfig),
+  /** Settings of the `cost` strategy; see {@link CostConfig}. */
+  cost: Schema.optional(CostConfig),
+  /** Settings of the `consistent-hash` strategy; see {@link ConsistentHashConfig}. */
+  consistentHash: Schema.optional(ConsistentHashConfig),
   /** Completion tokens reserved against TPM budgets when a request sets no `max_tokens`. */
   defaultMaxTokens: Schema.optionalWith(PositiveInt, { default: () => 1024 })
 })
@@ -771,6 +824,7 @@ const serverProblems = (config: ConfigFile): Array<string> => {
     problems.push(
       "server.priorities: not used once server.auth.keys are set; give each key its priority in server.auth.keys[].priority"
     )
+  problems.push(...qualityProblems(config))
   if (config.server.audit.sink === "file" && config.server.audit.path === undefined)
     problems.push("server.audit.path: required when server.audit.sink is 'file'; name the audit file")
   return problems
@@ -785,6 +839,21 @@ const hedgeProblems = (config: ConfigFile): Array<string> =>
         ]
       : []
   )
+
+/** A pool's `cost.minQuality` needs a `quality` on every upstream of the pool, or it could not be judged. */
+const qualityProblems = (config: ConfigFile): Array<string> => {
+  const problems: Array<string> = []
+  const quality = new Map(config.upstreams.map((u) => [u.id, u.quality]))
+  config.pools.forEach((pool, i) => {
+    if (pool.cost?.minQuality === undefined) return
+    const unrated = pool.upstreams.filter((id) => quality.has(id) && quality.get(id) === undefined)
+    if (unrated.length > 0)
+      problems.push(
+        `pools[${i}].cost.minQuality: upstream${unrated.length > 1 ? "s" : ""} ${unrated.map((id) => `'${id}'`).join(", ")} of the pool state${unrated.length > 1 ? "" : "s"} no quality; give each a quality from 0 to 1, or remove minQuality`
+      )
+  })
+  return problems
+}
 
 /** {@link crossCheck} on a document that failed to decode: only the entries shaped well enough to check. */
 const crossCheckRaw = (input: unknown, options: DecodeOptions): Array<string> => {

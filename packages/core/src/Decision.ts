@@ -45,6 +45,11 @@ export interface Decision {
   /** The pool of the last attempt. */
   readonly pool: string
   readonly strategy: string
+  /**
+   * The scores the strategy gave upstreams on the last selection, by upstream id, when it scores
+   * (what it compared: in flight per weight, milliseconds, dollars...; the strategy's docs say which).
+   */
+  readonly scores: Readonly<Record<string, number>> | undefined
   /** Upstreams that were candidates on the first selection. */
   readonly candidates: ReadonlyArray<string>
   /** Every upstream left out, with the stage and reason (one entry per upstream and reason). */
@@ -102,6 +107,11 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   }
   if (d.upstream !== undefined) attributes["sluice.upstream"] = d.upstream
   if (d.sticky !== undefined) attributes["sluice.sticky"] = d.sticky
+  if (d.scores !== undefined) {
+    const scores: Array<string> = []
+    for (const id in d.scores) scores.push(`${id}=${d.scores[id]}`)
+    attributes["sluice.strategy.scores"] = scores
+  }
   if (d.inputTokens !== undefined) attributes["gen_ai.usage.input_tokens"] = d.inputTokens
   if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
   if (d.error !== undefined) attributes["sluice.error"] = d.error
@@ -134,6 +144,7 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   queueWaitMs = 0
   backoffMs = 0
   sticky: Decision["sticky"] = undefined
+  scores: Decision["scores"] = undefined
   promptTokensCounted = false
   inputTokens: number | undefined = undefined
   outputTokens: number | undefined = undefined

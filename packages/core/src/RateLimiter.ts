@@ -29,6 +29,7 @@ import type { Exclusion } from "./Errors.js"
 import * as Guard from "./Guard.js"
 import type { RateLimitInfo } from "./Provider.js"
 import { StateStore } from "./StateStore.js"
+import type { Local } from "./StateStore.js"
 import type * as Topology from "./Topology.js"
 import { withLast, withoutRow, withRow } from "./internal/rows.js"
 
@@ -285,6 +286,31 @@ const headroomOf = (stored: Stored, upstream: Topology.Upstream): number | undef
   let headroom = tpm === undefined ? undefined : Math.max(0, tpm - sum(stored.window, 3))
   if (stored.tokens !== undefined) headroom = Math.min(headroom ?? Infinity, Math.max(0, stored.tokens.remaining))
   return headroom
+}
+
+/**
+ * The share (0 to 1) of `upstream`'s budgets left at `now`: the smaller of what its RPM and TPM
+ * windows have left, each capped by what the upstream last reported remaining; 0 while a 429's
+ * `Retry-After` holds it back; 1 when it has no `rpm` or `tpm` limit (or the rate limiter never saw
+ * it). Reads this instance's state without changing it (for strategies, on the hot path).
+ */
+export const shareLeft = (local: Local, upstream: Topology.Upstream, now: number): number => {
+  const { rpm, tpm } = upstream.limits
+  if (rpm === undefined && tpm === undefined) return 1
+  const current = local.peek<Stored>(keyOf(upstream.id))
+  if (current === undefined) return 1
+  const stored = settle(current, leaseOf(upstream), now)
+  if (stored.blocked !== undefined) return 0
+  let share = 1
+  if (rpm !== undefined) {
+    const left = rpm - sum(stored.window, 2)
+    share = Math.min(share, Math.min(left, stored.requests?.remaining ?? left) / rpm)
+  }
+  if (tpm !== undefined) {
+    const left = tpm - sum(stored.window, 3)
+    share = Math.min(share, Math.min(left, stored.tokens?.remaining ?? left) / tpm)
+  }
+  return Math.max(0, share)
 }
 
 /** What an admission needs to know of a request. */

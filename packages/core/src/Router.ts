@@ -26,6 +26,7 @@ import * as HedgeStage from "./Hedge.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
 import * as LatencyAverage from "./internal/latency.js"
 import { Request } from "./internal/request.js"
+import { prefixHashOf } from "./internal/prefix.js"
 import * as Streaming from "./internal/stream.js"
 import { Matcher } from "./Matcher.js"
 import type { Answer } from "./Provider.js"
@@ -204,7 +205,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
   const provider = yield* Provider
   const store = yield* StateStore
   const select = SelectStage.make(guards, strategy, store.local)
-  const attempt = AttemptStage.make(guards, provider, store.local)
+  const attempt = AttemptStage.make(guards, provider, store.local, strategy.live !== false)
   const queue = QueueStage.make(guards, select.soonestFree)
   const p: Pipeline = {
     matcher,
@@ -514,6 +515,7 @@ const chatStream = (
 
 /** A chat request's prompt, counted by the pipeline's counter (a class: no closures per request). */
 class ChatPrompt implements Prompt {
+  private prefix: number | undefined | null = null
   constructor(
     private readonly counter: TokenCounterService,
     private readonly chat: ChatCompletionRequest
@@ -523,6 +525,10 @@ class ChatPrompt implements Prompt {
   }
   exact(model: string) {
     return this.counter.count(this.chat, model)
+  }
+  prefixHash() {
+    if (this.prefix === null) this.prefix = prefixHashOf(this.chat)
+    return this.prefix
   }
 }
 

@@ -12,9 +12,10 @@ import { Effect } from "effect"
 import type { Exclusion } from "./Errors.js"
 import type { Attempt, Guard, RequestInfo } from "./Guard.js"
 import type { Request } from "./internal/request.js"
+import * as Live from "./Live.js"
 import { needsExact } from "./TokenCounter.js"
 import type * as StateStore from "./StateStore.js"
-import type { Service as Strategy } from "./Strategy.js"
+import type { Choice, Selection, Service as Strategy } from "./Strategy.js"
 import { nameOf } from "./Strategy.js"
 import type { Pool, Upstream } from "./Topology.js"
 
@@ -113,9 +114,51 @@ const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number): Atte
   attempt
 })
 
+/**
+ * What the strategy is handed: the request's figures, the live view, and what only some strategies
+ * need (the session key without `sticky`, the prefix hash) read when asked. A class, so a selection
+ * allocates no closures.
+ */
+class Choosing implements Selection {
+  readonly model: string
+  readonly attempt: number
+  readonly promptTokens: number
+  readonly reservedOutputTokens: number
+  readonly stream: boolean
+  readonly now: number
+  readonly random: () => number
+
+  constructor(
+    readonly pool: Pool,
+    readonly candidates: readonly [Upstream, ...Array<Upstream>],
+    readonly live: Live.View,
+    private readonly request: Request,
+    private readonly info: RequestInfo
+  ) {
+    this.model = request.match.model
+    this.attempt = request.attempts + 1
+    this.promptTokens = info.promptTokens
+    this.reservedOutputTokens = info.reservedOutputTokens
+    this.stream = request.stream
+    this.now = request.now
+    this.random = request.random
+  }
+
+  get sessionKey(): string | undefined {
+    const options = this.request.options
+    return this.info.sessionKey ?? options?.sessionKey ?? options?.headers?.["x-session-id"]
+  }
+
+  prefixHash(): number | undefined {
+    return this.request.prompt.prefixHash?.()
+  }
+}
+
 /** Makes the stage over the pipeline's guards, strategy and this instance's state. */
 export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: StateStore.Local): Service => {
   const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
+  // One reader for every selection: `select` is synchronous, so setting its moment before each is safe.
+  const live = Live.make(local)
 
   /** The first guard's exclusion of `upstream`, or undefined when all let it through. */
   const checkAll = (upstream: Upstream, info: RequestInfo, request: Request): Exclusion | undefined => {
@@ -174,17 +217,17 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         request.decision.sticky ??= "miss"
       }
     }
-    const chosen = strategy.select({
-      pool,
-      candidates: candidates as unknown as readonly [Upstream, ...Array<Upstream>],
-      model: request.match.model,
-      attempt: request.attempts + 1,
-      promptTokens: request.count.tokens,
-      sessionKey: key,
-      now: request.now,
-      random: request.random
-    })
-    if (candidates.includes(chosen)) return chosen
+    live.now = request.now
+    // A strategy's bug may return nothing at all: it is caught below.
+    const choice: Choice | undefined = strategy.select(
+      new Choosing(pool, candidates as unknown as readonly [Upstream, ...Array<Upstream>], live, request, info)
+    )
+    let chosen: Upstream | undefined
+    if (choice !== undefined && "scores" in choice) {
+      chosen = choice.upstream
+      request.decision.scores = choice.scores
+    } else chosen = choice
+    if (chosen !== undefined && candidates.includes(chosen)) return chosen
     // A strategy's bug must not send a request where the stages excluded it (disabled, unhealthy,
     // over budget): the first candidate serves instead, and the log says why.
     const name = nameOf(strategy, pool)

@@ -31,6 +31,12 @@ export interface Local {
    * writes nothing back). State must be JSON-serialisable, so a shared store can replicate it.
    */
   readonly modify: <S, A>(key: string, f: (current: S | undefined) => readonly [A, S | undefined]) => A
+  /**
+   * The structured state under `key` as {@link modify} last left it, without changing it: a read
+   * that allocates nothing (strategies read the live state of every candidate this way). Treat it as
+   * immutable.
+   */
+  readonly peek: <S>(key: string) => S | undefined
   /** Reads a value; a value past its expiry (epoch ms, compared with `now`) reads as undefined. */
   readonly get: (key: string, now: number) => string | undefined
   /** Writes a value that expires `ttlMs` after `now` (never, without `ttlMs`). */
@@ -95,6 +101,7 @@ export const makeMemory: Effect.Effect<Service> = Effect.sync(() => {
       } else if (next !== current) states.set(key, next)
       return result
     },
+    peek: <S>(key: string): S | undefined => states.get(key) as S | undefined,
     get: (key, now) => {
       const entry = values.get(key)
       if (entry === undefined) return undefined

@@ -41,6 +41,8 @@ export interface Upstream {
    */
   readonly capabilities: ReadonlyArray<SluiceConfig.Capability> | undefined
   readonly pricing: { readonly inputPerMillion: number; readonly outputPerMillion: number } | undefined
+  /** How good its answers are, 0 to 1, when the config says (`quality`). */
+  readonly quality?: number | undefined
   readonly timeoutMs: number
   readonly headers: Readonly<Record<string, string>>
   /**
@@ -70,6 +72,10 @@ export interface Pool {
   readonly sticky: SluiceConfig.StickyConfig | undefined
   /** Hedged streams; undefined (the default) hedges nothing. */
   readonly hedge: SluiceConfig.HedgeConfig | undefined
+  /** Settings of the `cost` strategy, when the config has them. */
+  readonly cost?: SluiceConfig.CostConfig | undefined
+  /** Settings of the `consistent-hash` strategy, when the config has them. */
+  readonly consistentHash?: SluiceConfig.ConsistentHashConfig | undefined
   /** Completion tokens reserved when a request sets no `max_tokens`. */
   readonly defaultMaxTokens: number
 }
@@ -136,6 +142,7 @@ export const fromConfig = (
         contextWindow: u.contextWindow,
         capabilities: capabilitiesOf(u.capabilities, kind?.capabilities),
         pricing: u.pricing,
+        quality: u.quality,
         timeoutMs: u.timeoutMs,
         headers: u.headers ?? {},
         simulated: simulated.has(u.provider),
@@ -165,6 +172,8 @@ export const fromConfig = (
         retry: p.retry ?? defaults.retry,
         sticky: p.sticky,
         hedge: p.hedge,
+        cost: p.cost,
+        consistentHash: p.consistentHash,
         defaultMaxTokens: p.defaultMaxTokens
       })
     }

@@ -25,6 +25,10 @@ const recordingStore = (seen: Array<string>) =>
             seen.push(key)
             return memory.local.modify<S, A>(key, recorded(f))
           },
+          peek: <S>(key: string) => {
+            seen.push(key)
+            return memory.local.peek<S>(key)
+          },
           get: (key, now) => {
             seen.push(key)
             return memory.local.get(key, now)

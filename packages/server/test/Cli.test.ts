@@ -214,7 +214,7 @@ describe("sluice serve", () => {
       expect(Exit.isFailure(exit)).toBe(true)
       expect(problems).toEqual([
         "upstreams[1].weight: Expected a positive number, actual -3",
-        "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority",
+        "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority, least-connections, latency, p2c, least-tokens, cost, headroom, consistent-hash",
         "pools[0].upstreams[3]: unknown upstream 'gone'; known: a, b, c",
         "pools[0].fallback: fallback chain has a cycle: p -> p",
         "server.priorities[0].apiKeyEnv: environment variable SLUICE_CLI_TEAM_KEY is not set",

@@ -155,7 +155,7 @@ describe("config files", () => {
     const result = ConfigFile.parse(yaml, "my.yaml")
     expect(Either.isLeft(result) && result.left.problems).toEqual([
       "upstreams[0].baseUrl: required for provider 'azure'",
-      "pools[0].strategy: unknown strategy 'cheapest'; known: round-robin, weighted, random, priority",
+      "pools[0].strategy: unknown strategy 'cheapest'; known: round-robin, weighted, random, priority, least-connections, latency, p2c, least-tokens, cost, headroom, consistent-hash",
       "pools[0].upstreams[1]: unknown upstream 'w'; known: u"
     ])
     const custom = ConfigFile.parse(
@@ -220,7 +220,7 @@ describe("config files", () => {
     })
     expect(Either.isLeft(result) && result.left.problems).toEqual([
       "upstreams[1].baseUrl: required for provider 'openai-compatible'",
-      "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority"
+      "pools[0].strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority, least-connections, latency, p2c, least-tokens, cost, headroom, consistent-hash"
     ])
   })
 

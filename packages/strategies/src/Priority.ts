@@ -14,6 +14,7 @@ export const name = "priority"
 /** The strategy: the first candidate, always. Holds no state. */
 export const service: Strategy.Service = Strategy.Strategy.of({
   name,
+  live: false,
   select: (selection) => selection.candidates[0]
 })
 

@@ -17,6 +17,7 @@ export const name = "random"
  */
 export const service: Strategy.Service = Strategy.Strategy.of({
   name,
+  live: false,
   // Two passes over the candidates instead of an array of weights: it runs on every request.
   select: (selection) => {
     const { candidates } = selection

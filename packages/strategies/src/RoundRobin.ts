@@ -25,6 +25,7 @@ export const make: Effect.Effect<Strategy.Service, never, StateStore.StateStore>
   ({ local }) =>
     Strategy.Strategy.of({
       name,
+      live: false,
       select: (selection) => {
         const { candidates } = selection
         if (candidates.length === 1) return candidates[0]

@@ -58,6 +58,7 @@ export const make: Effect.Effect<Strategy.Service, never, StateStore.StateStore>
     const scheduleFor = scheduleCache(scheduleCacheSize)
     return Strategy.Strategy.of({
       name,
+      live: false,
       select: (selection) => {
         const { candidates, pool } = selection
         if (candidates.length === 1) return candidates[0]

@@ -1,4 +1,11 @@
 /** Sluice selection strategies, each a Layer for core's `Strategy` service, plus the per-pool registry. */
+export * as ConsistentHash from "./ConsistentHash.js"
+export * as Cost from "./Cost.js"
+export * as Headroom from "./Headroom.js"
+export * as Latency from "./Latency.js"
+export * as LeastConnections from "./LeastConnections.js"
+export * as LeastTokens from "./LeastTokens.js"
+export * as P2C from "./P2C.js"
 export * as Priority from "./Priority.js"
 export * as Random from "./Random.js"
 export * as RoundRobin from "./RoundRobin.js"

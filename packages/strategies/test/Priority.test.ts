@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Strategy } from "@sluice/core"
 import { Effect } from "effect"
 import { Priority } from "../src/index.js"
-import { picks, poolOf, selection, upstreams } from "./fixtures.js"
+import { pick, picks, poolOf, selection, upstreams } from "./fixtures.js"
 
 describe("Priority", () => {
   const pool = poolOf("chat", upstreams({ primary: 1, secondary: 5, tertiary: 1 }), "priority")
@@ -19,7 +19,7 @@ describe("Priority", () => {
     Effect.gen(function* () {
       const strategy = yield* Priority.make
       const [, secondary, tertiary] = pool.upstreams
-      expect(strategy.select(selection(pool, { candidates: [secondary!, tertiary!] })).id).toBe("secondary")
+      expect(pick(strategy, selection(pool, { candidates: [secondary!, tertiary!] }))).toBe("secondary")
     })
   )
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { StateStore, Strategy } from "@sluice/core"
 import { Effect } from "effect"
 import { RoundRobin } from "../src/index.js"
-import { picks, poolOf, selection, upstreams } from "./fixtures.js"
+import { pick, picks, poolOf, selection, upstreams } from "./fixtures.js"
 
 describe("RoundRobin", () => {
   const pool = poolOf("chat", upstreams({ a: 1, b: 1, c: 1 }))
@@ -21,7 +21,7 @@ describe("RoundRobin", () => {
       const second = yield* RoundRobin.make
       const ids: Array<string> = []
       for (let i = 0; i < 6; i++) {
-        ids.push((i % 2 === 0 ? first : second).select(selection(pool)).id)
+        ids.push(pick(i % 2 === 0 ? first : second, selection(pool)))
       }
       expect(ids).toEqual(["a", "b", "c", "a", "b", "c"])
     }).pipe(Effect.provide(StateStore.layerMemory))
@@ -31,10 +31,10 @@ describe("RoundRobin", () => {
     Effect.gen(function* () {
       const strategy = yield* RoundRobin.make
       const other = poolOf("embed", upstreams({ x: 1, y: 1 }))
-      expect(strategy.select(selection(pool)).id).toBe("a")
-      expect(strategy.select(selection(other)).id).toBe("x")
-      expect(strategy.select(selection(pool)).id).toBe("b")
-      expect(strategy.select(selection(other)).id).toBe("y")
+      expect(pick(strategy, selection(pool))).toBe("a")
+      expect(pick(strategy, selection(other))).toBe("x")
+      expect(pick(strategy, selection(pool))).toBe("b")
+      expect(pick(strategy, selection(other))).toBe("y")
     }).pipe(Effect.provide(StateStore.layerMemory))
   )
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Config, StateStore, Strategy, Topology } from "@sluice/core"
 import { Array as Arr, Effect, Layer } from "effect"
 import { Strategies } from "../src/index.js"
-import { picks, poolOf, selection, upstreams } from "./fixtures.js"
+import { pick, picks, poolOf, selection, upstreams } from "./fixtures.js"
 
 const provided = (pools: ReadonlyArray<Topology.Pool>, custom?: Record<string, Strategy.Service>) =>
   Strategies.layer(custom).pipe(Layer.provide(Topology.layerPools(pools)), Layer.provide(StateStore.layerMemory))
@@ -15,7 +15,19 @@ describe("Strategies", () => {
   const random = poolOf("random", members, "random")
 
   it("lists the built-in names", () => {
-    expect(Strategies.names).toEqual(["round-robin", "weighted", "random", "priority"])
+    expect(Strategies.names).toEqual([
+      "round-robin",
+      "weighted",
+      "random",
+      "priority",
+      "least-connections",
+      "latency",
+      "p2c",
+      "least-tokens",
+      "cost",
+      "headroom",
+      "consistent-hash"
+    ])
   })
 
   it.effect("serves each pool with the strategy its config names", () =>
@@ -24,7 +36,7 @@ describe("Strategies", () => {
       expect(picks(strategy, selection(rr), 4).join("")).toBe("abca")
       expect(picks(strategy, selection(weighted), 7).join("")).toBe("aabacaa")
       expect(picks(strategy, selection(priority), 3).join("")).toBe("aaa")
-      expect(members.map((u) => u.id)).toContain(strategy.select(selection(random)).id)
+      expect(members.map((u) => u.id)).toContain(pick(strategy, selection(random)))
       expect([rr, weighted, priority, random].map((pool) => Strategy.nameOf(strategy, pool))).toEqual([
         "round-robin",
         "weighted",
@@ -43,7 +55,7 @@ describe("Strategies", () => {
       expect(error).toBeInstanceOf(Config.ConfigError)
       expect(error.source).toBe("config")
       expect(error.problems).toEqual([
-        "pools.fast.strategy: unknown strategy 'fastest'; known: round-robin, weighted, random, priority"
+        `pools.fast.strategy: unknown strategy 'fastest'; known: ${Strategies.names.join(", ")}`
       ])
     })
   )
@@ -71,7 +83,7 @@ describe("Strategies", () => {
         Effect.flip
       )
       expect(error.problems).toEqual([
-        "pools.x.strategy: unknown strategy 'nope'; known: round-robin, weighted, random, priority, mine"
+        `pools.x.strategy: unknown strategy 'nope'; known: ${Strategies.names.join(", ")}, mine`
       ])
     })
   )

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { StateStore, Strategy } from "@sluice/core"
 import { Effect } from "effect"
 import { Weighted } from "../src/index.js"
-import { picks, poolOf, selection, tally, upstreams } from "./fixtures.js"
+import { pick, picks, poolOf, selection, tally, upstreams } from "./fixtures.js"
 
 describe("Weighted", () => {
   const nginx = poolOf("chat", upstreams({ a: 5, b: 1, c: 1 }), "weighted")
@@ -65,7 +65,7 @@ describe("Weighted", () => {
       const second = yield* Weighted.make
       const ids: Array<string> = []
       for (let i = 0; i < 7; i++) {
-        ids.push((i % 2 === 0 ? first : second).select(selection(nginx)).id)
+        ids.push(pick(i % 2 === 0 ? first : second, selection(nginx)))
       }
       expect(ids.join("")).toBe("aabacaa")
     }).pipe(Effect.provide(StateStore.layerMemory))

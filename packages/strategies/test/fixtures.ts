@@ -1,4 +1,4 @@
-import { Strategy, Topology } from "@sluice/core"
+import { Live, StateStore, Strategy, Topology } from "@sluice/core"
 import { Array as Arr, Effect, Random } from "effect"
 
 /** Upstreams named by id, each with the given weight. */
@@ -20,32 +20,59 @@ export const seeded = (seed: unknown): (() => number) => {
   return () => Effect.runSync(random.next)
 }
 
+/** What a test may set of a selection beyond its pool. */
+export interface SelectionOptions {
+  /** Default: all the pool's upstreams. */
+  readonly candidates?: ReadonlyArray<Topology.Upstream>
+  /** Seed of `random` (default 0). */
+  readonly seed?: unknown
+  /** The state its live view reads (default: a fresh memory store). */
+  readonly local?: StateStore.Local
+  readonly now?: number
+  readonly promptTokens?: number
+  readonly reservedOutputTokens?: number
+  readonly stream?: boolean
+  readonly sessionKey?: string
+  readonly prefixHash?: number
+}
+
+/** A fresh memory store's `local` state, synchronously. */
+export const memoryLocal = (): StateStore.Local => Effect.runSync(StateStore.makeMemory).local
+
 /**
  * A first-attempt selection at time 0 among `candidates` (default: all the pool's upstreams). Its
- * `random` draws from `Random.make(seed)` (default seed 0), one draw after another across picks.
+ * `random` draws from `Random.make(seed)` (default seed 0), one draw after another across picks; its
+ * live view reads `local` (default: a fresh memory store) at `now`.
  */
-export const selection = (
-  pool: Topology.Pool,
-  options: { readonly candidates?: ReadonlyArray<Topology.Upstream>; readonly seed?: unknown } = {}
-): Strategy.Selection => {
+export const selection = (pool: Topology.Pool, options: SelectionOptions = {}): Strategy.Selection => {
   const candidates = options.candidates ?? pool.upstreams
   if (!Arr.isNonEmptyReadonlyArray(candidates)) throw new Error("a selection needs at least one candidate")
+  const now = options.now ?? 0
+  const prefix = options.prefixHash
   return {
     pool,
     candidates,
     model: pool.models[0] ?? "model",
     attempt: 1,
-    promptTokens: 0,
-    sessionKey: undefined,
-    now: 0,
-    random: seeded(options.seed ?? 0)
+    promptTokens: options.promptTokens ?? 0,
+    reservedOutputTokens: options.reservedOutputTokens ?? pool.defaultMaxTokens,
+    stream: options.stream ?? false,
+    sessionKey: options.sessionKey,
+    prefixHash: () => prefix,
+    now,
+    random: seeded(options.seed ?? 0),
+    live: Live.make(options.local ?? memoryLocal(), now)
   }
 }
+
+/** The id of the upstream a strategy picks. */
+export const pick = (strategy: Strategy.Service, select: Strategy.Selection): string =>
+  Strategy.chosen(strategy.select(select)).id
 
 /** The ids of `count` consecutive picks. */
 export const picks = (strategy: Strategy.Service, select: Strategy.Selection, count: number): Array<string> => {
   const ids: Array<string> = []
-  for (let i = 0; i < count; i++) ids.push(strategy.select(select).id)
+  for (let i = 0; i < count; i++) ids.push(pick(strategy, select))
   return ids
 }
 

@@ -1,19 +1,29 @@
 /**
- * Decayed latency per upstream: how long its whole answers took, and apart from that how long its
- * streams took to their first content, as averages that forget with time (half of an old average's
- * weight goes every {@link HALF_LIFE_MS}), kept in the state store beside the guards' state.
+ * Decayed latency per upstream: how long its whole answers took, apart from that how long its
+ * streams took to their first content, and how long its successful attempts took per output token,
+ * as averages that forget with time (half of an old average's weight goes every
+ * {@link HALF_LIFE_MS}), kept in the state store beside the guards' state.
  */
 import type { Local } from "../StateStore.js"
+import { keyCache } from "./keys.js"
 
-/** A decayed average: milliseconds, when it was last updated (epoch ms), and how many samples it saw. */
+/**
+ * A decayed average: milliseconds, when it was last updated (epoch ms), how many samples it saw, and
+ * its peak: the worst recent sample, jumped to at once and forgotten as the average is (peak-EWMA, as
+ * Finagle and tower balance by), so one slow answer counts at once.
+ */
 export interface Decayed {
   readonly ms: number
   readonly at: number
   readonly samples: number
+  readonly peak: number
 }
 
-/** What is averaged: a whole answer's latency, or a stream's time to its first content. */
-export type Kind = "answer" | "first-content"
+/**
+ * What is averaged: a whole answer's latency, a stream's time to its first content, or a successful
+ * attempt's latency per output token (answers and streams alike, when the upstream reported usage).
+ */
+export type Kind = "answer" | "first-content" | "per-output-token"
 
 /** After this long, an old average weighs half of what it did. */
 export const HALF_LIFE_MS = 10_000
@@ -21,14 +31,32 @@ export const HALF_LIFE_MS = 10_000
 /** The most an old average keeps against a new sample, however soon after it comes. */
 const MAX_KEPT = 0.9
 
-const keyOf = (kind: Kind, upstreamId: string) => `latency:${kind}:${upstreamId}`
+const keys = {
+  answer: keyCache("latency:answer:"),
+  "first-content": keyCache("latency:first-content:"),
+  "per-output-token": keyCache("latency:per-output-token:")
+}
+
+const keyOf = (kind: Kind, upstreamId: string): string => keys[kind](upstreamId)
 
 /** The average after one more sample of `ms` at `now`. */
 export const decayed = (current: Decayed | undefined, ms: number, now: number): Decayed => {
-  if (current === undefined) return { ms, at: now, samples: 1 }
+  if (current === undefined) return { ms, at: now, samples: 1, peak: ms }
   const kept = Math.min(MAX_KEPT, Math.pow(0.5, Math.max(0, now - current.at) / HALF_LIFE_MS))
-  return { ms: kept * current.ms + (1 - kept) * ms, at: now, samples: current.samples + 1 }
+  return {
+    ms: kept * current.ms + (1 - kept) * ms,
+    at: now,
+    samples: current.samples + 1,
+    peak: ms >= current.peak ? ms : kept * current.peak + (1 - kept) * ms
+  }
 }
+
+/**
+ * How much of an average's own value still holds `ageMs` after its last sample (1 when fresh, ½ one
+ * half-life later): strategies lean an old average toward a neutral value by the rest, so an
+ * upstream judged slow long ago gets tried again.
+ */
+export const weightAfter = (ageMs: number): number => (ageMs <= 0 ? 1 : Math.pow(0.5, ageMs / HALF_LIFE_MS))
 
 /** Records a sample. Synchronous: one state update, no Effect. */
 export const record = (local: Local, kind: Kind, upstreamId: string, ms: number, now: number): void =>
@@ -36,4 +64,4 @@ export const record = (local: Local, kind: Kind, upstreamId: string, ms: number,
 
 /** The current average, if the upstream has answered at all. */
 export const read = (local: Local, kind: Kind, upstreamId: string): Decayed | undefined =>
-  local.modify<Decayed, Decayed | undefined>(keyOf(kind, upstreamId), (current) => [current, current])
+  local.peek<Decayed>(keyOf(kind, upstreamId))

@@ -38,6 +38,8 @@ export interface RouteOptions {
 export interface Prompt {
   readonly estimate: (poolModel: string) => Count
   readonly exact: (poolModel: string) => Effect.Effect<Count>
+  /** A hash of the prompt's prefix, for strategies that key on it (see `Strategy.Selection.prefixHash`). */
+  readonly prefixHash?: () => number | undefined
 }
 
 /** Where a pass over the fallback chain stands. */

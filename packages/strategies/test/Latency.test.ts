@@ -1,0 +1,46 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Live } from "@sluice/core"
+import { Latency } from "../src/index.js"
+import { memoryLocal, pick, poolOf, selection, upstreams } from "./fixtures.js"
+
+describe("Latency", () => {
+  const strategy = Latency.service
+  const pool = poolOf("chat", upstreams({ fast: 1, slow: 1 }), "latency")
+  const slow = pool.upstreams[1]!
+
+  it("takes the lowest decayed latency, and for a stream the lowest time to first content", () => {
+    const local = memoryLocal()
+    Live.recordLatency(local, "answer", "fast", 100, 0)
+    Live.recordLatency(local, "answer", "slow", 900, 0)
+    Live.recordLatency(local, "first-content", "fast", 800, 0)
+    Live.recordLatency(local, "first-content", "slow", 50, 0)
+    expect(pick(strategy, selection(pool, { local }))).toBe("fast")
+    expect(pick(strategy, selection(pool, { local, stream: true }))).toBe("slow")
+    const choice = strategy.select(selection(pool, { local }))
+    expect("scores" in choice && choice.scores).toEqual({ fast: 100, slow: 900 })
+  })
+
+  it("explores an upstream without a sample, one request at a time", () => {
+    const local = memoryLocal()
+    Live.recordLatency(local, "answer", "fast", 100, 0)
+    expect(pick(strategy, selection(pool, { local }))).toBe("slow")
+    // Its first request is in flight: the next requests wait for its sample.
+    Live.started(local, "slow", 10)
+    expect(pick(strategy, selection(pool, { local }))).toBe("fast")
+  })
+
+  it("tries a recovered upstream again once its old average has aged below the best one's", () => {
+    const local = memoryLocal()
+    Live.recordLatency(local, "answer", "slow", 1000, 0)
+    // `fast` keeps serving at 100 ms; `slow`'s 1000 ms halves every 10 s while it is idle.
+    for (const now of [0, 10_000, 20_000, 30_000]) {
+      Live.recordLatency(local, "answer", "fast", 100, now)
+      expect(pick(strategy, selection(pool, { local, now }))).toBe("fast")
+    }
+    Live.recordLatency(local, "answer", "fast", 100, 40_000)
+    expect(pick(strategy, selection(pool, { local, now: 40_000 }))).toBe("slow")
+    // While that probe is in flight, its old average counts as it is: one probe, not a stampede.
+    Live.started(local, slow.id, 10)
+    expect(pick(strategy, selection(pool, { local, now: 40_000 }))).toBe("fast")
+  })
+})

@@ -15,6 +15,7 @@ import { Cause, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option } from 
 import type { Admitted, Service as AttemptStage } from "./Attempt.js"
 import type { Hedge as HedgeRecord } from "./Decision.js"
 import type { UpstreamError } from "./Errors.js"
+import * as Latency from "./internal/latency.js"
 import type { Race, Request } from "./internal/request.js"
 import type { Service as SelectStage } from "./Select.js"
 import type { Local } from "./StateStore.js"
@@ -101,6 +102,13 @@ const count = (local: Local, pool: Pool, now: number, request: boolean, hedge: b
     return [allowed, { since: budget.since, requests, hedges: budget.hedges + (allowed ? 1 : 0) }]
   })
 
+/** Whether the pool's budget has room for one more hedge at `now`: a read, nothing counted. */
+const allows = (local: Local, pool: Pool, now: number): boolean => {
+  const budget = local.peek<Budget>(`hedge:${pool.id}`)
+  if (budget === undefined || now - budget.since >= WINDOW_MS) return false
+  return (budget.hedges + 1) * 100 <= pool.hedge!.maxExtraPercent * budget.requests
+}
+
 /** The exit of whichever fiber of two ends first with a value, else of `first` once both have failed. */
 const firstSuccess = <A, E>(
   first: Fiber.RuntimeFiber<A, E>,
@@ -170,6 +178,8 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
     const pool = admitted.attempt.pool
     const now = request.tick().now
     const alone = Effect.flatten(awaitIn(request, primary))
+    // Over the budget, no hedge is even chosen.
+    if (!allows(local, pool, now)) return alone
     const chosen = select.another(request)
     if (chosen === undefined) return Effect.zipRight(request.flush(), alone)
     const second = attempt.admit(request, chosen)
@@ -177,11 +187,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
       request.decision.exclude(second)
       return Effect.zipRight(request.flush(), alone)
     }
-    if (!count(local, pool, now, false, true)) {
-      // Over the budget: the admission is given back, as an attempt never sent.
-      attempt.finish(request, second, { _tag: "NotSent", latencyMs: 0 })
-      return Effect.zipRight(request.flush(), alone)
-    }
+    count(local, pool, now, false, true)
     const record: Record_ = {
       primary: admitted.attempt.upstream.id,
       hedge: chosen.upstream.id,
@@ -195,7 +201,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
       const both = [primary, other] as const
       return Effect.flatMap(
         Effect.onInterrupt(request.restore(firstSuccess(primary, other)), () => Fiber.interruptAll(both)),
-        (exit) => settle(request, record, both, [admitted, second], exit)
+        (exit) => settle(local, request, record, both, [admitted, second], exit)
       )
     })
   }
@@ -205,10 +211,16 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
 
 /**
  * Ends a race: cancels the loser (its attempt finishes, interrupted, and gives its reservations
- * back) and says in the record who won and why the other lost. When both failed, the hedge's
- * upstream is not tried again and the request fails as the hedged attempt did.
+ * back) and says in the record who won and why the other lost. A loser cancelled for being slower
+ * leaves what it taught of its time to first content: the time it had waited is a floor of the real
+ * one, a sample when above its average; below it the floor only confirms the average, which keeps
+ * its figures and starts its age again. Otherwise strategies that rank by latency would not learn
+ * what the hedges hide, and would send more to a slow upstream the older its figure grew.
+ * When both failed, the hedge's upstream is not tried again and the request fails as the hedged
+ * attempt did.
  */
 const settle = <A>(
+  local: Local,
   request: Request,
   record: Record_,
   fibers: readonly [Fiber.RuntimeFiber<A, UpstreamError>, Fiber.RuntimeFiber<A, UpstreamError>],
@@ -227,6 +239,14 @@ const settle = <A>(
   record.loser = attempts[loser].attempt.upstream.id
   const error = failureOf(fibers[loser].unsafePoll())
   record.reason = error === undefined ? "slower to first content; cancelled" : `failed first: ${error.message}`
+  if (error === undefined) {
+    const now = request.tick().now
+    const id = attempts[loser].attempt.upstream.id
+    const floor = Math.max(0, now - attempts[loser].startedAt)
+    if (floor > (Latency.read(local, "first-content", id)?.ms ?? 0))
+      Latency.record(local, "first-content", id, floor, now)
+    else Latency.touch(local, "first-content", id, now)
+  }
   return Effect.as(Fiber.interrupt(fibers[loser]), exit.value)
 }
 

@@ -93,6 +93,8 @@ describe("Hedge", () => {
         expect(routed.attempts).toBe(2)
         // The loser was cancelled at once: its connection closed and its reservation given back.
         expect(tap.closed).toEqual(["a"])
+        // What it waited counts as its time to first content (at least): a latency strategy learns.
+        expect((yield* Router.Router).latency?.("a").firstContent).toMatchObject({ ms: 150, samples: 1 })
         expect(log.released).toEqual([{ upstream: "a", outcome: { _tag: "Interrupted", latencyMs: 150 } }])
         expect(yield* Router.collect(routed)).toEqual([chunk("from b").data])
         const decision = yield* routed.decision

@@ -7,8 +7,8 @@
  * - (b) one upstream's latency rises tenfold halfway through;
  * - (c) one upstream fails 30% of requests;
  * - (d) 10× more load than the upstreams' summed quota (RPM / TPM limits the config mirrors);
- * - (e) many sessions, each with a long system prompt of its own, against upstreams whose prompt
- *   caches hold a third of them.
+ * - (e) 60 sessions, each with a long system prompt of its own, against upstreams whose prompt
+ *   caches hold 40 prefixes each: together they could keep every session, if each kept its own.
  *
  * Every request is a streamed chat completion. A row says, per strategy: latency (arrival to the
  * stream's end) and time to first token (arrival to first content), p50 and p99, of the streams
@@ -67,8 +67,15 @@ const systemPrompt = (s: number): Wire.ChatMessage => ({
   content: `You are the assistant of workspace ${s}. ${"Follow the workspace's style guide and cite its documents. ".repeat(80)}`
 })
 
-/** The session of the `i`th request of (e): a fixed shuffle, so sessions interleave. */
-const sessionOf = (i: number, sessions: number) => (i * 7919 + ((i * i) % 13)) % sessions
+/**
+ * The session of the `i`th request of (e): a hash of `i` (murmur3's finalizer), so sessions come in
+ * no order a rotation over the upstreams could fall in step with.
+ */
+const sessionOf = (i: number, sessions: number): number => {
+  let h = Math.imul(i ^ (i >>> 16), 0x85ebca6b)
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+  return ((h ^ (h >>> 16)) >>> 0) % sessions
+}
 
 /** The scenarios, (a) to (e). */
 export const scenarios: ReadonlyArray<Scenario> = [
@@ -119,7 +126,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
   {
     id: "d",
     title: "10x more load than the summed quota",
-    // One upstream held by its RPM, two by their TPM; a request costs 18 prompt + 32 completion tokens.
+    // One upstream held by its RPM, two by their TPM.
     upstreams: () =>
       [
         { id: "a", model: { rpm: 12, tpm: 4_000, latencyMs: 1_000 }, limits: { rpm: 12, tpm: 4_000 } },
@@ -127,8 +134,9 @@ export const scenarios: ReadonlyArray<Scenario> = [
         { id: "c", model: { rpm: 40, tpm: 800, latencyMs: 1_000 }, limits: { rpm: 40, tpm: 800 } }
       ].map((u) => ({ ...u, model: { ...u.model, completionTokens: COMPLETION, pricing: PRICE } })),
     minutes: 20,
-    // Σ min(rpm, ⌊tpm / 50⌋) = 12 + 10 + 16 = 38 a minute; ten times that.
-    perSecond: (10 * 38) / 60,
+    // A request costs the upstream 9 prompt + 32 completion tokens: Σ min(rpm, ⌊tpm / 41⌋) =
+    // 12 + 12 + 19 = 43 a minute; ten times that.
+    perSecond: (10 * 43) / 60,
     arrival: (i) => ({ request: chat(`Summarise report ${i % 10} now.`) }),
     queue: { maxSize: 50, maxWaitMs: 30_000 },
     // Overload is the point: a breaker must not mistake the limits for failures.
@@ -140,7 +148,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
     upstreams: () =>
       alike({}).map((u) => ({
         ...u,
-        model: { ...u.model, latencyMs: 600, cache: { minPrefixTokens: 256, maxEntries: 20, latencyFactor: 0.25 } }
+        model: { ...u.model, latencyMs: 600, cache: { minPrefixTokens: 256, maxEntries: 40, latencyFactor: 0.25 } }
       })),
     minutes: 60,
     perSecond: 4,

@@ -153,6 +153,12 @@ describe("Lab", () => {
       // A stream abandoned unread is never served.
       yield* Effect.scoped(lab.provider.chatStream(up("a"), call(request({ stream: true }))))
       expect(lab.stats("a")).toMatchObject({ served: 1 })
+      // With prices, an abandoned stream (a hedge's loser, say) still costs its prompt.
+      const priced = yield* Lab.make({
+        b: { completionTokens: 6, pricing: { inputPerMillion: 1e6, outputPerMillion: 2e6 } }
+      })
+      yield* Effect.scoped(priced.provider.chatStream(up("b"), call(request({ stream: true }))))
+      expect(priced.stats("b")).toMatchObject({ served: 0, costUsd: 13 })
     })
   )
 

@@ -15,7 +15,9 @@
  *    (`UpstreamError.rateLimits`): limit, remaining and reset, where reset is the time until the
  *    window next frees capacity; a 429 that names a wait adds it as `retryAfterMs`.
  * 3. fails with a 500 with probability `failureRate` (dice from Effect's `Random`, so seedable; the
- *    request stays counted, as upstreams count what they received).
+ *    request stays counted, as upstreams count what they received), once the time to first token it
+ *    would have taken has passed (step 5's draw, without a cache hit): an upstream fails after
+ *    working on the request, not before.
  * 4. looks its prompt cache up (`cache`): the prefix of a chat request — its tools and every message
  *    but the last — hits when the same prefix was seen within the cache's TTL.
  * 5. sleeps its time to first token (`Effect.sleep` on the `Clock`): `latencyMs`, plus a uniform
@@ -259,6 +261,7 @@ const receive = (bench: Bench, sim: Simulated, tokens: number): Effect.Effect<Re
     const rateLimits = rateLimitsOf(sim, now)
     if (failureRate > 0 && (yield* Random.next) < failureRate) {
       sim.failed++
+      yield* sleep((yield* timing(bench, sim, now, false, 0)).first)
       return yield* Errors.Failure.http(sim.id, 500, "HTTP 500: simulated failure", { rateLimits })
     }
     return { now, rateLimits }

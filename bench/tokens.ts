@@ -17,6 +17,7 @@ import { monitorEventLoopDelay } from "node:perf_hooks"
 import { setTimeout as sleep } from "node:timers/promises"
 import { TokenCounter } from "../packages/core/src/index.js"
 import type { Wire } from "../packages/core/src/index.js"
+import { seeded } from "./lib/random.js"
 
 const BARE_PROXY_US = 60
 const MODEL = "gpt-4o"
@@ -31,16 +32,6 @@ const ITERATIONS = (() => {
 
 // ---------------------------------------------------------------------------------------------------
 // Realistic text: prose with numbers and punctuation, now and then a list or a code snippet.
-
-const seeded = (seed: number) => {
-  let state = seed >>> 0 || 1
-  return () => {
-    state ^= state << 13
-    state ^= state >>> 17
-    state ^= state << 5
-    return (state >>> 0) / 4294967296
-  }
-}
 
 const WORDS = (
   "the of and to in is that for it with as was on be by this are from at or an which have not has but " +

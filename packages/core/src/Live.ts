@@ -29,13 +29,6 @@ export type LatencyKind = Latency.Kind
 /** After this long, an old average (latency, error rate, output tokens) weighs half of what it did. */
 export const HALF_LIFE_MS = Latency.HALF_LIFE_MS
 
-/**
- * How much of an average's own value still holds `ageMs` after its last sample (1 when fresh, ½ one
- * half-life later). A strategy leans an old average toward a neutral value by the rest, so that an
- * upstream judged slow long ago is tried again rather than starved by its old figure.
- */
-export const weightAfter = Latency.weightAfter
-
 /** Everything known of one candidate now (see {@link View.candidate}). */
 export interface Candidate {
   readonly upstream: string
@@ -60,7 +53,7 @@ export interface View {
   /**
    * The decayed average of `kind`: the time to a whole `answer`, a stream's time to its
    * `first-content`, or the time `per-output-token` of successful attempts; undefined before the
-   * first sample. Its `at` tells how old it is (see {@link weightAfter}), its `peak` the worst recent
+   * first sample. Its `at` tells how old it is, its `peak` the worst recent
    * sample.
    */
   readonly latency: (upstream: Upstream, kind: LatencyKind) => Decayed | undefined

@@ -137,7 +137,7 @@ class Choosing implements Selection {
   ) {
     this.model = request.match.model
     this.attempt = request.attempts + 1
-    this.promptTokens = info.promptTokens
+    this.promptTokens = request.count.tokens
     this.reservedOutputTokens = info.reservedOutputTokens
     this.stream = request.stream
     this.now = request.now
@@ -218,15 +218,15 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
       }
     }
     live.now = request.now
-    // A strategy's bug may return nothing at all: it is caught below.
-    const choice: Choice | undefined = strategy.select(
+    // A strategy's bug may return nothing, or no object at all: it is caught below.
+    const choice: Choice | null | undefined = strategy.select(
       new Choosing(pool, candidates as unknown as readonly [Upstream, ...Array<Upstream>], live, request, info)
     )
     let chosen: Upstream | undefined
-    if (choice !== undefined && "scores" in choice) {
+    if (typeof choice === "object" && choice !== null && "scores" in choice) {
       chosen = choice.upstream
       request.decision.scores = choice.scores
-    } else chosen = choice
+    } else chosen = choice ?? undefined
     if (chosen !== undefined && candidates.includes(chosen)) return chosen
     // A strategy's bug must not send a request where the stages excluded it (disabled, unhealthy,
     // over budget): the first candidate serves instead, and the log says why.

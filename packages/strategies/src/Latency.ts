@@ -4,10 +4,11 @@
  *
  * - A candidate with no sample yet is tried first (score 0), one request at a time: while that
  *   request is in flight it waits its turn (score ∞), so a burst does not all land on an unknown.
- * - A candidate with nothing in flight is judged by its average leaned toward 0 by its age (by
- *   half every `Live.HALF_LIFE_MS`): one found slow long ago is tried again once its figure falls
- *   below the best one's, and that one request brings a fresh sample. While it has a request in
- *   flight its average counts as it is, so the probe stays a single request.
+ * - A candidate whose last sample is older than {@link STALE_MS} (three half-lives of the averages)
+ *   and that has nothing in flight is explored again the same way: one found slow a while ago gets a
+ *   single probe request, whose answer refreshes its figure (an average that old keeps little weight
+ *   against a new sample), so an upstream that recovered is not starved by its old average. At most
+ *   one such probe per upstream every {@link STALE_MS} while another upstream is preferred.
  *
  * Ties are broken at random. The scores in the decision are the milliseconds compared.
  */
@@ -23,15 +24,22 @@ export const name = "latency"
 export const kindOf = (selection: Strategy.Selection): Live.LatencyKind =>
   selection.stream ? "first-content" : "answer"
 
+/** After this long without a sample, an idle candidate's average no longer counts: it is explored again. */
+export const STALE_MS = 3 * Live.HALF_LIFE_MS
+
+/** Whether `average` is missing or too old to judge an idle candidate by. */
+export const stale = (average: Live.Decayed | undefined, now: number): boolean =>
+  average === undefined || now - average.at > STALE_MS
+
 /**
- * A candidate's expected latency in milliseconds (the score): 0 to explore it, ∞ while its first
- * request is in flight, else its decayed average, leaned toward 0 by its age when it is idle.
+ * A candidate's expected latency in milliseconds (the score): 0 to explore it (no sample, or a stale
+ * one, and nothing in flight), ∞ while its first request is in flight, else its decayed average.
  */
 export const expected = (upstream: Topology.Upstream, selection: Strategy.Selection): number => {
   const average = selection.live.latency(upstream, kindOf(selection))
   const busy = selection.live.inFlight(upstream) > 0
   if (average === undefined) return busy ? Number.POSITIVE_INFINITY : 0
-  return busy ? average.ms : average.ms * Live.weightAfter(selection.now - average.at)
+  return !busy && stale(average, selection.now) ? 0 : average.ms
 }
 
 /** The strategy. Holds no state of its own: the averages are the live view's. */

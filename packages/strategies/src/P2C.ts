@@ -7,22 +7,27 @@
  * just looked best is not what every request piles onto.
  *
  * A candidate without a sample takes the other one's latency (then load and weight decide); with
- * neither, both count 1. An idle candidate's figure leans toward the other's with its age (by half
- * every `Live.HALF_LIFE_MS`), so one that was slow long ago is not starved by its old figure. Equal
- * costs are broken at random. The scores in the decision are the two costs compared.
+ * neither, both count 1. So does an idle candidate whose sample is older than `Latency.STALE_MS`:
+ * one that was slow a while ago is tried again on equal terms, and its answer refreshes its figure,
+ * rather than being starved by its old one. Equal costs are broken at random. The scores in the
+ * decision are the two costs compared.
  */
 import type { Topology } from "@sluice/core"
-import { Live, Strategy } from "@sluice/core"
+import { Strategy } from "@sluice/core"
 import { Effect, Layer } from "effect"
-import { kindOf } from "./Latency.js"
+import { kindOf, stale } from "./Latency.js"
 import { usableWeight } from "./internal/weights.js"
 
 /** The name pools use to pick this strategy (`strategy: p2c`), and the one recorded in decisions. */
 export const name = "p2c"
 
-/** `own` peak latency leaned toward `neutral` by its age; `neutral` itself without a sample. */
-const estimate = (own: Live.Decayed | undefined, neutral: number, now: number): number =>
-  own === undefined ? neutral : neutral + (own.peak - neutral) * Live.weightAfter(now - own.at)
+/** The latency a candidate is judged by: its peak, unless that is missing or stale while it is idle. */
+const judged = (upstream: Topology.Upstream, selection: Strategy.Selection): number | undefined => {
+  const own = selection.live.latency(upstream, kindOf(selection))
+  return own === undefined || (stale(own, selection.now) && selection.live.inFlight(upstream) === 0)
+    ? undefined
+    : own.peak
+}
 
 /** The cost of sending the request to `upstream` with latency `latency`. */
 const costOf = (upstream: Topology.Upstream, latency: number, selection: Strategy.Selection): number =>
@@ -62,18 +67,17 @@ const draw = (selection: Strategy.Selection, max: number, not: number): number =
 
 /** The lower-cost of two distinct random candidates, with both costs. */
 const choose = (selection: Strategy.Selection): Strategy.Choice => {
-  const { candidates, live } = selection
+  const { candidates } = selection
   if (candidates.length === 1) return candidates[0]
   const max = heaviestOf(selection.pool)
   const i = draw(selection, max, -1)
   const j = draw(selection, max, i)
   const a = candidates[i]!
   const b = candidates[j]!
-  const kind = kindOf(selection)
-  const la = live.latency(a, kind)
-  const lb = live.latency(b, kind)
-  const costA = costOf(a, estimate(la, lb?.peak ?? la?.peak ?? 1, selection.now), selection)
-  const costB = costOf(b, estimate(lb, la?.peak ?? lb?.peak ?? 1, selection.now), selection)
+  const la = judged(a, selection)
+  const lb = judged(b, selection)
+  const costA = costOf(a, la ?? lb ?? 1, selection)
+  const costB = costOf(b, lb ?? la ?? 1, selection)
   const chosen =
     costA < costB || Number.isNaN(costB)
       ? a

@@ -51,13 +51,6 @@ export const decayed = (current: Decayed | undefined, ms: number, now: number): 
   }
 }
 
-/**
- * How much of an average's own value still holds `ageMs` after its last sample (1 when fresh, ½ one
- * half-life later): strategies lean an old average toward a neutral value by the rest, so an
- * upstream judged slow long ago gets tried again.
- */
-export const weightAfter = (ageMs: number): number => (ageMs <= 0 ? 1 : Math.pow(0.5, ageMs / HALF_LIFE_MS))
-
 /** Records a sample. Synchronous: one state update, no Effect. */
 export const record = (local: Local, kind: Kind, upstreamId: string, ms: number, now: number): void =>
   local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [undefined, decayed(current, ms, now)])

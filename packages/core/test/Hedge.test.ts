@@ -152,6 +152,29 @@ describe("Hedge", () => {
     )
   })
 
+  it.effect("a client gone during the race cancels both attempts, each finished once", () => {
+    const { tap, layer } = scripted({ a: [{ contentAfterMs: 1_000 }], b: [{ contentAfterMs: 1_000 }] })
+    const log = guardLog()
+    return Effect.gen(function* () {
+      const fiber = yield* startStream
+      yield* TestClock.adjust("150 millis")
+      expect(tap.opened).toEqual(["a", "b"])
+      yield* Fiber.interrupt(fiber)
+      expect([...tap.closed].sort()).toEqual(["a", "b"])
+      expect(log.released.map((r) => [r.upstream, r.outcome._tag]).sort()).toEqual([
+        ["a", "Interrupted"],
+        ["b", "Interrupted"]
+      ])
+      // Nothing is left running: the clock moving on changes nothing.
+      yield* TestClock.adjust("5 seconds")
+      expect(log.released).toHaveLength(2)
+    }).pipe(
+      Effect.provide(
+        routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, guards: guards(recordingGuard(log)) })
+      )
+    )
+  })
+
   it.effect("a stream whose first content comes in time runs alone", () => {
     const { tap, layer } = scripted({ a: [{ contentAfterMs: 99 }], b: [{ contentAfterMs: 1 }] })
     return Effect.gen(function* () {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Strategy } from "@sluice/core"
-import { Effect, Layer } from "effect"
+import { Effect, Fiber, Layer, TestClock } from "effect"
 import * as LabScenarios from "../src/LabScenarios.js"
 
 /** A strategy of the test's own (this package knows none by name): each pick takes the next candidate. */
@@ -26,6 +26,18 @@ describe("LabScenarios", () => {
       const other = yield* run("a", { seed: 4 })
       expect(other.latency).not.toEqual(first.latency)
       expect(other.offered).toBe(first.offered)
+    })
+  )
+
+  it.effect("gives the same row on Effect's TestClock as in its own virtual time", () =>
+    Effect.gen(function* () {
+      // Half a minute of (b) hedged: a slow upstream, hedges racing, cancelled attempts.
+      const options = { minutes: 0.5, hedge: { afterMs: 280, maxExtraPercent: 10 } }
+      const virtual = yield* run("b", options)
+      expect(virtual.hedgedShare).toBeGreaterThan(0)
+      const fiber = yield* Effect.fork(run("b", { ...options, clock: "ambient" }))
+      yield* TestClock.adjust("2 minutes")
+      expect(yield* Fiber.join(fiber)).toEqual(virtual)
     })
   )
 

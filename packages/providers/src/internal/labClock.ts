@@ -1,22 +1,23 @@
 /**
  * The lab's virtual time: a `Clock` whose sleeps complete in time order, and a driver that runs a
- * program on Effect's `ControlledScheduler` and moves the clock to the next sleep only once every
- * fiber of the program waits. The same contract as `TestClock` (nothing happens between two
- * instants, and time moves only when all is quiet), but one step per instant instead of a poll of
- * real timers per sleep, so hours of simulated traffic run in seconds. No real timer, no promise:
- * with a seeded `Random` a run is exactly reproducible.
+ * program on Effect's `ControlledScheduler` and wakes the next sleeper only once every fiber of the
+ * program waits. `TestClock`'s contract and order — one sleeper at a time, the earliest first and,
+ * among sleepers of one instant, the one that went to sleep last — so a program runs the same under
+ * either; but where `TestClock` polls real timers to learn that all is quiet, this driver knows it
+ * (the scheduler has nothing left to run), so hours of simulated traffic run in seconds. No real
+ * timer, no promise: with a seeded `Random` a run is exactly reproducible.
  */
 import type { Duration } from "effect"
 import { Clock, Duration as D, Effect, Exit, FiberId, Runtime, Scheduler } from "effect"
 
-/** A sleeper: when it wakes, the order it went to sleep in (ties wake first come, first served), and how. */
+/** A sleeper: when it wakes, the order it went to sleep in (of two for one instant, the later wakes first), and how. */
 interface Timer {
   readonly at: number
   readonly seq: number
   resume: (() => void) | undefined
 }
 
-const before = (a: Timer, b: Timer): boolean => a.at < b.at || (a.at === b.at && a.seq < b.seq)
+const before = (a: Timer, b: Timer): boolean => a.at < b.at || (a.at === b.at && a.seq > b.seq)
 
 /** A binary min-heap of timers. */
 class Timers {
@@ -86,17 +87,13 @@ export class VirtualClock implements Clock.Clock {
     })
   }
 
-  /** Wakes the sleepers of the next instant that has any; false when nobody sleeps. */
+  /** Wakes the next sleeper; false when nobody sleeps. */
   advance(): boolean {
     let next = this.timers.pop()
     while (next !== undefined && next.resume === undefined) next = this.timers.pop()
     if (next === undefined) return false
     this.now = Math.max(this.now, next.at)
     next.resume!()
-    for (let t = this.timers.peek(); t !== undefined && t.at <= this.now; t = this.timers.peek()) {
-      this.timers.pop()
-      t.resume?.()
-    }
     return true
   }
 }

@@ -65,6 +65,11 @@ export interface RunOptions {
   readonly hedge?: SluiceConfig.HedgeConfig
   /** The seed of the run's `Random` (jitter, tails, failures, the strategies' draws). Default 1. */
   readonly seed?: number
+  /**
+   * `virtual` (the default): the run keeps its own time (see `Lab.simulate`). `ambient`: it sleeps on
+   * the caller's `Clock`, for a caller that moves a `TestClock` itself (slow: for comparisons).
+   */
+  readonly clock?: "virtual" | "ambient"
   /** Overrides the scenario's minutes (shorter runs in tests). */
   readonly minutes?: number | undefined
 }
@@ -228,7 +233,10 @@ export const run = (scenario: Scenario, strategy: string, options: RunOptions): 
   })
   // Quiet: a breaker opening in a scenario is a row's story, not a log line.
   return Effect.suspend(() =>
-    simulate(program).pipe(Effect.withRandom(Random.make(options.seed ?? 1)), Logger.withMinimumLogLevel(LogLevel.None))
+    (options.clock === "ambient" ? program : simulate(program)).pipe(
+      Effect.withRandom(Random.make(options.seed ?? 1)),
+      Logger.withMinimumLogLevel(LogLevel.None)
+    )
   )
 }
 

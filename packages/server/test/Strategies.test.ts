@@ -96,6 +96,18 @@ const gatewayWith = (
     ])
   )
 
+/** The gateway over `upstreams` using `strategy`, and the upstreams that served `count` requests in turn. */
+const split = (
+  strategy: string,
+  upstreams: ReadonlyArray<{ readonly id: string; readonly [key: string]: unknown }>,
+  count: number,
+  fields: Record<string, unknown> = {}
+) =>
+  Effect.gen(function* () {
+    const gateway = yield* gatewayWith(strategy, upstreams, fields)
+    return { gateway, served: yield* inTurn(count, () => ask(gateway.client)) }
+  })
+
 describe("strategies that read live load, named in a config, through the gateway with the openai SDK", () => {
   it.live("least-connections: while a stream is in flight on one upstream, every other request goes to the other", () =>
     Effect.gen(function* () {
@@ -136,11 +148,14 @@ describe("strategies that read live load, named in a config, through the gateway
 
   it.live("p2c: the slow upstream gets its one sample, then the fast one serves", () =>
     Effect.gen(function* () {
-      const gateway = yield* gatewayWith("p2c", [
-        { id: "fast", simulate: { latencyMs: 0 } },
-        { id: "slow", simulate: { latencyMs: 400 } }
-      ])
-      const served = yield* inTurn(16, () => ask(gateway.client))
+      const { gateway, served } = yield* split(
+        "p2c",
+        [
+          { id: "fast", simulate: { latencyMs: 0 } },
+          { id: "slow", simulate: { latencyMs: 400 } }
+        ],
+        16
+      )
       expect(countOf(served, "slow")).toBeLessThanOrEqual(2)
       expect(listAttribute(gateway.routes().at(-1), "sluice.strategy.scores")).toHaveLength(2)
     }).pipe(Effect.scoped)
@@ -148,16 +163,17 @@ describe("strategies that read live load, named in a config, through the gateway
 
   it.live("cost: the cheapest upstream that reaches the pool's minQuality serves every request", () =>
     Effect.gen(function* () {
-      const gateway = yield* gatewayWith(
+      const { gateway, served } = yield* split(
         "cost",
         [
           { id: "cheap", quality: 0.5, pricing: { inputPerMillion: 0.1, outputPerMillion: 0.4 } },
           { id: "good", quality: 0.8, pricing: { inputPerMillion: 2.5, outputPerMillion: 10 } },
           { id: "best", quality: 0.95, pricing: { inputPerMillion: 15, outputPerMillion: 60 } }
         ],
+        6,
         { cost: { minQuality: 0.7 } }
       )
-      expect(yield* inTurn(6, () => ask(gateway.client))).toEqual(Array(6).fill("good"))
+      expect(served).toEqual(Array(6).fill("good"))
       const scores = listAttribute(gateway.routes().at(-1), "sluice.strategy.scores")
       expect(scores.map((s) => s.split("=")[0])).toEqual(["cheap", "good", "best"])
       expect(scores[0]).toBe("cheap=Infinity")
@@ -166,11 +182,14 @@ describe("strategies that read live load, named in a config, through the gateway
 
   it.live("headroom: requests follow the RPM budgets, 1 to 3, so both drain at the same pace", () =>
     Effect.gen(function* () {
-      const gateway = yield* gatewayWith("headroom", [
-        { id: "small", limits: { rpm: 6 } },
-        { id: "large", limits: { rpm: 18 } }
-      ])
-      const served = yield* inTurn(16, () => ask(gateway.client))
+      const { gateway, served } = yield* split(
+        "headroom",
+        [
+          { id: "small", limits: { rpm: 6 } },
+          { id: "large", limits: { rpm: 18 } }
+        ],
+        16
+      )
       // The shares left stay within one request of each other: small takes 4 of 16, give or take one.
       expect(countOf(served, "small")).toBeGreaterThanOrEqual(3)
       expect(countOf(served, "small")).toBeLessThanOrEqual(5)

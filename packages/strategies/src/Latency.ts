@@ -10,7 +10,10 @@
  *   against a new sample), so an upstream that recovered is not starved by its old average. At most
  *   one such probe per upstream every {@link STALE_MS} while another upstream is preferred.
  *
- * Ties are broken at random. The scores in the decision are the milliseconds compared.
+ * Failures count too: latency is taken from answers, and a failing upstream often fails fast, so its
+ * average is divided by its share of recent attempts that succeeded (`1 - selection.live.errorRate`,
+ * at least 5%) — the expected time to an answer when each failure costs another try. Ties are broken
+ * at random. The scores in the decision are the milliseconds compared.
  */
 import type { Topology } from "@sluice/core"
 import { Live, Strategy } from "@sluice/core"
@@ -32,14 +35,22 @@ export const stale = (average: Live.Decayed | undefined, now: number): boolean =
   average === undefined || now - average.at > STALE_MS
 
 /**
+ * `ms` as the time to an answer from `upstream` when each of its recent failures costs another try:
+ * divided by its share of recent successes (at least 5%).
+ */
+export const withFailures = (ms: number, upstream: Topology.Upstream, selection: Strategy.Selection): number =>
+  ms / Math.max(0.05, 1 - selection.live.errorRate(upstream))
+
+/**
  * A candidate's expected latency in milliseconds (the score): 0 to explore it (no sample, or a stale
- * one, and nothing in flight), ∞ while its first request is in flight, else its decayed average.
+ * one, and nothing in flight), ∞ while its first request is in flight, else its decayed average
+ * divided by its share of recent successes.
  */
 export const expected = (upstream: Topology.Upstream, selection: Strategy.Selection): number => {
   const average = selection.live.latency(upstream, kindOf(selection))
   const busy = selection.live.inFlight(upstream) > 0
   if (average === undefined) return busy ? Number.POSITIVE_INFINITY : 0
-  return !busy && stale(average, selection.now) ? 0 : average.ms
+  return !busy && stale(average, selection.now) ? 0 : withFailures(average.ms, upstream, selection)
 }
 
 /** The strategy. Holds no state of its own: the averages are the live view's. */

@@ -2,36 +2,50 @@
  * P2C: the power of two choices with peak-EWMA, as Finagle, tower and agentgateway balance. Each
  * pick draws two distinct candidates at random and takes the one with the lower
  * `latency × (in flight + 1) / weight`, where latency is the candidate's peak-EWMA (a slow answer
- * counts at once, then is forgotten as the average is; for a stream, of its time to first content).
+ * counts at once, then is forgotten as the average is; for a stream, of its time to first content),
+ * divided by the candidate's share of recent successes (a failure costs another try).
  * Two candidates read, whatever the size of the pool: O(1) per pick, and no herd — a candidate that
  * just looked best is not what every request piles onto.
  *
- * A candidate without a sample takes the other one's latency (then load and weight decide); with
- * neither, both count 1. So does an idle candidate whose sample is older than `Latency.STALE_MS`:
- * one that was slow a while ago is tried again on equal terms, and its answer refreshes its figure,
- * rather than being starved by its old one. Equal costs are broken at random. The scores in the
- * decision are the two costs compared.
+ * A candidate without a sample, or whose sample is older than `Latency.STALE_MS`, is explored:
+ * with nothing in flight it costs 0, so it gets one probe request, whose answer gives it a figure (an
+ * upstream that was slow a while ago is tried again rather than starved by its old figure); while
+ * that probe is in flight it takes the other candidate's latency (with neither known, both count 1),
+ * so load and weight decide and a burst is not all sent to an unknown. Equal costs are broken at
+ * random. The scores in the decision are the two costs compared.
  */
 import type { Topology } from "@sluice/core"
 import { Strategy } from "@sluice/core"
 import { Effect, Layer } from "effect"
-import { kindOf, stale } from "./Latency.js"
+import { kindOf, stale, withFailures } from "./Latency.js"
 import { usableWeight } from "./internal/weights.js"
 
 /** The name pools use to pick this strategy (`strategy: p2c`), and the one recorded in decisions. */
 export const name = "p2c"
 
-/** The latency a candidate is judged by: its peak, unless that is missing or stale while it is idle. */
+/**
+ * The latency a candidate is judged by: its peak, divided by its share of recent successes (as
+ * `latency` judges failures); undefined when it has none, or a stale one.
+ */
 const judged = (upstream: Topology.Upstream, selection: Strategy.Selection): number | undefined => {
   const own = selection.live.latency(upstream, kindOf(selection))
-  return own === undefined || (stale(own, selection.now) && selection.live.inFlight(upstream) === 0)
-    ? undefined
-    : own.peak
+  return own === undefined || stale(own, selection.now) ? undefined : withFailures(own.peak, upstream, selection)
 }
 
-/** The cost of sending the request to `upstream` with latency `latency`. */
-const costOf = (upstream: Topology.Upstream, latency: number, selection: Strategy.Selection): number =>
-  (latency * (selection.live.inFlight(upstream) + 1)) / usableWeight(upstream.weight)
+/**
+ * The cost of sending the request to `upstream`, judged by `own` latency (else `other`'s, else 1):
+ * 0 to explore it when its latency is unknown and nothing is in flight there.
+ */
+const costOf = (
+  upstream: Topology.Upstream,
+  own: number | undefined,
+  other: number | undefined,
+  selection: Strategy.Selection
+): number => {
+  const inFlight = selection.live.inFlight(upstream)
+  if (own === undefined && inFlight === 0) return 0
+  return ((own ?? other ?? 1) * (inFlight + 1)) / usableWeight(upstream.weight)
+}
 
 /** Draws before a weighted draw settles for a uniform one (only very uneven weights need that many). */
 const MAX_DRAWS = 32
@@ -76,8 +90,8 @@ const choose = (selection: Strategy.Selection): Strategy.Choice => {
   const b = candidates[j]!
   const la = judged(a, selection)
   const lb = judged(b, selection)
-  const costA = costOf(a, la ?? lb ?? 1, selection)
-  const costB = costOf(b, lb ?? la ?? 1, selection)
+  const costA = costOf(a, la, lb, selection)
+  const costB = costOf(b, lb, la, selection)
   const chosen =
     costA < costB || Number.isNaN(costB)
       ? a

@@ -1,7 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Live } from "@sluice/core"
+import { Errors, Live } from "@sluice/core"
 import { Latency } from "../src/index.js"
 import { memoryLocal, pick, poolOf, selection, upstreams } from "./fixtures.js"
+
+/** A retryable failure on `upstream`, as a 503 is. */
+const failure = (upstream: string) =>
+  new Errors.UpstreamError({ upstream, kind: "http", status: 503, message: "HTTP 503", retryable: true })
 
 describe("Latency", () => {
   const strategy = Latency.service
@@ -18,6 +22,27 @@ describe("Latency", () => {
     expect(pick(strategy, selection(pool, { local, stream: true }))).toBe("slow")
     const choice = strategy.select(selection(pool, { local }))
     expect("scores" in choice && choice.scores).toEqual({ fast: 100, slow: 900 })
+  })
+
+  it("counts failures: a fast upstream failing half its requests loses to one 1.5× slower that does not", () => {
+    const local = memoryLocal()
+    Live.recordLatency(local, "answer", "fast", 100, 0)
+    Live.recordLatency(local, "answer", "slow", 150, 0)
+    // Alternating failures and successes on `fast`: its error rate settles near one half.
+    for (let i = 0; i < 40; i++) {
+      Live.started(local, "fast", 10)
+      Live.finished(
+        local,
+        "fast",
+        10,
+        i % 2 === 0
+          ? { _tag: "Failure", latencyMs: 5, error: failure("fast") }
+          : { _tag: "Success", latencyMs: 100, inputTokens: 5, outputTokens: 5 },
+        1
+      )
+    }
+    expect(selection(pool, { local, now: 1 }).live.errorRate(pool.upstreams[0]!)).toBeGreaterThan(0.4)
+    expect(pick(strategy, selection(pool, { local, now: 1 }))).toBe("slow")
   })
 
   it("explores an upstream without a sample, one request at a time", () => {

@@ -33,13 +33,15 @@ describe("P2C", () => {
     expect(pick(strategy, selection(pool, { local }))).toBe("b")
   })
 
-  it("gives a candidate without a sample the other's latency, so load decides", () => {
+  it("explores a candidate without a sample, then judges it by the other's latency while its probe is out", () => {
     const local = memoryLocal()
     const pool = poolOf("chat", upstreams({ known: 1, unknown: 1 }), "p2c")
     Live.recordLatency(local, "answer", "known", 100, 0)
-    Live.started(local, "known", 10)
-    const choice = strategy.select(selection(pool, { local }))
-    expect("scores" in choice && choice.scores).toEqual({ known: 200, unknown: 100 })
+    let choice = strategy.select(selection(pool, { local }))
+    expect("scores" in choice && choice.scores).toEqual({ known: 100, unknown: 0 })
+    Live.started(local, "unknown", 10)
+    choice = strategy.select(selection(pool, { local }))
+    expect("scores" in choice && choice.scores).toEqual({ known: 100, unknown: 200 })
   })
 
   it("reads two candidates per pick, however many there are", () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { LabScenarios } from "@sluice/providers"
 import { ConsistentHash, Strategies } from "@sluice/strategies"
 import { Effect } from "effect"
+import { strategyTable } from "../lab.js"
 
 /** Scenario `id` with the named strategy, `minutes` long, in the lab's virtual time. */
 const run = (id: string, strategy: string, minutes: number, hedge?: LabScenarios.RunOptions["hedge"]) =>
@@ -76,6 +77,21 @@ describe("the lab's bars for the strategies", () => {
           const hedged = yield* run("b", strategy, 6, LabScenarios.hedge)
           expect(hedged.firstToken.p99 * 2).toBeLessThanOrEqual(roundRobin.firstToken.p99)
           expect(hedged.hedgedShare).toBeLessThanOrEqual(0.1)
+        }
+      })
+  )
+
+  it.effect(
+    "npm run lab's table has a row for every strategy the strategies package registers, in every scenario",
+    () =>
+      Effect.gen(function* () {
+        const table = yield* strategyTable(0.25)
+        for (const id of ["a", "b", "c", "d", "e"]) expect(table).toContain(`(${id}) `)
+        const firstCells = table.split("\n").map((line) => line.split("|")[1]?.trim() ?? "")
+        for (const name of Strategies.names) {
+          // Five scenarios, and hedged in (a) and (b).
+          expect(firstCells.filter((cell) => cell === name)).toHaveLength(5)
+          expect(firstCells.filter((cell) => cell.startsWith(`${name} +hedge`))).toHaveLength(2)
         }
       })
   )

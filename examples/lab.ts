@@ -31,12 +31,16 @@
  * long after it surely has.
  *
  * Run it: `npx vitest run examples/test/lab.test.ts` (it needs TestClock, so it runs under the tests).
+ *
+ * Run as a program (`npm run lab`), this file prints the lab's scenarios per strategy instead (see
+ * {@link strategyTable}).
  */
 import { Errors, Guard, Matcher, Provider, RateLimiter, Router, StateStore, TokenCounter, Topology } from "@sluice/core"
 import type { Wire } from "@sluice/core"
-import { Lab } from "@sluice/providers"
+import { Lab, LabScenarios } from "@sluice/providers"
 import { Strategies } from "@sluice/strategies"
 import { Clock, Duration, Effect, Fiber, Layer, TestClock } from "effect"
+import { pathToFileURL } from "node:url"
 
 /** One simulated upstream: its real limits, which the config mirrors. */
 export interface LabUpstream {
@@ -344,3 +348,33 @@ export const run = (options: {
       } satisfies LabReport
     }).pipe(Effect.provide(RouterLive))
   })
+
+/**
+ * The lab's scenarios (a) to (e) for every strategy the strategies package knows (`Strategies.names`,
+ * so a strategy added there shows up here), each `minutes` of simulated traffic in the lab's virtual
+ * time, as one Markdown table per scenario (see `LabScenarios`). Progress goes to `progress`.
+ */
+export const strategyTable = (minutes: number, progress: (line: string) => void = () => {}) =>
+  Effect.map(
+    LabScenarios.matrix({
+      strategies: Strategies.names,
+      layer: Strategies.layer(),
+      minutes,
+      onRow: (row) => progress(`(${row.scenario}) ${row.strategy}${row.hedge === undefined ? "" : " +hedge"}`)
+    }),
+    (rows) => LabScenarios.table(rows)
+  )
+
+// `npm run lab`: LAB_MINUTES simulated minutes per run (default 10).
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const minutes = Number(process.env["LAB_MINUTES"] ?? 10)
+  if (!(minutes > 0))
+    throw new Error(`LAB_MINUTES: expected a positive number of minutes, got '${process.env["LAB_MINUTES"]}'`)
+  const started = Date.now()
+  void Effect.runPromise(strategyTable(minutes, (line) => process.stderr.write(`${line}\n`))).then((table) => {
+    console.log(
+      `Sluice lab: ${minutes} simulated minutes per run, in ${((Date.now() - started) / 1000).toFixed(1)} s\n`
+    )
+    console.log(table)
+  })
+}

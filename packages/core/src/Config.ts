@@ -308,6 +308,41 @@ export const PoolStreamConfig = Schema.Struct({
   resume: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 
+/**
+ * Hedged streams: when a stream's first content has not come `afterMs` after its attempt was
+ * admitted (or by the `afterPercentile` of the pool's recent time to first content), a second
+ * attempt starts on another upstream of the pool, admitted like any other; the first to deliver
+ * content wins and the other is cancelled. Hedges never pass `maxExtraPercent` of the pool's
+ * requests. Set exactly one of `afterMs` and `afterPercentile`.
+ */
+export const HedgeConfig = Schema.Struct({
+  /** Milliseconds after the first attempt was admitted. */
+  afterMs: Schema.optionalWith(PositiveInt, { exact: true }),
+  /**
+   * A percentile (e.g. 95) of the pool's recent times to first content (its last 256 streams on
+   * this instance); no hedge until it has seen 20.
+   */
+  afterPercentile: Schema.optionalWith(
+    Schema.Number.pipe(
+      Schema.filter((n) => n > 0 && n < 100, {
+        message: (issue) => `expected a percentile between 0 and 100 (exclusive), e.g. 95; got ${String(issue.actual)}`
+      })
+    ),
+    { exact: true }
+  ),
+  /** Hedges at most this percentage of the pool's requests (counted per minute). Default 10. */
+  maxExtraPercent: Schema.optionalWith(
+    Schema.Number.pipe(
+      Schema.filter((n) => n > 0 && n <= 100, {
+        message: (issue) => `expected a percentage above 0 and at most 100, e.g. 10; got ${String(issue.actual)}`
+      })
+    ),
+    { default: () => 10 }
+  )
+})
+/** Hedging settings. */
+export type HedgeConfig = typeof HedgeConfig.Type
+
 /** A pool: a set of upstreams serving a family of model names. */
 export const PoolConfig = Schema.Struct({
   id: Id,
@@ -330,6 +365,8 @@ export const PoolConfig = Schema.Struct({
   queue: Schema.optional(QueueConfig),
   retry: Schema.optional(RetryConfig),
   sticky: Schema.optional(StickyConfig),
+  /** Hedged streams (opt-in); see {@link HedgeConfig}. */
+  hedge: Schema.optional(HedgeConfig),
   /** Settings of the `cost` strategy; see {@link CostConfig}. */
   cost: Schema.optional(CostConfig),
   /** Settings of the `consistent-hash` strategy; see {@link ConsistentHashConfig}. */
@@ -855,6 +892,16 @@ const serverProblems = (config: ConfigFile): Array<string> => {
   return problems
 }
 
+/** What is wrong with the pools' hedging settings beyond their schema. */
+const hedgeProblems = (config: ConfigFile): Array<string> =>
+  config.pools.flatMap((p, i) =>
+    p.hedge !== undefined && (p.hedge.afterMs === undefined) === (p.hedge.afterPercentile === undefined)
+      ? [
+          `pools[${i}].hedge: set exactly one of afterMs (a fixed delay, e.g. 500) or afterPercentile (of the pool's recent time to first content, e.g. 95)`
+        ]
+      : []
+  )
+
 /** A pool's `cost.minQuality` needs a `quality` on every upstream of the pool, or it could not be judged. */
 const qualityProblems = (config: ConfigFile): Array<string> => {
   const problems: Array<string> = []
@@ -913,7 +960,11 @@ export const decode = (
     problems.push(...crossCheckRaw(input, options))
     return Either.left(new ConfigError({ source, problems }))
   }
-  const problems = [...crossCheck(decoded.right, options), ...serverProblems(decoded.right)]
+  const problems = [
+    ...crossCheck(decoded.right, options),
+    ...serverProblems(decoded.right),
+    ...hedgeProblems(decoded.right)
+  ]
   return problems.length > 0 ? Either.left(new ConfigError({ source, problems })) : Either.right(decoded.right)
 }
 

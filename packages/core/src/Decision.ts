@@ -29,6 +29,22 @@ export interface Resumption {
   readonly after: string
 }
 
+/** A hedged stream: its two attempts, and which delivered content first. */
+export interface Hedge {
+  /** The upstream of the attempt that was hedged. */
+  readonly primary: string
+  /** The upstream of the hedge, the second attempt. */
+  readonly hedge: string
+  /** Milliseconds after the hedged attempt was admitted when the hedge started. */
+  readonly afterMs: number
+  /** The upstream that delivered content first; undefined when neither did. */
+  readonly winner: string | undefined
+  /** The other upstream; undefined when neither delivered. */
+  readonly loser: string | undefined
+  /** Why the loser lost (slower to first content, or how it failed), or how both failed. */
+  readonly reason: string | undefined
+}
+
 /** What the router did with one request. */
 export interface Decision {
   readonly requestId: string
@@ -93,6 +109,8 @@ export interface Decision {
   readonly durationMs: number
   /** For a stream: milliseconds from when routing started to its first content event. */
   readonly firstChunkMs: number | undefined
+  /** Set when a hedge started (see `Hedge`); its last hedge when it had several attempts hedged. */
+  readonly hedge: Hedge | undefined
 }
 
 /** Span attributes for a decision (OpenTelemetry GenAI names where they exist, `sluice.*` otherwise). */
@@ -129,6 +147,13 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
   if (d.error !== undefined) attributes["sluice.error"] = d.error
   if (d.firstChunkMs !== undefined) attributes["sluice.time_to_first_chunk_ms"] = d.firstChunkMs
+  if (d.hedge !== undefined) {
+    attributes["sluice.hedged"] = true
+    attributes["sluice.hedge.upstream"] = d.hedge.hedge
+    attributes["sluice.hedge.after_ms"] = d.hedge.afterMs
+    if (d.hedge.loser !== undefined) attributes["sluice.hedge.loser"] = d.hedge.loser
+    if (d.hedge.reason !== undefined) attributes["sluice.hedge.reason"] = d.hedge.reason
+  }
   return attributes
 }
 
@@ -161,6 +186,7 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   error: string | undefined = undefined
   durationMs = 0
   firstChunkMs: number | undefined = undefined
+  hedge: Hedge | undefined = undefined
 
   constructor(
     readonly requestId: string,

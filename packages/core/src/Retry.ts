@@ -16,6 +16,7 @@ import { STAGE as CAPABILITIES } from "./Capabilities.js"
 import type { RouterError, UpstreamError } from "./Errors.js"
 import { ContextLengthExceeded, NoUpstreamAvailable } from "./Errors.js"
 import type { Attempt, Guard } from "./Guard.js"
+import type { Service as HedgeStage } from "./Hedge.js"
 import type { Request } from "./internal/request.js"
 import type { Service as QueueStage } from "./Queue.js"
 import type { Service as SelectStage } from "./Select.js"
@@ -48,7 +49,8 @@ export const make = (
   guards: ReadonlyArray<Guard>,
   select: SelectStage,
   attempt: AttemptStage,
-  queue: QueueStage
+  queue: QueueStage,
+  hedge: HedgeStage
 ): Service => {
   const schedules = new Map<string, Schedule.Schedule<Duration.Duration>>()
   const scheduleOf = (pool: Pool) => {
@@ -100,7 +102,11 @@ export const make = (
         if (admitted.waitable === true) request.waitFor(admitted, guards)
         return Effect.zipRight(request.flush(), Effect.suspend(loop))
       }
-      const once_ = once(request, admitted)
+      // A stream in a pool that hedges may race a second attempt (see `Hedge`); no other pays for it.
+      const once_ =
+        admitted.attempt.pool.hedge !== undefined && request.stream
+          ? hedge.run(request, admitted, once)
+          : once(request, admitted)
       // Admitted: whoever waited is served now, so the next in line may try.
       const call = request.ticket === undefined ? once_ : Effect.zipRight(queue.leave(request), once_)
       return Effect.catchAll(call, (error) => failed(error, admitted))

@@ -22,6 +22,7 @@ import type { RouterError, UpstreamError } from "./Errors.js"
 import { ModelNotFound, withDecision } from "./Errors.js"
 import { needsOf, NEEDS_EMBEDDINGS } from "./Capabilities.js"
 import { Guards } from "./Guard.js"
+import * as HedgeStage from "./Hedge.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
 import * as LatencyAverage from "./internal/latency.js"
 import { Request } from "./internal/request.js"
@@ -250,7 +251,7 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
     store,
     attempt,
     queue,
-    retry: RetryStage.make(guards, select, attempt, queue),
+    retry: RetryStage.make(guards, select, attempt, queue, HedgeStage.make(select, attempt, store.local)),
     chains: new Map(),
     load: new Load()
   }

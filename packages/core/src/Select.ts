@@ -33,6 +33,12 @@ export interface Service {
   /** Continues the request's pass over the chain to the upstream of the next attempt. Synchronous. */
   readonly next: (request: Request) => Selected
   /**
+   * The next attempt within the pass's current pool, as {@link next} would choose it, or undefined
+   * when none of its upstreams can take the request now or its attempts are spent: never a fallback
+   * pool, never a wait. For a second attempt beside one in flight (a hedge). Synchronous.
+   */
+  readonly another: (request: Request) => Attempt | undefined
+  /**
    * Whether the prompt estimate comes near a context window or a guard's token headroom on an
    * enabled upstream of `pool` — near enough that an estimate twice too low would pass it.
    */
@@ -264,55 +270,72 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
   }
 
   const next = (request: Request): Selected => {
-    const { pass, chain, decision } = request
+    const { pass, chain } = request
     for (; pass.pool < chain.length; pass.pool++, pass.info = undefined) {
       const pool = chain[pass.pool]!
       if (pass.info === undefined) {
-        if (!request.counted && nearLimit(request, pool)) return COUNT_EXACTLY
+        if (!request.counted && nearLimit(headroomOf, request, pool)) return COUNT_EXACTLY
         enter(request, pool)
       }
-      const info = pass.info!
-      while (pass.attempts < pool.maxAttempts) {
-        const candidates = candidatesOf(request, pool, info)
-        if (candidates.length === 0) break
-        if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
-        const upstream = choose(request, pool, info, candidates)
-        ;(pass.tried ??= []).push(upstream.id)
-        let promptTokens = info.promptTokens
-        if (upstream.tokens !== undefined || decision.promptTokensRules !== undefined) {
-          promptTokens = countedBy(request, upstream)
-        }
-        return { _tag: "Chosen", attempt: attemptOf(info, upstream, request.attempts + 1, promptTokens) }
-      }
+      const attempt = within(request, pool, pass.info!)
+      if (attempt !== undefined) return { _tag: "Chosen", attempt }
     }
     return UNSERVED
   }
 
-  const nearLimit = (request: Request, pool: Pool): boolean => {
-    const tokens = request.count.tokens
-    const reserved = request.requestedOutputTokens ?? pool.defaultMaxTokens
-    for (const upstream of pool.upstreams) {
-      if (!upstream.enabled) continue
-      if (
-        upstream.contextWindow !== undefined &&
-        needsExact(tokens, upstream.contextWindow - request.completionRoom, EXACT_MARGIN)
-      ) {
-        return true
-      }
-      for (let g = 0; g < headroomOf.length; g++) {
-        const headroom = headroomOf[g]!(upstream, request.now)
-        if (headroom !== undefined && needsExact(tokens, headroom - reserved, EXACT_MARGIN)) return true
-      }
+  /** The next attempt in `pool`, the pass's current one, or undefined when it has none. */
+  const within = (request: Request, pool: Pool, info: RequestInfo): Attempt | undefined => {
+    const { pass, decision } = request
+    if (pass.attempts >= pool.maxAttempts) return undefined
+    const candidates = candidatesOf(request, pool, info)
+    if (candidates.length === 0) return undefined
+    if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
+    const upstream = choose(request, pool, info, candidates)
+    ;(pass.tried ??= []).push(upstream.id)
+    let promptTokens = info.promptTokens
+    if (upstream.tokens !== undefined || decision.promptTokensRules !== undefined) {
+      promptTokens = countedBy(request, upstream)
     }
-    return false
+    return attemptOf(info, upstream, request.attempts + 1, promptTokens)
+  }
+
+  const another = (request: Request): Attempt | undefined => {
+    const { pass, chain } = request
+    const pool = chain[pass.pool]
+    return pool === undefined || pass.info === undefined ? undefined : within(request, pool, pass.info)
   }
 
   return {
     next,
-    nearLimit,
+    another,
+    nearLimit: (request, pool) => nearLimit(headroomOf, request, pool),
     soonestFree: (request) => soonestFree(guards, request),
     waitableOn: (request, attempt) => waitableOn(guards, request, attempt)
   }
+}
+
+/** See {@link Service.nearLimit}; `headroomOf` are the guards' token headroom functions. */
+const nearLimit = (
+  headroomOf: ReadonlyArray<NonNullable<Guard["tokenHeadroom"]>>,
+  request: Request,
+  pool: Pool
+): boolean => {
+  const tokens = request.count.tokens
+  const reserved = request.requestedOutputTokens ?? pool.defaultMaxTokens
+  for (const upstream of pool.upstreams) {
+    if (!upstream.enabled) continue
+    if (
+      upstream.contextWindow !== undefined &&
+      needsExact(tokens, upstream.contextWindow - request.completionRoom, EXACT_MARGIN)
+    ) {
+      return true
+    }
+    for (let g = 0; g < headroomOf.length; g++) {
+      const headroom = headroomOf[g]!(upstream, request.now)
+      if (headroom !== undefined && needsExact(tokens, headroom - reserved, EXACT_MARGIN)) return true
+    }
+  }
+  return false
 }
 
 /**

@@ -76,6 +76,8 @@ export interface Pool {
   readonly queue: SluiceConfig.QueueConfig
   readonly retry: SluiceConfig.RetryConfig
   readonly sticky: SluiceConfig.StickyConfig | undefined
+  /** Hedged streams; undefined (the default) hedges nothing. */
+  readonly hedge: SluiceConfig.HedgeConfig | undefined
   /** Settings of the `cost` strategy, when the config has them. */
   readonly cost?: SluiceConfig.CostConfig | undefined
   /** Settings of the `consistent-hash` strategy, when the config has them. */
@@ -185,6 +187,7 @@ export const fromConfig = (
         queue: p.queue ?? defaults.queue,
         retry: p.retry ?? defaults.retry,
         sticky: p.sticky,
+        hedge: p.hedge,
         cost: p.cost,
         consistentHash: p.consistentHash,
         defaultMaxTokens: p.defaultMaxTokens,
@@ -261,6 +264,7 @@ export const pool = (
   queue: defaults.queue,
   retry: defaults.retry,
   sticky: undefined,
+  hedge: undefined,
   defaultMaxTokens: 1024,
   resume: false,
   ...fields

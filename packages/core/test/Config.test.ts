@@ -122,6 +122,28 @@ describe("Config.decode", () => {
     ])
   })
 
+  it("decodes a pool's hedge, defaulting maxExtraPercent to 10, and explains every wrong setting by path", () => {
+    const input = valid()
+    const withHedge = (hedge: unknown) => ({ ...input, pools: [{ ...input.pools[0], hedge }, input.pools[1]] })
+    const decoded = Config.decode(withHedge({ afterPercentile: 95 }))
+    if (Either.isLeft(decoded)) throw decoded.left
+    expect(decoded.right.pools[0]?.hedge).toEqual({ afterPercentile: 95, maxExtraPercent: 10 })
+    expect(decoded.right.pools[1]?.hedge).toBeUndefined()
+    expect(Either.isRight(Config.decode(withHedge({ afterMs: 500, maxExtraPercent: 5 })))).toBe(true)
+    const both =
+      "pools[0].hedge: set exactly one of afterMs (a fixed delay, e.g. 500) or afterPercentile (of the pool's recent time to first content, e.g. 95)"
+    expect(problemsOf(withHedge({ afterMs: 500, afterPercentile: 95 }))).toEqual([both])
+    expect(problemsOf(withHedge({}))).toEqual([both])
+    expect(problemsOf(withHedge({ afterPercentile: 100, maxExtraPercent: 0 }))).toEqual([
+      "pools[0].hedge.afterPercentile: expected a percentile between 0 and 100 (exclusive), e.g. 95; got 100",
+      "pools[0].hedge.maxExtraPercent: expected a percentage above 0 and at most 100, e.g. 10; got 0"
+    ])
+    expect(problemsOf(withHedge({ afterMs: -1, after: 3 }))).toEqual([
+      'pools[0].hedge.after: is unexpected, expected: "afterMs" | "afterPercentile" | "maxExtraPercent"',
+      "pools[0].hedge.afterMs: Expected a positive number, actual -1"
+    ])
+  })
+
   it("reports an unknown key at the root", () => {
     expect(problemsOf({ ...valid(), listen: 8080 })).toEqual([
       expect.stringMatching(/^listen: is unexpected, expected: "server" \| "upstreams" \| "pools"$/)

@@ -15,21 +15,41 @@
  *    (`UpstreamError.rateLimits`): limit, remaining and reset, where reset is the time until the
  *    window next frees capacity; a 429 that names a wait adds it as `retryAfterMs`.
  * 3. fails with a 500 with probability `failureRate` (dice from Effect's `Random`, so seedable; the
- *    request stays counted, as upstreams count what they received).
- * 4. sleeps `latencyMs` (`Effect.sleep`: `TestClock` drives it), then answers: `completionTokens`
- *    words capped by `max_completion_tokens` / `max_tokens`, with usage, under the upstream's model
- *    name (`Provider.Call.model`). A stream sleeps before its first event and then sends a role
- *    chunk, up to 4 content chunks, a finish chunk and, with `stream_options.include_usage`, a
- *    usage-only chunk.
+ *    request stays counted, as upstreams count what they received), once the time to first token it
+ *    would have taken has passed (step 5's draw, without a cache hit): an upstream fails after
+ *    working on the request, not before.
+ * 4. looks its prompt cache up (`cache`): the prefix of a chat request — its tools and every message
+ *    but the last — hits when the same prefix was seen within the cache's TTL.
+ * 5. sleeps its time to first token (`Effect.sleep` on the `Clock`): `latencyMs`, plus a uniform
+ *    draw of up to `jitterMs`, times `tail.multiplier` with probability `tail.probability`, times
+ *    `degrade.latencyMultiplier` once degraded, times the cache's `latencyFactor` on a hit. Then
+ *    `perTokenMs` per completion token after the first. It answers `completionTokens` words capped by
+ *    `max_completion_tokens` / `max_tokens`, with usage (`prompt_tokens_details.cached_tokens` on a
+ *    cache hit), under the upstream's model name (`Provider.Call.model`). A stream sends a role chunk
+ *    and its first content chunk after the time to first token, then the rest of its content chunks
+ *    (4 in all), a finish chunk and, with `stream_options.include_usage`, a usage-only chunk once
+ *    generated.
+ *
+ * `degrade` changes an upstream from `atMs` after the lab was made: its latency multiplied, its
+ * failure rate replaced. `pricing` prices what it served (cached input at the cache's `priceFactor`),
+ * and the prompt of a stream abandoned before its end.
+ *
+ * {@link simulate} runs a program in the lab's virtual time, where hours of traffic take seconds.
  *
  * Prompt estimate (as the HTTP simulator's): `ceil(characters of message text / 4) + 3 per message
  * + 85 per image part`; embeddings: `ceil(characters / 4)` per string, the length of a token array.
  */
 import type { Topology } from "@sluice/core"
 import { Errors, Provider, StreamEvent, Wire } from "@sluice/core"
-import { Clock, Effect, Option, Random, Stream } from "effect"
+import type { Scope } from "effect"
+import { Clock, Effect, Option, Random } from "effect"
+import type { CacheModel, DegradeModel, PriceModel } from "./internal/labModel.js"
+import { costOf, failureRateAt, firstTokenMs, generationMs, prefixOf, PromptCache } from "./internal/labModel.js"
 import { Completions, embed, estimatePromptTokens, estimateTextTokens, toBase64 } from "./internal/simulatorContent.js"
 import { SlidingWindow } from "./internal/simulatorRateLimit.js"
+
+export type { CacheModel, DegradeModel, PriceModel } from "./internal/labModel.js"
+export { simulate, VirtualClock } from "./internal/labClock.js"
 
 /** How one simulated upstream behaves. Every field is optional. */
 export interface UpstreamModel {
@@ -37,12 +57,24 @@ export interface UpstreamModel {
   readonly rpm?: number
   /** Tokens per minute over a sliding 60 s window (prompt estimate + completion); over it: 429. Default: no limit. */
   readonly tpm?: number
-  /** Milliseconds before an answer (before the first event of a stream). Default 0. */
+  /** Milliseconds to the first content of an answer (the first event of a stream), before jitter. Default 0. */
   readonly latencyMs?: number
+  /** Up to this many milliseconds more, drawn uniformly per request. Default 0. */
+  readonly jitterMs?: number
+  /** A long tail: with `probability` (0..1), a request's time to first token is `multiplier` times longer. */
+  readonly tail?: { readonly probability: number; readonly multiplier: number }
+  /** Milliseconds per completion token after the first content. Default 0. */
+  readonly perTokenMs?: number
   /** Completion tokens per answer, capped by the request's `max_tokens`. Default 16. */
   readonly completionTokens?: number
   /** Probability (0..1) of answering 500. Default 0. */
   readonly failureRate?: number
+  /** From a moment on, slower or failing more. Default: never. */
+  readonly degrade?: DegradeModel
+  /** A prompt cache. Default: none. */
+  readonly cache?: CacheModel
+  /** Prices of what it serves (for `Stats.costUsd`). Default: free. */
+  readonly pricing?: PriceModel
 }
 
 /** What one upstream did since the lab was made. */
@@ -55,6 +87,14 @@ export interface Stats {
   readonly failed: number
   /** Tokens (prompt + completion) of the requests served. */
   readonly tokens: number
+  /** Chat requests with a prefix long enough to cache, answered past the failure die (0 without `cache`). */
+  readonly cacheLookups: number
+  /** Of those, the ones whose prefix was cached. */
+  readonly cacheHits: number
+  /** Prompt tokens served from the cache. */
+  readonly cachedTokens: number
+  /** What the requests served cost, and the prompts of streams abandoned, in US dollars (0 without `pricing`). */
+  readonly costUsd: number
 }
 
 /** A set of simulated upstreams. */
@@ -76,10 +116,15 @@ interface Simulated {
   readonly requests: SlidingWindow
   readonly tokens: SlidingWindow
   readonly completions: Completions
+  readonly cache: PromptCache | undefined
   served: number
   rateLimited: number
   failed: number
   tokensServed: number
+  cacheLookups: number
+  cacheHits: number
+  cachedTokens: number
+  costUsd: number
 }
 
 /** Milliseconds until the window next frees capacity: 0 when it holds nothing. */
@@ -124,21 +169,28 @@ interface Received {
 /** The upstreams a lab models, by id, and the sequence that numbers its answers. Made once by {@link make}. */
 interface Bench {
   readonly sims: ReadonlyMap<string, Simulated>
+  /** Epoch milliseconds when the lab was made: `degrade.atMs` counts from here. */
+  readonly startedAt: number
   /** The number of the next answer's id (`chatcmpl-lab-<n>`), shared by chat and streamed chat. */
   sequence: number
 }
 
 /** A modelled upstream with empty windows and nothing counted yet. */
-const simulate = (id: string, model: UpstreamModel): Simulated => ({
+const modelled = (id: string, model: UpstreamModel): Simulated => ({
   id,
   model,
   requests: new SlidingWindow(WINDOW_MS),
   tokens: new SlidingWindow(WINDOW_MS),
   completions: new Completions(id),
+  cache: model.cache === undefined ? undefined : new PromptCache(model.cache),
   served: 0,
   rateLimited: 0,
   failed: 0,
-  tokensServed: 0
+  tokensServed: 0,
+  cacheLookups: 0,
+  cacheHits: 0,
+  cachedTokens: 0,
+  costUsd: 0
 })
 
 /** The simulation of `upstream`, or a failure (not retryable) naming the upstreams the lab models. */
@@ -194,10 +246,11 @@ const rateLimitedError = (
 }
 
 /** Steps 1-3: counts the request or answers 429, reports the headers, rolls the failure die. */
-const receive = (sim: Simulated, tokens: number): Effect.Effect<Received, Errors.UpstreamError> =>
+const receive = (bench: Bench, sim: Simulated, tokens: number): Effect.Effect<Received, Errors.UpstreamError> =>
   Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
-    const { rpm, tpm, failureRate } = sim.model
+    const { rpm, tpm } = sim.model
+    const failureRate = failureRateAt(sim.model, now - bench.startedAt)
     const requestWait = rpm === undefined ? 0 : sim.requests.waitMs(now, 1, rpm)
     const tokenWait = tpm === undefined ? 0 : sim.tokens.waitMs(now, tokens, tpm)
     if (requestWait > 0 || tokenWait > 0) {
@@ -206,18 +259,40 @@ const receive = (sim: Simulated, tokens: number): Effect.Effect<Received, Errors
     sim.requests.add(now, 1)
     sim.tokens.add(now, tokens)
     const rateLimits = rateLimitsOf(sim, now)
-    if (failureRate !== undefined && failureRate > 0 && (yield* Random.next) < failureRate) {
+    if (failureRate > 0 && (yield* Random.next) < failureRate) {
       sim.failed++
+      yield* sleep((yield* timing(bench, sim, now, false, 0)).first)
       return yield* Errors.Failure.http(sim.id, 500, "HTTP 500: simulated failure", { rateLimits })
     }
     return { now, rateLimits }
   })
 
-/** Step 4's wait: `latencyMs` on the `Clock`, nothing when it is 0. */
-const latency = (sim: Simulated): Effect.Effect<void> => {
-  const ms = sim.model.latencyMs ?? 0
-  return ms > 0 ? Effect.sleep(ms) : Effect.void
+/** A sleep on the `Clock`; nothing when it is 0. */
+const sleep = (ms: number): Effect.Effect<void> => (ms > 0 ? Effect.sleep(ms) : Effect.void)
+
+/** Step 4: the cache lookup of a chat request served at `now`; the prompt tokens it hit (0 on a miss). */
+const lookUp = (sim: Simulated, request: Wire.ChatCompletionRequest, now: number): number => {
+  if (sim.cache === undefined) return 0
+  const prefix = prefixOf(sim.model.cache!, request)
+  if (prefix === undefined) return 0
+  sim.cacheLookups++
+  if (!sim.cache.use(prefix, now)) return 0
+  sim.cacheHits++
+  return prefix.tokens
 }
+
+/** Step 5's waits: to the first content, then to the end, for a request received at `now`. */
+const timing = (bench: Bench, sim: Simulated, now: number, hit: boolean, completion: number) =>
+  Effect.gen(function* () {
+    const { jitterMs, tail } = sim.model
+    const jitter = jitterMs === undefined || jitterMs === 0 ? 0 : yield* Random.next
+    const tailDraw = tail === undefined ? 1 : yield* Random.next
+    const elapsed = now - bench.startedAt
+    return {
+      first: firstTokenMs(sim.model, elapsed, hit, jitter, tailDraw),
+      rest: generationMs(sim.model, elapsed, completion)
+    }
+  })
 
 /** Prompt and completion of a chat request, and how the completion ends. */
 const plan = (sim: Simulated, request: Wire.ChatCompletionRequest) => {
@@ -230,17 +305,27 @@ const plan = (sim: Simulated, request: Wire.ChatCompletionRequest) => {
     completion,
     finish: completion < configured ? "length" : "stop",
     content: sim.completions.get(completion, request.response_format?.type === "json_object").content,
-    usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+    usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion } as Wire.Usage
   }
 }
 
-/** Counts a request served with its tokens. */
-const countServed = (sim: Simulated, tokens: number): void => {
+type Plan = ReturnType<typeof plan>
+
+/** The plan of a request that hit `cached` prompt tokens: its usage says so. */
+const withCached = (p: Plan, cached: number): Plan =>
+  cached === 0 ? p : { ...p, usage: { ...p.usage, prompt_tokens_details: { cached_tokens: cached } } }
+
+/** Counts a request served with its tokens, and what it cost. */
+const countServed = (sim: Simulated, tokens: number, prompt = tokens, cached = 0, completion = 0): void => {
   sim.served++
   sim.tokensServed += tokens
+  sim.cachedTokens += cached
+  sim.costUsd += costOf(sim.model.pricing, sim.model.cache, prompt, cached, completion)
 }
 
-const served = (sim: Simulated, tokens: number) => Effect.sync(() => countServed(sim, tokens))
+/** Counts a chat answer served. */
+const countChat = (sim: Simulated, p: Plan, cached: number): void =>
+  countServed(sim, p.prompt + p.completion, p.prompt, cached, p.completion)
 
 /** The lab's `chat`: a whole completion after the latency. */
 const chatOf =
@@ -248,10 +333,13 @@ const chatOf =
   (upstream, { model, request }) =>
     Effect.gen(function* () {
       const sim = yield* lookup(bench, upstream)
-      const p = plan(sim, request)
-      const { now, rateLimits } = yield* receive(sim, p.prompt + p.completion)
-      yield* latency(sim)
-      yield* served(sim, p.usage.total_tokens)
+      const planned = plan(sim, request)
+      const { now, rateLimits } = yield* receive(bench, sim, planned.prompt + planned.completion)
+      const cached = lookUp(sim, request, now)
+      const p = withCached(planned, cached)
+      const { first, rest } = yield* timing(bench, sim, now, cached > 0, p.completion)
+      yield* sleep(first + rest)
+      countChat(sim, p, cached)
       const value = {
         id: `chatcmpl-lab-${bench.sequence++}`,
         object: "chat.completion",
@@ -267,11 +355,7 @@ const chatOf =
  * The events of a streamed answer, `head` being the chunk's fields before `choices`: a role chunk,
  * up to {@link STREAM_CONTENT_CHUNKS} content chunks, a finish chunk and, when asked for, usage.
  */
-const streamEventsOf = (
-  head: string,
-  p: ReturnType<typeof plan>,
-  includeUsage: boolean
-): Array<StreamEvent.StreamEvent> => {
+const streamEventsOf = (head: string, p: Plan, includeUsage: boolean): Array<StreamEvent.StreamEvent> => {
   const event = (delta: object, finish: string | null): StreamEvent.StreamEvent => ({
     data: `${head},"choices":[{"index":0,"delta":${JSON.stringify(delta)},"finish_reason":${JSON.stringify(finish)}}]}`
   })
@@ -291,28 +375,72 @@ const streamEventsOf = (
   return events
 }
 
+/**
+ * A source that delivers each batch of events after its wait (the waits add up), then ends: one
+ * fiber of the caller's scope times it, however slowly it is read.
+ */
+const timed = (
+  batches: ReadonlyArray<ReadonlyArray<StreamEvent.StreamEvent>>,
+  waits: ReadonlyArray<number>
+): Effect.Effect<StreamEvent.Source, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    let buffered: Array<StreamEvent.StreamEvent> = []
+    let ended = false
+    let ready: (() => void) | undefined
+    const deliver = (i: number) =>
+      Effect.sync(() => {
+        buffered.push(...batches[i]!)
+        ended = i === batches.length - 1
+        const wake = ready
+        ready = undefined
+        wake?.()
+      })
+    yield* Effect.forkScoped(Effect.forEach(batches, (_, i) => Effect.zipRight(sleep(waits[i] ?? 0), deliver(i))))
+    return {
+      poll: (): StreamEvent.Polled => {
+        if (buffered.length === 0) return ended ? Option.none() : undefined
+        const out = buffered
+        buffered = []
+        return out
+      },
+      onReady: (r) => {
+        ready = r
+      }
+    }
+  })
+
 /** The lab's `chatStream`: the latency before the first event; served once read to its end. */
 const chatStreamOf =
   (bench: Bench): Provider.Service["chatStream"] =>
   (upstream, { model, request }) =>
     Effect.gen(function* () {
       const sim = yield* lookup(bench, upstream)
-      const p = plan(sim, request)
-      const { now, rateLimits } = yield* receive(sim, p.prompt + p.completion)
+      const planned = plan(sim, request)
+      const { now, rateLimits } = yield* receive(bench, sim, planned.prompt + planned.completion)
+      const cached = lookUp(sim, request, now)
+      const p = withCached(planned, cached)
+      const { first, rest } = yield* timing(bench, sim, now, cached > 0, p.completion)
       const head = `{"id":"chatcmpl-lab-${bench.sequence++}","object":"chat.completion.chunk","created":${Math.floor(now / 1000)},"model":${JSON.stringify(model)}`
       const events = streamEventsOf(head, p, request.stream_options?.include_usage === true)
-      // Read ahead by a fiber of the caller's scope: the latency passes whether or not anyone reads.
-      const source = yield* StreamEvent.fromStream(Stream.fromIterable(events).pipe(Stream.onStart(latency(sim))))
+      // The role chunk and the first content chunk after the time to first token, the rest once
+      // generated; timed by a fiber of the caller's scope, so time passes whether or not anyone reads.
+      const source = yield* timed([events.slice(0, 2), events.slice(2)], [first, rest])
       let ended = false
       const poll = (): StreamEvent.Polled => {
         const polled = source.poll()
         // Served once the reader got the clean end, as a client reads a stream to its end.
         if (!ended && polled !== undefined && !StreamEvent.isEvents(polled) && Option.isNone(polled)) {
           ended = true
-          countServed(sim, p.usage.total_tokens)
+          countChat(sim, p, cached)
         }
         return polled
       }
+      // A stream abandoned before its end (a hedge's loser, a client gone) still cost its prompt.
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          if (!ended) sim.costUsd += costOf(sim.model.pricing, sim.model.cache, p.prompt, cached, 0)
+        })
+      )
       return { events: { poll, onReady: source.onReady }, rateLimits }
     })
 
@@ -330,9 +458,10 @@ const embeddingsOf =
             : (request.input as ReadonlyArray<string | ReadonlyArray<number>>)
       let tokens = 0
       for (const input of inputs) tokens += typeof input === "string" ? estimateTextTokens(input) : input.length
-      const { rateLimits } = yield* receive(sim, tokens)
-      yield* latency(sim)
-      yield* served(sim, tokens)
+      const { now, rateLimits } = yield* receive(bench, sim, tokens)
+      const { first } = yield* timing(bench, sim, now, false, 0)
+      yield* sleep(first)
+      countServed(sim, tokens)
       const dimensions = request.dimensions ?? DEFAULT_DIMENSIONS
       const value = {
         object: "list",
@@ -354,16 +483,36 @@ const embeddingsOf =
 const statsOf = (bench: Bench, upstreamId: string): Stats => {
   const sim = bench.sims.get(upstreamId)
   return sim === undefined
-    ? { served: 0, rateLimited: 0, failed: 0, tokens: 0 }
-    : { served: sim.served, rateLimited: sim.rateLimited, failed: sim.failed, tokens: sim.tokensServed }
+    ? NOTHING
+    : {
+        served: sim.served,
+        rateLimited: sim.rateLimited,
+        failed: sim.failed,
+        tokens: sim.tokensServed,
+        cacheLookups: sim.cacheLookups,
+        cacheHits: sim.cacheHits,
+        cachedTokens: sim.cachedTokens,
+        costUsd: sim.costUsd
+      }
 }
 
-/** Makes simulated upstreams, keyed by upstream id. */
+const NOTHING: Stats = {
+  served: 0,
+  rateLimited: 0,
+  failed: 0,
+  tokens: 0,
+  cacheLookups: 0,
+  cacheHits: 0,
+  cachedTokens: 0,
+  costUsd: 0
+}
+
+/** Makes simulated upstreams, keyed by upstream id; `degrade.atMs` counts from now on the `Clock`. */
 export const make = (models: Readonly<Record<string, UpstreamModel>>): Effect.Effect<Lab> =>
-  Effect.sync(() => {
+  Effect.map(Clock.currentTimeMillis, (startedAt) => {
     const sims = new Map<string, Simulated>()
-    for (const [id, model] of Object.entries(models)) sims.set(id, simulate(id, model))
-    const bench: Bench = { sims, sequence: 0 }
+    for (const [id, model] of Object.entries(models)) sims.set(id, modelled(id, model))
+    const bench: Bench = { sims, startedAt, sequence: 0 }
     return {
       provider: Provider.Provider.of({
         chat: chatOf(bench),

@@ -2,6 +2,7 @@
 export * as Anthropic from "./Anthropic.js"
 export * as Gemini from "./Gemini.js"
 export * as Lab from "./Lab.js"
+export * as LabScenarios from "./LabScenarios.js"
 export * as Ollama from "./Ollama.js"
 export * as OpenAICompatible from "./OpenAICompatible.js"
 export * as Providers from "./Providers.js"

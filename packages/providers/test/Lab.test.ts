@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Wire } from "@sluice/core"
 import { Provider, StreamEvent, Topology } from "@sluice/core"
-import { Chunk, Effect, Fiber, Stream, TestClock } from "effect"
+import { Chunk, Clock, Effect, Fiber, Random, Stream, TestClock } from "effect"
 import * as Lab from "../src/Lab.js"
 
 const up = (id: string) => Topology.upstream({ id, provider: "simulated", baseUrl: "http://lab" })
@@ -32,7 +32,7 @@ describe("Lab", () => {
       // No limits configured: no rate-limit headers, and nothing to relay verbatim.
       expect(answer.rateLimits).toBeUndefined()
       expect(answer.text).toBeUndefined()
-      expect(lab.stats("a")).toEqual({ served: 1, rateLimited: 0, failed: 0, tokens: 18 })
+      expect(lab.stats("a")).toMatchObject({ served: 1, rateLimited: 0, failed: 0, tokens: 18 })
     })
   )
 
@@ -74,7 +74,7 @@ describe("Lab", () => {
       yield* TestClock.adjust("1 millis") // t = 60 s: the first request left the window, the second did not
       yield* chat
       expect(yield* Effect.flip(chat)).toMatchObject({ status: 429, retryAfterMs: 30_000 })
-      expect(lab.stats("a")).toEqual({ served: 3, rateLimited: 3, failed: 0, tokens: 3 * (13 + 16) })
+      expect(lab.stats("a")).toMatchObject({ served: 3, rateLimited: 3, failed: 0, tokens: 3 * (13 + 16) })
     })
   )
 
@@ -153,6 +153,12 @@ describe("Lab", () => {
       // A stream abandoned unread is never served.
       yield* Effect.scoped(lab.provider.chatStream(up("a"), call(request({ stream: true }))))
       expect(lab.stats("a")).toMatchObject({ served: 1 })
+      // With prices, an abandoned stream (a hedge's loser, say) still costs its prompt.
+      const priced = yield* Lab.make({
+        b: { completionTokens: 6, pricing: { inputPerMillion: 1e6, outputPerMillion: 2e6 } }
+      })
+      yield* Effect.scoped(priced.provider.chatStream(up("b"), call(request({ stream: true }))))
+      expect(priced.stats("b")).toMatchObject({ served: 0, costUsd: 13 })
     })
   )
 
@@ -185,7 +191,155 @@ describe("Lab", () => {
       const error = yield* Effect.flip(lab.provider.chat(up("b"), call(request())))
       expect(error).toMatchObject({ kind: "protocol", retryable: false })
       expect(error.message).toContain("'b'")
-      expect(lab.stats("b")).toEqual({ served: 0, rateLimited: 0, failed: 0, tokens: 0 })
+      // All zeros.
+      expect(new Set(Object.values(lab.stats("b")))).toEqual(new Set([0]))
     })
+  )
+
+  it.effect("draws each latency from base + jitter with a long tail, reproducibly from the seed", () =>
+    Effect.gen(function* () {
+      const model = { latencyMs: 100, jitterMs: 50, tail: { probability: 0.1, multiplier: 10 } }
+      // A fresh generator of the same seed per run.
+      const draw = Effect.suspend(() =>
+        Effect.gen(function* () {
+          const lab = yield* Lab.make({ a: model })
+          const latencies: Array<number> = []
+          for (let i = 0; i < 400; i++) {
+            const start = yield* Clock.currentTimeMillis
+            yield* lab.provider.chat(up("a"), call(request()))
+            latencies.push((yield* Clock.currentTimeMillis) - start)
+          }
+          return latencies
+        }).pipe(Lab.simulate, Effect.withRandom(Random.make(7)))
+      )
+      const latencies = yield* draw
+      const body = latencies.filter((ms) => ms < 1_000)
+      const tail = latencies.filter((ms) => ms >= 1_000)
+      expect(Math.min(...body)).toBeGreaterThanOrEqual(100)
+      expect(Math.max(...body)).toBeLessThanOrEqual(150)
+      expect(new Set(body).size).toBeGreaterThan(20)
+      expect(Math.min(...tail)).toBeGreaterThanOrEqual(1_000)
+      expect(Math.max(...tail)).toBeLessThanOrEqual(1_500)
+      // About 10% in the tail (40 of 400, within sampling error).
+      expect(tail.length).toBeGreaterThan(20)
+      expect(tail.length).toBeLessThan(60)
+      expect(yield* draw).toEqual(latencies)
+    })
+  )
+
+  it.effect("degrades from atMs on: latency multiplied, failures at the new rate", () =>
+    Effect.gen(function* () {
+      const lab = yield* Lab.make({
+        a: { latencyMs: 100, degrade: { atMs: 60_000, latencyMultiplier: 10, failureRate: 1 } }
+      })
+      const timed = Effect.gen(function* () {
+        const start = yield* Clock.currentTimeMillis
+        yield* lab.provider.chat(up("a"), call(request()))
+        return (yield* Clock.currentTimeMillis) - start
+      })
+      expect(yield* timed).toBe(100)
+      yield* Effect.sleep("59800 millis")
+      expect(yield* timed).toBe(100) // received at 59.9 s: not yet degraded
+      expect(yield* Effect.flip(timed)).toMatchObject({ status: 500 })
+      expect(lab.stats("a")).toMatchObject({ served: 2, failed: 1 })
+      const slow = yield* Lab.make({ b: { latencyMs: 100, degrade: { atMs: 0, latencyMultiplier: 10 } } })
+      const start = yield* Clock.currentTimeMillis
+      yield* slow.provider.chat(up("b"), call(request()))
+      expect((yield* Clock.currentTimeMillis) - start).toBe(1_000)
+    }).pipe(Lab.simulate)
+  )
+
+  it.effect("answers a repeated prefix from its prompt cache: sooner, cheaper, with cached_tokens in usage", () =>
+    Effect.gen(function* () {
+      const lab = yield* Lab.make({
+        a: {
+          latencyMs: 1_000,
+          completionTokens: 10,
+          cache: { minPrefixTokens: 100, ttlMs: 60_000, latencyFactor: 0.2, priceFactor: 0.1 },
+          pricing: { inputPerMillion: 1_000_000, outputPerMillion: 2_000_000 }
+        }
+      })
+      const system = { role: "system" as const, content: "s".repeat(800) } // 200 + 3 tokens
+      const ask = (question: string) =>
+        Effect.gen(function* () {
+          const start = yield* Clock.currentTimeMillis
+          const answer = yield* lab.provider.chat(
+            up("a"),
+            call(request({ messages: [system, { role: "user", content: question }] }))
+          )
+          return { ms: (yield* Clock.currentTimeMillis) - start, usage: answer.value.usage }
+        })
+      const miss = yield* ask("first question")
+      expect(miss.ms).toBe(1_000)
+      expect(miss.usage?.["prompt_tokens_details"]).toBeUndefined()
+      const hit = yield* ask("another question")
+      expect(hit.ms).toBe(200)
+      expect(hit.usage?.["prompt_tokens_details"]).toEqual({ cached_tokens: 203 })
+      // A short prefix is not cached; an entry expires after its TTL.
+      yield* lab.provider.chat(up("a"), call(request()))
+      yield* Effect.sleep("60001 millis")
+      expect((yield* ask("much later")).ms).toBe(1_000)
+      const stats = lab.stats("a")
+      expect(stats).toMatchObject({ served: 4, cacheLookups: 3, cacheHits: 1, cachedTokens: 203 })
+      // Full, it forgets the prefix used least recently.
+      const small = yield* Lab.make({ b: { cache: { minPrefixTokens: 1, maxEntries: 2 } } })
+      const withPrefix = (prefix: string) =>
+        small.provider.chat(
+          up("b"),
+          call(
+            request({
+              messages: [
+                { role: "system", content: prefix },
+                { role: "user", content: "q" }
+              ]
+            })
+          )
+        )
+      for (const prefix of ["x", "y", "x", "z", "x", "y"]) yield* withPrefix(prefix)
+      // x y x(hit) z (evicts y) x(hit) y(miss)
+      expect(small.stats("b")).toMatchObject({ cacheLookups: 6, cacheHits: 2 })
+      // A dollar per input token and two per output token: prompts of 203 + 3 + ceil(question / 4)
+      // (the short request 13), 10 output tokens each; the hit pays a tenth for its cached 203.
+      expect(stats.costUsd).toBeCloseTo(210 + (203 * 0.1 + 3 + 4) + 13 + 209 + 4 * 20, 6)
+    }).pipe(Lab.simulate)
+  )
+
+  it.effect("streams the first content after the time to first token and the rest after perTokenMs each", () =>
+    Effect.gen(function* () {
+      const lab = yield* Lab.make({ a: { latencyMs: 300, perTokenMs: 10, completionTokens: 6 } })
+      const start = yield* Clock.currentTimeMillis
+      const times = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const opened = yield* lab.provider.chatStream(up("a"), call(request({ stream: true })))
+          const at: Array<number> = []
+          yield* Stream.runForEach(StreamEvent.toStream(opened.events), () =>
+            Effect.map(Clock.currentTimeMillis, (now) => void at.push(now - start))
+          )
+          return at
+        })
+      )
+      // Role and first content at 300 ms; 3 more content chunks and the finish chunk 50 ms later.
+      expect(times).toEqual([300, 300, 350, 350, 350, 350])
+    }).pipe(Lab.simulate)
+  )
+
+  it.effect(
+    "simulate runs a program in virtual time, its sleeps in TestClock's order, and dies when nothing can wake it",
+    () =>
+      Effect.gen(function* () {
+        const woke: Array<number> = []
+        const hour = Effect.gen(function* () {
+          const sleepers = [3_600_000, 1_000, 60_000, 1_000].map((ms, i) =>
+            Effect.as(Effect.sleep(ms), i).pipe(Effect.tap((i) => Effect.sync(() => void woke.push(i))))
+          )
+          yield* Effect.all(sleepers, { concurrency: "unbounded" })
+          return yield* Clock.currentTimeMillis
+        })
+        expect(yield* Lab.simulate(hour, 5)).toBe(5 + 3_600_000)
+        // Of two for one instant, the later to sleep wakes first, as under TestClock.
+        expect(woke).toEqual([3, 1, 2, 0])
+        const stuck = yield* Effect.exit(Lab.simulate(Effect.never))
+        expect(stuck._tag).toBe("Failure")
+      })
   )
 })

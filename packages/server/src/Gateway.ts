@@ -9,7 +9,8 @@
  * and `POST /v1/messages/count_tokens` (see `Messages`).
  * Every answer (errors, models, health and streams too) carries `x-request-id`: the client's own,
  * or one generated here and handed to the router, so the decision, the trace and the header agree.
- * Routed answers also name what happened: `x-sluice-pool`, `x-sluice-upstream`, `x-sluice-attempts`.
+ * Routed answers also name what happened: `x-sluice-pool`, `x-sluice-upstream`, `x-sluice-attempts`
+ * (and after a hedge, `x-sluice-hedged` and `x-sluice-hedge-loser`).
  *
  * It runs on `node:http` directly: one request handler reads the body and runs one Effect per request
  * (the router call and the response) through the runtime of the built layer. A client that

@@ -55,6 +55,16 @@ export const decayed = (current: Decayed | undefined, ms: number, now: number): 
 export const record = (local: Local, kind: Kind, upstreamId: string, ms: number, now: number): void =>
   local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [undefined, decayed(current, ms, now)])
 
+/**
+ * Records that the average still holds at `now` without a sample of its own (an attempt cancelled
+ * after waiting less than it): its figures stay, only its age starts again. Nothing when it has none.
+ */
+export const touch = (local: Local, kind: Kind, upstreamId: string, now: number): void =>
+  local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [
+    undefined,
+    current === undefined || current.at >= now ? current : { ...current, at: now }
+  ])
+
 /** The current average, if the upstream has answered at all. */
 export const read = (local: Local, kind: Kind, upstreamId: string): Decayed | undefined =>
   local.peek<Decayed>(keyOf(kind, upstreamId))

@@ -72,6 +72,12 @@ export interface Pass {
   backoff: unknown
 }
 
+/** Decides which of a request's concurrent attempts serves it (see `Request.race`). */
+export interface Race {
+  /** True for the first attempt to ask (and for it again), false for any other. Synchronous. */
+  readonly claim: (attempt: object) => boolean
+}
+
 /** A request in flight through the stages. */
 export class Request implements Step {
   /** Epoch milliseconds of the current synchronous part, from `clock`. */
@@ -98,6 +104,11 @@ export class Request implements Step {
   unclaimed: Effect.Effect<void> | undefined = undefined
   /** The capabilities the request needs, when it needs any (see `Capabilities.needsOf`). */
   needs: ReadonlyArray<string> | undefined = undefined
+  /**
+   * In a pool that hedges streams (see `Hedge`): asked by an attempt whose first content has come
+   * whether it is the first, and so serves the request; the other one lost. Undefined elsewhere.
+   */
+  race: Race | undefined = undefined
   /**
    * Makes an effect interruptible as the caller of the route was. A route runs uninterruptibly — so
    * that whatever ends it, its handlers finish its attempts and leave the queue, with no mask per

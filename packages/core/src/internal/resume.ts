@@ -227,7 +227,7 @@ export const resuming = (
   })
 
   // What the client was told as the stream started (its headers) stays the first stream's.
-  const { attempts, pool, requestId, upstream } = first
+  const { attempts, hedge, pool, requestId, upstream } = first
   const decision = Effect.suspend(() =>
     resumed.length === 0
       ? first.decision
@@ -241,6 +241,7 @@ export const resuming = (
     requestId,
     pool,
     attempts,
+    hedge,
     source,
     release,
     decision,

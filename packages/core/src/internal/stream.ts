@@ -4,10 +4,10 @@
  * with a stall watchdog, and finish the attempt — releases, decision, spans — when it ends.
  */
 import type { Clock, Tracer } from "effect"
-import { Deferred, Duration, Effect, Exit, FiberId, Option, Scope, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, FiberId, Option, Scope, Stream } from "effect"
 import type { Admitted, Service as AttemptStage } from "../Attempt.js"
 import { failedWith, inAttemptSpan } from "../Attempt.js"
-import type { Decision } from "../Decision.js"
+import type { Decision, Hedge } from "../Decision.js"
 import { spanAttributes } from "../Decision.js"
 import type { RateLimitInfo, UpstreamError } from "../Errors.js"
 import { Failure } from "../Errors.js"
@@ -44,6 +44,8 @@ export interface RoutedStream {
   readonly events: Stream.Stream<StreamEvent, UpstreamError>
   /** The decision, once the stream has ended. */
   readonly decision: Effect.Effect<Decision>
+  /** The hedge of a hedged stream (as in the decision); undefined when none started. */
+  readonly hedge: Hedge | undefined
 }
 
 /**
@@ -114,10 +116,19 @@ export const open = (
       }
     )
     const timed = timesItself ? started : within(request.clock, firstChunk, timedOut)(started)
+    const failed = (cause: Cause.Cause<UpstreamError>) => {
+      feed?.stop()
+      request.tick()
+      stage.finish(request, admitted, failedWith(cause, Math.max(0, request.now - admitted.startedAt)))
+      const closed = Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause))
+      return request.span === undefined ? Effect.zipRight(request.flush(), closed) : closed
+    }
     // The route is uninterruptible but where it waits (see `Request.restore`): the handler below
     // finishes the attempt however opening ends.
     return Effect.matchCauseEffect(request.restore(timed), {
       onSuccess: (head) => {
+        // A hedged request's other attempt delivered first (see `Hedge`): this one is cancelled.
+        if (request.race !== undefined && !request.race.claim(admitted)) return failed(Cause.interrupt(FiberId.none))
         // Observability hook: the time to first chunk, read by metrics and the audit log.
         request.decision.firstChunkMs = Math.max(
           0,
@@ -139,13 +150,7 @@ export const open = (
           })
         )
       },
-      onFailure: (cause) => {
-        feed?.stop()
-        request.tick()
-        stage.finish(request, admitted, failedWith(cause, Math.max(0, request.now - admitted.startedAt)))
-        const closed = Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause))
-        return request.span === undefined ? Effect.zipRight(request.flush(), closed) : closed
-      }
+      onFailure: failed
     })
   })
   // With spans, what the guards left runs after the attempt's span (a transition belongs on the route span).
@@ -328,6 +333,7 @@ const handOver = (request: Request, admitted: Admitted, opened: Opened): RoutedS
     requestId: request.decision.requestId,
     pool: admitted.attempt.pool.id,
     attempts: request.attempts,
+    hedge: request.decision.hedge,
     source,
     release,
     // Built when asked for: the gateway reads `source` and never needs the Stream.

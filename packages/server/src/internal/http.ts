@@ -22,33 +22,46 @@ export const writeJson = (
 
 /**
  * What happened, as headers: the pool, the attempts, and the upstream that served — or, for an
- * error answer, the upstream of the last attempt (none when no attempt was made).
+ * error answer, the upstream of the last attempt (none when no attempt was made) — and a hedge.
  */
 export const decisionHeaders = (decision: Decision.Decision): Record<string, string> => {
   const upstream = decision.upstream ?? decision.attempts[decision.attempts.length - 1]?.upstream
-  return upstream === undefined
-    ? {
-        "x-request-id": decision.requestId,
-        "x-sluice-pool": decision.pool,
-        "x-sluice-attempts": String(decision.attempts.length)
-      }
-    : {
-        "x-request-id": decision.requestId,
-        "x-sluice-pool": decision.pool,
-        "x-sluice-upstream": upstream,
-        "x-sluice-attempts": String(decision.attempts.length)
-      }
+  const headers: Record<string, string> =
+    upstream === undefined
+      ? {
+          "x-request-id": decision.requestId,
+          "x-sluice-pool": decision.pool,
+          "x-sluice-attempts": String(decision.attempts.length)
+        }
+      : {
+          "x-request-id": decision.requestId,
+          "x-sluice-pool": decision.pool,
+          "x-sluice-upstream": upstream,
+          "x-sluice-attempts": String(decision.attempts.length)
+        }
+  if (decision.hedge !== undefined) hedgeHeaders(headers, decision.hedge)
+  return headers
 }
 
 /** The headers of a streamed answer: an event stream, and what happened (as {@link decisionHeaders}). */
-export const streamHeaders = (routed: Router.RoutedStream): Record<string, string> => ({
-  "content-type": "text/event-stream",
-  "cache-control": "no-cache",
-  "x-request-id": routed.requestId,
-  "x-sluice-pool": routed.pool,
-  "x-sluice-upstream": routed.upstream,
-  "x-sluice-attempts": String(routed.attempts)
-})
+export const streamHeaders = (routed: Router.RoutedStream): Record<string, string> => {
+  const headers: Record<string, string> = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache",
+    "x-request-id": routed.requestId,
+    "x-sluice-pool": routed.pool,
+    "x-sluice-upstream": routed.upstream,
+    "x-sluice-attempts": String(routed.attempts)
+  }
+  if (routed.hedge !== undefined) hedgeHeaders(headers, routed.hedge)
+  return headers
+}
+
+/** A hedge, as headers: that one started, and which upstream lost the race (when one did). */
+const hedgeHeaders = (headers: Record<string, string>, hedge: Decision.Hedge): void => {
+  headers["x-sluice-hedged"] = "true"
+  if (hedge.loser !== undefined) headers["x-sluice-hedge-loser"] = hedge.loser
+}
 
 const DONE = "data: [DONE]\n\n"
 

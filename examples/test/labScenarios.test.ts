@@ -1,0 +1,98 @@
+import { describe, expect, it } from "@effect/vitest"
+import { LabScenarios } from "@sluice/providers"
+import { ConsistentHash, Strategies } from "@sluice/strategies"
+import { Effect } from "effect"
+import { strategyTable } from "../lab.js"
+
+/** Scenario `id` with the named strategy, `minutes` long, in the lab's virtual time. */
+const run = (id: string, strategy: string, minutes: number, hedge?: LabScenarios.RunOptions["hedge"]) =>
+  LabScenarios.run(
+    LabScenarios.scenarios.find((s) => s.id === id)!,
+    strategy,
+    {
+      strategies: Strategies.layer(),
+      minutes,
+      ...(hedge === undefined ? {} : { hedge })
+    }
+  )
+
+// The issue's bars, on shorter runs than `npm run bench:strategies` makes (the same scenarios).
+describe("the lab's bars for the strategies", () => {
+  it.effect(
+    "(b) one upstream ten times slower from halfway: p2c and latency keep p99 at least 2x below round robin's",
+    () =>
+      Effect.gen(function* () {
+        const roundRobin = yield* run("b", "round-robin", 6)
+        for (const strategy of ["p2c", "latency"]) {
+          const row = yield* run("b", strategy, 6)
+          expect(row.latency.p99 * 2).toBeLessThanOrEqual(roundRobin.latency.p99)
+          expect(row.firstToken.p99 * 2).toBeLessThanOrEqual(roundRobin.firstToken.p99)
+          expect(row.errors).toBe(0)
+        }
+      })
+  )
+
+  it.effect(
+    "(d) ten times the summed quota: headroom and least-tokens serve at least 98% of it, with no upstream 429",
+    () =>
+      Effect.gen(function* () {
+        for (const strategy of ["headroom", "least-tokens"]) {
+          const row = yield* run("d", strategy, 4)
+          expect(row.ofCapacity).toBeGreaterThanOrEqual(0.98)
+          expect(row.upstream429s).toBe(0)
+          expect(row.errors).toBe(0)
+        }
+      })
+  )
+
+  it.effect(
+    "(e) sessions with long prefixes: consistent-hash hits the prompt caches at least 90% of the time, no upstream past (1 + ε) x the average load",
+    () =>
+      Effect.gen(function* () {
+        const row = yield* run("e", "consistent-hash", 10)
+        expect(row.cacheHitRate).toBeGreaterThanOrEqual(0.9)
+        expect(row.maxOverAverage).toBeLessThanOrEqual(1 + ConsistentHash.defaultEpsilon)
+        // Round robin spreads every session over every cache, which holds two thirds of them.
+        expect((yield* run("e", "round-robin", 10)).cacheHitRate).toBeLessThan(0.7)
+      })
+  )
+
+  it.effect(
+    "(a) a long tail: hedging at the p95 cuts round robin's time-to-first-token p99 by 40% or more, with at most 10% extra requests",
+    () =>
+      Effect.gen(function* () {
+        const plain = yield* run("a", "round-robin", 6)
+        const hedged = yield* run("a", "round-robin", 6, LabScenarios.hedge)
+        expect(hedged.firstToken.p99).toBeLessThanOrEqual(plain.firstToken.p99 * 0.6)
+        expect(hedged.hedgedShare).toBeLessThanOrEqual(0.1)
+      })
+  )
+
+  it.effect(
+    "(b) hedged too, p2c and latency keep time-to-first-token p99 at least 2x below round robin's, with at most 10% extra requests",
+    () =>
+      Effect.gen(function* () {
+        const roundRobin = yield* run("b", "round-robin", 6)
+        for (const strategy of ["p2c", "latency"]) {
+          const hedged = yield* run("b", strategy, 6, LabScenarios.hedge)
+          expect(hedged.firstToken.p99 * 2).toBeLessThanOrEqual(roundRobin.firstToken.p99)
+          expect(hedged.hedgedShare).toBeLessThanOrEqual(0.1)
+        }
+      })
+  )
+
+  it.effect(
+    "npm run lab's table has a row for every strategy the strategies package registers, in every scenario",
+    () =>
+      Effect.gen(function* () {
+        const table = yield* strategyTable(0.25)
+        for (const id of ["a", "b", "c", "d", "e"]) expect(table).toContain(`(${id}) `)
+        const firstCells = table.split("\n").map((line) => line.split("|")[1]?.trim() ?? "")
+        for (const name of Strategies.names) {
+          // Five scenarios, and hedged in (a) and (b).
+          expect(firstCells.filter((cell) => cell === name)).toHaveLength(5)
+          expect(firstCells.filter((cell) => cell.startsWith(`${name} +hedge`))).toHaveLength(2)
+        }
+      })
+  )
+})

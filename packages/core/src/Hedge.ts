@@ -1,0 +1,255 @@
+/**
+ * Hedge: hedged streams, opt-in per pool (`pools[].hedge`). When a stream's first content has not
+ * come by the pool's delay — `afterMs` after its attempt was admitted, or the `afterPercentile` of
+ * the pool's recent times to first content — a second attempt starts on another upstream of the
+ * pool, chosen by `Select` and admitted by `Attempt` like any other (never one without budget,
+ * never a wait in the queue). The first to deliver content serves the request; the other is
+ * cancelled at once, which finishes its attempt and gives its reservations back. Hedges never pass
+ * `maxExtraPercent` of the pool's requests, counted per minute in the state store's `local` state.
+ * The decision says what happened (`Decision.hedge`: both upstreams, the winner, the loser and why).
+ *
+ * Pools without `hedge` never reach this module: `Retry` asks it only for a stream in a pool that
+ * hedges, so they pay nothing for it.
+ */
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option } from "effect"
+import type { Admitted, Service as AttemptStage } from "./Attempt.js"
+import type { Hedge as HedgeRecord } from "./Decision.js"
+import type { UpstreamError } from "./Errors.js"
+import * as Latency from "./internal/latency.js"
+import type { Race, Request } from "./internal/request.js"
+import type { Service as SelectStage } from "./Select.js"
+import type { Local } from "./StateStore.js"
+import type { Pool } from "./Topology.js"
+
+/** The stage. */
+export interface Service {
+  /**
+   * Runs `once` for an admitted attempt of a stream in a pool that hedges, and, when its first
+   * content is late, once more for a second attempt; returns what the first to deliver content
+   * returned, or fails as the hedged attempt did when neither delivered.
+   */
+  readonly run: <A>(
+    request: Request,
+    admitted: Admitted,
+    once: (request: Request, admitted: Admitted) => Effect.Effect<A, UpstreamError>
+  ) => Effect.Effect<A, UpstreamError>
+}
+
+/** Hedges and requests of a pool in the current minute (JSON, in `local` under `hedge:<pool>`). */
+interface Budget {
+  readonly since: number
+  readonly requests: number
+  readonly hedges: number
+}
+
+/** The budget's counting period. */
+const WINDOW_MS = 60_000
+
+/** Times to first content a pool keeps for its percentile. */
+const SAMPLES = 256
+
+/** A percentile is only read once the pool has seen this many. */
+export const MIN_SAMPLES = 20
+
+/** The pool's recent times to first content on this instance, and a cache of the percentile read. */
+class Samples {
+  private readonly ms: Array<number> = []
+  private next = 0
+  private cached: number | undefined = undefined
+
+  add(ms: number): void {
+    if (this.ms.length < SAMPLES) this.ms.push(ms)
+    else this.ms[this.next] = ms
+    this.next = (this.next + 1) % SAMPLES
+    this.cached = undefined
+  }
+
+  /** The `p`th percentile (nearest rank), or undefined before {@link MIN_SAMPLES}. */
+  percentile(p: number): number | undefined {
+    if (this.ms.length < MIN_SAMPLES) return undefined
+    if (this.cached === undefined) {
+      const sorted = [...this.ms].sort((a, b) => a - b)
+      this.cached = sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+    }
+    return this.cached
+  }
+}
+
+/** The first of a request's attempts to deliver content wins; each winner's time feeds the percentile. */
+class FirstContent implements Race {
+  winner: object | undefined = undefined
+  constructor(
+    private readonly request: Request,
+    private readonly samples: Samples,
+    private readonly since: number
+  ) {}
+  readonly claim = (attempt: object): boolean => {
+    if (this.winner !== undefined) return this.winner === attempt
+    this.winner = attempt
+    this.samples.add(Math.max(0, this.request.clock.unsafeCurrentTimeMillis() - this.since))
+    return true
+  }
+}
+
+/** Counts a request of `pool` at `now`, and a hedge of it too when `hedge` and the budget allows. */
+const count = (local: Local, pool: Pool, now: number, request: boolean, hedge: boolean): boolean =>
+  local.modify<Budget, boolean>(`hedge:${pool.id}`, (current) => {
+    const budget =
+      current === undefined || now - current.since >= WINDOW_MS ? { since: now, requests: 0, hedges: 0 } : current
+    const requests = budget.requests + (request ? 1 : 0)
+    const allowed = hedge && (budget.hedges + 1) * 100 <= pool.hedge!.maxExtraPercent * requests
+    if (!request && !allowed) return [false, budget]
+    return [allowed, { since: budget.since, requests, hedges: budget.hedges + (allowed ? 1 : 0) }]
+  })
+
+/** Whether the pool's budget has room for one more hedge at `now`: a read, nothing counted. */
+const allows = (local: Local, pool: Pool, now: number): boolean => {
+  const budget = local.peek<Budget>(`hedge:${pool.id}`)
+  if (budget === undefined || now - budget.since >= WINDOW_MS) return false
+  return (budget.hedges + 1) * 100 <= pool.hedge!.maxExtraPercent * budget.requests
+}
+
+/** The exit of whichever fiber of two ends first with a value, else of `first` once both have failed. */
+const firstSuccess = <A, E>(
+  first: Fiber.RuntimeFiber<A, E>,
+  second: Fiber.RuntimeFiber<A, E>
+): Effect.Effect<Exit.Exit<A, E>> =>
+  Effect.suspend(() => {
+    const settled = Deferred.unsafeMake<Exit.Exit<A, E>>(FiberId.none)
+    const exits: Array<Exit.Exit<A, E> | undefined> = [undefined, undefined]
+    const observe = (i: number) => (exit: Exit.Exit<A, E>) => {
+      exits[i] = exit
+      if (Exit.isSuccess(exit)) Deferred.unsafeDone(settled, Exit.succeed(exit))
+      else if (exits[1 - i] !== undefined) Deferred.unsafeDone(settled, Exit.succeed(exits[0]!))
+    }
+    first.addObserver(observe(0))
+    second.addObserver(observe(1))
+    return Deferred.await(settled)
+  })
+
+/** How an admitted attempt runs: the router's `once`. */
+type Once<A> = (request: Request, admitted: Admitted) => Effect.Effect<A, UpstreamError>
+
+/** A decision's hedge record while the race runs. */
+type Record_ = { -readonly [K in keyof HedgeRecord]: HedgeRecord[K] }
+
+/** Waits for `fiber`'s exit where the route may be interrupted; interrupting the wait interrupts it. */
+const awaitIn = <A, E>(request: Request, fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<Exit.Exit<A, E>> =>
+  Effect.onInterrupt(request.restore(Fiber.await(fiber)), () => Fiber.interrupt(fiber))
+
+/** Makes the stage over the pipeline's selection and admission and this instance's state. */
+export const make = (select: SelectStage, attempt: AttemptStage, local: Local): Service => {
+  const samples = new Map<string, Samples>()
+  const samplesOf = (pool: Pool): Samples => {
+    let kept = samples.get(pool.id)
+    if (kept === undefined) samples.set(pool.id, (kept = new Samples()))
+    return kept
+  }
+
+  const run = <A>(request: Request, admitted: Admitted, once: Once<A>): Effect.Effect<A, UpstreamError> => {
+    const pool = admitted.attempt.pool
+    const config = pool.hedge!
+    const kept = samplesOf(pool)
+    // A request counts once, however many of its attempts are hedged.
+    count(local, pool, request.now, request.race === undefined, false)
+    request.race = new FirstContent(request, kept, admitted.startedAt)
+    const delay = config.afterMs ?? kept.percentile(config.afterPercentile!)
+    if (delay === undefined) return once(request, admitted)
+    const wait = Duration.millis(Math.max(0, admitted.startedAt + delay - request.now))
+    return Effect.flatMap(Effect.fork(once(request, admitted)), (primary) => {
+      const early: Effect.Effect<Option.Option<Exit.Exit<A, UpstreamError>>> = Effect.race(
+        Effect.map(Fiber.await(primary), Option.some),
+        Effect.as(Effect.sleep(wait), Option.none())
+      )
+      return Effect.flatMap(
+        Effect.onInterrupt(request.restore(early), () => Fiber.interrupt(primary)),
+        (exit) => (Option.isSome(exit) ? exit.value : hedge(request, admitted, primary, once))
+      )
+    })
+  }
+
+  /** The hedge, once the hedged attempt is late: started when a candidate and the budget allow. */
+  const hedge = <A>(
+    request: Request,
+    admitted: Admitted,
+    primary: Fiber.RuntimeFiber<A, UpstreamError>,
+    once: Once<A>
+  ): Effect.Effect<A, UpstreamError> => {
+    const pool = admitted.attempt.pool
+    const now = request.tick().now
+    const alone = Effect.flatten(awaitIn(request, primary))
+    // Over the budget, no hedge is even chosen.
+    if (!allows(local, pool, now)) return alone
+    const chosen = select.another(request)
+    if (chosen === undefined) return Effect.zipRight(request.flush(), alone)
+    const second = attempt.admit(request, chosen)
+    if (!("releases" in second)) {
+      request.decision.exclude(second)
+      return Effect.zipRight(request.flush(), alone)
+    }
+    count(local, pool, now, false, true)
+    const record: Record_ = {
+      primary: admitted.attempt.upstream.id,
+      hedge: chosen.upstream.id,
+      afterMs: Math.max(0, now - admitted.startedAt),
+      winner: undefined,
+      loser: undefined,
+      reason: undefined
+    }
+    request.decision.hedge = record
+    return Effect.flatMap(Effect.fork(once(request, second)), (other) => {
+      const both = [primary, other] as const
+      return Effect.flatMap(
+        Effect.onInterrupt(request.restore(firstSuccess(primary, other)), () => Fiber.interruptAll(both)),
+        (exit) => settle(local, request, record, both, [admitted, second], exit)
+      )
+    })
+  }
+
+  return { run }
+}
+
+/**
+ * Ends a race: cancels the loser (its attempt finishes, interrupted, and gives its reservations
+ * back) and says in the record who won and why the other lost. A loser cancelled for being slower
+ * leaves what it taught of its time to first content: the time it had waited is a floor of the real
+ * one, a sample when above its average; below it the floor only confirms the average, which keeps
+ * its figures and starts its age again. Otherwise strategies that rank by latency would not learn
+ * what the hedges hide, and would send more to a slow upstream the older its figure grew.
+ * When both failed, the hedge's upstream is not tried again and the request fails as the hedged
+ * attempt did.
+ */
+const settle = <A>(
+  local: Local,
+  request: Request,
+  record: Record_,
+  fibers: readonly [Fiber.RuntimeFiber<A, UpstreamError>, Fiber.RuntimeFiber<A, UpstreamError>],
+  attempts: readonly [Admitted, Admitted],
+  exit: Exit.Exit<A, UpstreamError>
+): Effect.Effect<A, UpstreamError> => {
+  if (Exit.isFailure(exit)) {
+    const error = failureOf(fibers[1].unsafePoll())
+    if (error !== undefined && error.status !== 429) (request.failed ??= []).push(record.hedge)
+    record.reason = "neither delivered content: both attempts failed"
+    return exit
+  }
+  const winner = (request.race as FirstContent).winner === attempts[1] ? 1 : 0
+  const loser = winner === 1 ? 0 : 1
+  record.winner = attempts[winner].attempt.upstream.id
+  record.loser = attempts[loser].attempt.upstream.id
+  const error = failureOf(fibers[loser].unsafePoll())
+  record.reason = error === undefined ? "slower to first content; cancelled" : `failed first: ${error.message}`
+  if (error === undefined) {
+    const now = request.tick().now
+    const id = attempts[loser].attempt.upstream.id
+    const floor = Math.max(0, now - attempts[loser].startedAt)
+    if (floor > (Latency.read(local, "first-content", id)?.ms ?? 0))
+      Latency.record(local, "first-content", id, floor, now)
+    else Latency.touch(local, "first-content", id, now)
+  }
+  return Effect.as(Fiber.interrupt(fibers[loser]), exit.value)
+}
+
+/** The upstream error an exit failed with, if it has one. */
+const failureOf = (exit: Exit.Exit<unknown, UpstreamError> | null): UpstreamError | undefined =>
+  exit === null || Exit.isSuccess(exit) ? undefined : Option.getOrUndefined(Cause.failureOption(exit.cause))

@@ -1,0 +1,282 @@
+import { describe, expect, it } from "@effect/vitest"
+import type { Duration } from "effect"
+import { Effect, Fiber, Stream, TestClock } from "effect"
+import type { Errors, Provider } from "../src/index.js"
+import { Decision, Router, Topology } from "../src/index.js"
+import {
+  attemptsOf,
+  chatRequest,
+  chunk,
+  guardLog,
+  guards,
+  httpError,
+  opened,
+  provider,
+  recordingGuard,
+  routerLayer,
+  upstream,
+  usageChunk
+} from "./fixtures.js"
+
+const usage = { prompt_tokens: 9, completion_tokens: 1, total_tokens: 10 }
+
+/** How an upstream answers a stream: its first content after `ms`, or a failure then. */
+type Script = { readonly contentAfterMs: number } | { readonly failAfterMs: number }
+
+const eventsOf = (id: string, script: Script): Stream.Stream<Provider.StreamEvent, Errors.UpstreamError> => {
+  if ("failAfterMs" in script) {
+    return Stream.fromEffect(Effect.zipRight(Effect.sleep(script.failAfterMs), Effect.fail(httpError(id, 500))))
+  }
+  const wait = Stream.drain(Stream.fromEffect(Effect.sleep(script.contentAfterMs)))
+  return Stream.concat(wait, Stream.make(chunk(`from ${id}`), usageChunk(usage)))
+}
+
+/** A provider whose streams follow `scripts` (per upstream, per request in turn); it records what it opened and closed. */
+const scripted = (
+  scripts: Record<string, ReadonlyArray<Script>>,
+  tap = { opened: [] as Array<string>, closed: [] as Array<string> }
+) => {
+  const turns: Record<string, number> = {}
+  return {
+    tap,
+    layer: provider({
+      chatStream: (u) =>
+        Effect.gen(function* () {
+          tap.opened.push(u.id)
+          yield* Effect.addFinalizer(() => Effect.sync(() => void tap.closed.push(u.id)))
+          const list = scripts[u.id] ?? []
+          const turn = (turns[u.id] = (turns[u.id] ?? -1) + 1)
+          return yield* opened(eventsOf(u.id, list[Math.min(turn, list.length - 1)]!))
+        })
+    })
+  }
+}
+
+const hedgedPool = (hedge: Partial<Topology.Pool["hedge"] & object>, ids = ["a", "b"]) => [
+  Topology.pool({
+    id: "gpt",
+    models: ["gpt-4o"],
+    upstreams: ids.map((id) => upstream(id)),
+    hedge: { maxExtraPercent: 100, ...hedge }
+  })
+]
+
+/** Starts a stream on a fiber, as a client would. */
+const startStream = Effect.flatMap(Router.Router, (router) => Effect.fork(router.chatStream(chatRequest())))
+
+/** Streams one request to its end while the clock moves `by`: the routed stream and its decision. */
+const streamed = (by: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const fiber = yield* startStream
+    yield* TestClock.adjust(by)
+    const routed = yield* Fiber.join(fiber)
+    yield* Router.collect(routed)
+    return { routed, decision: yield* routed.decision }
+  })
+
+describe("Hedge", () => {
+  it.effect(
+    "starts a second attempt afterMs after the first was admitted; the first to deliver content wins and the other is cancelled with its reservation released",
+    () => {
+      const { tap, layer } = scripted({ a: [{ contentAfterMs: 1_000 }], b: [{ contentAfterMs: 50 }] })
+      const log = guardLog()
+      return Effect.gen(function* () {
+        const fiber = yield* startStream
+        yield* TestClock.adjust("99 millis")
+        expect(tap.opened).toEqual(["a"])
+        yield* TestClock.adjust("1 millis")
+        expect(tap.opened).toEqual(["a", "b"])
+        expect(fiber.unsafePoll()).toBeNull()
+        yield* TestClock.adjust("50 millis")
+        const routed = yield* Fiber.join(fiber)
+        expect(routed.upstream).toBe("b")
+        expect(routed.attempts).toBe(2)
+        // The loser was cancelled at once: its connection closed and its reservation given back.
+        expect(tap.closed).toEqual(["a"])
+        // What it waited counts as its time to first content (at least): a latency strategy learns.
+        expect((yield* Router.Router).latency?.("a").firstContent).toMatchObject({ ms: 150, samples: 1 })
+        expect(log.released).toEqual([{ upstream: "a", outcome: { _tag: "Interrupted", latencyMs: 150 } }])
+        expect(yield* Router.collect(routed)).toEqual([chunk("from b").data])
+        const decision = yield* routed.decision
+        const hedge = {
+          primary: "a",
+          hedge: "b",
+          afterMs: 100,
+          winner: "b",
+          loser: "a",
+          reason: "slower to first content; cancelled"
+        }
+        expect(decision.hedge).toEqual(hedge)
+        expect(routed.hedge).toEqual(hedge)
+        expect(decision).toMatchObject({ upstream: "b", outcome: "success", firstChunkMs: 150 })
+        expect(attemptsOf(decision)).toEqual([
+          { attempt: 1, pool: "gpt", upstream: "a", outcome: "interrupted" },
+          { attempt: 2, pool: "gpt", upstream: "b", outcome: "success" }
+        ])
+        // Each attempt finished exactly once.
+        expect(log.released.map((r) => [r.upstream, r.outcome._tag])).toEqual([
+          ["a", "Interrupted"],
+          ["b", "Success"]
+        ])
+        expect(Decision.spanAttributes(decision)).toMatchObject({
+          "sluice.hedged": true,
+          "sluice.hedge.upstream": "b",
+          "sluice.hedge.after_ms": 100,
+          "sluice.hedge.loser": "a",
+          "sluice.hedge.reason": "slower to first content; cancelled"
+        })
+      }).pipe(
+        Effect.provide(
+          routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, guards: guards(recordingGuard(log)) })
+        )
+      )
+    }
+  )
+
+  it.effect("the hedged attempt wins when it delivers first after all; the hedge is cancelled", () => {
+    const { tap, layer } = scripted({ a: [{ contentAfterMs: 150 }], b: [{ contentAfterMs: 500 }] })
+    const log = guardLog()
+    return Effect.gen(function* () {
+      const fiber = yield* startStream
+      yield* TestClock.adjust("150 millis")
+      const routed = yield* Fiber.join(fiber)
+      expect(routed.upstream).toBe("a")
+      expect(tap.closed).toEqual(["b"])
+      expect(log.released).toEqual([{ upstream: "b", outcome: { _tag: "Interrupted", latencyMs: 50 } }])
+      yield* Router.collect(routed)
+      expect((yield* routed.decision).hedge).toMatchObject({ winner: "a", loser: "b" })
+    }).pipe(
+      Effect.provide(
+        routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, guards: guards(recordingGuard(log)) })
+      )
+    )
+  })
+
+  it.effect("a client gone during the race cancels both attempts, each finished once", () => {
+    const { tap, layer } = scripted({ a: [{ contentAfterMs: 1_000 }], b: [{ contentAfterMs: 1_000 }] })
+    const log = guardLog()
+    return Effect.gen(function* () {
+      const fiber = yield* startStream
+      yield* TestClock.adjust("150 millis")
+      expect(tap.opened).toEqual(["a", "b"])
+      yield* Fiber.interrupt(fiber)
+      expect([...tap.closed].sort()).toEqual(["a", "b"])
+      expect(log.released.map((r) => [r.upstream, r.outcome._tag]).sort()).toEqual([
+        ["a", "Interrupted"],
+        ["b", "Interrupted"]
+      ])
+      // Nothing is left running: the clock moving on changes nothing.
+      yield* TestClock.adjust("5 seconds")
+      expect(log.released).toHaveLength(2)
+    }).pipe(
+      Effect.provide(
+        routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, guards: guards(recordingGuard(log)) })
+      )
+    )
+  })
+
+  it.effect("a stream whose first content comes in time runs alone", () => {
+    const { tap, layer } = scripted({ a: [{ contentAfterMs: 99 }], b: [{ contentAfterMs: 1 }] })
+    return Effect.gen(function* () {
+      const { routed, decision } = yield* streamed("1 seconds")
+      expect(tap.opened).toEqual(["a"])
+      expect(routed.hedge).toBeUndefined()
+      expect(decision.hedge).toBeUndefined()
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer })))
+  })
+
+  it.effect("starts no hedge without another candidate, nor on an upstream whose guards refuse it (no budget)", () => {
+    const { tap, layer } = scripted({ a: [{ contentAfterMs: 500 }], b: [{ contentAfterMs: 1 }] })
+    const log = guardLog()
+    const refuse = (attempt: { readonly upstream: { readonly id: string } }) =>
+      attempt.upstream.id === "b" ? { upstream: "b", stage: "rate-limit", reason: "rpm budget spent" } : undefined
+    return Effect.gen(function* () {
+      const { decision } = yield* streamed("500 millis")
+      expect(tap.opened).toEqual(["a"])
+      expect(decision.hedge).toBeUndefined()
+      expect(decision.excluded).toEqual([{ upstream: "b", stage: "rate-limit", reason: "rpm budget spent" }])
+      expect(log.admitted).toEqual(["a"])
+    }).pipe(
+      Effect.provide(
+        routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, guards: guards(recordingGuard(log, { refuse })) })
+      )
+    )
+  })
+
+  it.effect("starts no hedge in a pool of one upstream", () => {
+    const { tap, layer } = scripted({ a: [{ contentAfterMs: 500 }] })
+    return Effect.gen(function* () {
+      const { routed, decision } = yield* streamed("500 millis")
+      expect(tap.opened).toEqual(["a"])
+      expect(routed.hedge).toBeUndefined()
+      expect(decision.attempts).toHaveLength(1)
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }, ["a"]), { provider: layer })))
+  })
+
+  it.effect("never hedges more than maxExtraPercent of the pool's requests", () => {
+    const { layer } = scripted({ a: [{ contentAfterMs: 1_000 }], b: [{ contentAfterMs: 10 }] })
+    return Effect.gen(function* () {
+      const hedged: Array<boolean> = []
+      for (let i = 0; i < 12; i++) hedged.push((yield* streamed("1 seconds")).routed.hedge !== undefined)
+      // 25%: the 4th, 8th and 12th request may hedge, and do.
+      expect(hedged.flatMap((h, i) => (h ? [i + 1] : []))).toEqual([4, 8, 12])
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, maxExtraPercent: 25 }), { provider: layer })))
+  })
+
+  it.effect("serves from the hedge when the hedged attempt fails after it started, and says so", () => {
+    const { layer } = scripted({ a: [{ failAfterMs: 200 }], b: [{ contentAfterMs: 300 }] })
+    return Effect.gen(function* () {
+      const { routed, decision } = yield* streamed("400 millis")
+      expect(routed.upstream).toBe("b")
+      expect(decision.hedge).toMatchObject({ winner: "b", loser: "a", reason: "failed first: upstream answered 500" })
+      expect(attemptsOf(decision)).toEqual([
+        { attempt: 1, pool: "gpt", upstream: "a", outcome: "failure", status: 500, error: "upstream answered 500" },
+        { attempt: 2, pool: "gpt", upstream: "b", outcome: "success" }
+      ])
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer })))
+  })
+
+  it.effect("fails over as usual when both attempts fail, trying neither again", () => {
+    const { tap, layer } = scripted({
+      a: [{ failAfterMs: 200 }],
+      b: [{ failAfterMs: 300 }],
+      c: [{ contentAfterMs: 10 }]
+    })
+    return Effect.gen(function* () {
+      const { routed, decision } = yield* streamed("1 seconds")
+      expect(routed.upstream).toBe("c")
+      expect(tap.opened).toEqual(["a", "b", "c"])
+      expect(decision.hedge).toMatchObject({ winner: undefined, loser: undefined })
+    }).pipe(
+      Effect.provide(
+        routerLayer(
+          [
+            Topology.pool({
+              id: "gpt",
+              models: ["gpt-4o"],
+              upstreams: [upstream("a"), upstream("b"), upstream("c")],
+              hedge: { afterMs: 100, maxExtraPercent: 100 }
+            })
+          ],
+          { provider: layer }
+        )
+      )
+    )
+  })
+
+  it.effect(
+    "afterPercentile hedges at the pool's recent percentile of time to first content, once it has 20 samples",
+    () => {
+      const fast = Array.from({ length: 20 }, (_, i) => ({ contentAfterMs: 100 + i }))
+      const { tap, layer } = scripted({ a: [...fast, { contentAfterMs: 5_000 }], b: [{ contentAfterMs: 10 }] })
+      return Effect.gen(function* () {
+        for (let i = 0; i < 21; i++) {
+          const { routed } = yield* streamed("10 seconds")
+          if (i < 20) expect(routed.hedge).toBeUndefined()
+          else expect(routed.hedge).toMatchObject({ afterMs: 109, winner: "b" })
+        }
+        expect(tap.opened.filter((id) => id === "b")).toHaveLength(1)
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterPercentile: 50 }), { provider: layer })))
+    }
+  )
+})

@@ -63,7 +63,35 @@ export class Live {
   }
 }
 
-const JSON_LOGGER = Logger.withConsoleLog(Logger.jsonLogger)
+/** A value JSON writes without visiting an object: a string, number, boolean, null or undefined. */
+const flat = (value: unknown): boolean => value === null || typeof value !== "object"
+
+/** A plain object (no class, no array) whose values are all {@link flat}. */
+const flatRecord = (value: unknown): boolean => {
+  if (typeof value !== "object" || value === null || Object.getPrototypeOf(value) !== Object.prototype) return false
+  for (const key in value) if (!flat((value as Record<string, unknown>)[key])) return false
+  return true
+}
+
+/**
+ * Effect's JSON logger, minus its cost on the lines that need none of it. Effect writes every line
+ * with `Inspectable.stringifyCircular`, whose replacer visits each value to drop repeated objects and
+ * redact redactable ones, and searches every object seen so far as it goes: the bulk of an access
+ * line's cost. A line whose message is text or a plain record of texts and numbers (the access line),
+ * with flat annotations and spans and no cause, has nothing to drop or redact: plain `JSON.stringify`
+ * writes the same text. Any other line goes Effect's way.
+ */
+export const jsonLogger = Logger.make<unknown, string>((options) => {
+  const log = Logger.structuredLogger.log(options)
+  return (flat(log.message) || flatRecord(log.message)) &&
+    log.cause === undefined &&
+    flatRecord(log.annotations) &&
+    flatRecord(log.spans)
+    ? JSON.stringify(log)
+    : Logger.jsonLogger.log(options)
+})
+
+const JSON_LOGGER = Logger.withConsoleLog(jsonLogger)
 const PRETTY_LOGGER = Logger.prettyLoggerDefault
 
 /** A logger writing at `live`'s level in its format, as they are when each line is written. */

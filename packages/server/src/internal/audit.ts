@@ -103,14 +103,29 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
     out = open()
     size = 0
   }
+  // The lines of one turn of the event loop go to the file stream as one write: a write per line
+  // costs the stream a request object and a queue entry each.
+  let pending: Array<string> = []
+  const flush = () => {
+    if (pending.length === 0) return
+    const lines = pending
+    pending = []
+    out.write(lines.length === 1 ? lines[0]! : lines.join(""))
+  }
   return {
     write: (line) => {
       const bytes = Buffer.byteLength(line)
-      if (size > 0 && size + bytes > maxBytes) rotate()
+      if (size > 0 && size + bytes > maxBytes) {
+        flush()
+        rotate()
+      }
       size += bytes
-      out.write(line)
+      if (pending.push(line) === 1) setImmediate(flush)
     },
-    close: () => void out.end()
+    close: () => {
+      flush()
+      out.end()
+    }
   }
 }
 

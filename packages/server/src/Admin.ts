@@ -1,8 +1,8 @@
 /**
  * The admin API (`/admin`, described in `AdminApi.ts`): config get / validate / replace / reload,
  * upstream status, breaker reset, disable / enable, add / remove, health check now, client keys,
- * models, the audit log of decisions (listed with filters, or live as server-sent events) and the
- * OpenAPI document — behind its own token, compared in constant time.
+ * models, the audit log of decisions (listed with filters, or live as server-sent events), the last
+ * hour's per-minute totals and the OpenAPI document — behind its own token, compared in constant time.
  *
  * It runs off the request path: the gateway hands it requests under `/admin` only, and the server
  * loads this module only when `server.admin` is configured. Every change to the topology or the keys
@@ -409,6 +409,12 @@ const decisionsGroup = HttpApiBuilder.group(AdminApi, "decisions", (handlers) =>
     )
 )
 
+const statsGroup = HttpApiBuilder.group(AdminApi, "stats", (handlers) =>
+  handlers.handle("get", () =>
+    Effect.flatMap(Observe.Observe, (observe) => Effect.map(observe.stats, (minutes) => ({ minutes })))
+  )
+)
+
 /** The OpenAPI document of the admin API. */
 export const document: OpenApi.OpenAPISpec = OpenApi.fromApi(AdminApi)
 
@@ -427,6 +433,7 @@ export const make = (
         keysGroup(options),
         modelsGroup,
         decisionsGroup,
+        statsGroup,
         authLayer(options)
       ])
     )

@@ -286,6 +286,32 @@ export class DecisionsGroup extends HttpApiGroup.make("decisions")
       )
   ) {}
 
+/** p50 and p99 of one minute, in milliseconds (bucketed: within about 9% of the exact value). */
+const MinuteQuantiles = Schema.NullOr(Schema.Struct({ p50: Schema.Number, p99: Schema.Number }))
+
+/** One minute's totals; `start` is the minute's start in epoch milliseconds. */
+export const MinuteStats = Schema.Struct({
+  start: Schema.Number,
+  requests: Schema.Number,
+  /** Requests whose outcome was `error`. */
+  errors: Schema.Number,
+  inputTokens: Schema.Number,
+  outputTokens: Schema.Number,
+  spendUsd: Schema.Number,
+  /** Whole requests' latency; null in a minute without requests. */
+  latencyMs: MinuteQuantiles,
+  /** Time to the first chunk of streamed answers; null in a minute without one. */
+  firstChunkMs: MinuteQuantiles
+})
+
+/** The last hour, minute by minute: sixty minutes, oldest first, the current (partial) minute last. */
+export const Stats = Schema.Struct({ minutes: Schema.Array(MinuteStats) })
+
+/** Per-minute totals of the last hour, kept on the server whatever `server.audit.keep` is. */
+export class StatsGroup extends HttpApiGroup.make("stats").add(
+  HttpApiEndpoint.get("get", "/stats").addSuccess(Stats)
+) {}
+
 /** The admin API. */
 export class AdminApi extends HttpApi.make("sluice-admin")
   .add(ConfigGroup)
@@ -293,10 +319,11 @@ export class AdminApi extends HttpApi.make("sluice-admin")
   .add(KeysGroup)
   .add(ModelsGroup)
   .add(DecisionsGroup)
+  .add(StatsGroup)
   .middleware(AdminAuth)
   .prefix("/admin")
   .annotate(OpenApi.Title, "Sluice admin API")
   .annotate(
     OpenApi.Description,
-    "Operate a running Sluice gateway: config, upstreams, client keys, models, the audit log of decisions."
+    "Operate a running Sluice gateway: config, upstreams, client keys, models, the audit log of decisions, the last hour's totals."
   ) {}

@@ -19,6 +19,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import * as Access from "./Access.js"
 import * as AdminToken from "./internal/adminToken.js"
 import * as Audit from "./internal/audit.js"
+import * as MinuteStats from "./internal/minuteStats.js"
 import type { Gauge } from "./internal/metrics.js"
 import { gaugeLines, Registry } from "./internal/metrics.js"
 import * as OtlpMetrics from "./internal/otlpMetrics.js"
@@ -46,6 +47,11 @@ export interface Service {
   readonly metrics: Effect.Effect<string>
   /** The audit log: query, listen. */
   readonly audit: Audit.Log
+  /**
+   * Per-minute totals of the last hour (requests, errors, tokens, spend, latency and time-to-first-
+   * chunk p50 / p99), oldest minute first, the current one last; kept whatever `server.audit.keep` is.
+   */
+  readonly stats: Effect.Effect<ReadonlyArray<MinuteStats.Minute>>
 }
 
 /** Metrics and the audit log of the gateway. */
@@ -151,7 +157,7 @@ const below = <V>(level: Map<string, V>, key: string, make: () => V): V => {
 }
 
 /** The per-request recording: plain synchronous code over the instruments and the running generation. */
-const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) => {
+const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log, minutes: MinuteStats.MinuteStats) => {
   let generationNumber = -1
   let models: ReadonlySet<string> = new Set()
   // pool → upstream → model → operation → result → the request's series; cleared on a new generation
@@ -213,6 +219,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log) =>
     overhead.update(Math.max(0, d.durationMs - upstreamMs - d.queueWaitMs - d.backoffMs) / 1000)
     const cost = Access.costOf(upstreams, d)
     if (cost > 0) m.spend.at(d.pool, upstream, key ?? "anonymous").update(cost)
+    minutes.add(d, cost)
     audit.add(d, key, cost, content)
   }
 }
@@ -348,7 +355,9 @@ export const make = (
         run(Effect.logError(`${unopened(error)}; the audit log keeps writing where it did`))
       }
     })
-    const record = recorder(routing, instruments(registry), audit)
+    const minutes = new MinuteStats.MinuteStats()
+    const record = recorder(routing, instruments(registry), audit, minutes)
+    const stats = Effect.map(Clock.currentTimeMillis, (now) => minutes.minutes(now))
     const read = gauges(routing)
     const metrics = Effect.map(
       read,
@@ -361,7 +370,7 @@ export const make = (
         unitOf: (name: string) => registry.unitOf(name)
       }))
     )
-    return { record, metrics, audit }
+    return { record, metrics, audit, stats }
   })
 
 /** {@link Observe} from `server.audit`. */

@@ -3,7 +3,7 @@ import { Config } from "@sluice/core"
 import { Effect, Logger, Schema } from "effect"
 import { createHash } from "node:crypto"
 import type OpenAI from "openai"
-import { completionJson, simulatedConfig, startGateway, startUpstream } from "./harness.js"
+import { completionJson, simulatedConfig, startGateway, startUpstream, streamed } from "./harness.js"
 
 const TOKEN = "adm-token-0123456789abcdef"
 const TEAM = "sk-team-0123456789abcdef"
@@ -397,6 +397,76 @@ describe("admin API, end to end", () => {
         { pool: "chat", models: ["gpt-4o-mini"], aliases: {} },
         { pool: "embeddings", models: ["text-embedding-3-small"], aliases: {} }
       ])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("counts the last hour minute by minute: requests, errors, tokens, spend and latency of known traffic", () =>
+    Effect.gen(function* () {
+      const config = simulatedConfig(
+        [
+          // Priced at a dollar a token (two per output token), so spend counts tokens exactly.
+          { id: "ok", simulate: { completionTokens: 7 }, pricing: { inputPerMillion: 1e6, outputPerMillion: 2e6 } },
+          { id: "down", simulate: { failureRate: 1 } }
+        ],
+        [
+          { id: "chat", models: ["gpt-4o-mini"], upstreams: ["ok"] },
+          { id: "broken", models: ["broken-model"], upstreams: ["down"] }
+        ]
+      )
+      const gateway = yield* startGateway(
+        {
+          ...config,
+          server: Schema.decodeUnknownSync(Config.ServerConfig)({ admin: { tokenEnv: "SLUICE_TEST_ADMIN_TOKEN" } })
+        },
+        { env }
+      )
+      let inputTokens = 0
+      for (let i = 0; i < 3; i++) {
+        const answer = yield* Effect.promise(() =>
+          gateway.client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+        )
+        inputTokens += answer.usage!.prompt_tokens
+        expect(answer.usage!.completion_tokens).toBe(7)
+      }
+      const stream = yield* streamed(gateway.client)
+      expect(stream.error).toBeUndefined()
+      for (let i = 0; i < 2; i++) {
+        const failed = yield* Effect.promise(() =>
+          gateway.client.chat.completions
+            .create({ model: "broken-model", messages: [{ role: "user", content: "Hi" }] })
+            .then(
+              () => undefined,
+              (error: unknown) => error
+            )
+        )
+        expect(failed).toBeDefined()
+      }
+      // A decision is recorded as its request ends, which may be just after the client has its answer.
+      type Minute = { requests: number; errors: number; inputTokens: number; outputTokens: number; spendUsd: number }
+      const total = (minutes: ReadonlyArray<Minute>, field: keyof Minute) => minutes.reduce((n, m) => n + m[field], 0)
+      let stats = yield* admin(gateway, "GET", "/stats")
+      for (let i = 0; i < 300 && total(stats.body.minutes, "requests") < 6; i++) {
+        yield* Effect.sleep("10 millis")
+        stats = yield* admin(gateway, "GET", "/stats")
+      }
+      expect(stats.status).toBe(200)
+      const minutes: ReadonlyArray<Minute & { start: number; latencyMs: unknown; firstChunkMs: unknown }> =
+        stats.body.minutes
+      expect(minutes).toHaveLength(60)
+      expect(minutes[59]!.start - minutes[0]!.start).toBe(59 * 60_000)
+      expect(total(minutes, "requests")).toBe(6)
+      expect(total(minutes, "errors")).toBe(2)
+      // The streamed answer's usage is the simulator's too: 7 completion tokens, the prompt as counted.
+      expect(total(minutes, "outputTokens")).toBe(4 * 7)
+      expect(total(minutes, "inputTokens")).toBe((inputTokens / 3) * 4)
+      expect(total(minutes, "spendUsd")).toBeCloseTo((inputTokens / 3) * 4 + 2 * 4 * 7, 6)
+      const busy = minutes.filter((m) => m.requests > 0)
+      for (const m of busy) expect(m.latencyMs).toEqual({ p50: expect.any(Number), p99: expect.any(Number) })
+      expect(busy.some((m) => m.firstChunkMs !== null)).toBe(true)
+      expect(minutes.filter((m) => m.requests === 0).every((m) => m.latencyMs === null)).toBe(true)
+      // Behind the admin token like the rest, and described in the OpenAPI document.
+      expect((yield* admin(gateway, "GET", "/stats", undefined, null)).status).toBe(401)
+      expect(Object.keys((yield* admin(gateway, "GET", "/openapi.json")).body.paths)).toContain("/admin/stats")
     }).pipe(Effect.scoped)
   )
 })

@@ -79,6 +79,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !CI)("dashboard in a real browser", () 
         const page = yield* Effect.promise(() => browser.newPage({ viewport: { width: 1280, height: 1100 } }))
         const errors: Array<string> = []
         page.on("pageerror", (error) => errors.push(error.message))
+        const asked: Array<string> = []
+        page.on("request", (request) => asked.push(new URL(request.url()).pathname))
         yield* Effect.promise(() => page.goto(`${gateway.url}/dashboard#token=${TOKEN}`))
         yield* Effect.promise(() => page.waitForSelector("body[data-ready=true]", { timeout: 10_000 }))
         const breaker = page.locator('tr[data-upstream="flaky"] td.breaker')
@@ -88,6 +90,19 @@ describe.skipIf(!existsSync(CHROMIUM) && !CI)("dashboard in a real browser", () 
         // The decisions already made are listed, each with its exclusions.
         expect(yield* Effect.promise(() => page.locator("#decisions details").count())).toBe(6)
         expect(yield* Effect.promise(() => page.locator("[data-chart]").count())).toBe(7)
+        // The charts are drawn from the server's per-minute totals: all six requests, with latency points.
+        expect(asked).toContain("/admin/stats")
+        yield* Effect.promise(() =>
+          page.locator('[data-chart="requests"][data-total="6"]').waitFor({ timeout: 10_000 })
+        )
+        for (const chart of ["p50", "p99", "tokens"])
+          expect(
+            Number(yield* Effect.promise(() => page.locator(`[data-chart="${chart}"]`).getAttribute("data-points")))
+          ).toBeGreaterThan(0)
+        // steady served every request, so its row shows its decayed latency.
+        expect(
+          yield* Effect.promise(() => page.locator('tr[data-upstream="steady"] td.latency').textContent())
+        ).toMatch(/^\d+ ms/)
 
         yield* Effect.promise(() =>
           page.locator('tr[data-upstream="flaky"] button', { hasText: "reset breaker" }).click()

@@ -1,7 +1,9 @@
 /**
  * The dashboard's page: plain HTML and a script, no build step. It holds no data itself: everything
  * it shows comes from the admin API, called with the admin token (taken from `#token=` in the URL,
- * then kept in the tab's session storage). Charts are uPlot, served by the gateway next to the page.
+ * then kept in the tab's session storage). Charts are uPlot, served by the gateway next to the page,
+ * drawn from the server's per-minute totals (`/admin/stats`) so they cover the whole hour however
+ * few decisions the audit log keeps.
  */
 export const html = `<!doctype html>
 <html lang="en">
@@ -28,7 +30,7 @@ export const html = `<!doctype html>
 <h2>Pools</h2>
 <table id="pools"><thead><tr><th>pool</th><th>strategy</th><th>upstreams</th><th>queue depth</th></tr></thead><tbody></tbody></table>
 <h2>Upstreams</h2>
-<table id="upstreams"><thead><tr><th>upstream</th><th>provider</th><th>enabled</th><th>health</th><th>breaker</th><th>in flight</th><th>budget left</th><th></th></tr></thead><tbody></tbody></table>
+<table id="upstreams"><thead><tr><th>upstream</th><th>provider</th><th>enabled</th><th>health</th><th>breaker</th><th>in flight</th><th>latency</th><th>budget left</th><th></th></tr></thead><tbody></tbody></table>
 <h2>Live decisions</h2>
 <div id="decisions"></div>
 <h2>Config</h2>
@@ -73,6 +75,8 @@ async function refresh() {
     cell(row, u.health.healthy ? "healthy" : "unhealthy", u.health.healthy ? "" : "unhealthy");
     cell(row, u.breaker.state, "breaker " + u.breaker.state);
     cell(row, u.inFlight);
+    const ms = (d) => d === undefined ? undefined : d.ms + " ms";
+    cell(row, [ms(u.latency.answer), u.latency.firstContent && "first chunk " + ms(u.latency.firstContent)].filter(Boolean).join(", ") || undefined, "latency");
     const left = [u.budget.requestsLeft !== undefined ? u.budget.requestsLeft + " req" : undefined,
       u.budget.tokensLeft !== undefined ? u.budget.tokensLeft + " tok" : undefined].filter(Boolean).join(", ");
     cell(row, left || "no limit");
@@ -82,44 +86,35 @@ async function refresh() {
   }
 }
 
-// ---- decisions: the audit log, then live; the charts are made from them.
-const entries = [];
-const MINUTE = 60000;
+// ---- charts: the last hour, minute by minute, as the server counts it (GET /admin/stats).
 const charts = {};
+const quantile = (field, q) => (m) => m[field] === null ? null : m[field][q];
 const series = [
-  ["requests", "requests / min"], ["errors", "error rate (%)"], ["p50", "p50 latency (ms)"],
-  ["p99", "p99 latency (ms)"], ["ttft", "p50 time to first chunk (ms)"], ["tokens", "tokens / min"],
-  ["spend", "spend (USD / min)"]
+  ["requests", "requests / min", [(m) => m.requests]],
+  ["errors", "error rate (%)", [(m) => m.requests === 0 ? null : 100 * m.errors / m.requests]],
+  ["p50", "p50 latency (ms)", [quantile("latencyMs", "p50")]],
+  ["p99", "p99 latency (ms)", [quantile("latencyMs", "p99")]],
+  ["ttft", "time to first chunk, p50 / p99 (ms)", [quantile("firstChunkMs", "p50"), quantile("firstChunkMs", "p99")]],
+  ["tokens", "tokens / min", [(m) => m.inputTokens + m.outputTokens]],
+  ["spend", "spend (USD / min)", [(m) => m.spendUsd]]
 ];
-function buckets() {
-  const now = Date.now(), start = Math.floor((now - 60 * MINUTE) / MINUTE) * MINUTE;
-  const xs = [], per = [];
-  for (let t = start; t <= now; t += MINUTE) { xs.push(t / 1000); per.push([]); }
-  for (const e of entries) {
-    const i = Math.floor((e.decision.startedAt - start) / MINUTE);
-    if (i >= 0 && i < per.length) per[i].push(e);
-  }
-  const q = (list, p, field = "durationMs") => {
-    const s = list.map((e) => e.decision[field]).filter((v) => typeof v === "number").sort((a, b) => a - b);
-    return s.length === 0 ? null : s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  };
-  return {
-    xs,
-    requests: per.map((l) => l.length),
-    errors: per.map((l) => l.length === 0 ? null : 100 * l.filter((e) => e.decision.outcome === "error").length / l.length),
-    p50: per.map((l) => q(l, 0.5)), p99: per.map((l) => q(l, 0.99)), ttft: per.map((l) => q(l, 0.5, "firstChunkMs")),
-    tokens: per.map((l) => l.reduce((n, e) => n + (e.decision.inputTokens || 0) + (e.decision.outputTokens || 0), 0)),
-    spend: per.map((l) => l.reduce((n, e) => n + e.costUsd, 0))
-  };
-}
-function drawCharts() {
-  const data = buckets();
-  for (const [key, label] of series) {
-    const values = [data.xs, data[key]];
-    if (charts[key]) { charts[key].setData(values); continue; }
-    const box = document.createElement("div"); box.dataset.chart = key;
-    document.getElementById("charts").append(box);
-    charts[key] = new uPlot({ title: label, width: 320, height: 160, series: [{}, { label, stroke: "#36c", spanGaps: true, points: { show: true, size: 5 } }] }, values, box);
+const COLORS = ["#36c", "#c63"];
+async function drawCharts() {
+  const { minutes } = await api("/stats");
+  const xs = minutes.map((m) => m.start / 1000);
+  for (const [key, label, reads] of series) {
+    const values = [xs, ...reads.map((read) => minutes.map(read))];
+    const points = values[1].filter((v) => v !== null).length;
+    const total = values[1].reduce((n, v) => n + (v || 0), 0);
+    let box = document.querySelector('[data-chart="' + key + '"]');
+    if (charts[key]) charts[key].setData(values);
+    else {
+      box = document.createElement("div"); box.dataset.chart = key;
+      document.getElementById("charts").append(box);
+      const lines = reads.map((_, i) => ({ label: reads.length === 1 ? label : ["p50", "p99"][i], stroke: COLORS[i], spanGaps: true, points: { show: true, size: 5 } }));
+      charts[key] = new uPlot({ title: label, width: 320, height: 160, series: [{}, ...lines] }, values, box);
+    }
+    box.dataset.points = String(points); box.dataset.total = String(total);
   }
 }
 function showDecision(entry, live) {
@@ -150,9 +145,7 @@ async function follow() {
     while ((end = buffered.indexOf("\\n\\n")) !== -1) {
       const event = buffered.slice(0, end); buffered = buffered.slice(end + 2);
       if (!event.startsWith("data: ")) continue;
-      const entry = JSON.parse(event.slice(6));
-      entries.push(entry); if (entries.length > 10000) entries.shift();
-      showDecision(entry, true);
+      showDecision(JSON.parse(event.slice(6)), true);
       document.getElementById("decisions").dataset.live = "true";
     }
   }
@@ -163,12 +156,11 @@ async function start() {
     await refresh();
     const recent = await api("/decisions?limit=1000");
     for (const e of recent) showDecision(e, false);
-    entries.push(...recent.reverse());
-    drawCharts();
+    await drawCharts();
     document.getElementById("config").textContent = JSON.stringify(await api("/config"), null, 2);
     follow().catch(problem);
     setInterval(() => refresh().catch(problem), 1000);
-    setInterval(drawCharts, 5000);
+    setInterval(() => drawCharts().catch(problem), 5000);
     document.body.dataset.ready = "true";
   } catch (e) { problem(e); }
 }

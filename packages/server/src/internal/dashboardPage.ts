@@ -112,7 +112,9 @@ async function drawCharts() {
       box = document.createElement("div"); box.dataset.chart = key;
       document.getElementById("charts").append(box);
       const lines = reads.map((_, i) => ({ label: reads.length === 1 ? label : ["p50", "p99"][i], stroke: COLORS[i], spanGaps: true, points: { show: true, size: 5 } }));
-      charts[key] = new uPlot({ title: label, width: 320, height: 160, series: [{}, ...lines] }, values, box);
+      // Spend per minute is often fractions of a cent: its axis shows significant digits, not "0".
+      const axes = key === "spend" ? [{}, { size: 72, values: (_, ticks) => ticks.map((v) => v === 0 ? "0" : v.toPrecision(2)) }] : undefined;
+      charts[key] = new uPlot({ title: label, width: 320, height: 160, series: [{}, ...lines], ...(axes ? { axes } : {}) }, values, box);
     }
     box.dataset.points = String(points); box.dataset.total = String(total);
   }

@@ -118,7 +118,7 @@ describe("Vercel AI SDK agent loop through /v1/responses", () => {
       const model = createOpenAI({ baseURL: `${url}/v1`, apiKey: "sk-test" })("gpt-4o-mini")
       const loop = yield* generatedLoop(model)
       expect(loop.finishes).toEqual(["tool-calls", "stop"])
-      expect(loop.inputs).toHaveLength(1)
+      expect(loop.inputs).toEqual([{ city: "claude" }])
       expect(loop.text).toBe("[claude] lorem ipsum")
       expect(sim.requests().map((r) => r.path)).toEqual(["/v1/messages", "/v1/messages"])
       expect([...servedPaths(spans())]).toEqual(["/v1/responses"])

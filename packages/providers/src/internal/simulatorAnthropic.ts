@@ -186,10 +186,8 @@ export const frames = (a: Answer): Frames => {
 /** An event cut short, as a proxy that mangles one would send it: not valid JSON. */
 export const MALFORMED = `event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_del\n\n`
 
-/** The input schema of `tool` when `tool_choice` forces it. */
+/** The input schema of `tool`: its call's input is built to match, forced or not. */
 const toolSchema = (body: Body, tool: string): unknown => {
-  const choice = body["tool_choice"]
-  if (!isObject(choice) || choice["type"] !== "tool" || choice["name"] !== tool) return undefined
   const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
   const found = tools.find((t) => isObject(t) && t["name"] === tool)
   return isObject(found) ? found["input_schema"] : undefined

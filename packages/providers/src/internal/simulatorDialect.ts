@@ -57,8 +57,7 @@ export interface Dialect {
   /** The JSON schema the answer must match, when the request gives one. */
   readonly schema?: (body: Body) => unknown
   /**
-   * The input schema of `tool` its call's input is built to match (Anthropic's only when the request
-   * forces the call; the Responses API's always); `{}` without one.
+   * The input schema of `tool`, which its call's input is built to match; `{}` without one.
    */
   readonly toolSchema?: (body: Body, tool: string) => unknown
   readonly message: (answer: Answer) => string

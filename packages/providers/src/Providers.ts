@@ -48,8 +48,13 @@ export const presets: ReadonlyArray<Preset> = [
   // Azure OpenAI: `baseUrl: https://<resource>.openai.azure.com/openai/deployments/<deployment>?api-version=<version>`
   // (or the v1 API, `https://<resource>.openai.azure.com/openai/v1`); the key goes in `api-key`.
   { name: "azure", openai: { auth: (key) => ({ "api-key": key }) } },
-  // Groq, Mistral and Cohere serve no legacy `/completions`.
-  { name: "groq", baseUrl: "https://api.groq.com/openai/v1", capabilities: noCompletions },
+  // Groq, Mistral and Cohere serve no legacy `/completions`. Groq answers 400 to `n` other than 1 and to
+  // `logprobs` / `top_logprobs`, and has no embeddings endpoint.
+  {
+    name: "groq",
+    baseUrl: "https://api.groq.com/openai/v1",
+    capabilities: noCompletions.filter((c) => c !== "n" && c !== "logprobs" && c !== "embeddings")
+  },
   // Mistral refuses fields it does not know (422), `stream_options` among them; its last chunk has usage anyway.
   {
     name: "mistral",
@@ -58,10 +63,20 @@ export const presets: ReadonlyArray<Preset> = [
     openai: { drop: ["stream_options"] }
   },
   { name: "together", baseUrl: "https://api.together.xyz/v1" },
-  { name: "deepseek", baseUrl: "https://api.deepseek.com/v1" },
+  // DeepSeek's chat models take text only, and it has no embeddings endpoint.
+  {
+    name: "deepseek",
+    baseUrl: "https://api.deepseek.com/v1",
+    capabilities: everything.filter((c) => !["vision", "image_url", "embeddings"].includes(c))
+  },
   { name: "openrouter", baseUrl: "https://openrouter.ai/api/v1" },
   { name: "fireworks", baseUrl: "https://api.fireworks.ai/inference/v1" },
-  { name: "cerebras", baseUrl: "https://api.cerebras.ai/v1" },
+  // Cerebras has no embeddings endpoint.
+  {
+    name: "cerebras",
+    baseUrl: "https://api.cerebras.ai/v1",
+    capabilities: everything.filter((c) => c !== "embeddings")
+  },
   { name: "xai", baseUrl: "https://api.x.ai/v1" },
   // Cohere's OpenAI compatibility API.
   { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1", capabilities: noCompletions },

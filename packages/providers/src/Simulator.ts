@@ -16,8 +16,9 @@
  *
  * Endpoints (OpenAI dialect):
  * - `POST /v1/chat/completions`: non-streaming and SSE streaming (`stream_options.include_usage`),
- *   tool calls (the first tool, or the one `tool_choice` names, with arguments `"{}"`; after a tool
- *   result it answers with text unless `tool_choice` requires a call) and JSON mode.
+ *   tool calls (the first tool, or the one `tool_choice` names, with arguments valid against the
+ *   tool's `parameters` schema, `"{}"` when it has none; after a tool result it answers with text
+ *   unless `tool_choice` requires a call) and JSON mode.
  *   Content is `[<name>] lorem ipsum ...`: one word is one token. Always one choice (`n` is ignored);
  *   `model` is echoed (the first configured model when absent). 400 with OpenAI's error envelope when
  *   the body is not a JSON object or `messages` is missing, not an array or empty.
@@ -28,8 +29,8 @@
  * - `POST /v1/completions` (the legacy endpoint): a `text_completion` of the same content for a
  *   string or string-array `prompt` (16 tokens unless `max_tokens` says fewer), or SSE chunks ending
  *   with a usage-only chunk and `[DONE]`.
- * - `POST /v1/responses`: a `response` object (text, a function call for the first tool unless the
- *   input ends with a tool's output, JSON for a `text.format` schema), or Responses stream events;
+ * - `POST /v1/responses`: a `response` object (text, a function call for the first tool, its
+ *   arguments built as for chat, unless the input ends with a tool's output, JSON for a `text.format` schema), or Responses stream events;
  *   `previous_response_id` and `store` are accepted and ignored (it keeps nothing).
  * - `GET /v1/models`, `GET /v1/models/{id}`: the configured models.
  * - `GET /health`: always `200 {"status":"ok"}`; never recorded, counted, limited or failed.

@@ -221,6 +221,63 @@ describe("Simulator", () => {
       })
     )
 
+    it.scopedLive("fills a tool call's arguments to match the tool's parameters, whole, streamed and forced", () =>
+      Effect.gen(function* () {
+        const sim = yield* Simulator.start({ name: "a" })
+        const parameters = {
+          type: "object",
+          properties: {
+            city: { type: "string" },
+            unit: { type: "string", enum: ["celsius", "fahrenheit"] },
+            days: { type: "integer", minimum: 1 }
+          },
+          required: ["city", "unit", "days"],
+          additionalProperties: false
+        }
+        const weather = [
+          { type: "function" as const, function: { name: "get_time", parameters: { type: "object", properties: {} } } },
+          { type: "function" as const, function: { name: "get_weather", parameters } }
+        ]
+        const expected = { city: "a", unit: "celsius", days: 1 }
+        const forced = { type: "function" as const, function: { name: "get_weather" } }
+        const whole = yield* call(() =>
+          client(sim).chat.completions.create({
+            model: "m",
+            messages: user("weather?"),
+            tools: weather,
+            tool_choice: forced
+          })
+        )
+        const wholeCall = whole.choices[0]?.message.tool_calls?.[0]
+        expect(wholeCall?.type === "function" && JSON.parse(wholeCall.function.arguments)).toEqual(expected)
+        const streamed = yield* call(() =>
+          client(sim)
+            .chat.completions.stream({ model: "m", messages: user("weather?"), tools: weather, tool_choice: forced })
+            .finalChatCompletion()
+        )
+        const streamedCall = streamed.choices[0]?.message.tool_calls?.[0]
+        expect(streamedCall?.type === "function" && JSON.parse(streamedCall.function.arguments)).toEqual(expected)
+        const unforced = yield* call(() =>
+          client(sim).chat.completions.create({ model: "m", messages: user("weather?"), tools: [...weather].reverse() })
+        )
+        const unforcedCall = unforced.choices[0]?.message.tool_calls?.[0]
+        expect(unforcedCall?.type === "function" && JSON.parse(unforcedCall.function.arguments)).toEqual(expected)
+        const tool = { type: "function" as const, name: "get_weather", parameters, strict: true }
+        const response = yield* call(() =>
+          client(sim).responses.create({ model: "m", input: "Weather?", tools: [tool] })
+        )
+        const item = response.output[0]
+        expect(item?.type === "function_call" && JSON.parse(item.arguments)).toEqual(expected)
+        const streamedResponse = yield* call(() =>
+          client(sim)
+            .responses.stream({ model: "m", input: "Weather?", tools: [tool] })
+            .finalResponse()
+        )
+        const streamedItem = streamedResponse.output[0]
+        expect(streamedItem?.type === "function_call" && JSON.parse(streamedItem.arguments)).toEqual(expected)
+      })
+    )
+
     it.scopedLive("answers JSON mode with a JSON object, whole and streamed", () =>
       Effect.gen(function* () {
         const sim = yield* Simulator.start({ name: "up-1" })
@@ -327,6 +384,28 @@ describe("Simulator", () => {
           sdk.embeddings.create({ model: "e", input: "alpha", encoding_format: "float" })
         )
         expect(floats.data[0]?.embedding).toEqual(alpha)
+      })
+    )
+
+    it.scopedLive("answers embeddings with the requested dimensions, as unit vectors", () =>
+      Effect.gen(function* () {
+        const sim = yield* Simulator.start()
+        const result = yield* call(() =>
+          client(sim).embeddings.create({
+            model: "text-embedding-3-small",
+            input: ["alpha", "beta"],
+            dimensions: 32,
+            encoding_format: "float"
+          })
+        )
+        expect(result.data.map((d) => d.embedding.length)).toEqual([32, 32])
+        for (const { embedding } of result.data) {
+          expect(Math.hypot(...embedding)).toBeCloseTo(1, 5)
+        }
+        const base64 = yield* call(() =>
+          client(sim).embeddings.create({ model: "text-embedding-3-small", input: "alpha", dimensions: 3 })
+        )
+        expect(base64.data[0]?.embedding.length).toBe(3)
       })
     )
 

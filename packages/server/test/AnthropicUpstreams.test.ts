@@ -107,7 +107,8 @@ describe("gateway with Anthropic upstreams", () => {
       expect(first.data.choices[0]?.finish_reason).toBe("tool_calls")
       expect(message.tool_calls).toHaveLength(1)
       const call = message.tool_calls![0]! as OpenAI.ChatCompletionMessageFunctionToolCall
-      expect(call.function).toEqual({ name: "get_weather", arguments: "{}" })
+      // The simulated model fills the tool's `city` with its name; streamed, it arrives in two deltas.
+      expect(call.function).toEqual({ name: "get_weather", arguments: '{"city":"claude"}' })
       // The SDK's own stream helper accumulates the tool-call deltas into the same call.
       const streamedCall = yield* promise(async () => {
         const runner = gateway.client.chat.completions.stream({ model: "gpt-4o-mini", messages: [question], tools })
@@ -117,7 +118,7 @@ describe("gateway with Anthropic upstreams", () => {
       expect(streamedCall?.finish_reason).toBe("tool_calls")
       expect(streamedCall?.message.tool_calls?.[0]).toMatchObject({
         type: "function",
-        function: { name: "get_weather", arguments: "{}" }
+        function: { name: "get_weather", arguments: '{"city":"claude"}' }
       })
       const second = yield* chat(gateway.client, {
         messages: [question, message, { role: "tool", tool_call_id: call.id, content: "18C and sunny" }],
@@ -129,7 +130,10 @@ describe("gateway with Anthropic upstreams", () => {
       expect(sim.requests().at(-1)?.body).toMatchObject({
         messages: [
           { role: "user", content: "Weather in Paris?" },
-          { role: "assistant", content: [{ type: "tool_use", id: call.id, name: "get_weather", input: {} }] },
+          {
+            role: "assistant",
+            content: [{ type: "tool_use", id: call.id, name: "get_weather", input: { city: "claude" } }]
+          },
           { role: "user", content: [{ type: "tool_result", tool_use_id: call.id, content: "18C and sunny" }] }
         ]
       })

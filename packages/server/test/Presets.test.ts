@@ -1,6 +1,6 @@
 /** Provider presets: a cloud's endpoint, auth header and quirks from nothing but `provider:` and a key. */
 import { describe, expect, it } from "@effect/vitest"
-import { Topology } from "@sluice/core"
+import { Config, Topology } from "@sluice/core"
 import { Providers } from "@sluice/providers"
 import { Effect, Either } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
@@ -31,6 +31,128 @@ const recording = Effect.gen(function* () {
     response.end(completionJson(1, 1))
   })
   return { origin: baseUrl.replace(/\/v1$/, ""), seen }
+})
+
+const KEY = "preset-key-0123456789"
+
+/**
+ * Every preset: the endpoint an upstream that sets no `baseUrl` gets (undefined: one is required), and
+ * the header that carries its key. Adding a preset without a row here fails the table's first test.
+ */
+const table: Readonly<
+  Record<string, { readonly baseUrl: string | undefined; readonly auth: readonly [string, string] }>
+> = {
+  openai: { baseUrl: "https://api.openai.com/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  "openai-compatible": { baseUrl: undefined, auth: ["authorization", `Bearer ${KEY}`] },
+  azure: { baseUrl: undefined, auth: ["api-key", KEY] },
+  groq: { baseUrl: "https://api.groq.com/openai/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  mistral: { baseUrl: "https://api.mistral.ai/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  together: { baseUrl: "https://api.together.xyz/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  deepseek: { baseUrl: "https://api.deepseek.com/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  openrouter: { baseUrl: "https://openrouter.ai/api/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  fireworks: { baseUrl: "https://api.fireworks.ai/inference/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  cerebras: { baseUrl: "https://api.cerebras.ai/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  xai: { baseUrl: "https://api.x.ai/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  cohere: { baseUrl: "https://api.cohere.ai/compatibility/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  vllm: { baseUrl: "http://localhost:8000/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  lmstudio: { baseUrl: "http://localhost:1234/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  ollama: { baseUrl: "http://localhost:11434", auth: ["authorization", `Bearer ${KEY}`] },
+  anthropic: { baseUrl: "https://api.anthropic.com/v1", auth: ["x-api-key", KEY] },
+  gemini: { baseUrl: "https://generativelanguage.googleapis.com/v1beta", auth: ["x-goog-api-key", KEY] }
+}
+
+/** Where each preset's upstream points in the auth test: a path of its own on the recording upstream. */
+const recordedBaseUrl = (origin: string, name: string): string => {
+  if (name === "azure") return `${origin}/azure/openai/deployments/d?api-version=2024-10-21`
+  if (name === "ollama") return `${origin}/ollama`
+  if (name === "gemini") return `${origin}/gemini/v1beta`
+  return `${origin}/${name}/v1`
+}
+
+describe("every provider preset", () => {
+  it("has a row in the table", () => {
+    expect(Providers.presets.map((p) => p.name).sort()).toEqual(Object.keys(table).sort())
+  })
+
+  it("leaves out what a provider documents it refuses, so such a request goes elsewhere", () => {
+    const capabilities = (name: string) => Providers.kinds.find((k) => k.name === name)?.capabilities ?? []
+    // Groq: `n` must be 1, `logprobs` / `top_logprobs` are a 400; no embeddings endpoint.
+    for (const c of ["n", "logprobs", "embeddings", "completions"]) expect(capabilities("groq")).not.toContain(c)
+    expect(capabilities("groq")).toEqual(expect.arrayContaining(["tools", "tool_choice", "json_schema", "vision"]))
+    for (const c of ["vision", "image_url", "embeddings"]) expect(capabilities("deepseek")).not.toContain(c)
+    expect(capabilities("deepseek")).toEqual(expect.arrayContaining(["tools", "n", "completions"]))
+    expect(capabilities("cerebras")).not.toContain("embeddings")
+    for (const c of ["n", "logprobs", "embeddings"]) expect(capabilities("anthropic")).not.toContain(c)
+    expect(capabilities("mistral")).not.toContain("completions")
+  })
+
+  it.effect("gives an upstream that sets no baseUrl its cloud's endpoint, or requires one", () =>
+    Effect.gen(function* () {
+      const defaulted = Object.entries(table).filter(([, row]) => row.baseUrl !== undefined)
+      const config = Config.decode(
+        {
+          upstreams: defaulted.map(([name]) => ({ id: name, provider: name })),
+          pools: [{ id: "p", models: ["x"], upstreams: defaulted.map(([name]) => name) }]
+        },
+        "presets",
+        { providers: Providers.kinds }
+      )
+      const topology = yield* Topology.fromConfig(Either.getOrThrow(config), { providers: Providers.kinds })
+      expect(Object.fromEntries([...topology.upstreams.values()].map((u) => [u.id, u.baseUrl]))).toEqual(
+        Object.fromEntries(defaulted.map(([name, row]) => [name, row.baseUrl]))
+      )
+      for (const [name, row] of Object.entries(table)) {
+        if (row.baseUrl !== undefined) continue
+        const refused = Config.decode(
+          { upstreams: [{ id: name, provider: name }], pools: [{ id: "p", models: ["x"], upstreams: [name] }] },
+          "presets",
+          { providers: Providers.kinds }
+        )
+        expect(Either.isLeft(refused) && refused.left.message).toContain(
+          `upstreams[0].baseUrl: required for provider '${name}'`
+        )
+      }
+    })
+  )
+
+  it.live("sends the key in the preset's auth header (Anthropic's with its version, Azure's with api-version)", () =>
+    Effect.gen(function* () {
+      const upstream = yield* recording
+      const names = Object.keys(table)
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          names.map((name) => ({
+            id: name,
+            provider: name,
+            baseUrl: recordedBaseUrl(upstream.origin, name),
+            apiKeyEnv: "SLUICE_TEST_PRESET_KEY"
+          })),
+          names.map((name) => ({ id: name, models: [`model-${name}`], upstreams: [name] }))
+        ),
+        { env: { SLUICE_TEST_PRESET_KEY: KEY } }
+      )
+      for (const name of names) {
+        // The recording upstream answers in OpenAI's format: a translated provider's answer fails to
+        // parse, which does not matter here — what it was sent does.
+        yield* promise(() =>
+          gateway.client.chat.completions
+            .create({ model: `model-${name}`, messages: [{ role: "user", content: "Hi" }] })
+            .catch(() => undefined)
+        )
+        const seen = upstream.seen.find((s) => s.url.startsWith(`/${name}/`))
+        const [header, value] = table[name]!.auth
+        expect({ name, value: seen?.headers[header] }).toEqual({ name, value })
+        if (header !== "authorization") expect({ name, bearer: seen?.headers["authorization"] }).toEqual({ name })
+      }
+      const first = (name: string) => upstream.seen.find((s) => s.url.startsWith(`/${name}/`))
+      expect(first("azure")?.url).toBe("/azure/openai/deployments/d/chat/completions?api-version=2024-10-21")
+      expect(first("anthropic")?.url).toBe("/anthropic/v1/messages")
+      expect(first("anthropic")?.headers["anthropic-version"]).toBe("2023-06-01")
+      expect(first("gemini")?.url).toBe("/gemini/v1beta/models/model-gemini:generateContent")
+      expect(first("ollama")?.url).toBe("/ollama/api/chat")
+      expect(first("groq")?.url).toBe("/groq/v1/chat/completions")
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("provider presets", () => {

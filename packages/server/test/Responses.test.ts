@@ -90,7 +90,8 @@ describe("POST /v1/responses with the openai SDK", () => {
       const call = first.output.find(
         (item): item is OpenAI.Responses.ResponseFunctionToolCall => item.type === "function_call"
       )
-      expect(call).toMatchObject({ type: "function_call", name: "get_weather", arguments: "{}" })
+      // The simulated model fills the tool's parameters (`city`, a string) with its name.
+      expect(call).toMatchObject({ type: "function_call", name: "get_weather", arguments: '{"city":"gpt"}' })
       const streamed = yield* promise(() =>
         gateway.client.responses
           .stream({ model: "gpt-4o-mini", input: "Weather in Paris?", tools: [weather] })
@@ -98,7 +99,7 @@ describe("POST /v1/responses with the openai SDK", () => {
       )
       expect(streamed.output.find((item) => item.type === "function_call")).toMatchObject({
         name: "get_weather",
-        arguments: "{}"
+        arguments: '{"city":"gpt"}'
       })
       const second = yield* promise(() =>
         gateway.client.responses.create({

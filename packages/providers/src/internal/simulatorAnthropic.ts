@@ -5,6 +5,7 @@
 import { errorType } from "./anthropicErrors.js"
 import type { Answer, Body, Dialect, Frames } from "./simulatorDialect.js"
 import { isObject } from "./simulatorDialect.js"
+import { halves } from "./simulatorContent.js"
 
 /** Anthropic's error envelope. */
 export const errorBody = (status: number, message: string): string =>
@@ -185,16 +186,8 @@ export const frames = (a: Answer): Frames => {
 /** An event cut short, as a proxy that mangles one would send it: not valid JSON. */
 export const MALFORMED = `event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_del\n\n`
 
-/** A JSON text in two parts, as a stream splits a tool's input. */
-const halves = (text: string): [string, string] => {
-  const at = Math.ceil(text.length / 2)
-  return [text.slice(0, at), text.slice(at)]
-}
-
-/** The input schema of `tool` when `tool_choice` forces it. */
+/** The input schema of `tool`: its call's input is built to match, forced or not. */
 const toolSchema = (body: Body, tool: string): unknown => {
-  const choice = body["tool_choice"]
-  if (!isObject(choice) || choice["type"] !== "tool" || choice["name"] !== tool) return undefined
   const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
   const found = tools.find((t) => isObject(t) && t["name"] === tool)
   return isObject(found) ? found["input_schema"] : undefined

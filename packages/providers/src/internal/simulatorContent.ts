@@ -214,6 +214,12 @@ export const instanceOf = (schema: unknown, text: string, depth = 16): unknown =
   }
 }
 
+/** A JSON text in two parts, as a stream splits a tool's arguments. */
+export const halves = (text: string): [string, string] => {
+  const at = Math.ceil(text.length / 2)
+  return [text.slice(0, at), text.slice(at)]
+}
+
 /** `text` as a completion streamed in about `n` pieces (at least one). */
 export const completionOf = (text: string, n: number): Completion => {
   const size = Math.max(1, Math.ceil(text.length / Math.max(1, n)))

@@ -56,7 +56,9 @@ export interface Dialect {
   readonly json: (body: Body) => boolean
   /** The JSON schema the answer must match, when the request gives one. */
   readonly schema?: (body: Body) => unknown
-  /** The input schema of `tool` when the request forces the call (its input is then built to match). */
+  /**
+   * The input schema of `tool`, which its call's input is built to match; `{}` without one.
+   */
   readonly toolSchema?: (body: Body, tool: string) => unknown
   readonly message: (answer: Answer) => string
   readonly frames: (answer: Answer) => Frames

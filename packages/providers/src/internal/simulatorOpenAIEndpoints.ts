@@ -122,6 +122,13 @@ const responsesTool = (body: Body): string | undefined => {
   return isObject(first) && typeof first["name"] === "string" ? first["name"] : "tool"
 }
 
+/** The `parameters` schema of the function tool named `tool`: its call's arguments are built to match. */
+const responsesToolSchema = (body: Body, tool: string): unknown => {
+  const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
+  const found = tools.find((t) => isObject(t) && t["name"] === tool)
+  return isObject(found) ? found["parameters"] : undefined
+}
+
 const textFormat = (body: Body): Body | undefined => {
   const text = body["text"]
   return isObject(text) && isObject(text["format"]) ? text["format"] : undefined
@@ -132,7 +139,14 @@ const itemId = (a: Answer) => `msg_${a.id}`
 /** The answer's output item, complete. */
 const outputItem = (a: Answer): Record<string, unknown> =>
   a.tool !== undefined
-    ? { type: "function_call", id: `fc_${a.id}`, call_id: a.toolId, name: a.tool, arguments: "{}", status: "completed" }
+    ? {
+        type: "function_call",
+        id: `fc_${a.id}`,
+        call_id: a.toolId,
+        name: a.tool,
+        arguments: JSON.stringify(a.toolInput),
+        status: "completed"
+      }
     : {
         type: "message",
         id: itemId(a),
@@ -164,8 +178,12 @@ const responsesFrames = (a: Answer): Frames => {
   let content: number
   if (a.tool !== undefined) {
     frames.push(event("response.output_item.added", { ...at, item: { ...item, arguments: "", status: "in_progress" } }))
-    frames.push(event("response.function_call_arguments.delta", { ...at, item_id: item["id"], delta: "{}" }))
-    frames.push(event("response.function_call_arguments.done", { ...at, item_id: item["id"], arguments: "{}" }))
+    frames.push(
+      event("response.function_call_arguments.delta", { ...at, item_id: item["id"], delta: item["arguments"] })
+    )
+    frames.push(
+      event("response.function_call_arguments.done", { ...at, item_id: item["id"], arguments: item["arguments"] })
+    )
     content = 2
   } else {
     const part = { item_id: itemId(a), ...at, content_index: 0 }
@@ -199,6 +217,7 @@ export const responses: Dialect = {
   maxTokens: (body) => body["max_output_tokens"],
   streams: (body) => body["stream"] === true,
   tool: responsesTool,
+  toolSchema: responsesToolSchema,
   json: (body) => {
     const type = textFormat(body)?.["type"]
     return type === "json_schema" || type === "json_object"

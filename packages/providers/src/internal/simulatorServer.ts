@@ -17,6 +17,7 @@ import {
   embed,
   estimatePromptTokens,
   estimateTextTokens,
+  halves,
   instanceOf,
   isSpecific,
   toBase64
@@ -128,6 +129,17 @@ const toolToCall = (body: Body): string | undefined => {
     }
   }
   return "tool"
+}
+
+/**
+ * The arguments of a call to `tool`: a JSON object valid against the tool's `parameters` schema (its
+ * required fields filled, as a model's call would), `{}` when the tool declares none.
+ */
+const toolArguments = (body: Body, tool: string, text: string): string => {
+  const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
+  const found = tools.find((t) => isObject(t) && isObject(t["function"]) && t["function"]["name"] === tool)
+  const parameters = isObject(found) && isObject(found["function"]) ? found["function"]["parameters"] : undefined
+  return JSON.stringify(instanceOf(parameters, text) ?? {})
 }
 
 /** The JSON schema of a `json_schema` response format, when it has one. */
@@ -442,6 +454,7 @@ export class SimulatorState {
     const id = `chatcmpl-${o.name}-${(++this.sequence).toString(36)}`
     const created = Math.floor(Date.now() / 1000)
     const callId = `call_${o.name}_${this.sequence.toString(36)}`
+    const args = tool === undefined ? "{}" : toolArguments(body, tool, o.name)
     if (body["stream"] === true) {
       const streamOptions = body["stream_options"]
       const includeUsage = isObject(streamOptions) && streamOptions["include_usage"] === true
@@ -455,6 +468,7 @@ export class SimulatorState {
         created,
         model,
         tool,
+        args,
         callId,
         json,
         schema: schemaOf(body),
@@ -470,7 +484,7 @@ export class SimulatorState {
     const toolCalls =
       tool === undefined
         ? ""
-        : `,"tool_calls":[{"id":"${callId}","type":"function","function":{"name":${JSON.stringify(tool)},"arguments":"{}"}}]`
+        : `,"tool_calls":[{"id":"${callId}","type":"function","function":{"name":${JSON.stringify(tool)},"arguments":${JSON.stringify(args)}}}]`
     const answer =
       `{"id":${JSON.stringify(id)},"object":"chat.completion","created":${created},"model":${JSON.stringify(model)},` +
       `"choices":[{"index":0,"message":{"role":"assistant","content":${content},"refusal":null${toolCalls}},` +
@@ -488,6 +502,8 @@ export class SimulatorState {
       readonly created: number
       readonly model: string
       readonly tool: string | undefined
+      /** The tool call's arguments (JSON), sent in two deltas. */
+      readonly args: string
       readonly callId: string
       readonly json: boolean
       readonly schema: unknown
@@ -508,13 +524,14 @@ export class SimulatorState {
     const steps: Array<number> = []
     let contentFrames: number
     if (c.tool !== undefined) {
+      const [first, second] = halves(c.args)
       frames.push(
         head +
           `{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"${c.callId}","type":"function",` +
           `"function":{"name":${JSON.stringify(c.tool)},"arguments":""}}]}` +
           tail,
-        head + `{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}` + tail,
-        head + `{"tool_calls":[{"index":0,"function":{"arguments":"}"}}]}` + tail
+        head + `{"tool_calls":[{"index":0,"function":{"arguments":${JSON.stringify(first)}}}]}` + tail,
+        head + `{"tool_calls":[{"index":0,"function":{"arguments":${JSON.stringify(second)}}}]}` + tail
       )
       steps.push(0, 0, 1)
       contentFrames = 2

@@ -478,17 +478,32 @@ const chat: BodyHandler = (env, req, res, requestId, text, key) => {
   // the body's text for its whole life.
   const route = routeOptions(env, req.headers, client, requestId, body.stream === true ? undefined : text)
   if (body.stream === true) return holding(env, client, streamChat(env, res, body, route, client))
-  const answered = Effect.map(env.router.chat(body, route), (routed) => {
-    writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-    finished(
-      env,
-      client,
-      routed.decision,
-      200,
-      env.options.observeContent === true ? { request: body, response: routed.response } : undefined
-    )
-  })
+  const answered = Effect.map(env.router.chat(body, route), (routed) =>
+    answerWhole(env, res, client, routed, body, true)
+  )
   return holding(env, client, answered)
+}
+
+/**
+ * Writes a routed whole answer (the upstream's own bytes when the router kept them) and records its
+ * decision — with the request, and the response when `withResponse`, where the audit keeps content.
+ */
+const answerWhole = (
+  env: Env,
+  res: ServerResponse,
+  client: Access.Client | undefined,
+  routed: Router.Routed<unknown>,
+  request: unknown,
+  withResponse: boolean
+): void => {
+  writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
+  const content =
+    env.options.observeContent !== true
+      ? undefined
+      : withResponse
+        ? { request, response: routed.response }
+        : { request }
+  finished(env, client, routed.decision, 200, content)
 }
 
 /** `POST /v1/embeddings`; the body is decoded when the Effect runs. */
@@ -500,16 +515,7 @@ const embeddings: BodyHandler = (env, req, res, requestId, text, key) =>
     if (client instanceof Refusal) return refuse(res, client, requestId)
     const answered = Effect.map(
       env.router.embeddings(decoded.right, routeOptions(env, req.headers, client, requestId, text)),
-      (routed) => {
-        writeJson(res, 200, routed.text ?? JSON.stringify(routed.response), decisionHeaders(routed.decision))
-        finished(
-          env,
-          client,
-          routed.decision,
-          200,
-          env.options.observeContent === true ? { request: decoded.right } : undefined
-        )
-      }
+      (routed) => answerWhole(env, res, client, routed, decoded.right, false)
     )
     return holding(env, client, answered)
   })

@@ -1,5 +1,12 @@
 #!/usr/bin/env node
 // The `sluice` command: the compiled CLI (`npm run build` writes dist/ in a clone of the repository).
-import { main } from "../dist/Cli.js"
+// Start-up holds V8's young generation at its initial size while the modules load (see
+// src/internal/nursery.ts); the CLI restores the default growth once the gateway listens.
+import { setFlagsFromString } from "node:v8"
 
+if (process.execArgv.every((a) => !a.includes("semi-space"))) {
+  setFlagsFromString("--semi-space-growth-factor=1")
+  globalThis.__sluiceNurseryHeld = true
+}
+const { main } = await import("../dist/Cli.js")
 main()

@@ -11,6 +11,7 @@ import { Console, Data, Effect, Either, Layer } from "effect"
 import * as AdminUsage from "./internal/adminUsage.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Flags from "./internal/flags.js"
+import * as Nursery from "./internal/nursery.js"
 import * as Server from "./Server.js"
 
 /** Usage text. */
@@ -62,7 +63,10 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
         const config = yield* ConfigFile.load(path)
         if (path === ConfigFile.defaultPath)
           yield* Console.log("Using the embedded default config (simulated upstreams, no API key needed).")
-        return yield* Layer.launch(Server.layer(config, { reload: { path, watch } }))
+        // Listening: the start-up allocations are done, traffic may grow the young generation again.
+        return yield* Layer.launch(
+          Layer.tap(Server.layer(config, { reload: { path, watch } }), () => Effect.sync(Nursery.release))
+        )
       })
     }
     case "validate": {
@@ -109,6 +113,8 @@ export const program = (argv: ReadonlyArray<string>): Effect.Effect<void, unknow
 
 /** Runs the CLI with `process.argv`, printing errors plainly and exiting non-zero on failure. */
 export const main = (argv: ReadonlyArray<string> = process.argv.slice(2)): void => {
+  // Every command but `serve` is done loading here; `serve` releases once it listens.
+  if ((argv[0] ?? "serve") !== "serve") Nursery.release()
   const run = program(argv).pipe(
     Effect.catchAll((error) =>
       Effect.zipRight(

@@ -16,8 +16,10 @@ const run = (id: string, strategy: string, minutes: number, hedge?: LabScenarios
     }
   )
 
-// The issue's bars, on shorter runs than `npm run bench:strategies` makes (the same scenarios).
-describe("the lab's bars for the strategies", () => {
+// The issue's bars, on shorter runs than `npm run bench:strategies` makes (the same scenarios). Each
+// run is CPU-bound simulation in virtual time, a second or two on an idle machine: the timeout leaves
+// room for a busy one (a CI runner sharing its cores), where 5 s was seen to run out.
+describe("the lab's bars for the strategies", { timeout: 60_000 }, () => {
   it.effect(
     "(b) one upstream ten times slower from halfway: p2c and latency keep p99 at least 2x below round robin's",
     () =>

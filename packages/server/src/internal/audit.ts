@@ -77,6 +77,10 @@ interface Sink {
 
 const stdoutSink: Sink = { write: (line) => void process.stdout.write(line), close: () => {} }
 
+/** How long the file sink holds lines before it writes them, and how many bytes it holds at most. */
+const FLUSH_MS = 20
+const FLUSH_BYTES = 64 * 1024
+
 /** Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`). */
 const fileSink = (path: string, maxBytes: number, files: number): Sink => {
   let size = existsSync(path) ? statSync(path).size : 0
@@ -103,13 +107,19 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
     out = open()
     size = 0
   }
-  // The lines of one turn of the event loop go to the file stream as one write: a write per line
-  // costs the stream a request object and a queue entry each.
+  // Lines go to the file stream together, at most FLUSH_MS after the first of them (sooner past
+  // FLUSH_BYTES): each write costs the stream a request object and a hand-off to libuv's file threads
+  // and back, which a write per line — or per turn of a busy event loop — pays thousands of times a second.
   let pending: Array<string> = []
+  let pendingBytes = 0
+  let timer: ReturnType<typeof setTimeout> | undefined
   const flush = () => {
+    if (timer !== undefined) clearTimeout(timer)
+    timer = undefined
     if (pending.length === 0) return
     const lines = pending
     pending = []
+    pendingBytes = 0
     out.write(lines.length === 1 ? lines[0]! : lines.join(""))
   }
   return {
@@ -120,7 +130,11 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
         rotate()
       }
       size += bytes
-      if (pending.push(line) === 1) setImmediate(flush)
+      pending.push(line)
+      pendingBytes += bytes
+      if (pendingBytes >= FLUSH_BYTES) flush()
+      // Unref'd: a pending flush never keeps the process alive; `close` (at the drain) writes what is left.
+      else if (timer === undefined) timer = setTimeout(flush, FLUSH_MS).unref()
     },
     close: () => {
       flush()

@@ -483,6 +483,48 @@ describe("sluice status, breaker reset, upstream disable|enable, reload (through
     }).pipe(Effect.scoped)
   )
 
+  it.live("reload swaps in the file the gateway was started from, and refuses an invalid one by path", () =>
+    Effect.gen(function* () {
+      const yaml = (models: string, weight = 1) =>
+        [
+          "server: { admin: { tokenEnv: SLUICE_CLI_ADMIN_TOKEN } }",
+          "upstreams:",
+          `  - { id: a, provider: simulated, weight: ${weight} }`,
+          "pools:",
+          `  - { id: chat, models: [${models}], upstreams: [a] }`
+        ].join("\n")
+      const path = yield* configFile(yaml("gpt-4o-mini"))
+      const gateway = yield* startGateway(
+        {
+          ...simulatedConfig([{ id: "a" }], [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }]),
+          server: operated().server
+        },
+        // The refused reload's warning is collected rather than printed.
+        { env: { SLUICE_CLI_ADMIN_TOKEN: TOKEN }, reload: { path }, logs: [] }
+      )
+      const env = { SLUICE_ADMIN_TOKEN: TOKEN, SLUICE_URL: gateway.url }
+      const ask = (model: string) =>
+        Effect.promise(() =>
+          gateway.client.chat.completions.create({ model, messages: [{ role: "user", content: "Hi" }] }).then(
+            (answer) => answer.choices[0]?.finish_reason ?? "none",
+            (error: { status?: number }) => String(error.status)
+          )
+        )
+      expect(yield* ask("gpt-4o")).toBe("404")
+      writeFileSync(path, yaml("gpt-4o-mini, gpt-4o"))
+      const reloaded = yield* complete(["reload"], env)
+      expect(failure(reloaded.exit)).toBe("")
+      expect(reloaded.stdout).toBe("reloaded: generation 2 serves new requests")
+      expect(yield* ask("gpt-4o")).toBe("stop")
+      // An invalid file: every problem by path, and generation 2 keeps serving.
+      writeFileSync(path, yaml("gpt-4o-mini", -3))
+      const refusedReload = yield* complete(["reload"], env)
+      expect(failure(refusedReload.exit)).toMatch(/^refused; the running config stays:\n {2}- .*upstreams\[0\]\.weight/)
+      expect(yield* ask("gpt-4o")).toBe("stop")
+      expect((yield* complete(["status"], env)).stdout).toMatch(/^generation 2\n/)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("lists every problem of a command line at once, the token's variable included", () =>
     Effect.gen(function* () {
       const { exit } = yield* complete(["upstream", "pause", "--url", "--verbose"])

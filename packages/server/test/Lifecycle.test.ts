@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import type { Scope } from "effect"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
+import { connect } from "node:net"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -127,6 +128,56 @@ const openStream = (client: OpenAI) => {
   return { started, ended }
 }
 
+/**
+ * One TCP connection to the gateway, spoken to in raw HTTP/1.1 so the test knows which connection a
+ * request goes over: what was received so far, and a wait for a pattern in it.
+ */
+const rawConnection = (url: string) =>
+  Effect.acquireRelease(
+    Effect.async<RawConnection>((resume) => {
+      const { hostname, port } = new URL(url)
+      let received = ""
+      const socket = connect(Number(port), hostname, () =>
+        resume(
+          Effect.succeed({
+            send: (text) => void socket.write(text),
+            received: () => received,
+            waitFor: (pattern, timeoutMs = 10_000) =>
+              new Promise((resolve, reject) => {
+                const started = Date.now()
+                const poll = () => {
+                  const match = pattern.exec(received)
+                  if (match !== null) return resolve(match)
+                  if (socket.destroyed || Date.now() - started > timeoutMs)
+                    return reject(new Error(`no ${pattern} in: ${received}`))
+                  setTimeout(poll, 10)
+                }
+                poll()
+              }),
+            destroy: () => socket.destroy()
+          })
+        )
+      )
+      socket.setEncoding("utf8")
+      socket.on("data", (chunk: string) => (received += chunk))
+      socket.on("error", () => {})
+    }),
+    (connection) => Effect.sync(connection.destroy)
+  )
+
+interface RawConnection {
+  readonly send: (text: string) => void
+  readonly received: () => string
+  readonly waitFor: (pattern: RegExp, timeoutMs?: number) => Promise<RegExpExecArray>
+  readonly destroy: () => void
+}
+
+/** A streamed chat request for `model` as raw HTTP/1.1 (the connection kept alive). */
+const rawStreamRequest = (model: string) => {
+  const body = JSON.stringify({ model, messages: [{ role: "user", content: "Hi" }], stream: true })
+  return `POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+}
+
 const clientOf = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "none", maxRetries: 0, timeout: 30_000 })
 
 describe("health endpoints", () => {
@@ -213,6 +264,82 @@ describe("drain on SIGTERM (the bin)", () => {
         expect(Date.now() - signalled).toBeLessThan(5_000)
       }).pipe(Effect.scoped),
     30_000
+  )
+})
+
+describe("drain on SIGINT (the bin)", () => {
+  it.live(
+    "lets open streams finish, refuses new connections meanwhile, and exits 0, as on SIGTERM",
+    () =>
+      Effect.gen(function* () {
+        const file = yield* configFile(streaming(10_000, 30, 20))
+        const gateway = yield* serve(["--config", file.path])
+        const client = clientOf(gateway.url)
+        const streams = Array.from({ length: 10 }, () => openStream(client))
+        yield* Effect.promise(() => Promise.all(streams.map((s) => s.started)))
+        gateway.child.kill("SIGINT")
+        yield* Effect.promise(() => gateway.waitFor(/draining: 10 requests in flight/))
+        const refused = yield* Effect.promise(() =>
+          fetch(`${gateway.url}/health/live`).then(
+            () => "answered",
+            () => "refused"
+          )
+        )
+        expect(refused).toBe("refused")
+        const results = yield* Effect.promise(() => Promise.all(streams.map((s) => s.ended)))
+        for (const result of results) {
+          expect(result.error).toBeUndefined()
+          expect(result.finish).toBe("stop")
+          expect(result.text).not.toBe("")
+        }
+        expect(yield* Effect.promise(() => gateway.exited)).toBe(0)
+        expect(gateway.child.signalCode).toBeNull()
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})
+
+describe("readiness while draining (the bin)", () => {
+  it.live(
+    "answers /health/ready 503 draining on a kept-alive connection while streams in flight finish",
+    () =>
+      Effect.gen(function* () {
+        // A stream of about 1 s on the connection the probe reuses, one of about 5 s that keeps the drain going.
+        const file = yield* configFile(
+          [
+            "server: { drainMs: 20000 }",
+            "upstreams:",
+            "  - { id: quick, provider: simulated, simulate: { completionTokens: 20, tokensPerSecond: 20 } }",
+            "  - { id: slow, provider: simulated, simulate: { completionTokens: 100, tokensPerSecond: 20 } }",
+            "pools:",
+            "  - { id: quick, models: [quick], upstreams: [quick] }",
+            "  - { id: slow, models: [gpt-4o-mini], upstreams: [slow] }"
+          ].join("\n")
+        )
+        const gateway = yield* serve(["--config", file.path])
+        const probe = yield* rawConnection(gateway.url)
+        probe.send("GET /health/ready HTTP/1.1\r\nhost: gateway\r\n\r\n")
+        yield* Effect.promise(() => probe.waitFor(/^HTTP\/1\.1 200 [^]*"status":"ready"/))
+        const long = openStream(clientOf(gateway.url))
+        yield* Effect.promise(() => long.started)
+        // The probe's connection is busy when the drain starts, so the drain does not close it as idle.
+        probe.send(rawStreamRequest("quick"))
+        yield* Effect.promise(() => probe.waitFor(/HTTP\/1\.1 200 [^]*HTTP\/1\.1 200 [^]*data: /))
+        gateway.child.kill("SIGTERM")
+        yield* Effect.promise(() => gateway.waitFor(/draining: 2 requests in flight/))
+        // The short stream ends in full; the same connection then asks whether the gateway is ready.
+        yield* Effect.promise(() => probe.waitFor(/data: \[DONE\]\n\n\r\n0\r\n\r\n$/))
+        probe.send("GET /health/ready HTTP/1.1\r\nhost: gateway\r\n\r\n")
+        const [, answer] = yield* Effect.promise(() =>
+          probe.waitFor(/0\r\n\r\n(HTTP\/1\.1 503 [^]*\r\n\r\n\{"status":"draining"\})$/)
+        )
+        expect(answer).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n/)
+        const ended = yield* Effect.promise(() => long.ended)
+        expect(ended.error).toBeUndefined()
+        expect(ended.finish).toBe("stop")
+        expect(yield* Effect.promise(() => gateway.exited)).toBe(0)
+      }).pipe(Effect.scoped),
+    40_000
   )
 })
 

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
-import { Effect, Schema } from "effect"
-import { eventually, simulatedConfig, startGateway, startUpstream } from "./harness.js"
+import { Effect, Fiber, Schema } from "effect"
+import OpenAI from "openai"
+import type { ServerResponse } from "node:http"
+import { completionJson, eventually, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
 
@@ -19,6 +21,17 @@ const scrape = (gateway: Gateway, token?: string) =>
         samples.set(line.slice(0, space), Number(line.slice(space + 1)))
       }
     return { status: response.status, type: response.headers.get("content-type"), text, samples }
+  })
+
+/** Scrapes every 10 ms for up to 3 s until the samples satisfy `done`; those samples. */
+const scrapeUntil = (gateway: Gateway, done: (samples: ReadonlyMap<string, number>) => boolean) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 300; i++) {
+      const { samples } = yield* scrape(gateway)
+      if (done(samples)) return samples
+      yield* Effect.sleep("10 millis")
+    }
+    return yield* Effect.dieMessage("the metrics never showed what was awaited")
   })
 
 const chat = (gateway: Gateway, model: string, user?: string) =>
@@ -155,6 +168,131 @@ describe("GET /metrics", () => {
         expect(after.text).toContain('gen_ai_request_model="_other"')
       }).pipe(Effect.scoped),
     60_000
+  )
+
+  it.live("shows the requests waiting in a pool's queue, and counts each request's wait once", () =>
+    Effect.gen(function* () {
+      // An upstream that answers nothing until the test opens it: the gateway lets one request at a time in.
+      const held: Array<ServerResponse> = []
+      let open = false
+      const answer = (response: ServerResponse) => {
+        response.writeHead(200, { "content-type": "application/json" })
+        response.end(completionJson(3, 1))
+      }
+      const upstream = yield* startUpstream((_request, _body, response) =>
+        open ? answer(response) : void held.push(response)
+      )
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "held", provider: "openai-compatible", baseUrl: upstream.baseUrl, limits: { maxConcurrency: 1 } }],
+          [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["held"], queue: { maxSize: 10, maxWaitMs: 30_000 } }]
+        )
+      )
+      expect((yield* scrape(gateway)).samples.get('sluice_queue_depth{pool="chat"}')).toBe(0)
+      const answers = yield* Effect.fork(
+        Effect.all(
+          Array.from({ length: 4 }, () => chat(gateway, "gpt-4o-mini")),
+          { concurrency: "unbounded" }
+        )
+      )
+      // One request at the upstream, the three others waiting behind it.
+      const waiting = yield* scrapeUntil(gateway, (s) => s.get('sluice_queue_depth{pool="chat"}') === 3)
+      expect(held).toHaveLength(1)
+      expect(waiting.get('sluice_in_flight{upstream="held"}')).toBe(1)
+      // Nothing has left the queue yet: none of the three can have waited less than this.
+      yield* Effect.sleep("400 millis")
+      open = true
+      for (const response of held.splice(0)) answer(response)
+      expect(yield* Fiber.join(answers)).toEqual(["ok", "ok", "ok", "ok"])
+      const { samples } = yield* scrape(gateway)
+      expect(samples.get('sluice_queue_depth{pool="chat"}')).toBe(0)
+      expect(samples.get('sluice_in_flight{upstream="held"}')).toBe(0)
+      // Every request's wait is observed once: the first's (none) and the three that waited over 0.32 s.
+      expect(samples.get('sluice_queue_wait_seconds_count{pool="chat"}')).toBe(4)
+      expect(samples.get('sluice_queue_wait_seconds_bucket{pool="chat",le="0.01"}')).toBe(1)
+      expect(samples.get('sluice_queue_wait_seconds_bucket{pool="chat",le="0.32"}')).toBe(1)
+      expect(samples.get('sluice_queue_wait_seconds_bucket{pool="chat",le="+Inf"}')).toBe(4)
+      expect(samples.get('sluice_queue_wait_seconds_sum{pool="chat"}')).toBeGreaterThan(3 * 0.4)
+      expect(samples.get('sluice_requests_total{pool="chat",upstream="held",outcome="success"}')).toBe(4)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("shows the requests and tokens left of an upstream's rpm and tpm after known traffic", () =>
+    Effect.gen(function* () {
+      // 30 prompt and 10 completion tokens per answer, whatever is asked.
+      const upstream = yield* startUpstream((_request, _body, response) => {
+        response.writeHead(200, { "content-type": "application/json" })
+        response.end(completionJson(30, 10))
+      })
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [
+            {
+              id: "budgeted",
+              provider: "openai-compatible",
+              baseUrl: upstream.baseUrl,
+              limits: { rpm: 5, tpm: 1000 }
+            },
+            { id: "unlimited" }
+          ],
+          [
+            { id: "chat", models: ["gpt-4o-mini"], upstreams: ["budgeted"] },
+            { id: "other", models: ["other"], upstreams: ["unlimited"] }
+          ]
+        )
+      )
+      const before = (yield* scrape(gateway)).samples
+      expect(before.get('sluice_budget_requests_left{upstream="budgeted"}')).toBe(5)
+      expect(before.get('sluice_budget_tokens_left{upstream="budgeted"}')).toBe(1000)
+      for (let i = 0; i < 3; i++)
+        yield* Effect.promise(() =>
+          gateway.client.chat.completions.create({
+            model: "gpt-4o-mini",
+            messages: [{ role: "user", content: "Hi" }],
+            max_tokens: 10
+          })
+        )
+      const { samples, text } = yield* scrape(gateway)
+      // 3 of 5 requests and 3 × 40 tokens of 1,000 used (each reservation corrected to the usage reported).
+      expect(samples.get('sluice_budget_requests_left{upstream="budgeted"}')).toBe(2)
+      expect(samples.get('sluice_budget_tokens_left{upstream="budgeted"}')).toBe(880)
+      // An upstream without limits has no budget to show.
+      expect(text).not.toContain('sluice_budget_requests_left{upstream="unlimited"}')
+      expect(text).not.toContain('sluice_budget_tokens_left{upstream="unlimited"}')
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("shows the holds learned from an upstream's rate-limit headers and from its 429's Retry-After", () =>
+    Effect.gen(function* () {
+      // Each allows 2 requests a minute, which Sluice only learns from their answers' headers.
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "reported", simulate: { rpm: 2 } }, { id: "refusing", simulate: { rpm: 2 } }, { id: "spare" }],
+          [
+            { id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["reported", "spare"] },
+            { id: "other", models: ["other"], strategy: "priority", upstreams: ["refusing", "spare"] }
+          ]
+        )
+      )
+      const holds = (samples: ReadonlyMap<string, number>) =>
+        ["reported", "refusing", "spare"].map((u) => samples.get(`sluice_learned_hold{upstream="${u}"}`))
+      expect(holds((yield* scrape(gateway)).samples)).toEqual([0, 0, 0])
+      // "reported" answers twice, the second time with "0 requests remaining, resets in about 60 s".
+      for (let i = 0; i < 2; i++) expect(yield* chat(gateway, "gpt-4o-mini")).toBe("ok")
+      // "refusing" has its budget spent behind the gateway's back: its 429 names the wait.
+      const direct = new OpenAI({
+        baseURL: `${gateway.simulator("refusing").url}/v1`,
+        apiKey: "sk-direct",
+        maxRetries: 0
+      })
+      for (let i = 0; i < 2; i++)
+        yield* Effect.promise(() =>
+          direct.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+        )
+      expect(yield* chat(gateway, "other")).toBe("ok")
+      expect(gateway.simulator("refusing").stats()).toMatchObject({ rateLimited: 1 })
+      expect(holds((yield* scrape(gateway)).samples)).toEqual([1, 1, 0])
+    }).pipe(Effect.scoped)
   )
 
   it.live("is behind the admin token when server.admin is set", () =>

@@ -8,7 +8,7 @@ import { Router } from "@sluice/core"
 import { Effect } from "effect"
 import type OpenAI from "openai"
 import * as Routing from "../src/Routing.js"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { listAttribute, simulatedConfig, startGateway } from "./harness.js"
 
 const upstream = (id: string, weight = 1) => ({
   id,
@@ -180,6 +180,76 @@ describe("config replacement under load", () => {
       expect(yield* ask("gpt-4o")).toBe(429)
       const flaky = next.topology.upstreams.get("flaky")!
       expect((yield* next.breaker.snapshot(flaky)).state).toBe("open")
+    }).pipe(Effect.scoped)
+  )
+  it.live("carries the health, sticky sessions and learned holds of upstreams that remain over a replacement", () =>
+    Effect.gen(function* () {
+      const configOf = (stickyOrder: ReadonlyArray<string>) =>
+        simulatedConfig(
+          [
+            // Unhealthy after one failure, for 10 minutes (no active check to bring it back sooner).
+            { id: "sick", simulate: { failureRate: 1 }, passiveHealth: { unhealthyAfter: 1, recoveryMs: 600_000 } },
+            // Allows 2 requests a minute, which Sluice only learns from its answers' headers.
+            { id: "limited", simulate: { rpm: 2 } },
+            { id: "one" },
+            { id: "two" },
+            { id: "spare" }
+          ],
+          [
+            { id: "health", models: ["health"], strategy: "priority", upstreams: ["sick", "spare"] },
+            { id: "learned", models: ["learned"], strategy: "priority", upstreams: ["limited", "spare"] },
+            {
+              id: "sticky",
+              models: ["sticky"],
+              strategy: "priority",
+              upstreams: stickyOrder,
+              sticky: { key: "header" }
+            }
+          ]
+        )
+      const gateway = yield* startGateway(configOf(["one", "two"]))
+      const routing = gateway.service(Routing.Routing)
+      const ask = (model: string, session?: string) =>
+        Effect.promise(() =>
+          gateway.client.chat.completions
+            .create(
+              { model, messages: [{ role: "user", content: "Hi" }] },
+              session === undefined ? {} : { headers: { "x-session-id": session } }
+            )
+            .withResponse()
+            .then(({ response }) => response.headers.get("x-sluice-upstream"))
+        )
+      // Before: "sick" fails once and is marked unhealthy; "limited" reports its last request spent;
+      // session "kept" is bound to "one", the first in order.
+      expect(yield* ask("health")).toBe("spare")
+      expect(yield* ask("learned")).toBe("limited")
+      expect(yield* ask("learned")).toBe("limited")
+      expect(yield* ask("sticky", "kept")).toBe("one")
+      // The new config puts "two" first: a new session goes there, the bound one stays on "one".
+      const next = yield* routing.replace(configOf(["two", "one"]))
+      expect(next.number).toBe(2)
+      expect(yield* ask("sticky", "fresh")).toBe("two")
+      expect(yield* ask("sticky", "kept")).toBe("one")
+      expect(gateway.routes().at(-1)?.["sluice.sticky"]).toBe("hit")
+      // The new generation's simulators are never called by an upstream held back by the old one's state.
+      expect(yield* ask("health")).toBe("spare")
+      expect(
+        listAttribute(gateway.routes().at(-1), "sluice.decision.excluded").some((e) =>
+          e.startsWith("sick: health: unhealthy")
+        )
+      ).toBe(true)
+      expect(yield* ask("learned")).toBe("spare")
+      expect(
+        listAttribute(gateway.routes().at(-1), "sluice.decision.excluded").some((e) =>
+          e.startsWith("limited: rate-limiter: ")
+        )
+      ).toBe(true)
+      const simulatorOf = (id: string) => next.simulators.find((s) => s.upstream === id)!.simulator
+      expect(simulatorOf("sick").stats().requests).toBe(0)
+      expect(simulatorOf("limited").stats().requests).toBe(0)
+      expect((yield* next.health.status("sick")).healthy).toBe(false)
+      const ready = yield* routing.readiness
+      expect(ready.pools["health"]).toEqual(["spare"])
     }).pipe(Effect.scoped)
   )
 })

@@ -12,7 +12,8 @@
  * With `dialect: "gemini"` it speaks the Gemini API (`/v1beta/models/{model}:generateContent`,
  * `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, Google's error envelope), and with
  * `dialect: "ollama"` Ollama's native API (`/api/chat` streaming NDJSON unless `stream: false`,
- * `/api/embed`, `{"error": ...}` errors); each checks requests as its provider does.
+ * `/api/embed`, `{"error": ...}` errors); each checks requests as its provider does, and in each a
+ * tool call's input (`input`, `args`, `arguments`) is built to match the tool's schema, as below.
  *
  * Endpoints (OpenAI dialect):
  * - `POST /v1/chat/completions`: non-streaming and SSE streaming (`stream_options.include_usage`),

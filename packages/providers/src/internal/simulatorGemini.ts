@@ -86,11 +86,21 @@ const promptMessages = (body: Body): ReadonlyArray<unknown> => {
 
 const config = (body: Body): Body => (isObject(body["generationConfig"]) ? body["generationConfig"] : {})
 
-const tool = (body: Body): string | undefined => {
+const declarationsOf = (body: Body): ReadonlyArray<unknown> => {
   const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
-  const declarations = tools.flatMap((t) =>
+  return tools.flatMap((t) =>
     isObject(t) && Array.isArray(t["functionDeclarations"]) ? (t["functionDeclarations"] as ReadonlyArray<unknown>) : []
   )
+}
+
+/** The schema of the function `tool` (`parameters`, or `parametersJsonSchema`): its call's `args` are built to match. */
+const toolSchema = (body: Body, tool: string): unknown => {
+  const found = declarationsOf(body).find((d) => isObject(d) && d["name"] === tool)
+  return isObject(found) ? (found["parameters"] ?? found["parametersJsonSchema"]) : undefined
+}
+
+const tool = (body: Body): string | undefined => {
+  const declarations = declarationsOf(body)
   if (declarations.length === 0) return undefined
   const toolConfig = isObject(body["toolConfig"]) ? body["toolConfig"] : {}
   const calling = isObject(toolConfig["functionCallingConfig"]) ? toolConfig["functionCallingConfig"] : {}
@@ -121,11 +131,17 @@ const response = (a: Answer, parts: ReadonlyArray<unknown>, finish: boolean): Re
   responseId: a.id
 })
 
-/** A function call as Gemini 3 sends it: with its thought signature, to be sent back with the history. */
-const callPart = (name: string) => ({ functionCall: { name, args: {} }, thoughtSignature: signatureOf(name) })
+/**
+ * A function call as Gemini 3 sends it: `args` matching the function's schema, and its thought
+ * signature, to be sent back with the history.
+ */
+const callPart = (a: Answer, name: string) => ({
+  functionCall: { name, args: a.toolInput },
+  thoughtSignature: signatureOf(name)
+})
 
 const message = (a: Answer): string =>
-  JSON.stringify(response(a, a.tool !== undefined ? [callPart(a.tool)] : [{ text: a.completion.content }], true))
+  JSON.stringify(response(a, a.tool !== undefined ? [callPart(a, a.tool)] : [{ text: a.completion.content }], true))
 
 const frame = (value: unknown) => `data: ${JSON.stringify(value)}\r\n\r\n`
 
@@ -137,7 +153,7 @@ const frame = (value: unknown) => `data: ${JSON.stringify(value)}\r\n\r\n`
 const frames = (a: Answer): Frames => {
   if (a.tool !== undefined) {
     return {
-      frames: [frame(response(a, [callPart(a.tool)], true))],
+      frames: [frame(response(a, [callPart(a, a.tool)], true))],
       steps: [0],
       head: 0,
       content: 1
@@ -164,6 +180,7 @@ export const dialect: Dialect = {
   maxTokens: (body) => config(body)["maxOutputTokens"],
   streams: () => false,
   tool,
+  toolSchema,
   json: (body) => config(body)["responseMimeType"] === "application/json",
   schema: (body) => config(body)["responseSchema"] ?? config(body)["responseJsonSchema"],
   message,

@@ -53,12 +53,17 @@ const problem = (body: Body): string | undefined => {
   return missingSignature(contents)
 }
 
-/** The thought signature the simulator gives a call of `name` (Gemini's are opaque base64 strings). */
-const signatureOf = (name: string): string => Buffer.from(`sim-thought:${name}`).toString("base64")
+/**
+ * The thought signature the simulator gives a call of `name`: opaque base64, as Gemini's are, with
+ * `+`, `/` and padding in it, so that whatever carries it must carry it exactly.
+ */
+export const signatureOf = (name: string): string =>
+  Buffer.concat([Buffer.from(`sim-thought:${name}`), Buffer.from([0xfb, 0xff, 0xbf, 0x3e, 0x00])]).toString("base64")
 
 /**
  * As Gemini 3 validates them: in the current turn (the contents after the last user text), the first
- * `functionCall` part of each model step must carry the `thoughtSignature` it came with.
+ * `functionCall` part of each model step must carry the `thoughtSignature` it came with — unchanged
+ * (Gemini refuses a corrupted one as it refuses a missing one).
  */
 const missingSignature = (contents: ReadonlyArray<unknown>): string | undefined => {
   let start = 0
@@ -70,8 +75,13 @@ const missingSignature = (contents: ReadonlyArray<unknown>): string | undefined 
     const content = contents[i]
     if (!isObject(content) || content["role"] !== "model") continue
     const first = partsOf(content).find((p) => isObject(p) && p["functionCall"] !== undefined)
-    if (isObject(first) && typeof first["thoughtSignature"] !== "string") {
-      return `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${String((first["functionCall"] as Body)["name"])}\` , position ${i + 1}.`
+    if (!isObject(first)) continue
+    const name = String((first["functionCall"] as Body)["name"])
+    if (typeof first["thoughtSignature"] !== "string") {
+      return `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${name}\` , position ${i + 1}.`
+    }
+    if (first["thoughtSignature"] !== signatureOf(name)) {
+      return `Corrupted thought signature. Function call \`default_api:${name}\` , position ${i + 1}.`
     }
   }
   return undefined

@@ -6,7 +6,8 @@
  * With `dialect: "anthropic"` it speaks Anthropic's Messages API instead: `POST /v1/messages`
  * (non-streaming and streaming, with the same content, tool and fault behaviour as below; it checks
  * what the API checks — `model`, a positive integer `max_tokens`, roles `user` / `assistant` only,
- * non-empty text blocks, each `tool_result` answering an earlier `tool_use` — and answers 400 in
+ * non-empty text blocks, image blocks with a base64 source of a JPEG, PNG, GIF or WebP or an http(s)
+ * URL source, each `tool_result` answering an earlier `tool_use` — and answers 400 in
  * Anthropic's error envelope otherwise), Anthropic's error envelope for every failure (a
  * `failureStatus` of 529 is an `overloaded_error`), `anthropic-ratelimit-*` headers, no embeddings.
  * With `dialect: "gemini"` it speaks the Gemini API (`/v1beta/models/{model}:generateContent`,

@@ -268,6 +268,55 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
       }).pipe(Effect.scoped)
   )
 
+  it.live(
+    "sends a base64 and a URL image to an Anthropic-shaped upstream as image blocks, and to an OpenAI-shaped one as image_url parts",
+    () =>
+      Effect.gen(function* () {
+        const data = png(64, 48)
+        const url = "https://example.com/cat.jpg"
+        const content: Array<Anthropic.ContentBlockParam> = [
+          { type: "text", text: "What is in these?" },
+          { type: "image", source: { type: "base64", media_type: "image/png", data } },
+          { type: "image", source: { type: "url", url } }
+        ]
+        const ask = { model: "claude-sonnet-4-5", max_tokens: 100, messages: [{ role: "user" as const, content }] }
+        const claude = yield* gatewayWith([{ id: "claude", simulate: { dialect: "anthropic", completionTokens: 2 } }])
+        const fromClaude = yield* promise(() => claude.client.messages.create(ask))
+        expect(fromClaude.content).toEqual([{ type: "text", text: "[claude] lorem" }])
+        // The image blocks reach Anthropic as the client wrote them (the simulator refuses malformed ones, as below).
+        expect(claude.gateway.simulator("claude").requests().at(-1)?.body).toMatchObject({
+          messages: [{ role: "user", content }]
+        })
+        const bitmap = yield* failure(() =>
+          claude.client.messages.create({
+            ...ask,
+            messages: [
+              { role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/bmp", data } }] }
+            ]
+          } as Anthropic.MessageCreateParamsNonStreaming)
+        )
+        expect(bitmap).toBeInstanceOf(BadRequestError)
+        expect((bitmap as APIError).message).toContain("media_type")
+        const gpt = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 2 } }])
+        const streamed = yield* promise(() => gpt.client.messages.stream(ask).finalMessage())
+        expect(streamed.content).toEqual([{ type: "text", text: "[gpt] lorem" }])
+        expect(gpt.gateway.simulator("gpt").requests().at(-1)?.body).toMatchObject({
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "text", text: "What is in these?" },
+                { type: "image_url", image_url: { url: `data:image/png;base64,${data}` } },
+                { type: "image_url", image_url: { url } }
+              ]
+            }
+          ]
+        })
+        // Both were metered as images: the OpenAI simulator counts 85 prompt tokens per image part.
+        expect(streamed.usage.input_tokens).toBeGreaterThan(170)
+      }).pipe(Effect.scoped)
+  )
+
   it.live("counts tokens, and answers errors in Anthropic's envelope the SDK raises as its own", () =>
     Effect.gen(function* () {
       const { client } = yield* gatewayWith([{ id: "gpt" }])

@@ -247,7 +247,8 @@ describe("provider presets", () => {
         const weather = { type: "function" as const, function: { name: "get_weather", parameters: { type: "object" } } }
         // A tool loop begun on OpenAI (its call id, its answer's fields replayed as the SDK returns them).
         const history = [
-          { role: "user" as const, content: "Weather?" },
+          { role: "developer" as const, content: "Be brief." },
+          { role: "user" as const, content: "Weather?", name: "ann" },
           {
             role: "assistant" as const,
             content: null,
@@ -273,16 +274,20 @@ describe("provider presets", () => {
             seed: 7,
             user: "u-1",
             store: false,
+            logit_bias: { "50256": -100 },
             metadata: { app: "x" },
             temperature: 0.2
           })
         )
         const body = upstream.seen[0]!.body
-        expect(body).toMatchObject({ max_tokens: 50, random_seed: 7, temperature: 0.2 })
-        for (const key of ["max_completion_tokens", "seed", "user", "store", "metadata"]) {
+        // Mistral's own fields (metadata among them) stay; OpenAI's others go.
+        expect(body).toMatchObject({ max_tokens: 50, random_seed: 7, temperature: 0.2, metadata: { app: "x" } })
+        for (const key of ["max_completion_tokens", "seed", "user", "store", "logit_bias"]) {
           expect({ key, value: body[key] }).toEqual({ key, value: undefined })
         }
-        const [, assistant, tool] = body["messages"] as Array<Record<string, unknown>>
+        const [system, user, assistant, tool] = body["messages"] as Array<Record<string, unknown>>
+        expect(system).toEqual({ role: "system", content: "Be brief." })
+        expect(user).toEqual({ role: "user", content: "Weather?" })
         const call = (assistant!["tool_calls"] as Array<Record<string, unknown>>)[0]!
         expect(assistant).toEqual({ role: "assistant", content: null, tool_calls: [call] })
         expect(call).toEqual({
@@ -395,6 +400,45 @@ describe("provider presets", () => {
         finishReason: "stop",
         error: undefined
       })
+    }).pipe(Effect.scoped)
+  )
+  it.live("leaves out of what goes to Cohere the parameters its Compatibility API documents as unsupported", () =>
+    Effect.gen(function* () {
+      const upstream = yield* recording
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "cohere", provider: "cohere", baseUrl: `${upstream.origin}/v1` }],
+          [{ id: "chat", models: ["command-a-03-2025"], upstreams: ["cohere"] }]
+        )
+      )
+      const ask = (reasoning_effort: "low" | "high") =>
+        promise(() =>
+          gateway.client.chat.completions.create({
+            model: "command-a-03-2025",
+            messages: [{ role: "user", content: "Hi" }],
+            max_completion_tokens: 40,
+            parallel_tool_calls: false,
+            tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }],
+            store: false,
+            metadata: { app: "x" },
+            service_tier: "auto",
+            reasoning_effort,
+            seed: 3
+          })
+        )
+      yield* ask("low")
+      yield* ask("high")
+      const [low, high] = upstream.seen.map((s) => s.body)
+      expect(low).toMatchObject({ max_tokens: 40, seed: 3 })
+      for (const key of ["max_completion_tokens", "parallel_tool_calls", "store", "metadata", "service_tier"]) {
+        expect({ key, value: low![key] }).toEqual({ key, value: undefined })
+      }
+      // Only `none` and `high` are taken: another effort is left to the model's default.
+      expect(low!["reasoning_effort"]).toBeUndefined()
+      expect(high!["reasoning_effort"]).toBe("high")
+      const capabilities = Providers.kinds.find((k) => k.name === "cohere")?.capabilities ?? []
+      for (const c of ["n", "logprobs", "audio", "completions"]) expect(capabilities).not.toContain(c)
+      expect(capabilities).toEqual(expect.arrayContaining(["tools", "json_schema", "vision", "embeddings"]))
     }).pipe(Effect.scoped)
   )
 })

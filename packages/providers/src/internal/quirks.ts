@@ -29,56 +29,80 @@ export const mistralToolCallId = (id: unknown): unknown => {
 }
 
 /**
- * OpenAI request fields Mistral's chat API does not define: it refuses any field it does not know
- * with a 422 (`extra_forbidden`). `max_completion_tokens` and `seed` are renamed rather than dropped.
+ * The fields of Mistral's chat request, as its OpenAPI document lists them: the schema is closed
+ * (`additionalProperties: false`), so any other field is a 422 (`extra_forbidden`).
  */
-const MISTRAL_UNKNOWN = [
-  "stream_options",
-  "user",
-  "store",
+const MISTRAL_FIELDS = new Set([
+  "model",
+  "temperature",
+  "top_p",
+  "max_tokens",
+  "stream",
+  "stop",
+  "random_seed",
   "metadata",
-  "service_tier",
-  "logit_bias",
-  "logprobs",
-  "top_logprobs",
+  "messages",
+  "response_format",
+  "tools",
+  "tool_choice",
+  "presence_penalty",
+  "frequency_penalty",
+  "n",
+  "prediction",
+  "parallel_tool_calls",
   "reasoning_effort",
-  "modalities",
-  "audio",
-  "verbosity",
-  "web_search_options"
-]
+  "prompt_mode",
+  "guardrails",
+  "prompt_cache_key",
+  "service_tier",
+  "safe_prompt"
+])
 
-/** Fields of an assistant message an OpenAI answer carries and a client replays, which Mistral refuses. */
-const REPLAYED = ["refusal", "annotations", "audio", "reasoning_content", "reasoning", "function_call"]
+/** The fields of each message role in Mistral's (closed) schemas. */
+const MISTRAL_MESSAGE_FIELDS: Readonly<Record<string, ReadonlySet<string>>> = {
+  system: new Set(["role", "content"]),
+  user: new Set(["role", "content"]),
+  assistant: new Set(["role", "content", "tool_calls", "prefix"]),
+  tool: new Set(["role", "content", "tool_call_id", "name"])
+}
 
-/** A message as Mistral takes it: answer-only fields left out, tool call ids in its alphabet. */
+/** The fields of a tool call in Mistral's schema. */
+const TOOL_CALL_KEYS = new Set(["id", "type", "function", "index"])
+
+/** OpenAI's `developer` role is Mistral's `system`. */
+const mistralRole = (role: unknown): unknown => (role === "developer" ? "system" : role)
+
+/** A tool call as Mistral takes it: its own fields only, an id in its alphabet. */
+const mistralCall = (call: unknown): unknown => {
+  if (!isObject(call)) return call
+  const out: Json = {}
+  for (const key of TOOL_CALL_KEYS) if (call[key] !== undefined) out[key] = call[key]
+  out["id"] = mistralToolCallId(call["id"])
+  return out
+}
+
+/** A message as Mistral takes it: its role's fields only (a user's `name`, an answer's `refusal` out). */
 const mistralMessage = (message: unknown): unknown => {
   if (!isObject(message)) return message
-  const out: Json = { ...message }
-  for (const key of REPLAYED) delete out[key]
-  if (out["role"] === "tool") out["tool_call_id"] = mistralToolCallId(out["tool_call_id"])
-  if (Array.isArray(out["tool_calls"])) {
-    out["tool_calls"] = (out["tool_calls"] as ReadonlyArray<unknown>).map((call) =>
-      isObject(call)
-        ? {
-            id: mistralToolCallId(call["id"]),
-            type: call["type"] ?? "function",
-            function: call["function"],
-            ...(call["index"] !== undefined ? { index: call["index"] } : {})
-          }
-        : call
-    )
+  const role = mistralRole(message["role"])
+  const fields = MISTRAL_MESSAGE_FIELDS[role as string]
+  if (fields === undefined) return message
+  const out: Json = {}
+  for (const key of fields) if (message[key] !== undefined) out[key] = message[key]
+  out["role"] = role
+  if (role === "tool") out["tool_call_id"] = mistralToolCallId(message["tool_call_id"])
+  if (Array.isArray(message["tool_calls"])) {
+    out["tool_calls"] = (message["tool_calls"] as ReadonlyArray<unknown>).map(mistralCall)
   }
   return out
 }
 
-/** The fields of a tool call Mistral takes. */
-const TOOL_CALL_KEYS = new Set(["id", "type", "function", "index"])
-
 /** Whether a message would reach Mistral unchanged. */
 const mistralReady = (message: unknown): boolean => {
   if (!isObject(message)) return true
-  if (REPLAYED.some((key) => key in message)) return false
+  const fields = MISTRAL_MESSAGE_FIELDS[message["role"] as string]
+  if (fields === undefined) return message["role"] !== "developer"
+  if (Object.keys(message).some((key) => !fields.has(key))) return false
   if (message["role"] === "tool" && mistralToolCallId(message["tool_call_id"]) !== message["tool_call_id"]) {
     return false
   }
@@ -95,26 +119,61 @@ const mistralReady = (message: unknown): boolean => {
 
 /**
  * A chat request as Mistral's API takes it: `max_completion_tokens` as `max_tokens`, `seed` as
- * `random_seed`; the OpenAI fields it does not define left out (it answers 422 to any); replayed
- * assistant messages without the answer-only fields (`refusal`, `annotations`, `reasoning_content`…);
- * tool call ids that are not Mistral's own (9 letters or digits) — as after a failover from another
- * provider — rewritten consistently in calls and results, since Mistral answers 400 to them.
+ * `random_seed`; the fields its closed schema does not list left out (`stream_options`, `user`,
+ * `logprobs`…: any other is a 422), in the request and in each message (a replayed answer's
+ * `refusal` and `annotations`, a user's `name`; `developer` as `system`); tool call ids other than
+ * Mistral's own 9 letters or digits — as after a failover from another provider — rewritten
+ * consistently in calls and results, since Mistral answers 400 to them.
  */
 export const mistral = (request: Json): Json | undefined => {
   const messages = Array.isArray(request["messages"]) ? (request["messages"] as ReadonlyArray<unknown>) : []
-  const renames = request["max_completion_tokens"] !== undefined || request["seed"] !== undefined
-  if (!renames && !MISTRAL_UNKNOWN.some((key) => key in request) && messages.every(mistralReady)) return undefined
+  if (Object.keys(request).every((key) => MISTRAL_FIELDS.has(key)) && messages.every(mistralReady)) return undefined
+  const out: Json = {}
+  for (const key of MISTRAL_FIELDS) if (request[key] !== undefined) out[key] = request[key]
+  if (out["max_tokens"] === undefined && request["max_completion_tokens"] !== undefined) {
+    out["max_tokens"] = request["max_completion_tokens"]
+  }
+  if (out["random_seed"] === undefined && request["seed"] !== undefined) out["random_seed"] = request["seed"]
+  if (Array.isArray(request["messages"])) out["messages"] = messages.map(mistralMessage)
+  return out
+}
+
+/** Chat fields Cohere's Compatibility API documents as not supported. */
+const COHERE_UNSUPPORTED = [
+  "store",
+  "metadata",
+  "logit_bias",
+  "top_logprobs",
+  "n",
+  "modalities",
+  "prediction",
+  "audio",
+  "service_tier",
+  "parallel_tool_calls"
+]
+
+/** The `reasoning_effort` values Cohere's Compatibility API takes (thinking off or on). */
+const COHERE_EFFORTS = new Set(["none", "high"])
+
+/**
+ * A chat request as Cohere's Compatibility API takes it: `max_completion_tokens` as the
+ * `max_tokens` it documents; the fields it documents as not supported left out (`n`, `logprobs`
+ * and audio never come here: the preset lacks them), and a `reasoning_effort` other than `none` or
+ * `high`, the only two it takes, left to the model's default.
+ */
+export const cohere = (request: Json): Json | undefined => {
+  const effort = request["reasoning_effort"]
+  const badEffort = effort !== undefined && !COHERE_EFFORTS.has(effort as string)
+  if (request["max_completion_tokens"] === undefined && !badEffort && !COHERE_UNSUPPORTED.some((k) => k in request)) {
+    return undefined
+  }
   const out: Json = { ...request }
   if (out["max_completion_tokens"] !== undefined) {
     out["max_tokens"] ??= out["max_completion_tokens"]
     delete out["max_completion_tokens"]
   }
-  if (out["seed"] !== undefined) {
-    out["random_seed"] ??= out["seed"]
-    delete out["seed"]
-  }
-  for (const key of MISTRAL_UNKNOWN) delete out[key]
-  if (Array.isArray(request["messages"])) out["messages"] = messages.map(mistralMessage)
+  for (const key of COHERE_UNSUPPORTED) delete out[key]
+  if (badEffort) delete out["reasoning_effort"]
   return out
 }
 

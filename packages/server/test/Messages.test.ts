@@ -293,7 +293,7 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
             messages: [
               { role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/bmp", data } }] }
             ]
-          } as Anthropic.MessageCreateParamsNonStreaming)
+          } as unknown as Anthropic.MessageCreateParamsNonStreaming)
         )
         expect(bitmap).toBeInstanceOf(BadRequestError)
         expect((bitmap as APIError).message).toContain("media_type")

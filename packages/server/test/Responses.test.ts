@@ -136,7 +136,8 @@ describe("POST /v1/responses with the openai SDK", () => {
           gateway.client.responses.stream({ ...ask, input: [question] }).finalResponse()
         )
         for (const answer of [first, streamed]) {
-          const call = answer.output.find(
+          const output = answer.output as Array<OpenAI.Responses.ResponseOutputItem>
+          const call = output.find(
             (item): item is OpenAI.Responses.ResponseFunctionToolCall => item.type === "function_call"
           )!
           expect(call).toMatchObject({ name: "get_weather", arguments: '{"city":"gemini"}' })
@@ -146,7 +147,7 @@ describe("POST /v1/responses with the openai SDK", () => {
               ...ask,
               input: [
                 question,
-                ...answer.output,
+                ...(output as unknown as Array<OpenAI.Responses.ResponseInputItem>),
                 { type: "function_call_output", call_id: call.call_id, output: "18C" }
               ]
             })

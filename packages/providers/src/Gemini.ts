@@ -14,6 +14,10 @@
  *   tokens count as completion tokens, cached content as `cached_tokens`).
  * - Stream: each event's candidates as chunks; function calls arrive whole; the stream ends once
  *   every candidate has a `finishReason` (Gemini sends no end marker).
+ * - Thought signatures (Gemini 3): a `functionCall` part's `thoughtSignature` rides on its tool call as
+ *   `extra_content.google.thought_signature` and is put back into that part when the call is
+ *   replayed; for endpoints whose clients send back only a call's id, `foldedId` / `unfoldId` carry
+ *   it in the id.
  * - Embeddings: `batchEmbedContents` (texts only; `dimensions` as `outputDimensionality`); usage is
  *   an estimate (characters / 4), since Gemini reports none.
  */
@@ -27,6 +31,7 @@ import { decodeWhole, makeClient, opened } from "./internal/transport.js"
 
 export { cleanSchema, toGemini, toGeminiEmbeddings } from "./internal/geminiRequest.js"
 export { finishReason, fromGemini, fromGeminiEmbeddings, streamDecoder, usageOf } from "./internal/geminiResponse.js"
+export { foldedId, signatureFields, signatureOf, unfoldId } from "./internal/geminiSignature.js"
 
 /** The path of a model's method; a model may be written with Gemini's `models/` prefix or without. */
 const methodPath = (model: string, method: string): string =>

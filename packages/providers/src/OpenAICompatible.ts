@@ -105,6 +105,12 @@ export interface Options {
    * is sent. A stream's usage then comes from the service's own final chunk, where it sends one.
    */
   readonly drop?: ReadonlyArray<string>
+  /**
+   * Rewrites a chat request (after `drop`) that the service would refuse as sent, for the upstream
+   * model `model`: renamed fields, fields it does not define, ids it does not accept. Undefined when
+   * the request needs no change. See `Providers.presets` for which services have one.
+   */
+  readonly adapt?: (request: Readonly<Record<string, unknown>>, model: string) => Record<string, unknown> | undefined
 }
 
 /** A request's body without the fields `drop` names; undefined when it has none of them. */
@@ -126,10 +132,12 @@ export const makeWith = (options: Options): Effect.Effect<Provider.Service, neve
   Effect.gen(function* () {
     const client = yield* makeClient({ auth: options.auth ?? bearer })
     const drop = options.drop ?? []
-    /** The call with the refused fields left out of its request (and no raw body to forward). */
+    const adapt = options.adapt
+    /** The call with the refused fields left out of its request, adapted (and no raw body to forward). */
     const clean = <R extends { readonly model: string }>(call: Provider.Call<R>): Provider.Call<R> => {
-      if (drop.length === 0) return call
-      const request = without(call.request, drop)
+      if (drop.length === 0 && adapt === undefined) return call
+      let request = drop.length === 0 ? undefined : without(call.request, drop)
+      if (adapt !== undefined) request = adapt(request ?? call.request, call.model) ?? request
       return request === undefined ? call : { request: request as R, model: call.model, traced: call.traced }
     }
 

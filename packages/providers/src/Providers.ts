@@ -13,6 +13,7 @@ import * as Gemini from "./Gemini.js"
 import * as Ollama from "./Ollama.js"
 import * as OpenAICompatible from "./OpenAICompatible.js"
 import * as Simulator from "./Simulator.js"
+import * as Quirks from "./internal/quirks.js"
 
 /**
  * A provider kind Sluice ships: its name, the public endpoint an upstream gets when it sets no
@@ -55,21 +56,28 @@ export const presets: ReadonlyArray<Preset> = [
     baseUrl: "https://api.groq.com/openai/v1",
     capabilities: noCompletions.filter((c) => c !== "n" && c !== "logprobs" && c !== "embeddings")
   },
-  // Mistral refuses fields it does not know (422), `stream_options` among them; its last chunk has usage anyway.
+  // Mistral refuses fields it does not know (422 `extra_forbidden`), `stream_options` among them (its last
+  // chunk has usage anyway), and tool call ids other than 9 letters or digits (400): `Quirks.mistral`
+  // renames or leaves out the one and rewrites the other. It has no logprobs.
   {
     name: "mistral",
     baseUrl: "https://api.mistral.ai/v1",
-    capabilities: noCompletions,
-    openai: { drop: ["stream_options"] }
+    capabilities: noCompletions.filter((c) => c !== "logprobs"),
+    openai: { adapt: Quirks.mistral }
   },
-  { name: "together", baseUrl: "https://api.together.xyz/v1" },
+  // Together's documented endpoint (its OpenAI compatibility page); chat, vision, tools, structured
+  // output, legacy completions and embeddings.
+  { name: "together", baseUrl: "https://api.together.ai/v1" },
   // DeepSeek's chat models take text only, and it has no embeddings endpoint.
   {
     name: "deepseek",
     baseUrl: "https://api.deepseek.com/v1",
     capabilities: everything.filter((c) => !["vision", "image_url", "embeddings"].includes(c))
   },
+  // OpenRouter keeps a stream alive with SSE comments (`: OPENROUTER PROCESSING`), which the SSE reader
+  // skips; `HTTP-Referer` / `X-Title` are optional attribution headers (an upstream's `headers`).
   { name: "openrouter", baseUrl: "https://openrouter.ai/api/v1" },
+  // Fireworks sends usage in a stream's last chunk whether or not it was asked for.
   { name: "fireworks", baseUrl: "https://api.fireworks.ai/inference/v1" },
   // Cerebras has no embeddings endpoint.
   {
@@ -77,11 +85,22 @@ export const presets: ReadonlyArray<Preset> = [
     baseUrl: "https://api.cerebras.ai/v1",
     capabilities: everything.filter((c) => c !== "embeddings")
   },
-  { name: "xai", baseUrl: "https://api.x.ai/v1" },
-  // Cohere's OpenAI compatibility API.
-  { name: "cohere", baseUrl: "https://api.cohere.ai/compatibility/v1", capabilities: noCompletions },
-  // vLLM continues a final assistant message (`continue_final_message`): a stream can resume there.
+  // xAI's reasoning models refuse the penalties (and `grok-3` / `grok-4` `reasoning_effort`): `Quirks.xai`.
+  { name: "xai", baseUrl: "https://api.x.ai/v1", openai: { adapt: Quirks.xai } },
+  // Cohere's Compatibility API: chat (tools, structured output) and embeddings, no legacy completions. It
+  // documents `n`, `top_logprobs`, `audio` / `modalities` and others as not supported: such requests go
+  // elsewhere, and `Quirks.cohere` leaves the rest out.
+  {
+    name: "cohere",
+    baseUrl: "https://api.cohere.ai/compatibility/v1",
+    capabilities: noCompletions.filter((c) => !["n", "logprobs", "audio"].includes(c)),
+    openai: { adapt: Quirks.cohere }
+  },
+  // vLLM (`vllm serve`, port 8000, `--api-key` checked as a bearer token) continues a final assistant
+  // message (`continue_final_message`): a stream can resume there.
   { name: "vllm", baseUrl: "http://localhost:8000/v1", capabilities: [...everything, "prefill"] },
+  // LM Studio's server (port 1234) needs no key. Recent versions serve `/v1/responses` with
+  // `previous_response_id`; an upstream whose version does can list `responses` in its capabilities.
   { name: "lmstudio", baseUrl: "http://localhost:1234/v1" },
   // Native Ollama: no `n`, no audio, images as data only (no `image_url`), no `file` parts, no forced
   // tool call (`tool_choice`), no logprobs.

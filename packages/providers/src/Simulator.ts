@@ -6,13 +6,17 @@
  * With `dialect: "anthropic"` it speaks Anthropic's Messages API instead: `POST /v1/messages`
  * (non-streaming and streaming, with the same content, tool and fault behaviour as below; it checks
  * what the API checks — `model`, a positive integer `max_tokens`, roles `user` / `assistant` only,
- * non-empty text blocks, each `tool_result` answering an earlier `tool_use` — and answers 400 in
+ * non-empty text blocks, image blocks with a base64 source of a JPEG, PNG, GIF or WebP or an http(s)
+ * URL source, each `tool_result` answering an earlier `tool_use` — and answers 400 in
  * Anthropic's error envelope otherwise), Anthropic's error envelope for every failure (a
  * `failureStatus` of 529 is an `overloaded_error`), `anthropic-ratelimit-*` headers, no embeddings.
  * With `dialect: "gemini"` it speaks the Gemini API (`/v1beta/models/{model}:generateContent`,
  * `:streamGenerateContent?alt=sse`, `:batchEmbedContents`, Google's error envelope), and with
  * `dialect: "ollama"` Ollama's native API (`/api/chat` streaming NDJSON unless `stream: false`,
- * `/api/embed`, `{"error": ...}` errors); each checks requests as its provider does.
+ * `/api/embed`, `{"error": ...}` errors); each checks requests as its provider does (the Gemini
+ * dialect, as Gemini 3 does, gives each function call a thought signature and refuses a history
+ * whose calls lack theirs or changed them), and in each a
+ * tool call's input (`input`, `args`, `arguments`) is built to match the tool's schema, as below.
  *
  * Endpoints (OpenAI dialect):
  * - `POST /v1/chat/completions`: non-streaming and SSE streaming (`stream_options.include_usage`),
@@ -44,6 +48,7 @@ import type { Scope } from "effect"
 import { Effect, Either, Random, Schema } from "effect"
 import type { Resolved } from "./internal/simulatorServer.js"
 import { defaults, SimulatorState } from "./internal/simulatorServer.js"
+import { signatureOf } from "./internal/simulatorGemini.js"
 
 /**
  * How the simulated upstream behaves. Every field is optional.
@@ -353,6 +358,12 @@ const urlHost = (address: AddressInfo): string => {
   if (address.address === "::") return "[::1]"
   return address.family === "IPv6" ? `[${address.address}]` : address.address
 }
+
+/**
+ * The thought signature the Gemini dialect gives a call of the function `name` (base64 with `+`,
+ * `/` and padding in it), and requires back unchanged in the replayed `functionCall` part.
+ */
+export const thoughtSignature = (name: string): string => signatureOf(name)
 
 /**
  * Starts a simulated upstream, listening on `127.0.0.1` and a free port unless told otherwise. When

@@ -363,6 +363,28 @@ describe("Gemini stream translation", () => {
     })
   })
 
+  it("folds a thought signature into a call id in Anthropic's id alphabet, and unfolds exactly what it folded", () => {
+    const signature = "c2ln+/8/vw=="
+    const call = { id: "call_0", type: "function", extra_content: { google: { thought_signature: signature } } }
+    const id = Gemini.foldedId(call)
+    expect(id).toMatch(/^[a-zA-Z0-9_-]+$/)
+    expect(Gemini.unfoldId(id)).toEqual({ id: "call_0", signature })
+    for (const padded of ["YQ==", "YWI=", "YWJj", "+/+/"]) {
+      expect(Gemini.unfoldId(Gemini.foldedId({ ...call, ...Gemini.signatureFields(padded) }))).toEqual({
+        id: "call_0",
+        signature: padded
+      })
+    }
+    // Without a signature, or with one that is not padded base64 (it could not come back exactly): the id as it is.
+    expect(Gemini.foldedId({ id: "call_1" })).toBe("call_1")
+    expect(Gemini.foldedId({ ...call, ...Gemini.signatureFields("not base64!") })).toBe("call_0")
+    expect(Gemini.foldedId({ ...call, ...Gemini.signatureFields("YQ") })).toBe("call_0")
+    // Ids that fold nothing, or hold something that is not a folded signature, pass through whole.
+    expect(Gemini.unfoldId("toolu_01A")).toEqual({ id: "toolu_01A", signature: undefined })
+    expect(Gemini.unfoldId("a__thought__b.c")).toEqual({ id: "a__thought__b.c", signature: undefined })
+    expect(Gemini.unfoldId(7)).toEqual({ id: 7, signature: undefined })
+  })
+
   it("fails on an error payload mid-stream", () => {
     const { end } = decodeAll([
       { candidates: [{ content: { parts: [{ text: "Hi" }] } }] },

@@ -656,6 +656,89 @@ describe("Simulator", () => {
     )
   })
 
+  describe("Gemini and Ollama dialects", () => {
+    const post = (url: string, body: unknown) =>
+      call(async () => {
+        const response = await fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body)
+        })
+        return response.text()
+      })
+
+    it.scopedLive(
+      "Gemini: a functionCall's args match the declared parameters (capitalised types too), whole and streamed",
+      () =>
+        Effect.gen(function* () {
+          const sim = yield* Simulator.start({ dialect: "gemini", name: "g" })
+          const body = {
+            contents: [{ role: "user", parts: [{ text: "Weather?" }] }],
+            tools: [
+              {
+                functionDeclarations: [
+                  {
+                    name: "get_weather",
+                    parameters: {
+                      type: "OBJECT",
+                      properties: { city: { type: "STRING" }, days: { type: "INTEGER", minimum: 2 } },
+                      required: ["city"]
+                    }
+                  }
+                ]
+              }
+            ]
+          }
+          const base = `${sim.url}/v1beta/models/gemini-3-pro-preview`
+          const whole = JSON.parse(yield* post(`${base}:generateContent`, body)) as {
+            candidates: Array<{ content: { parts: Array<{ functionCall: unknown; thoughtSignature: unknown }> } }>
+          }
+          const part = whole.candidates[0]!.content.parts[0]!
+          expect(part.functionCall).toEqual({ name: "get_weather", args: { city: "g", days: 2 } })
+          expect(typeof part.thoughtSignature).toBe("string")
+          const streamed = yield* post(`${base}:streamGenerateContent?alt=sse`, body)
+          expect(streamed).toContain('"functionCall":{"name":"get_weather","args":{"city":"g","days":2}}')
+        })
+    )
+
+    it.scopedLive("Ollama: a tool call's arguments match the tool's parameters, whole and streamed", () =>
+      Effect.gen(function* () {
+        const sim = yield* Simulator.start({ dialect: "ollama", name: "o" })
+        const body = {
+          model: "llama3.2",
+          messages: [{ role: "user", content: "Weather?" }],
+          tools: [
+            {
+              type: "function",
+              function: {
+                name: "get_weather",
+                parameters: {
+                  type: "object",
+                  properties: { city: { type: "string" }, units: { type: "string", enum: ["celsius", "fahrenheit"] } },
+                  required: ["city"]
+                }
+              }
+            }
+          ]
+        }
+        const whole = JSON.parse(yield* post(`${sim.url}/api/chat`, { ...body, stream: false })) as {
+          message: { tool_calls: Array<{ function: unknown }> }
+        }
+        expect(whole.message.tool_calls[0]!.function).toEqual({
+          name: "get_weather",
+          arguments: { city: "o", units: "celsius" }
+        })
+        const lines = (yield* post(`${sim.url}/api/chat`, body))
+          .split("\n")
+          .filter((line) => line !== "")
+          .map((line) => JSON.parse(line) as { message: { tool_calls?: Array<{ function: unknown }> } })
+        expect(lines.flatMap((line) => line.message.tool_calls ?? []).map((c) => c.function)).toEqual([
+          { name: "get_weather", arguments: { city: "o", units: "celsius" } }
+        ])
+      })
+    )
+  })
+
   describe("parseArgs", () => {
     it("parses every flag, with a separate or an inline value", () => {
       const args = Simulator.parseArgs([

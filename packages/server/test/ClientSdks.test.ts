@@ -124,6 +124,27 @@ describe("Vercel AI SDK agent loop through /v1/responses", () => {
       expect([...servedPaths(spans())]).toEqual(["/v1/responses"])
     }).pipe(Effect.scoped)
   )
+  it.live("completes the same loop against a Gemini 3 upstream, its thought signature returned in the call_id", () =>
+    Effect.gen(function* () {
+      const sim = yield* Simulator.start({ dialect: "gemini", name: "gemini", completionTokens: 3 })
+      const { url } = yield* startGateway(
+        simulatedConfig(
+          [{ id: "gemini", provider: "gemini", baseUrl: `${sim.url}/v1beta`, model: "gemini-3-pro-preview" }],
+          [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["gemini"] }]
+        )
+      )
+      const model = createOpenAI({ baseURL: `${url}/v1`, apiKey: "sk-test" })("gpt-4o-mini")
+      const loop = yield* generatedLoop(model)
+      // The simulated Gemini 3 refuses the second step unless the call comes back with its signature.
+      expect(loop.finishes).toEqual(["tool-calls", "stop"])
+      expect(loop.inputs).toEqual([{ city: "gemini" }])
+      expect(loop.text).toBe("[gemini] lorem ipsum")
+      const replayed = sim.requests().at(-1)?.body as { contents: ReadonlyArray<{ parts: ReadonlyArray<unknown> }> }
+      expect(replayed.contents[1]?.parts[0]).toMatchObject({
+        thoughtSignature: Simulator.thoughtSignature("get_weather")
+      })
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("Vercel AI SDK (openai provider, Responses API by default)", () => {

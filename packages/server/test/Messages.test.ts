@@ -199,6 +199,124 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live(
+    "carries a Gemini 3 thought signature through a tool loop in the tool_use id the SDK replays, whole and streamed, back into Gemini's functionCall part",
+    () =>
+      Effect.gen(function* () {
+        const { client, gateway } = yield* gatewayWith([
+          { id: "gemini", simulate: { dialect: "gemini", completionTokens: 2 } }
+        ])
+        const sim = gateway.simulator("gemini")
+        const question: Anthropic.MessageParam = { role: "user", content: "Weather in Paris?" }
+        const ask = { model: "claude-sonnet-4-5", max_tokens: 100, tools: [weather] }
+        const first = yield* promise(() => client.messages.create({ ...ask, messages: [question] }))
+        const streamed = yield* promise(() => client.messages.stream({ ...ask, messages: [question] }).finalMessage())
+        for (const answer of [first, streamed]) {
+          const use = answer.content.find((b): b is Anthropic.ToolUseBlock => b.type === "tool_use")!
+          expect(use).toMatchObject({ name: "get_weather", input: { city: "gemini" } })
+          // The id keeps to the characters Anthropic allows in tool ids, signature and all.
+          expect(use.id).toMatch(/^[a-zA-Z0-9_-]+$/)
+          const second = yield* promise(() =>
+            client.messages.create({
+              ...ask,
+              messages: [
+                question,
+                { role: "assistant", content: answer.content },
+                { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content: "18C" }] }
+              ]
+            })
+          )
+          // The simulated Gemini 3 refuses a call whose signature is missing or changed: this answer proves it came back.
+          expect(second.content[0]).toMatchObject({ type: "text", text: "[gemini] lorem" })
+          expect(sim.requests().at(-1)?.body).toMatchObject({
+            contents: [
+              { role: "user" },
+              {
+                role: "model",
+                parts: [
+                  {
+                    functionCall: { name: "get_weather", args: { city: "gemini" } },
+                    thoughtSignature: Simulator.thoughtSignature("get_weather")
+                  }
+                ]
+              },
+              { role: "user", parts: [{ functionResponse: { name: "get_weather", response: { result: "18C" } } }] }
+            ]
+          })
+        }
+        // The same history failing over to an OpenAI-shaped upstream: it sees the call's own id, not the folded one.
+        const use = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === "tool_use")!
+        const other = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 2 } }])
+        const answer = yield* promise(() =>
+          other.client.messages.create({
+            ...ask,
+            messages: [
+              question,
+              { role: "assistant", content: first.content },
+              { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content: "18C" }] }
+            ]
+          })
+        )
+        expect(answer.stop_reason).toBe("end_turn")
+        expect(other.gateway.simulator("gpt").requests().at(-1)?.body).toMatchObject({
+          messages: [
+            { role: "user" },
+            { role: "assistant", tool_calls: [{ id: "call_0", function: { name: "get_weather" } }] },
+            { role: "tool", tool_call_id: "call_0", content: "18C" }
+          ]
+        })
+      }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "sends a base64 and a URL image to an Anthropic-shaped upstream as image blocks, and to an OpenAI-shaped one as image_url parts",
+    () =>
+      Effect.gen(function* () {
+        const data = png(64, 48)
+        const url = "https://example.com/cat.jpg"
+        const content: Array<Anthropic.ContentBlockParam> = [
+          { type: "text", text: "What is in these?" },
+          { type: "image", source: { type: "base64", media_type: "image/png", data } },
+          { type: "image", source: { type: "url", url } }
+        ]
+        const ask = { model: "claude-sonnet-4-5", max_tokens: 100, messages: [{ role: "user" as const, content }] }
+        const claude = yield* gatewayWith([{ id: "claude", simulate: { dialect: "anthropic", completionTokens: 2 } }])
+        const fromClaude = yield* promise(() => claude.client.messages.create(ask))
+        expect(fromClaude.content).toEqual([{ type: "text", text: "[claude] lorem" }])
+        // The image blocks reach Anthropic as the client wrote them (the simulator refuses malformed ones, as below).
+        expect(claude.gateway.simulator("claude").requests().at(-1)?.body).toMatchObject({
+          messages: [{ role: "user", content }]
+        })
+        const bitmap = yield* failure(() =>
+          claude.client.messages.create({
+            ...ask,
+            messages: [
+              { role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/bmp", data } }] }
+            ]
+          } as unknown as Anthropic.MessageCreateParamsNonStreaming)
+        )
+        expect(bitmap).toBeInstanceOf(BadRequestError)
+        expect((bitmap as APIError).message).toContain("media_type")
+        const gpt = yield* gatewayWith([{ id: "gpt", simulate: { completionTokens: 2 } }])
+        const streamed = yield* promise(() => gpt.client.messages.stream(ask).finalMessage())
+        expect(streamed.content).toEqual([{ type: "text", text: "[gpt] lorem" }])
+        expect(gpt.gateway.simulator("gpt").requests().at(-1)?.body).toMatchObject({
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "text", text: "What is in these?" },
+                { type: "image_url", image_url: { url: `data:image/png;base64,${data}` } },
+                { type: "image_url", image_url: { url } }
+              ]
+            }
+          ]
+        })
+        // Both were metered as images: the OpenAI simulator counts 85 prompt tokens per image part.
+        expect(streamed.usage.input_tokens).toBeGreaterThan(170)
+      }).pipe(Effect.scoped)
+  )
+
   it.live("counts tokens, and answers errors in Anthropic's envelope the SDK raises as its own", () =>
     Effect.gen(function* () {
       const { client } = yield* gatewayWith([{ id: "gpt" }])

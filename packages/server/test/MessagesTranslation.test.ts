@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { Wire } from "@sluice/core"
+import { Gemini } from "@sluice/providers"
 import { Messages } from "@sluice/server"
 
 /** SSE text as its events: `[type, data]` pairs, checking each `event:` line names its data's type. */
@@ -230,6 +231,64 @@ describe("Messages stream translation", () => {
         usage: { input_tokens: 9, output_tokens: 7, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 }
       },
       { type: "message_stop" }
+    ])
+  })
+})
+
+describe("Messages: Gemini thought signatures", () => {
+  const signed = { extra_content: { google: { thought_signature: "c2ln+/8=" } } }
+  const calls = [
+    { id: "call_0", type: "function", function: { name: "a", arguments: "{}" }, ...signed },
+    // Gemini signs only the first of parallel calls.
+    { id: "call_1", type: "function", function: { name: "b", arguments: "{}" } }
+  ]
+
+  it("folds a call's signature into its tool_use id, whole and streamed, and unfolds it from the replayed history", () => {
+    const completion = {
+      id: "gemini-1",
+      object: "chat.completion",
+      created: 1,
+      model: "gemini-3-pro-preview",
+      choices: [
+        { index: 0, message: { role: "assistant", content: null, tool_calls: calls }, finish_reason: "tool_calls" }
+      ],
+      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }
+    } as unknown as Wire.ChatCompletion
+    const content = Messages.fromOpenAI(completion, "claude-sonnet-4-5")["content"] as Array<Record<string, unknown>>
+    const folded = Gemini.foldedId(calls[0])
+    expect(folded).not.toBe("call_0")
+    expect(content.map((b) => b["id"])).toEqual([folded, "call_1"])
+    const stream = new Messages.StreamTranslator("msg_1", "claude-sonnet-4-5")
+    const events = parseEvents(stream.chunk(chunk({ tool_calls: calls.map((c, index) => ({ index, ...c })) })))
+    expect(
+      events.filter((e) => e["type"] === "content_block_start").map((e) => (e["content_block"] as { id: unknown }).id)
+    ).toEqual([folded, "call_1"])
+    const request = Messages.toOpenAI({
+      model: "claude-sonnet-4-5",
+      max_tokens: 10,
+      messages: [
+        { role: "user", content: "Go" },
+        { role: "assistant", content },
+        {
+          role: "user",
+          content: [
+            { type: "tool_result", tool_use_id: folded, content: "1" },
+            { type: "tool_result", tool_use_id: "call_1", content: "2" }
+          ]
+        }
+      ]
+    }) as unknown as { messages: Array<Record<string, unknown>> }
+    expect(request.messages.slice(1)).toEqual([
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          { id: "call_0", type: "function", function: { name: "a", arguments: "{}" }, ...signed },
+          { id: "call_1", type: "function", function: { name: "b", arguments: "{}" } }
+        ]
+      },
+      { role: "tool", tool_call_id: "call_0", content: "1" },
+      { role: "tool", tool_call_id: "call_1", content: "2" }
     ])
   })
 })

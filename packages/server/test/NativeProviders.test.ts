@@ -54,8 +54,31 @@ const gatewayFor = (c: Case, completionTokens: number) =>
   })
 
 const tools: Array<OpenAI.ChatCompletionTool> = [
-  { type: "function", function: { name: "get_weather", parameters: { type: "object", properties: {} } } }
+  {
+    type: "function",
+    function: {
+      name: "get_weather",
+      parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] }
+    }
+  }
 ]
+
+/** The tool call of the last assistant turn the upstream received, in its provider's own shape. */
+const replayedCall = (c: Case, body: unknown): unknown => {
+  const b = body as Record<string, ReadonlyArray<Record<string, unknown>>>
+  switch (c.dialect) {
+    case "anthropic":
+      return (b["messages"]![1]!["content"] as ReadonlyArray<Record<string, unknown>>)[0]!["input"]
+    case "gemini":
+      return (b["contents"]![1]!["parts"] as ReadonlyArray<Record<string, Record<string, unknown>>>)[0]![
+        "functionCall"
+      ]!["args"]
+    default:
+      return (b["messages"]![1]!["tool_calls"] as ReadonlyArray<Record<string, Record<string, unknown>>>)[0]![
+        "function"
+      ]!["arguments"]
+  }
+}
 
 describe.each(cases)("gateway with a $provider upstream", (c) => {
   it.live("answers a chat completion and streams one", () =>
@@ -76,7 +99,7 @@ describe.each(cases)("gateway with a $provider upstream", (c) => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("runs a tool-call round trip", () =>
+  it.live("runs a tool-call round trip whose arguments match the tool's schema, whole, streamed and replayed", () =>
     Effect.gen(function* () {
       const { gateway, sim } = yield* gatewayFor(c, 2)
       const question: OpenAI.ChatCompletionMessageParam = { role: "user", content: "Weather?" }
@@ -86,13 +109,17 @@ describe.each(cases)("gateway with a $provider upstream", (c) => {
       const message = first.choices[0]!.message
       expect(first.choices[0]?.finish_reason).toBe("tool_calls")
       const call = message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall
-      expect(call.function).toEqual({ name: "get_weather", arguments: "{}" })
+      // The simulated model fills the required `city` with its name, in its provider's own shape.
+      const args = `{"city":"${c.dialect}"}`
+      expect(call.function).toEqual({ name: "get_weather", arguments: args })
       const streamedCall = yield* promise(() =>
         gateway.client.chat.completions
           .stream({ model: "gpt-4o-mini", messages: [question], tools })
           .finalChatCompletion()
       )
-      expect(streamedCall.choices[0]?.message.tool_calls?.[0]).toMatchObject({ function: { name: "get_weather" } })
+      expect(streamedCall.choices[0]?.message.tool_calls?.[0]).toMatchObject({
+        function: { name: "get_weather", arguments: args }
+      })
       const second = yield* promise(() =>
         gateway.client.chat.completions.create({
           model: "gpt-4o-mini",
@@ -103,6 +130,7 @@ describe.each(cases)("gateway with a $provider upstream", (c) => {
       expect(second.choices[0]?.message.content).toBe(`[${c.dialect}] lorem`)
       // The simulator checked the round trip in its provider's own terms (else it answers 400).
       expect(sim.stats().requests).toBe(3)
+      expect(replayedCall(c, sim.requests().at(-1)?.body)).toEqual({ city: c.dialect })
     }).pipe(Effect.scoped)
   )
 
@@ -183,7 +211,9 @@ describe("gateway with a Gemini 3 upstream", () => {
         const sent = sim.requests().at(-1)
         expect((sent!.body as { contents: Array<{ parts: Array<Record<string, unknown>> }> }).contents[1]).toEqual({
           role: "model",
-          parts: [{ functionCall: { name: "get_weather", args: {} }, thoughtSignature: expect.any(String) }]
+          parts: [
+            { functionCall: { name: "get_weather", args: { city: "gemini" } }, thoughtSignature: expect.any(String) }
+          ]
         })
         // Streamed: the signature comes with the tool-call delta, and the SDK's accumulated message keeps it.
         const streamedMessage = (yield* promise(() =>

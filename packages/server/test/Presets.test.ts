@@ -5,7 +5,8 @@ import { Providers } from "@sluice/providers"
 import { Effect, Either } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
 import * as ConfigFile from "../src/ConfigFile.js"
-import { completionJson, simulatedConfig, startGateway, startUpstream } from "./harness.js"
+import type OpenAI from "openai"
+import { completionJson, simulatedConfig, startGateway, startUpstream, streamed } from "./harness.js"
 
 const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 
@@ -47,7 +48,7 @@ const table: Readonly<
   azure: { baseUrl: undefined, auth: ["api-key", KEY] },
   groq: { baseUrl: "https://api.groq.com/openai/v1", auth: ["authorization", `Bearer ${KEY}`] },
   mistral: { baseUrl: "https://api.mistral.ai/v1", auth: ["authorization", `Bearer ${KEY}`] },
-  together: { baseUrl: "https://api.together.xyz/v1", auth: ["authorization", `Bearer ${KEY}`] },
+  together: { baseUrl: "https://api.together.ai/v1", auth: ["authorization", `Bearer ${KEY}`] },
   deepseek: { baseUrl: "https://api.deepseek.com/v1", auth: ["authorization", `Bearer ${KEY}`] },
   openrouter: { baseUrl: "https://openrouter.ai/api/v1", auth: ["authorization", `Bearer ${KEY}`] },
   fireworks: { baseUrl: "https://api.fireworks.ai/inference/v1", auth: ["authorization", `Bearer ${KEY}`] },
@@ -83,7 +84,8 @@ describe("every provider preset", () => {
     expect(capabilities("deepseek")).toEqual(expect.arrayContaining(["tools", "n", "completions"]))
     expect(capabilities("cerebras")).not.toContain("embeddings")
     for (const c of ["n", "logprobs", "embeddings"]) expect(capabilities("anthropic")).not.toContain(c)
-    expect(capabilities("mistral")).not.toContain("completions")
+    for (const c of ["completions", "logprobs"]) expect(capabilities("mistral")).not.toContain(c)
+    expect(capabilities("mistral")).toEqual(expect.arrayContaining(["tools", "json_schema", "n", "embeddings"]))
   })
 
   it.effect("gives an upstream that sets no baseUrl its cloud's endpoint, or requires one", () =>
@@ -229,6 +231,214 @@ describe("provider presets", () => {
       expect(content).toBe("ok")
       expect(upstream.seen[0]?.body).toMatchObject({ stream: true })
       expect(upstream.seen[0]?.body["stream_options"]).toBeUndefined()
+    }).pipe(Effect.scoped)
+  )
+  it.live(
+    "sends Mistral what it takes: renamed limits and seed, no fields it does not define, replayed calls with ids it accepts",
+    () =>
+      Effect.gen(function* () {
+        const upstream = yield* recording
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [{ id: "mistral", provider: "mistral", baseUrl: `${upstream.origin}/v1` }],
+            [{ id: "chat", models: ["mistral-small"], upstreams: ["mistral"] }]
+          )
+        )
+        const weather = { type: "function" as const, function: { name: "get_weather", parameters: { type: "object" } } }
+        // A tool loop begun on OpenAI (its call id, its answer's fields replayed as the SDK returns them).
+        const history = [
+          { role: "developer" as const, content: "Be brief." },
+          { role: "user" as const, content: "Weather?", name: "ann" },
+          {
+            role: "assistant" as const,
+            content: null,
+            refusal: null,
+            annotations: [],
+            tool_calls: [
+              {
+                id: "call_Xy12AbCdEfGhIjKlMnOp",
+                type: "function" as const,
+                function: { name: "get_weather", arguments: "{}" },
+                extra_content: { google: { thought_signature: "c2ln" } }
+              }
+            ]
+          },
+          { role: "tool" as const, tool_call_id: "call_Xy12AbCdEfGhIjKlMnOp", content: "18C" }
+        ]
+        yield* promise(() =>
+          gateway.client.chat.completions.create({
+            model: "mistral-small",
+            messages: history as Array<OpenAI.ChatCompletionMessageParam>,
+            tools: [weather],
+            max_completion_tokens: 50,
+            seed: 7,
+            user: "u-1",
+            store: false,
+            logit_bias: { "50256": -100 },
+            metadata: { app: "x" },
+            temperature: 0.2
+          })
+        )
+        const body = upstream.seen[0]!.body
+        // Mistral's own fields (metadata among them) stay; OpenAI's others go.
+        expect(body).toMatchObject({ max_tokens: 50, random_seed: 7, temperature: 0.2, metadata: { app: "x" } })
+        for (const key of ["max_completion_tokens", "seed", "user", "store", "logit_bias"]) {
+          expect({ key, value: body[key] }).toEqual({ key, value: undefined })
+        }
+        const [system, user, assistant, tool] = body["messages"] as Array<Record<string, unknown>>
+        expect(system).toEqual({ role: "system", content: "Be brief." })
+        expect(user).toEqual({ role: "user", content: "Weather?" })
+        const call = (assistant!["tool_calls"] as Array<Record<string, unknown>>)[0]!
+        expect(assistant).toEqual({ role: "assistant", content: null, tool_calls: [call] })
+        expect(call).toEqual({
+          id: expect.stringMatching(/^[a-zA-Z0-9]{9}$/),
+          type: "function",
+          function: { name: "get_weather", arguments: "{}" }
+        })
+        // The result still answers the call it belongs to.
+        expect(tool).toEqual({ role: "tool", tool_call_id: call["id"], content: "18C" })
+        // A request Mistral takes as it is goes out as the client sent it.
+        yield* promise(() =>
+          gateway.client.chat.completions.create({
+            model: "mistral-small",
+            messages: [
+              { role: "user", content: "Weather?" },
+              {
+                role: "assistant",
+                content: null,
+                tool_calls: [{ id: "D681PevKs", type: "function", function: { name: "get_weather", arguments: "{}" } }]
+              },
+              { role: "tool", tool_call_id: "D681PevKs", content: "18C" }
+            ],
+            tools: [weather]
+          })
+        )
+        expect(upstream.seen[1]!.body["messages"]).toMatchObject([
+          {},
+          { tool_calls: [{ id: "D681PevKs" }] },
+          { tool_call_id: "D681PevKs" }
+        ])
+      }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "leaves the penalties out of what goes to xAI's reasoning models and reasoning_effort out of the grok-4 line, and keeps stop",
+    () =>
+      Effect.gen(function* () {
+        const upstream = yield* recording
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [
+              { id: "grok-4", provider: "xai", baseUrl: `${upstream.origin}/v1`, model: "grok-4-0709" },
+              { id: "grok-mini", provider: "xai", baseUrl: `${upstream.origin}/v1`, model: "grok-3-mini" },
+              {
+                id: "grok-fast",
+                provider: "xai",
+                baseUrl: `${upstream.origin}/v1`,
+                model: "grok-4-fast-non-reasoning"
+              }
+            ],
+            [
+              { id: "a", models: ["a"], upstreams: ["grok-4"] },
+              { id: "b", models: ["b"], upstreams: ["grok-mini"] },
+              { id: "c", models: ["c"], upstreams: ["grok-fast"] }
+            ]
+          )
+        )
+        const ask = (model: string) =>
+          promise(() =>
+            gateway.client.chat.completions.create({
+              model,
+              messages: [{ role: "user", content: "Hi" }],
+              presence_penalty: 0.5,
+              frequency_penalty: 0.5,
+              reasoning_effort: "low",
+              stop: ["END"]
+            })
+          )
+        yield* ask("a")
+        yield* ask("b")
+        yield* ask("c")
+        const [grok4, mini, fast] = upstream.seen.map((s) => s.body)
+        expect(grok4).toMatchObject({ model: "grok-4-0709", stop: ["END"] })
+        for (const key of ["presence_penalty", "frequency_penalty", "reasoning_effort"]) {
+          expect({ key, value: grok4![key] }).toEqual({ key, value: undefined })
+        }
+        // grok-3-mini takes reasoning_effort (it is the model the effort is documented for), not the penalties.
+        expect(mini).toMatchObject({ model: "grok-3-mini", reasoning_effort: "low", stop: ["END"] })
+        expect(mini!["presence_penalty"]).toBeUndefined()
+        // A non-reasoning grok-4 takes the penalties; the grok-4 line takes no reasoning_effort.
+        expect(fast).toMatchObject({ presence_penalty: 0.5, frequency_penalty: 0.5 })
+        expect(fast!["reasoning_effort"]).toBeUndefined()
+      }).pipe(Effect.scoped)
+  )
+
+  it.live("reads an OpenRouter stream through the SSE comments it keeps the connection alive with", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* startUpstream((_request, _body, response) => {
+        const chunk = (delta: object, finish: string | null = null) =>
+          `data: ${JSON.stringify({ id: "gen-1", object: "chat.completion.chunk", created: 1, model: "openai/gpt-4o", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+        response.writeHead(200, { "content-type": "text/event-stream" })
+        response.end(
+          ": OPENROUTER PROCESSING\n\n: OPENROUTER PROCESSING\n\n" +
+            chunk({ role: "assistant", content: "Hello" }) +
+            ": OPENROUTER PROCESSING\n\n" +
+            chunk({ content: " there" }) +
+            chunk({}, "stop") +
+            "data: [DONE]\n\n"
+        )
+      })
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "openrouter", provider: "openrouter", baseUrl }],
+          [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["openrouter"] }]
+        )
+      )
+      expect(yield* streamed(gateway.client)).toMatchObject({
+        upstream: "openrouter",
+        content: "Hello there",
+        finishReason: "stop",
+        error: undefined
+      })
+    }).pipe(Effect.scoped)
+  )
+  it.live("leaves out of what goes to Cohere the parameters its Compatibility API documents as unsupported", () =>
+    Effect.gen(function* () {
+      const upstream = yield* recording
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "cohere", provider: "cohere", baseUrl: `${upstream.origin}/v1` }],
+          [{ id: "chat", models: ["command-a-03-2025"], upstreams: ["cohere"] }]
+        )
+      )
+      const ask = (reasoning_effort: "low" | "high") =>
+        promise(() =>
+          gateway.client.chat.completions.create({
+            model: "command-a-03-2025",
+            messages: [{ role: "user", content: "Hi" }],
+            max_completion_tokens: 40,
+            parallel_tool_calls: false,
+            tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }],
+            store: false,
+            metadata: { app: "x" },
+            service_tier: "auto",
+            reasoning_effort,
+            seed: 3
+          })
+        )
+      yield* ask("low")
+      yield* ask("high")
+      const [low, high] = upstream.seen.map((s) => s.body)
+      expect(low).toMatchObject({ max_tokens: 40, seed: 3 })
+      for (const key of ["max_completion_tokens", "parallel_tool_calls", "store", "metadata", "service_tier"]) {
+        expect({ key, value: low![key] }).toEqual({ key, value: undefined })
+      }
+      // Only `none` and `high` are taken: another effort is left to the model's default.
+      expect(low!["reasoning_effort"]).toBeUndefined()
+      expect(high!["reasoning_effort"]).toBe("high")
+      const capabilities = Providers.kinds.find((k) => k.name === "cohere")?.capabilities ?? []
+      for (const c of ["n", "logprobs", "audio", "completions"]) expect(capabilities).not.toContain(c)
+      expect(capabilities).toEqual(expect.arrayContaining(["tools", "json_schema", "vision", "embeddings"]))
     }).pipe(Effect.scoped)
   )
 })

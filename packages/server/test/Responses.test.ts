@@ -123,6 +123,56 @@ describe("POST /v1/responses with the openai SDK", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live(
+    "carries a Gemini 3 thought signature through a function-call loop in the call_id the SDK replays, whole and streamed, back into Gemini's functionCall part",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* gatewayWith([{ id: "gemini", simulate: { dialect: "gemini", completionTokens: 2 } }])
+        const sim = gateway.simulator("gemini")
+        const question: OpenAI.Responses.ResponseInputItem = { role: "user", content: "Weather in Paris?" }
+        const ask = { model: "gpt-4o-mini", tools: [weather] }
+        const first = yield* promise(() => gateway.client.responses.create({ ...ask, input: [question] }))
+        const streamed = yield* promise(() =>
+          gateway.client.responses.stream({ ...ask, input: [question] }).finalResponse()
+        )
+        for (const answer of [first, streamed]) {
+          const output = answer.output as Array<OpenAI.Responses.ResponseOutputItem>
+          const call = output.find(
+            (item): item is OpenAI.Responses.ResponseFunctionToolCall => item.type === "function_call"
+          )!
+          expect(call).toMatchObject({ name: "get_weather", arguments: '{"city":"gemini"}' })
+          // The output items go back as the next input, as the SDK's agent loops send them.
+          const second = yield* promise(() =>
+            gateway.client.responses.create({
+              ...ask,
+              input: [
+                question,
+                ...(output as unknown as Array<OpenAI.Responses.ResponseInputItem>),
+                { type: "function_call_output", call_id: call.call_id, output: "18C" }
+              ]
+            })
+          )
+          // The simulated Gemini 3 refuses a call whose signature is missing or changed: this answer proves it came back.
+          expect(second.output_text).toBe("[gemini] lorem")
+          expect(sim.requests().at(-1)?.body).toMatchObject({
+            contents: [
+              { role: "user" },
+              {
+                role: "model",
+                parts: [
+                  {
+                    functionCall: { name: "get_weather", args: { city: "gemini" } },
+                    thoughtSignature: Simulator.thoughtSignature("get_weather")
+                  }
+                ]
+              },
+              { role: "user", parts: [{ functionResponse: { name: "get_weather", response: { result: "18C" } } }] }
+            ]
+          })
+        }
+      }).pipe(Effect.scoped)
+  )
+
   it.live("answers structured output as JSON valid against the schema", () =>
     Effect.gen(function* () {
       const gateway = yield* gatewayWith([{ id: "gpt" }])

@@ -1,5 +1,7 @@
 /** Golden tests of `/v1/responses`' translation, from the Responses API's documented formats. */
 import { describe, expect, it } from "@effect/vitest"
+import type { Wire } from "@sluice/core"
+import { Gemini } from "@sluice/providers"
 import { Responses } from "@sluice/server"
 
 describe("Responses translation", () => {
@@ -103,6 +105,67 @@ describe("Responses translation", () => {
         arguments: '{"q":"a"}',
         status: "completed"
       }
+    ])
+  })
+})
+
+describe("Responses: Gemini thought signatures", () => {
+  it("folds a call's signature into its call_id, whole and streamed, and unfolds it from the replayed input", () => {
+    const signed = { extra_content: { google: { thought_signature: "c2ln+/8=" } } }
+    const calls = [
+      { id: "call_0", type: "function", function: { name: "a", arguments: "{}" }, ...signed },
+      { id: "call_1", type: "function", function: { name: "b", arguments: "{}" } }
+    ]
+    const completion = {
+      id: "gemini-1",
+      object: "chat.completion",
+      created: 1,
+      model: "gemini-3-pro-preview",
+      choices: [
+        { index: 0, message: { role: "assistant", content: null, tool_calls: calls }, finish_reason: "tool_calls" }
+      ],
+      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }
+    } as unknown as Wire.ChatCompletion
+    const body = { model: "gpt-4o" }
+    const output = Responses.fromChat(completion, body, "r1", 1)["output"] as Array<Record<string, unknown>>
+    const folded = Gemini.foldedId(calls[0])
+    expect(output.map((item) => item["call_id"])).toEqual([folded, "call_1"])
+    const stream = new Responses.ResponsesStream("r1", 1, body)
+    stream.start()
+    stream.chunk(
+      JSON.stringify({
+        id: "c",
+        object: "chat.completion.chunk",
+        created: 1,
+        model: "m",
+        choices: [{ index: 0, delta: { tool_calls: calls.map((c, index) => ({ index, ...c })) }, finish_reason: null }]
+      })
+    )
+    const done = stream.end()
+    const completed = JSON.parse(done.split("\n\n").at(-2)!.split("\n")[1]!.slice("data: ".length)) as {
+      response: { output: Array<Record<string, unknown>> }
+    }
+    expect(completed.response.output.map((item) => item["call_id"])).toEqual([folded, "call_1"])
+    const request = Responses.toChat({
+      model: "gpt-4o",
+      input: [
+        { role: "user", content: "Go" },
+        ...output,
+        { type: "function_call_output", call_id: folded, output: "1" },
+        { type: "function_call_output", call_id: "call_1", output: "2" }
+      ]
+    }) as unknown as { messages: Array<Record<string, unknown>> }
+    expect(request.messages.slice(1)).toEqual([
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          { id: "call_0", type: "function", function: { name: "a", arguments: "{}" }, ...signed },
+          { id: "call_1", type: "function", function: { name: "b", arguments: "{}" } }
+        ]
+      },
+      { role: "tool", tool_call_id: "call_0", content: "1" },
+      { role: "tool", tool_call_id: "call_1", content: "2" }
     ])
   })
 })

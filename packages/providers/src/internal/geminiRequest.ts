@@ -4,6 +4,7 @@
  */
 import { Wire } from "@sluice/core"
 import { Unsupported, parseArguments } from "./anthropicRequest.js"
+import { signatureOf } from "./geminiSignature.js"
 
 type Json = Record<string, unknown>
 
@@ -73,18 +74,6 @@ const responseOf = (content: unknown): Json => {
   }
 }
 
-/**
- * The thought signature a tool call came with (`extra_content.google.thought_signature`, where the
- * Gemini provider puts it, as Google's OpenAI-compatible API does): Gemini 3 refuses a history whose
- * function calls lack theirs.
- */
-const thoughtSignatureOf = (call: Json): string | undefined => {
-  const extra = call["extra_content"]
-  const google = isObject(extra) ? extra["google"] : undefined
-  const signature = isObject(google) ? google["thought_signature"] : undefined
-  return typeof signature === "string" ? signature : undefined
-}
-
 /** JSON Schema keywords Gemini's `responseSchema` and function `parameters` refuse. */
 const UNSUPPORTED_KEYS = new Set(["$schema", "additionalProperties", "$id", "$defs", "definitions", "strict"])
 
@@ -140,7 +129,7 @@ export const toGemini = (request: Wire.ChatCompletionRequest): Json | Unsupporte
           for (const call of calls) {
             if (!isObject(call) || !isObject(call["function"])) continue
             names.set(call["id"], call["function"]["name"])
-            const signature = thoughtSignatureOf(call)
+            const signature = signatureOf(call)
             parts.push({
               functionCall: { name: call["function"]["name"], args: parseArguments(call["function"]["arguments"]) },
               ...(signature === undefined ? {} : { thoughtSignature: signature })

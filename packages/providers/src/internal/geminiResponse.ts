@@ -5,6 +5,7 @@
 import type { Errors, StreamEvent, Topology, Wire } from "@sluice/core"
 import type { StreamDecoder } from "./transport.js"
 import { END, malformedEvent, streamError } from "./transport.js"
+import { signatureFields } from "./geminiSignature.js"
 
 type Json = Record<string, unknown>
 
@@ -64,7 +65,7 @@ const callOf = (part: Json, id: string): Json => {
     id,
     type: "function",
     function: { name: call["name"], arguments: JSON.stringify(call["args"] ?? {}) },
-    ...(typeof signature === "string" ? { extra_content: { google: { thought_signature: signature } } } : {})
+    ...(typeof signature === "string" ? signatureFields(signature) : {})
   }
 }
 

@@ -32,6 +32,30 @@ export const rateLimitHeaders = (
   return out
 }
 
+const MEDIA_TYPES = new Set(["image/jpeg", "image/png", "image/gif", "image/webp"])
+
+/** What is wrong with an image block at `at` (a base64 or URL source), as the Messages API says it. */
+const imageProblem = (block: Body, at: string): string | undefined => {
+  const source = block["source"]
+  if (!isObject(source)) return `${at}.image.source: Field required`
+  if (source["type"] === "base64") {
+    if (!MEDIA_TYPES.has(source["media_type"] as string)) {
+      return `${at}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'`
+    }
+    const data = source["data"]
+    if (typeof data !== "string" || !/^[A-Za-z0-9+/]+={0,2}$/.test(data)) {
+      return `${at}.image.source.base64.data: The image data is not valid base64 (send the bytes, not a data: URL)`
+    }
+    return undefined
+  }
+  if (source["type"] === "url") {
+    return typeof source["url"] === "string" && /^https?:\/\//.test(source["url"])
+      ? undefined
+      : `${at}.image.source.url.url: Input should be an http(s) URL`
+  }
+  return `${at}.image.source: Input tag '${String(source["type"])}' found using 'type' does not match any of the expected tags: 'base64', 'url'`
+}
+
 /** What is wrong with a Messages request, in Anthropic's words; undefined when it is well-formed. */
 export const problem = (body: Body): string | undefined => {
   if (typeof body["model"] !== "string") return "model: Field required"
@@ -55,6 +79,10 @@ export const problem = (body: Body): string | undefined => {
       if (!isObject(block)) return `messages.${i}.content.${j}: Input should be an object`
       if (block["type"] === "text" && block["text"] === "")
         return `messages.${i}.content.${j}: text content blocks must be non-empty`
+      if (block["type"] === "image") {
+        const wrong = imageProblem(block, `messages.${i}.content.${j}`)
+        if (wrong !== undefined) return wrong
+      }
       if (block["type"] === "tool_use") toolUses.add(block["id"])
       if (block["type"] === "tool_result" && !toolUses.has(block["tool_use_id"])) {
         return `messages.${i}.content.${j}: unexpected tool_use_id found in tool_result blocks: ${String(block["tool_use_id"])}. Each tool_result block must have a corresponding tool_use block in the previous message.`

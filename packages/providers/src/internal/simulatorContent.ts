@@ -190,8 +190,9 @@ export const instanceOf = (schema: unknown, text: string, depth = 16): unknown =
     const options = schema[key]
     if (Array.isArray(options) && options.length > 0) return instanceOf(options[0], text, depth - 1)
   }
-  const type = Array.isArray(schema["type"]) ? schema["type"][0] : schema["type"]
-  switch (type) {
+  const type: unknown = Array.isArray(schema["type"]) ? schema["type"][0] : schema["type"]
+  // Gemini's own schemas name types in capitals (`STRING`, `OBJECT`).
+  switch (typeof type === "string" ? type.toLowerCase() : type) {
     case "string":
       return text
     case "integer":

@@ -15,7 +15,7 @@ export interface Answer {
   /** The tool called, or undefined for a text answer. */
   readonly tool: string | undefined
   readonly toolId: string
-  /** The tool call's input: `{}`, or a value valid against the tool's schema when the call was forced. */
+  /** The tool call's input: a value valid against the tool's schema (see `toolSchema`), `{}` without one. */
   readonly toolInput: unknown
   readonly completion: Completion
   readonly finish: "stop" | "length" | "tool"

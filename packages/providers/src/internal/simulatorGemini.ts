@@ -53,12 +53,17 @@ const problem = (body: Body): string | undefined => {
   return missingSignature(contents)
 }
 
-/** The thought signature the simulator gives a call of `name` (Gemini's are opaque base64 strings). */
-const signatureOf = (name: string): string => Buffer.from(`sim-thought:${name}`).toString("base64")
+/**
+ * The thought signature the simulator gives a call of `name`: opaque base64, as Gemini's are, with
+ * `+`, `/` and padding in it, so that whatever carries it must carry it exactly.
+ */
+export const signatureOf = (name: string): string =>
+  Buffer.concat([Buffer.from(`sim-thought:${name}`), Buffer.from([0xfb, 0xff, 0xbf, 0x3e, 0x00])]).toString("base64")
 
 /**
  * As Gemini 3 validates them: in the current turn (the contents after the last user text), the first
- * `functionCall` part of each model step must carry the `thoughtSignature` it came with.
+ * `functionCall` part of each model step must carry the `thoughtSignature` it came with — unchanged
+ * (Gemini refuses a corrupted one as it refuses a missing one).
  */
 const missingSignature = (contents: ReadonlyArray<unknown>): string | undefined => {
   let start = 0
@@ -70,8 +75,13 @@ const missingSignature = (contents: ReadonlyArray<unknown>): string | undefined 
     const content = contents[i]
     if (!isObject(content) || content["role"] !== "model") continue
     const first = partsOf(content).find((p) => isObject(p) && p["functionCall"] !== undefined)
-    if (isObject(first) && typeof first["thoughtSignature"] !== "string") {
-      return `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${String((first["functionCall"] as Body)["name"])}\` , position ${i + 1}.`
+    if (!isObject(first)) continue
+    const name = String((first["functionCall"] as Body)["name"])
+    if (typeof first["thoughtSignature"] !== "string") {
+      return `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${name}\` , position ${i + 1}.`
+    }
+    if (first["thoughtSignature"] !== signatureOf(name)) {
+      return `Corrupted thought signature. Function call \`default_api:${name}\` , position ${i + 1}.`
     }
   }
   return undefined
@@ -86,11 +96,21 @@ const promptMessages = (body: Body): ReadonlyArray<unknown> => {
 
 const config = (body: Body): Body => (isObject(body["generationConfig"]) ? body["generationConfig"] : {})
 
-const tool = (body: Body): string | undefined => {
+const declarationsOf = (body: Body): ReadonlyArray<unknown> => {
   const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
-  const declarations = tools.flatMap((t) =>
+  return tools.flatMap((t) =>
     isObject(t) && Array.isArray(t["functionDeclarations"]) ? (t["functionDeclarations"] as ReadonlyArray<unknown>) : []
   )
+}
+
+/** The schema of the function `tool` (`parameters`, or `parametersJsonSchema`): its call's `args` are built to match. */
+const toolSchema = (body: Body, tool: string): unknown => {
+  const found = declarationsOf(body).find((d) => isObject(d) && d["name"] === tool)
+  return isObject(found) ? (found["parameters"] ?? found["parametersJsonSchema"]) : undefined
+}
+
+const tool = (body: Body): string | undefined => {
+  const declarations = declarationsOf(body)
   if (declarations.length === 0) return undefined
   const toolConfig = isObject(body["toolConfig"]) ? body["toolConfig"] : {}
   const calling = isObject(toolConfig["functionCallingConfig"]) ? toolConfig["functionCallingConfig"] : {}
@@ -121,11 +141,17 @@ const response = (a: Answer, parts: ReadonlyArray<unknown>, finish: boolean): Re
   responseId: a.id
 })
 
-/** A function call as Gemini 3 sends it: with its thought signature, to be sent back with the history. */
-const callPart = (name: string) => ({ functionCall: { name, args: {} }, thoughtSignature: signatureOf(name) })
+/**
+ * A function call as Gemini 3 sends it: `args` matching the function's schema, and its thought
+ * signature, to be sent back with the history.
+ */
+const callPart = (a: Answer, name: string) => ({
+  functionCall: { name, args: a.toolInput },
+  thoughtSignature: signatureOf(name)
+})
 
 const message = (a: Answer): string =>
-  JSON.stringify(response(a, a.tool !== undefined ? [callPart(a.tool)] : [{ text: a.completion.content }], true))
+  JSON.stringify(response(a, a.tool !== undefined ? [callPart(a, a.tool)] : [{ text: a.completion.content }], true))
 
 const frame = (value: unknown) => `data: ${JSON.stringify(value)}\r\n\r\n`
 
@@ -137,7 +163,7 @@ const frame = (value: unknown) => `data: ${JSON.stringify(value)}\r\n\r\n`
 const frames = (a: Answer): Frames => {
   if (a.tool !== undefined) {
     return {
-      frames: [frame(response(a, [callPart(a.tool)], true))],
+      frames: [frame(response(a, [callPart(a, a.tool)], true))],
       steps: [0],
       head: 0,
       content: 1
@@ -164,6 +190,7 @@ export const dialect: Dialect = {
   maxTokens: (body) => config(body)["maxOutputTokens"],
   streams: () => false,
   tool,
+  toolSchema,
   json: (body) => config(body)["responseMimeType"] === "application/json",
   schema: (body) => config(body)["responseSchema"] ?? config(body)["responseJsonSchema"],
   message,

@@ -48,6 +48,13 @@ const tool = (body: Body): string | undefined => {
   return isObject(fn) && typeof fn["name"] === "string" ? fn["name"] : "tool"
 }
 
+/** The `parameters` schema of the tool `name`: its call's `arguments` are built to match. */
+const toolSchema = (body: Body, name: string): unknown => {
+  const tools = Array.isArray(body["tools"]) ? (body["tools"] as ReadonlyArray<unknown>) : []
+  const found = tools.find((t) => isObject(t) && isObject(t["function"]) && t["function"]["name"] === name)
+  return isObject(found) && isObject(found["function"]) ? found["function"]["parameters"] : undefined
+}
+
 const createdAt = (a: Answer) => new Date(a.now).toISOString()
 
 const final = (a: Answer, message: Record<string, unknown>) => ({
@@ -63,7 +70,7 @@ const final = (a: Answer, message: Record<string, unknown>) => ({
 
 const assistant = (a: Answer): Record<string, unknown> =>
   a.tool !== undefined
-    ? { role: "assistant", content: "", tool_calls: [{ function: { name: a.tool, arguments: {} } }] }
+    ? { role: "assistant", content: "", tool_calls: [{ function: { name: a.tool, arguments: a.toolInput } }] }
     : { role: "assistant", content: a.completion.content }
 
 /** One line per word (`done: false`), then the final line with counts; a tool call whole in one line. */
@@ -93,6 +100,7 @@ export const dialect: Dialect = {
   maxTokens: (body) => options(body)["num_predict"],
   streams: (body) => body["stream"] !== false,
   tool,
+  toolSchema,
   json: (body) => body["format"] !== undefined,
   schema: (body) => (isObject(body["format"]) ? body["format"] : undefined),
   message: (a) => JSON.stringify(final(a, assistant(a))),

@@ -5,7 +5,7 @@
  * {@link Refused} naming it.
  */
 import type { Wire } from "@sluice/core"
-import { Anthropic } from "@sluice/providers"
+import { Anthropic, Gemini } from "@sluice/providers"
 import { readChunk } from "./chunks.js"
 
 type Json = Record<string, unknown>
@@ -68,18 +68,22 @@ const turnOf = (message: Json, at: string): Array<Json> | Refused => {
         parts.push(part)
         break
       }
-      case "tool_use":
+      case "tool_use": {
+        // A Gemini thought signature comes back folded into the id (see `fromOpenAI`).
+        const { id, signature } = Gemini.unfoldId(block["id"])
         calls.push({
-          id: block["id"],
+          id,
           type: "function",
-          function: { name: block["name"], arguments: JSON.stringify(block["input"] ?? {}) }
+          function: { name: block["name"], arguments: JSON.stringify(block["input"] ?? {}) },
+          ...(signature === undefined ? {} : Gemini.signatureFields(signature))
         })
         break
+      }
       case "tool_result": {
         const text = textOf(block["content"])
         out.push({
           role: "tool",
-          tool_call_id: block["tool_use_id"],
+          tool_call_id: Gemini.unfoldId(block["tool_use_id"]).id,
           content: block["is_error"] === true ? `Error: ${text}` : text
         })
         break
@@ -214,7 +218,11 @@ export const usageOf = (usage: unknown): Json => {
   }
 }
 
-/** An OpenAI chat completion as a Messages answer, named with the model the client asked for. */
+/**
+ * An OpenAI chat completion as a Messages answer, named with the model the client asked for. A tool
+ * call's Gemini thought signature is folded into its `tool_use` id, which every client sends back
+ * (as the `tool_use` it replays and the `tool_result` answering it): `toOpenAI` unfolds it.
+ */
 export const fromOpenAI = (completion: Wire.ChatCompletion, model: string): Json => {
   const choice = completion.choices[0]
   const content: Array<Json> = []
@@ -226,7 +234,7 @@ export const fromOpenAI = (completion: Wire.ChatCompletion, model: string): Json
       if (!isObject(call) || !isObject(call["function"])) continue
       content.push({
         type: "tool_use",
-        id: call["id"],
+        id: Gemini.foldedId(call),
         name: call["function"]["name"],
         input: Anthropic.parseArguments(call["function"]["arguments"])
       })
@@ -298,7 +306,7 @@ export class StreamTranslator {
         const index = typeof call["index"] === "number" ? call["index"] : 0
         const fn = isObject(call["function"]) ? call["function"] : {}
         if (this.open !== index) {
-          out += this.startBlock(index, { type: "tool_use", id: call["id"], name: fn["name"], input: {} })
+          out += this.startBlock(index, { type: "tool_use", id: Gemini.foldedId(call), name: fn["name"], input: {} })
         }
         if (typeof fn["arguments"] === "string" && fn["arguments"] !== "") {
           out += event("content_block_delta", {

@@ -5,6 +5,7 @@
  * serves the Responses API itself can take them, see `Responses`).
  */
 import type { Wire } from "@sluice/core"
+import { Gemini } from "@sluice/providers"
 import { Refused } from "./messages.js"
 import { readChunk } from "./chunks.js"
 
@@ -55,10 +56,13 @@ const messagesOf = (input: unknown): Array<Json> | Refused => {
       if (content instanceof Refused) return content
       messages.push({ role: item["role"], content })
     } else if (type === "function_call") {
+      // A Gemini thought signature comes back folded into the call id (see `fromChat`).
+      const { id, signature } = Gemini.unfoldId(item["call_id"])
       const call = {
-        id: item["call_id"],
+        id,
         type: "function",
-        function: { name: item["name"], arguments: item["arguments"] }
+        function: { name: item["name"], arguments: item["arguments"] },
+        ...(signature === undefined ? {} : Gemini.signatureFields(signature))
       }
       const last = messages[messages.length - 1]
       if (last !== undefined && last["role"] === "assistant") {
@@ -68,7 +72,7 @@ const messagesOf = (input: unknown): Array<Json> | Refused => {
       const output = item["output"]
       messages.push({
         role: "tool",
-        tool_call_id: item["call_id"],
+        tool_call_id: Gemini.unfoldId(item["call_id"]).id,
         content: typeof output === "string" ? output : JSON.stringify(output)
       })
     } else if (type === "reasoning") {
@@ -240,7 +244,11 @@ const response = (
   }
 }
 
-/** A chat completion as a `response` object (`incomplete` when the completion was cut at its limit). */
+/**
+ * A chat completion as a `response` object (`incomplete` when the completion was cut at its limit).
+ * A tool call's Gemini thought signature is folded into its `call_id`, which clients send back with
+ * the `function_call` they replay and its output: `toChat` unfolds it.
+ */
 export const fromChat = (completion: Wire.ChatCompletion, body: Json, id: string, createdAt: number): Json => {
   const choice = completion.choices[0]
   const output: Array<Json> = []
@@ -251,7 +259,7 @@ export const fromChat = (completion: Wire.ChatCompletion, body: Json, id: string
     for (const [i, call] of (calls as ReadonlyArray<unknown>).entries()) {
       if (!isObject(call) || !isObject(call["function"])) continue
       const fn = call["function"]
-      output.push(callItem(`fc_${id}_${i}`, call["id"], fn["name"], String(fn["arguments"] ?? "")))
+      output.push(callItem(`fc_${id}_${i}`, Gemini.foldedId(call), fn["name"], String(fn["arguments"] ?? "")))
     }
   }
   const status = choice?.finish_reason === "length" ? "incomplete" : "completed"
@@ -356,7 +364,7 @@ export class ResponsesStream {
         kind: "call",
         id: `fc_${this.id}_${this.output.length}`,
         index,
-        callId: call["id"],
+        callId: Gemini.foldedId(call),
         name: fn["name"],
         args: ""
       }

@@ -19,6 +19,9 @@ export const STAGE = "capabilities"
 /** What an embeddings request needs. */
 export const NEEDS_EMBEDDINGS: ReadonlyArray<Capability> = ["embeddings"]
 
+/** What an embeddings request of a chosen size (`dimensions`) needs: an API that can shorten its vectors. */
+export const NEEDS_EMBEDDINGS_DIMENSIONS: ReadonlyArray<Capability> = ["embeddings", "dimensions"]
+
 const IMAGE_PARTS = new Set(["image_url", "input_image", "image"])
 
 /** True when an image part points at a URL rather than carrying its data inline (`data:`). */

@@ -177,7 +177,7 @@ export type StickyConfig = typeof StickyConfig.Type
  * The finer ones say what a provider's API cannot express even when its model could
  * ({@link REFINEMENTS}): `image_url` (an image by URL, not inline data), `file` (a `file` part such as
  * a PDF), `tool_choice` (forcing a tool call: `required` or a named function), `logprobs`
- * (`logprobs` / `top_logprobs`).
+ * (`logprobs` / `top_logprobs`), `dimensions` (embeddings of a chosen size).
  */
 export const Capability = Schema.Literal(
   "vision",
@@ -192,7 +192,8 @@ export const Capability = Schema.Literal(
   "image_url",
   "file",
   "tool_choice",
-  "logprobs"
+  "logprobs",
+  "dimensions"
 )
 /** What a request may need of an upstream. */
 export type Capability = typeof Capability.Type
@@ -247,7 +248,8 @@ export const REFINEMENTS: ReadonlyArray<readonly [Capability, Capability | undef
   ["image_url", "vision"],
   ["file", "vision"],
   ["tool_choice", "tools"],
-  ["logprobs", undefined]
+  ["logprobs", undefined],
+  ["dimensions", "embeddings"]
 ]
 
 /** One upstream deployment: a provider endpoint serving one model. */

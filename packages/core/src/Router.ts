@@ -20,7 +20,7 @@ import type { Decision } from "./Decision.js"
 import { Builder, spanAttributes } from "./Decision.js"
 import type { RouterError, UpstreamError } from "./Errors.js"
 import { ModelNotFound, withDecision } from "./Errors.js"
-import { needsOf, NEEDS_EMBEDDINGS } from "./Capabilities.js"
+import { needsOf, NEEDS_EMBEDDINGS, NEEDS_EMBEDDINGS_DIMENSIONS } from "./Capabilities.js"
 import { Guards } from "./Guard.js"
 import * as HedgeStage from "./Hedge.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
@@ -536,7 +536,8 @@ const embeddingsOperation = (body: EmbeddingsRequest): Operation => {
       exact: () => Effect.succeed({ tokens, exact: false })
     },
     requestedOutputTokens: 0,
-    needs: NEEDS_EMBEDDINGS
+    // A provider that cannot shorten its vectors would answer at its own size: never sent there.
+    needs: body.dimensions === undefined ? NEEDS_EMBEDDINGS : NEEDS_EMBEDDINGS_DIMENSIONS
   }
 }
 

@@ -88,12 +88,12 @@ export const presets: ReadonlyArray<Preset> = [
   // xAI's reasoning models refuse the penalties (and `grok-3` / `grok-4` `reasoning_effort`): `Quirks.xai`.
   { name: "xai", baseUrl: "https://api.x.ai/v1", openai: { adapt: Quirks.xai } },
   // Cohere's Compatibility API: chat (tools, structured output) and embeddings, no legacy completions. It
-  // documents `n`, `top_logprobs`, `audio` / `modalities` and others as not supported: such requests go
-  // elsewhere, and `Quirks.cohere` leaves the rest out.
+  // documents `n`, `top_logprobs`, `audio` / `modalities` and others as not supported, and embeddings'
+  // `dimensions`: such requests go elsewhere, and `Quirks.cohere` leaves the rest out.
   {
     name: "cohere",
     baseUrl: "https://api.cohere.ai/compatibility/v1",
-    capabilities: noCompletions.filter((c) => !["n", "logprobs", "audio"].includes(c)),
+    capabilities: noCompletions.filter((c) => !["n", "logprobs", "audio", "dimensions"].includes(c)),
     openai: { adapt: Quirks.cohere }
   },
   // vLLM (`vllm serve`, port 8000, `--api-key` checked as a bearer token) continues a final assistant

@@ -402,6 +402,38 @@ describe("provider presets", () => {
       })
     }).pipe(Effect.scoped)
   )
+  it.live("never sends Cohere embeddings of a chosen size, which its Compatibility API documents as unsupported", () =>
+    Effect.gen(function* () {
+      const upstream = yield* recording
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "cohere", provider: "cohere", baseUrl: `${upstream.origin}/v1` }, { id: "sim" }],
+          [
+            { id: "embed", models: ["embed-v4.0"], upstreams: ["cohere", "sim"] },
+            { id: "only", models: ["embed-only"], upstreams: ["cohere"] }
+          ]
+        )
+      )
+      for (let i = 0; i < 3; i++) {
+        const answer = yield* promise(() =>
+          gateway.client.embeddings.create({ model: "embed-v4.0", input: ["a", "b"], dimensions: 4 })
+        )
+        expect(answer.data.map((d) => d.embedding.length)).toEqual([4, 4])
+      }
+      expect(upstream.seen).toEqual([])
+      expect(gateway.simulator("sim").stats().requests).toBe(3)
+      const refused = yield* promise(() =>
+        gateway.client.embeddings.create({ model: "embed-only", input: "a", dimensions: 4 }).then(
+          () => undefined,
+          (error: unknown) => error as { status?: number; code?: string; message?: string }
+        )
+      )
+      expect(refused?.status).toBe(400)
+      expect(refused?.code).toBe("unsupported_feature")
+      expect(refused?.message).toContain("cohere (cohere upstream without dimensions)")
+      expect(upstream.seen).toEqual([])
+    }).pipe(Effect.scoped)
+  )
   it.live("leaves out of what goes to Cohere the parameters its Compatibility API documents as unsupported", () =>
     Effect.gen(function* () {
       const upstream = yield* recording

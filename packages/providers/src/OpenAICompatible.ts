@@ -111,6 +111,8 @@ export interface Options {
    * the request needs no change. See `Providers.presets` for which services have one.
    */
   readonly adapt?: (request: Readonly<Record<string, unknown>>, model: string) => Record<string, unknown> | undefined
+  /** The same for an embeddings request. */
+  readonly adaptEmbeddings?: (request: Readonly<Record<string, unknown>>) => Record<string, unknown> | undefined
 }
 
 /** A request's body without the fields `drop` names; undefined when it has none of them. */
@@ -162,8 +164,21 @@ export const makeWith = (options: Options): Effect.Effect<Provider.Service, neve
       )
     }
 
-    const embeddings: Provider.Service["embeddings"] = (upstream, call) =>
-      json<Wire.EmbeddingsResponse>(upstream, "/embeddings", payloadOf(call, undefined), isEmbeddings, call.traced)
+    const adaptEmbeddings = options.adaptEmbeddings
+    const embeddings: Provider.Service["embeddings"] = (upstream, whole) => {
+      const adapted = adaptEmbeddings?.(whole.request)
+      const call =
+        adapted === undefined
+          ? whole
+          : { request: adapted as unknown as Wire.EmbeddingsRequest, model: whole.model, traced: whole.traced }
+      return json<Wire.EmbeddingsResponse>(
+        upstream,
+        "/embeddings",
+        payloadOf(call, undefined),
+        isEmbeddings,
+        call.traced
+      )
+    }
 
     const chatStream: Provider.Service["chatStream"] = (upstream, call) => {
       return Effect.flatMap(

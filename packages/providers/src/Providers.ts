@@ -58,12 +58,13 @@ export const presets: ReadonlyArray<Preset> = [
   },
   // Mistral refuses fields it does not know (422 `extra_forbidden`), `stream_options` among them (its last
   // chunk has usage anyway), and tool call ids other than 9 letters or digits (400): `Quirks.mistral`
-  // renames or leaves out the one and rewrites the other. It has no logprobs.
+  // renames or leaves out the one and rewrites the other (`Quirks.mistralEmbeddings`: embeddings'
+  // `dimensions` as its `output_dimension`). It has no logprobs.
   {
     name: "mistral",
     baseUrl: "https://api.mistral.ai/v1",
     capabilities: noCompletions.filter((c) => c !== "logprobs"),
-    openai: { adapt: Quirks.mistral }
+    openai: { adapt: Quirks.mistral, adaptEmbeddings: Quirks.mistralEmbeddings }
   },
   // Together's documented endpoint (its OpenAI compatibility page); chat, vision, tools, structured
   // output, legacy completions and embeddings.

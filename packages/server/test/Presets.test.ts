@@ -16,7 +16,7 @@ interface Seen {
   readonly body: Record<string, unknown>
 }
 
-/** A stand-in OpenAI-compatible upstream that records what it receives and answers "ok". */
+/** A stand-in OpenAI-compatible upstream that records what it receives and answers "ok" (or one vector). */
 const recording = Effect.gen(function* () {
   const seen: Array<Seen> = []
   const { baseUrl } = yield* startUpstream((request, body, response) => {
@@ -24,6 +24,17 @@ const recording = Effect.gen(function* () {
     seen.push({ url: request.url ?? "", headers: request.headers, body: parsed })
     const chunk = (delta: object, finish: string | null = null) =>
       `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 1, model: "m", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+    if (request.url?.endsWith("/embeddings") === true) {
+      response.writeHead(200, { "content-type": "application/json" })
+      return response.end(
+        JSON.stringify({
+          object: "list",
+          data: [{ object: "embedding", index: 0, embedding: [0.6, 0.8] }],
+          model: "m",
+          usage: { prompt_tokens: 1, total_tokens: 1 }
+        })
+      )
+    }
     if (parsed["stream"] === true) {
       response.writeHead(200, { "content-type": "text/event-stream" })
       return response.end(chunk({ role: "assistant", content: "ok" }) + chunk({}, "stop") + "data: [DONE]\n\n")
@@ -401,6 +412,31 @@ describe("provider presets", () => {
         error: undefined
       })
     }).pipe(Effect.scoped)
+  )
+  it.live(
+    "sends Mistral an embeddings request it takes: dimensions as output_dimension, no field it does not list",
+    () =>
+      Effect.gen(function* () {
+        const upstream = yield* recording
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [{ id: "mistral", provider: "mistral", baseUrl: `${upstream.origin}/v1` }],
+            [{ id: "embed", models: ["codestral-embed"], upstreams: ["mistral"] }]
+          )
+        )
+        yield* promise(() =>
+          gateway.client.embeddings.create({ model: "codestral-embed", input: "a", dimensions: 256, user: "u-1" })
+        )
+        yield* promise(() => gateway.client.embeddings.create({ model: "codestral-embed", input: ["b"] }))
+        const [sized, plain] = upstream.seen.map((s) => s.body)
+        expect(sized).toEqual({
+          model: "codestral-embed",
+          input: "a",
+          encoding_format: "base64",
+          output_dimension: 256
+        })
+        expect(plain).toEqual({ model: "codestral-embed", input: ["b"], encoding_format: "base64" })
+      }).pipe(Effect.scoped)
   )
   it.live("never sends Cohere embeddings of a chosen size, which its Compatibility API documents as unsupported", () =>
     Effect.gen(function* () {

@@ -138,6 +138,23 @@ export const mistral = (request: Json): Json | undefined => {
   return out
 }
 
+/** The fields of Mistral's (closed) embeddings request. */
+const MISTRAL_EMBEDDINGS_FIELDS = ["model", "input", "encoding_format", "output_dimension", "output_dtype"]
+
+/**
+ * An embeddings request as Mistral's API takes it: `dimensions` as `output_dimension`, the fields its
+ * closed schema does not list (`user`) left out.
+ */
+export const mistralEmbeddings = (request: Json): Json | undefined => {
+  if (Object.keys(request).every((key) => MISTRAL_EMBEDDINGS_FIELDS.includes(key))) return undefined
+  const out: Json = {}
+  for (const key of MISTRAL_EMBEDDINGS_FIELDS) if (request[key] !== undefined) out[key] = request[key]
+  if (out["output_dimension"] === undefined && request["dimensions"] !== undefined) {
+    out["output_dimension"] = request["dimensions"]
+  }
+  return out
+}
+
 /** Chat fields Cohere's Compatibility API documents as not supported. */
 const COHERE_UNSUPPORTED = [
   "store",

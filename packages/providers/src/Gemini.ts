@@ -31,7 +31,14 @@ import { decodeWhole, makeClient, opened } from "./internal/transport.js"
 
 export { cleanSchema, toGemini, toGeminiEmbeddings } from "./internal/geminiRequest.js"
 export { finishReason, fromGemini, fromGeminiEmbeddings, streamDecoder, usageOf } from "./internal/geminiResponse.js"
-export { foldedId, signatureFields, signatureOf, unfoldId } from "./internal/geminiSignature.js"
+export {
+  foldedId,
+  signatureFields,
+  signatureOf,
+  SKIP_VALIDATION,
+  unfoldId,
+  validatesSignatures
+} from "./internal/geminiSignature.js"
 
 /** The path of a model's method; a model may be written with Gemini's `models/` prefix or without. */
 const methodPath = (model: string, method: string): string =>
@@ -50,7 +57,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   const client = yield* makeClient({ auth: (key) => ({ "x-goog-api-key": key }) })
 
   const chat: Provider.Service["chat"] = (upstream, call) => {
-    const body = toGemini(call.request)
+    const body = toGemini(call.request, call.model)
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "gemini", body))
     const created = now()
     return client.whole(
@@ -61,7 +68,7 @@ export const make: Effect.Effect<Provider.Service, never, Scope.Scope> = Effect.
   }
 
   const chatStream: Provider.Service["chatStream"] = (upstream, call) => {
-    const body = toGemini(call.request)
+    const body = toGemini(call.request, call.model)
     if (body instanceof Unsupported) return Effect.fail(refuse(upstream, "gemini", body))
     return Effect.flatMap(
       client.stream(

@@ -109,7 +109,7 @@ export const presets: ReadonlyArray<Preset> = [
   {
     name: "ollama",
     baseUrl: "http://localhost:11434",
-    capabilities: ["vision", "tools", "json_schema", "embeddings", "prefill"],
+    capabilities: ["vision", "tools", "json_schema", "embeddings", "dimensions", "prefill"],
     tokens: "estimate"
   },
   // Anthropic: one choice per request, no audio input, no `file` parts, no logprobs, no embeddings API;
@@ -124,7 +124,17 @@ export const presets: ReadonlyArray<Preset> = [
   {
     name: "gemini",
     baseUrl: "https://generativelanguage.googleapis.com/v1beta",
-    capabilities: ["vision", "image_url", "audio", "tools", "tool_choice", "json_schema", "n", "embeddings"],
+    capabilities: [
+      "vision",
+      "image_url",
+      "audio",
+      "tools",
+      "tool_choice",
+      "json_schema",
+      "n",
+      "embeddings",
+      "dimensions"
+    ],
     tokens: "gemini"
   }
 ]

@@ -363,6 +363,47 @@ describe("Gemini stream translation", () => {
     })
   })
 
+  it("gives the first unsigned call of a turn the documented stand-in signature, for Gemini 3 and later only", () => {
+    const history = request({
+      messages: [
+        { role: "user", content: "Weather?" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            { id: "call_0", type: "function", function: { name: "get_weather", arguments: "{}" } },
+            { id: "call_1", type: "function", function: { name: "get_time", arguments: "{}" } }
+          ]
+        },
+        { role: "tool", tool_call_id: "call_0", content: "sunny" },
+        { role: "tool", tool_call_id: "call_1", content: "noon" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            {
+              id: "call_2",
+              type: "function",
+              function: { name: "get_weather", arguments: "{}" },
+              extra_content: { google: { thought_signature: "c2lnLTE=" } }
+            }
+          ]
+        }
+      ]
+    })
+    const modelTurns = (model: string) =>
+      (Gemini.toGemini(history, model) as { contents: Array<{ role: string; parts: Array<unknown> }> }).contents
+        .filter((c) => c.role === "model")
+        .map((c) => c.parts.map((p) => (p as { thoughtSignature?: string }).thoughtSignature))
+    // Parallel calls: only the first is signed, as Gemini signs them; a call's own signature is kept.
+    for (const model of ["gemini-3-pro-preview", "models/gemini-3.1-flash", "gemini-4-argon"]) {
+      expect(modelTurns(model)).toEqual([[Gemini.SKIP_VALIDATION, undefined], ["c2lnLTE="]])
+    }
+    for (const model of ["gemini-2.5-flash", "gemma-3-27b-it", ""]) {
+      expect(modelTurns(model)).toEqual([[undefined, undefined], ["c2lnLTE="]])
+    }
+  })
+
   it("folds a thought signature into a call id in Anthropic's id alphabet, and unfolds exactly what it folded", () => {
     const signature = "c2ln+/8/vw=="
     const call = { id: "call_0", type: "function", extra_content: { google: { thought_signature: signature } } }

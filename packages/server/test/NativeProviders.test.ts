@@ -235,4 +235,44 @@ describe("gateway with a Gemini 3 upstream", () => {
         expect(refused.error?.message).toContain("thought_signature")
       }).pipe(Effect.scoped)
   )
+
+  it.live(
+    "takes over a tool loop begun on an OpenAI upstream: the unsigned call gets Google's documented stand-in",
+    () =>
+      Effect.gen(function* () {
+        const gemini = yield* Simulator.start({ dialect: "gemini", name: "gemini", completionTokens: 2 })
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [
+              { id: "openai" },
+              { id: "gemini3", provider: "gemini", baseUrl: `${gemini.url}/v1beta`, model: "gemini-3-pro-preview" }
+            ],
+            [
+              { id: "first", models: ["step-1"], upstreams: ["openai"] },
+              { id: "next", models: ["step-2"], upstreams: ["gemini3"] }
+            ]
+          )
+        )
+        const question: OpenAI.ChatCompletionMessageParam = { role: "user", content: "Weather?" }
+        const first = yield* promise(() =>
+          gateway.client.chat.completions.create({ model: "step-1", messages: [question], tools })
+        )
+        const message = first.choices[0]!.message
+        const call = message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall
+        expect(call).not.toHaveProperty("extra_content")
+        const second = yield* promise(() =>
+          gateway.client.chat.completions.create({
+            model: "step-2",
+            messages: [question, message, { role: "tool", tool_call_id: call.id, content: '{"celsius":18}' }],
+            tools
+          })
+        )
+        expect(second.choices[0]?.message.content).toBe("[gemini] lorem")
+        const sent = gemini.requests().at(-1)!.body as { contents: Array<{ parts: Array<Record<string, unknown>> }> }
+        expect(sent.contents[1]?.parts[0]).toMatchObject({
+          functionCall: { name: "get_weather" },
+          thoughtSignature: "skip_thought_signature_validator"
+        })
+      }).pipe(Effect.scoped)
+  )
 })

@@ -4,7 +4,7 @@
  */
 import { Wire } from "@sluice/core"
 import { Unsupported, parseArguments } from "./anthropicRequest.js"
-import { signatureOf } from "./geminiSignature.js"
+import { signatureOf, SKIP_VALIDATION, validatesSignatures } from "./geminiSignature.js"
 
 type Json = Record<string, unknown>
 
@@ -101,12 +101,17 @@ const toolConfigOf = (choice: unknown): Json | undefined => {
 /**
  * The `generateContent` body for an OpenAI chat request: system and developer messages as
  * `systemInstruction`; turns as `contents` (`assistant` → `model`, consecutive turns of one role
- * merged); tool calls as `functionCall` parts (with the thought signature they came with) and tool results as `functionResponse` parts (named
+ * merged); tool calls as `functionCall` parts (with the thought signature they came with, or for
+ * `model` of Gemini 3 or later the documented stand-in on a turn's first unsigned call) and tool
+ * results as `functionResponse` parts (named
  * after the call they answer); images as `inlineData` (base64) or `fileData` (URL); tools as
  * `functionDeclarations` and `tool_choice` as `toolConfig`; sampling, `max_tokens`, `stop` and `n`
  * in `generationConfig`, JSON output as `responseMimeType` + `responseSchema`.
  */
-export const toGemini = (request: Wire.ChatCompletionRequest): Json | Unsupported => {
+export const toGemini = (request: Wire.ChatCompletionRequest, model = ""): Json | Unsupported => {
+  // The first call of a turn Gemini did not make (no signature) gets the documented stand-in, where
+  // the model validates signatures: a tool loop begun on another upstream can fail over to Gemini 3.
+  const standIn = validatesSignatures(model)
   const system: Array<Json> = []
   const contents: Array<{ role: "user" | "model"; parts: Array<Json> }> = []
   /** Tool call id → function name, to name each result after its call. */
@@ -126,10 +131,10 @@ export const toGemini = (request: Wire.ChatCompletionRequest): Json | Unsupporte
         parts = partsOf(message.content)
         const calls = message["tool_calls"]
         if (!(parts instanceof Unsupported) && Array.isArray(calls)) {
-          for (const call of calls) {
+          for (const [i, call] of calls.entries()) {
             if (!isObject(call) || !isObject(call["function"])) continue
             names.set(call["id"], call["function"]["name"])
-            const signature = signatureOf(call)
+            const signature = signatureOf(call) ?? (standIn && i === 0 ? SKIP_VALIDATION : undefined)
             parts.push({
               functionCall: { name: call["function"]["name"], args: parseArguments(call["function"]["arguments"]) },
               ...(signature === undefined ? {} : { thoughtSignature: signature })

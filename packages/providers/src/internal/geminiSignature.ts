@@ -24,6 +24,16 @@ export const signatureOf = (call: unknown): string | undefined => {
   return typeof signature === "string" && signature !== "" ? signature : undefined
 }
 
+/**
+ * What Gemini takes in place of a thought signature on a function call it did not make — a history
+ * begun on another provider (a failover), or a call injected by the application: Google documents
+ * this value as skipping the validation that otherwise refuses the request with a 400.
+ */
+export const SKIP_VALIDATION = "skip_thought_signature_validator"
+
+/** Gemini 3 and later validate the signatures of function calls (2.x models do not). */
+export const validatesSignatures = (model: string): boolean => /^(?:models\/)?gemini-(?:[3-9]|\d{2,})/.test(model)
+
 /** The fields that carry `signature` on an OpenAI tool call. */
 export const signatureFields = (signature: string): Json => ({
   extra_content: { google: { thought_signature: signature } }

@@ -4,6 +4,7 @@
  */
 import type { Answer, Body, Dialect, Frames } from "./simulatorDialect.js"
 import { isObject } from "./simulatorDialect.js"
+import { SKIP_VALIDATION } from "./geminiSignature.js"
 
 const ROUTE = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|batchEmbedContents)$/
 
@@ -80,7 +81,8 @@ const missingSignature = (contents: ReadonlyArray<unknown>): string | undefined 
     if (typeof first["thoughtSignature"] !== "string") {
       return `Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call \`default_api:${name}\` , position ${i + 1}.`
     }
-    if (first["thoughtSignature"] !== signatureOf(name)) {
+    // Google's documented stand-in for a call Gemini did not make is taken as a signature.
+    if (first["thoughtSignature"] !== signatureOf(name) && first["thoughtSignature"] !== SKIP_VALIDATION) {
       return `Corrupted thought signature. Function call \`default_api:${name}\` , position ${i + 1}.`
     }
   }

@@ -4,7 +4,8 @@
 // src/internal/nursery.ts); the CLI restores the default growth once the gateway listens.
 import { setFlagsFromString } from "node:v8"
 
-if (process.execArgv.every((a) => !a.includes("semi-space"))) {
+// Left alone when the command line or NODE_OPTIONS tunes the young generation itself.
+if (![...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.includes("semi-space"))) {
   setFlagsFromString("--semi-space-growth-factor=1")
   globalThis.__sluiceNurseryHeld = true
 }

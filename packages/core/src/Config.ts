@@ -509,8 +509,9 @@ export const ServerConfig = Schema.Struct({
   /** Largest request body accepted, in bytes; larger bodies are answered 413. */
   maxBodyBytes: Schema.optionalWith(PositiveInt, { default: () => 4 * 1024 * 1024 }),
   /**
-   * Queue priority by client API key: requests bearing the key held in `apiKeyEnv` wait ahead of
-   * lower priorities. Without a match the `x-sluice-priority` header decides, else 0.
+   * Queue priority by client API key (the older form of `auth.keys[].priority`, refused beside
+   * `auth.keys`): requests bearing the key held in `apiKeyEnv` wait ahead of lower priorities;
+   * others get 0. The `x-sluice-priority` header counts only for a key with `priorityHeader: true`.
    */
   priorities: Schema.optionalWith(
     Schema.Array(Schema.Struct({ apiKeyEnv: EnvironmentVariable, priority: Schema.Number.pipe(Schema.int()) })),

@@ -36,3 +36,4 @@ const rows = await Effect.runPromise(
 )
 console.log(`Sluice strategies in the lab (${((Date.now() - started) / 1000).toFixed(0)} s)\n`)
 console.log(LabScenarios.table(rows))
+console.log(LabScenarios.hedgeTable(rows))

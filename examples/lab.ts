@@ -362,7 +362,7 @@ export const strategyTable = (minutes: number, progress: (line: string) => void 
       minutes,
       onRow: (row) => progress(`(${row.scenario}) ${row.strategy}${row.hedge === undefined ? "" : " +hedge"}`)
     }),
-    (rows) => LabScenarios.table(rows)
+    (rows) => `${LabScenarios.table(rows)}\n${LabScenarios.hedgeTable(rows)}`
   )
 
 // `npm run lab`: LAB_MINUTES simulated minutes per run (default 10).

@@ -8,6 +8,7 @@
 import type { Tracer } from "effect"
 import { Effect, Exit, FiberId, Option, Cause } from "effect"
 import type { AttemptRecord } from "./Decision.js"
+import { scoreList } from "./Decision.js"
 import { Failure } from "./Errors.js"
 import type { Exclusion, UpstreamError } from "./Errors.js"
 import type { Attempt, Guard, Outcome, Release } from "./Guard.js"
@@ -195,6 +196,7 @@ export const make = (
       if (outcome.error.status !== undefined) record.status = outcome.error.status
       record.error = outcome.error.message
     }
+    if (attempt.scores !== undefined) record.scores = attempt.scores
     request.decision.attempts.push(record)
     if (outcome._tag === "Success") {
       request.decision.inputTokens = outcome.inputTokens
@@ -299,6 +301,7 @@ export const inAttemptSpan = <A, E, R>(
       captureStackTrace: false
     }),
     (span) => {
+      if (attempt.scores !== undefined) span.attribute("sluice.strategy.scores", scoreList(attempt.scores))
       admitted.span = span
       return Effect.withParentSpan(effect, span)
     }

@@ -332,7 +332,7 @@ export const HedgeConfig = Schema.Struct({
     ),
     { exact: true }
   ),
-  /** Hedges at most this percentage of the pool's requests (counted per minute). Default 10. */
+  /** Hedges at most this percentage of the pool's requests of the last minute (a sliding window). Default 10. */
   maxExtraPercent: Schema.optionalWith(
     Schema.Number.pipe(
       Schema.filter((n) => n > 0 && n <= 100, {

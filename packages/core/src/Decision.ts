@@ -15,6 +15,11 @@ export interface AttemptRecord {
   /** The upstream's HTTP status, when it answered with an error. */
   readonly status?: number
   readonly error?: string
+  /**
+   * The scores the strategy gave the candidates when it chose this attempt's upstream (a retry's and
+   * a hedge's selection score anew); absent when the strategy returned none or a sticky session chose.
+   */
+  readonly scores?: Readonly<Record<string, number>>
 }
 
 /** A stream continued by another upstream after its upstream failed mid-stream (a pool's `stream.resume`). */
@@ -61,6 +66,7 @@ export interface Decision {
   /**
    * The scores the strategy gave upstreams on the last selection, by upstream id, when it scores
    * (what it compared: in flight per weight, milliseconds, dollars...; the strategy's docs say which).
+   * Each attempt's own are in its {@link AttemptRecord.scores}.
    */
   readonly scores: Readonly<Record<string, number>> | undefined
   /** Upstreams that were candidates on the first selection. */
@@ -137,11 +143,7 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   if (d.provider !== undefined) attributes["gen_ai.provider.name"] = d.provider
   if (d.responseModel !== undefined) attributes["gen_ai.response.model"] = d.responseModel
   if (d.sticky !== undefined) attributes["sluice.sticky"] = d.sticky
-  if (d.scores !== undefined) {
-    const scores: Array<string> = []
-    for (const id in d.scores) scores.push(`${id}=${d.scores[id]}`)
-    attributes["sluice.strategy.scores"] = scores
-  }
+  if (d.scores !== undefined) attributes["sluice.strategy.scores"] = scoreList(d.scores)
   if (d.promptTokensRules !== undefined) attributes["sluice.tokens.prompt_rules"] = d.promptTokensRules
   if (d.inputTokens !== undefined) attributes["gen_ai.usage.input_tokens"] = d.inputTokens
   if (d.outputTokens !== undefined) attributes["gen_ai.usage.output_tokens"] = d.outputTokens
@@ -155,6 +157,13 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
     if (d.hedge.reason !== undefined) attributes["sluice.hedge.reason"] = d.hedge.reason
   }
   return attributes
+}
+
+/** Scores as the `sluice.strategy.scores` span attribute lists them: `<upstream>=<score>`. */
+export const scoreList = (scores: Readonly<Record<string, number>>): Array<string> => {
+  const list: Array<string> = []
+  for (const id in scores) list.push(`${id}=${scores[id]}`)
+  return list
 }
 
 /** A decision's fields, writable while the request moves through the stages. */

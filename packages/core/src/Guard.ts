@@ -38,6 +38,8 @@ export interface Attempt extends RequestInfo {
   readonly upstream: Upstream
   /** 1-based across the whole request, fallback pools included. */
   readonly attempt: number
+  /** The scores the strategy chose this attempt's upstream by, when it scores (see `Strategy.Choice`). */
+  readonly scores?: Readonly<Record<string, number>> | undefined
 }
 
 /** How an attempt ended. */

@@ -5,7 +5,8 @@
  * pool, chosen by `Select` and admitted by `Attempt` like any other (never one without budget,
  * never a wait in the queue). The first to deliver content serves the request; the other is
  * cancelled at once, which finishes its attempt and gives its reservations back. Hedges never pass
- * `maxExtraPercent` of the pool's requests, counted per minute in the state store's `local` state.
+ * `maxExtraPercent` of the pool's requests of the last minute (a sliding window), counted in the state
+ * store's `local` state.
  * The decision says what happened (`Decision.hedge`: both upstreams, the winner, the loser and why).
  *
  * Pools without `hedge` never reach this module: `Retry` asks it only for a stream in a pool that
@@ -35,11 +36,18 @@ export interface Service {
   ) => Effect.Effect<A, UpstreamError>
 }
 
-/** Hedges and requests of a pool in the current minute (JSON, in `local` under `hedge:<pool>`). */
+/**
+ * Hedges and requests of a pool in the current minute and the one before (JSON, in `local` under
+ * `hedge:<pool>`): the budget reads them as a sliding window.
+ */
 interface Budget {
+  /** Epoch milliseconds the current minute started. */
   readonly since: number
   readonly requests: number
   readonly hedges: number
+  /** The minute before, whole; 0 when none was counted or it is older. */
+  readonly previousRequests: number
+  readonly previousHedges: number
 }
 
 /** The budget's counting period. */
@@ -91,22 +99,49 @@ class FirstContent implements Race {
   }
 }
 
+/** The budget at `now`: the minute it falls in, the one before carried over when it was the last counted. */
+const rolled = (budget: Budget | undefined, now: number): Budget => {
+  if (budget === undefined) return { since: now, requests: 0, hedges: 0, previousRequests: 0, previousHedges: 0 }
+  const minutes = Math.floor((now - budget.since) / WINDOW_MS)
+  if (minutes <= 0) return budget
+  const adjacent = minutes === 1
+  return {
+    since: budget.since + minutes * WINDOW_MS,
+    requests: 0,
+    hedges: 0,
+    previousRequests: adjacent ? budget.requests : 0,
+    previousHedges: adjacent ? budget.hedges : 0
+  }
+}
+
+/**
+ * Whether one more hedge keeps the hedges of the last minute within `maxExtraPercent` of its
+ * requests, at `now`. The last minute is estimated as a sliding window: the current minute's counts
+ * plus the share of the previous minute's that the window still covers. A fixed window would forget
+ * its requests at each minute's turn and refuse every hedge until a tenth of a minute's traffic had
+ * come again — exactly when an upstream that slowed down at a minute's turn needs them.
+ */
+const roomFor = (budget: Budget, maxExtraPercent: number, now: number): boolean => {
+  const kept = 1 - Math.min(1, Math.max(0, now - budget.since) / WINDOW_MS)
+  const requests = budget.requests + budget.previousRequests * kept
+  const hedges = budget.hedges + budget.previousHedges * kept
+  return (hedges + 1) * 100 <= maxExtraPercent * requests
+}
+
 /** Counts a request of `pool` at `now`, and a hedge of it too when `hedge` and the budget allows. */
 const count = (local: Local, pool: Pool, now: number, request: boolean, hedge: boolean): boolean =>
   local.modify<Budget, boolean>(`hedge:${pool.id}`, (current) => {
-    const budget =
-      current === undefined || now - current.since >= WINDOW_MS ? { since: now, requests: 0, hedges: 0 } : current
-    const requests = budget.requests + (request ? 1 : 0)
-    const allowed = hedge && (budget.hedges + 1) * 100 <= pool.hedge!.maxExtraPercent * requests
+    const budget = rolled(current, now)
+    const counted = request ? { ...budget, requests: budget.requests + 1 } : budget
+    const allowed = hedge && roomFor(counted, pool.hedge!.maxExtraPercent, now)
     if (!request && !allowed) return [false, budget]
-    return [allowed, { since: budget.since, requests, hedges: budget.hedges + (allowed ? 1 : 0) }]
+    return [allowed, allowed ? { ...counted, hedges: counted.hedges + 1 } : counted]
   })
 
 /** Whether the pool's budget has room for one more hedge at `now`: a read, nothing counted. */
 const allows = (local: Local, pool: Pool, now: number): boolean => {
   const budget = local.peek<Budget>(`hedge:${pool.id}`)
-  if (budget === undefined || now - budget.since >= WINDOW_MS) return false
-  return (budget.hedges + 1) * 100 <= pool.hedge!.maxExtraPercent * budget.requests
+  return budget !== undefined && roomFor(rolled(budget, now), pool.hedge!.maxExtraPercent, now)
 }
 
 /** The exit of whichever fiber of two ends first with a value, else of `first` once both have failed. */

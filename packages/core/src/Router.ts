@@ -25,6 +25,7 @@ import { Guards } from "./Guard.js"
 import * as HedgeStage from "./Hedge.js"
 import type { Prompt, RouteOptions } from "./internal/request.js"
 import * as LatencyAverage from "./internal/latency.js"
+import * as Live from "./Live.js"
 import { Request } from "./internal/request.js"
 import { prefixHashOf } from "./internal/prefix.js"
 import * as Forwarding from "./internal/forward.js"
@@ -41,7 +42,7 @@ import { Strategy, nameOf } from "./Strategy.js"
 import type { Service as TokenCounterService } from "./TokenCounter.js"
 import type { Count, Rules } from "./TokenCounter.js"
 import { TokenCounter, estimateAs, estimateText } from "./TokenCounter.js"
-import type { Pool } from "./Topology.js"
+import type { Pool, Upstream } from "./Topology.js"
 import * as Tracing from "./Tracing.js"
 import type {
   ChatCompletion,
@@ -131,6 +132,22 @@ export interface Service {
    * its streams to their first content; absent before its first. Optional for routers built elsewhere.
    */
   readonly latency?: (upstreamId: string) => Latency
+  /**
+   * What a strategy reads of `upstream` at `now` (epoch ms), as one record: attempts in flight and
+   * the tokens they reserved, decayed latencies, error rate, budget left (see `Live.Candidate`).
+   * Optional for routers built elsewhere.
+   */
+  readonly live?: (upstream: Upstream, now: number) => LiveStatus
+}
+
+/** The live view of one upstream, and whether the pipeline counts its load. */
+export interface LiveStatus extends Live.Candidate {
+  /**
+   * False when the pipeline's strategy reads no load (round robin, weighted...): attempts are then
+   * not counted, so `inFlight` and `reservedTokens` stay 0 (the rate limiter still counts requests in
+   * flight for its own limits).
+   */
+  readonly counted: boolean
 }
 
 /** Decayed averages of an upstream's latency, in milliseconds, with when each was last updated. */
@@ -322,9 +339,19 @@ export const make: Effect.Effect<Service, never, Requirements> = Effect.gen(func
         ...(answer === undefined ? {} : { answer }),
         ...(firstContent === undefined ? {} : { firstContent })
       }
-    }
+    },
+    live: liveOf(store.local, strategy.live !== false)
   })
 })
+
+/** {@link Service.live} over the state in `local`; `counted` when the strategy reads the load. */
+const liveOf = (local: StateStore["Type"]["local"], counted: boolean) => {
+  const reader = Live.make(local)
+  return (upstream: Upstream, now: number): LiveStatus => {
+    reader.now = now
+    return { ...reader.candidate(upstream), counted }
+  }
+}
 
 /** {@link Service.countTokens}: by the rules of the first enabled upstream of the model's pool. */
 const countTokens = (p: Pipeline, request: ChatCompletionRequest): Effect.Effect<Count, ModelNotFound> => {

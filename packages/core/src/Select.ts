@@ -104,7 +104,13 @@ const infoFor = (request: Request, pool: Pool): RequestInfo => ({
  * An attempt on `upstream` with the request's info (written out: a spread of it costs more, per
  * request); its prompt tokens as the upstream counts them, for its budgets.
  */
-const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number, promptTokens: number): Attempt => ({
+const attemptOf = (
+  info: RequestInfo,
+  upstream: Upstream,
+  attempt: number,
+  promptTokens: number,
+  scores: Attempt["scores"]
+): Attempt => ({
   pool: info.pool,
   model: info.model,
   promptTokens,
@@ -114,7 +120,8 @@ const attemptOf = (info: RequestInfo, upstream: Upstream, attempt: number, promp
   stream: info.stream,
   needs: info.needs,
   upstream,
-  attempt
+  attempt,
+  scores
 })
 
 /**
@@ -222,6 +229,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
   /** Sticky upstream first when it is a candidate; otherwise the strategy. */
   const choose = (request: Request, pool: Pool, info: RequestInfo, candidates: ReadonlyArray<Upstream>): Upstream => {
     const key = info.sessionKey
+    request.pass.scores = undefined
     if (pool.sticky !== undefined && key !== undefined) {
       const bound = local.get(`sticky:${pool.id}:${key}`, request.now)
       if (bound !== undefined) {
@@ -243,7 +251,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     let chosen: Upstream | undefined
     if (typeof choice === "object" && choice !== null && "scores" in choice) {
       chosen = choice.upstream
-      request.decision.scores = choice.scores
+      request.decision.scores = request.pass.scores = choice.scores
     } else chosen = choice ?? undefined
     if (chosen !== undefined && candidates.includes(chosen)) return chosen
     // A strategy's bug must not send a request where the stages excluded it (disabled, unhealthy,
@@ -296,7 +304,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     if (upstream.tokens !== undefined || decision.promptTokensRules !== undefined) {
       promptTokens = countedBy(request, upstream)
     }
-    return attemptOf(info, upstream, request.attempts + 1, promptTokens)
+    return attemptOf(info, upstream, request.attempts + 1, promptTokens, request.pass.scores)
   }
 
   const another = (request: Request): Attempt | undefined => {

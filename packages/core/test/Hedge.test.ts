@@ -223,6 +223,22 @@ describe("Hedge", () => {
     }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, maxExtraPercent: 25 }), { provider: layer })))
   })
 
+  it.effect("counts the last minute's requests at a minute's turn: a slow stream right after it is hedged", () => {
+    // Eight streams in time, then slow ones from the start of the next minute.
+    const fast: ReadonlyArray<Script> = Array.from({ length: 8 }, () => ({ contentAfterMs: 10 }))
+    const { layer } = scripted({ a: [...fast, { contentAfterMs: 1_000 }], b: [{ contentAfterMs: 10 }] })
+    return Effect.gen(function* () {
+      for (let i = 0; i < 8; i++) expect((yield* streamed("1 seconds")).routed.hedge).toBeUndefined()
+      yield* TestClock.adjust("52 seconds")
+      const hedged: Array<boolean> = []
+      for (let i = 0; i < 8; i++) hedged.push((yield* streamed("1 seconds")).routed.hedge !== undefined)
+      // Within 25% of the last minute's requests (the 8 before the turn, weighing less as the window
+      // slides past them, and these): the 1st, 2nd and 5th may hedge. A window that forgot the minute
+      // before would refuse the first three: a hedge would need 4 requests of its own minute.
+      expect(hedged.flatMap((h, i) => (h ? [i + 1] : []))).toEqual([1, 2, 5])
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, maxExtraPercent: 25 }), { provider: layer })))
+  })
+
   it.effect("serves from the hedge when the hedged attempt fails after it started, and says so", () => {
     const { layer } = scripted({ a: [{ failAfterMs: 200 }], b: [{ contentAfterMs: 300 }] })
     return Effect.gen(function* () {

@@ -45,13 +45,13 @@ const pools = [
 ]
 
 /** The router over `pools` with the rate limiter, exposing its state store. */
-const routing = (strategy: Strategy.Service, stub: Layer.Layer<Provider.Provider>) =>
+const routing = (strategy: Strategy.Service, stub: Layer.Layer<Provider.Provider>, among = pools) =>
   Router.layer.pipe(
     Layer.provide(Matcher.layer),
     Layer.provide(Guard.layer(RateLimiter.guard)),
     Layer.provide(RateLimiter.layer),
     Layer.provideMerge(
-      Layer.mergeAll(Topology.layerPools(pools), TokenCounter.layerEstimate, stub, Strategy.layer(strategy))
+      Layer.mergeAll(Topology.layerPools(among), TokenCounter.layerEstimate, stub, Strategy.layer(strategy))
     ),
     Layer.provideMerge(StateStore.layerMemory)
   )
@@ -98,6 +98,31 @@ describe("the live view of candidates", () => {
       )
     }
   )
+
+  it.effect("keeps with each attempt the scores its upstream was chosen by: a retry's are its own", () => {
+    const seen: Seen = []
+    const retrying = [Topology.pool({ id: "gpt", models: ["gpt-4o"], upstreams: [upstream("a"), upstream("b")] })]
+    return Effect.gen(function* () {
+      const router = yield* Router.Router
+      const { decision } = yield* router.chat(chatRequest())
+      expect(decision.attempts.map((a) => [a.upstream, a.outcome, a.scores])).toEqual([
+        ["a", "failure", { a: 0, b: 0 }],
+        ["b", "success", { b: 0 }]
+      ])
+      // The decision's own are the last selection's.
+      expect(decision.scores).toEqual({ b: 0 })
+    }).pipe(
+      Effect.provide(
+        routing(
+          watching(seen),
+          provider({
+            chat: (u) => (u.id === "a" ? Effect.fail(httpError("a", 503)) : Effect.succeed(answer(completion("b"))))
+          }),
+          retrying
+        )
+      )
+    )
+  })
 
   it.effect("counts a stream in flight until it ends, not just until its first content", () =>
     Effect.gen(function* () {

@@ -15,7 +15,11 @@
  * served; requests that ended in an error; requests Sluice shed with its own 429; what the upstreams
  * charged; the share of the summed capacity served while the load was offered (d); the 429s the
  * upstreams answered; the prompt-cache hit rate; the share of extra requests hedges made; and the
- * busiest upstream's load over the average.
+ * busiest upstream's load over the average. Strategies run hedged too in (a) (at the pool's p95) and
+ * (b) (at the p95, and after a fixed 400 ms); {@link hedgeTable} sets each hedged row of (b) against
+ * the same strategy unhedged, over the whole run and over the requests that arrived after the
+ * slowdown, against the issue's bar (a time-to-first-token p99 cut by 40% with at most 10% extra
+ * requests).
  *
  * The strategies come from the caller (the `Strategy` layer and its names), so this package knows
  * none by name: `npm run lab` and `npm run bench:strategies` pass `Strategies.layer()` and
@@ -28,7 +32,15 @@ import type { Row, RunOptions, Scenario } from "./internal/labScenarios.js"
 import { run as runScenario } from "./internal/labScenarios.js"
 import type { UpstreamModel } from "./Lab.js"
 
-export type { Arrival, Percentiles, Row, RunOptions, Scenario, ScenarioUpstream } from "./internal/labScenarios.js"
+export type {
+  AfterChange,
+  Arrival,
+  Percentiles,
+  Row,
+  RunOptions,
+  Scenario,
+  ScenarioUpstream
+} from "./internal/labScenarios.js"
 
 /** Runs `scenario` with the pool's strategy named `strategy`, in virtual time; see {@link Row}. */
 export const run: (scenario: Scenario, strategy: string, options: RunOptions) => Effect.Effect<Row, unknown> =
@@ -77,6 +89,9 @@ const sessionOf = (i: number, sessions: number): number => {
   return ((h ^ (h >>> 16)) >>> 0) % sessions
 }
 
+/** Milliseconds to the middle of a run of `minutes`. */
+const halfway = (minutes: number) => (minutes * 60_000) / 2
+
 /** The scenarios, (a) to (e). */
 export const scenarios: ReadonlyArray<Scenario> = [
   {
@@ -110,10 +125,11 @@ export const scenarios: ReadonlyArray<Scenario> = [
   {
     id: "b",
     title: "one upstream's latency rises tenfold halfway through",
-    upstreams: (minutes) => alike({ c: { degrade: { atMs: (minutes * 60_000) / 2, latencyMultiplier: 10 } } }),
+    upstreams: (minutes) => alike({ c: { degrade: { atMs: halfway(minutes), latencyMultiplier: 10 } } }),
     minutes: 60,
     perSecond: 4,
-    arrival: (i) => ({ request: question(i) })
+    arrival: (i) => ({ request: question(i) }),
+    change: { upstream: "c", atMs: halfway }
   },
   {
     id: "c",
@@ -162,11 +178,22 @@ export const scenarios: ReadonlyArray<Scenario> = [
   }
 ]
 
-/** The scenarios where strategies also run hedged: a long tail (a), a slow upstream (b). */
-const HEDGED: ReadonlyArray<string> = ["a", "b"]
-
 /** The hedging the lab tries in (a) and (b): at the pool's p95 time to first token, at most 10% extra requests. */
 export const hedge: SluiceConfig.HedgeConfig = { afterPercentile: 95, maxExtraPercent: 10 }
+
+/**
+ * The other hedging the lab tries in (b): at a fixed 400 ms, a third above the slowest first token
+ * of a healthy upstream (200 ms + up to 100 of jitter), as a user who knows the pool's upstreams
+ * would set it. A percentile trigger follows the pool's own times, so where more than 5% of streams
+ * are slow its p95 is a slow time, and the hedges start too late to win; a fixed delay does not.
+ */
+export const hedgeAfterMs: SluiceConfig.HedgeConfig = { afterMs: 400, maxExtraPercent: 10 }
+
+/** The scenarios where strategies also run hedged, and how: a long tail (a), a slow upstream (b). */
+const HEDGED: Readonly<Record<string, ReadonlyArray<SluiceConfig.HedgeConfig>>> = {
+  a: [hedge],
+  b: [hedge, hedgeAfterMs]
+}
 
 /** What a matrix runs. */
 export interface MatrixOptions {
@@ -178,7 +205,7 @@ export interface MatrixOptions {
   readonly scenarios?: ReadonlyArray<Scenario>
   /** Overrides every scenario's minutes. */
   readonly minutes?: number | undefined
-  /** Strategies that also run hedged in (a) and (b). Default: all of them. */
+  /** Strategies that also run hedged in (a) (at the p95) and (b) (at the p95 and after 400 ms). Default: all of them. */
   readonly hedged?: ReadonlyArray<string>
   readonly seed?: number
   /** Told of each row as it is made (for progress). */
@@ -192,8 +219,10 @@ export const matrix = (options: MatrixOptions): Effect.Effect<ReadonlyArray<Row>
     for (const strategy of options.strategies) {
       const base = { strategies: options.layer, seed: options.seed ?? 1, minutes: options.minutes }
       runs.push(() => runScenario(scenario, strategy, base))
-      if (HEDGED.includes(scenario.id) && (options.hedged ?? options.strategies).includes(strategy)) {
-        runs.push(() => runScenario(scenario, strategy, { ...base, hedge }))
+      if ((options.hedged ?? options.strategies).includes(strategy)) {
+        for (const config of HEDGED[scenario.id] ?? []) {
+          runs.push(() => runScenario(scenario, strategy, { ...base, hedge: config }))
+        }
       }
     }
   }
@@ -254,6 +283,93 @@ export const table = (rows: ReadonlyArray<Row>, among: ReadonlyArray<Scenario> =
       "",
       line(COLUMNS),
       `|${widths.map((w, i) => (i === 0 ? `:${"-".repeat(w + 1)}` : `${"-".repeat(w + 1)}:`)).join("|")}|`,
+      ...body.map(line),
+      ""
+    )
+  }
+  return out.join("\n")
+}
+
+/** The issue's bar for hedging: a time-to-first-token p99 cut by at least this share... */
+const BAR_CUT = 0.4
+/** ...with at most this share of extra requests. */
+const BAR_EXTRA = 0.1
+
+const HEDGE_COLUMNS = [
+  "strategy",
+  "hedge",
+  "TTFT p99",
+  "hedged",
+  "cut",
+  "after change p99",
+  "hedged",
+  "cut",
+  "p99.9",
+  "hedged",
+  "extra",
+  "won",
+  "changed upstream's share after",
+  "bar: run",
+  "after change"
+] as const
+
+const cut = (before: number, after: number) => (before > 0 ? 1 - after / before : NaN)
+/** A cut as a change: `-78%` for a cut of 78%, `+1%` for a rise, `0%` for less than half a percent. */
+const signed = (n: number) => {
+  if (Number.isNaN(n)) return "-"
+  const points = Math.round(n * 100)
+  return points === 0 ? "0%" : `${points > 0 ? "-" : "+"}${Math.abs(points)}%`
+}
+const verdict = (reduction: number, extra: number) =>
+  reduction >= BAR_CUT && extra <= BAR_EXTRA ? "met" : extra > BAR_EXTRA ? "not met: extra" : "not met"
+
+/**
+ * The hedging bar, per hedged row of a scenario with a change ((b)): its time to first token against
+ * the same strategy's unhedged row, over the whole run and over the requests after the change, the
+ * extra requests, the hedges that won, the share of streams the changed upstream still served after
+ * the change (unhedged → hedged), and whether the cut reaches 40% with at most 10% extra requests.
+ * Markdown, one table per scenario; empty when no row fits.
+ */
+export const hedgeTable = (rows: ReadonlyArray<Row>, among: ReadonlyArray<Scenario> = scenarios): string => {
+  const out: Array<string> = []
+  for (const scenario of among) {
+    if (scenario.change === undefined) continue
+    const body: Array<ReadonlyArray<string>> = []
+    for (const row of rows) {
+      if (row.scenario !== scenario.id || row.hedge === undefined) continue
+      const plain = rows.find(
+        (r) => r.scenario === row.scenario && r.strategy === row.strategy && r.hedge === undefined
+      )
+      if (plain === undefined || plain.afterChange === undefined || row.afterChange === undefined) continue
+      const whole = cut(plain.firstToken.p99, row.firstToken.p99)
+      const later = cut(plain.afterChange.firstToken.p99, row.afterChange.firstToken.p99)
+      body.push([
+        row.strategy,
+        row.hedge,
+        ms(plain.firstToken.p99),
+        ms(row.firstToken.p99),
+        signed(whole),
+        ms(plain.afterChange.firstToken.p99),
+        ms(row.afterChange.firstToken.p99),
+        signed(later),
+        ms(plain.firstToken.p999),
+        ms(row.firstToken.p999),
+        percent(row.hedgedShare),
+        `${row.hedgesWon}`,
+        `${percent(plain.afterChange.changedShare)} → ${percent(row.afterChange.changedShare)}`,
+        verdict(whole, row.hedgedShare),
+        verdict(later, row.hedgedShare)
+      ])
+    }
+    if (body.length === 0) continue
+    const widths = HEDGE_COLUMNS.map((c, i) => Math.max(c.length, ...body.map((r) => r[i]!.length)))
+    const line = (r: ReadonlyArray<string>) =>
+      `| ${r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ")} |`
+    out.push(
+      `(${scenario.id}) hedging: time to first token cut by ${BAR_CUT * 100}% or more with at most ${BAR_EXTRA * 100}% extra requests, against the same strategy unhedged; "after change": requests that arrived once '${scenario.change.upstream}' had changed`,
+      "",
+      line(HEDGE_COLUMNS),
+      `|${widths.map((w, i) => (i < 2 ? `:${"-".repeat(w + 1)}` : `${"-".repeat(w + 1)}:`)).join("|")}|`,
       ...body.map(line),
       ""
     )

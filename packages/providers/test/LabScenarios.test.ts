@@ -82,6 +82,32 @@ describe("LabScenarios", () => {
     })
   )
 
+  it.effect(
+    "(b) tells what came after its upstream slowed down, and the hedging table sets each hedged row against the unhedged one",
+    () =>
+      Effect.gen(function* () {
+        const plain = yield* run("b")
+        const hedged = yield* run("b", { hedge: LabScenarios.hedgeAfterMs })
+        // A rotation over three upstreams: a third of the streams after the change came from the slow one.
+        expect(plain.afterChange!.changedShare).toBeCloseTo(1 / 3, 2)
+        expect(plain.afterChange!.firstToken.p99).toBeGreaterThan(2_000)
+        // Hedges after 400 ms that won moved streams away from it, within the budget.
+        expect(hedged.hedgesWon).toBeGreaterThan(0)
+        expect(hedged.hedgesWon).toBeLessThanOrEqual(Math.round(hedged.hedgedShare * hedged.offered))
+        expect(hedged.afterChange!.changedShare).toBeLessThan(plain.afterChange!.changedShare)
+        expect(hedged.hedgedShare).toBeLessThanOrEqual(0.1)
+        expect((yield* run("a")).afterChange).toBeUndefined()
+        const table = LabScenarios.hedgeTable([plain, hedged])
+        const row = table.split("\n").find((line) => line.startsWith("| rotate"))!
+        const cells = row.split("|").map((cell) => cell.trim())
+        expect(cells[2]).toBe("400ms ≤10%")
+        expect(cells[3]).toBe(`${Math.round(plain.firstToken.p99)}`)
+        expect(cells[6]).toBe(`${Math.round(plain.afterChange!.firstToken.p99)}`)
+        // A third of the streams stays slow beyond what 10% of hedges can rescue.
+        expect(cells.slice(-3, -1)).toEqual(["not met", "not met"])
+      })
+  )
+
   it.effect("(e) counts prompt-cache hits over lookups", () =>
     Effect.gen(function* () {
       const row = yield* run("e")

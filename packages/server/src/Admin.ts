@@ -78,17 +78,41 @@ const decodeEdited = (payload: unknown, running: SluiceConfig.ConfigFile, option
   })
 
 /** An upstream's decayed latency for the status: rounded milliseconds, samples and when last updated. */
-const latencyOf = (latency: Router.Latency) => {
-  const shown = (d: NonNullable<Router.Latency["answer"]>) => ({
-    ms: Math.round(d.ms),
+const latencyOf = (latency: Router.Latency & { readonly perOutputToken?: Router.Latency["answer"] }) => {
+  const shown = (d: NonNullable<Router.Latency["answer"]>, digits = 0) => ({
+    ms: round(d.ms, digits),
     samples: d.samples,
     updatedAt: new Date(d.at).toISOString()
   })
   return {
     ...(latency.answer === undefined ? {} : { answer: shown(latency.answer) }),
-    ...(latency.firstContent === undefined ? {} : { firstContent: shown(latency.firstContent) })
+    ...(latency.firstContent === undefined ? {} : { firstContent: shown(latency.firstContent) }),
+    ...(latency.perOutputToken === undefined ? {} : { perOutputToken: shown(latency.perOutputToken, 2) })
   }
 }
+
+const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 ** digits
+
+/** What the strategies read of an upstream (see `Live`), for the status; absent when the router shows none. */
+const liveOf = (live: Router.LiveStatus | undefined) =>
+  live === undefined
+    ? {}
+    : {
+        live: {
+          counted: live.counted,
+          inFlight: live.inFlight,
+          reservedTokens: live.reservedTokens,
+          errorRate: round(live.errorRate, 4),
+          budgetLeft: round(live.budgetLeft, 4)
+        }
+      }
+
+/** The decayed latencies of a live view, as `latencyOf` takes them. */
+const liveLatency = (live: Router.LiveStatus) => ({
+  ...(live.latency === undefined ? {} : { answer: live.latency }),
+  ...(live.firstContent === undefined ? {} : { firstContent: live.firstContent }),
+  ...(live.perOutputToken === undefined ? {} : { perOutputToken: live.perOutputToken })
+})
 
 /** The state of one upstream of a generation. */
 const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstream) =>
@@ -101,6 +125,8 @@ const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstr
       ...(rpm === undefined ? {} : { requestsLeft: Math.max(0, rpm - used.requestsUsed) }),
       ...(tpm === undefined ? {} : { tokensLeft: Math.max(0, tpm - used.tokensUsed) })
     }
+    const live = generation.router.live?.(upstream, yield* Clock.currentTimeMillis)
+    const latency = live === undefined ? (generation.router.latency?.(upstream.id) ?? {}) : liveLatency(live)
     return {
       id: upstream.id,
       name: upstream.name,
@@ -115,7 +141,8 @@ const upstreamStatus = (generation: Routing.Generation, upstream: Topology.Upstr
       budget,
       inFlight: budget.inFlight,
       // Decayed averages (half-life `Router.HALF_LIFE_MS`), absent before the upstream's first answer.
-      latency: latencyOf(generation.router.latency?.(upstream.id) ?? {})
+      latency: latencyOf(latency),
+      ...liveOf(live)
     }
   })
 

@@ -97,14 +97,30 @@ export const UpstreamStatus = Schema.Struct({
   budget: Schema.Unknown,
   inFlight: Schema.Number,
   /**
-   * Decayed latency (half of an old average's weight goes every 10 s) of whole answers, and apart
-   * from that of streams to their first content: rounded ms, samples, last update. Absent before the
-   * first.
+   * Decayed latency (half of an old average's weight goes every 10 s) of whole answers, apart from
+   * that of streams to their first content, and per output token (ms to 2 decimals): rounded ms,
+   * samples, last update. Absent before the first.
    */
   latency: Schema.Struct({
     answer: Schema.optional(Decayed),
-    firstContent: Schema.optional(Decayed)
-  })
+    firstContent: Schema.optional(Decayed),
+    perOutputToken: Schema.optional(Decayed)
+  }),
+  /**
+   * What the strategies read of the upstream now (the live view): attempts in flight and the tokens
+   * they reserved (prompt + reserved completion), the decayed share of recent attempts it failed
+   * (0 to 1), and the share of its RPM / TPM budgets left (0 to 1). With `counted` false the pool's
+   * strategy reads no load, so attempts are not counted (`inFlight` above, the rate limiter's, still is).
+   */
+  live: Schema.optional(
+    Schema.Struct({
+      counted: Schema.Boolean,
+      inFlight: Schema.Number,
+      reservedTokens: Schema.Number,
+      errorRate: Schema.Number,
+      budgetLeft: Schema.Number
+    })
+  )
 })
 
 /** A pool's state. */

@@ -1,7 +1,8 @@
 /**
  * The dashboard (`/dashboard`, on when `server.admin` is set): request rate, errors, latency,
  * tokens and spend over the last hour; pools and upstreams with their health, breaker (with a reset
- * button), in flight, budget left and queue depth, disable / enable; the live decisions, each
+ * button), in flight, reserved tokens, decayed latency (whole answers, first chunk, per token), error
+ * rate, budget left and queue depth, disable / enable; the live decisions, each
  * expandable to its candidates and exclusions; the running config, redacted.
  *
  * The page is static and holds no data: it reads everything from the admin API with the admin token

@@ -94,6 +94,21 @@ const instruments = (registry: Registry) => ({
     "pool",
     "fallback"
   ]),
+  hedgesStarted: registry.counter(
+    "sluice.hedges.started",
+    "Hedges started: second attempts of a stream whose first content was late, by pool.",
+    ["pool"]
+  ),
+  hedgesWon: registry.counter(
+    "sluice.hedges.won",
+    "Hedges that delivered first content before the attempt they hedged, and served the stream, by pool.",
+    ["pool"]
+  ),
+  hedgesCancelled: registry.counter(
+    "sluice.hedges.cancelled",
+    "Attempts of a hedged stream cancelled because the other delivered first content sooner (the hedged attempt or the hedge), by pool.",
+    ["pool"]
+  ),
   exclusions: registry.counter(
     "sluice.exclusions",
     "Upstreams left out of a request's candidates, by pool, upstream and the stage that excluded them.",
@@ -215,12 +230,29 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log, mi
     }
     if (d.attempts.length > 1) m.retries.at(d.pool).update(d.attempts.length - 1)
     if (d.pools.length > 1) m.fallbacks.at(d.pools[0]!, d.pool).update(1)
+    if (d.hedge !== undefined) hedged(m, d, d.hedge)
     for (const e of d.excluded) m.exclusions.at(d.pool, e.upstream, e.stage).update(1)
     overhead.update(Math.max(0, d.durationMs - upstreamMs - d.queueWaitMs - d.backoffMs) / 1000)
     const cost = Access.costOf(upstreams, d)
     if (cost > 0) m.spend.at(d.pool, upstream, key ?? "anonymous").update(cost)
     minutes.add(d, cost)
     audit.add(d, key, cost, content)
+  }
+}
+
+/**
+ * Counts a request's hedge: started; won when the hedge delivered first; cancelled when the loser
+ * was cut off for being slower (an attempt interrupted), not when it had failed first.
+ */
+const hedged = (m: Instruments, d: Decision.Decision, hedge: Decision.Hedge): void => {
+  m.hedgesStarted.at(d.pool).update(1)
+  if (hedge.winner !== undefined && hedge.winner === hedge.hedge) m.hedgesWon.at(d.pool).update(1)
+  if (hedge.loser === undefined) return
+  for (let i = d.attempts.length - 1; i >= 0; i--) {
+    const attempt = d.attempts[i]!
+    if (attempt.upstream !== hedge.loser) continue
+    if (attempt.outcome === "interrupted") m.hedgesCancelled.at(d.pool).update(1)
+    return
   }
 }
 

@@ -10,9 +10,17 @@ const TEAM = "sk-team-0123456789abcdef"
 const env = { SLUICE_TEST_ADMIN_TOKEN: TOKEN, SLUICE_TEST_TEAM_KEY: TEAM }
 
 /** Two simulated upstreams in one pool, an embeddings pool, the admin API on, one client key. */
-const operated = (upstreams: ReadonlyArray<Record<string, unknown>> = [{ id: "a" }, { id: "b" }]) => {
+const operated = (
+  upstreams: ReadonlyArray<Record<string, unknown>> = [{ id: "a" }, { id: "b" }],
+  strategy?: string
+) => {
   const config = simulatedConfig(upstreams, [
-    { id: "chat", models: ["gpt-4o-mini"], upstreams: upstreams.map((u) => u["id"]) },
+    {
+      id: "chat",
+      models: ["gpt-4o-mini"],
+      upstreams: upstreams.map((u) => u["id"]),
+      ...(strategy === undefined ? {} : { strategy })
+    },
     { id: "embeddings", models: ["text-embedding-3-small"], upstreams: [upstreams[0]!["id"]] }
   ])
   return {
@@ -315,6 +323,51 @@ describe("admin API, end to end", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live(
+    "shows what a strategy that reads the load sees of each upstream: in flight, reserved tokens, latency per token, error rate",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(
+          operated(
+            [
+              { id: "a", simulate: { failureRate: 1 }, circuitBreaker: { failureThreshold: 2 } },
+              { id: "b", simulate: { latencyMs: 300 } }
+            ],
+            "least-connections"
+          ),
+          { env }
+        )
+        const client = gateway.clientWith(TEAM)
+        // Every request ends on b; a failed each one it was tried on.
+        expect(yield* servedBy(client, 4)).toEqual(["b"])
+        const upstreams = () =>
+          Effect.map(
+            admin(gateway, "GET", "/upstreams"),
+            (status) =>
+              // oxlint-disable-next-line typescript/no-explicit-any
+              new Map<string, any>(status.body.upstreams.map((u: { id: string }) => [u.id, u]))
+          )
+        const before = yield* upstreams()
+        const [a, b] = [before.get("a"), before.get("b")]
+        expect(a.live.counted).toBe(true)
+        expect(a.live.errorRate).toBeGreaterThan(0)
+        expect(b.live).toMatchObject({ counted: true, inFlight: 0, reservedTokens: 0, errorRate: 0 })
+        expect(b.latency.perOutputToken.samples).toBe(4)
+        expect(b.latency.perOutputToken.ms).toBeGreaterThan(0)
+        // A request on its way: counted in flight on b with what it reserved, until it is answered.
+        const pending = Effect.runPromise(servedBy(client, 1))
+        let busy: { inFlight: number; reservedTokens: number } | undefined
+        for (let i = 0; i < 100 && busy === undefined; i++) {
+          const live = (yield* upstreams()).get("b").live
+          if (live.inFlight === 1) busy = live
+          else yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+        }
+        expect(busy?.reservedTokens).toBeGreaterThan(0)
+        expect(yield* Effect.promise(() => pending)).toEqual(["b"])
+        expect((yield* upstreams()).get("b").live).toMatchObject({ inFlight: 0, reservedTokens: 0 })
+      }).pipe(Effect.scoped)
+  )
+
   it.live("shows each upstream's health, breaker and budget; resets a breaker; runs a health check now", () =>
     Effect.gen(function* () {
       const gateway = yield* startGateway(
@@ -343,6 +396,14 @@ describe("admin API, end to end", () => {
       expect(a.budget.requestsLeft).toBe(100 - a.budget.requestsUsed)
       expect(a.health.healthy).toBe(true)
       expect(a.inFlight).toBe(0)
+      // Round robin reads no load: the live view counts no attempts; the budget left is the RPM's share.
+      expect(a.live).toEqual({
+        counted: false,
+        inFlight: 0,
+        reservedTokens: 0,
+        errorRate: 0,
+        budgetLeft: a.budget.requestsLeft / 100
+      })
       // a never answered: no latency yet; b's answers are averaged (decayed latency).
       expect(a.latency).toEqual({})
       const b = status.body.upstreams.find((u: { id: string }) => u.id === "b")

@@ -103,6 +103,13 @@ describe.skipIf(!existsSync(CHROMIUM) && !CI)("dashboard in a real browser", () 
         expect(
           yield* Effect.promise(() => page.locator('tr[data-upstream="steady"] td.latency').textContent())
         ).toMatch(/^\d+ ms/)
+        // Its live view: no failures; no reserved tokens shown where the strategy counts none.
+        expect(
+          yield* Effect.promise(() => page.locator('tr[data-upstream="steady"] td.error-rate').textContent())
+        ).toBe("0.0%")
+        expect(yield* Effect.promise(() => page.locator('tr[data-upstream="steady"] td.reserved').textContent())).toBe(
+          "-"
+        )
 
         yield* Effect.promise(() =>
           page.locator('tr[data-upstream="flaky"] button', { hasText: "reset breaker" }).click()

@@ -11,7 +11,8 @@ describe("hedged streams through the gateway, with the openai SDK", () => {
           simulatedConfig(
             [
               { id: "slow", simulate: { ttftMs: 10_000, completionTokens: 4 } },
-              { id: "quick", simulate: { completionTokens: 4 } }
+              { id: "quick", simulate: { completionTokens: 4 } },
+              { id: "late", simulate: { ttftMs: 300, completionTokens: 4 } }
             ],
             [
               {
@@ -19,6 +20,14 @@ describe("hedged streams through the gateway, with the openai SDK", () => {
                 models: ["gpt-4o-mini"],
                 strategy: "priority",
                 upstreams: ["slow", "quick"],
+                hedge: { afterMs: 50, maxExtraPercent: 100 }
+              },
+              {
+                // Its hedge goes to the slow upstream and loses to the late one.
+                id: "steady",
+                models: ["gpt-4o"],
+                strategy: "priority",
+                upstreams: ["late", "slow"],
                 hedge: { afterMs: 50, maxExtraPercent: 100 }
               }
             ]
@@ -48,6 +57,33 @@ describe("hedged streams through the gateway, with the openai SDK", () => {
           "sluice.hedge.reason": "slower to first content; cancelled",
           "sluice.outcome": "success"
         })
+        const steady = yield* Effect.promise(async () => {
+          const { data, response } = await gateway.client.chat.completions
+            .create({ model: "gpt-4o", messages: [{ role: "user", content: "Hi" }], stream: true })
+            .withResponse()
+          for await (const _ of data) void _
+          return response.headers
+        })
+        expect(steady.get("x-sluice-upstream")).toBe("late")
+        expect(steady.get("x-sluice-hedge-loser")).toBe("slow")
+        // Counted by pool: in `chat` one hedge started, won, and the slow attempt was cancelled; in
+        // `steady` one started and was itself cancelled, winning nothing.
+        // A decision is counted once its stream has ended on the gateway's side: scraped until both are.
+        const hedges = yield* Effect.promise(async () => {
+          for (let i = 0; ; i++) {
+            const text = await fetch(`${gateway.url}/metrics`).then((r) => r.text())
+            const lines = text.split("\n").filter((line) => line.startsWith("sluice_hedges_"))
+            if (lines.length === 5 || i === 100) return lines
+            await new Promise((resolve) => setTimeout(resolve, 10))
+          }
+        })
+        expect(hedges).toEqual([
+          'sluice_hedges_cancelled_total{pool="chat"} 1',
+          'sluice_hedges_cancelled_total{pool="steady"} 1',
+          'sluice_hedges_started_total{pool="chat"} 1',
+          'sluice_hedges_started_total{pool="steady"} 1',
+          'sluice_hedges_won_total{pool="chat"} 1'
+        ])
       }).pipe(Effect.scoped)
   )
 })

@@ -116,7 +116,14 @@ describe("strategies that read live load, named in a config, through the gateway
       const served = yield* inTurn(8, () => ask(gateway.client))
       expect(served).toEqual(Array(8).fill(busy === "a" ? "b" : "a"))
       const route = gateway.routes().at(-1)
-      expect(listAttribute(route, "sluice.strategy.scores")).toEqual(busy === "a" ? ["a=2", "b=1"] : ["a=1", "b=2"])
+      const scores = busy === "a" ? ["a=2", "b=1"] : ["a=1", "b=2"]
+      expect(listAttribute(route, "sluice.strategy.scores")).toEqual(scores)
+      // The attempt's own span carries the scores its upstream was chosen by.
+      const attempt = gateway
+        .spans()
+        .filter((span) => span.name === "sluice.attempt")
+        .at(-1)
+      expect(listAttribute(attempt?.attributes, "sluice.strategy.scores")).toEqual(scores)
     }).pipe(Effect.scoped)
   )
 

@@ -70,6 +70,8 @@ export interface Pass {
   versions: ReadonlyArray<number> | undefined
   /** The backoff schedule's state on this pool, from its first failure on. */
   backoff: unknown
+  /** The scores the strategy returned with its last choice; undefined when it returned none (or a sticky session chose). */
+  scores: Readonly<Record<string, number>> | undefined
 }
 
 /** Decides which of a request's concurrent attempts serves it (see `Request.race`). */
@@ -225,5 +227,6 @@ const newPass = (): Pass => ({
   info: undefined,
   waitable: undefined,
   versions: undefined,
-  backoff: undefined
+  backoff: undefined,
+  scores: undefined
 })

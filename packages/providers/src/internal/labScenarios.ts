@@ -55,6 +55,12 @@ export interface Scenario {
   readonly queue?: SluiceConfig.QueueConfig
   /** Whether the upstreams' breakers run (default true). */
   readonly breakers?: boolean
+  /** An upstream that changes during the run, and when: a row also tells what came after (see {@link Row.afterChange}). */
+  readonly change?: {
+    readonly upstream: string
+    /** Milliseconds after the run started, for a run of `minutes`. */
+    readonly atMs: (minutes: number) => number
+  }
 }
 
 /** How a scenario was run. */
@@ -74,10 +80,19 @@ export interface RunOptions {
   readonly minutes?: number | undefined
 }
 
-/** Two percentiles of a distribution, in milliseconds (NaN when it has no sample). */
+/** Percentiles of a distribution, in milliseconds (NaN when it has no sample). */
 export interface Percentiles {
   readonly p50: number
   readonly p99: number
+  readonly p999: number
+}
+
+/** What the requests that arrived after a scenario's change saw (see {@link Scenario.change}). */
+export interface AfterChange {
+  /** From arrival to the first content, of the streams served. */
+  readonly firstToken: Percentiles
+  /** The share of those streams whose content came from the changed upstream (a hedge that won moves one away). */
+  readonly changedShare: number
 }
 
 /** What a run saw: one row of the table. */
@@ -106,6 +121,10 @@ export interface Row {
   readonly cacheHitRate: number | undefined
   /** Hedges started, over requests offered. */
   readonly hedgedShare: number
+  /** Hedges that delivered first content before the attempt they hedged. */
+  readonly hedgesWon: number
+  /** The requests that arrived after the scenario's change; undefined without one. */
+  readonly afterChange: AfterChange | undefined
   /** The busiest upstream's requests over the average upstream's. */
   readonly maxOverAverage: number
   /** Requests each upstream served. */
@@ -120,7 +139,7 @@ const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
 
 const percentiles = (values: Array<number>): Percentiles => {
   const sorted = values.sort((a, b) => a - b)
-  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) }
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9) }
 }
 
 /** Requests a minute the upstreams' limits allow together, for requests like the scenario's first. */
@@ -240,6 +259,22 @@ export const run = (scenario: Scenario, strategy: string, options: RunOptions): 
   )
 }
 
+/** What the streams served that arrived after the scenario's change saw; undefined without a change. */
+const afterChange = (
+  scenario: Scenario,
+  minutes: number,
+  startedAt: number,
+  served: ReadonlyArray<Outcome>
+): AfterChange | undefined => {
+  if (scenario.change === undefined) return undefined
+  const { upstream, atMs } = scenario.change
+  const after = served.filter((o) => o.decision !== undefined && o.decision.startedAt >= startedAt + atMs(minutes))
+  return {
+    firstToken: percentiles(after.map((o) => o.decision?.firstChunkMs ?? NaN)),
+    changedShare: after.filter((o) => o.decision?.upstream === upstream).length / Math.max(1, after.length)
+  }
+}
+
 /** The row of a run. */
 const summarize = (
   run: {
@@ -262,6 +297,7 @@ const summarize = (
   const capacity = capacityPerMinute(scenario, upstreams)
   const windowEnd = startedAt + minutes * 60_000
   const hedge = options.hedge
+  const hedged = outcomes.flatMap((o) => (o.decision?.hedge === undefined ? [] : [o.decision.hedge]))
   return {
     scenario: scenario.id,
     strategy,
@@ -280,7 +316,9 @@ const summarize = (
       capacity === undefined ? undefined : served.filter((o) => o.endedAt <= windowEnd).length / (capacity * minutes),
     upstream429s: stats.reduce((sum, [, s]) => sum + s.rateLimited, 0),
     cacheHitRate: lookups === 0 ? undefined : stats.reduce((sum, [, s]) => sum + s.cacheHits, 0) / lookups,
-    hedgedShare: outcomes.filter((o) => o.decision?.hedge !== undefined).length / Math.max(1, outcomes.length),
+    hedgedShare: hedged.length / Math.max(1, outcomes.length),
+    hedgesWon: hedged.filter((h) => h.winner !== undefined && h.winner === h.hedge).length,
+    afterChange: afterChange(scenario, minutes, startedAt, served),
     maxOverAverage: average === 0 ? NaN : Math.max(...counts) / average,
     servedBy: Object.fromEntries(stats.map(([id, s]) => [id, s.served]))
   }

@@ -30,7 +30,7 @@ export const html = `<!doctype html>
 <h2>Pools</h2>
 <table id="pools"><thead><tr><th>pool</th><th>strategy</th><th>upstreams</th><th>queue depth</th></tr></thead><tbody></tbody></table>
 <h2>Upstreams</h2>
-<table id="upstreams"><thead><tr><th>upstream</th><th>provider</th><th>enabled</th><th>health</th><th>breaker</th><th>in flight</th><th>latency</th><th>budget left</th><th></th></tr></thead><tbody></tbody></table>
+<table id="upstreams"><thead><tr><th>upstream</th><th>provider</th><th>enabled</th><th>health</th><th>breaker</th><th>in flight</th><th>reserved tokens</th><th>latency</th><th>error rate</th><th>budget left</th><th></th></tr></thead><tbody></tbody></table>
 <h2>Live decisions</h2>
 <div id="decisions"></div>
 <h2>Config</h2>
@@ -74,9 +74,14 @@ async function refresh() {
     cell(row, u.enabled ? "yes" : "no");
     cell(row, u.health.healthy ? "healthy" : "unhealthy", u.health.healthy ? "" : "unhealthy");
     cell(row, u.breaker.state, "breaker " + u.breaker.state);
-    cell(row, u.inFlight);
+    // The live view's counts where the strategy reads the load, else the rate limiter's in flight.
+    const live = u.live && u.live.counted ? u.live : undefined;
+    cell(row, live ? live.inFlight : u.inFlight, "in-flight");
+    cell(row, live ? live.reservedTokens : undefined, "reserved");
     const ms = (d) => d === undefined ? undefined : d.ms + " ms";
-    cell(row, [ms(u.latency.answer), u.latency.firstContent && "first chunk " + ms(u.latency.firstContent)].filter(Boolean).join(", ") || undefined, "latency");
+    cell(row, [ms(u.latency.answer), u.latency.firstContent && "first chunk " + ms(u.latency.firstContent),
+      u.latency.perOutputToken && ms(u.latency.perOutputToken) + "/token"].filter(Boolean).join(", ") || undefined, "latency");
+    cell(row, u.live ? (100 * u.live.errorRate).toFixed(1) + "%" : undefined, "error-rate");
     const left = [u.budget.requestsLeft !== undefined ? u.budget.requestsLeft + " req" : undefined,
       u.budget.tokensLeft !== undefined ? u.budget.tokensLeft + " tok" : undefined].filter(Boolean).join(", ");
     cell(row, left || "no limit");

@@ -427,7 +427,7 @@ const refuse = (res: ServerResponse, verdict: "missing" | "wrong") => {
 }
 
 /**
- * Whether a request may read what is behind the admin token (`/metrics`, the dashboard); answers
+ * Whether a request may read what is behind the admin token (`/metrics`); answers
  * 401 / 403 itself when not. Open when `token` is undefined (no `server.admin`).
  */
 export const guard = (

@@ -70,7 +70,7 @@ export const banner = Effect.gen(function* () {
       : "Open: clients need no key (no server.auth.keys).",
     config.server.admin === undefined
       ? "Admin API off (set server.admin.tokenEnv to turn it on)."
-      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json; dashboard at ${base}/dashboard#token=<token>; metrics at ${base}/metrics (with the token)`,
+      : `Admin API at ${base}/admin (token from ${config.server.admin.tokenEnv}); OpenAPI at ${base}/admin/openapi.json; dashboard at ${base}/dashboard (sign in with the token); metrics at ${base}/metrics (with the token)`,
     ""
   ]
   lines.push("Pools:")
@@ -186,8 +186,8 @@ export const gatewayOptions = (
         },
         // The address listened on stays for the process's life: a reload cannot change it.
         metrics: yield* Observe.metricsHandler(Observe.metricsGuard(token, config.server.host, access)),
-        ...(admin !== undefined
-          ? { admin, dashboard: (yield* Effect.promise(() => import("./Dashboard.js"))).make() }
+        ...(admin !== undefined && token !== undefined
+          ? { admin, dashboard: yield* (yield* Effect.promise(() => import("./Dashboard.js"))).make(token) }
           : {})
       }
     })

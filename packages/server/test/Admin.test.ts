@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
-import { Effect, Logger, Schema } from "effect"
+import { Effect, Fiber, Logger, Schema } from "effect"
 import { createHash } from "node:crypto"
+import type { ServerResponse } from "node:http"
 import type OpenAI from "openai"
 import { completionJson, simulatedConfig, startGateway, startUpstream, streamed } from "./harness.js"
 
@@ -419,6 +420,111 @@ describe("admin API, end to end", () => {
       expect(checked.body.health.lastCheckAt).toBeGreaterThan(0)
       expect((yield* admin(gateway, "POST", "/upstreams/nope/breaker/reset")).status).toBe(404)
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "shows the holds learned from an upstream's rate-limit headers and from a 429's Retry-After, and a pool's queue depth",
+    () =>
+      Effect.gen(function* () {
+        // Answers 429 with Retry-After: 120 to every request.
+        const throttling = yield* startUpstream((_request, _body, response) => {
+          response.writeHead(429, { "content-type": "application/json", "retry-after": "120" })
+          response.end(JSON.stringify({ error: { message: "slow down", type: "rate_limit_exceeded" } }))
+        })
+        // Holds every request until the test lets them go.
+        const held: Array<ServerResponse> = []
+        const holding = yield* startUpstream((_request, _body, response) => void held.push(response))
+        const release = () => {
+          for (const response of held.splice(0)) {
+            response.writeHead(200, { "content-type": "application/json" })
+            response.end(completionJson(3, 1))
+          }
+        }
+        yield* Effect.addFinalizer(() => Effect.sync(release))
+        const gateway = yield* startGateway(
+          {
+            ...simulatedConfig(
+              [
+                // Sluice is not told its budget of 2 a minute; it learns it from x-ratelimit-* headers.
+                { id: "limited", simulate: { rpm: 2 } },
+                { id: "throttling", provider: "openai-compatible", baseUrl: throttling.baseUrl },
+                { id: "spare" },
+                {
+                  id: "holding",
+                  provider: "openai-compatible",
+                  baseUrl: holding.baseUrl,
+                  limits: { maxConcurrency: 1 }
+                }
+              ],
+              [
+                { id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["limited", "spare"] },
+                { id: "throttled", models: ["throttled"], strategy: "priority", upstreams: ["throttling", "spare"] },
+                { id: "queued", models: ["queued"], upstreams: ["holding"], queue: { maxSize: 10, maxWaitMs: 30_000 } }
+              ]
+            ),
+            server: operated().server
+          },
+          { env }
+        )
+        const client = gateway.clientWith(TEAM)
+        const ask = (model: string) =>
+          Effect.promise(() =>
+            client.chat.completions
+              .create({ model, messages: [{ role: "user", content: "Hi" }] })
+              .withResponse()
+              .then(({ response }) => response.headers.get("x-sluice-upstream"))
+          )
+        const status = Effect.map(admin(gateway, "GET", "/upstreams"), (answer) => {
+          expect(answer.status).toBe(200)
+          return answer.body
+        })
+        const upstream = (body: { upstreams: ReadonlyArray<{ id: string }> }, id: string) =>
+          // A status the assertions read field by field.
+          // oxlint-disable-next-line typescript/no-explicit-any
+          body.upstreams.find((u) => u.id === id) as any
+        const before = yield* status
+        expect(upstream(before, "limited").budget).not.toHaveProperty("learnedUntil")
+        expect(upstream(before, "throttling").budget).not.toHaveProperty("blockedUntil")
+
+        // The second answer of "limited" reports 0 requests remaining for about a minute.
+        expect([yield* ask("gpt-4o-mini"), yield* ask("gpt-4o-mini")]).toEqual(["limited", "limited"])
+        // "throttling" answers 429 with Retry-After: 120; "spare" serves instead.
+        expect(yield* ask("throttled")).toBe("spare")
+        const after = yield* status
+        const limited = upstream(after, "limited").budget
+        expect(limited.remainingRequests).toBe(0)
+        expect(limited.learnedUntil - Date.now()).toBeGreaterThan(50_000)
+        expect(limited.learnedUntil - Date.now()).toBeLessThanOrEqual(60_000)
+        expect(limited).not.toHaveProperty("blockedUntil")
+        const throttled = upstream(after, "throttling").budget
+        expect(throttled.blockedUntil - Date.now()).toBeGreaterThan(110_000)
+        expect(throttled.blockedUntil - Date.now()).toBeLessThanOrEqual(120_000)
+        expect(throttled.learnedUntil).toBe(throttled.blockedUntil)
+        expect(upstream(after, "spare").budget).not.toHaveProperty("learnedUntil")
+
+        // One request at "holding", three waiting for it in the pool's queue.
+        const answers = yield* Effect.fork(
+          Effect.all(
+            Array.from({ length: 4 }, () => ask("queued")),
+            { concurrency: "unbounded" }
+          )
+        )
+        let queued: { id: string; queueDepth: number } | undefined
+        for (let i = 0; i < 300 && queued?.queueDepth !== 3; i++) {
+          if (i > 0) yield* Effect.sleep("10 millis")
+          queued = (yield* status).pools.find((p: { id: string }) => p.id === "queued")
+        }
+        expect(queued).toMatchObject({ id: "queued", queueDepth: 3 })
+        expect(held).toHaveLength(1)
+        expect(upstream(yield* status, "holding").inFlight).toBe(1)
+        // Each released answer lets the next waiting request through.
+        for (let i = 0; i < 4; i++) {
+          while (held.length === 0) yield* Effect.sleep("10 millis")
+          release()
+        }
+        expect(yield* Fiber.join(answers)).toEqual(["holding", "holding", "holding", "holding"])
+        expect((yield* status).pools.find((p: { id: string }) => p.id === "queued").queueDepth).toBe(0)
+      }).pipe(Effect.scoped)
   )
 
   it.live("lists keys without their secret, adds one (kept as its digest) and revokes it", () =>

@@ -2,9 +2,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
 import { Effect, Schema } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
+import type { IncomingMessage } from "node:http"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { chromium } from "playwright-core"
+import { Sessions } from "../src/internal/dashboardSessions.js"
 import { simulatedConfig, startGateway } from "./harness.js"
 
 /** Debian's Chromium (`apt-get install chromium`); `CHROMIUM` names another executable. */
@@ -135,14 +137,115 @@ describe.skipIf(!existsSync(CHROMIUM) && !CI)("dashboard in a real browser", () 
     60_000
   )
 
-  it.live("serves the page and uPlot, and the data only with the admin token", () =>
-    Effect.gen(function* () {
-      const gateway = yield* startGateway(config(), { env: { SLUICE_TEST_ADMIN_TOKEN: TOKEN } })
-      const page = yield* Effect.promise(() => fetch(`${gateway.url}/dashboard`))
-      expect(page.status).toBe(200)
-      expect(page.headers.get("content-type")).toMatch(/^text\/html/)
-      expect((yield* Effect.promise(() => fetch(`${gateway.url}/dashboard/uplot.js`))).status).toBe(200)
-      expect((yield* Effect.promise(() => fetch(`${gateway.url}/admin/decisions`))).status).toBe(401)
-    }).pipe(Effect.scoped)
+  it.live(
+    "asks a browser without a session for the token: a wrong one is refused, the right one opens the dashboard",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(config(), { env: { SLUICE_TEST_ADMIN_TOKEN: TOKEN } })
+        const browser = yield* Effect.acquireRelease(
+          Effect.promise(() => chromium.launch({ executablePath: CHROMIUM, args: FLAGS })),
+          (b) => Effect.promise(() => b.close())
+        )
+        const context = yield* Effect.promise(() => browser.newContext())
+        const page = yield* Effect.promise(() => context.newPage())
+        const errors: Array<string> = []
+        page.on("pageerror", (error) => errors.push(error.message))
+        const first = yield* Effect.promise(() => page.goto(`${gateway.url}/dashboard`))
+        expect(first?.status()).toBe(401)
+        expect(yield* Effect.promise(() => page.locator("#upstreams").count())).toBe(0)
+        const field = page.locator('#sign-in input[name="token"]')
+        yield* Effect.promise(() => field.fill("adm-not-the-token-0123456789"))
+        yield* Effect.promise(() => page.locator("#sign-in button").click())
+        yield* Effect.promise(() =>
+          page.locator("#problem", { hasText: "not the admin token" }).waitFor({ timeout: 5_000 })
+        )
+        expect(yield* Effect.promise(() => context.cookies())).toEqual([])
+        yield* Effect.promise(() => field.fill(TOKEN))
+        yield* Effect.promise(() => page.locator("#sign-in button").click())
+        yield* Effect.promise(() => page.waitForSelector("body[data-ready=true]", { timeout: 10_000 }))
+        yield* Effect.promise(() => page.locator('tr[data-upstream="steady"]').waitFor({ timeout: 5_000 }))
+        // The session is a cookie script cannot read, for the dashboard only, and not the token.
+        const [cookie, ...others] = yield* Effect.promise(() => context.cookies())
+        expect(others).toEqual([])
+        expect(cookie).toMatchObject({
+          name: "sluice-dashboard",
+          path: "/dashboard",
+          httpOnly: true,
+          sameSite: "Strict"
+        })
+        expect(cookie!.value).not.toContain(TOKEN)
+        // Reloaded, the page is served by the session.
+        const again = yield* Effect.promise(() => page.reload())
+        expect(again?.status()).toBe(200)
+        expect(errors).toEqual([])
+      }).pipe(Effect.scoped),
+    60_000
   )
+
+  it.live(
+    "serves the page and uPlot only to a session opened with the admin token, a sign-in form otherwise; the session does not open the admin API",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(config(), { env: { SLUICE_TEST_ADMIN_TOKEN: TOKEN } })
+        const get = (path: string, cookie?: string) =>
+          Effect.promise(async () => {
+            const response = await fetch(`${gateway.url}${path}`, cookie === undefined ? {} : { headers: { cookie } })
+            return { status: response.status, type: response.headers.get("content-type"), body: await response.text() }
+          })
+        const signIn = (authorization?: string) =>
+          Effect.promise(() =>
+            fetch(`${gateway.url}/dashboard/session`, {
+              method: "POST",
+              headers: authorization === undefined ? {} : { authorization }
+            }).then((r) => ({ status: r.status, cookie: r.headers.get("set-cookie") }))
+          )
+        // Without a session: the sign-in form, not the dashboard, and not uPlot either.
+        const form = yield* get("/dashboard")
+        expect(form.status).toBe(401)
+        expect(form.type).toMatch(/^text\/html/)
+        expect(form.body).toContain('id="sign-in"')
+        expect(form.body).not.toContain('id="upstreams"')
+        expect((yield* get("/dashboard/uplot.js")).status).toBe(401)
+        expect((yield* get("/dashboard/sign-in")).status).toBe(200)
+        // A session only for the admin token.
+        expect(yield* signIn()).toEqual({ status: 401, cookie: null })
+        expect(yield* signIn("Bearer adm-not-the-token-0123456789")).toEqual({ status: 403, cookie: null })
+        const opened = yield* signIn(`Bearer ${TOKEN}`)
+        expect(opened.status).toBe(204)
+        expect(opened.cookie).toMatch(
+          /^sluice-dashboard=[A-Za-z0-9_-]{43}; Path=\/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200$/
+        )
+        const cookie = opened.cookie!.split(";")[0]!
+        const page = yield* get("/dashboard", cookie)
+        expect(page.status).toBe(200)
+        expect(page.body).toContain('id="upstreams"')
+        expect((yield* get("/dashboard/uplot.js", cookie)).status).toBe(200)
+        expect((yield* get("/dashboard", "sluice-dashboard=made-up")).status).toBe(401)
+        // The data still wants the token itself.
+        expect((yield* get("/admin/decisions", cookie)).status).toBe(401)
+      }).pipe(Effect.scoped)
+  )
+})
+
+describe("dashboard sessions", () => {
+  it("end 12 hours after sign-in", () => {
+    let now = 0
+    const sessions = new Sessions(() => now)
+    const id = sessions.open()
+    const request = (cookie: string) => ({ headers: { cookie } }) as unknown as IncomingMessage
+    expect(sessions.admits(request(`other=1; sluice-dashboard=${id}`))).toBe(true)
+    now = 12 * 60 * 60_000 - 1
+    expect(sessions.admits(request(`sluice-dashboard=${id}`))).toBe(true)
+    now += 1
+    expect(sessions.admits(request(`sluice-dashboard=${id}`))).toBe(false)
+  })
+
+  it("keep the newest 1,000: the oldest is signed out first", () => {
+    const sessions = new Sessions(() => 0)
+    const request = (id: string) => ({ headers: { cookie: `sluice-dashboard=${id}` } }) as unknown as IncomingMessage
+    const ids = Array.from({ length: 1_001 }, () => sessions.open())
+    expect(sessions.admits(request(ids[0]!))).toBe(false)
+    expect(sessions.admits(request(ids[1]!))).toBe(true)
+    expect(sessions.admits(request(ids[1_000]!))).toBe(true)
+  })
 })

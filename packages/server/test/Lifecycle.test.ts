@@ -345,7 +345,46 @@ describe("readiness while draining (the bin)", () => {
 
 describe("reload (the bin)", () => {
   it.live(
-    "SIGHUP swaps in a changed file, refuses an invalid one keeping the running config, and --watch reloads on change",
+    "without --watch a changed file waits for SIGHUP, which swaps it in; an invalid file on SIGHUP is refused and the running config stays",
+    () =>
+      Effect.gen(function* () {
+        const file = yield* configFile(streaming(0, 3, 0))
+        const gateway = yield* serve(["--config", file.path])
+        const client = clientOf(gateway.url)
+        const ask = (model: string) =>
+          client.chat.completions.create({ model, messages: [{ role: "user", content: "Hi" }] }).then(
+            () => "ok",
+            (error: unknown) => String((error as { status?: number }).status)
+          )
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("404")
+        // Nothing watches the file: the change alone is not served.
+        file.write(streaming(0, 3, 0, ["gpt-4o-mini", "gpt-4o"]))
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("404")
+        gateway.child.kill("SIGHUP")
+        yield* Effect.promise(() => gateway.waitFor(/generation 2 serves new requests/))
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")
+        expect(yield* Effect.promise(() => ask("gpt-4o-mini"))).toBe("ok")
+        // An invalid file is refused with its problems by path; generation 2 keeps serving.
+        file.write(streaming(0, 3, 0).replace("id: sim,", "id: sim, weight: -3,"))
+        gateway.child.kill("SIGHUP")
+        yield* Effect.promise(() => gateway.waitFor(/reload refused, the running config stays/))
+        expect(gateway.output()).toContain("upstreams[0].weight")
+        expect(gateway.output()).not.toContain("generation 3")
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")
+        // The refused file is not half-applied either: once fixed, the next SIGHUP swaps it in.
+        file.write(streaming(0, 3, 0, ["gpt-4o-mini", "gpt-4.1"]))
+        gateway.child.kill("SIGHUP")
+        yield* Effect.promise(() => gateway.waitFor(/generation 3 serves new requests/))
+        expect(yield* Effect.promise(() => ask("gpt-4.1"))).toBe("ok")
+        expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("404")
+        expect(gateway.child.exitCode).toBeNull()
+        expect(gateway.child.signalCode).toBeNull()
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "--watch reloads a changed file without a signal; an invalid one is refused with its problems and the running config stays",
     () =>
       Effect.gen(function* () {
         const file = yield* configFile(streaming(0, 3, 0))
@@ -363,7 +402,6 @@ describe("reload (the bin)", () => {
         expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")
         // An invalid file is refused, with its problems, and the running config stays.
         file.write(streaming(0, 3, 0).replace("id: sim,", "id: sim, weight: -3,"))
-        gateway.child.kill("SIGHUP")
         yield* Effect.promise(() => gateway.waitFor(/reload refused, the running config stays/))
         expect(gateway.output()).toContain("upstreams[0].weight")
         expect(yield* Effect.promise(() => ask("gpt-4o"))).toBe("ok")

@@ -148,6 +148,26 @@ describe("logs", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("logs an opened breaker and a drain at WARN", () =>
+    Effect.gen(function* () {
+      // The gateway's scope closes inside the test, so its drain is logged before the assertions.
+      const lines = yield* Effect.gen(function* () {
+        const started = yield* logged({ format: "json" }, {}, { drainMs: 5_000 })
+        yield* ask(started.gateway, "f1")
+        return started.lines
+      }).pipe(Effect.scoped)
+      const parsed = lines
+        .flatMap((l) => l.split("\n"))
+        .map((l) => JSON.parse(l) as { logLevel: string; message: unknown })
+        .filter((p) => typeof p.message === "string")
+        .map((p) => [p.logLevel, p.message as string] as const)
+      const opened = parsed.filter(([, message]) => message.startsWith("circuit for upstream fragile1 opened"))
+      expect(opened.map(([level]) => level)).toEqual(["WARN"])
+      const draining = parsed.filter(([, message]) => message.startsWith("draining: "))
+      expect(draining).toEqual([["WARN", "draining: 0 requests in flight may take up to 5000 ms to finish"]])
+    })
+  )
+
   it.live("writes tracing's own lines through the configured logger, as JSON when asked", () =>
     Effect.gen(function* () {
       const { gateway, lines } = yield* tracingLogged({ format: "json" })

@@ -3,6 +3,9 @@ import { Config } from "@sluice/core"
 import { Effect, Fiber, Schema } from "effect"
 import OpenAI from "openai"
 import type { ServerResponse } from "node:http"
+import { createServer } from "node:http"
+import { createRequire } from "node:module"
+import type { AddressInfo } from "node:net"
 import { completionJson, eventually, simulatedConfig, startGateway, startUpstream } from "./harness.js"
 
 type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
@@ -392,7 +395,111 @@ const at = (list: ReadonlyArray<Point>, labels: Record<string, string>) =>
       p.attributes.every((a) => labels[a.key] === a.value.stringValue)
   )
 
+/** The decoder of an OTLP metrics export, generated from opentelemetry-proto by OpenTelemetry JS. */
+interface ProtoMessage {
+  readonly decode: (bytes: Uint8Array) => unknown
+  readonly toObject: (message: unknown, options: Record<string, unknown>) => Record<string, unknown>
+}
+const ExportMetricsServiceRequest = (
+  createRequire(import.meta.url)("@opentelemetry/otlp-transformer/build/src/generated/root.js") as {
+    opentelemetry: { proto: { collector: { metrics: { v1: { ExportMetricsServiceRequest: ProtoMessage } } } } }
+  }
+).opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest
+
+/** An OTLP protobuf metrics export in its OTLP/JSON shape (64-bit integers as numbers, enums as numbers). */
+const decodeMetrics = (bytes: Uint8Array) =>
+  ExportMetricsServiceRequest.toObject(ExportMetricsServiceRequest.decode(bytes), { longs: Number, arrays: true })
+
+/** A fake OTLP collector keeping each request's path, content type and raw body. */
+const protobufCollector = Effect.gen(function* () {
+  const received: Array<{ path: string; type: string; body: Uint8Array }> = []
+  const server = createServer((request, response) => {
+    const chunks: Array<Buffer> = []
+    request.on("data", (chunk: Buffer) => chunks.push(chunk))
+    request.on("end", () => {
+      received.push({
+        path: request.url ?? "",
+        type: request.headers["content-type"] ?? "",
+        body: Buffer.concat(chunks)
+      })
+      response.writeHead(200, { "content-type": "application/x-protobuf" })
+      response.end()
+    })
+  })
+  yield* Effect.acquireRelease(
+    Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+    () =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      })
+  )
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/metrics`, received }
+})
+
 describe("metrics over OTLP", () => {
+  it.live(
+    "sends protobuf that decodes with OpenTelemetry's own proto definitions: the metric names and the counts of known traffic",
+    () =>
+      Effect.gen(function* () {
+        const c = yield* protobufCollector
+        const gateway = yield* startGateway(config(), {
+          env: {
+            OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: c.url,
+            OTEL_SERVICE_NAME: "sluice-protobuf-test",
+            OTEL_METRIC_EXPORT_INTERVAL: "20"
+          }
+        })
+        for (let i = 0; i < 3; i++) expect(yield* chat(gateway, "gpt-4o-mini")).toBe("ok")
+        expect(yield* chat(gateway, "flaky-model")).toBe("ok")
+        // The first export after the fourth answer counts all four.
+        const sent = yield* eventually(() => {
+          const last = c.received.at(-1)
+          if (last === undefined) return undefined
+          const document = decodeMetrics(last.body)
+          return at(points(document, "sluice.requests"), REQUESTS)?.asDouble === 4 ? { ...last, document } : undefined
+        })
+        expect(sent.type).toBe("application/x-protobuf")
+        const { document } = sent
+        const resource = (document as { resourceMetrics: Array<{ resource: { attributes: Point["attributes"] } }> })
+          .resourceMetrics[0]!.resource.attributes
+        expect(Object.fromEntries(resource.map((a) => [a.key, a.value.stringValue]))).toMatchObject({
+          "service.name": "sluice-protobuf-test",
+          "service.version": "0.1.0"
+        })
+        const names = (
+          document as { resourceMetrics: Array<{ scopeMetrics: Array<{ metrics: Array<{ name: string }> }> }> }
+        ).resourceMetrics.flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics.map((m) => m.name)))
+        expect(names).toEqual(
+          expect.arrayContaining([
+            "sluice.requests",
+            "sluice.attempts",
+            "sluice.fallbacks",
+            "sluice.queue.depth",
+            "sluice.breaker.state",
+            "gen_ai.client.token.usage",
+            "gen_ai.client.operation.duration"
+          ])
+        )
+        expect(new Set(names).size).toBe(names.length)
+        // Counters: the failed attempt and the fallback it caused, once each.
+        expect(
+          at(points(document, "sluice.attempts"), { pool: "flaky", upstream: "broken", outcome: "failure" })?.asDouble
+        ).toBe(1)
+        expect(at(points(document, "sluice.fallbacks"), { pool: "flaky", fallback: "chat" })?.asDouble).toBe(1)
+        // A histogram: four answers of 10 output tokens, all in the bucket above 4 and up to 16.
+        const usage = at(points(document, "gen_ai.client.token.usage"), {
+          "gen_ai.operation.name": "chat",
+          "gen_ai.provider.name": "simulated",
+          "gen_ai.request.model": "gpt-4o-mini",
+          "gen_ai.token.type": "output"
+        })
+        expect(usage?.count).toBe(3)
+        expect(usage?.explicitBounds?.slice(0, 3)).toEqual([1, 4, 16])
+        expect(usage?.bucketCounts?.slice(0, 4)).toEqual([0, 0, 3, 0])
+      }).pipe(Effect.scoped)
+  )
+
   it.live("sends what /metrics shows to the collector OTEL_EXPORTER_OTLP_ENDPOINT names, every interval", () =>
     Effect.gen(function* () {
       const c = yield* collector

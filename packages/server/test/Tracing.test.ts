@@ -1,10 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
-import { Config } from "@sluice/core"
+import { Config, Health } from "@sluice/core"
 import { Effect, Schema } from "effect"
 import * as Telemetry from "../src/Telemetry.js"
-import { simulatedConfig, startGateway } from "./harness.js"
+import { eventually, simulatedConfig, startGateway } from "./harness.js"
 
 const childrenOf = (spans: ReadonlyArray<ReadableSpan>, parent: ReadableSpan) =>
   spans.filter((s) => s.parentSpanContext?.spanId === parent.spanContext().spanId)
@@ -157,6 +157,121 @@ describe("decision tracing", () => {
       expect(attempt?.attributes["sluice.attempt.outcome"]).toBe("failure")
       expect(attempt?.status.code).toBe(2)
     }).pipe(Effect.scoped)
+  )
+
+  it.live("records a stream's time to first chunk on its route span, and none on a whole answer", () =>
+    Effect.gen(function* () {
+      const exporter = new InMemorySpanExporter()
+      // The first chunk comes 50 ms after the upstream was asked, at the earliest.
+      const config = simulatedConfig(
+        [{ id: "a", simulate: { ttftMs: 50, completionTokens: 3 } }],
+        [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }]
+      )
+      const { client } = yield* startGateway(config, { telemetry: Telemetry.layerExporter(exporter) })
+      yield* Effect.promise(async () => {
+        const stream = await client.chat.completions.create({
+          model: "gpt-4o-mini",
+          messages: [{ role: "user", content: "Hi" }],
+          stream: true
+        })
+        for await (const _ of stream) {
+          // read to the end
+        }
+      })
+      yield* Effect.promise(() =>
+        client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+      )
+      const routes = exporter.getFinishedSpans().filter((s) => s.name === "sluice.route")
+      expect(routes.map((r) => r.attributes["sluice.stream"])).toEqual([true, false])
+      const [streamed, whole] = routes
+      const firstChunk = streamed!.attributes["sluice.time_to_first_chunk_ms"]
+      expect(typeof firstChunk).toBe("number")
+      // Counted from routing to the first content, which the upstream held back for 50 ms.
+      expect(firstChunk).toBeGreaterThanOrEqual(50)
+      expect(whole!.attributes).not.toHaveProperty("sluice.time_to_first_chunk_ms")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "exports no request or response header as a span attribute: not of health checks, the admin API or upstream calls",
+    () =>
+      Effect.gen(function* () {
+        const exporter = new InMemorySpanExporter()
+        const token = "adm-token-0123456789abcdef"
+        const config = simulatedConfig(
+          [{ id: "a", healthCheck: { type: "http", intervalMs: 20 } }],
+          [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }],
+          { admin: { tokenEnv: "SLUICE_TEST_ADMIN" }, tracing: { healthChecks: 1 } }
+        )
+        const gateway = yield* startGateway(config, {
+          telemetry: Telemetry.layerExporter(exporter, config.server.tracing),
+          env: { SLUICE_TEST_ADMIN: token }
+        })
+        const status = yield* Effect.promise(() =>
+          fetch(`${gateway.url}/admin/upstreams`, { headers: { authorization: `Bearer ${token}` } })
+        )
+        expect(status.status).toBe(200)
+        yield* Effect.promise(() =>
+          gateway.client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+        )
+        const health = gateway.service(Health.Health)
+        yield* eventually(() => (Effect.runSync(health.status("a")).consecutiveSuccesses >= 3 ? true : undefined))
+        const spans = exporter.getFinishedSpans()
+        // Each is traced with its other HTTP attributes: a health check's GET, the admin API's
+        // request, the upstream call.
+        const check = spans.find((s) => s.name === "http.client GET")
+        expect(check?.attributes).toMatchObject({ "http.request.method": "GET", "http.response.status_code": 200 })
+        expect(String(check?.attributes["url.full"])).toMatch(/\/health$/)
+        const admin = spans.find((s) => s.name === "http.server GET")
+        expect(admin?.attributes).toMatchObject({ "url.path": "/admin/upstreams", "http.response.status_code": 200 })
+        const call = spans.find((s) => s.name === "http.client POST")
+        expect(call?.attributes).toMatchObject({ "http.request.method": "POST", "http.response.status_code": 200 })
+        // No header of either direction, on these or any other span.
+        const headers = spans.flatMap((s) =>
+          Object.keys(s.attributes)
+            .filter((k) => k.startsWith("http.request.header.") || k.startsWith("http.response.header."))
+            .map((k) => `${s.name}: ${k}`)
+        )
+        expect(headers).toEqual([])
+      }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "traces health checks as root traces of their own at server.tracing.healthChecks: all at 1, some at 0.5, none by default",
+    () =>
+      Effect.gen(function* () {
+        /** The root spans of health checks once `checks` have succeeded, and how many had by then. */
+        const traced = (healthChecks: number | undefined, checks: number) =>
+          Effect.gen(function* () {
+            const exporter = new InMemorySpanExporter()
+            const config = simulatedConfig(
+              [{ id: "a", healthCheck: { type: "http", intervalMs: 10 } }],
+              [{ id: "chat", models: ["gpt-4o-mini"], upstreams: ["a"] }],
+              healthChecks === undefined ? {} : { tracing: { healthChecks } }
+            )
+            const gateway = yield* startGateway(config, {
+              telemetry: Telemetry.layerExporter(exporter, config.server.tracing)
+            })
+            const health = gateway.service(Health.Health)
+            const ran = yield* eventually(() => {
+              const n = Effect.runSync(health.status("a")).consecutiveSuccesses
+              return n >= checks ? n : undefined
+            })
+            const roots = exporter
+              .getFinishedSpans()
+              .filter((s) => s.parentSpanContext === undefined && s.name.startsWith("http.client"))
+            return { roots, ran }
+          }).pipe(Effect.scoped)
+        const all = yield* traced(1, 3)
+        // Each finished check is a trace (the last may still be ending when counted).
+        expect(all.roots.length).toBeGreaterThanOrEqual(all.ran - 1)
+        for (const check of all.roots) expect(String(check.attributes["url.full"])).toMatch(/\/health$/)
+        // At 0.5, by trace id: of 40 checks, neither none nor all (each way a chance of 2^-40).
+        const half = yield* traced(0.5, 40)
+        expect(half.roots.length).toBeGreaterThan(0)
+        expect(half.roots.length).toBeLessThan(half.ran - 1)
+        expect((yield* traced(undefined, 3)).roots).toEqual([])
+      }).pipe(Effect.scoped)
   )
 
   it.live("never puts an API key on a span", () =>

@@ -1,7 +1,7 @@
 /**
  * The dashboard's page: plain HTML and a script, no build step. It holds no data itself: everything
- * it shows comes from the admin API, called with the admin token (taken from `#token=` in the URL,
- * then kept in the tab's session storage). Charts are uPlot, served by the gateway next to the page,
+ * it shows comes from the admin API, called with the admin token (kept in the tab's session storage
+ * by the sign-in form, or taken from `#token=` in the URL). Charts are uPlot, served by the gateway next to the page,
  * drawn from the server's per-minute totals (`/admin/stats`) so they cover the whole hour however
  * few decisions the audit log keeps.
  */
@@ -40,8 +40,9 @@ export const html = `<!doctype html>
 "use strict";
 const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get("token")) { sessionStorage.setItem("sluice-token", hash.get("token")); history.replaceState(null, "", location.pathname); }
-const token = sessionStorage.getItem("sluice-token") || prompt("Sluice admin token") || "";
-sessionStorage.setItem("sluice-token", token);
+const token = sessionStorage.getItem("sluice-token") || "";
+// Signed in (the page was served) in another tab: this one asks for the token again.
+if (token === "") location.replace("/dashboard/sign-in");
 const headers = { authorization: "Bearer " + token };
 const api = async (path, init) => {
   const response = await fetch("/admin" + path, { ...init, headers });
@@ -172,6 +173,55 @@ async function start() {
   } catch (e) { problem(e); }
 }
 start();
+</script>
+</body>
+</html>
+`
+
+/**
+ * The sign-in form served instead of the dashboard to a browser without a session: it sends the
+ * token to `POST /dashboard/session` for the session cookie, keeps it in the tab's session storage
+ * for the admin API calls, and opens the dashboard. `#token=` in the URL signs in without typing.
+ */
+export const signIn = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Sluice dashboard: sign in</title>
+<style>
+  body { font: 14px system-ui, sans-serif; margin: 1rem 2rem; color: #222; }
+  h1 { font-size: 1.3rem; } .error { color: #b00; } input { width: 24rem; }
+</style>
+</head>
+<body>
+<h1>Sluice dashboard</h1>
+<form id="sign-in">
+<label>Admin token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<button type="submit">Sign in</button>
+</form>
+<p id="problem" class="error"></p>
+<script>
+"use strict";
+const signIn = async (token) => {
+  const response = await fetch("/dashboard/session", { method: "POST", headers: { authorization: "Bearer " + token } });
+  if (!response.ok) {
+    document.getElementById("problem").textContent =
+      response.status === 403 ? "That is not the admin token." : "Signing in failed: HTTP " + response.status;
+    return;
+  }
+  sessionStorage.setItem("sluice-token", token);
+  location.replace("/dashboard");
+};
+const hash = new URLSearchParams(location.hash.slice(1));
+if (hash.get("token")) {
+  const token = hash.get("token");
+  history.replaceState(null, "", location.pathname);
+  signIn(token).catch((e) => { document.getElementById("problem").textContent = String(e); });
+}
+document.getElementById("sign-in").onsubmit = (event) => {
+  event.preventDefault();
+  signIn(String(new FormData(event.target).get("token"))).catch((e) => { document.getElementById("problem").textContent = String(e); });
+};
 </script>
 </body>
 </html>

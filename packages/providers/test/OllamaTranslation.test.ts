@@ -62,6 +62,18 @@ describe("Ollama translation", () => {
     })
   })
 
+  it("asks for JSON mode (json_object) as format: json, and for text with no format", () => {
+    const json = Ollama.toOllama(request({ response_format: { type: "json_object" } }), "llama3.2", false)
+    expect(json).toEqual({
+      model: "llama3.2",
+      stream: false,
+      messages: [{ role: "user", content: "Hi" }],
+      format: "json"
+    })
+    const text = Ollama.toOllama(request({ response_format: { type: "text" } }), "llama3.2", false)
+    expect(text).not.toHaveProperty("format")
+  })
+
   it("refuses image URLs, forced tool calls and n > 1, naming each", () => {
     const url = Ollama.toOllama(
       request({

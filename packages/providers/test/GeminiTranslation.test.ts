@@ -128,6 +128,16 @@ describe("Gemini request translation", () => {
     })
   })
 
+  it("asks for JSON mode (json_object) with responseMimeType alone, and for text with neither", () => {
+    const json = Gemini.toGemini(request({ response_format: { type: "json_object" }, temperature: 0 }))
+    expect((json as Record<string, unknown>)["generationConfig"]).toEqual({
+      temperature: 0,
+      responseMimeType: "application/json"
+    })
+    const text = Gemini.toGemini(request({ response_format: { type: "text" } }))
+    expect((text as Record<string, unknown>)["generationConfig"]).toBeUndefined()
+  })
+
   it("turns embeddings inputs into batchEmbedContents requests", () => {
     expect(
       Gemini.toGeminiEmbeddings(

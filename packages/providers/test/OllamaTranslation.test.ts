@@ -9,6 +9,21 @@ const upstream = Topology.upstream({ id: "local", provider: "ollama", baseUrl: "
 const request = (fields: Readonly<Record<string, unknown>>): Wire.ChatCompletionRequest =>
   ({ model: "llama3.2", messages: [{ role: "user", content: "Hi" }], ...fields }) as Wire.ChatCompletionRequest
 
+/** Decodes NDJSON lines until the decoder ends (a done line or a failure): the chunks and that end. */
+const decodeAll = (lines: ReadonlyArray<unknown>) => {
+  const decoder = Ollama.streamDecoder(upstream, 1700000000)
+  const events: Array<StreamEvent.StreamEvent> = []
+  let end: unknown = undefined
+  for (const line of lines) {
+    end = decoder.decode(JSON.stringify(line), events)
+    if (end !== undefined) break
+  }
+  return {
+    chunks: events.map((e) => JSON.parse(e.data) as { choices: Array<Record<string, unknown>>; usage?: unknown }),
+    end
+  }
+}
+
 describe("Ollama translation", () => {
   it("turns messages, images, tool calls and results, format and options into an /api/chat body", () => {
     const body = Ollama.toOllama(
@@ -60,6 +75,18 @@ describe("Ollama translation", () => {
       options: { temperature: 0, num_predict: 64, stop: ["\n\n"], num_ctx: 8192 },
       keep_alive: "5m"
     })
+  })
+
+  it("asks for JSON mode (json_object) as format: json, and for text with no format", () => {
+    const json = Ollama.toOllama(request({ response_format: { type: "json_object" } }), "llama3.2", false)
+    expect(json).toEqual({
+      model: "llama3.2",
+      stream: false,
+      messages: [{ role: "user", content: "Hi" }],
+      format: "json"
+    })
+    const text = Ollama.toOllama(request({ response_format: { type: "text" } }), "llama3.2", false)
+    expect(text).not.toHaveProperty("format")
   })
 
   it("refuses image URLs, forced tool calls and n > 1, naming each", () => {
@@ -157,6 +184,97 @@ describe("Ollama translation", () => {
     expect(chunks[4]?.usage).toEqual({ prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 })
     const failed = Ollama.streamDecoder(upstream, 1).decode(JSON.stringify({ error: "model 'x' not found" }), [])
     expect(failed).toMatchObject({ _tag: "UpstreamError", message: "stream error: model 'x' not found" })
+  })
+
+  it("turns streamed tool calls (each whole in its line, Ollama's done_reason stop) into indexed tool-call deltas finishing with tool_calls", () => {
+    const { chunks, end } = decodeAll([
+      {
+        model: "llama3.2",
+        message: {
+          role: "assistant",
+          content: "",
+          tool_calls: [{ function: { name: "get_weather", arguments: { city: "Tokyo" } } }]
+        },
+        done: false
+      },
+      {
+        model: "llama3.2",
+        message: {
+          role: "assistant",
+          content: "",
+          tool_calls: [{ function: { name: "get_time", arguments: { zone: "Asia/Tokyo", format: { h24: true } } } }]
+        },
+        done: false
+      },
+      {
+        model: "llama3.2",
+        message: { role: "assistant", content: "" },
+        done: true,
+        done_reason: "stop",
+        prompt_eval_count: 40,
+        eval_count: 21
+      }
+    ])
+    expect(typeof end).toBe("symbol")
+    expect(chunks.map((c) => c.choices[0] ?? null)).toEqual([
+      { index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null },
+      {
+        index: 0,
+        delta: {
+          tool_calls: [
+            {
+              index: 0,
+              id: "call_0",
+              type: "function",
+              function: { name: "get_weather", arguments: '{"city":"Tokyo"}' }
+            }
+          ]
+        },
+        logprobs: null,
+        finish_reason: null
+      },
+      {
+        index: 0,
+        delta: {
+          tool_calls: [
+            {
+              index: 1,
+              id: "call_1",
+              type: "function",
+              function: { name: "get_time", arguments: '{"zone":"Asia/Tokyo","format":{"h24":true}}' }
+            }
+          ]
+        },
+        logprobs: null,
+        finish_reason: null
+      },
+      { index: 0, delta: {}, logprobs: null, finish_reason: "tool_calls" },
+      null
+    ])
+    expect(chunks[4]?.usage).toEqual({ prompt_tokens: 40, completion_tokens: 21, total_tokens: 61 })
+  })
+
+  it("fails retryably on an error line after content has streamed, with no finish or usage chunk to look complete", () => {
+    const { chunks, end } = decodeAll([
+      { model: "llama3.2", message: { role: "assistant", content: "The" }, done: false },
+      { model: "llama3.2", message: { role: "assistant", content: " sky" }, done: false },
+      { error: "an error was encountered while running the model: unexpected EOF" },
+      // Nothing after the error is read.
+      { model: "llama3.2", message: { role: "assistant", content: "" }, done: true, done_reason: "stop" }
+    ])
+    expect(chunks.map((c) => c.choices[0]?.["delta"])).toEqual([
+      { role: "assistant", content: "" },
+      { content: "The" },
+      { content: " sky" }
+    ])
+    expect(chunks.every((c) => c.choices[0]?.["finish_reason"] === null && c.usage === undefined)).toBe(true)
+    expect(end).toMatchObject({
+      _tag: "UpstreamError",
+      upstream: "local",
+      kind: "protocol",
+      retryable: true,
+      message: "stream error: an error was encountered while running the model: unexpected EOF"
+    })
   })
 
   it("translates embeddings both ways", () => {

@@ -112,6 +112,55 @@ describe("capabilities", () => {
     }).pipe(Effect.scoped)
   )
   it.live(
+    "serves from the fallback pool what no upstream of the first pool can take, and the 400 names the upstreams of both pools when none can",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [
+              // A text-only model: it takes plain chat and nothing else.
+              { id: "llama-text", capabilities: [], simulate: { completionTokens: 2 } },
+              { id: "claude", simulate: { dialect: "anthropic", completionTokens: 2 } }
+            ],
+            [
+              { id: "local", models: ["gpt-4o-mini"], upstreams: ["llama-text"], fallback: "cloud" },
+              { id: "cloud", models: ["claude-*"], upstreams: ["claude"] }
+            ]
+          )
+        )
+        const image = yield* settle(() =>
+          gateway.client.chat.completions
+            .create({
+              model: "gpt-4o-mini",
+              messages: [{ role: "user", content: [{ type: "text", text: "What?" }, IMAGE] }]
+            })
+            .withResponse()
+        )
+        expect(image.value?.response.headers.get("x-sluice-upstream")).toBe("claude")
+        const route = gateway.routes().at(-1)
+        expect(route?.["sluice.pool"]).toBe("cloud")
+        expect(listAttribute(route, "sluice.decision.excluded")).toContain(
+          "llama-text: capabilities: simulated upstream without vision"
+        )
+        const many = yield* settle(() =>
+          gateway.client.chat.completions.create({
+            model: "gpt-4o-mini",
+            n: 2,
+            messages: [{ role: "user", content: "Hi" }]
+          })
+        )
+        expect(many.error?.status).toBe(400)
+        expect(many.error?.code).toBe("unsupported_feature")
+        expect(many.error?.message).toContain("pool 'local' or its fallbacks")
+        expect(many.error?.message).toContain("llama-text (simulated upstream without n)")
+        expect(many.error?.message).toContain("claude (anthropic upstream without n)")
+        // Neither upstream was asked what it cannot take.
+        expect(gateway.simulator("llama-text").stats().requests).toBe(0)
+        expect(gateway.simulator("claude").stats().requests).toBe(1)
+      }).pipe(Effect.scoped)
+  )
+
+  it.live(
     "sends what a native Ollama upstream cannot express (a forced tool call, an image URL, a file, logprobs) to one that can, the exclusion in the decision",
     () =>
       Effect.gen(function* () {

@@ -1,6 +1,6 @@
 /**
- * `POST /v1/messages` driven with the official `@anthropic-ai/sdk`, through pools of OpenAI- and
- * Anthropic-shaped simulated upstreams.
+ * `POST /v1/messages` driven with the official `@anthropic-ai/sdk`, through pools of OpenAI-,
+ * Anthropic-, Gemini- and Ollama-shaped simulated upstreams.
  */
 import Anthropic, { APIError, BadRequestError, NotFoundError } from "@anthropic-ai/sdk"
 import { describe, expect, it } from "@effect/vitest"
@@ -197,6 +197,97 @@ describe("POST /v1/messages with the Anthropic SDK", () => {
         expect(second.content[0]).toMatchObject({ type: "text", text: expect.stringContaining("lorem") })
       }
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "serves a message, a stream and a tool round trip from a native Ollama upstream: system prompt, num_predict, object arguments and tool_name",
+    () =>
+      Effect.gen(function* () {
+        const { client, gateway } = yield* gatewayWith([
+          { id: "local", simulate: { dialect: "ollama", completionTokens: 3 } }
+        ])
+        const sim = gateway.simulator("local")
+        const whole = yield* promise(() =>
+          client.messages.create({
+            model: "claude-sonnet-4-5",
+            max_tokens: 100,
+            system: "Be brief.",
+            messages: [{ role: "user", content: "Hi" }]
+          })
+        )
+        expect(whole).toMatchObject({
+          type: "message",
+          role: "assistant",
+          model: "claude-sonnet-4-5",
+          content: [{ type: "text", text: "[local] lorem ipsum" }],
+          stop_reason: "end_turn",
+          usage: { output_tokens: 3 }
+        })
+        expect(whole.usage.input_tokens).toBeGreaterThan(0)
+        expect(sim.requests().at(-1)).toMatchObject({
+          path: "/api/chat",
+          body: {
+            stream: false,
+            messages: [
+              { role: "system", content: "Be brief." },
+              { role: "user", content: "Hi" }
+            ],
+            options: { num_predict: 100 }
+          }
+        })
+        const { events, final, text } = yield* promise(async () => {
+          const stream = client.messages.stream({
+            model: "claude-sonnet-4-5",
+            max_tokens: 2,
+            messages: [{ role: "user", content: "Hi" }]
+          })
+          const events: Array<string> = []
+          let text = ""
+          stream.on("streamEvent", (event) => events.push(event.type))
+          stream.on("text", (delta) => (text += delta))
+          const final = await stream.finalMessage()
+          return { events, final, text }
+        })
+        expect(text).toBe("[local] lorem")
+        expect(final).toMatchObject({ content: [{ type: "text", text: "[local] lorem" }], stop_reason: "max_tokens" })
+        expect(events[0]).toBe("message_start")
+        expect(events.slice(-3)).toEqual(["content_block_stop", "message_delta", "message_stop"])
+        expect(sim.requests().at(-1)?.body).toMatchObject({ stream: true, options: { num_predict: 2 } })
+        const question: Anthropic.MessageParam = { role: "user", content: "Weather in Paris?" }
+        const first = yield* promise(() =>
+          client.messages.create({
+            model: "claude-sonnet-4-5",
+            max_tokens: 100,
+            tools: [weather],
+            messages: [question]
+          })
+        )
+        expect(first.stop_reason).toBe("tool_use")
+        const use = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === "tool_use")
+        expect(use).toMatchObject({ type: "tool_use", name: "get_weather", input: { city: "local" } })
+        const second = yield* promise(() =>
+          client.messages.create({
+            model: "claude-sonnet-4-5",
+            max_tokens: 100,
+            tools: [weather],
+            messages: [
+              question,
+              { role: "assistant", content: first.content },
+              { role: "user", content: [{ type: "tool_result", tool_use_id: use!.id, content: "18C" }] }
+            ]
+          })
+        )
+        expect(second.stop_reason).toBe("end_turn")
+        expect(second.content).toEqual([{ type: "text", text: "[local] lorem ipsum" }])
+        // Ollama was sent the call with object arguments, and the result named after the tool.
+        expect(sim.requests().at(-1)?.body).toMatchObject({
+          messages: [
+            { role: "user", content: "Weather in Paris?" },
+            { role: "assistant", tool_calls: [{ function: { name: "get_weather", arguments: { city: "local" } } }] },
+            { role: "tool", content: "18C", tool_name: "get_weather" }
+          ]
+        })
+      }).pipe(Effect.scoped)
   )
 
   it.live(

@@ -3,7 +3,7 @@ import { RateLimiter, Topology } from "@sluice/core"
 import { Effect } from "effect"
 import OpenAI from "openai"
 import type { Gateway } from "./harness.js"
-import { listAttribute, simulatedConfig, startGateway } from "./harness.js"
+import { listAttribute, simulatedConfig, startGateway, streamed } from "./harness.js"
 
 /** Settles a promise to its value or its error, so a test can assert on a rejection. */
 const settle = <A>(promise: Promise<A>) =>
@@ -55,6 +55,35 @@ describe("learning an upstream's rate limits from its headers, through the gatew
         )
       ).toBe(true)
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "learns from a Claude-shaped upstream's anthropic-ratelimit-* headers, whole and streamed, and routes elsewhere before its 429",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway(
+          simulatedConfig(
+            [{ id: "claude", simulate: { rpm: 2, dialect: "anthropic" } }, { id: "spare" }],
+            [{ id: "chat", models: ["gpt-4o-mini"], strategy: "priority", upstreams: ["claude", "spare"] }]
+          )
+        )
+        // The first answer, streamed, says "1 remaining"; the second, whole, "0 remaining until <an
+        // RFC 3339 time about 60 s away>".
+        expect((yield* streamed(gateway.client)).upstream).toBe("claude")
+        expect((yield* budgetOf(gateway, "claude")).remainingRequests).toBe(1)
+        expect(yield* ask(gateway.client)).toBe("claude")
+        const budget = yield* budgetOf(gateway, "claude")
+        expect(budget.remainingRequests).toBe(0)
+        expect(budget.learnedUntil! - Date.now()).toBeGreaterThan(55_000)
+        for (let i = 0; i < 3; i++) expect(yield* ask(gateway.client)).toBe("spare")
+        expect(gateway.simulator("claude").stats()).toMatchObject({ requests: 2, rateLimited: 0 })
+        const excluded = listAttribute(gateway.routes().at(-1), "sluice.decision.excluded")
+        expect(
+          excluded.some((e) =>
+            /^claude: rate-limiter: the upstream reported no requests remaining; resets in (5\d(\.\d)?|60)s$/.test(e)
+          )
+        ).toBe(true)
+      }).pipe(Effect.scoped)
   )
 
   it.live(

@@ -94,12 +94,52 @@ export const jsonLogger = Logger.make<unknown, string>((options) => {
 const JSON_LOGGER = Logger.withConsoleLog(jsonLogger)
 const PRETTY_LOGGER = Logger.prettyLoggerDefault
 
+/** The loggers {@link following} made: the access log writes their lines itself (see {@link accessLog}). */
+const gatewayLoggers = new WeakSet<Logger.Logger<unknown, void>>()
+
 /** A logger writing at `live`'s level in its format, as they are when each line is written. */
-const following = (live: Live) =>
-  Logger.make<unknown, void>((options) => {
+const following = (live: Live) => {
+  const logger = Logger.make<unknown, void>((options) => {
     if (LogLevel.lessThan(options.logLevel, live.level)) return
     ;(live.settings.format === "json" ? JSON_LOGGER : PRETTY_LOGGER).log(options)
   })
+  gatewayLoggers.add(logger)
+  return logger
+}
+
+/** Whether Effect's default pretty logger colours its lines (it does when standard output is a terminal). */
+const prettyColours = process.stdout.isTTY === true
+
+/** Effect's pretty logger's time of day: local `HH:MM:SS.mmm`. */
+const timeOfDay = (date: Date): string =>
+  `${String(date.getHours()).padStart(2, "0")}:${String(date.getMinutes()).padStart(2, "0")}:` +
+  `${String(date.getSeconds()).padStart(2, "0")}.${String(date.getMilliseconds()).padStart(3, "0")}`
+
+/**
+ * The text the gateway's own logger writes for an access line — made directly, without a logger's
+ * options record, its annotation and span conversions, a console lookup in the fiber refs and
+ * `util.format`: the same text as Effect's JSON logger (a line whose message is a plain record of
+ * flat values, no cause, annotation or span) and its uncoloured pretty logger (a text message);
+ * `JsonLogger.test.ts` checks both against Effect's. Undefined for coloured pretty lines, which go
+ * Effect's way.
+ */
+export const accessLine = (
+  format: SluiceConfig.LogConfig["format"],
+  message: unknown,
+  date: Date
+): string | undefined =>
+  format === "json"
+    ? JSON.stringify({
+        message,
+        logLevel: "INFO",
+        timestamp: date.toISOString(),
+        annotations: {},
+        spans: {},
+        fiberId: ""
+      })
+    : prettyColours
+      ? undefined
+      : `[${timeOfDay(date)}] INFO (): ${String(message)}`
 
 /**
  * The gateway's loggers: `format` in place of Effect's default logger, at `LOG_LEVEL` when it is
@@ -180,11 +220,18 @@ export const accessLog = (
     const loggers = [...FiberRefs.getOrDefault(refs, FiberRef.currentLoggers)]
     const spans = List.empty()
     const annotations = HashMap.empty<string, unknown>()
+    // The runtime's loggers are the gateway's own (and Effect's tracer logger, which writes nothing
+    // outside a span): the access line's text is made here and handed to the gathering console.
+    const direct =
+      loggers.filter((l) => gatewayLoggers.has(l)).length === 1 &&
+      loggers.every((l) => gatewayLoggers.has(l) || l === Logger.tracerLogger)
     return (decision, key, status) => {
       if (!live.settings.access || LogLevel.lessThan(LogLevel.Info, live.level)) return
       if (LogLevel.lessThan(LogLevel.Info, minimum)) return
       const message = live.settings.format === "json" ? fields(decision, key, status) : line(decision, key, status)
       const date = new Date()
+      const text = direct ? accessLine(live.settings.format, message, date) : undefined
+      if (text !== undefined) return gathered.unsafe.log(text)
       for (const logger of loggers)
         logger.log({
           fiberId: FiberId.none,

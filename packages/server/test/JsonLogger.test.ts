@@ -1,5 +1,18 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, FastCheck as fc, FiberId, FiberRefs, HashMap, List, Logger, LogLevel, Redacted } from "effect"
+import {
+  Cause,
+  Console,
+  Context,
+  DefaultServices,
+  FastCheck as fc,
+  FiberId,
+  FiberRefs,
+  HashMap,
+  List,
+  Logger,
+  LogLevel,
+  Redacted
+} from "effect"
 import * as Logging from "../src/Logging.js"
 
 /** One log call's options, as the runtime hands them to a logger. */
@@ -49,6 +62,53 @@ describe("the gateway's JSON logger", () => {
         }
       ),
       { numRuns: 500, seed: 5 }
+    )
+  })
+})
+
+describe("the access line", () => {
+  /** What Effect's uncoloured pretty logger writes for `message` from no fiber: its console's lines. */
+  const prettyText = (message: string, date: Date): string => {
+    const lines: Array<string> = []
+    const capture = Console.Console.of({
+      ...Context.get(DefaultServices.liveServices, Console.Console),
+      unsafe: { ...console, log: (...args: ReadonlyArray<unknown>) => void lines.push(args.join(" ")) }
+    } as Console.Console)
+    const context = FiberRefs.updateManyAs(FiberRefs.empty(), {
+      forkAs: FiberId.none,
+      entries: [
+        [
+          DefaultServices.currentServices,
+          [[FiberId.none, Context.add(DefaultServices.liveServices, Console.Console, capture)]]
+        ]
+      ]
+    })
+    Logger.prettyLogger({ colors: false }).log({ ...options(message), fiberId: FiberId.none, context, date })
+    return lines.join("\n")
+  }
+
+  it("is the text Effect's loggers write, in JSON and pretty, made without them", () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          msg: fc.constant("request"),
+          requestId: fc.string(),
+          status: fc.integer({ min: 100, max: 599 }),
+          stream: fc.boolean(),
+          key: fc.option(fc.string()),
+          durationMs: fc.nat(),
+          error: fc.option(fc.string(), { nil: undefined })
+        }),
+        fc.string(),
+        fc.date({ min: new Date(0), max: new Date(4_000_000_000_000), noInvalidDate: true }),
+        (fields, text, date) => {
+          const line = { ...options(fields), fiberId: FiberId.none, date }
+          expect(Logging.accessLine("json", fields, date)).toBe(Logger.jsonLogger.log(line))
+          expect(Logging.accessLine("json", fields, date)).toBe(Logging.jsonLogger.log(line))
+          expect(Logging.accessLine("pretty", text, date)).toBe(prettyText(text, date))
+        }
+      ),
+      { numRuns: 300, seed: 7 }
     )
   })
 })

@@ -20,7 +20,7 @@ import { scrub, scrubValue } from "./scrub.js"
 /**
  * undici's `Agent`, loaded from its own module: the package's index also loads fetch, WebSocket,
  * caches, mocks and interceptors (110 modules, ~7 MB resident) that the transport never uses. The
- * path is undici's layout since 6.0; `transportAgent.test.ts` checks it is the class the index exports.
+ * path is undici's layout since 6.0; `TransportAgent.test.ts` checks it is the class the index exports.
  */
 export const Agent = createRequire(import.meta.url)("undici/lib/dispatcher/agent.js") as typeof import("undici").Agent
 

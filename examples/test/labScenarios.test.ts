@@ -101,6 +101,23 @@ describe("the lab's bars for the strategies", { timeout: 60_000 }, () => {
   )
 
   it.effect(
+    "(b) hedged, p2c's whole-run time-to-first-token p99 is no worse than unhedged: the streams hedges rescue do not hide the slowed upstream from it",
+    () =>
+      Effect.gen(function* () {
+        // A hedge only ever brings a stream's first content sooner. Yet were a rescued attempt judged
+        // by the time it waited alone (about 650 ms, against the slowed upstream's 2,000 to 3,000),
+        // p2c would keep sending it first attempts, more than 1% of the run, each needing a hedge.
+        const plain = yield* run("b", "p2c", 10)
+        for (const hedge of [LabScenarios.hedge, LabScenarios.hedgeAfterMs]) {
+          const hedged = yield* run("b", "p2c", 10, hedge)
+          expect(hedged.firstToken.p99).toBeLessThanOrEqual(plain.firstToken.p99)
+          expect(hedged.firstToken.p999).toBeLessThan(plain.firstToken.p999)
+        }
+      }),
+    60_000
+  )
+
+  it.effect(
     "npm run lab's table has a row for every strategy the strategies package registers, in every scenario",
     () =>
       Effect.gen(function* () {

@@ -247,10 +247,11 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
 /**
  * Ends a race: cancels the loser (its attempt finishes, interrupted, and gives its reservations
  * back) and says in the record who won and why the other lost. A loser cancelled for being slower
- * leaves what it taught of its time to first content: the time it had waited is a floor of the real
- * one, a sample when above its average; below it the floor only confirms the average, which keeps
- * its figures and starts its age again. Otherwise strategies that rank by latency would not learn
- * what the hedges hide, and would send more to a slow upstream the older its figure grew.
+ * leaves what it taught of its time to first content: more than it had waited, counted as that wait
+ * plus its average (see `Latency.recordAtLeast`). Otherwise strategies that rank by latency would not
+ * learn what the hedges hide: with the wait alone, an upstream ten times slower (2–3 s to first
+ * content) looked hardly slower (the ~650 ms at which hedges kept rescuing it), and `p2c`, which
+ * weighs latency by load, sent it first attempts again and again until the hedge budget ran out.
  * When both failed, the hedge's upstream is not tried again and the request fails as the hedged
  * attempt did.
  */
@@ -276,11 +277,8 @@ const settle = <A>(
   record.reason = error === undefined ? "slower to first content; cancelled" : `failed first: ${error.message}`
   if (error === undefined) {
     const now = request.tick().now
-    const id = attempts[loser].attempt.upstream.id
-    const floor = Math.max(0, now - attempts[loser].startedAt)
-    if (floor > (Latency.read(local, "first-content", id)?.ms ?? 0))
-      Latency.record(local, "first-content", id, floor, now)
-    else Latency.touch(local, "first-content", id, now)
+    const waited = Math.max(0, now - attempts[loser].startedAt)
+    Latency.recordAtLeast(local, "first-content", attempts[loser].attempt.upstream.id, waited, now)
   }
   return Effect.as(Fiber.interrupt(fibers[loser]), exit.value)
 }

@@ -133,6 +133,31 @@ describe("Hedge", () => {
     }
   )
 
+  it.effect(
+    "a loser cancelled for being slower is judged by what it waited plus its average still to go, not by the wait alone",
+    () => {
+      const { layer } = scripted({
+        a: [{ contentAfterMs: 80 }, { contentAfterMs: 5_000 }],
+        b: [{ contentAfterMs: 50 }]
+      })
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        yield* streamed("10 seconds")
+        expect(router.latency?.("a").firstContent).toMatchObject({ ms: 80, peak: 80, samples: 1 })
+        const { routed } = yield* streamed("10 seconds")
+        expect(routed.hedge).toMatchObject({ winner: "b", loser: "a" })
+        // Cancelled after 150 ms (100 before the hedge, 50 for it): its real time is longer. A hedge
+        // rescues it at about the same moment whatever that time is, so the wait alone would teach
+        // that an upstream ten times slower is hardly slower; an attempt that has waited 150 ms is
+        // expected to need its average (80) more, and each race it loses raises its figure again.
+        const figure = router.latency?.("a").firstContent
+        expect(figure).toMatchObject({ peak: 230, samples: 2 })
+        expect(figure!.ms).toBeGreaterThan(80)
+        expect(figure!.ms).toBeLessThan(230)
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer })))
+    }
+  )
+
   it.effect("the hedged attempt wins when it delivers first after all; the hedge is cancelled", () => {
     const { tap, layer } = scripted({ a: [{ contentAfterMs: 150 }], b: [{ contentAfterMs: 500 }] })
     const log = guardLog()

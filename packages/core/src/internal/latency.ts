@@ -56,13 +56,17 @@ export const record = (local: Local, kind: Kind, upstreamId: string, ms: number,
   local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [undefined, decayed(current, ms, now)])
 
 /**
- * Records that the average still holds at `now` without a sample of its own (an attempt cancelled
- * after waiting less than it): its figures stay, only its age starts again. Nothing when it has none.
+ * Records an attempt cancelled after `waitedMs` without its answer (a hedge's loser): its real time
+ * is unknown, only longer. Counted as `waitedMs` plus the current average, the time still to go
+ * when what remains does not depend on what was waited (a memoryless model): the wait alone would
+ * teach that an upstream is only as slow as the moment it was cancelled, and a hedge cancels a slow
+ * upstream's attempts at about the same moment however slow it is. Each race it loses raises its
+ * figure again, as its real answers would. The wait alone when there is no average yet.
  */
-export const touch = (local: Local, kind: Kind, upstreamId: string, now: number): void =>
+export const recordAtLeast = (local: Local, kind: Kind, upstreamId: string, waitedMs: number, now: number): void =>
   local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [
     undefined,
-    current === undefined || current.at >= now ? current : { ...current, at: now }
+    decayed(current, waitedMs + (current?.ms ?? 0), now)
   ])
 
 /** The current average, if the upstream has answered at all. */

@@ -5,6 +5,7 @@
  * only an upstream that serves the API can take.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { Gemini } from "@sluice/providers"
 import { Effect } from "effect"
 import type OpenAI from "openai"
 import { BadRequestError } from "openai"
@@ -152,6 +153,27 @@ describe("POST /v1/responses passed through", () => {
       }
       expect(gateway.simulator("plain").stats().requests).toBe(0)
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "gives an upstream that serves the API the plain call ids of a history whose calls a Gemini upstream made",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* gatewayWith([native("native")])
+        // A real signature runs to hundreds of characters; folded into the id, OpenAI refuses it past 64.
+        const signature = Buffer.from("s".repeat(600)).toString("base64")
+        const callId = Gemini.foldedId({ id: "call_0", ...Gemini.signatureFields(signature) }) as string
+        expect(callId.length).toBeGreaterThan(64)
+        const input: OpenAI.Responses.ResponseInput = [
+          { role: "user", content: "Weather?" },
+          { type: "function_call", call_id: callId, name: "get_weather", arguments: "{}" },
+          { type: "function_call_output", call_id: callId, output: "sunny" }
+        ]
+        yield* promise(() => gateway.client.responses.create({ model: "gpt-4o-mini", input }))
+        const sent = gateway.simulator("native").requests().at(-1)?.body as { input: Array<Record<string, unknown>> }
+        expect(sent.input.map((item) => item["call_id"])).toEqual([undefined, "call_0", "call_0"])
+        expect(sent.input[0]).toEqual({ role: "user", content: "Weather?" })
+      }).pipe(Effect.scoped)
   )
 
   it.live("answers 400 saying why when no upstream of the pool serves the API", () =>

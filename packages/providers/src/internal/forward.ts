@@ -7,6 +7,7 @@
 import type { Errors, Provider, StreamEvent, Topology } from "@sluice/core"
 import { Wire } from "@sluice/core"
 import type { StreamDecoder } from "./transport.js"
+import { unfoldId } from "./geminiSignature.js"
 import { doneDecoder, END, malformedEvent, streamError } from "./transport.js"
 
 type Upstream = Topology.Upstream
@@ -20,7 +21,7 @@ const isObject = (u: unknown): u is Body => typeof u === "object" && u !== null 
  * usage-only chunk again for a client that did not ask).
  */
 export const payload = (call: Provider.Call<Provider.Forward>, stream: boolean): string => {
-  const body = call.request.body
+  const body = call.request.endpoint === "responses" ? withPlainCallIds(call.request.body) : call.request.body
   if (!stream) return Wire.stringify({ ...body, model: call.model, stream: false })
   if (call.request.endpoint === "responses") return Wire.stringify({ ...body, model: call.model, stream: true })
   const options = isObject(body["stream_options"]) ? body["stream_options"] : {}
@@ -30,6 +31,27 @@ export const payload = (call: Provider.Call<Provider.Forward>, stream: boolean):
     stream: true,
     stream_options: { ...options, include_usage: true }
   })
+}
+
+/**
+ * A Responses body whose function-call items carry their own call ids: a client of `/v1/responses`
+ * sends back the ids the gateway gave it, and a call a Gemini upstream made carries its thought
+ * signature folded into its id (see `geminiSignature`) — hundreds of characters, which OpenAI's
+ * Responses API refuses past 64. An upstream that serves the API itself gets the plain ids (it has
+ * no use for Gemini's signature). The body as it is when no id is folded.
+ */
+const withPlainCallIds = (body: Body): Body => {
+  const input = body["input"]
+  if (!Array.isArray(input)) return body
+  let items: Array<unknown> | undefined
+  for (const [i, item] of input.entries()) {
+    if (!isObject(item) || typeof item["call_id"] !== "string") continue
+    const { id, signature } = unfoldId(item["call_id"])
+    if (signature === undefined) continue
+    items ??= [...input]
+    items[i] = { ...item, call_id: id }
+  }
+  return items === undefined ? body : { ...body, input: items }
 }
 
 /** Whether a whole answer has the endpoint's shape: choices for completions, a `response` object for Responses. */

@@ -278,7 +278,10 @@ const settle = <A>(
   if (error === undefined) {
     const now = request.tick().now
     const waited = Math.max(0, now - attempts[loser].startedAt)
-    Latency.recordAtLeast(local, "first-content", attempts[loser].attempt.upstream.id, waited, now)
+    // The hedged attempt lost to one that started later: it is slower than it waited, by its
+    // average still to go. The hedge lost to one that started sooner: only a wait past its average says more.
+    const judge = loser === 0 ? Latency.recordAtLeast : Latency.recordLowerBound
+    judge(local, "first-content", attempts[loser].attempt.upstream.id, waited, now)
   }
   return Effect.as(Fiber.interrupt(fibers[loser]), exit.value)
 }

@@ -134,6 +134,26 @@ describe("Hedge", () => {
   )
 
   it.effect(
+    "a hedge that loses to the attempt it hedged, which started sooner, keeps its average unless it waited past it",
+    () => {
+      const { layer } = scripted({
+        a: [{ contentAfterMs: 5_000 }, { contentAfterMs: 120 }],
+        b: [{ contentAfterMs: 50 }, { contentAfterMs: 50 }]
+      })
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const first = yield* streamed("10 seconds")
+        expect(first.routed.hedge).toMatchObject({ winner: "b", loser: "a" })
+        expect(router.latency?.("b").firstContent).toMatchObject({ ms: 50, peak: 50, samples: 1 })
+        const second = yield* streamed("10 seconds")
+        // The hedge started at 100 ms and lost 20 ms later to the attempt it hedged: no slower than its 50.
+        expect(second.routed.hedge).toMatchObject({ winner: "a", loser: "b" })
+        expect(router.latency?.("b").firstContent).toMatchObject({ ms: 50, peak: 50, samples: 2 })
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer })))
+    }
+  )
+
+  it.effect(
     "a loser cancelled for being slower is judged by what it waited plus its average still to go, not by the wait alone",
     () => {
       const { layer } = scripted({

@@ -69,6 +69,17 @@ export const recordAtLeast = (local: Local, kind: Kind, upstreamId: string, wait
     decayed(current, waitedMs + (current?.ms ?? 0), now)
   ])
 
+/**
+ * Records a hedge cancelled after `waitedMs` because the attempt it hedged delivered first: it may
+ * have lost only by starting later, so its wait says nothing about its speed unless it passed its
+ * average. Counted as the larger of the two (the average refreshed when the wait is shorter).
+ */
+export const recordLowerBound = (local: Local, kind: Kind, upstreamId: string, waitedMs: number, now: number): void =>
+  local.modify<Decayed, void>(keyOf(kind, upstreamId), (current) => [
+    undefined,
+    decayed(current, Math.max(waitedMs, current?.ms ?? 0), now)
+  ])
+
 /** The current average, if the upstream has answered at all. */
 export const read = (local: Local, kind: Kind, upstreamId: string): Decayed | undefined =>
   local.peek<Decayed>(keyOf(kind, upstreamId))

@@ -5,7 +5,8 @@
 import { setFlagsFromString } from "node:v8"
 
 // Left alone when the command line or NODE_OPTIONS tunes the young generation itself.
-if (![...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.includes("semi-space"))) {
+// (V8 takes its flags with `-` or `_`.)
+if (![...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.replaceAll("_", "-").includes("semi-space"))) {
   setFlagsFromString("--semi-space-growth-factor=1")
   globalThis.__sluiceNurseryHeld = true
 }

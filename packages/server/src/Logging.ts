@@ -117,11 +117,11 @@ const timeOfDay = (date: Date): string =>
 
 /**
  * The text the gateway's own logger writes for an access line — made directly, without a logger's
- * options record, its annotation and span conversions, a console lookup in the fiber refs and
- * `util.format`: the same text as Effect's JSON logger (a line whose message is a plain record of
- * flat values, no cause, annotation or span) and its uncoloured pretty logger (a text message);
- * `JsonLogger.test.ts` checks both against Effect's. Undefined for coloured pretty lines, which go
- * Effect's way.
+ * options record, its annotation and span conversions and a console lookup in the fiber refs: the
+ * same text as Effect's JSON logger (a line whose message is a plain record of flat values, no
+ * cause, annotation or span) and its uncoloured pretty logger (a text message); `JsonLogger.test.ts`
+ * checks both against Effect's. It goes to the same console `log` as theirs (so through the same
+ * `util.format`). Undefined for coloured pretty lines, which go Effect's way.
  */
 export const accessLine = (
   format: SluiceConfig.LogConfig["format"],

@@ -11,6 +11,8 @@
  *   npm run build && node --import tsx bench/instructions.ts            # whole answers
  *   BENCH_INSTR_STREAM=1 node --import tsx bench/instructions.ts        # streams
  *   BENCH_INSTR_TARGET=bare node --import tsx bench/instructions.ts     # the bare proxy, for the ratio
+ *   BENCH_INSTR_OBS=on|off ...         # access log and audit file on, or both off (default: the embedded config)
+ *   BENCH_INSTR_DUMP=out.callgrind ... # keep the measured dump, for `callgrind_annotate`
  */
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -22,13 +24,24 @@ import { freePort, start, stopAll, waitReady } from "./lib/children.js"
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url))
 const SLUICE_BIN = join(ROOT, "packages/server/bin/sluice.js")
-const warmup = Number(process.env["BENCH_INSTR_WARMUP"] ?? 300)
-const requests = Number(process.env["BENCH_INSTR_REQUESTS"] ?? 1000)
+// Under callgrind the JIT tiers functions up far later in requests than at full speed: after 300
+// requests the count was still mostly compilation (2.0–2.4 M a whole answer against 1.2–1.3 M after
+// 1,500), and it moved with when each function happened to be optimized.
+const warmup = Number(process.env["BENCH_INSTR_WARMUP"] ?? 1500)
+const requests = Number(process.env["BENCH_INSTR_REQUESTS"] ?? 2000)
 const concurrency = Number(process.env["BENCH_INSTR_CONCURRENCY"] ?? 10)
 const stream = process.env["BENCH_INSTR_STREAM"] !== undefined
 /** `sluice` (the gateway) or `bare` (`bench/proxy.ts`, the floor the throughput bar is measured against). */
 const target = process.env["BENCH_INSTR_TARGET"] === "bare" ? "bare" : "sluice"
 const nodeArgs = (process.env["BENCH_SLUICE_NODE_ARGS"] ?? "").split(" ").filter((a) => a !== "")
+/**
+ * The gateway's observability, as `bench/observability.ts` sets it: `on` (JSON access log at info,
+ * audit log to a file), `off` (warnings only, no access line, no audit sink), or unset (the
+ * embedded defaults).
+ */
+const observability = process.env["BENCH_INSTR_OBS"]
+if (observability !== undefined && observability !== "on" && observability !== "off")
+  throw new Error(`BENCH_INSTR_OBS=${observability}: on or off`)
 
 const body = JSON.stringify({
   model: "bench-model",
@@ -54,6 +67,16 @@ const send = async (pool: Pool, n: number): Promise<void> => {
   await Promise.all(Array.from({ length: concurrency }, worker))
 }
 
+/** The `server` settings of {@link observability}, indented under `server:`. */
+const observabilityBlock = (dir: string): string =>
+  observability === "on"
+    ? `  log: { level: info, format: json, access: true }
+  audit: { sink: file, path: ${JSON.stringify(join(dir, "audit.jsonl"))}, maxBytes: 1000000000 }`
+    : observability === "off"
+      ? `  log: { level: warning, access: false }
+  audit: { sink: "off" }`
+      : ""
+
 const main = async () => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-instr-"))
   try {
@@ -68,7 +91,10 @@ const main = async () => {
     const config = join(dir, "sluice.yaml")
     writeFileSync(
       config,
-      `server: { host: 127.0.0.1, port: ${port} }
+      `server:
+  host: 127.0.0.1
+  port: ${port}
+${observabilityBlock(dir)}
 upstreams:
   - { id: sim, provider: openai-compatible, baseUrl: "http://127.0.0.1:${simPort}/v1" }
 pools:
@@ -97,11 +123,14 @@ pools:
     gateway.process.kill("SIGKILL")
     const dump = readdirSync(dir).find((f) => f.startsWith("callgrind.out.") && !f.endsWith(".0"))
     const text = readFileSync(join(dir, dump ?? "callgrind.out.1"), "utf8")
+    // The dump itself, for `callgrind_annotate` (where the instructions go, by native function).
+    const keep = process.env["BENCH_INSTR_DUMP"]
+    if (keep !== undefined) writeFileSync(keep, text)
     const totals = /^(?:totals|summary):\s+(\d+)/m.exec(text)
     if (totals === null) throw new Error("no totals in the callgrind dump")
     const perRequest = Number(totals[1]) / requests
     console.log(
-      `${target}, ${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
+      `${target}${observability === undefined ? "" : ` (observability ${observability})`}, ${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
         `${Math.round(perRequest).toLocaleString("en-US")} instructions per request`
     )
   } finally {

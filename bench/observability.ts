@@ -67,9 +67,13 @@ pools:
   - { id: bench, models: ["${MODEL}"], upstreams: [bench-upstream] }
 `
   )
+  // The observed gateway's access log goes to a file, as a deployed gateway's would (see `stdoutFile`).
   const child = start(name, process.execPath, [SLUICE_BIN, "serve", "--config", config], {
     cwd: ROOT,
-    env: { PORT: String(port) }
+    env: { PORT: String(port) },
+    ...(auditPath === undefined || process.env["BENCH_LOG_PIPE"] !== undefined
+      ? {}
+      : { stdoutFile: join(dir, `${name}.log`) })
   })
   const origin = `http://127.0.0.1:${port}`
   await waitReady(child, `${origin}/health`, 60_000)

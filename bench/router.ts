@@ -187,7 +187,9 @@ const sampled = <A, E>(body: Effect.Effect<A, E>, calls: () => number): Effect.E
     if (profile !== undefined) walk(profile.head)
     const n = calls()
     console.log(`  allocated: ${(total / n).toFixed(0)} bytes per call (sampled); top sites, bytes per call:`)
-    for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, 15))
+    for (const [site, bytes] of [...sites]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, Number(process.env["BENCH_ROUTER_ALLOC_SITES"] ?? 15)))
       console.log(`    ${(bytes / n).toFixed(0).padStart(6)}  ${site}`)
     return result
   })

@@ -218,9 +218,12 @@ const startSluice = async (upstream: string, configDir: string): Promise<Target>
   const port = await freePort()
   const config = join(configDir, "sluice.bench.yaml")
   writeFileSync(config, sluiceConfig(port, upstream))
+  // Its access log (a line per request, on by default) goes to a file, as a deployed gateway's would:
+  // read through a pipe, every line would cost this process — the load generator — too (see `stdoutFile`).
   const child = start("sluice", node, [...settings.sluiceNodeArgs, SLUICE_BIN, "serve", "--config", config], {
     cwd: ROOT,
-    env: { PORT: String(port) }
+    env: { PORT: String(port) },
+    ...(process.env["BENCH_LOG_PIPE"] === undefined ? { stdoutFile: join(configDir, "sluice.log") } : {})
   })
   const origin = `http://127.0.0.1:${port}`
   await waitReady(child, `${origin}/health`, 60_000)

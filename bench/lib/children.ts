@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from "node:child_process"
 import { spawn } from "node:child_process"
-import { readFileSync, writeFileSync } from "node:fs"
+import { closeSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { setTimeout as sleep } from "node:timers/promises"
 import { request } from "undici"
@@ -29,13 +29,26 @@ export const start = (
   name: string,
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly cwd: string; readonly env?: NodeJS.ProcessEnv }
+  options: {
+    readonly cwd: string
+    readonly env?: NodeJS.ProcessEnv
+    /**
+     * Standard output goes to this file instead of a pipe to this process, as a deployed gateway's
+     * log would go to a file or a collector: a child that logs a line per request would otherwise
+     * make the load generator read and split thousands of lines a second, on the same cores as the
+     * process it measures. Its last lines are shown with the rest when something goes wrong.
+     */
+    readonly stdoutFile?: string
+  }
 ): Child => {
+  const stdoutFd = options.stdoutFile === undefined ? undefined : openSync(options.stdoutFile, "a")
   const child = spawn(command, args, {
     cwd: options.cwd,
     env: { ...process.env, ...options.env },
-    stdio: ["ignore", "pipe", "pipe"]
+    stdio: ["ignore", stdoutFd ?? "pipe", "pipe"]
   })
+  // The child has its own copy of the descriptor.
+  if (stdoutFd !== undefined) closeSync(stdoutFd)
   const lines: Array<string> = []
   const keep = (chunk: Buffer): void => {
     for (const line of chunk.toString("utf8").split("\n")) {
@@ -59,12 +72,34 @@ export const start = (
     name,
     process: child,
     pid: child.pid,
-    output: () => lines.join("\n"),
+    output: () =>
+      options.stdoutFile === undefined ? lines.join("\n") : [...tailOf(options.stdoutFile), ...lines].join("\n"),
     exited: () => exited || child.exitCode !== null || child.signalCode !== null
   }
   running.add(handle)
   child.once("exit", () => running.delete(handle))
   return handle
+}
+
+/** The last lines of a file (its last 8 KB), or none when it cannot be read. */
+const tailOf = (path: string): Array<string> => {
+  try {
+    const fd = openSync(path, "r")
+    const buffer = Buffer.alloc(8192)
+    let read: number
+    try {
+      read = readSync(fd, buffer, 0, buffer.length, Math.max(0, fstatSync(fd).size - buffer.length))
+    } finally {
+      closeSync(fd)
+    }
+    return buffer
+      .toString("utf8", 0, read)
+      .split("\n")
+      .filter((line) => line.trim() !== "")
+      .slice(-KEEP_LINES)
+  } catch {
+    return []
+  }
 }
 
 /** Polls `url` until it answers 200; fails when the child exits or the time is up. */

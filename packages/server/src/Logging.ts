@@ -25,6 +25,7 @@ import {
   LogLevel,
   Option
 } from "effect"
+import { isoTime } from "./internal/isoTime.js"
 
 const LEVELS: Record<SluiceConfig.LogConfig["level"], LogLevel.LogLevel> = {
   trace: LogLevel.Trace,
@@ -129,17 +130,19 @@ export const accessLine = (
   date: Date
 ): string | undefined =>
   format === "json"
-    ? JSON.stringify({
-        message,
-        logLevel: "INFO",
-        timestamp: date.toISOString(),
-        annotations: {},
-        spans: {},
-        fiberId: ""
-      })
+    ? jsonLine(message, date)
     : prettyColours
       ? undefined
       : `[${timeOfDay(date)}] INFO (): ${String(message)}`
+
+/**
+ * Effect's JSON line of an `info` message with no annotation or span: its record written around the
+ * message's JSON (the same text `JSON.stringify` makes of the record, without making the record).
+ */
+const jsonLine = (message: unknown, date: Date): string => {
+  const text: string | undefined = JSON.stringify(message)
+  return `{${text === undefined ? "" : `"message":${text},`}"logLevel":"INFO","timestamp":"${isoTime(date.getTime())}","annotations":{},"spans":{},"fiberId":""}`
+}
 
 /**
  * The gateway's loggers: `format` in place of Effect's default logger, at `LOG_LEVEL` when it is

@@ -3,6 +3,7 @@
  * one JSON line each to a sink when one is configured, and to live listeners while any listen.
  */
 import type { Config as SluiceConfig, Decision } from "@sluice/core"
+import { isoTime } from "./isoTime.js"
 import type { WriteStream } from "node:fs"
 import { createWriteStream, existsSync, openSync, renameSync, rmSync, statSync } from "node:fs"
 
@@ -60,7 +61,7 @@ export const entryOf = (
   content?: Content
 ): Entry => {
   const entry: { -readonly [K in keyof Entry]: Entry[K] } = {
-    time: new Date(decision.startedAt).toISOString(),
+    time: isoTime(decision.startedAt),
     costUsd,
     decision
   }
@@ -68,6 +69,20 @@ export const entryOf = (
   if (content !== undefined) entry.content = content
   return entry
 }
+
+/**
+ * An entry's JSON line (with its newline): the text `JSON.stringify` makes of {@link entryOf}'s
+ * record, written around the decision's JSON without making the record.
+ */
+export const lineOf = (
+  decision: Decision.Decision,
+  key: string | undefined,
+  costUsd: number,
+  content?: Content
+): string =>
+  content !== undefined
+    ? JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
+    : `{"time":"${isoTime(decision.startedAt)}","costUsd":${JSON.stringify(costUsd)},"decision":${JSON.stringify(decision)}${key === undefined ? "" : `,"key":${JSON.stringify(key)}`}}\n`
 
 /** A line sink: stdout, or a file rotated by size. */
 interface Sink {
@@ -224,7 +239,7 @@ export class Log {
   add(decision: Decision.Decision, key: string | undefined, costUsd: number, content?: Content): void {
     this.keep(decision, key, costUsd, content)
     if (this.sink === undefined && this.listeners.size === 0) return
-    const line = JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
+    const line = lineOf(decision, key, costUsd, content)
     this.sink?.write(line)
     for (const listener of this.listeners) listener(decision, key, line)
   }

@@ -64,8 +64,11 @@ export interface Decision {
   readonly pool: string
   readonly strategy: string
   /**
-   * The scores the strategy gave upstreams on the last selection, by upstream id, when it scores
-   * (what it compared: in flight per weight, milliseconds, dollars...; the strategy's docs say which).
+   * The scores the strategy gave upstreams, by upstream id, when it scores (what it compared: in
+   * flight per weight, milliseconds, dollars...; the strategy's docs say which): those of the
+   * selection that chose the attempt that served — after a hedge, the winner's, whichever of the two
+   * was chosen last — and undefined when that one was chosen without scores (a sticky session, a
+   * strategy that returns none). When none served, those of the last selection that scored.
    * Each attempt's own are in its {@link AttemptRecord.scores}.
    */
   readonly scores: Readonly<Record<string, number>> | undefined

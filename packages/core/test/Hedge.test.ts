@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import type { Duration } from "effect"
 import { Effect, Fiber, Stream, TestClock } from "effect"
 import type { Errors, Provider } from "../src/index.js"
-import { Decision, Router, Topology } from "../src/index.js"
+import { Decision, Router, Strategy, Topology } from "../src/index.js"
 import {
   attemptsOf,
   chatRequest,
@@ -196,6 +196,37 @@ describe("Hedge", () => {
       )
     )
   })
+
+  it.effect(
+    "the decision's scores are those of the selection that chose the upstream that served, the hedged attempt's or the hedge's",
+    () => {
+      // Scores each candidate with the attempt number its selection was for: 1 for the hedged attempt, 2 for the hedge.
+      const scoring = Strategy.make("scoring", (selection) =>
+        Strategy.scored(
+          selection.candidates[0],
+          Object.fromEntries(selection.candidates.map((u) => [u.id, selection.attempt]))
+        )
+      )
+      const { layer } = scripted({
+        a: [{ contentAfterMs: 150 }, { contentAfterMs: 1_000 }],
+        b: [{ contentAfterMs: 500 }, { contentAfterMs: 50 }]
+      })
+      return Effect.gen(function* () {
+        const first = (yield* streamed("1 seconds")).decision
+        expect(first.hedge).toMatchObject({ winner: "a", loser: "b" })
+        expect(first.scores).toEqual({ a: 1, b: 1 })
+        expect(Decision.spanAttributes(first)["sluice.strategy.scores"]).toEqual(["a=1", "b=1"])
+        const second = (yield* streamed("1 seconds")).decision
+        expect(second.hedge).toMatchObject({ winner: "b", loser: "a" })
+        expect(second.scores).toEqual({ b: 2 })
+        // Each attempt keeps its own.
+        expect(second.attempts.map((a) => [a.upstream, a.scores])).toEqual([
+          ["a", { a: 1, b: 1 }],
+          ["b", { b: 2 }]
+        ])
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, strategy: scoring })))
+    }
+  )
 
   it.effect("a client gone during the race cancels both attempts, each finished once", () => {
     const { tap, layer } = scripted({ a: [{ contentAfterMs: 1_000 }], b: [{ contentAfterMs: 1_000 }] })

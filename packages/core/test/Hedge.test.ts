@@ -299,6 +299,40 @@ describe("Hedge", () => {
     }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, maxExtraPercent: 25 }), { provider: layer })))
   })
 
+  it.effect(
+    "a request hedged twice (its first race failed entirely) counts both hedges, in the budget and in the decision",
+    () => {
+      const fast: Script = { contentAfterMs: 10 }
+      const { tap, layer } = scripted({
+        a: [fast, fast, fast, { failAfterMs: 200 }, { contentAfterMs: 1_000 }],
+        b: [{ failAfterMs: 300 }, fast],
+        c: [{ contentAfterMs: 1_000 }],
+        d: [{ contentAfterMs: 50 }]
+      })
+      const pool = Topology.pool({
+        id: "gpt",
+        models: ["gpt-4o"],
+        upstreams: ["a", "b", "c", "d"].map((id) => upstream(id)),
+        maxAttempts: 4,
+        hedge: { afterMs: 100, maxExtraPercent: 50 }
+      })
+      return Effect.gen(function* () {
+        for (let i = 0; i < 3; i++) expect((yield* streamed("10 seconds")).decision.hedges).toBe(0)
+        // The 4th request: 50% of 4 requests leaves room for two hedges, and it takes both.
+        const { routed, decision } = yield* streamed("10 seconds")
+        expect(tap.opened.slice(3)).toEqual(["a", "b", "c", "d"])
+        expect(routed.upstream).toBe("d")
+        expect(decision.hedges).toBe(2)
+        // The last race is the one recorded in full; the first's attempts are in `attempts`.
+        expect(decision.hedge).toMatchObject({ primary: "c", hedge: "d", winner: "d" })
+        expect(Decision.spanAttributes(decision)).toMatchObject({ "sluice.hedged": true, "sluice.hedges": 2 })
+        // Two hedges in 5 requests leave no room for a third (it would pass 50%); counted once, one would.
+        const next = yield* streamed("10 seconds")
+        expect(next.decision).toMatchObject({ upstream: "a", hedge: undefined, hedges: 0 })
+      }).pipe(Effect.provide(routerLayer([pool], { provider: layer })))
+    }
+  )
+
   it.effect("counts the last minute's requests at a minute's turn: a slow stream right after it is hedged", () => {
     // Eight streams in time, then slow ones from the start of the next minute.
     const fast: ReadonlyArray<Script> = Array.from({ length: 8 }, () => ({ contentAfterMs: 10 }))

@@ -26,7 +26,7 @@ export const name = "p2c"
 
 /**
  * The latency a candidate is judged by: its peak, divided by its share of recent successes (as
- * `latency` judges failures); undefined when it has none, or a stale one.
+ * `latency` judges failures); undefined when it has none, or a stale one while the selection may explore.
  */
 const judged = (upstream: Topology.Upstream, selection: Strategy.Selection): number | undefined => {
   const own = selection.live.latency(upstream, kindOf(selection))

@@ -111,6 +111,7 @@ const setUp = (n: number) =>
       prefixHash: () => keys[next++ & 1023],
       now: NOW,
       random: seeded(7),
+      explore: true,
       live: Live.make(store.local, NOW)
     }
     const strategies: Record<string, StrategyTypes.Service> = {}

@@ -272,6 +272,8 @@ export const make = (
     )
     request.decision.upstream = admitted.attempt.upstream.id
     request.decision.provider = admitted.attempt.upstream.provider
+    // The scores that chose what served: after a hedge, a later selection (the hedge's) may not be it.
+    request.decision.scores = admitted.attempt.scores
     if (model !== undefined) {
       request.decision.responseModel = model
       admitted.span?.attribute("gen_ai.response.model", model)

@@ -64,8 +64,11 @@ export interface Decision {
   readonly pool: string
   readonly strategy: string
   /**
-   * The scores the strategy gave upstreams on the last selection, by upstream id, when it scores
-   * (what it compared: in flight per weight, milliseconds, dollars...; the strategy's docs say which).
+   * The scores the strategy gave upstreams, by upstream id, when it scores (what it compared: in
+   * flight per weight, milliseconds, dollars...; the strategy's docs say which): those of the
+   * selection that chose the attempt that served — after a hedge, the winner's, whichever of the two
+   * was chosen last — and undefined when that one was chosen without scores (a sticky session, a
+   * strategy that returns none). When none served, those of the last selection that scored.
    * Each attempt's own are in its {@link AttemptRecord.scores}.
    */
   readonly scores: Readonly<Record<string, number>> | undefined
@@ -115,8 +118,17 @@ export interface Decision {
   readonly durationMs: number
   /** For a stream: milliseconds from when routing started to its first content event. */
   readonly firstChunkMs: number | undefined
-  /** Set when a hedge started (see `Hedge`); its last hedge when it had several attempts hedged. */
+  /**
+   * Set when a hedge started (see `Hedge`): the last race, the one whose winner served when one
+   * did. An earlier race of the request failed entirely (both attempts, listed in `attempts`), or it
+   * would have served: {@link hedges} counts it.
+   */
   readonly hedge: Hedge | undefined
+  /**
+   * Hedges started for the request, over all its attempts: 0 without any, 2 when a race failed
+   * entirely and a later attempt was hedged again (each counted in the pool's hedge budget too).
+   */
+  readonly hedges: number
 }
 
 /** Span attributes for a decision (OpenTelemetry GenAI names where they exist, `sluice.*` otherwise). */
@@ -151,6 +163,7 @@ export const spanAttributes = (d: Decision): Record<string, unknown> => {
   if (d.firstChunkMs !== undefined) attributes["sluice.time_to_first_chunk_ms"] = d.firstChunkMs
   if (d.hedge !== undefined) {
     attributes["sluice.hedged"] = true
+    attributes["sluice.hedges"] = d.hedges
     attributes["sluice.hedge.upstream"] = d.hedge.hedge
     attributes["sluice.hedge.after_ms"] = d.hedge.afterMs
     if (d.hedge.loser !== undefined) attributes["sluice.hedge.loser"] = d.hedge.loser
@@ -196,6 +209,7 @@ export class Builder implements Mutable<Omit<Decision, "pools" | "excluded" | "a
   durationMs = 0
   firstChunkMs: number | undefined = undefined
   hedge: Hedge | undefined = undefined
+  hedges = 0
 
   constructor(
     readonly requestId: string,

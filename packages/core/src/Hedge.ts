@@ -7,7 +7,8 @@
  * cancelled at once, which finishes its attempt and gives its reservations back. Hedges never pass
  * `maxExtraPercent` of the pool's requests of the last minute (a sliding window), counted in the state
  * store's `local` state.
- * The decision says what happened (`Decision.hedge`: both upstreams, the winner, the loser and why).
+ * The decision says what happened (`Decision.hedge`: both upstreams, the winner, the loser and why;
+ * `Decision.hedges`: how many hedges the request started, as a failed race may be followed by another).
  *
  * Pools without `hedge` never reach this module: `Retry` asks it only for a stream in a pool that
  * hedges, so they pay nothing for it.
@@ -232,6 +233,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
       reason: undefined
     }
     request.decision.hedge = record
+    request.decision.hedges++
     return Effect.flatMap(Effect.fork(once(request, second)), (other) => {
       const both = [primary, other] as const
       return Effect.flatMap(

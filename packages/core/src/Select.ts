@@ -35,7 +35,8 @@ export interface Service {
   /**
    * The next attempt within the pass's current pool, as {@link next} would choose it, or undefined
    * when none of its upstreams can take the request now or its attempts are spent: never a fallback
-   * pool, never a wait. For a second attempt beside one in flight (a hedge). Synchronous.
+   * pool, never a wait. For a second attempt beside one in flight (a hedge): the strategy is asked
+   * not to explore (`Selection.explore` false). Synchronous.
    */
   readonly another: (request: Request) => Attempt | undefined
   /**
@@ -142,6 +143,7 @@ class Choosing implements Selection {
     readonly pool: Pool,
     readonly candidates: readonly [Upstream, ...Array<Upstream>],
     readonly live: Live.View,
+    readonly explore: boolean,
     private readonly request: Request,
     private readonly info: RequestInfo
   ) {
@@ -227,7 +229,13 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
   }
 
   /** Sticky upstream first when it is a candidate; otherwise the strategy. */
-  const choose = (request: Request, pool: Pool, info: RequestInfo, candidates: ReadonlyArray<Upstream>): Upstream => {
+  const choose = (
+    request: Request,
+    pool: Pool,
+    info: RequestInfo,
+    candidates: ReadonlyArray<Upstream>,
+    explore: boolean
+  ): Upstream => {
     const key = info.sessionKey
     request.pass.scores = undefined
     if (pool.sticky !== undefined && key !== undefined) {
@@ -246,7 +254,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     live.now = request.now
     // A strategy's bug may return nothing, or no object at all: it is caught below.
     const choice: Choice | null | undefined = strategy.select(
-      new Choosing(pool, candidates as unknown as readonly [Upstream, ...Array<Upstream>], live, request, info)
+      new Choosing(pool, candidates as unknown as readonly [Upstream, ...Array<Upstream>], live, explore, request, info)
     )
     let chosen: Upstream | undefined
     if (typeof choice === "object" && choice !== null && "scores" in choice) {
@@ -285,20 +293,23 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         if (!request.counted && nearLimit(headroomOf, request, pool)) return COUNT_EXACTLY
         enter(request, pool)
       }
-      const attempt = within(request, pool, pass.info!)
+      const attempt = within(request, pool, pass.info!, true)
       if (attempt !== undefined) return { _tag: "Chosen", attempt }
     }
     return UNSERVED
   }
 
-  /** The next attempt in `pool`, the pass's current one, or undefined when it has none. */
-  const within = (request: Request, pool: Pool, info: RequestInfo): Attempt | undefined => {
+  /**
+   * The next attempt in `pool`, the pass's current one, or undefined when it has none; `explore`
+   * says whether the strategy may explore (see `Selection.explore`).
+   */
+  const within = (request: Request, pool: Pool, info: RequestInfo, explore: boolean): Attempt | undefined => {
     const { pass, decision } = request
     if (pass.attempts >= pool.maxAttempts) return undefined
     const candidates = candidatesOf(request, pool, info)
     if (candidates.length === 0) return undefined
     if (decision.candidates.length === 0) decision.candidates = candidates.map((u) => u.id)
-    const upstream = choose(request, pool, info, candidates)
+    const upstream = choose(request, pool, info, candidates, explore)
     ;(pass.tried ??= []).push(upstream.id)
     let promptTokens = info.promptTokens
     if (upstream.tokens !== undefined || decision.promptTokensRules !== undefined) {
@@ -310,7 +321,8 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
   const another = (request: Request): Attempt | undefined => {
     const { pass, chain } = request
     const pool = chain[pass.pool]
-    return pool === undefined || pass.info === undefined ? undefined : within(request, pool, pass.info)
+    // A hedge exists to be fast: the best known candidate, never one picked to learn its figure.
+    return pool === undefined || pass.info === undefined ? undefined : within(request, pool, pass.info, false)
   }
 
   return {

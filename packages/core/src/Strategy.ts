@@ -51,6 +51,13 @@ export interface Selection {
   readonly now: number
   /** A uniform draw in [0, 1) from the request's `Random` (seedable with `Random.make` in tests). */
   readonly random: () => number
+  /**
+   * Whether the strategy may explore: send the request to a candidate it knows little of (no
+   * latency sample, or a stale one) to learn its figure. False when choosing a hedge, a second
+   * attempt beside one that is late (see `Hedge`), which exists to be fast: pick the best candidate
+   * by what is known, and leave exploring to first attempts. A strategy that never explores ignores it.
+   */
+  readonly explore: boolean
 }
 
 /**

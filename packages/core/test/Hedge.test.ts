@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import type { Duration } from "effect"
 import { Effect, Fiber, Stream, TestClock } from "effect"
 import type { Errors, Provider } from "../src/index.js"
-import { Decision, Router, Topology } from "../src/index.js"
+import { Decision, Router, Strategy, Topology } from "../src/index.js"
 import {
   attemptsOf,
   chatRequest,
@@ -197,6 +197,37 @@ describe("Hedge", () => {
     )
   })
 
+  it.effect(
+    "the decision's scores are those of the selection that chose the upstream that served, the hedged attempt's or the hedge's",
+    () => {
+      // Scores each candidate with the attempt number its selection was for: 1 for the hedged attempt, 2 for the hedge.
+      const scoring = Strategy.make("scoring", (selection) =>
+        Strategy.scored(
+          selection.candidates[0],
+          Object.fromEntries(selection.candidates.map((u) => [u.id, selection.attempt]))
+        )
+      )
+      const { layer } = scripted({
+        a: [{ contentAfterMs: 150 }, { contentAfterMs: 1_000 }],
+        b: [{ contentAfterMs: 500 }, { contentAfterMs: 50 }]
+      })
+      return Effect.gen(function* () {
+        const first = (yield* streamed("1 seconds")).decision
+        expect(first.hedge).toMatchObject({ winner: "a", loser: "b" })
+        expect(first.scores).toEqual({ a: 1, b: 1 })
+        expect(Decision.spanAttributes(first)["sluice.strategy.scores"]).toEqual(["a=1", "b=1"])
+        const second = (yield* streamed("1 seconds")).decision
+        expect(second.hedge).toMatchObject({ winner: "b", loser: "a" })
+        expect(second.scores).toEqual({ b: 2 })
+        // Each attempt keeps its own.
+        expect(second.attempts.map((a) => [a.upstream, a.scores])).toEqual([
+          ["a", { a: 1, b: 1 }],
+          ["b", { b: 2 }]
+        ])
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer, strategy: scoring })))
+    }
+  )
+
   it.effect("a client gone during the race cancels both attempts, each finished once", () => {
     const { tap, layer } = scripted({ a: [{ contentAfterMs: 1_000 }], b: [{ contentAfterMs: 1_000 }] })
     const log = guardLog()
@@ -267,6 +298,40 @@ describe("Hedge", () => {
       expect(hedged.flatMap((h, i) => (h ? [i + 1] : []))).toEqual([4, 8, 12])
     }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, maxExtraPercent: 25 }), { provider: layer })))
   })
+
+  it.effect(
+    "a request hedged twice (its first race failed entirely) counts both hedges, in the budget and in the decision",
+    () => {
+      const fast: Script = { contentAfterMs: 10 }
+      const { tap, layer } = scripted({
+        a: [fast, fast, fast, { failAfterMs: 200 }, { contentAfterMs: 1_000 }],
+        b: [{ failAfterMs: 300 }, fast],
+        c: [{ contentAfterMs: 1_000 }],
+        d: [{ contentAfterMs: 50 }]
+      })
+      const pool = Topology.pool({
+        id: "gpt",
+        models: ["gpt-4o"],
+        upstreams: ["a", "b", "c", "d"].map((id) => upstream(id)),
+        maxAttempts: 4,
+        hedge: { afterMs: 100, maxExtraPercent: 50 }
+      })
+      return Effect.gen(function* () {
+        for (let i = 0; i < 3; i++) expect((yield* streamed("10 seconds")).decision.hedges).toBe(0)
+        // The 4th request: 50% of 4 requests leaves room for two hedges, and it takes both.
+        const { routed, decision } = yield* streamed("10 seconds")
+        expect(tap.opened.slice(3)).toEqual(["a", "b", "c", "d"])
+        expect(routed.upstream).toBe("d")
+        expect(decision.hedges).toBe(2)
+        // The last race is the one recorded in full; the first's attempts are in `attempts`.
+        expect(decision.hedge).toMatchObject({ primary: "c", hedge: "d", winner: "d" })
+        expect(Decision.spanAttributes(decision)).toMatchObject({ "sluice.hedged": true, "sluice.hedges": 2 })
+        // Two hedges in 5 requests leave no room for a third (it would pass 50%); counted once, one would.
+        const next = yield* streamed("10 seconds")
+        expect(next.decision).toMatchObject({ upstream: "a", hedge: undefined, hedges: 0 })
+      }).pipe(Effect.provide(routerLayer([pool], { provider: layer })))
+    }
+  )
 
   it.effect("counts the last minute's requests at a minute's turn: a slow stream right after it is hedged", () => {
     // Eight streams in time, then slow ones from the start of the next minute.

@@ -241,11 +241,13 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log, mi
 }
 
 /**
- * Counts a request's hedge: started; won when the hedge delivered first; cancelled when the loser
- * was cut off for being slower (an attempt interrupted), not when it had failed first.
+ * Counts a request's hedges: every one started (a race that failed entirely may be followed by
+ * another); won when the hedge of the last race delivered first; cancelled when its loser was cut off
+ * for being slower (an attempt interrupted), not when it had failed first. Only the last race can have
+ * a winner: an earlier one with a winner would have served the request.
  */
 const hedged = (m: Instruments, d: Decision.Decision, hedge: Decision.Hedge): void => {
-  m.hedgesStarted.at(d.pool).update(1)
+  m.hedgesStarted.at(d.pool).update(d.hedges)
   if (hedge.winner !== undefined && hedge.winner === hedge.hedge) m.hedgesWon.at(d.pool).update(1)
   if (hedge.loser === undefined) return
   for (let i = d.attempts.length - 1; i >= 0; i--) {

@@ -44,13 +44,14 @@ export const withFailures = (ms: number, upstream: Topology.Upstream, selection:
 /**
  * A candidate's expected latency in milliseconds (the score): 0 to explore it (no sample, or a stale
  * one, and nothing in flight), ∞ while its first request is in flight, else its decayed average
- * divided by its share of recent successes.
+ * divided by its share of recent successes. A selection that may not explore (a hedge's: see
+ * `Selection.explore`) judges by what is known: a stale average as it is, no sample as ∞.
  */
 export const expected = (upstream: Topology.Upstream, selection: Strategy.Selection): number => {
   const average = selection.live.latency(upstream, kindOf(selection))
-  const busy = selection.live.inFlight(upstream) > 0
-  if (average === undefined) return busy ? Number.POSITIVE_INFINITY : 0
-  return !busy && stale(average, selection.now) ? 0 : withFailures(average.ms, upstream, selection)
+  const explorable = selection.explore && selection.live.inFlight(upstream) === 0
+  if (average === undefined) return explorable ? 0 : Number.POSITIVE_INFINITY
+  return explorable && stale(average, selection.now) ? 0 : withFailures(average.ms, upstream, selection)
 }
 
 /** The strategy. Holds no state of its own: the averages are the live view's. */

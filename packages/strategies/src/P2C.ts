@@ -11,8 +11,9 @@
  * with nothing in flight it costs 0, so it gets one probe request, whose answer gives it a figure (an
  * upstream that was slow a while ago is tried again rather than starved by its old figure); while
  * that probe is in flight it takes the other candidate's latency (with neither known, both count 1),
- * so load and weight decide and a burst is not all sent to an unknown. Equal costs are broken at
- * random. The scores in the decision are the two costs compared.
+ * so load and weight decide and a burst is not all sent to an unknown. A hedge never explores
+ * (`selection.explore` is false): a stale latency counts as it is, and an unknown one loses to a
+ * known one. Equal costs are broken at random. The scores in the decision are the two costs compared.
  */
 import type { Topology } from "@sluice/core"
 import { Strategy } from "@sluice/core"
@@ -25,16 +26,19 @@ export const name = "p2c"
 
 /**
  * The latency a candidate is judged by: its peak, divided by its share of recent successes (as
- * `latency` judges failures); undefined when it has none, or a stale one.
+ * `latency` judges failures); undefined when it has none, or a stale one while the selection may explore.
  */
 const judged = (upstream: Topology.Upstream, selection: Strategy.Selection): number | undefined => {
   const own = selection.live.latency(upstream, kindOf(selection))
-  return own === undefined || stale(own, selection.now) ? undefined : withFailures(own.peak, upstream, selection)
+  return own === undefined || (selection.explore && stale(own, selection.now))
+    ? undefined
+    : withFailures(own.peak, upstream, selection)
 }
 
 /**
  * The cost of sending the request to `upstream`, judged by `own` latency (else `other`'s, else 1):
- * 0 to explore it when its latency is unknown and nothing is in flight there.
+ * 0 to explore it when its latency is unknown and nothing is in flight there. A selection that may
+ * not explore (a hedge's) takes an unknown latency as ∞ while the other is known.
  */
 const costOf = (
   upstream: Topology.Upstream,
@@ -43,7 +47,8 @@ const costOf = (
   selection: Strategy.Selection
 ): number => {
   const inFlight = selection.live.inFlight(upstream)
-  if (own === undefined && inFlight === 0) return 0
+  if (own === undefined && inFlight === 0 && selection.explore) return 0
+  if (own === undefined && other !== undefined && !selection.explore) return Number.POSITIVE_INFINITY
   return ((own ?? other ?? 1) * (inFlight + 1)) / usableWeight(upstream.weight)
 }
 

@@ -54,6 +54,19 @@ describe("Latency", () => {
     expect(pick(strategy, selection(pool, { local }))).toBe("fast")
   })
 
+  it("explores nothing for a selection that may not (a hedge's): a stale average counts as it is, no sample loses", () => {
+    const local = memoryLocal()
+    Live.recordLatency(local, "answer", "fast", 100, Latency.STALE_MS)
+    Live.recordLatency(local, "answer", "slow", 1000, 0)
+    const now = Latency.STALE_MS + 1
+    expect(pick(strategy, selection(pool, { local, now }))).toBe("slow")
+    expect(pick(strategy, selection(pool, { local, now, explore: false }))).toBe("fast")
+    const unknown = memoryLocal()
+    Live.recordLatency(unknown, "answer", "fast", 100, 0)
+    expect(pick(strategy, selection(pool, { local: unknown }))).toBe("slow")
+    expect(pick(strategy, selection(pool, { local: unknown, explore: false }))).toBe("fast")
+  })
+
   it("tries a recovered upstream again once its old average has aged below the best one's", () => {
     const local = memoryLocal()
     Live.recordLatency(local, "answer", "slow", 1000, 0)

@@ -34,6 +34,8 @@ export interface SelectionOptions {
   readonly stream?: boolean
   readonly sessionKey?: string
   readonly prefixHash?: number
+  /** Whether the strategy may explore (default true: a first attempt's selection). */
+  readonly explore?: boolean
 }
 
 /** A fresh memory store's `local` state, synchronously. */
@@ -61,6 +63,7 @@ export const selection = (pool: Topology.Pool, options: SelectionOptions = {}): 
     prefixHash: () => prefix,
     now,
     random: seeded(options.seed ?? 0),
+    explore: options.explore ?? true,
     live: Live.make(options.local ?? memoryLocal(), now)
   }
 }

@@ -316,7 +316,7 @@ const summarize = (
       capacity === undefined ? undefined : served.filter((o) => o.endedAt <= windowEnd).length / (capacity * minutes),
     upstream429s: stats.reduce((sum, [, s]) => sum + s.rateLimited, 0),
     cacheHitRate: lookups === 0 ? undefined : stats.reduce((sum, [, s]) => sum + s.cacheHits, 0) / lookups,
-    hedgedShare: hedged.length / Math.max(1, outcomes.length),
+    hedgedShare: outcomes.reduce((sum, o) => sum + (o.decision?.hedges ?? 0), 0) / Math.max(1, outcomes.length),
     hedgesWon: hedged.filter((h) => h.winner !== undefined && h.winner === h.hedge).length,
     afterChange: afterChange(scenario, minutes, startedAt, served),
     maxOverAverage: average === 0 ? NaN : Math.max(...counts) / average,

@@ -134,7 +134,7 @@ function showDecision(entry, live) {
     (d.inputTokens ?? "-") + "+" + (d.outputTokens ?? "-") + " tok", entry.key || ""].join("  ");
   if (d.outcome !== "success") summary.className = "error";
   const body = document.createElement("pre");
-  body.textContent = JSON.stringify({ candidates: d.candidates, excluded: d.excluded, strategy: d.strategy, attempts: d.attempts, pools: d.pools, queueWaitMs: d.queueWaitMs, error: d.error, hedge: d.hedge, costUsd: entry.costUsd }, null, 2);
+  body.textContent = JSON.stringify({ candidates: d.candidates, excluded: d.excluded, strategy: d.strategy, attempts: d.attempts, pools: d.pools, queueWaitMs: d.queueWaitMs, error: d.error, hedge: d.hedge, hedges: d.hedges, costUsd: entry.costUsd }, null, 2);
   details.append(summary, body);
   const list = document.getElementById("decisions");
   if (live) list.prepend(details); else list.append(details);

@@ -19,7 +19,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { request } from "undici"
 import type { Child } from "./lib/children.js"
-import { freePort, killAllNow, start, stopAll, waitReady } from "./lib/children.js"
+import { cpuMs, freePort, killAllNow, start, stopAll, waitReady } from "./lib/children.js"
 import { closedLoopSettings, positive } from "./lib/env.js"
 import { closedLoop, pool } from "./lib/load.js"
 import { fmt, summarize, table } from "./lib/stats.js"
@@ -96,15 +96,25 @@ const scraper = (origin: string, everyMs: number) => {
 }
 
 /** One measured closed loop against `origin`: requests per second, latencies, failures. */
-const measure = async (origin: string) => {
+const measure = async (origin: string, pid: number) => {
   const p = pool(origin, settings.connections)
   try {
     await closedLoop(p, settings.connections, settings.warmupSeconds * 1000, MODEL)
-    return await closedLoop(p, settings.connections, settings.seconds * 1000, MODEL)
+    const before = cpuMs(pid)
+    const run = await closedLoop(p, settings.connections, settings.seconds * 1000, MODEL)
+    const after = cpuMs(pid)
+    // The gateway's own CPU time (all its threads) over the measured loop.
+    return { ...run, cpuMs: before === undefined || after === undefined ? undefined : after - before }
   } finally {
     await p.destroy()
   }
 }
+
+/** CPU microseconds per request, or undefined off Linux. */
+const cpuPerRequest = (t: { readonly ok: number; readonly cpuMs: number | undefined }): number | undefined =>
+  t.cpuMs === undefined || t.ok === 0 ? undefined : (t.cpuMs * 1000) / t.ok
+
+const cpuText = (us: number | undefined): string => (us === undefined ? "-" : us.toFixed(0))
 
 const main = async (): Promise<number> => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-bench-obs-"))
@@ -126,8 +136,8 @@ const main = async (): Promise<number> => {
         `per gateway, ${settings.connections} connections; /metrics scraped every ${settings.scrapeMs} ms on the observed one`
     )
     const totals = {
-      off: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number> },
-      on: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number> }
+      off: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number>, cpuMs: 0 as number | undefined },
+      on: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number>, cpuMs: 0 as number | undefined }
     }
     const rows: Array<Array<string>> = []
     let scrapes = 0
@@ -136,13 +146,14 @@ const main = async (): Promise<number> => {
       for (const which of round % 2 === 1 ? (["off", "on"] as const) : (["on", "off"] as const)) {
         const gateway = which === "on" ? on : off
         const scraping = which === "on" ? scraper(gateway.origin, settings.scrapeMs) : undefined
-        const run = await measure(gateway.origin)
+        const run = await measure(gateway.origin, gateway.child.pid)
         scrapes += scraping?.stop() ?? 0
         const total = totals[which]
         total.ok += run.ok
         total.ms += run.elapsedMs
         total.errors += run.errors.count
         total.latencies.push(...run.latencies)
+        total.cpuMs = total.cpuMs === undefined || run.cpuMs === undefined ? undefined : total.cpuMs + run.cpuMs
         const p = summarize(run.latencies)
         rows.push([
           String(round),
@@ -150,11 +161,12 @@ const main = async (): Promise<number> => {
           ((run.ok / run.elapsedMs) * 1000).toFixed(0),
           fmt(p.p50),
           fmt(p.p99),
+          cpuText(cpuPerRequest(run)),
           String(run.errors.count)
         ])
       }
     }
-    console.log(table(["round", "observability", "req/s", "p50 ms", "p99 ms", "errors"], rows))
+    console.log(table(["round", "observability", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors"], rows))
     const rps = (t: { ok: number; ms: number }) => (t.ok / t.ms) * 1000
     const ratio = rps(totals.on) / rps(totals.off)
     const p50 = (t: { latencies: Array<number> }) => summarize(t.latencies).p50
@@ -165,9 +177,15 @@ const main = async (): Promise<number> => {
     console.log(
       `audit lines written: ${audited} (requests served with observability on, warm-ups included); /metrics scrapes: ${scrapes}`
     )
+    const cpuOn = cpuPerRequest(totals.on)
+    const cpuOff = cpuPerRequest(totals.off)
+    const cpu =
+      cpuOn === undefined || cpuOff === undefined
+        ? ""
+        : `, gateway CPU per request on ${cpuText(cpuOn)} µs vs off ${cpuText(cpuOff)} µs (×${fmt(cpuOn / cpuOff)})`
     console.log(
       `SUMMARY: observability on/off throughput ×${fmt(ratio)} (on ${rps(totals.on).toFixed(0)} vs off ${rps(totals.off).toFixed(0)} req/s), ` +
-        `p50 on ${fmt(p50(totals.on))} ms vs off ${fmt(p50(totals.off))} ms; errors ${errors}`
+        `p50 on ${fmt(p50(totals.on))} ms vs off ${fmt(p50(totals.off))} ms${cpu}; errors ${errors}`
     )
     return errors > 0 || audited < totals.on.ok ? 1 : 0
   } finally {

@@ -406,10 +406,18 @@ describe("Gemini stream translation", () => {
         .filter((c) => c.role === "model")
         .map((c) => c.parts.map((p) => (p as { thoughtSignature?: string }).thoughtSignature))
     // Parallel calls: only the first is signed, as Gemini signs them; a call's own signature is kept.
-    for (const model of ["gemini-3-pro-preview", "models/gemini-3.1-flash", "gemini-4-argon"]) {
+    // The moving aliases (`-latest`) point at Gemini 3 models now: the same.
+    for (const model of [
+      "gemini-3-pro-preview",
+      "models/gemini-3.1-flash",
+      "gemini-4-argon",
+      "gemini-flash-latest",
+      "models/gemini-flash-lite-latest",
+      "gemini-pro-latest"
+    ]) {
       expect(modelTurns(model)).toEqual([[Gemini.SKIP_VALIDATION, undefined], ["c2lnLTE="]])
     }
-    for (const model of ["gemini-2.5-flash", "gemma-3-27b-it", ""]) {
+    for (const model of ["gemini-2.5-flash", "gemini-2.5-flash-latest-x", "gemma-3-27b-it", ""]) {
       expect(modelTurns(model)).toEqual([[undefined, undefined], ["c2lnLTE="]])
     }
   })

@@ -31,8 +31,14 @@ export const signatureOf = (call: unknown): string | undefined => {
  */
 export const SKIP_VALIDATION = "skip_thought_signature_validator"
 
-/** Gemini 3 and later validate the signatures of function calls (2.x models do not). */
-export const validatesSignatures = (model: string): boolean => /^(?:models\/)?gemini-(?:[3-9]|\d{2,})/.test(model)
+/**
+ * Gemini 3 and later validate the signatures of function calls (2.x models do not). The moving
+ * aliases (`gemini-flash-latest`, `gemini-pro-latest`...) name whichever model Google points them at,
+ * a Gemini 3 one by now: they are treated as validating, since the stand-in is only a value Google
+ * documents as accepted in place of a signature, where a missing one is a 400.
+ */
+export const validatesSignatures = (model: string): boolean =>
+  /^(?:models\/)?gemini-(?:[3-9]|\d{2,}|[a-z-]*latest$)/.test(model)
 
 /** The fields that carry `signature` on an OpenAI tool call. */
 export const signatureFields = (signature: string): Json => ({

@@ -7,7 +7,8 @@
  *
  * Behind the admin token, page included: a browser without a session gets a sign-in form (`401`)
  * instead, which sends the token to `POST /dashboard/session` (as a bearer token) for a session
- * cookie (`HttpOnly`, `SameSite=Strict`, scoped to `/dashboard`, 12 hours); `/dashboard#token=...`
+ * cookie (`HttpOnly`, `SameSite=Strict`, scoped to `/dashboard`, 12 hours, `Secure` when the
+ * sign-in came over HTTPS, a TLS-terminating proxy's included); `/dashboard#token=...`
  * signs in at once. The page holds no data: it reads everything from the admin API with the token,
  * so what it shows is exactly what the admin API allows. Charts are uPlot, served from its package
  * next to the page — no build step.
@@ -21,7 +22,7 @@ import { dirname, join } from "node:path"
 import type * as Gateway from "./Gateway.js"
 import * as AdminToken from "./internal/adminToken.js"
 import { html, signIn } from "./internal/dashboardPage.js"
-import { Sessions, setCookie } from "./internal/dashboardSessions.js"
+import { overHttps, Sessions, setCookie } from "./internal/dashboardSessions.js"
 
 /** The page runs its own script and uPlot's, and talks to this gateway only. */
 const CSP =
@@ -73,7 +74,7 @@ export const make = (token: Redacted.Redacted<string>): Effect.Effect<Gateway.Ha
                 : { _tag: "Forbidden", message: "the token is not the admin token" }
             )
           )
-        res.writeHead(204, { "set-cookie": setCookie(sessions.open()), "cache-control": "no-store" })
+        res.writeHead(204, { "set-cookie": setCookie(sessions.open(), overHttps(req)), "cache-control": "no-store" })
         return void res.end()
       }
       if (req.method !== "GET") return send(res, 404, "text/plain", "not found")

@@ -192,11 +192,11 @@ describe.skipIf(!existsSync(CHROMIUM) && !CI)("dashboard in a real browser", () 
             const response = await fetch(`${gateway.url}${path}`, cookie === undefined ? {} : { headers: { cookie } })
             return { status: response.status, type: response.headers.get("content-type"), body: await response.text() }
           })
-        const signIn = (authorization?: string) =>
+        const signIn = (authorization?: string, headers: Record<string, string> = {}) =>
           Effect.promise(() =>
             fetch(`${gateway.url}/dashboard/session`, {
               method: "POST",
-              headers: authorization === undefined ? {} : { authorization }
+              headers: authorization === undefined ? headers : { ...headers, authorization }
             }).then((r) => ({ status: r.status, cookie: r.headers.get("set-cookie") }))
           )
         // Without a session: the sign-in form, not the dashboard, and not uPlot either.
@@ -215,6 +215,18 @@ describe.skipIf(!existsSync(CHROMIUM) && !CI)("dashboard in a real browser", () 
         expect(opened.cookie).toMatch(
           /^sluice-dashboard=[A-Za-z0-9_-]{43}; Path=\/dashboard; HttpOnly; SameSite=Strict; Max-Age=43200$/
         )
+        // Behind a proxy that terminates TLS (or from an HTTPS page), the cookie is for HTTPS only.
+        for (const headers of [
+          { "x-forwarded-proto": "https" },
+          { "x-forwarded-proto": "https, http" },
+          { forwarded: "for=10.0.0.1;proto=https" },
+          { origin: "https://gateway.example" }
+        ]) {
+          expect((yield* signIn(`Bearer ${TOKEN}`, headers)).cookie).toMatch(/; Max-Age=43200; Secure$/)
+        }
+        for (const headers of [{ "x-forwarded-proto": "http" }, { origin: "http://localhost:8080" }]) {
+          expect((yield* signIn(`Bearer ${TOKEN}`, headers)).cookie).toMatch(/; Max-Age=43200$/)
+        }
         const cookie = opened.cookie!.split(";")[0]!
         const page = yield* get("/dashboard", cookie)
         expect(page.status).toBe(200)

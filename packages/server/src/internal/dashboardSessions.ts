@@ -41,9 +41,27 @@ export class Sessions {
   }
 }
 
-/** The `Set-Cookie` value of session `id`: script cannot read it, other sites cannot send it. */
-export const setCookie = (id: string): string =>
-  `${COOKIE}=${id}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=${TTL_MS / 1000}`
+/**
+ * The `Set-Cookie` value of session `id`: script cannot read it, other sites cannot send it — and,
+ * when the sign-in came over HTTPS (`secure`), neither can a plain HTTP request.
+ */
+export const setCookie = (id: string, secure = false): string =>
+  `${COOKIE}=${id}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=${TTL_MS / 1000}${secure ? "; Secure" : ""}`
+
+/**
+ * Whether the browser reached the gateway over HTTPS: a TLS socket, or a proxy in front that
+ * terminates TLS and says so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`), or a page whose
+ * `Origin` is HTTPS. A client that claims it falsely only gets a cookie its browser will not send
+ * back over plain HTTP.
+ */
+export const overHttps = (req: IncomingMessage): boolean => {
+  if ((req.socket as { encrypted?: boolean }).encrypted === true) return true
+  const forwardedProto = req.headers["x-forwarded-proto"]
+  const first = (Array.isArray(forwardedProto) ? forwardedProto[0] : forwardedProto)?.split(",")[0]
+  if (first?.trim().toLowerCase() === "https") return true
+  if (/(?:^|[;,\s])proto=https(?:$|[;,\s])/i.test(req.headers["forwarded"] ?? "")) return true
+  return req.headers["origin"]?.toLowerCase().startsWith("https://") === true
+}
 
 /** The session id in a `cookie` header, if any. */
 const cookie = (header: string | undefined): string | undefined => {

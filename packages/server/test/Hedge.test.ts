@@ -40,6 +40,19 @@ const hedgeLines = (url: string, count: number) =>
     }
   })
 
+/** A chat stream through the gateway with the openai SDK: its text and the answer's headers. */
+const streamed = (gateway: { readonly client: Gateway["client"] }) =>
+  Effect.promise(async () => {
+    const { data, response } = await gateway.client.chat.completions
+      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
+      .withResponse()
+    let text = ""
+    for await (const chunk of data) text += chunk.choices[0]?.delta.content ?? ""
+    return { content: text, headers: response.headers }
+  })
+
+type Gateway = Effect.Effect.Success<ReturnType<typeof startGateway>>
+
 describe("hedged streams through the gateway, with the openai SDK", () => {
   it.live(
     "hedges a stream whose first token is late: the other upstream's answer reaches the client, the slow one is cancelled, and the headers and trace say so",
@@ -71,14 +84,7 @@ describe("hedged streams through the gateway, with the openai SDK", () => {
             ]
           )
         )
-        const { content, headers } = yield* Effect.promise(async () => {
-          const { data, response } = await gateway.client.chat.completions
-            .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
-            .withResponse()
-          let text = ""
-          for await (const chunk of data) text += chunk.choices[0]?.delta.content ?? ""
-          return { content: text, headers: response.headers }
-        })
+        const { content, headers } = yield* streamed(gateway)
         expect(content).toBe("[quick] lorem ipsum dolor")
         expect(headers.get("x-sluice-upstream")).toBe("quick")
         expect(headers.get("x-sluice-attempts")).toBe("2")
@@ -155,14 +161,7 @@ describe("hedged streams through the gateway, with the openai SDK", () => {
             }
           ])
         )
-        const stream = Effect.promise(async () => {
-          const { data, response } = await gateway.client.chat.completions
-            .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }], stream: true })
-            .withResponse()
-          let text = ""
-          for await (const chunk of data) text += chunk.choices[0]?.delta.content ?? ""
-          return { content: text, headers: response.headers }
-        })
+        const stream = streamed(gateway)
         expect((yield* stream).content).toBe("a")
         const { content, headers } = yield* stream
         // a, hedged by b: both failed; c, hedged by d: d served.

@@ -25,6 +25,7 @@ import {
   opened,
   streamError
 } from "./internal/transport.js"
+import { refuse, Unsupported } from "./internal/unsupported.js"
 
 type Upstream = Topology.Upstream
 
@@ -111,8 +112,14 @@ export interface Options {
    * the request needs no change. See `Providers.presets` for which services have one.
    */
   readonly adapt?: (request: Readonly<Record<string, unknown>>, model: string) => Record<string, unknown> | undefined
-  /** The same for an embeddings request. */
-  readonly adaptEmbeddings?: (request: Readonly<Record<string, unknown>>) => Record<string, unknown> | undefined
+  /**
+   * The same for an embeddings request; or what the service cannot take for `model` at all (the call
+   * then fails with the capability refusal, and the router tries another upstream).
+   */
+  readonly adaptEmbeddings?: (
+    request: Readonly<Record<string, unknown>>,
+    model: string
+  ) => Record<string, unknown> | Unsupported | undefined
 }
 
 /** A request's body without the fields `drop` names; undefined when it has none of them. */
@@ -166,7 +173,8 @@ export const makeWith = (options: Options): Effect.Effect<Provider.Service, neve
 
     const adaptEmbeddings = options.adaptEmbeddings
     const embeddings: Provider.Service["embeddings"] = (upstream, whole) => {
-      const adapted = adaptEmbeddings?.(whole.request)
+      const adapted = adaptEmbeddings?.(whole.request, whole.model)
+      if (adapted instanceof Unsupported) return Effect.fail(refuse(upstream, upstream.provider, adapted))
       const call =
         adapted === undefined
           ? whole

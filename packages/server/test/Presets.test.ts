@@ -438,6 +438,43 @@ describe("provider presets", () => {
         expect(plain).toEqual({ model: "codestral-embed", input: ["b"], encoding_format: "base64" })
       }).pipe(Effect.scoped)
   )
+  it.live("never asks mistral-embed, which has one size, for embeddings of a chosen size", () =>
+    Effect.gen(function* () {
+      const upstream = yield* recording
+      const gateway = yield* startGateway(
+        simulatedConfig(
+          [{ id: "mistral", provider: "mistral", baseUrl: `${upstream.origin}/v1` }, { id: "sim" }],
+          [
+            { id: "embed", models: ["mistral-embed"], upstreams: ["mistral", "sim"], strategy: "priority" },
+            { id: "only", models: ["embed-only"], upstreams: ["mistral"] }
+          ]
+        )
+      )
+      // Sized: served by the upstream that can, however often; unsized: by Mistral, first in priority.
+      for (let i = 0; i < 2; i++) {
+        const sized = yield* promise(() =>
+          gateway.client.embeddings.create({ model: "mistral-embed", input: "a", dimensions: 4 })
+        )
+        expect(sized.data[0]?.embedding.length).toBe(4)
+      }
+      expect(upstream.seen).toEqual([])
+      expect(gateway.simulator("sim").stats().requests).toBe(2)
+      yield* promise(() => gateway.client.embeddings.create({ model: "mistral-embed", input: "b" }))
+      expect(upstream.seen.map((s) => s.body)).toEqual([
+        { model: "mistral-embed", input: "b", encoding_format: "base64" }
+      ])
+      const refused = yield* promise(() =>
+        gateway.client.embeddings.create({ model: "embed-only", input: "a", dimensions: 4 }).then(
+          () => undefined,
+          (error: unknown) => error as { status?: number; code?: string; message?: string }
+        )
+      )
+      expect(refused?.status).toBe(400)
+      expect(refused?.code).toBe("unsupported_feature")
+      expect(refused?.message).toContain("mistral (mistral upstream without dimensions)")
+      expect(upstream.seen).toHaveLength(1)
+    }).pipe(Effect.scoped)
+  )
   it.live("never sends Cohere embeddings of a chosen size, which its Compatibility API documents as unsupported", () =>
     Effect.gen(function* () {
       const upstream = yield* recording

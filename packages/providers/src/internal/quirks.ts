@@ -5,6 +5,7 @@
  * the client's own bytes can still be relayed.
  */
 import { createHash } from "node:crypto"
+import { Unsupported } from "./unsupported.js"
 
 type Json = Record<string, unknown>
 
@@ -141,11 +142,21 @@ export const mistral = (request: Json): Json | undefined => {
 /** The fields of Mistral's (closed) embeddings request. */
 const MISTRAL_EMBEDDINGS_FIELDS = ["model", "input", "encoding_format", "output_dimension", "output_dtype"]
 
+/** Mistral's embedding models that take `output_dimension` (`mistral-embed` is always 1,024 wide). */
+const MISTRAL_SIZED = /^codestral-embed/
+
 /**
- * An embeddings request as Mistral's API takes it: `dimensions` as `output_dimension`, the fields its
- * closed schema does not list (`user`) left out.
+ * An embeddings request as Mistral's API takes it for the upstream model `model`: `dimensions` as
+ * `output_dimension`, the fields its closed schema does not list (`user`) left out. A size asked of a
+ * model that has one size only (`mistral-embed`) is {@link Unsupported}: the router tries an
+ * upstream that can, rather than hand the client vectors of another size.
  */
-export const mistralEmbeddings = (request: Json): Json | undefined => {
+export const mistralEmbeddings = (request: Json, model: string): Json | Unsupported | undefined => {
+  if (request["dimensions"] !== undefined && !MISTRAL_SIZED.test(model))
+    return new Unsupported(
+      "dimensions",
+      `Mistral's ${model} has one size; only codestral-embed models take output_dimension`
+    )
   if (Object.keys(request).every((key) => MISTRAL_EMBEDDINGS_FIELDS.includes(key))) return undefined
   const out: Json = {}
   for (const key of MISTRAL_EMBEDDINGS_FIELDS) if (request[key] !== undefined) out[key] = request[key]

@@ -186,8 +186,12 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
     const pool = admitted.attempt.pool
     const config = pool.hedge!
     const kept = samplesOf(pool)
-    // A request counts once, however many of its attempts are hedged.
-    count(local, pool, request.now, request.race === undefined, false)
+    // A request counts once in each pool it tries, however many of its attempts there are hedged: a
+    // fallback pool that hedges counts it too.
+    if (request.hedgeCounted?.includes(pool.id) !== true) {
+      ;(request.hedgeCounted ??= []).push(pool.id)
+      count(local, pool, request.now, true, false)
+    }
     request.race = new FirstContent(request, kept, admitted.startedAt)
     const delay = config.afterMs ?? kept.percentile(config.afterPercentile!)
     if (delay === undefined) return once(request, admitted)

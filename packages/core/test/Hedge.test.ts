@@ -333,6 +333,34 @@ describe("Hedge", () => {
     }
   )
 
+  it.effect("a request that falls back to a pool that hedges counts in that pool's budget too", () => {
+    const { tap, layer } = scripted({
+      a: [{ failAfterMs: 50 }],
+      b: [{ failAfterMs: 50 }],
+      c: [{ contentAfterMs: 1_000 }],
+      d: [{ contentAfterMs: 10 }]
+    })
+    const pool = (id: string, ids: ReadonlyArray<string>, fallback?: string) =>
+      Topology.pool({
+        id,
+        models: [id === "gpt" ? "gpt-4o" : "backup-model"],
+        upstreams: ids.map((u) => upstream(u)),
+        hedge: { afterMs: 100, maxExtraPercent: 100 },
+        ...(fallback === undefined ? {} : { fallback })
+      })
+    return Effect.gen(function* () {
+      // Both of gpt's upstreams fail before a hedge is due; in backup, its one request leaves room
+      // for one hedge at 100% — which a budget that had not counted it would refuse.
+      const { routed, decision } = yield* streamed("10 seconds")
+      expect(tap.opened).toEqual(["a", "b", "c", "d"])
+      expect(routed.upstream).toBe("d")
+      expect(decision.hedges).toBe(1)
+      expect(decision.hedge).toMatchObject({ primary: "c", hedge: "d", winner: "d" })
+    }).pipe(
+      Effect.provide(routerLayer([pool("gpt", ["a", "b"], "backup"), pool("backup", ["c", "d"])], { provider: layer }))
+    )
+  })
+
   it.effect("counts the last minute's requests at a minute's turn: a slow stream right after it is hedged", () => {
     // Eight streams in time, then slow ones from the start of the next minute.
     const fast: ReadonlyArray<Script> = Array.from({ length: 8 }, () => ({ contentAfterMs: 10 }))

@@ -111,6 +111,8 @@ export class Request implements Step {
    * whether it is the first, and so serves the request; the other one lost. Undefined elsewhere.
    */
   race: Race | undefined = undefined
+  /** The pools that hedge whose budget has counted this request (once each; see `Hedge`). */
+  hedgeCounted: Array<string> | undefined = undefined
   /**
    * Makes an effect interruptible as the caller of the route was. A route runs uninterruptibly — so
    * that whatever ends it, its handlers finish its attempts and leave the queue, with no mask per

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Config } from "@sluice/core"
 import { Effect, Schema } from "effect"
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Audit from "../src/internal/audit.js"
@@ -220,6 +220,36 @@ describe("audit log of decisions", () => {
       expect(entry.content.response.choices[0].message.content).toBe(answer)
     }).pipe(Effect.scoped)
   )
+
+  it("writes every line whole and in order, short and long, in any script, through the sink's buffer", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-"))
+    try {
+      const path = join(dir, "a.jsonl")
+      const log = new Audit.Log({ sink: "file", path, maxBytes: 1e12, files: 1, keep: 0, content: false })
+      const decision = (requestId: string) =>
+        ({
+          requestId,
+          pool: "p",
+          pools: ["p"],
+          attempts: [],
+          startedAt: 1_700_000_000_000,
+          outcome: "success"
+        }) as unknown as Parameters<Audit.Log["add"]>[0]
+      // Lines that fill the 64 KB buffer unevenly, one longer than it, multi-byte characters across its edge.
+      const ids = Array.from({ length: 400 }, (_, i) =>
+        i === 150 ? "x".repeat(100_000) : `${"é😀".repeat(i % 97)}-${i}`
+      )
+      for (const id of ids) log.add(decision(id), "k", 0)
+      log.close()
+      const expected = ids.map((id) => Audit.lineOf(decision(id), "k", 0)).join("")
+      const deadline = Date.now() + 10_000
+      while (Date.now() < deadline && (!existsSync(path) || statSync(path).size < Buffer.byteLength(expected)))
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      expect(readFileSync(path, "utf8")).toBe(expected)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 
   it("rotates the file sink past maxBytes, keeping `files` older files", () => {
     const dir = mkdtempSync(join(tmpdir(), "sluice-audit-"))

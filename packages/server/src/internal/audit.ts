@@ -125,17 +125,19 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
   // Lines go to the file stream together, at most FLUSH_MS after the first of them (sooner past
   // FLUSH_BYTES): each write costs the stream a request object and a hand-off to libuv's file threads
   // and back, which a write per line — or per turn of a busy event loop — pays thousands of times a second.
-  let pending: Array<string> = []
-  let pendingBytes = 0
+  // They wait as bytes, copied into a buffer as they come: kept as strings for those milliseconds,
+  // a busy gateway's lines outlived the young generation's collections and were copied by each.
+  let pending = Buffer.allocUnsafe(FLUSH_BYTES)
+  let used = 0
   let timer: ReturnType<typeof setTimeout> | undefined
   const flush = () => {
     if (timer !== undefined) clearTimeout(timer)
     timer = undefined
-    if (pending.length === 0) return
-    const lines = pending
-    pending = []
-    pendingBytes = 0
-    out.write(lines.length === 1 ? lines[0]! : lines.join(""))
+    if (used === 0) return
+    // The stream holds on to what it was given until it is written: the next lines get a new buffer.
+    out.write(pending.subarray(0, used))
+    pending = Buffer.allocUnsafe(FLUSH_BYTES)
+    used = 0
   }
   return {
     write: (line) => {
@@ -145,9 +147,13 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
         rotate()
       }
       size += bytes
-      pending.push(line)
-      pendingBytes += bytes
-      if (pendingBytes >= FLUSH_BYTES) flush()
+      if (bytes > pending.length - used) {
+        flush()
+        // A line longer than the buffer goes out on its own.
+        if (bytes > pending.length) return void out.write(line)
+      }
+      used += pending.write(line, used)
+      if (used >= FLUSH_BYTES) flush()
       // Unref'd: a pending flush never keeps the process alive; `close` (at the drain) writes what is left.
       else if (timer === undefined) timer = setTimeout(flush, FLUSH_MS).unref()
     },

@@ -204,10 +204,10 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
  * the runtime it is built in — nothing when `server.log.access` is off or the level is above `info`,
  * as `live` has them at each request (a reload changes them).
  *
- * The loggers write to a console that gathers the lines of one turn of the event loop and hands them
- * to the runtime's console as one write: a line per request costs a `write` to a pipe each otherwise
- * (standard output is synchronous on a pipe), some 13% of the gateway's throughput when measured.
- * What is gathered is written before the process exits.
+ * The loggers write to a console that gathers lines for up to 10 ms and hands them to the runtime's
+ * console as one write: a line per request costs a `write` to a pipe each otherwise (standard output
+ * is synchronous on a pipe), some 13% of the gateway's throughput when measured. What is gathered is
+ * written before the process exits.
  */
 export const accessLog = (
   live: Live
@@ -253,9 +253,16 @@ export const accessLog = (
 const unwritten = new Set<() => void>()
 let flushesOnExit = false
 
+/** How long gathered lines wait before they are written, at most, and how many characters at most. */
+const GATHER_MS = 10
+const GATHER_CHARS = 16 * 1024
+
 /**
- * A console whose `log`, `info` and `error` lines are gathered and written to `to` together, once
- * per turn of the event loop (`log` and `info` lines as one `log`, `error` lines as one `error`).
+ * A console whose `log`, `info` and `error` lines are gathered and written to `to` together, at most
+ * {@link GATHER_MS} after the first of them, or sooner once they hold {@link GATHER_CHARS} characters
+ * (`log` and `info` lines as one `log`, `error` lines as one `error`). A write per turn of the event
+ * loop still came to one per handful of requests on a busy gateway, each a system call (standard
+ * output is synchronous on a file or a pipe): some 2.6 µs of CPU a request, measured.
  */
 const gathering = (to: Console.Console): Console.Console => {
   if (!flushesOnExit) {
@@ -266,27 +273,34 @@ const gathering = (to: Console.Console): Console.Console => {
   }
   let out: Array<string> = []
   let err: Array<string> = []
-  let scheduled = false
+  let chars = 0
+  let timer: ReturnType<typeof setTimeout> | undefined
   const flush = () => {
-    if (!scheduled) return
-    scheduled = false
+    if (timer === undefined) return
+    clearTimeout(timer)
+    timer = undefined
     unwritten.delete(flush)
     const lines = out
     const errors = err
     out = []
     err = []
+    chars = 0
     if (lines.length > 0) to.unsafe.log(lines.join("\n"))
     if (errors.length > 0) to.unsafe.error(errors.join("\n"))
   }
-  const schedule = () => {
-    if (scheduled) return
-    scheduled = true
-    unwritten.add(flush)
-    setImmediate(flush)
+  const gather = (line: string) => {
+    chars += line.length
+    if (timer === undefined) {
+      unwritten.add(flush)
+      // Unref'd: waiting lines never keep the process alive; they are written when it exits.
+      timer = setTimeout(flush, GATHER_MS).unref()
+    }
+    if (chars >= GATHER_CHARS) flush()
   }
   const log = (...args: ReadonlyArray<unknown>) => {
-    out.push(format(...args))
-    schedule()
+    const line = format(...args)
+    out.push(line)
+    gather(line)
   }
   return {
     ...to,
@@ -295,8 +309,9 @@ const gathering = (to: Console.Console): Console.Console => {
       log,
       info: log,
       error: (...args: ReadonlyArray<unknown>) => {
-        err.push(format(...args))
-        schedule()
+        const line = format(...args)
+        err.push(line)
+        gather(line)
       }
     }
   }

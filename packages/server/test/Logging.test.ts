@@ -74,12 +74,17 @@ describe("logs", () => {
       const { gateway, lines } = yield* logged({ format: "json" })
       const ok = yield* ask(gateway, "gpt-4o-mini")
       const failed = yield* ask(gateway, "dead-model")
-      // Every line is one JSON object (access lines of one turn of the event loop come in one write);
-      // the access lines are those whose message is a request.
-      const parsed = lines
-        .flatMap((l) => l.split("\n"))
-        .map((l) => JSON.parse(l) as { logLevel: string; message: Record<string, unknown> })
-      const access = parsed.filter((p) => p.message?.["msg"] === "request")
+      // Every line is one JSON object (access lines gathered for a few milliseconds come in one
+      // write); the access lines are those whose message is a request.
+      const accessLines = () =>
+        lines
+          .flatMap((l) => l.split("\n"))
+          .map((l) => JSON.parse(l) as { logLevel: string; message: Record<string, unknown> })
+          .filter((p) => p.message?.["msg"] === "request")
+      const access = yield* eventually(() => {
+        const found = accessLines()
+        return found.length >= 2 ? found : undefined
+      })
       expect(access.map((a) => a.logLevel)).toEqual(["INFO", "INFO"])
       expect(access[0]!.message).toMatchObject({
         requestId: ok,
@@ -106,13 +111,19 @@ describe("logs", () => {
   it.live("writes a pretty access line by default, and none when LOG_LEVEL is above info", () =>
     Effect.gen(function* () {
       const pretty = yield* logged({})
+      const lineOf = (id: string | null) => () => {
+        const found = pretty.lines.filter((l) => l.includes(`200 chat ${id} pool=chat upstream=a`))
+        return found.length > 0 ? found : undefined
+      }
       const id = yield* ask(pretty.gateway, "gpt-4o-mini")
-      expect(pretty.lines.filter((l) => l.includes(`200 chat ${id} pool=chat upstream=a`))).toHaveLength(1)
+      expect(yield* eventually(lineOf(id))).toHaveLength(1)
       const quiet = yield* logged({}, { LOG_LEVEL: "warn" })
       yield* ask(quiet.gateway, "gpt-4o-mini")
-      expect(quiet.lines.filter((l) => l.includes("pool=chat"))).toEqual([])
       const off = yield* logged({ access: false })
       yield* ask(off.gateway, "gpt-4o-mini")
+      // A line gathered after theirs, written: had they gathered one, it would have been written first.
+      expect(yield* eventually(lineOf(yield* ask(pretty.gateway, "gpt-4o-mini")))).toHaveLength(1)
+      expect(quiet.lines.filter((l) => l.includes("pool=chat"))).toEqual([])
       expect(off.lines.filter((l) => l.includes("pool=chat"))).toEqual([])
     }).pipe(Effect.scoped)
   )

@@ -101,6 +101,22 @@ describe("the lab's bars for the strategies", { timeout: 60_000 }, () => {
   )
 
   it.effect(
+    "(b) hedged, latency-blind round robin cuts its whole-run time-to-first-token p99 by 40% or more with at most 10% extra requests: the slowed upstream, losing its races, is ejected",
+    () =>
+      Effect.gen(function* () {
+        // Unhedged, round robin sends the slowed upstream a third of the second half: p99 ~2,900 ms.
+        // Hedges alone (at most 10%) could not rescue a sixth of the run; ejection stops the sixth.
+        const plain = yield* run("b", "round-robin", 6)
+        for (const hedge of [LabScenarios.hedge, LabScenarios.hedgeAfterMs]) {
+          const hedged = yield* run("b", "round-robin", 6, hedge)
+          expect(hedged.firstToken.p99).toBeLessThanOrEqual(plain.firstToken.p99 * 0.6)
+          expect(hedged.hedgedShare).toBeLessThanOrEqual(0.1)
+        }
+      }),
+    60_000
+  )
+
+  it.effect(
     "(b) hedged, p2c's whole-run time-to-first-token p99 is no worse than unhedged: the streams hedges rescue do not hide the slowed upstream from it",
     () =>
       Effect.gen(function* () {

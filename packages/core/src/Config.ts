@@ -316,6 +316,13 @@ export const PoolStreamConfig = Schema.Struct({
  * attempt starts on another upstream of the pool, admitted like any other; the first to deliver
  * content wins and the other is cancelled. Hedges never pass `maxExtraPercent` of the pool's
  * requests. Set exactly one of `afterMs` and `afterPercentile`.
+ *
+ * An upstream that keeps losing races is ejected from the pool for a while (as Envoy's outlier
+ * detection ejects by errors): a hedge caps the tail of one stream, but only a pool that stops
+ * sending first attempts to a slowed upstream keeps the hedge budget for the rest. After
+ * `ejectAfterLosses` races lost in a row (its attempt slower to first content than the hedge that
+ * started after it), it gets no new attempt for `ejectMs`, never more than `maxEjectedPercent` of
+ * the pool's upstreams at once; see `Hedge`.
  */
 export const HedgeConfig = Schema.Struct({
   /** Milliseconds after the first attempt was admitted. */
@@ -340,6 +347,31 @@ export const HedgeConfig = Schema.Struct({
       })
     ),
     { default: () => 10 }
+  ),
+  /**
+   * Races to first content an upstream loses in a row before it is ejected from the pool: its
+   * attempt was slower than the hedge that started after it. A stream of its whose first content
+   * comes in time (no hedge needed, or it won the race) resets the count; a hedge that loses counts
+   * nothing, nor does a failure (the circuit breaker's business). 0 ejects nothing. Default 3.
+   */
+  ejectAfterLosses: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), { exact: true }),
+  /**
+   * Milliseconds an ejected upstream gets no new attempt in the pool. Ejected again without a stream
+   * in time between, it stays out twice as long as the time before, at most ten times this.
+   * Default 30000.
+   */
+  ejectMs: Schema.optionalWith(PositiveInt, { exact: true }),
+  /**
+   * The most of the pool's enabled upstreams ejected at once, in percent, rounded down; never the
+   * last one. An ejected upstream still serves when no other upstream of the pool can. Default 50.
+   */
+  maxEjectedPercent: Schema.optionalWith(
+    Schema.Number.pipe(
+      Schema.filter((n) => n > 0 && n <= 100, {
+        message: (issue) => `expected a percentage above 0 and at most 100, e.g. 50; got ${String(issue.actual)}`
+      })
+    ),
+    { exact: true }
   )
 })
 /** Hedging settings. */

@@ -10,6 +10,13 @@
  * The decision says what happened (`Decision.hedge`: both upstreams, the winner, the loser and why;
  * `Decision.hedges`: how many hedges the request started, as a failed race may be followed by another).
  *
+ * A race also judges the upstream of the hedged attempt: lost (slower to first content than the
+ * hedge that started after it) `ejectAfterLosses` times in a row, it is ejected from the pool for
+ * `ejectMs` — `Select` excludes it from new attempts, stage `hedge` — never more than
+ * `maxEjectedPercent` of the pool's upstreams at once. A stream of its whose first content comes in
+ * time resets the count. Strategies blind to latency keep sending a slowed upstream its share of
+ * first attempts, more than a hedge budget can rescue; ejected, it gets none.
+ *
  * Pools without `hedge` never reach this module: `Retry` asks it only for a stream in a pool that
  * hedges, so they pay nothing for it.
  */
@@ -17,6 +24,7 @@ import { Cause, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option } from 
 import type { Admitted, Service as AttemptStage } from "./Attempt.js"
 import type { Hedge as HedgeRecord } from "./Decision.js"
 import type { UpstreamError } from "./Errors.js"
+import * as Ejection from "./internal/ejection.js"
 import * as Latency from "./internal/latency.js"
 import type { Race, Request } from "./internal/request.js"
 import type { Service as SelectStage } from "./Select.js"
@@ -84,18 +92,30 @@ class Samples {
   }
 }
 
-/** The first of a request's attempts to deliver content wins; each winner's time feeds the percentile. */
+/**
+ * The first of a request's attempts to deliver content wins; each winner's time feeds the percentile.
+ * The hedged attempt winning in time, or winning the race, clears its upstream's lost races.
+ */
 class FirstContent implements Race {
   winner: object | undefined = undefined
+  /** Epoch milliseconds the hedge is due; content of the hedged attempt by then came in time. */
+  due = Number.POSITIVE_INFINITY
+  /** Whether a hedge started: the hedged attempt that delivers first then won the race. */
+  hedged = false
   constructor(
     private readonly request: Request,
     private readonly samples: Samples,
-    private readonly since: number
+    private readonly primary: Admitted,
+    private readonly local: Local
   ) {}
   readonly claim = (attempt: object): boolean => {
     if (this.winner !== undefined) return this.winner === attempt
     this.winner = attempt
-    this.samples.add(Math.max(0, this.request.clock.unsafeCurrentTimeMillis() - this.since))
+    const now = this.request.clock.unsafeCurrentTimeMillis()
+    this.samples.add(Math.max(0, now - this.primary.startedAt))
+    const { pool, upstream } = this.primary.attempt
+    if (attempt === this.primary && (this.hedged || now <= this.due) && Ejection.ejects(pool))
+      Ejection.inTime(this.local, pool, upstream.id, now)
     return true
   }
 }
@@ -192,9 +212,10 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
       ;(request.hedgeCounted ??= []).push(pool.id)
       count(local, pool, request.now, true, false)
     }
-    request.race = new FirstContent(request, kept, admitted.startedAt)
+    const race = (request.race = new FirstContent(request, kept, admitted, local))
     const delay = config.afterMs ?? kept.percentile(config.afterPercentile!)
     if (delay === undefined) return once(request, admitted)
+    race.due = admitted.startedAt + delay
     const wait = Duration.millis(Math.max(0, admitted.startedAt + delay - request.now))
     return Effect.flatMap(Effect.fork(once(request, admitted)), (primary) => {
       const early: Effect.Effect<Option.Option<Exit.Exit<A, UpstreamError>>> = Effect.race(
@@ -238,6 +259,7 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
     }
     request.decision.hedge = record
     request.decision.hedges++
+    ;(request.race as FirstContent).hedged = true
     return Effect.flatMap(Effect.fork(once(request, second)), (other) => {
       const both = [primary, other] as const
       return Effect.flatMap(
@@ -258,8 +280,9 @@ export const make = (select: SelectStage, attempt: AttemptStage, local: Local): 
  * learn what the hedges hide: with the wait alone, an upstream ten times slower (2–3 s to first
  * content) looked hardly slower (the ~650 ms at which hedges kept rescuing it), and `p2c`, which
  * weighs latency by load, sent it first attempts again and again until the hedge budget ran out.
- * When both failed, the hedge's upstream is not tried again and the request fails as the hedged
- * attempt did.
+ * The hedged attempt's loss for being slower counts against its upstream (see `Ejection`); the
+ * hedge's tells nothing, as it started later. When both failed, the hedge's upstream is not tried
+ * again and the request fails as the hedged attempt did.
  */
 const settle = <A>(
   local: Local,
@@ -288,8 +311,22 @@ const settle = <A>(
     // average still to go. The hedge lost to one that started sooner: only a wait past its average says more.
     const judge = loser === 0 ? Latency.recordAtLeast : Latency.recordLowerBound
     judge(local, "first-content", attempts[loser].attempt.upstream.id, waited, now)
+    if (loser === 0) ejectOnLoss(local, request, attempts[0])
   }
-  return Effect.as(Fiber.interrupt(fibers[loser]), exit.value)
+  return Effect.zipRight(request.flush(), Effect.as(Fiber.interrupt(fibers[loser]), exit.value))
+}
+
+/** Counts the hedged attempt's lost race against its upstream; an ejection it makes is logged. */
+const ejectOnLoss = (local: Local, request: Request, admitted: Admitted): void => {
+  const { pool, upstream } = admitted.attempt
+  if (!Ejection.ejects(pool)) return
+  const ejected = Ejection.lost(local, pool, upstream.id, request.now)
+  if (ejected === undefined) return
+  request.after(
+    Effect.logWarning(
+      `upstream ${upstream.id} ejected from pool ${pool.id} for ${ejected.until - request.now} ms: it lost ${ejected.losses} races to first content in a row`
+    )
+  )
 }
 
 /** The upstream error an exit failed with, if it has one. */

@@ -7,10 +7,15 @@
  * out lands in the decision with its stage and reason, and the ones that clear by themselves (a
  * spent budget, a full concurrency limit) are kept as reasons to wait in the queue. The `Attempt`
  * stage then admits the choice through every guard.
+ *
+ * In a pool that hedges, an upstream ejected for losing races to first content (see `Hedge`) is
+ * left out too, stage `hedge`, not a reason to wait — unless no other upstream of the pool can take
+ * the request: ejection moves attempts elsewhere, it never leaves a pool without one to serve.
  */
 import { Effect } from "effect"
 import type { Exclusion } from "./Errors.js"
 import type { Attempt, Guard, RequestInfo } from "./Guard.js"
+import * as Ejection from "./internal/ejection.js"
 import type { Request } from "./internal/request.js"
 import * as Live from "./Live.js"
 import { needsExact } from "./TokenCounter.js"
@@ -196,8 +201,11 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
   /** Candidates of the pass's pool, of its lowest priority tier; exclusions go to the decision and the pass. */
   const candidatesOf = (request: Request, pool: Pool, info: RequestInfo): Array<Upstream> => {
     const { decision, pass } = request
-    const live: Array<Upstream> = []
+    let live: Array<Upstream> = []
     let tier = Number.POSITIVE_INFINITY
+    // Pools without hedging, or without its ejections, read nothing more.
+    const ejects = Ejection.ejects(pool)
+    let ejected: Array<Upstream> | undefined
     for (const upstream of pool.upstreams) {
       if (pass.tried !== undefined && pass.tried.includes(upstream.id)) continue
       let excluded: Exclusion | undefined
@@ -220,8 +228,16 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
         if (excluded.waitable === true) request.waitFor(excluded, guards)
         continue
       }
+      if (ejects && Ejection.isEjected(local, pool, upstream.id, request.now)) {
+        ;(ejected ??= []).push(upstream)
+        continue
+      }
       live.push(upstream)
       if (upstream.priority < tier) tier = upstream.priority
+    }
+    if (ejected !== undefined) {
+      if (live.length > 0) for (const u of ejected) decision.exclude(Ejection.exclusionOf(local, pool, u))
+      else for (const u of (live = ejected)) if (u.priority < tier) tier = u.priority
     }
     if (live.length <= 1) return live
     for (const u of live) if (u.priority !== tier) return live.filter((c) => c.priority === tier)

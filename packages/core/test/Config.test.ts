@@ -139,8 +139,33 @@ describe("Config.decode", () => {
       "pools[0].hedge.maxExtraPercent: expected a percentage above 0 and at most 100, e.g. 10; got 0"
     ])
     expect(problemsOf(withHedge({ afterMs: -1, after: 3 }))).toEqual([
-      'pools[0].hedge.after: is unexpected, expected: "afterMs" | "afterPercentile" | "maxExtraPercent"',
+      'pools[0].hedge.after: is unexpected, expected: "afterMs" | "afterPercentile" | "maxExtraPercent" | "ejectAfterLosses" | "ejectMs" | "maxEjectedPercent"',
       "pools[0].hedge.afterMs: Expected a positive number, actual -1"
+    ])
+  })
+
+  it("decodes a pool's hedge ejection settings, absent unless written (the router's defaults apply), and explains wrong ones by path", () => {
+    const input = valid()
+    const withHedge = (hedge: unknown) => ({ ...input, pools: [{ ...input.pools[0], hedge }, input.pools[1]] })
+    const decoded = Config.decode(
+      withHedge({ afterMs: 400, ejectAfterLosses: 0, ejectMs: 60_000, maxEjectedPercent: 34 })
+    )
+    if (Either.isLeft(decoded)) throw decoded.left
+    expect(decoded.right.pools[0]?.hedge).toEqual({
+      afterMs: 400,
+      maxExtraPercent: 10,
+      ejectAfterLosses: 0,
+      ejectMs: 60_000,
+      maxEjectedPercent: 34
+    })
+    expect(problemsOf(withHedge({ afterMs: 400, ejectAfterLosses: 1.5, ejectMs: 0, maxEjectedPercent: 0 }))).toEqual([
+      "pools[0].hedge.ejectAfterLosses: Expected an integer, actual 1.5",
+      "pools[0].hedge.ejectMs: Expected a positive number, actual 0",
+      "pools[0].hedge.maxEjectedPercent: expected a percentage above 0 and at most 100, e.g. 50; got 0"
+    ])
+    expect(problemsOf(withHedge({ afterMs: 400, ejectAfterLosses: -1, maxEjectedPercent: 101 }))).toEqual([
+      "pools[0].hedge.ejectAfterLosses: Expected a non-negative number, actual -1",
+      "pools[0].hedge.maxEjectedPercent: expected a percentage above 0 and at most 100, e.g. 50; got 101"
     ])
   })
 

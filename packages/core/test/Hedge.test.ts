@@ -434,3 +434,117 @@ describe("Hedge", () => {
     }
   )
 })
+
+/** The first candidate for an attempt, the last for a hedge: in a pool of three, the first races the last. */
+const firstThenLast = Strategy.make("first-then-last", (selection) =>
+  selection.explore ? selection.candidates[0] : selection.candidates[selection.candidates.length - 1]!
+)
+
+/** Streams `n` requests, each while the clock moves a second: the upstream of each one's first attempt. */
+const firstAttempts = (n: number) =>
+  Effect.gen(function* () {
+    const out: Array<string> = []
+    for (let i = 0; i < n; i++) {
+      // Attempts are listed as they end: the hedge that won before the attempt it hedged.
+      const { attempts } = (yield* streamed("1 seconds")).decision
+      out.push(attempts.reduce((a, b) => (b.attempt < a.attempt ? b : a)).upstream)
+    }
+    return out
+  })
+
+const slow: Script = { contentAfterMs: 1_000 }
+const fast: Script = { contentAfterMs: 10 }
+
+describe("Hedge ejection", () => {
+  it.effect(
+    "an upstream that loses 3 races to first content in a row gets no first attempt until ejectMs has passed (the decision says why), then is tried again, and ejected twice as long when it keeps losing",
+    () => {
+      const { layer } = scripted({ a: [slow], b: [fast] })
+      return Effect.gen(function* () {
+        // Each of a's attempts is hedged at 100 ms and loses to b's content at 110 ms.
+        expect(yield* firstAttempts(3)).toEqual(["a", "a", "a"])
+        // The third race was lost at 2,110 ms: ejected for 30 s.
+        const ejected = {
+          upstream: "a",
+          stage: "hedge",
+          reason: "lost 3 races to first content in a row; ejected until 1970-01-01T00:00:32.110Z"
+        }
+        const { decision } = yield* streamed("1 seconds")
+        expect(decision).toMatchObject({ upstream: "b", candidates: ["b"], hedge: undefined })
+        expect(decision.excluded).toEqual([ejected])
+        yield* TestClock.adjust("28109 millis")
+        expect(yield* firstAttempts(1)).toEqual(["b"])
+        // 32,110 ms: back, and it loses again; its next ejection lasts 60 s, from 35,219 ms.
+        expect(yield* firstAttempts(3)).toEqual(["a", "a", "a"])
+        expect((yield* streamed("1 seconds")).decision.excluded).toEqual([
+          { ...ejected, reason: "lost 3 races to first content in a row; ejected until 1970-01-01T00:01:35.219Z" }
+        ])
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer })))
+    }
+  )
+
+  for (const [how, third] of [
+    ["its first content comes before the hedge is due", { a: { contentAfterMs: 50 }, b: fast }],
+    ["it wins the race against the hedge", { a: { contentAfterMs: 150 }, b: { contentAfterMs: 500 } }]
+  ] as const) {
+    it.effect(`an upstream's lost races start again from none when a stream of its delivers in time: ${how}`, () => {
+      const { layer } = scripted({ a: [slow, slow, third.a, slow, slow, slow, slow], b: [fast, fast, third.b, fast] })
+      return Effect.gen(function* () {
+        // Two races lost, then one in time: two more lost make two in a row, not four; the third ejects it.
+        expect(yield* firstAttempts(7)).toEqual(["a", "a", "a", "a", "a", "a", "b"])
+      }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100 }), { provider: layer })))
+    })
+  }
+
+  it.effect("never ejects more than maxEjectedPercent of the pool's enabled upstreams at once", () => {
+    const { layer } = scripted({ a: [slow], b: [slow], c: [fast] })
+    return Effect.gen(function* () {
+      // a races c three times and loses: ejected. Then b does, but 50% of three upstreams is one.
+      expect(yield* firstAttempts(7)).toEqual(["a", "a", "a", "b", "b", "b", "b"])
+      const { decision } = yield* streamed("1 seconds")
+      expect(decision.excluded.map((e) => [e.upstream, e.stage])).toEqual([["a", "hedge"]])
+    }).pipe(
+      Effect.provide(
+        routerLayer(hedgedPool({ afterMs: 100 }, ["a", "b", "c"]), { provider: layer, strategy: firstThenLast })
+      )
+    )
+  })
+
+  it.effect(
+    "never ejects the last upstream, and an ejected one still serves when no other can (here, the hedges)",
+    () => {
+      const { layer } = scripted({ a: [slow, slow, slow, fast], b: [fast, fast, fast, slow] })
+      return Effect.gen(function* () {
+        // a is ejected; b, alone, is hedged on a and loses three times too, but stays.
+        expect(yield* firstAttempts(7)).toEqual(["a", "a", "a", "b", "b", "b", "b"])
+        const { decision } = yield* streamed("1 seconds")
+        expect(decision.hedge).toMatchObject({ primary: "b", hedge: "a", winner: "a" })
+      }).pipe(
+        Effect.provide(
+          routerLayer(hedgedPool({ afterMs: 100, maxEjectedPercent: 100 }), {
+            provider: layer,
+            strategy: firstThenLast
+          })
+        )
+      )
+    }
+  )
+
+  it.effect("ejectAfterLosses 0 ejects nothing", () => {
+    const { layer } = scripted({ a: [slow], b: [fast] })
+    return Effect.gen(function* () {
+      expect(yield* firstAttempts(6)).toEqual(["a", "a", "a", "a", "a", "a"])
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, ejectAfterLosses: 0 }), { provider: layer })))
+  })
+
+  it.effect("a hedge that loses counts nothing against its upstream: it started later", () => {
+    const { layer } = scripted({ a: [{ contentAfterMs: 150 }], b: [{ contentAfterMs: 500 }] })
+    return Effect.gen(function* () {
+      for (let i = 0; i < 4; i++)
+        expect((yield* streamed("1 seconds")).decision.hedge).toMatchObject({ winner: "a", loser: "b" })
+      const { decision } = yield* streamed("1 seconds")
+      expect(decision).toMatchObject({ candidates: ["a", "b"], excluded: [] })
+      expect(decision.hedge).toMatchObject({ hedge: "b" })
+    }).pipe(Effect.provide(routerLayer(hedgedPool({ afterMs: 100, ejectAfterLosses: 1 }), { provider: layer })))
+  })
+})

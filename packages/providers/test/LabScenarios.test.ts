@@ -97,14 +97,21 @@ describe("LabScenarios", () => {
         expect(hedged.afterChange!.changedShare).toBeLessThan(plain.afterChange!.changedShare)
         expect(hedged.hedgedShare).toBeLessThanOrEqual(0.1)
         expect((yield* run("a")).afterChange).toBeUndefined()
-        const table = LabScenarios.hedgeTable([plain, hedged])
-        const row = table.split("\n").find((line) => line.startsWith("| rotate"))!
-        const cells = row.split("|").map((cell) => cell.trim())
+        const cellsOf = (row: LabScenarios.Row) =>
+          LabScenarios.hedgeTable([plain, row])
+            .split("\n")
+            .find((line) => line.startsWith("| rotate"))!
+            .split("|")
+            .map((cell) => cell.trim())
+        const cells = cellsOf(hedged)
         expect(cells[2]).toBe("400ms ≤10%")
         expect(cells[3]).toBe(`${Math.round(plain.firstToken.p99)}`)
         expect(cells[6]).toBe(`${Math.round(plain.afterChange!.firstToken.p99)}`)
-        // A third of the streams stays slow beyond what 10% of hedges can rescue.
-        expect(cells.slice(-3, -1)).toEqual(["not met", "not met"])
+        // The slow upstream lost its races and was ejected: its third of the streams went elsewhere.
+        expect(cells.slice(-3, -1)).toEqual(["met", "met"])
+        // Never ejected, a third of the streams stays slow beyond what 10% of hedges can rescue.
+        const kept = yield* run("b", { hedge: { ...LabScenarios.hedgeAfterMs, ejectAfterLosses: 0 } })
+        expect(cellsOf(kept).slice(-3, -1)).toEqual(["not met", "not met"])
       })
   )
 

@@ -183,6 +183,44 @@ const countedBy = (request: Request, upstream: Upstream): number => {
   return count.tokens
 }
 
+/** Why `upstream` cannot take `request` whatever the guards say: disabled, or its context window too small. */
+const unfit = (request: Request, upstream: Upstream): Exclusion | undefined =>
+  !upstream.enabled
+    ? { upstream: upstream.id, stage: "config", reason: "disabled in config" }
+    : request.fits(upstream)
+      ? undefined
+      : {
+          upstream: upstream.id,
+          stage: "context-window",
+          reason:
+            `needs ${request.countFor(upstream).tokens + request.completionRoom} tokens` +
+            (upstream.tokens === undefined ? "" : ` (${upstream.tokens} rules, an estimate)`) +
+            `, context window is ${upstream.contextWindow}`
+        }
+
+/**
+ * The upstream the request's session is bound to in a pool that keeps sessions, when it is a
+ * candidate; records in the decision whether the session hit, moved or was new.
+ */
+const stickyChoice = (
+  local: StateStore.Local,
+  request: Request,
+  pool: Pool,
+  key: string | undefined,
+  candidates: ReadonlyArray<Upstream>
+): Upstream | undefined => {
+  if (pool.sticky === undefined || key === undefined) return undefined
+  const bound = local.get(`sticky:${pool.id}:${key}`, request.now)
+  if (bound === undefined) {
+    request.decision.sticky ??= "miss"
+    return undefined
+  }
+  const hit = candidates.find((u) => u.id === bound)
+  if (hit === undefined) request.decision.sticky = "moved"
+  else request.decision.sticky ??= "hit"
+  return hit
+}
+
 /** Makes the stage over the pipeline's guards, strategy and this instance's state. */
 export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: StateStore.Local): Service => {
   const headroomOf = guards.flatMap((g) => (g.tokenHeadroom === undefined ? [] : [g.tokenHeadroom]))
@@ -208,21 +246,7 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     let ejected: Array<Upstream> | undefined
     for (const upstream of pool.upstreams) {
       if (pass.tried !== undefined && pass.tried.includes(upstream.id)) continue
-      let excluded: Exclusion | undefined
-      if (!upstream.enabled) {
-        excluded = { upstream: upstream.id, stage: "config", reason: "disabled in config" }
-      } else if (!request.fits(upstream)) {
-        excluded = {
-          upstream: upstream.id,
-          stage: "context-window",
-          reason:
-            `needs ${request.countFor(upstream).tokens + request.completionRoom} tokens` +
-            (upstream.tokens === undefined ? "" : ` (${upstream.tokens} rules, an estimate)`) +
-            `, context window is ${upstream.contextWindow}`
-        }
-      } else {
-        excluded = checkAll(upstream, info, request)
-      }
+      const excluded = unfit(request, upstream) ?? checkAll(upstream, info, request)
       if (excluded !== undefined) {
         decision.exclude(excluded)
         if (excluded.waitable === true) request.waitFor(excluded, guards)
@@ -252,21 +276,9 @@ export const make = (guards: ReadonlyArray<Guard>, strategy: Strategy, local: St
     candidates: ReadonlyArray<Upstream>,
     explore: boolean
   ): Upstream => {
-    const key = info.sessionKey
     request.pass.scores = undefined
-    if (pool.sticky !== undefined && key !== undefined) {
-      const bound = local.get(`sticky:${pool.id}:${key}`, request.now)
-      if (bound !== undefined) {
-        const hit = candidates.find((u) => u.id === bound)
-        if (hit !== undefined) {
-          request.decision.sticky ??= "hit"
-          return hit
-        }
-        request.decision.sticky = "moved"
-      } else {
-        request.decision.sticky ??= "miss"
-      }
-    }
+    const bound = stickyChoice(local, request, pool, info.sessionKey, candidates)
+    if (bound !== undefined) return bound
     live.now = request.now
     // A strategy's bug may return nothing, or no object at all: it is caught below.
     const choice: Choice | null | undefined = strategy.select(

@@ -105,14 +105,16 @@ export interface StreamResult {
 
 /**
  * Streaming: `count` requests shared by `concurrency` workers, each worker one request at a time.
- * Stops early (counting the rest as skipped) after `capMs`.
+ * Stops early (counting the rest as skipped) after `capMs` — but not before `atLeast` were sent (a
+ * warm-up that runs for a time, however slow the target).
  */
 export const streamRequests = async (
   target: Pool,
   concurrency: number,
   count: number,
   model: string,
-  capMs: number
+  capMs: number,
+  atLeast = 0
 ): Promise<StreamResult> => {
   const body = requestBody(model, true)
   const ttfb: Array<number> = []
@@ -123,7 +125,7 @@ export const streamRequests = async (
   const started = performance.now()
   const deadline = started + capMs
   const worker = async (): Promise<void> => {
-    while (next < count && performance.now() < deadline) {
+    while (next < count && (next < atLeast || performance.now() < deadline)) {
       next++
       const t0 = performance.now()
       let first = Number.NaN

@@ -12,6 +12,7 @@
  *   BENCH_CONNECTIONS=50       concurrent connections
  *   BENCH_OBS_ROUNDS=2         rounds (each measures both gateways)
  *   BENCH_OBS_SCRAPE_MS=1000   how often /metrics is scraped while the observed gateway is measured
+ *   BENCH_OBS_NODE_ARGS=...    extra node flags for both gateways (e.g. --cpu-prof --cpu-prof-dir=<dir>)
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -31,7 +32,9 @@ const MODEL = "bench-model"
 const settings = {
   ...closedLoopSettings(),
   rounds: Math.round(positive("BENCH_OBS_ROUNDS", 2)),
-  scrapeMs: positive("BENCH_OBS_SCRAPE_MS", 1000)
+  scrapeMs: positive("BENCH_OBS_SCRAPE_MS", 1000),
+  /** Extra `node` flags for both gateways (`--cpu-prof --cpu-prof-dir=…` compares their profiles). */
+  nodeArgs: (process.env["BENCH_OBS_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== "")
 }
 
 /** The gateway's `server` block with observability on (writing the audit log to `auditPath`) or off. */
@@ -68,7 +71,7 @@ pools:
 `
   )
   // The observed gateway's access log goes to a file, as a deployed gateway's would (see `stdoutFile`).
-  const child = start(name, process.execPath, [SLUICE_BIN, "serve", "--config", config], {
+  const child = start(name, process.execPath, [...settings.nodeArgs, SLUICE_BIN, "serve", "--config", config], {
     cwd: ROOT,
     env: { PORT: String(port) },
     ...(auditPath === undefined || process.env["BENCH_LOG_PIPE"] !== undefined
@@ -152,7 +155,8 @@ const main = async (): Promise<number> => {
         total.ok += run.ok
         total.ms += run.elapsedMs
         total.errors += run.errors.count
-        total.latencies.push(...run.latencies)
+        // Not `push(...)`: a long run has more latencies than a call takes arguments.
+        for (const latency of run.latencies) total.latencies.push(latency)
         total.cpuMs = total.cpuMs === undefined || run.cpuMs === undefined ? undefined : total.cpuMs + run.cpuMs
         const p = summarize(run.latencies)
         rows.push([

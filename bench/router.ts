@@ -143,6 +143,11 @@ const next = (): Wire.ChatCompletionRequest =>
   fresh ? { ...request, messages: request.messages.map((m) => ({ ...m })) } : request
 
 const allocations = process.env["BENCH_ROUTER_ALLOC"] !== undefined
+/**
+ * BENCH_ROUTER_ALLOC=surviving samples only what outlives a young-generation collection: what each
+ * scavenge copies (and then promotes), the part of the allocation that costs the GC most.
+ */
+const survivingOnly = process.env["BENCH_ROUTER_ALLOC"] === "surviving"
 
 interface ProfileNode {
   readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number }
@@ -168,7 +173,7 @@ const sampled = <A, E>(body: Effect.Effect<A, E>, calls: () => number): Effect.E
     yield* post("HeapProfiler.startSampling", {
       samplingInterval: 256,
       includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true
+      includeObjectsCollectedByMinorGC: !survivingOnly
     })
     const result = yield* body
     const { profile } = yield* post("HeapProfiler.stopSampling")
@@ -186,7 +191,9 @@ const sampled = <A, E>(body: Effect.Effect<A, E>, calls: () => number): Effect.E
     }
     if (profile !== undefined) walk(profile.head)
     const n = calls()
-    console.log(`  allocated: ${(total / n).toFixed(0)} bytes per call (sampled); top sites, bytes per call:`)
+    console.log(
+      `  ${survivingOnly ? "surviving a scavenge" : "allocated"}: ${(total / n).toFixed(0)} bytes per call (sampled); top sites, bytes per call:`
+    )
     for (const [site, bytes] of [...sites]
       .sort((a, b) => b[1] - a[1])
       .slice(0, Number(process.env["BENCH_ROUTER_ALLOC_SITES"] ?? 15)))

@@ -31,6 +31,16 @@ import { RoundRobin } from "@sluice/strategies"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Context, Effect, Layer, Option } from "effect"
 import { Session } from "node:inspector"
+import { setFlagsFromString } from "node:v8"
+
+/**
+ * V8's allocation-site pretenuring is off, as in the gateway's process (see `packages/server/bin/sluice.js`):
+ * with it, this process's requests came to be born in the old generation (a literal's site, once
+ * pretenured, stays so), which the gateway's do not. BENCH_ROUTER_PRETENURING=1 keeps V8's default,
+ * as an application embedding the router gets unless it turns it off too.
+ */
+const pretenuring = process.env["BENCH_ROUTER_PRETENURING"] !== undefined
+if (!pretenuring) setFlagsFromString("--no-allocation-site-pretenuring")
 
 const requests = Number(process.env["BENCH_ROUTER_REQUESTS"] ?? 100_000)
 const concurrency = Number(process.env["BENCH_ROUTER_CONCURRENCY"] ?? 50)
@@ -266,7 +276,10 @@ const program = Effect.gen(function* () {
     )
     results.push(`${name} ${cpu.toFixed(2)} µs (${(cpu - floor).toFixed(2)} over the floor)`)
   }
-  console.log(`SUMMARY: CPU per routed call: ${results.join("; ")}; floor ${floor.toFixed(2)} µs`)
+  console.log(
+    `SUMMARY: CPU per routed call: ${results.join("; ")}; floor ${floor.toFixed(2)} µs` +
+      (pretenuring ? " (V8's allocation-site pretenuring on)" : "")
+  )
 })
 
 // The gateway's scheduler (see `Scheduling`), as the pipeline the gateway runs.

@@ -86,6 +86,29 @@ describe("Router.chatStream", () => {
     }
   )
 
+  it.effect(
+    "gives every routed stream the same shape: `events` is a getter of their prototype, not one of each",
+    () => {
+      // A getter of its own gives each stream a hidden class of its own, allocated in V8's old
+      // generation, that keeps the stream's objects alive through young collections (see `Routed`).
+      const tap = wiretap()
+      return Effect.gen(function* () {
+        const router = yield* Router.Router
+        const first = yield* router.chatStream(chatRequest())
+        const second = yield* router.chatStream(chatRequest())
+        for (const routed of [first, second]) {
+          expect(Object.getOwnPropertyDescriptor(routed, "events")).toBeUndefined()
+          expect(Object.keys(routed)).toEqual(Object.keys(first))
+        }
+        expect(Object.getPrototypeOf(second)).toBe(Object.getPrototypeOf(first))
+        // Still there, read from the prototype.
+        const events = Chunk.toReadonlyArray(yield* Stream.runCollect(second.events)).map((e) => e.data)
+        expect(events).toEqual([chunk("Hel").data, chunk("lo").data])
+        yield* first.release
+      }).pipe(Effect.provide(routerLayer(twoUpstreams(), { provider: streamsBy({ a: helloStream }, tap) })))
+    }
+  )
+
   it.effect("passes the usage-only chunk through when the client set stream_options.include_usage", () => {
     const tap = wiretap()
     return Effect.gen(function* () {

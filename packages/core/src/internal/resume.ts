@@ -9,16 +9,17 @@
  * continuation (`Decision.resumed`).
  */
 import type { Fiber } from "effect"
-import { Effect, Exit, Option, Stream } from "effect"
+import { Effect, Exit, Option } from "effect"
 import type { Decision, Resumption } from "../Decision.js"
 import type { RouterError, UpstreamError } from "../Errors.js"
 import type { Polled, Source, StreamEvent } from "../StreamEvent.js"
-import { isEvents, toStream } from "../StreamEvent.js"
+import { isEvents } from "../StreamEvent.js"
 import { estimateText } from "../TokenCounter.js"
 import type { ChatCompletionRequest } from "../Wire.js"
 import { requestedMaxTokens } from "../Wire.js"
 import type { RouteOptions } from "./request.js"
 import type { RoutedStream } from "./stream.js"
+import { Routed } from "./stream.js"
 
 /** Continuations one stream may make. */
 const MAX_RESUMES = 2
@@ -236,17 +237,6 @@ export const resuming = (
           merged(resumed)
         )
   )
-  return {
-    upstream,
-    requestId,
-    pool,
-    attempts,
-    hedge,
-    source,
-    release,
-    decision,
-    get events() {
-      return Stream.ensuring(toStream(source), release)
-    }
-  }
+  // A class, not a literal with a getter of its own (see `Routed`).
+  return new Routed(upstream, requestId, pool, attempts, hedge, source, release, decision)
 }

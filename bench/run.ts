@@ -46,13 +46,8 @@ const SLUICE_BIN = join(ROOT, "packages/server/bin/sluice.js")
 const RESULTS_DIR = join(ROOT, "bench/results")
 const MODEL = "bench-model"
 const TTFB_BAR_MS = 1
-/**
- * The p99 bar of added time to first content: at most this much over the bare proxy's p99, or — on
- * a run whose bare proxy has a tail of its own — within {@link TTFB_P99_SLACK_MS} of what the bare
- * proxy adds to the direct p99.
- */
+/** The p99 bar of added time to first content: at most this much over the bare proxy's p99. */
 const TTFB_P99_BAR_MS = 3
-const TTFB_P99_SLACK_MS = 2
 /** The memory bars of the gateway, MB: idle, and peak with 1,000 streams open. */
 const IDLE_RSS_BAR_MB = 100
 const STREAMS_PEAK_RSS_BAR_MB = 200
@@ -111,9 +106,11 @@ const settings = (() => {
     if (!Number.isInteger(n) || n <= 0) throw new Error(`BENCH_STREAM_CONCURRENCY: bad value '${s}'`)
     return n
   })
+  const streamRequests = Math.round(positive("BENCH_STREAM_REQUESTS", 2000))
+  const closedLoop = closedLoopSettings()
   const s = {
-    ...closedLoopSettings(),
-    streamRequests: Math.round(positive("BENCH_STREAM_REQUESTS", 2000)),
+    ...closedLoop,
+    streamRequests,
     streamConcurrency,
     completionTokens: Math.round(positive("BENCH_COMPLETION_TOKENS", 16)),
     targets: TARGET_NAMES.filter((t) => targets.includes(t)),
@@ -130,8 +127,11 @@ const settings = (() => {
     effectNodeArgs: (process.env["BENCH_EFFECT_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
     bareNodeArgs: (process.env["BENCH_BARE_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
     simulatorArgs: (process.env["BENCH_SIM_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
-    /** Cap on one streaming run (warm-up included), so a slow target cannot stall the bench. */
-    streamCapSeconds: 8
+    /**
+     * Cap on one streaming run (warm-up included), so a slow target cannot stall the bench: 8 s, or
+     * more when the warm-up and the streams asked for would not fit at 300 streams a second.
+     */
+    streamCapSeconds: Math.max(8, Math.ceil(closedLoop.warmupSeconds + 1 + streamRequests / 300))
   }
   const has = (name: ScenarioName) => s.scenarios.includes(name)
   const nonStreaming = has("requests") ? s.targets.length * (s.warmupSeconds + s.seconds + 1) : 0
@@ -494,11 +494,9 @@ const streamingComparison = (runs: ReadonlyArray<StreamingRun>) => {
     effectAddedTtfbP50VsBareMs: (effect?.ttfb.p50 ?? Number.NaN) - (bare?.ttfb.p50 ?? Number.NaN),
     ttfbBarMs: TTFB_BAR_MS,
     ttfbBarMet: Number.isFinite(addedTtfbP50VsBare) ? addedTtfbP50VsBare < TTFB_BAR_MS : null,
-    ttfbP99BarMet: Number.isFinite(addedTtfbP99VsBare)
-      ? addedTtfbP99VsBare <= TTFB_P99_BAR_MS ||
-        (Number.isFinite(sluiceAddedP99VsDirect - bareAddedP99VsDirect) &&
-          sluiceAddedP99VsDirect - bareAddedP99VsDirect <= TTFB_P99_SLACK_MS)
-      : null
+    // The issue's alternative, "within 2 ms of what the bare proxy adds to the direct p99", is the
+    // same difference (the direct p99 cancels out) held to 2 ms, which this bar already admits.
+    ttfbP99BarMet: Number.isFinite(addedTtfbP99VsBare) ? addedTtfbP99VsBare <= TTFB_P99_BAR_MS : null
   }
 }
 
@@ -707,7 +705,7 @@ const proxyScenarios = async (configDir: string): Promise<ProxyRuns> => {
     log(
       `  sluice vs bare:   added TTFB p50 ${signed(c.sluiceAddedTtfbP50VsBareMs)} ms ` +
         `[${verdict}: bar < ${TTFB_BAR_MS} ms], p99 ${signed(c.sluiceAddedTtfbP99VsBareMs)} ms ` +
-        `[${p99Verdict}: bar ≤ ${TTFB_P99_BAR_MS} ms, or added to the direct p99 within ${TTFB_P99_SLACK_MS} ms of what bare adds]; ` +
+        `[${p99Verdict}: bar ≤ ${TTFB_P99_BAR_MS} ms]; ` +
         `total p50 ×${fmt(c.sluiceTotalP50OverBare)}, p99 ×${fmt(c.sluiceTotalP99OverBare)}`
     )
     log(

@@ -52,6 +52,9 @@ describe("stream.resume", () => {
     return Effect.gen(function* () {
       const router = yield* Router.Router
       const routed = yield* router.chatStream(request, { requestId: "req-r" })
+      // A resumable stream has the shape of any routed stream: `events` is its prototype's getter
+      // (see `StreamHandle`), not a getter of its own.
+      expect(Object.getOwnPropertyDescriptor(routed, "events")).toBeUndefined()
       const events = yield* Router.collect(routed)
       expect(contentOf(events)).toBe("Hello, world!")
       // The continuation: the text sent as the assistant message to continue, the limit left.

@@ -89,8 +89,8 @@ describe("Router.chatStream", () => {
   it.effect(
     "gives every routed stream the same shape: `events` is a getter of their prototype, not one of each",
     () => {
-      // A getter of its own gives each stream a hidden class of its own, allocated in V8's old
-      // generation, that keeps the stream's objects alive through young collections (see `Routed`).
+      // A getter of each stream's own would sit in an accessor pair in V8's old generation, keeping
+      // the stream's objects through young collections (see `StreamHandle`).
       const tap = wiretap()
       return Effect.gen(function* () {
         const router = yield* Router.Router

@@ -12,14 +12,13 @@ if (![...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.replace
 }
 // No allocation-site pretenuring: once most objects of a literal have outlived a young collection,
 // V8 allocates that literal's objects straight in the old generation, and does not take it back. A
-// request's records live for microseconds, but when some once outlive collections their sites get
-// pretenured; each pretenured record then keeps the young objects it points to alive through every
-// young collection until a full one, and their sites get pretenured in turn. Measured with the
-// router in-process (bench/router.ts), where it had happened: 97-100% of a request's records born
-// old, 1.2 MB promoted by every young collection, 4.6 µs of CPU a routed call against 2.4 µs.
-if (
-  ![...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.replaceAll("_", "-").includes("pretenuring"))
-) {
+// request's records live for microseconds, but when some once outlive collections their literals
+// get pretenured; each record born old then keeps the young objects it points to alive through every
+// young collection until a full one, and their literals get pretenured in turn. Whether it happens
+// depends on how the first collections fall: with the router in-process (bench/router.ts), four runs
+// with V8's default cost 2.9, 5.3, 7.3 and 3.3 µs of CPU a call, every run without it 3.3-3.4 µs.
+// (The flag cannot be given in NODE_OPTIONS; on the command line it is left as given.)
+if (!process.execArgv.some((a) => a.replaceAll("_", "-").includes("allocation-site-pretenuring"))) {
   setFlagsFromString("--no-allocation-site-pretenuring")
 }
 const { main } = await import("../dist/Cli.js")

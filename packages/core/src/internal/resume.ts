@@ -19,7 +19,7 @@ import type { ChatCompletionRequest } from "../Wire.js"
 import { requestedMaxTokens } from "../Wire.js"
 import type { RouteOptions } from "./request.js"
 import type { RoutedStream } from "./stream.js"
-import { Routed } from "./stream.js"
+import { StreamHandle } from "./stream.js"
 
 /** Continuations one stream may make. */
 const MAX_RESUMES = 2
@@ -237,6 +237,6 @@ export const resuming = (
           merged(resumed)
         )
   )
-  // A class, not a literal with a getter of its own (see `Routed`).
-  return new Routed(upstream, requestId, pool, attempts, hedge, source, release, decision)
+  // A class, not a literal with a getter of its own (see `StreamHandle`).
+  return new StreamHandle({ upstream, requestId, pool, attempts, hedge, source, release, decision })
 }

@@ -13,6 +13,9 @@
  *   BENCH_OBS_ROUNDS=2         rounds (each measures both gateways)
  *   BENCH_OBS_SCRAPE_MS=1000   how often /metrics is scraped while the observed gateway is measured
  *   BENCH_OBS_NODE_ARGS=...    extra node flags for both gateways (e.g. --cpu-prof --cpu-prof-dir=<dir>)
+ *   BENCH_OBS_PARTS=access,audit,scrape
+ *                              what the observed gateway has on (the others as the unobserved one has
+ *                              them): to measure each part's share
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -29,27 +32,42 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url))
 const SLUICE_BIN = join(ROOT, "packages/server/bin/sluice.js")
 const MODEL = "bench-model"
 
+/** The parts `BENCH_OBS_PARTS` names (a comma-separated list of `access`, `audit` and `scrape`). */
+function partsOf(text: string): ReadonlySet<"access" | "audit" | "scrape"> {
+  const names = text
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "")
+  const unknown = names.filter((n) => n !== "access" && n !== "audit" && n !== "scrape")
+  if (unknown.length > 0 || names.length === 0)
+    throw new Error(`BENCH_OBS_PARTS names access, audit and scrape (some of them), not "${text}"`)
+  return new Set(names as Array<"access" | "audit" | "scrape">)
+}
+
 const settings = {
   ...closedLoopSettings(),
   rounds: Math.round(positive("BENCH_OBS_ROUNDS", 2)),
   scrapeMs: positive("BENCH_OBS_SCRAPE_MS", 1000),
   /** Extra `node` flags for both gateways (`--cpu-prof --cpu-prof-dir=…` compares their profiles). */
-  nodeArgs: (process.env["BENCH_OBS_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== "")
+  nodeArgs: (process.env["BENCH_OBS_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
+  /** What the observed gateway has on. */
+  parts: partsOf(process.env["BENCH_OBS_PARTS"] ?? "access,audit,scrape")
 }
 
-/** The gateway's `server` block with observability on (writing the audit log to `auditPath`) or off. */
-const serverBlock = (port: number, auditPath: string | undefined): string =>
-  auditPath === undefined
-    ? `server:
+/**
+ * The gateway's `server` block with observability on (the parts `BENCH_OBS_PARTS` names, the audit
+ * log written to `auditPath`) or off.
+ */
+const serverBlock = (port: number, auditPath: string | undefined): string => {
+  const observed = auditPath !== undefined
+  const log = observed && settings.parts.has("access")
+  const audit = observed && settings.parts.has("audit")
+  return `server:
   host: 127.0.0.1
   port: ${port}
-  log: { level: warning, access: false }
-  audit: { sink: "off" }`
-    : `server:
-  host: 127.0.0.1
-  port: ${port}
-  log: { level: info, format: json, access: true }
-  audit: { sink: file, path: ${JSON.stringify(auditPath)}, maxBytes: 1000000000 }`
+  log: ${log ? "{ level: info, format: json, access: true }" : "{ level: warning, access: false }"}
+  audit: ${audit ? `{ sink: file, path: ${JSON.stringify(auditPath)}, maxBytes: 1000000000 }` : `{ sink: "off" }`}`
+}
 
 /** A gateway in front of `upstream`, observed or not. */
 const startGateway = async (
@@ -148,7 +166,8 @@ const main = async (): Promise<number> => {
       // Which goes first alternates too.
       for (const which of round % 2 === 1 ? (["off", "on"] as const) : (["on", "off"] as const)) {
         const gateway = which === "on" ? on : off
-        const scraping = which === "on" ? scraper(gateway.origin, settings.scrapeMs) : undefined
+        const scraping =
+          which === "on" && settings.parts.has("scrape") ? scraper(gateway.origin, settings.scrapeMs) : undefined
         const run = await measure(gateway.origin, gateway.child.pid)
         scrapes += scraping?.stop() ?? 0
         const total = totals[which]
@@ -174,12 +193,14 @@ const main = async (): Promise<number> => {
     const rps = (t: { ok: number; ms: number }) => (t.ok / t.ms) * 1000
     const ratio = rps(totals.on) / rps(totals.off)
     const p50 = (t: { latencies: Array<number> }) => summarize(t.latencies).p50
-    const audited = readFileSync(auditPath, "utf8")
-      .split("\n")
-      .filter((l) => l !== "").length
+    const audited = settings.parts.has("audit")
+      ? readFileSync(auditPath, "utf8")
+          .split("\n")
+          .filter((l) => l !== "").length
+      : undefined
     const errors = totals.on.errors + totals.off.errors
     console.log(
-      `audit lines written: ${audited} (requests served with observability on, warm-ups included); /metrics scrapes: ${scrapes}`
+      `observed: ${[...settings.parts].join(", ")}; audit lines written: ${audited ?? "-"} (requests served with observability on, warm-ups included); /metrics scrapes: ${scrapes}`
     )
     const cpuOn = cpuPerRequest(totals.on)
     const cpuOff = cpuPerRequest(totals.off)
@@ -191,7 +212,7 @@ const main = async (): Promise<number> => {
       `SUMMARY: observability on/off throughput ×${fmt(ratio)} (on ${rps(totals.on).toFixed(0)} vs off ${rps(totals.off).toFixed(0)} req/s), ` +
         `p50 on ${fmt(p50(totals.on))} ms vs off ${fmt(p50(totals.off))} ms${cpu}; errors ${errors}`
     )
-    return errors > 0 || audited < totals.on.ok ? 1 : 0
+    return errors > 0 || (audited !== undefined && audited < totals.on.ok) ? 1 : 0
   } finally {
     await stopAll()
   }

@@ -13,6 +13,7 @@ import {
   LogLevel,
   Redacted
 } from "effect"
+import type { Decision } from "@sluice/core"
 import * as Logging from "../src/Logging.js"
 
 /** One log call's options, as the runtime hands them to a logger. */
@@ -109,6 +110,39 @@ describe("the access line", () => {
         }
       ),
       { numRuns: 300, seed: 7 }
+    )
+  })
+
+  it("of a decision, written straight from it, is the text of its fields' record", () => {
+    const number = fc.oneof(fc.nat(), fc.double(), fc.constant(Number.NaN))
+    const decision = fc.record({
+      requestId: fc.string(),
+      operation: fc.constantFrom("chat", "embeddings", "responses"),
+      stream: fc.boolean(),
+      pool: fc.string(),
+      attempts: fc.array(fc.record({ upstream: fc.string() }), { maxLength: 2 }),
+      upstream: fc.option(fc.string(), { nil: undefined }),
+      outcome: fc.constantFrom("success", "error", "interrupted"),
+      durationMs: number,
+      queueWaitMs: number,
+      inputTokens: fc.option(fc.nat(), { nil: undefined }),
+      outputTokens: fc.option(number, { nil: undefined }),
+      firstChunkMs: fc.option(number, { nil: undefined }),
+      error: fc.option(fc.string({ unit: "binary" }), { nil: undefined })
+    }) as unknown as fc.Arbitrary<Decision.Decision>
+    fc.assert(
+      fc.property(
+        decision,
+        fc.option(fc.string({ unit: "binary" }), { nil: undefined }),
+        fc.integer({ min: 100, max: 599 }),
+        fc.integer({ min: 0, max: 4_000_000_000_000 }),
+        (d, key, status, ms) => {
+          expect(Logging.jsonAccessLine(d, key, status, ms)).toBe(
+            Logging.accessLine("json", Logging.accessFields(d, key, status), new Date(ms))
+          )
+        }
+      ),
+      { numRuns: 500, seed: 9 }
     )
   })
 })

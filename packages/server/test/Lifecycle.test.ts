@@ -75,6 +75,13 @@ const serve = (
       })
   )
 
+/** Resolves once the child's standard output has ended (all it wrote has been read). */
+const ended = (child: ReturnType<typeof spawn>) =>
+  new Promise<void>((resolve) => {
+    if (child.stdout === null || child.stdout.readableEnded) resolve()
+    else child.stdout.once("end", resolve)
+  })
+
 interface Child {
   readonly child: ReturnType<typeof spawn>
   readonly exited: Promise<number | null>
@@ -239,6 +246,9 @@ describe("drain on SIGTERM (the bin)", () => {
         }
         expect(yield* Effect.promise(() => gateway.exited)).toBe(0)
         expect(Date.now() - signalled).toBeLessThan(10_000)
+        // Every stream's access line reached standard output, the last ones as the process exited.
+        yield* Effect.promise(() => ended(gateway.child))
+        expect(gateway.output().match(/INFO \(\): 200 chat stream req_\w+ pool=chat upstream=sim /g)).toHaveLength(50)
       }).pipe(Effect.scoped),
     30_000
   )

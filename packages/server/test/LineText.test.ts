@@ -3,11 +3,12 @@
  * and `Date.prototype.toISOString` make (the access line against Effect's loggers is checked in
  * `JsonLogger.test.ts`).
  */
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, it, vi } from "@effect/vitest"
 import type { Decision } from "@sluice/core"
 import fc from "fast-check"
 import * as Audit from "../src/internal/audit.js"
 import { isoTime } from "../src/internal/isoTime.js"
+import * as Logging from "../src/Logging.js"
 
 /** The furthest `Date` reaches either side of 1970, in ms. */
 const RANGE = 8.64e15
@@ -72,5 +73,65 @@ describe("the audit line", () => {
     const d = { requestId: "r", startedAt: 1_700_000_000_000 } as unknown as Decision.Decision
     const content = { request: { model: "m", messages: [] }, response: { id: "x" } }
     expect(Audit.lineOf(d, "team", 0.5, content)).toBe(JSON.stringify(Audit.entryOf(d, "team", 0.5, content)) + "\n")
+  })
+})
+
+describe("the access lines' byte buffer", () => {
+  /** A buffer writing to an array of chunks, and the text they hold. */
+  const gatherer = () => {
+    const chunks: Array<Uint8Array> = []
+    const lines = Logging.byteLines((chunk) => void chunks.push(Buffer.from(chunk)))
+    return { ...lines, chunks, text: () => Buffer.concat(chunks).toString("utf8") }
+  }
+
+  it("writes every line whole and in order, short and long, in any script, each with its newline", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(
+            { weight: 8, arbitrary: fc.string({ unit: "grapheme", maxLength: 400 }) },
+            { weight: 1, arbitrary: fc.string({ unit: "grapheme-composite", minLength: 8_000, maxLength: 30_000 }) }
+          ),
+          { maxLength: 300 }
+        ),
+        (texts) => {
+          const g = gatherer()
+          for (const text of texts) g.line(text)
+          g.flush()
+          expect(g.text()).toBe(texts.map((t) => `${t}\n`).join(""))
+        }
+      ),
+      { numRuns: 40, seed: 3 }
+    )
+  })
+
+  it("gathers lines into one write, made within 10 ms of the first or once the next might not fit", () => {
+    vi.useFakeTimers()
+    try {
+      const g = gatherer()
+      g.line("first")
+      g.line("second")
+      vi.advanceTimersByTime(9)
+      expect(g.chunks).toEqual([])
+      vi.advanceTimersByTime(1)
+      expect(g.chunks.map((c) => Buffer.from(c).toString())).toEqual(["first\nsecond\n"])
+      // Lines of 1,000 bytes in a buffer of 64 KB: 63 fit; the next might not (3 bytes a character at
+      // most), and sends those before it at once.
+      const line = "x".repeat(999)
+      for (let i = 0; i < 63; i++) g.line(line)
+      expect(g.chunks).toHaveLength(1)
+      g.line(line)
+      expect(g.chunks).toHaveLength(2)
+      expect(g.chunks[1]!.length).toBe(63 * 1000)
+      vi.advanceTimersByTime(10)
+      expect(g.chunks).toHaveLength(3)
+      expect(g.chunks[2]!.length).toBe(1000)
+      // A line longer than the buffer goes out on its own, after what was waiting.
+      g.line("short")
+      g.line("y".repeat(70_000))
+      expect(g.chunks.slice(3).map((c) => c.length)).toEqual([6, 70_001])
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })

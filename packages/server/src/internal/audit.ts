@@ -70,6 +70,13 @@ export const entryOf = (
   return entry
 }
 
+/** What an entry's JSON line (without content) holds before the decision's JSON (ASCII only). */
+const headOf = (decision: Decision.Decision, costUsd: number): string =>
+  `{"time":"${isoTime(decision.startedAt)}","costUsd":${JSON.stringify(costUsd)},"decision":`
+
+/** What an entry's JSON line (without content) holds after the decision's JSON, with the newline. */
+const tailOf = (key: string | undefined): string => (key === undefined ? "}\n" : `,"key":${JSON.stringify(key)}}\n`)
+
 /**
  * An entry's JSON line (with its newline): the text `JSON.stringify` makes of {@link entryOf}'s
  * record, written around the decision's JSON without making the record.
@@ -82,15 +89,25 @@ export const lineOf = (
 ): string =>
   content !== undefined
     ? JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
-    : `{"time":"${isoTime(decision.startedAt)}","costUsd":${JSON.stringify(costUsd)},"decision":${JSON.stringify(decision)}${key === undefined ? "" : `,"key":${JSON.stringify(key)}`}}\n`
+    : headOf(decision, costUsd) + JSON.stringify(decision) + tailOf(key)
 
 /** A line sink: stdout, or a file rotated by size. */
 interface Sink {
   readonly write: (line: string) => void
+  /**
+   * Writes the line `head + json + tail`, where `head` is ASCII: a sink that copies lines into a
+   * buffer copies the three as they are, without making the line (a copy of some 700 characters a
+   * request, and a second pass over it to count its bytes).
+   */
+  readonly writeParts: (head: string, json: string, tail: string) => void
   readonly close: () => void
 }
 
-const stdoutSink: Sink = { write: (line) => void process.stdout.write(line), close: () => {} }
+const stdoutSink: Sink = {
+  write: (line) => void process.stdout.write(line),
+  writeParts: (head, json, tail) => void process.stdout.write(head + json + tail),
+  close: () => {}
+}
 
 /** How long the file sink holds lines before it writes them, and how many bytes it holds at most. */
 const FLUSH_MS = 20
@@ -139,23 +156,39 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
     pending = Buffer.allocUnsafe(FLUSH_BYTES)
     used = 0
   }
+  const later = () => {
+    // Unref'd: a pending flush never keeps the process alive; `close` (at the drain) writes what is left.
+    if (timer === undefined) timer = setTimeout(flush, FLUSH_MS).unref()
+  }
+  const write = (line: string) => {
+    const bytes = Buffer.byteLength(line)
+    if (size > 0 && size + bytes > maxBytes) {
+      flush()
+      rotate()
+    }
+    size += bytes
+    if (bytes > pending.length - used) {
+      flush()
+      // A line longer than the buffer goes out on its own.
+      if (bytes > pending.length) return void out.write(line)
+    }
+    used += pending.write(line, used)
+    if (used >= FLUSH_BYTES) flush()
+    else later()
+  }
   return {
-    write: (line) => {
-      const bytes = Buffer.byteLength(line)
-      if (size > 0 && size + bytes > maxBytes) {
-        flush()
-        rotate()
-      }
-      size += bytes
-      if (bytes > pending.length - used) {
-        flush()
-        // A line longer than the buffer goes out on its own.
-        if (bytes > pending.length) return void out.write(line)
-      }
-      used += pending.write(line, used)
-      if (used >= FLUSH_BYTES) flush()
-      // Unref'd: a pending flush never keeps the process alive; `close` (at the drain) writes what is left.
-      else if (timer === undefined) timer = setTimeout(flush, FLUSH_MS).unref()
+    write,
+    writeParts: (head, json, tail) => {
+      // At most 3 bytes of UTF-8 for each UTF-16 unit: when the line might not fit in the buffer, or
+      // might take the file past `maxBytes`, it goes the way that counts its bytes.
+      const most = (head.length + json.length + tail.length) * 3
+      if (most > pending.length - used || size + most > maxBytes) return write(head + json + tail)
+      const start = used
+      used += pending.write(head, used, "latin1")
+      used += pending.write(json, used)
+      used += pending.write(tail, used)
+      size += used - start
+      later()
     },
     close: () => {
       flush()
@@ -245,6 +278,8 @@ export class Log {
   add(decision: Decision.Decision, key: string | undefined, costUsd: number, content?: Content): void {
     this.keep(decision, key, costUsd, content)
     if (this.sink === undefined && this.listeners.size === 0) return
+    if (content === undefined && this.listeners.size === 0)
+      return this.sink!.writeParts(headOf(decision, costUsd), JSON.stringify(decision), tailOf(key))
     const line = lineOf(decision, key, costUsd, content)
     this.sink?.write(line)
     for (const listener of this.listeners) listener(decision, key, line)

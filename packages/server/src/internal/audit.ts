@@ -95,23 +95,25 @@ export const lineOf = (
 interface Sink {
   readonly write: (line: string) => void
   /**
-   * Writes the line `head + json + tail`, where `head` is ASCII: a sink that copies lines into a
-   * buffer copies the three as they are, without making the line (a copy of some 700 characters a
+   * Writes the line `json` and a newline: a sink that copies lines into a buffer copies the text as
+   * it is and adds the newline's byte, without making the line (a copy of some 700 characters a
    * request, and a second pass over it to count its bytes).
    */
-  readonly writeParts: (head: string, json: string, tail: string) => void
+  readonly writeJson: (json: string) => void
   readonly close: () => void
 }
 
 const stdoutSink: Sink = {
   write: (line) => void process.stdout.write(line),
-  writeParts: (head, json, tail) => void process.stdout.write(head + json + tail),
+  writeJson: (json) => void process.stdout.write(`${json}\n`),
   close: () => {}
 }
 
 /** How long the file sink holds lines before it writes them, and how many bytes it holds at most. */
 const FLUSH_MS = 20
 const FLUSH_BYTES = 64 * 1024
+/** How many written buffers the file sink keeps for reuse. */
+const SPARE_BUFFERS = 2
 
 /** Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`). */
 const fileSink = (path: string, maxBytes: number, files: number): Sink => {
@@ -147,13 +149,18 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
   let pending = Buffer.allocUnsafe(FLUSH_BYTES)
   let used = 0
   let timer: ReturnType<typeof setTimeout> | undefined
+  // Buffers the stream has written, for the next lines (a new one each time cost more than reusing).
+  const spare: Array<typeof pending> = []
   const flush = () => {
     if (timer !== undefined) clearTimeout(timer)
     timer = undefined
     if (used === 0) return
-    // The stream holds on to what it was given until it is written: the next lines get a new buffer.
-    out.write(pending.subarray(0, used))
-    pending = Buffer.allocUnsafe(FLUSH_BYTES)
+    // The stream holds on to what it was given until it is written: the next lines get another buffer.
+    const full = pending
+    out.write(full.subarray(0, used), () => {
+      if (spare.length < SPARE_BUFFERS) spare.push(full)
+    })
+    pending = spare.pop() ?? Buffer.allocUnsafe(FLUSH_BYTES)
     used = 0
   }
   const later = () => {
@@ -178,15 +185,14 @@ const fileSink = (path: string, maxBytes: number, files: number): Sink => {
   }
   return {
     write,
-    writeParts: (head, json, tail) => {
-      // At most 3 bytes of UTF-8 for each UTF-16 unit: when the line might not fit in the buffer, or
-      // might take the file past `maxBytes`, it goes the way that counts its bytes.
-      const most = (head.length + json.length + tail.length) * 3
-      if (most > pending.length - used || size + most > maxBytes) return write(head + json + tail)
+    writeJson: (json) => {
+      // At most 3 bytes of UTF-8 for each UTF-16 unit, and the newline: when the line might not fit
+      // in the buffer, or might take the file past `maxBytes`, it goes the way that counts its bytes.
+      const most = json.length * 3 + 1
+      if (most > pending.length - used || size + most > maxBytes) return write(`${json}\n`)
       const start = used
-      used += pending.write(head, used, "latin1")
       used += pending.write(json, used)
-      used += pending.write(tail, used)
+      pending[used++] = 0x0a
       size += used - start
       later()
     },
@@ -279,7 +285,7 @@ export class Log {
     this.keep(decision, key, costUsd, content)
     if (this.sink === undefined && this.listeners.size === 0) return
     if (content === undefined && this.listeners.size === 0)
-      return this.sink!.writeParts(headOf(decision, costUsd), JSON.stringify(decision), tailOf(key))
+      return this.sink!.writeJson(JSON.stringify(entryOf(decision, key, costUsd)))
     const line = lineOf(decision, key, costUsd, content)
     this.sink?.write(line)
     for (const listener of this.listeners) listener(decision, key, line)

@@ -26,6 +26,7 @@ import {
   Option
 } from "effect"
 import { isoTime } from "./internal/isoTime.js"
+import { writeStdout } from "./internal/stdout.js"
 
 const LEVELS: Record<SluiceConfig.LogConfig["level"], LogLevel.LogLevel> = {
   trace: LogLevel.Trace,
@@ -121,8 +122,9 @@ const timeOfDay = (date: Date): string =>
  * options record, its annotation and span conversions and a console lookup in the fiber refs: the
  * same text as Effect's JSON logger (a line whose message is a plain record of flat values, no
  * cause, annotation or span) and its uncoloured pretty logger (a text message); `JsonLogger.test.ts`
- * checks both against Effect's. It goes to the same console `log` as theirs (so through the same
- * `util.format`). Undefined for coloured pretty lines, which go Effect's way.
+ * checks both against Effect's. With another console than Effect's default (`Effect.withConsole`)
+ * it goes to that console's `log`, as theirs would; with the default one, to standard output
+ * ({@link accessLog}). Undefined for coloured pretty lines, which go Effect's way.
  */
 export const accessLine = (
   format: SluiceConfig.LogConfig["format"],
@@ -227,12 +229,12 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
  * as `live` has them at each request (a reload changes them).
  *
  * When those loggers are the gateway's own, the line's text is made here. With Effect's default
- * console it goes to standard output (where `console.log` writes, without calling it) as bytes
- * gathered for up to 10 ms ({@link stdoutLines}); with
- * another console (`Effect.withConsole`), to a console that gathers lines as long and hands them to
- * it as one `log`. A line per request costs a `write` to a pipe or file each otherwise (standard output
- * is synchronous on a pipe), some 13% of the gateway's throughput when measured. What is gathered is
- * written before the process exits.
+ * console it goes to `process.stdout` (where Node's `console.log` writes; a `console.log` the
+ * application replaced is not called) as bytes gathered for up to 10 ms ({@link stdoutLines}), its
+ * errors dropped as the console drops them; with another console (`Effect.withConsole`), to a
+ * console that gathers lines as long and hands them to it as one `log`. A line per request costs a
+ * `write` to a pipe or file each otherwise (standard output is synchronous on a pipe), some 13% of
+ * the gateway's throughput when measured. What is gathered is written before the process exits.
  */
 export const accessLog = (
   live: Live
@@ -250,7 +252,7 @@ export const accessLog = (
     const spans = List.empty()
     const annotations = HashMap.empty<string, unknown>()
     // The runtime's loggers are the gateway's own (and Effect's tracer logger, which writes nothing
-    // outside a span): the access line's text is made here and handed to the gathering console.
+    // outside a span): the access line's text is made here and written by `write`.
     const direct =
       loggers.filter((l) => gatewayLoggers.has(l)).length === 1 &&
       loggers.every((l) => gatewayLoggers.has(l) || l === Logger.tracerLogger)
@@ -358,33 +360,16 @@ const gathering = (to: Console.Console): Console.Console => {
 const GATHER_BYTES = 64 * 1024
 
 /**
- * Standard output, as Effect's default console writes to it (its errors ignored, as the console
- * does); true when the chunk was written at once (standard output is synchronous on Linux) and its
- * memory can be reused.
- */
-const toStdout = (chunk: Uint8Array): boolean => {
-  const out = process.stdout
-  out.once("error", ignore)
-  try {
-    out.write(chunk)
-  } finally {
-    out.removeListener("error", ignore)
-  }
-  return out.writableLength === 0
-}
-
-const ignore = () => {}
-
-/**
  * Lines gathered as UTF-8 bytes (each with its newline) and written to `write` together, at most
  * {@link GATHER_MS} after the first of them, or sooner once the next might not fit in
- * {@link GATHER_BYTES}; `write` says whether it is done with the chunk (its buffer is then reused). Each line is copied into the buffer as it comes, so no line's text outlives
- * the request that wrote it, and a write is one system call on bytes ready to go: gathered as text,
- * joined and handed to `console.log` (which encodes it again), the access lines of a busy gateway
- * cost some 2 µs a request more, measured in place. Flushed when the process exits.
+ * {@link GATHER_BYTES}; `write` may keep the chunk (the next lines get a new buffer). Each line is
+ * copied into the buffer as it comes, so no line's text outlives the request that wrote it, and a
+ * write is one system call on bytes ready to go. Gathered as text, joined and handed to
+ * `console.log` (which encodes it again), the access log alone cost ×0.93 of the gateway's
+ * throughput in `bench/observability.ts`; this way, ×0.95–0.98. Flushed when the process exits.
  */
 export const byteLines = (
-  write: (chunk: Uint8Array) => boolean
+  write: (chunk: Uint8Array) => void
 ): { readonly line: (text: string) => void; readonly flush: () => void } => {
   let pending = Buffer.allocUnsafe(GATHER_BYTES)
   let used = 0
@@ -397,9 +382,9 @@ export const byteLines = (
     }
     if (used === 0) return
     const chunk = pending.subarray(0, used)
+    pending = Buffer.allocUnsafe(GATHER_BYTES)
     used = 0
-    // A stream that holds on to what it was given (an asynchronous one) keeps it: the next lines get a new buffer.
-    if (!write(chunk)) pending = Buffer.allocUnsafe(GATHER_BYTES)
+    write(chunk)
   }
   const line = (text: string) => {
     // At most 3 bytes of UTF-8 for each UTF-16 unit, and the newline.
@@ -407,7 +392,7 @@ export const byteLines = (
     if (most > pending.length - used) {
       flush()
       // A line longer than the buffer goes out on its own.
-      if (most > pending.length) return void write(Buffer.from(`${text}\n`))
+      if (most > pending.length) return write(Buffer.from(`${text}\n`))
     }
     used += pending.write(text, used)
     pending[used++] = 0x0a
@@ -422,4 +407,4 @@ export const byteLines = (
 }
 
 /** The access lines bound for standard output (one gatherer for the process, as there is one standard output). */
-const stdoutLines = byteLines(toStdout).line
+const stdoutLines = byteLines(writeStdout).line

@@ -218,6 +218,37 @@ describe("health endpoints", () => {
   )
 })
 
+describe("standard output (the bin)", () => {
+  it.live(
+    "keeps serving when its standard output's reader is gone, dropping the lines it cannot write",
+    () =>
+      Effect.gen(function* () {
+        // The access lines and the audit lines both go to standard output.
+        const config = streaming(1_000, 3, 1_000).replace(
+          "{ drainMs: 1000 }",
+          "{ drainMs: 1000, audit: { sink: stdout } }"
+        )
+        expect(config).toContain("sink: stdout")
+        const file = yield* configFile(config)
+        const gateway = yield* serve(["--config", file.path])
+        // The reader of the pipe goes away: every later write to it fails with EPIPE.
+        gateway.child.stdout?.destroy()
+        const client = clientOf(gateway.url)
+        for (let i = 0; i < 5; i++) {
+          const answer = yield* Effect.promise(() =>
+            client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+          )
+          expect(answer.choices[0]?.finish_reason).toBe("stop")
+          // Past the access lines' 10 ms: each request's line is written (and fails) before the next.
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 30)))
+        }
+        expect((yield* Effect.promise(() => fetch(`${gateway.url}/health/live`))).status).toBe(200)
+        expect(gateway.child.exitCode).toBeNull()
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})
+
 describe("drain on SIGTERM (the bin)", () => {
   it.live(
     "lets 50 open streams finish, refuses new connections meanwhile, and exits 0",

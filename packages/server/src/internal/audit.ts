@@ -4,6 +4,7 @@
  */
 import type { Config as SluiceConfig, Decision } from "@sluice/core"
 import { isoTime } from "./isoTime.js"
+import { writeStdout } from "./stdout.js"
 import type { WriteStream } from "node:fs"
 import { createWriteStream, existsSync, openSync, renameSync, rmSync, statSync } from "node:fs"
 
@@ -104,8 +105,8 @@ interface Sink {
 }
 
 const stdoutSink: Sink = {
-  write: (line) => void process.stdout.write(line),
-  writeJson: (json) => void process.stdout.write(`${json}\n`),
+  write: writeStdout,
+  writeJson: (json) => writeStdout(`${json}\n`),
   close: () => {}
 }
 

@@ -154,7 +154,10 @@ const main = async (): Promise<number> => {
     const on = await startGateway("observability-on", upstream, dir, auditPath)
     console.log(
       `observability bench: ${settings.rounds} rounds of ${settings.warmupSeconds} s warm-up + ${settings.seconds} s ` +
-        `per gateway, ${settings.connections} connections; /metrics scraped every ${settings.scrapeMs} ms on the observed one`
+        `per gateway, ${settings.connections} connections; ` +
+        (settings.parts.has("scrape")
+          ? `/metrics scraped every ${settings.scrapeMs} ms on the observed one`
+          : "/metrics not scraped")
     )
     const totals = {
       off: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number>, cpuMs: 0 as number | undefined },

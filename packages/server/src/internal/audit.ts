@@ -71,13 +71,6 @@ export const entryOf = (
   return entry
 }
 
-/** What an entry's JSON line (without content) holds before the decision's JSON (ASCII only). */
-const headOf = (decision: Decision.Decision, costUsd: number): string =>
-  `{"time":"${isoTime(decision.startedAt)}","costUsd":${JSON.stringify(costUsd)},"decision":`
-
-/** What an entry's JSON line (without content) holds after the decision's JSON, with the newline. */
-const tailOf = (key: string | undefined): string => (key === undefined ? "}\n" : `,"key":${JSON.stringify(key)}}\n`)
-
 /**
  * An entry's JSON line (with its newline): the text `JSON.stringify` makes of {@link entryOf}'s
  * record, written around the decision's JSON without making the record.
@@ -90,7 +83,7 @@ export const lineOf = (
 ): string =>
   content !== undefined
     ? JSON.stringify(entryOf(decision, key, costUsd, content)) + "\n"
-    : headOf(decision, costUsd) + JSON.stringify(decision) + tailOf(key)
+    : `{"time":"${isoTime(decision.startedAt)}","costUsd":${JSON.stringify(costUsd)},"decision":${JSON.stringify(decision)}${key === undefined ? "" : `,"key":${JSON.stringify(key)}`}}\n`
 
 /** A line sink: stdout, or a file rotated by size. */
 interface Sink {

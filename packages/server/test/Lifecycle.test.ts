@@ -7,7 +7,7 @@ import type { Scope } from "effect"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { connect } from "node:net"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -249,13 +249,52 @@ describe("standard output (the bin)", () => {
   )
 })
 
+describe("the audit file (the bin)", () => {
+  it.live(
+    "keeps serving when the file cannot be written, and says so once",
+    () =>
+      Effect.gen(function* () {
+        // Every write to /dev/full fails (ENOSPC).
+        const file = yield* configFile(
+          streaming(1_000, 3, 1_000).replace(
+            "{ drainMs: 1000 }",
+            "{ drainMs: 1000, audit: { sink: file, path: /dev/full } }"
+          )
+        )
+        const gateway = yield* serve(["--config", file.path])
+        const client = clientOf(gateway.url)
+        for (let i = 0; i < 3; i++) {
+          const answer = yield* Effect.promise(() =>
+            client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+          )
+          expect(answer.choices[0]?.finish_reason).toBe("stop")
+          // Past the writer thread's round (20 ms): each entry's write fails before the next request.
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+        }
+        yield* Effect.promise(() => gateway.waitFor(/the audit file \/dev\/full cannot be written/))
+        expect(gateway.output().match(/cannot be written/g)).toHaveLength(1)
+        expect((yield* Effect.promise(() => fetch(`${gateway.url}/health/live`))).status).toBe(200)
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})
+
 describe("drain on SIGTERM (the bin)", () => {
   it.live(
     "lets 50 open streams finish, refuses new connections meanwhile, and exits 0",
     () =>
       Effect.gen(function* () {
-        // Each stream takes about 1.5 s; the drain allows 10 s.
-        const file = yield* configFile(streaming(10_000, 30, 20))
+        // Each stream takes about 1.5 s; the drain allows 10 s. The audit log goes to a file.
+        const config = streaming(10_000, 30, 20)
+        const file = yield* configFile(config)
+        const auditPath = join(file.path, "..", "audit.jsonl")
+        file.write(
+          config.replace(
+            "{ drainMs: 10000 }",
+            `{ drainMs: 10000, audit: { sink: file, path: ${JSON.stringify(auditPath)} } }`
+          )
+        )
+        expect(readFileSync(file.path, "utf8")).toContain("sink: file")
         const gateway = yield* serve(["--config", file.path])
         const client = clientOf(gateway.url)
         const streams = Array.from({ length: 50 }, () => openStream(client))
@@ -280,6 +319,13 @@ describe("drain on SIGTERM (the bin)", () => {
         // Every stream's access line reached standard output, the last ones as the process exited.
         yield* Effect.promise(() => ended(gateway.child))
         expect(gateway.output().match(/INFO \(\): 200 chat stream req_\w+ pool=chat upstream=sim /g)).toHaveLength(50)
+        // And every stream's audit entry reached the file (its writer thread wrote them before the exit).
+        const audited = readFileSync(auditPath, "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+        expect(audited.map((l) => (JSON.parse(l) as { decision: { outcome: string } }).decision.outcome)).toEqual(
+          Array.from({ length: 50 }, () => "success")
+        )
       }).pipe(Effect.scoped),
     30_000
   )

@@ -1,0 +1,615 @@
+/**
+ * The ring that carries audit entries from the event loop to the audit file's writer thread
+ * (`auditWorker.mjs`): a `SharedArrayBuffer` the event loop writes records into and the writer
+ * reads them from, with no message, copy or system call per entry.
+ *
+ * The event loop writes an entry's values, not its JSON: the decision's fields in a fixed order
+ * (those of `Decision.Builder`, {@link FIELDS}) and their values tagged by type, a string as its
+ * Latin-1 bytes when it has no other character, else as its UTF-16 units. The writer rebuilds the
+ * same record and makes its JSON line, so the line is the text `JSON.stringify` makes of the entry
+ * on the event loop.
+ *
+ * Plain JavaScript on purpose: the writer thread loads it with Node's own loader, outside tsx and
+ * vitest transforms.
+ *
+ * Layout: an `Int32Array` of control words ({@link HEAD}, {@link TAIL}, {@link SIGNAL},
+ * {@link CLOSE}, {@link DONE}), then the data, in bytes (a number is 8-byte aligned, UTF-16 units
+ * 2-byte aligned). A record is a kind byte, its length in bytes (4 bytes), and its payload. An
+ * object's value is its tag, each key (tagged as a string) and its value, and T_END. The writer of
+ * the ring moves HEAD, the reader TAIL; HEAD === TAIL is empty.
+ */
+
+/** Control words (indexes of the `Int32Array`). */
+export const HEAD = 0
+export const TAIL = 1
+/** Bumped (and notified) to wake the reader before its next round. */
+export const SIGNAL = 2
+/** Set when the sink closes: the reader writes what is left, closes the file and sets DONE. */
+export const CLOSE = 3
+export const DONE = 4
+/** Bytes of control words before the data. */
+const CONTROL_BYTES = 64
+
+/** Record kinds. */
+const ENTRY = 1
+/** A line's text (of an entry the ring cannot carry as values, or with content). */
+const TEXT = 2
+/** A part of a line's text that goes on in the next record (a line longer than {@link MAX_RECORD}). */
+const TEXT_PART = 3
+/** The records go on at the start of the data. */
+const WRAP = 0xff
+
+/** Value tags. */
+const T_END = 0
+const T_STR = 1
+const T_NUM = 2
+const T_TRUE = 3
+const T_FALSE = 4
+const T_NULL = 5
+const T_ARR = 6
+const T_OBJ = 7
+const T_UNDEF = 8
+
+/** The largest record in bytes; an entry that needs more goes as its text, in parts. */
+export const MAX_RECORD = 32 * 1024
+
+/** Nesting deeper than this goes as text (a decision is a few levels deep). */
+const MAX_DEPTH = 32
+
+/**
+ * The decision's fields, in the order `Decision.Builder` has them (which `JSON.stringify` follows);
+ * `AuditRing.test.ts` checks this list against a builder.
+ */
+export const FIELDS = [
+  "requestId",
+  "operation",
+  "stream",
+  "model",
+  "pool",
+  "strategy",
+  "promptTokens",
+  "promptTokensExact",
+  "startedAt",
+  "pools",
+  "excluded",
+  "attempts",
+  "candidates",
+  "upstream",
+  "provider",
+  "responseModel",
+  "queueWaitMs",
+  "backoffMs",
+  "sticky",
+  "scores",
+  "promptTokensCounted",
+  "promptTokensRules",
+  "inputTokens",
+  "outputTokens",
+  "outcome",
+  "error",
+  "durationMs",
+  "firstChunkMs",
+  "hedge",
+  "hedges"
+]
+
+/**
+ * A new ring's shared memory: `bytes` of data (a multiple of 8, at least 4 × {@link MAX_RECORD}).
+ * @param {number} bytes
+ */
+export const allocate = (bytes) => {
+  // Each record is written where a whole MAX_RECORD fits: in a smaller ring an empty ring's middle
+  // would fit none, on either side.
+  if (bytes % 8 !== 0 || bytes < 4 * MAX_RECORD)
+    throw new RangeError(`an audit ring takes a multiple of 8 bytes, at least ${4 * MAX_RECORD}`)
+  return new SharedArrayBuffer(CONTROL_BYTES + bytes)
+}
+
+/** @param {SharedArrayBuffer} sab */
+const views = (sab) => {
+  const bytes = sab.byteLength - CONTROL_BYTES
+  return {
+    control: new Int32Array(sab, 0, CONTROL_BYTES / 4),
+    u8: new Uint8Array(sab, CONTROL_BYTES, bytes),
+    u16: new Uint16Array(sab, CONTROL_BYTES, bytes / 2),
+    f64: new Float64Array(sab, CONTROL_BYTES, bytes / 8),
+    bytes
+  }
+}
+
+/** String encodings (the byte before a string's length). */
+const LATIN1 = 0
+const UTF16 = 1
+
+/** Thrown inside {@link writer} when a record outgrows its room or a value cannot be carried. */
+const NO = { no: true }
+
+/**
+ * The event loop's side: `entry` puts one entry in the ring, `text` one line's text (see each).
+ * @param {SharedArrayBuffer} sab
+ */
+export const writer = (sab) => {
+  const { control, u8, u16, f64, bytes } = views(sab)
+  let head = Atomics.load(control, HEAD)
+  /** Where the record being written may end. */
+  let limit = 0
+  let at = 0
+
+  /** Starts a record of at most `most` bytes at `at`; false when there is no room. */
+  const reserve = (/** @type {number} */ most) => {
+    const tail = Atomics.load(control, TAIL)
+    if (head >= tail) {
+      // After every record at least one byte is left before the end, for a WRAP.
+      if (bytes - head > most) {
+        at = head
+        limit = head + most - 8
+        return true
+      }
+      if (tail - 1 < most) return false
+      u8[head] = WRAP
+      head = 0
+      Atomics.store(control, HEAD, head)
+      at = 0
+      limit = most - 8
+      return true
+    }
+    if (tail - head - 1 <= most) return false
+    at = head
+    // Less the 8-byte alignment of the record's end.
+    limit = head + most - 8
+    return true
+  }
+
+  /** Ends the record started at `head` as a record of `kind`, and hands it to the reader. */
+  const publish = (/** @type {number} */ kind) => {
+    // The next record starts 8-byte aligned, as the reader expects numbers to be.
+    at = (at + 7) & ~7
+    const length = at - head
+    u8[head] = kind
+    u8[head + 1] = length & 0xff
+    u8[head + 2] = (length >>> 8) & 0xff
+    u8[head + 3] = (length >>> 16) & 0xff
+    u8[head + 4] = length >>> 24
+    head = at
+    Atomics.store(control, HEAD, head)
+  }
+
+  /** A string: its encoding, its length in characters (4 bytes), its bytes or UTF-16 units. */
+  const chars = (/** @type {string} */ s) => {
+    const n = s.length
+    if (at + 7 + 2 * n > limit) throw NO
+    u8[at + 1] = n & 0xff
+    u8[at + 2] = (n >>> 8) & 0xff
+    u8[at + 3] = (n >>> 16) & 0xff
+    u8[at + 4] = n >>> 24
+    const start = at + 5
+    let i = 0
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i)
+      if (c > 0xff) break
+      u8[start + i] = c
+    }
+    if (i === n) {
+      u8[at] = LATIN1
+      at = start + n
+      return
+    }
+    u8[at] = UTF16
+    const units = (start + 1) >> 1
+    for (i = 0; i < n; i++) u16[units + i] = s.charCodeAt(i)
+    at = (units + n) << 1
+  }
+
+  /** @param {unknown} v @param {number} depth */
+  const value = (v, depth) => {
+    if (at + 16 > limit) throw NO
+    switch (typeof v) {
+      case "string":
+        u8[at++] = T_STR
+        return chars(v)
+      case "number":
+        u8[at] = T_NUM
+        at = (at + 8) & ~7
+        f64[at >> 3] = v
+        at += 8
+        return
+      case "boolean":
+        u8[at++] = v ? T_TRUE : T_FALSE
+        return
+      case "undefined":
+        u8[at++] = T_UNDEF
+        return
+      case "object":
+        if (v === null) {
+          u8[at++] = T_NULL
+          return
+        }
+        if (depth >= MAX_DEPTH) throw NO
+        if (Array.isArray(v)) {
+          const n = v.length
+          u8[at] = T_ARR
+          u8[at + 1] = n & 0xff
+          u8[at + 2] = (n >>> 8) & 0xff
+          u8[at + 3] = (n >>> 16) & 0xff
+          u8[at + 4] = n >>> 24
+          at += 5
+          // JSON writes null for an undefined element (and for a hole).
+          for (let i = 0; i < n; i++) {
+            const e = v[i]
+            if (e === undefined || typeof e === "function" || typeof e === "symbol") {
+              if (at + 1 > limit) throw NO
+              u8[at++] = T_NULL
+            } else value(e, depth + 1)
+          }
+          return
+        }
+        // Plain records only: anything else (a class, a Date) is left to JSON.stringify.
+        if (Object.getPrototypeOf(v) !== Object.prototype) throw NO
+        u8[at++] = T_OBJ
+        for (const k in v) {
+          const e = /** @type {Record<string, unknown>} */ (v)[k]
+          if (e === undefined || typeof e === "symbol") continue
+          if (typeof e === "function") {
+            // JSON calls a toJSON it finds.
+            if (k === "toJSON") throw NO
+            continue
+          }
+          if (at + 1 > limit) throw NO
+          u8[at++] = T_STR
+          chars(k)
+          value(e, depth + 1)
+        }
+        if (at + 1 > limit) throw NO
+        u8[at++] = T_END
+        return
+      default:
+        // A bigint (JSON throws).
+        throw NO
+    }
+  }
+
+  return {
+    /**
+     * One entry (`time` is the text of the decision's start): false when the ring has no room now;
+     * undefined when the entry cannot go as values (a value JSON treats its own way, a record longer
+     * than {@link MAX_RECORD}), nothing written either way.
+     * @param {object} decision a `Decision.Builder`, with no other own properties
+     * @param {string | undefined} key
+     * @param {number} costUsd
+     * @param {string} time
+     * @returns {boolean | undefined}
+     */
+    entry: (decision, key, costUsd, time) => {
+      if (!reserve(MAX_RECORD)) return false
+      at += 5
+      try {
+        // In the order of the entry's JSON.
+        chars(time)
+        value(costUsd, 0)
+        const fields = /** @type {Record<string, unknown>} */ (decision)
+        for (let i = 0; i < FIELDS.length; i++) value(fields[/** @type {string} */ (FIELDS[i])], 1)
+        value(key, 0)
+      } catch (e) {
+        if (e === NO) return undefined
+        throw e
+      }
+      publish(ENTRY)
+      return true
+    },
+    /**
+     * One line's text (without its newline) from its character `from` on, in parts when it is long:
+     * -1 once it is all in the ring, else where it stopped for want of room (`from`: nothing
+     * written). The reader joins the parts, so the rest may follow later — before any other record.
+     * @param {string} line
+     * @param {number} from
+     * @returns {number}
+     */
+    text: (line, from) => {
+      const part = (MAX_RECORD - 32) >> 1
+      for (;;) {
+        if (!reserve(MAX_RECORD)) return from
+        at += 5
+        const end = Math.min(line.length, from + part)
+        chars(from === 0 && end === line.length ? line : line.slice(from, end))
+        publish(end < line.length ? TEXT_PART : TEXT)
+        if (end === line.length) return -1
+        from = end
+      }
+    },
+    /** Bytes in use (written, not yet read). */
+    used: () => {
+      const tail = Atomics.load(control, TAIL)
+      return head >= tail ? head - tail : bytes - tail + head
+    },
+    bytes
+  }
+}
+
+/** The ASCII bytes of `text`. */
+const ascii = (/** @type {string} */ text) => Uint8Array.from(text, (c) => c.charCodeAt(0))
+
+/** `"<field>":` for each of {@link FIELDS}, with the comma before it. */
+const FIELD_KEYS = FIELDS.map((f) => ascii(`,"${f}":`))
+const TIME = ascii(`{"time":`)
+const COST = ascii(`,"costUsd":`)
+const DECISION = ascii(`,"decision":{`)
+const KEY = ascii(`,"key":`)
+const NULL = ascii("null")
+const TRUE = ascii("true")
+const FALSE = ascii("false")
+const HEX = ascii("0123456789abcdef")
+
+/**
+ * How JSON writes each Latin-1 character: 0 as it is (ASCII), 1 with a short escape (`\n`...),
+ * 2 as `\u00XX`, 3 as two bytes of UTF-8.
+ */
+const ESCAPES = Uint8Array.from({ length: 256 }, (_, c) =>
+  c === 0x22 || c === 0x5c || c === 0x08 || c === 0x0c || c === 0x0a || c === 0x0d || c === 0x09
+    ? 1
+    : c < 0x20
+      ? 2
+      : c < 0x80
+        ? 0
+        : 3
+)
+/** The letter of each short escape. */
+const SHORT = Uint8Array.from({ length: 256 }, (_, c) =>
+  c === 0x08 ? 0x62 : c === 0x0c ? 0x66 : c === 0x0a ? 0x6e : c === 0x0d ? 0x72 : c === 0x09 ? 0x74 : c
+)
+
+/**
+ * The reader's side: `write(out, pos)` writes the next line (and its newline) as UTF-8 into `out`
+ * from `pos` and gives the position after it; {@link EMPTY} when the ring holds no whole line,
+ * {@link FULL} when `out` may not have room for the next record's line (from 0 in 1 MB, an
+ * entry always has; a line of text may need more). An entry's line is written byte by byte from the record, the text
+ * `JSON.stringify` makes of the entry (`AuditRing.test.ts` checks that the two agree), without
+ * making a string or an object. TAIL moves past each record once it is read.
+ * @param {SharedArrayBuffer} sab
+ */
+export const reader = (sab) => {
+  const { control, u8, u16, f64 } = views(sab)
+  const buffer = Buffer.from(sab, CONTROL_BYTES, sab.byteLength - CONTROL_BYTES)
+  let tail = Atomics.load(control, TAIL)
+  /** Where the record is read. */
+  let at = 0
+  /** The line's bytes go here, from `pos`. */
+  let out = Buffer.alloc(0)
+  let pos = 0
+
+  const bytes = (/** @type {Uint8Array} */ b) => {
+    for (let i = 0; i < b.length; i++) out[pos + i] = b[i]
+    pos += b.length
+  }
+
+  const escape = (/** @type {number} */ c) => {
+    out[pos] = 0x5c
+    out[pos + 1] = 0x75
+    out[pos + 2] = HEX[c >>> 12]
+    out[pos + 3] = HEX[(c >>> 8) & 15]
+    out[pos + 4] = HEX[(c >>> 4) & 15]
+    out[pos + 5] = HEX[c & 15]
+    pos += 6
+  }
+
+  /** A string as JSON writes it: quoted, escaped, UTF-8. */
+  const string = () => {
+    const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
+    out[pos++] = 0x22
+    if (u8[at] === LATIN1) {
+      const start = at + 5
+      for (let i = start; i < start + n; i++) {
+        const c = u8[i]
+        const how = ESCAPES[c]
+        if (how === 0) out[pos++] = c
+        else if (how === 3) {
+          out[pos] = 0xc0 | (c >>> 6)
+          out[pos + 1] = 0x80 | (c & 0x3f)
+          pos += 2
+        } else if (how === 1) {
+          out[pos] = 0x5c
+          out[pos + 1] = SHORT[c]
+          pos += 2
+        } else escape(c)
+      }
+      at = start + n
+    } else {
+      const start = (at + 6) >> 1
+      for (let i = start; i < start + n; i++) {
+        const c = u16[i]
+        if (c < 0x100) {
+          const how = ESCAPES[c]
+          if (how === 0) out[pos++] = c
+          else if (how === 3) {
+            out[pos] = 0xc0 | (c >>> 6)
+            out[pos + 1] = 0x80 | (c & 0x3f)
+            pos += 2
+          } else if (how === 1) {
+            out[pos] = 0x5c
+            out[pos + 1] = SHORT[c]
+            pos += 2
+          } else escape(c)
+        } else if (c < 0x800) {
+          out[pos] = 0xc0 | (c >>> 6)
+          out[pos + 1] = 0x80 | (c & 0x3f)
+          pos += 2
+        } else if (c < 0xd800 || c > 0xdfff) {
+          out[pos] = 0xe0 | (c >>> 12)
+          out[pos + 1] = 0x80 | ((c >>> 6) & 0x3f)
+          out[pos + 2] = 0x80 | (c & 0x3f)
+          pos += 3
+        } else if (c < 0xdc00 && i + 1 < start + n && u16[i + 1] >= 0xdc00 && u16[i + 1] <= 0xdfff) {
+          // A surrogate pair: one character of four bytes.
+          const p = 0x10000 + ((c - 0xd800) << 10) + (u16[i + 1] - 0xdc00)
+          out[pos] = 0xf0 | (p >>> 18)
+          out[pos + 1] = 0x80 | ((p >>> 12) & 0x3f)
+          out[pos + 2] = 0x80 | ((p >>> 6) & 0x3f)
+          out[pos + 3] = 0x80 | (p & 0x3f)
+          pos += 4
+          i++
+        } else escape(c) // A lone surrogate, as JSON writes it.
+      }
+      at = (start + n) << 1
+    }
+    out[pos++] = 0x22
+  }
+
+  /** Any value as JSON writes it. */
+  const value = () => {
+    const tag = u8[at]
+    switch (tag) {
+      case T_STR:
+        at++
+        return string()
+      case T_NUM: {
+        at = (at + 8) & ~7
+        const n = f64[at >> 3]
+        at += 8
+        if (!Number.isFinite(n)) return bytes(NULL)
+        const text = `${n}`
+        for (let i = 0; i < text.length; i++) out[pos + i] = text.charCodeAt(i)
+        pos += text.length
+        return
+      }
+      case T_TRUE:
+        at++
+        return bytes(TRUE)
+      case T_FALSE:
+        at++
+        return bytes(FALSE)
+      case T_NULL:
+      case T_UNDEF:
+        at++
+        return bytes(NULL)
+      case T_ARR: {
+        const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
+        at += 5
+        out[pos++] = 0x5b
+        for (let i = 0; i < n; i++) {
+          if (i > 0) out[pos++] = 0x2c
+          value()
+        }
+        out[pos++] = 0x5d
+        return
+      }
+      case T_OBJ: {
+        at++
+        out[pos++] = 0x7b
+        // Each key is tagged as a string; T_END ends the record.
+        for (let first = true; u8[at] === T_STR; first = false) {
+          if (!first) out[pos++] = 0x2c
+          at++
+          string()
+          out[pos++] = 0x3a
+          value()
+        }
+        at++
+        out[pos++] = 0x7d
+        return
+      }
+      default:
+        throw new Error(`audit ring: unknown value tag ${tag}`)
+    }
+  }
+
+  /** An entry's line: `{"time":…,"costUsd":…,"decision":{…},"key":…}`, the fields left undefined left out. */
+  const entry = () => {
+    bytes(TIME)
+    // The time has no tag: it is always a string.
+    string()
+    bytes(COST)
+    value()
+    bytes(DECISION)
+    for (let i = 0; i < FIELD_KEYS.length; i++) {
+      if (u8[at] === T_UNDEF) {
+        at++
+        continue
+      }
+      const key = /** @type {Uint8Array} */ (FIELD_KEYS[i])
+      // The first field written has no comma before it.
+      if (out[pos - 1] === 0x7b) for (let j = 1; j < key.length; j++) out[pos++] = key[j]
+      else bytes(key)
+      value()
+    }
+    out[pos++] = 0x7d
+    if (u8[at] === T_UNDEF) at++
+    else {
+      bytes(KEY)
+      value()
+    }
+    out[pos++] = 0x7d
+  }
+
+  /** A line's text, joined from its parts. */
+  let pending = ""
+  /** Where `next` has lines written. */
+  let scratch = Buffer.alloc(1024 * 1024)
+
+  /**
+   * @param {Buffer} into
+   * @param {number} from
+   * @returns {number}
+   */
+  const write = (into, from) => {
+    for (;;) {
+      const head = Atomics.load(control, HEAD)
+      if (tail === head) return EMPTY
+      const kind = u8[tail]
+      if (kind === WRAP) {
+        tail = 0
+        Atomics.store(control, TAIL, tail)
+        continue
+      }
+      const length = u8[tail + 1] | (u8[tail + 2] << 8) | (u8[tail + 3] << 16) | (u8[tail + 4] << 24)
+      // At most 6 bytes of JSON for a byte of the record, the fields' names, the newline.
+      if (into.length - from < length * 6 + 1024) return FULL
+      at = tail + 5
+      out = into
+      pos = from
+      let done = true
+      if (kind === ENTRY) entry()
+      else if (kind === TEXT || kind === TEXT_PART) {
+        const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
+        const part =
+          u8[at] === LATIN1
+            ? buffer.toString("latin1", at + 5, at + 5 + n)
+            : buffer.toString("utf16le", (at + 6) & ~1, ((at + 6) & ~1) + 2 * n)
+        if (kind === TEXT_PART) {
+          pending += part
+          done = false
+        } else {
+          const text = pending + part
+          pending = ""
+          if (into.length - from < text.length * 3 + 1) {
+            // Too long for `into` as it is: the part is read again with more room.
+            pending = text.slice(0, text.length - part.length)
+            return FULL
+          }
+          pos += into.write(text, pos)
+        }
+      } else throw new Error(`audit ring: unknown record kind ${kind}`)
+      tail += length
+      Atomics.store(control, TAIL, tail)
+      if (done) {
+        into[pos++] = 0x0a
+        return pos
+      }
+    }
+  }
+
+  return {
+    write,
+    /** The next line's text, or undefined (for tests: it goes through `write`). */
+    next: () => {
+      for (;;) {
+        const end = write(scratch, 0)
+        if (end === FULL) scratch = Buffer.alloc(scratch.length * 2)
+        else return end === EMPTY ? undefined : scratch.toString("utf8", 0, end - 1)
+      }
+    }
+  }
+}
+
+/** What {@link reader}'s `write` answers when the ring holds no whole line. */
+export const EMPTY = -1
+/** What {@link reader}'s `write` answers when the next line may not fit where it was to go. */
+export const FULL = -2

@@ -1,0 +1,130 @@
+/**
+ * The audit file's writer thread (see `auditRing.mjs` and the file sink in `audit.ts`): it reads
+ * the entries the event loop puts in the ring, makes their JSON lines and appends them to the file,
+ * rotating it past `maxBytes` as the sink's settings say.
+ *
+ * It wakes every `flushMs`, or sooner when the event loop signals (the ring is half full, or the
+ * sink closes), writes the lines of everything the ring holds into a buffer (each entry's JSON
+ * made from its record, byte by byte) and writes that with one system call per megabyte.
+ * When the sink closes it writes what is left, closes the file, sets DONE and ends.
+ *
+ * Plain JavaScript on purpose: worker threads load their script with Node's own loader, outside
+ * tsx and vitest transforms.
+ *
+ * workerData: { sab, path, maxBytes, files, flushMs } — the ring's memory and the sink's settings.
+ * (The event loop opened the file once too, so that one that cannot be opened is refused there.)
+ */
+import { closeSync, existsSync, fstatSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import { workerData } from "node:worker_threads"
+import { CLOSE, DONE, EMPTY, FULL, reader, SIGNAL } from "./auditRing.mjs"
+
+/** @type {{ sab: SharedArrayBuffer, path: string, maxBytes: number, files: number, flushMs: number }} */
+const settings = workerData
+const control = new Int32Array(settings.sab, 0, 16)
+const ring = reader(settings.sab)
+const { path, maxBytes, files, flushMs } = settings
+let failed = false
+
+/** @param {unknown} error */
+const report = (error) => {
+  if (failed) return
+  failed = true
+  const message = error instanceof Error ? error.message : String(error)
+  try {
+    writeSync(2, `sluice: the audit file ${path} cannot be written: ${message}\n`)
+  } catch {
+    // Nowhere to say it.
+  }
+}
+
+/** The file, or -1 when it could not be opened (the lines are dropped, reported once). */
+let fd = -1
+let size = 0
+try {
+  fd = openSync(path, "a")
+  size = fstatSync(fd).size
+} catch (error) {
+  report(error)
+}
+
+/** Writes `bytes` to the file; a failure is reported once and the bytes dropped. */
+const append = (/** @type {Buffer} */ bytes) => {
+  if (fd === -1) return
+  try {
+    for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done, bytes.length - done)
+  } catch (error) {
+    report(error)
+  }
+}
+
+/** The file becomes `path.1` (older ones shift up to `path.<files>`), and a new one is opened. */
+const rotate = () => {
+  try {
+    if (fd !== -1) closeSync(fd)
+    fd = -1
+    if (files === 0) rmSync(path, { force: true })
+    else {
+      rmSync(`${path}.${files}`, { force: true })
+      for (let i = files - 1; i >= 1; i--)
+        if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`)
+      renameSync(path, `${path}.1`)
+    }
+    fd = openSync(path, "a")
+  } catch (error) {
+    report(error)
+  }
+  size = 0
+}
+
+/** The lines' bytes, written to the file when the ring is empty or this is full. */
+let buffer = Buffer.allocUnsafe(1024 * 1024)
+let used = 0
+
+const flush = () => {
+  if (used === 0) return
+  append(buffer.subarray(0, used))
+  used = 0
+}
+
+/** Writes every whole line the ring holds into the buffer, rotating the file where a line would take it past `maxBytes`. */
+const drain = () => {
+  for (;;) {
+    const start = used
+    const end = ring.write(buffer, used)
+    if (end === EMPTY) return
+    if (end === FULL) {
+      // A line longer than the buffer gets a buffer of its own size.
+      if (used === 0) buffer = Buffer.allocUnsafe(buffer.length * 2)
+      flush()
+      continue
+    }
+    used = end
+    const bytes = end - start
+    if (size > 0 && size + bytes > maxBytes) {
+      // What came before goes to the file being rotated; this line starts the next.
+      used = start
+      flush()
+      rotate()
+      buffer.copyWithin(0, start, end)
+      used = bytes
+    }
+    size += bytes
+  }
+}
+
+for (;;) {
+  const signal = Atomics.load(control, SIGNAL)
+  // The event loop sets CLOSE after its last record: seen before the ring is read, nothing follows.
+  const closing = Atomics.load(control, CLOSE) === 1
+  drain()
+  flush()
+  if (closing) break
+  Atomics.wait(control, SIGNAL, signal, flushMs)
+}
+try {
+  if (fd !== -1) closeSync(fd)
+} catch (error) {
+  report(error)
+}
+Atomics.store(control, DONE, 1)
+Atomics.notify(control, DONE)

@@ -1,0 +1,229 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Decision } from "@sluice/core"
+import { FastCheck as fc } from "effect"
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as Audit from "../src/internal/audit.js"
+import * as Ring from "../src/internal/auditRing.mjs"
+import { isoTime } from "../src/internal/isoTime.js"
+
+/** A string of any units: control characters, quotes, multi-byte characters, lone surrogates. */
+const text = fc.string({ unit: "binary", maxLength: 24 })
+const number = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(0, -0, Number.NaN, Number.POSITIVE_INFINITY))
+const optional = <A>(a: fc.Arbitrary<A>) => fc.option(a, { nil: undefined })
+const scores = fc.dictionary(text, number, { maxKeys: 3 })
+
+/** Builders with every field set or not, as the stages set them. */
+const builders = fc
+  .record({
+    requestId: text,
+    stream: fc.boolean(),
+    model: text,
+    pool: text,
+    pools: fc.array(text, { maxLength: 3 }),
+    promptTokens: number,
+    exact: fc.boolean(),
+    startedAt: fc.integer({ min: 0, max: 4_102_444_800_000 }),
+    candidates: fc.array(text, { maxLength: 3 }),
+    excluded: fc.array(
+      fc.record(
+        { upstream: text, stage: text, reason: text, retryAfterMs: number, waitable: fc.boolean() },
+        { requiredKeys: ["upstream", "stage", "reason"] }
+      ),
+      { maxLength: 3 }
+    ),
+    attempts: fc.array(
+      fc.record(
+        {
+          attempt: fc.integer(),
+          pool: text,
+          upstream: text,
+          outcome: fc.constantFrom(...(["success", "failure", "interrupted"] as const)),
+          latencyMs: number,
+          status: fc.integer(),
+          error: text,
+          scores
+        },
+        { requiredKeys: ["attempt", "pool", "upstream", "outcome", "latencyMs"] }
+      ),
+      { maxLength: 3 }
+    ),
+    upstream: optional(text),
+    provider: optional(text),
+    sticky: optional(fc.constantFrom(...(["hit", "miss", "moved"] as const))),
+    scores: optional(scores),
+    inputTokens: optional(number),
+    outputTokens: optional(number),
+    outcome: fc.constantFrom(...(["success", "error", "interrupted"] as const)),
+    error: optional(text),
+    firstChunkMs: optional(number),
+    hedge: optional(
+      fc.record({
+        primary: text,
+        hedge: text,
+        afterMs: number,
+        winner: optional(text),
+        loser: optional(text),
+        reason: optional(text)
+      })
+    ),
+    hedges: fc.nat()
+  })
+  .map((f) => {
+    const b = new Decision.Builder(
+      f.requestId,
+      "chat",
+      f.stream,
+      f.model,
+      f.pool,
+      "round-robin",
+      f.promptTokens,
+      f.exact,
+      f.startedAt
+    )
+    b.pools.push(...f.pools)
+    b.candidates = f.candidates
+    for (const e of f.excluded) b.excluded.push(e)
+    for (const a of f.attempts) b.attempts.push(a)
+    b.upstream = f.upstream
+    b.provider = f.provider
+    b.sticky = f.sticky
+    b.scores = f.scores
+    b.inputTokens = f.inputTokens
+    b.outputTokens = f.outputTokens
+    b.firstChunkMs = f.firstChunkMs
+    b.hedge = f.hedge
+    b.hedges = f.hedges
+    return b.end(f.startedAt + 5, f.outcome, f.error)
+  })
+
+/** An entry's line as `JSON.stringify` makes it on the event loop. */
+const lineOf = (d: Decision.Decision, key: string | undefined, costUsd: number) =>
+  JSON.stringify(Audit.entryOf(d, key, costUsd))
+
+describe("the audit ring", () => {
+  it("carries a builder's fields in its own order", () => {
+    const builder = new Decision.Builder("r", "chat", false, "m", "p", "s", 0, false, 0)
+    expect(Ring.FIELDS).toEqual(Object.keys(builder))
+  })
+
+  it("gives back the very line JSON.stringify makes of any builder's entry", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    fc.assert(
+      fc.property(builders, optional(text), number, (d, key, costUsd) => {
+        expect(writer.entry(d, key, costUsd, isoTime(d.startedAt))).toBe(true)
+        expect(reader.next()).toBe(lineOf(d, key, costUsd))
+        expect(reader.next()).toBeUndefined()
+      }),
+      { numRuns: 500 }
+    )
+  })
+
+  it("leaves to JSON what JSON treats its own way, and says when it has no room", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    const builder = () => new Decision.Builder("r", "chat", false, "m", "p", "s", 1, false, 0)
+    const dated = builder()
+    dated.scores = { a: 1 }
+    ;(dated as { scores: unknown }).scores = new Date(0)
+    expect(writer.entry(dated, "k", 0, "t")).toBeUndefined()
+    const withToJson = builder()
+    ;(withToJson as { hedge: unknown }).hedge = { toJSON: () => "x" }
+    expect(writer.entry(withToJson, "k", 0, "t")).toBeUndefined()
+    const huge = builder()
+    huge.error = "e".repeat(Ring.MAX_RECORD)
+    expect(writer.entry(huge, "k", 0, "t")).toBeUndefined()
+    // Nothing of those was published.
+    expect(reader.next()).toBeUndefined()
+    // A line longer than a record goes in parts, as far as there is room, and comes back whole.
+    const long = "é".repeat(5 * Ring.MAX_RECORD + 10)
+    let from = writer.text(long, 0)
+    expect(from).toBeGreaterThan(0)
+    let read = reader.next()
+    for (let rounds = 0; from !== -1 && rounds < 10; rounds++) {
+      expect(read).toBeUndefined()
+      from = writer.text(long, from)
+      read = reader.next()
+    }
+    expect(read).toBe(long)
+    expect(writer.text("short", 0)).toBe(-1)
+    expect(reader.next()).toBe("short")
+    // Records wrap around the end of the ring, and a full ring takes nothing until it is read.
+    const small = builder()
+    let written = 0
+    while (writer.entry(small, "k", written, "t") === true) written++
+    expect(written).toBeGreaterThan(10)
+    for (let i = 0; i < written; i++)
+      expect(reader.next()).toBe(JSON.stringify({ time: "t", costUsd: i, decision: small, key: "k" }))
+    expect(reader.next()).toBeUndefined()
+    for (let round = 0; round < 3 * written; round++) {
+      expect(writer.entry(small, undefined, round, "t")).toBe(true)
+      expect(reader.next()).toBe(JSON.stringify({ time: "t", costUsd: round, decision: small }))
+    }
+  })
+})
+
+describe("the audit file sink", () => {
+  const decision = (requestId: string) => {
+    const b = new Decision.Builder(requestId, "chat", false, "m", "p", "round-robin", 8, false, 1_700_000_000_000)
+    b.pools.push("p")
+    b.attempts.push({ attempt: 1, pool: "p", upstream: "u", outcome: "success", latencyMs: 3 })
+    return b.end(1_700_000_000_040, "success", undefined)
+  }
+
+  it("writes every entry in order, as values or as text, through a ring too small for them", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    try {
+      const path = join(dir, "a.jsonl")
+      const sink = Audit.fileSink(path, 1e12, 1, { ringBytes: 4 * Ring.MAX_RECORD + 1024 })
+      const expected: Array<string> = []
+      for (let i = 0; i < 2_000; i++) {
+        if (i % 7 === 3) {
+          // A line with content (written as text), one longer than a record.
+          const line = JSON.stringify({ i, content: "é😀".repeat(i === 1_000 ? 40_000 : i % 50) })
+          sink.write(`${line}\n`)
+          expected.push(line)
+        } else if (i % 11 === 5) {
+          // A decision that is not a builder's goes as its JSON text.
+          const plain = { ...decision(`plain-${i}`) }
+          sink.writeEntry(plain, "k", i)
+          expected.push(lineOf(plain, "k", i))
+        } else {
+          const d = decision(`req-${i}`)
+          sink.writeEntry(d, i % 2 === 0 ? "k" : undefined, i / 1000)
+          expected.push(lineOf(d, i % 2 === 0 ? "k" : undefined, i / 1000))
+        }
+      }
+      sink.close()
+      expect(readFileSync(path, "utf8")).toBe(expected.map((l) => `${l}\n`).join(""))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("rotates past maxBytes in the writer thread, a line never split between two files", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    try {
+      const path = join(dir, "a.jsonl")
+      const sink = Audit.fileSink(path, 2_000, 3)
+      const lines = Array.from({ length: 40 }, (_, i) => lineOf(decision(`req-${i}`), "k", 0))
+      for (let i = 0; i < 40; i++) sink.writeEntry(decision(`req-${i}`), "k", 0)
+      sink.close()
+      expect(readdirSync(dir).sort()).toEqual(["a.jsonl", "a.jsonl.1", "a.jsonl.2", "a.jsonl.3"])
+      const files = ["a.jsonl.3", "a.jsonl.2", "a.jsonl.1", "a.jsonl"].map((f) => readFileSync(join(dir, f), "utf8"))
+      for (const file of files) expect(Buffer.byteLength(file)).toBeLessThanOrEqual(2_000)
+      // The newest lines, whole and in order, across the files kept.
+      const kept = files
+        .join("")
+        .split("\n")
+        .filter((l) => l !== "")
+      expect(kept).toEqual(lines.slice(lines.length - kept.length))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

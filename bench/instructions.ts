@@ -12,7 +12,10 @@
  *   BENCH_INSTR_STREAM=1 node --import tsx bench/instructions.ts        # streams
  *   BENCH_INSTR_TARGET=bare node --import tsx bench/instructions.ts     # the bare proxy, for the ratio
  *   BENCH_INSTR_OBS=on|off ...         # access log and audit file on, or both off (default: the embedded config)
- *   BENCH_INSTR_DUMP=out.callgrind ... # keep the measured dump, for `callgrind_annotate`
+ *   BENCH_INSTR_DUMP=out.callgrind ... # keep the main thread's measured dump, for `callgrind_annotate`
+ *
+ * Prints the instructions per request of all the gateway's threads, and of its main thread (the
+ * event loop) alone.
  */
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -109,7 +112,8 @@ pools:
     const gateway = start(
       `${target} (callgrind)`,
       "valgrind",
-      ["--tool=callgrind", `--callgrind-out-file=${out}`, ...command],
+      // A dump per thread: the event loop's instructions apart from its helpers' (GC, libuv, workers).
+      ["--tool=callgrind", "--separate-threads=yes", `--callgrind-out-file=${out}`, ...command],
       { cwd: ROOT, env: { BENCH_UPSTREAM: `http://127.0.0.1:${simPort}`, PORT: String(port) } }
     )
     const origin = `http://127.0.0.1:${port}`
@@ -121,17 +125,32 @@ pools:
     execFileSync("callgrind_control", ["--dump", String(gateway.pid)], { stdio: "ignore" })
     await pool.close()
     gateway.process.kill("SIGKILL")
-    const dump = readdirSync(dir).find((f) => f.startsWith("callgrind.out.") && !f.endsWith(".0"))
-    const text = readFileSync(join(dir, dump ?? "callgrind.out.1"), "utf8")
-    // The dump itself, for `callgrind_annotate` (where the instructions go, by native function).
-    const keep = process.env["BENCH_INSTR_DUMP"]
-    if (keep !== undefined) writeFileSync(keep, text)
-    const totals = /^(?:totals|summary):\s+(\d+)/m.exec(text)
-    if (totals === null) throw new Error("no totals in the callgrind dump")
-    const perRequest = Number(totals[1]) / requests
+    // `callgrind.out.<dump>-<thread>`: the dump made above is 1, thread 01 is the main thread.
+    const dumps = readdirSync(dir)
+      .map((f) => ({ f, m: /^callgrind\.out\.(\d+)-(\d+)$/.exec(f) }))
+      .filter(({ m }) => m !== null && m[1] === "1")
+    if (dumps.length === 0) throw new Error("no callgrind dump")
+    const totalOf = (text: string): number => {
+      const totals = /^(?:totals|summary):\s+(\d+)/m.exec(text)
+      if (totals === null) throw new Error("no totals in the callgrind dump")
+      return Number(totals[1])
+    }
+    let all = 0
+    let main = 0
+    for (const { f, m } of dumps) {
+      const text = readFileSync(join(dir, f), "utf8")
+      all += totalOf(text)
+      if (Number(m![2]) === 1) {
+        main = totalOf(text)
+        // The main thread's dump, for `callgrind_annotate` (where the instructions go, by native function).
+        const keep = process.env["BENCH_INSTR_DUMP"]
+        if (keep !== undefined) writeFileSync(keep, text)
+      }
+    }
+    const perRequest = (n: number) => Math.round(n / requests).toLocaleString("en-US")
     console.log(
       `${target}${observability === undefined ? "" : ` (observability ${observability})`}, ${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
-        `${Math.round(perRequest).toLocaleString("en-US")} instructions per request`
+        `${perRequest(all)} instructions per request (${perRequest(main)} on the main thread)`
     )
   } finally {
     await stopAll()

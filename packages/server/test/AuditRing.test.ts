@@ -1,4 +1,4 @@
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, it, vi } from "@effect/vitest"
 import { Decision } from "@sluice/core"
 import { FastCheck as fc } from "effect"
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
@@ -8,8 +8,15 @@ import * as Audit from "../src/internal/audit.js"
 import * as Ring from "../src/internal/auditRing.mjs"
 import { isoTime } from "../src/internal/isoTime.js"
 
-/** A string of any units: control characters, quotes, multi-byte characters, lone surrogates. */
-const text = fc.string({ unit: "binary", maxLength: 24 })
+/**
+ * A string of any UTF-16 units: control characters, quotes, Latin-1 and other characters, surrogate
+ * pairs, and lone surrogates (which `fc.string` never makes), first and last included.
+ */
+const text = fc.oneof(
+  fc.string({ unit: "binary", maxLength: 24 }),
+  fc.array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 24 }).map((units) => String.fromCharCode(...units)),
+  fc.constantFrom("\ud800", "\udc00x", "x\ud800\ud800\udc00", "é\udbff", "\u2028\u007f\u0000\u001f", '"\\/')
+)
 const number = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(0, -0, Number.NaN, Number.POSITIVE_INFINITY))
 const optional = <A>(a: fc.Arbitrary<A>) => fc.option(a, { nil: undefined })
 const scores = fc.dictionary(text, number, { maxKeys: 3 })
@@ -134,6 +141,9 @@ describe("the audit ring", () => {
     const withToJson = builder()
     ;(withToJson as { hedge: unknown }).hedge = { toJSON: () => "x" }
     expect(writer.entry(withToJson, "k", 0, "t")).toBeUndefined()
+    const hiddenToJson = builder()
+    ;(hiddenToJson as { hedge: unknown }).hedge = Object.defineProperty({ a: 1 }, "toJSON", { value: () => "x" })
+    expect(writer.entry(hiddenToJson, "k", 0, "t")).toBeUndefined()
     const huge = builder()
     huge.error = "e".repeat(Ring.MAX_RECORD)
     expect(writer.entry(huge, "k", 0, "t")).toBeUndefined()
@@ -201,6 +211,31 @@ describe("the audit file sink", () => {
       sink.close()
       expect(readFileSync(path, "utf8")).toBe(expected.map((l) => `${l}\n`).join(""))
     } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("drops an entry JSON cannot serialize, says so once, and writes the others", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    const said: Array<string> = []
+    const stderr = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => (said.push(String(chunk)), true))
+    try {
+      const path = join(dir, "a.jsonl")
+      const sink = Audit.fileSink(path, 1e12, 1)
+      const broken = decision("broken")
+      ;(broken as { scores: unknown }).scores = { a: 1n }
+      const expected: Array<string> = []
+      for (let i = 0; i < 5; i++) {
+        expect(() => sink.writeEntry(broken, "k", 0)).not.toThrow()
+        sink.writeEntry(decision(`req-${i}`), "k", 0)
+        expected.push(lineOf(decision(`req-${i}`), "k", 0))
+      }
+      sink.close()
+      expect(readFileSync(path, "utf8")).toBe(expected.map((l) => `${l}\n`).join(""))
+      expect(said).toHaveLength(1)
+      expect(said[0]).toContain("an entry could not be written")
+    } finally {
+      stderr.mockRestore()
       rmSync(dir, { recursive: true, force: true })
     }
   })

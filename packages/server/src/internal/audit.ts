@@ -93,7 +93,11 @@ export interface Sink {
   readonly write: (line: string) => void
   /** Writes the line of an entry without content. */
   readonly writeEntry: (decision: Decision.Decision, key: string | undefined, costUsd: number) => void
-  readonly close: () => void
+  /**
+   * Writes what the sink holds and closes it: waiting for that (a drain, the process's end) or
+   * (`wait` false, a reload) letting it finish on its own while the gateway serves.
+   */
+  readonly close: (wait?: boolean) => void
 }
 
 const stdoutSink: Sink = {
@@ -136,8 +140,9 @@ export interface FileSinkOptions {
  * makes the lines and writes them, at most {@link FLUSH_MS} later (sooner when the ring is half
  * full), with one system call per megabyte. Entries the ring has no room for (the thread is behind)
  * wait in order on the event loop. Closing writes everything and waits for the thread to close the
- * file (at most {@link CLOSE_MS}). A file that cannot be opened is refused at once; a write that
- * fails (a full disk) is reported once, never thrown at the request.
+ * file (at most {@link CLOSE_MS}; a reload does not wait). A file that cannot be opened is refused
+ * at once; a write that fails (a full disk), an entry JSON cannot serialize, entries lost when the
+ * thread stops are reported once on standard error, never thrown at the request.
  */
 export const fileSink = (path: string, maxBytes: number, files: number, options: FileSinkOptions = {}): Sink => {
   // Opened here too, so that a file that cannot be opened is refused at once (a reload keeps the old sink).
@@ -145,17 +150,31 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
   const sab = Ring.allocate(options.ringBytes ?? RING_BYTES)
   const ring = Ring.writer(sab)
   const control = new Int32Array(sab, 0, 16)
+  /** No entry is taken any more (the sink is closing or closed). */
+  let closing = false
+  /** The writer thread is gone (or never started): nothing written any more. */
   let stopped = false
-  let closed = false
+  let failed = false
+  /** Says once on standard error what went wrong. */
+  const report = (what: string) => {
+    if (failed) return
+    failed = true
+    process.stderr.write(`sluice: the audit file ${path}: ${what}\n`)
+  }
   const worker = new Worker(new URL("./auditWorker.mjs", import.meta.url), {
-    workerData: { sab, path, maxBytes, files, flushMs: FLUSH_MS }
+    workerData: { sab, path, maxBytes, files, flushMs: FLUSH_MS },
+    // Not the event loop's flags (a loader, say): the thread runs plain JavaScript.
+    execArgv: []
   })
   worker.unref()
+  const lost = () => (waiting() > 0 ? ` (${waiting()} entries waiting were not written)` : "")
   const stop = (why: string) => {
-    if (stopped || closed) return
+    if (stopped) return
     stopped = true
+    if (Atomics.load(control, Ring.DONE) === 1) return
+    report(`no longer written: its writer thread ${why}${lost()}`)
     backlog = []
-    process.stderr.write(`sluice: the audit file ${path} is no longer written: its writer thread ${why}\n`)
+    first = 0
   }
   worker.on("error", (error) => stop(`failed: ${error.message}`))
   worker.on("exit", (code) => stop(`exited (${code})`))
@@ -163,8 +182,10 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
     Atomics.add(control, Ring.SIGNAL, 1)
     Atomics.notify(control, Ring.SIGNAL)
   }
-  /** Entries, and lines from a unit on, waiting for room in the ring, in order. */
+  /** Entries, and lines from a character on, waiting for room in the ring, in order from `first`. */
   let backlog: Array<Waiting> = []
+  let first = 0
+  const waiting = () => backlog.length - first
   let retry: ReturnType<typeof setTimeout> | undefined
   /** Puts one entry or line in the ring: undefined when it is all there, else what is left of it. */
   const put = (item: Waiting): Waiting | undefined => {
@@ -176,29 +197,52 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
     const fits = viaValues(decision) ? ring.entry(decision, key, costUsd, isoTime(decision.startedAt)) : undefined
     if (fits === true) return undefined
     if (fits === false) return item
-    return put({ _tag: "Line", line: JSON.stringify(entryOf(decision, key, costUsd)), from: 0 })
+    return { _tag: "Line", line: JSON.stringify(entryOf(decision, key, costUsd)), from: 0 }
   }
+  /**
+   * {@link put}, where an entry JSON cannot serialize (a bigint, a cycle, a getter that throws) is
+   * dropped and said once, never thrown at the request or from a timer.
+   */
+  const tryPut = (item: Waiting): Waiting | undefined => {
+    try {
+      let left = put(item)
+      // An entry that went to text goes in as text at once.
+      if (left !== undefined && left !== item) left = put(left)
+      return left
+    } catch (error) {
+      report(`an entry could not be written: ${error instanceof Error ? error.message : String(error)}`)
+      return undefined
+    }
+  }
+  /** Moves what waits into the ring, as far as there is room. */
   const drain = () => {
     retry = undefined
-    let i = 0
-    for (; i < backlog.length; i++) {
-      const left = put(backlog[i]!)
+    while (first < backlog.length) {
+      const left = tryPut(backlog[first]!)
       if (left !== undefined) {
-        backlog[i] = left
+        backlog[first] = left
         break
       }
+      first++
     }
-    backlog = i === backlog.length ? [] : backlog.slice(i)
-    if (backlog.length > 0) later()
+    if (first === backlog.length) {
+      backlog = []
+      first = 0
+    } else if (first > 1024 && first > backlog.length / 2) {
+      backlog = backlog.slice(first)
+      first = 0
+    }
+    if (waiting() > 0) later()
+    else if (closing) end()
   }
   const later = () => {
     signal()
     // Not unref'd: entries waiting for room keep the process alive until they are in the ring.
-    if (retry === undefined) retry = setTimeout(drain, RETRY_MS)
+    if (retry === undefined && !stopped) retry = setTimeout(drain, RETRY_MS)
   }
   const add = (item: Waiting) => {
-    if (stopped || closed) return
-    const left = backlog.length > 0 ? item : put(item)
+    if (stopped || closing) return
+    const left = waiting() > 0 ? item : tryPut(item)
     if (left !== undefined) {
       backlog.push(left)
       return later()
@@ -206,23 +250,41 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
     // A reader that falls behind is woken before its round.
     if (ring.used() > ring.bytes / 2) signal()
   }
+  /** Tells the writer thread that nothing follows what the ring holds. */
+  const end = () => {
+    Atomics.store(control, Ring.CLOSE, 1)
+    signal()
+  }
   return {
     write: (line) => add({ _tag: "Line", line: line.endsWith("\n") ? line.slice(0, -1) : line, from: 0 }),
     writeEntry: (decision, key, costUsd) => add({ _tag: "Entry", decision, key, costUsd }),
-    close: () => {
-      if (closed) return
+    close: (wait = true) => {
+      if (closing) return
+      closing = true
+      if (!wait) {
+        // The thread writes the rest and closes the file; the process stays up until it has.
+        worker.ref()
+        return waiting() > 0 ? later() : end()
+      }
       if (retry !== undefined) clearTimeout(retry)
+      retry = undefined
       const deadline = Date.now() + CLOSE_MS
-      while (!stopped && backlog.length > 0 && Date.now() < deadline) {
+      // The thread sets DONE to 2 when it fails: nothing more is read then.
+      const alive = () => !stopped && Atomics.load(control, Ring.DONE) === 0
+      while (alive() && waiting() > 0 && Date.now() < deadline) {
+        const tail = Atomics.load(control, Ring.TAIL)
         drain()
         if (retry !== undefined) clearTimeout(retry)
         retry = undefined
-        if (backlog.length > 0) Atomics.wait(control, Ring.TAIL, Atomics.load(control, Ring.TAIL), RETRY_MS)
+        // Woken when the thread has read more.
+        if (waiting() > 0) Atomics.wait(control, Ring.TAIL, tail, RETRY_MS)
       }
-      closed = true
-      Atomics.store(control, Ring.CLOSE, 1)
-      signal()
-      if (!stopped) Atomics.wait(control, Ring.DONE, 0, Math.max(0, deadline - Date.now()))
+      end()
+      if (alive()) Atomics.wait(control, Ring.DONE, 0, Math.max(0, deadline - Date.now()))
+      if (Atomics.load(control, Ring.DONE) !== 1)
+        report(
+          `its writer thread did not finish writing within ${CLOSE_MS} ms${lost()}; the last entries may be missing`
+        )
     }
   }
 }
@@ -236,9 +298,9 @@ const FIELD_COUNT = Ring.FIELDS.length
  */
 const viaValues = (decision: Decision.Decision): boolean => {
   if (!(decision instanceof Decision.Builder)) return false
-  let fields = 0
-  for (const _ in decision) fields++
-  return fields === FIELD_COUNT
+  let i = 0
+  for (const field in decision) if (field !== Ring.FIELDS[i++]) return false
+  return i === FIELD_COUNT
 }
 
 /** The sink `settings` ask for (throws when its file cannot be opened). */
@@ -281,7 +343,7 @@ export class Log {
     const key = sinkKey(settings)
     if (key !== this.sinkKey) {
       const sink = sinkOf(settings)
-      this.sink?.close()
+      this.sink?.close(false)
       this.sink = sink
       this.sinkKey = key
     }

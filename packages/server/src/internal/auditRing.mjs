@@ -1,7 +1,7 @@
 /**
  * The ring that carries audit entries from the event loop to the audit file's writer thread
- * (`auditWorker.mjs`): a `SharedArrayBuffer` the event loop writes records into and the writer
- * reads them from, with no message, copy or system call per entry.
+ * (`auditWorker.mjs`): a `SharedArrayBuffer` the event loop copies each entry's values into and
+ * the writer reads them from, with no message or system call per entry.
  *
  * The event loop writes an entry's values, not its JSON: the decision's fields in a fixed order
  * (those of `Decision.Builder`, {@link FIELDS}) and their values tagged by type, a string as its
@@ -224,7 +224,8 @@ export const writer = (sab) => {
           u8[at++] = T_NULL
           return
         }
-        if (depth >= MAX_DEPTH) throw NO
+        // Deep nesting, and a toJSON JSON would call (own or inherited, enumerable or not), go as text.
+        if (depth >= MAX_DEPTH || typeof (/** @type {{ toJSON?: unknown }} */ (v).toJSON) === "function") throw NO
         if (Array.isArray(v)) {
           const n = v.length
           u8[at] = T_ARR
@@ -248,12 +249,7 @@ export const writer = (sab) => {
         u8[at++] = T_OBJ
         for (const k in v) {
           const e = /** @type {Record<string, unknown>} */ (v)[k]
-          if (e === undefined || typeof e === "symbol") continue
-          if (typeof e === "function") {
-            // JSON calls a toJSON it finds.
-            if (k === "toJSON") throw NO
-            continue
-          }
+          if (e === undefined || typeof e === "symbol" || typeof e === "function") continue
           if (at + 1 > limit) throw NO
           u8[at++] = T_STR
           chars(k)
@@ -391,44 +387,35 @@ export const reader = (sab) => {
     pos += 6
   }
 
+  /** A Latin-1 character as JSON writes it. */
+  const latin1 = (/** @type {number} */ c) => {
+    const how = ESCAPES[c]
+    if (how === 0) out[pos++] = c
+    else if (how === 3) {
+      out[pos] = 0xc0 | (c >>> 6)
+      out[pos + 1] = 0x80 | (c & 0x3f)
+      pos += 2
+    } else if (how === 1) {
+      out[pos] = 0x5c
+      out[pos + 1] = SHORT[c]
+      pos += 2
+    } else escape(c)
+  }
+
   /** A string as JSON writes it: quoted, escaped, UTF-8. */
   const string = () => {
     const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
     out[pos++] = 0x22
     if (u8[at] === LATIN1) {
       const start = at + 5
-      for (let i = start; i < start + n; i++) {
-        const c = u8[i]
-        const how = ESCAPES[c]
-        if (how === 0) out[pos++] = c
-        else if (how === 3) {
-          out[pos] = 0xc0 | (c >>> 6)
-          out[pos + 1] = 0x80 | (c & 0x3f)
-          pos += 2
-        } else if (how === 1) {
-          out[pos] = 0x5c
-          out[pos + 1] = SHORT[c]
-          pos += 2
-        } else escape(c)
-      }
+      for (let i = start; i < start + n; i++) latin1(u8[i])
       at = start + n
     } else {
       const start = (at + 6) >> 1
       for (let i = start; i < start + n; i++) {
         const c = u16[i]
-        if (c < 0x100) {
-          const how = ESCAPES[c]
-          if (how === 0) out[pos++] = c
-          else if (how === 3) {
-            out[pos] = 0xc0 | (c >>> 6)
-            out[pos + 1] = 0x80 | (c & 0x3f)
-            pos += 2
-          } else if (how === 1) {
-            out[pos] = 0x5c
-            out[pos + 1] = SHORT[c]
-            pos += 2
-          } else escape(c)
-        } else if (c < 0x800) {
+        if (c < 0x100) latin1(c)
+        else if (c < 0x800) {
           out[pos] = 0xc0 | (c >>> 6)
           out[pos + 1] = 0x80 | (c & 0x3f)
           pos += 2

@@ -14,9 +14,9 @@
  * workerData: { sab, path, maxBytes, files, flushMs } — the ring's memory and the sink's settings.
  * (The event loop opened the file once too, so that one that cannot be opened is refused there.)
  */
-import { closeSync, existsSync, fstatSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
 import { workerData } from "node:worker_threads"
-import { CLOSE, DONE, EMPTY, FULL, reader, SIGNAL } from "./auditRing.mjs"
+import { CLOSE, DONE, EMPTY, FULL, reader, SIGNAL, TAIL } from "./auditRing.mjs"
 
 /** @type {{ sab: SharedArrayBuffer, path: string, maxBytes: number, files: number, flushMs: number }} */
 const settings = workerData
@@ -39,21 +39,39 @@ const report = (error) => {
 
 /** The file, or -1 when it could not be opened (the lines are dropped, reported once). */
 let fd = -1
+/** The file's size as far as it holds whole lines (what rotation counts). */
 let size = 0
-try {
-  fd = openSync(path, "a")
-  size = fstatSync(fd).size
-} catch (error) {
-  report(error)
-}
 
-/** Writes `bytes` to the file; a failure is reported once and the bytes dropped. */
+/** Opens `path` (a failure is reported, and opening is tried again at the next rotation). */
+const open = () => {
+  try {
+    fd = openSync(path, "a")
+    size = fstatSync(fd).size
+  } catch (error) {
+    fd = -1
+    size = 0
+    report(error)
+  }
+}
+open()
+
+/**
+ * Writes `bytes` (whole lines) to the file. A failure is reported once and the bytes dropped; the
+ * part of them written, if any, is cut off again, so that no line is left half written for the next
+ * one to run into.
+ */
 const append = (/** @type {Buffer} */ bytes) => {
   if (fd === -1) return
   try {
     for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done, bytes.length - done)
+    size += bytes.length
   } catch (error) {
     report(error)
+    try {
+      ftruncateSync(fd, size)
+    } catch {
+      // Left as it is.
+    }
   }
 }
 
@@ -61,7 +79,11 @@ const append = (/** @type {Buffer} */ bytes) => {
 const rotate = () => {
   try {
     if (fd !== -1) closeSync(fd)
-    fd = -1
+  } catch (error) {
+    report(error)
+  }
+  fd = -1
+  try {
     if (files === 0) rmSync(path, { force: true })
     else {
       rmSync(`${path}.${files}`, { force: true })
@@ -69,11 +91,11 @@ const rotate = () => {
         if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`)
       renameSync(path, `${path}.1`)
     }
-    fd = openSync(path, "a")
   } catch (error) {
     report(error)
   }
-  size = 0
+  // Whatever the renames did, the file is opened again.
+  open()
 }
 
 /** The lines' bytes, written to the file when the ring is empty or this is full. */
@@ -86,7 +108,10 @@ const flush = () => {
   used = 0
 }
 
-/** Writes every whole line the ring holds into the buffer, rotating the file where a line would take it past `maxBytes`. */
+/**
+ * Writes every whole line the ring holds into the buffer, rotating the file where a line would take
+ * it past `maxBytes` (`size` counts what is written, `used` what waits in the buffer).
+ */
 const drain = () => {
   for (;;) {
     const start = used
@@ -99,32 +124,36 @@ const drain = () => {
       continue
     }
     used = end
-    const bytes = end - start
-    if (size > 0 && size + bytes > maxBytes) {
+    if ((size > 0 || start > 0) && size + used > maxBytes) {
       // What came before goes to the file being rotated; this line starts the next.
+      const bytes = end - start
       used = start
       flush()
       rotate()
       buffer.copyWithin(0, start, end)
       used = bytes
     }
-    size += bytes
   }
 }
 
-for (;;) {
-  const signal = Atomics.load(control, SIGNAL)
-  // The event loop sets CLOSE after its last record: seen before the ring is read, nothing follows.
-  const closing = Atomics.load(control, CLOSE) === 1
-  drain()
-  flush()
-  if (closing) break
-  Atomics.wait(control, SIGNAL, signal, flushMs)
-}
 try {
+  for (;;) {
+    const signal = Atomics.load(control, SIGNAL)
+    // The event loop sets CLOSE after its last record: seen before the ring is read, nothing follows.
+    const closing = Atomics.load(control, CLOSE) === 1
+    drain()
+    flush()
+    // A closing event loop waiting for room is woken.
+    Atomics.notify(control, TAIL)
+    if (closing) break
+    Atomics.wait(control, SIGNAL, signal, flushMs)
+  }
   if (fd !== -1) closeSync(fd)
+  Atomics.store(control, DONE, 1)
 } catch (error) {
-  report(error)
+  // The event loop stops waiting for what will not come (and says so).
+  Atomics.store(control, DONE, 2)
+  throw error
+} finally {
+  Atomics.notify(control, DONE)
 }
-Atomics.store(control, DONE, 1)
-Atomics.notify(control, DONE)

@@ -249,9 +249,9 @@ describe("standard output (the bin)", () => {
   )
 })
 
-describe("the audit file (the bin)", () => {
-  // /dev/full, where every write fails, is Linux's.
-  it.live.skipIf(process.platform !== "linux")(
+// /dev/full, where every write fails, is Linux's.
+describe.skipIf(process.platform !== "linux")("the audit file (the bin)", () => {
+  it.live(
     "keeps serving when the file cannot be written, and says so once",
     () =>
       Effect.gen(function* () {

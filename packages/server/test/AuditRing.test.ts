@@ -215,6 +215,47 @@ describe("the audit file sink", () => {
     }
   })
 
+  it("finishes on its own after a reload's close, and the last close waits for it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    try {
+      const path = join(dir, "a.jsonl")
+      const sink = Audit.fileSink(path, 1e12, 1, { ringBytes: 4 * Ring.MAX_RECORD })
+      const expected: Array<string> = []
+      for (let i = 0; i < 2_000; i++) {
+        sink.writeEntry(decision(`req-${i}`), "k", i)
+        expected.push(lineOf(decision(`req-${i}`), "k", i))
+      }
+      // Most of them wait for room: a reload's close does not wait for them...
+      sink.close(false)
+      // ...and takes no more.
+      sink.writeEntry(decision("late"), "k", 0)
+      sink.close()
+      expect(readFileSync(path, "utf8")).toBe(expected.map((l) => `${l}\n`).join(""))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("keeps one writer on a file a reload keeps, and loses nothing across it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    try {
+      const path = join(dir, "a.jsonl")
+      const settings = { sink: "file" as const, path, maxBytes: 1e12, files: 1, keep: 0, content: false }
+      const log = new Audit.Log(settings)
+      const expected: Array<string> = []
+      for (let i = 0; i < 3_000; i++) {
+        // A reload that changes only maxBytes, mid-way.
+        if (i === 1_500) log.reconfigure({ ...settings, maxBytes: 1e11 })
+        log.add(decision(`req-${i}`), "k", 0)
+        expected.push(lineOf(decision(`req-${i}`), "k", 0))
+      }
+      log.close()
+      expect(readFileSync(path, "utf8")).toBe(expected.map((l) => `${l}\n`).join(""))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it("drops an entry JSON cannot serialize, says so once, and writes the others", () => {
     const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
     const said: Array<string> = []

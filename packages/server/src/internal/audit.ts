@@ -140,9 +140,10 @@ export interface FileSinkOptions {
  * makes the lines and writes them, at most {@link FLUSH_MS} later (sooner when the ring is half
  * full), with one system call per megabyte. Entries the ring has no room for (the thread is behind)
  * wait in order on the event loop. Closing writes everything and waits for the thread to close the
- * file (at most {@link CLOSE_MS}; a reload does not wait). A file that cannot be opened is refused
- * at once; a write that fails (a full disk), an entry JSON cannot serialize, entries lost when the
- * thread stops are reported once on standard error, never thrown at the request.
+ * file (at most {@link CLOSE_MS}; a reload's close does not wait, the gateway's last one does). A
+ * file that cannot be opened is refused at once. Said on standard error, never thrown at the
+ * request: a write that fails (a full disk, once), an entry JSON cannot serialize (dropped; once),
+ * a thread that stops or does not finish (with the entries that waited).
  */
 export const fileSink = (path: string, maxBytes: number, files: number, options: FileSinkOptions = {}): Sink => {
   // Opened here too, so that a file that cannot be opened is refused at once (a reload keeps the old sink).
@@ -152,15 +153,13 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
   const control = new Int32Array(sab, 0, 16)
   /** No entry is taken any more (the sink is closing or closed). */
   let closing = false
+  /** A close has waited for the thread already. */
+  let waited = false
   /** The writer thread is gone (or never started): nothing written any more. */
   let stopped = false
-  let failed = false
-  /** Says once on standard error what went wrong. */
-  const report = (what: string) => {
-    if (failed) return
-    failed = true
-    process.stderr.write(`sluice: the audit file ${path}: ${what}\n`)
-  }
+  /** An entry could not be serialized, said (once: the next may well be like it). */
+  let unserializable = false
+  const say = (what: string) => process.stderr.write(`sluice: the audit file ${path}: ${what}\n`)
   const worker = new Worker(new URL("./auditWorker.mjs", import.meta.url), {
     workerData: { sab, path, maxBytes, files, flushMs: FLUSH_MS },
     // Not the event loop's flags (a loader, say): the thread runs plain JavaScript.
@@ -172,7 +171,7 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
     if (stopped) return
     stopped = true
     if (Atomics.load(control, Ring.DONE) === 1) return
-    report(`no longer written: its writer thread ${why}${lost()}`)
+    say(`no longer written: its writer thread ${why}${lost()}`)
     backlog = []
     first = 0
   }
@@ -210,7 +209,9 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
       if (left !== undefined && left !== item) left = put(left)
       return left
     } catch (error) {
-      report(`an entry could not be written: ${error instanceof Error ? error.message : String(error)}`)
+      if (!unserializable)
+        say(`an entry could not be written: ${error instanceof Error ? error.message : String(error)}`)
+      unserializable = true
       return undefined
     }
   }
@@ -259,17 +260,20 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
     write: (line) => add({ _tag: "Line", line: line.endsWith("\n") ? line.slice(0, -1) : line, from: 0 }),
     writeEntry: (decision, key, costUsd) => add({ _tag: "Entry", decision, key, costUsd }),
     close: (wait = true) => {
-      if (closing) return
-      closing = true
-      if (!wait) {
-        // The thread writes the rest and closes the file; the process stays up until it has.
+      if (!closing) {
+        closing = true
+        // The thread writes the rest and closes the file; the process stays up until it has (a
+        // signal's exit does not wait: the gateway's own close does, see `Log.close`).
         worker.ref()
-        return waiting() > 0 ? later() : end()
+        if (waiting() > 0) later()
+        else end()
       }
+      if (!wait || waited) return
+      waited = true
       if (retry !== undefined) clearTimeout(retry)
       retry = undefined
       const deadline = Date.now() + CLOSE_MS
-      // The thread sets DONE to 2 when it fails: nothing more is read then.
+      // The thread sets DONE to 1 when it has closed the file, 2 when it failed.
       const alive = () => !stopped && Atomics.load(control, Ring.DONE) === 0
       while (alive() && waiting() > 0 && Date.now() < deadline) {
         const tail = Atomics.load(control, Ring.TAIL)
@@ -279,12 +283,14 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
         // Woken when the thread has read more.
         if (waiting() > 0) Atomics.wait(control, Ring.TAIL, tail, RETRY_MS)
       }
-      end()
+      const left = waiting()
+      if (left === 0) end()
       if (alive()) Atomics.wait(control, Ring.DONE, 0, Math.max(0, deadline - Date.now()))
-      if (Atomics.load(control, Ring.DONE) !== 1)
-        report(
-          `its writer thread did not finish writing within ${CLOSE_MS} ms${lost()}; the last entries may be missing`
-        )
+      const done = Atomics.load(control, Ring.DONE)
+      if (stopped && done !== 1) return // Said when it stopped.
+      if (done === 2) say(`its writer thread failed while closing${lost()}; the last entries may be missing`)
+      else if (done !== 1 || left > 0)
+        say(`its writer thread did not finish writing within ${CLOSE_MS} ms${lost()}; the last entries may be missing`)
     }
   }
 }
@@ -297,7 +303,8 @@ const FIELD_COUNT = Ring.FIELDS.length
  * in that order) with no other property; other decisions go as their JSON text.
  */
 const viaValues = (decision: Decision.Decision): boolean => {
-  if (!(decision instanceof Decision.Builder)) return false
+  if (!(decision instanceof Decision.Builder) || typeof (decision as { toJSON?: unknown }).toJSON === "function")
+    return false
   let i = 0
   for (const field in decision) if (field !== Ring.FIELDS[i++]) return false
   return i === FIELD_COUNT
@@ -325,6 +332,8 @@ export class Log {
   private size = 0
   private sink: Sink | undefined
   private sinkKey: string
+  /** Sinks a reload replaced, maybe still writing. */
+  private readonly closing = new Set<Sink>()
   private readonly listeners = new Set<Listener>()
 
   /** Opens the sink of `settings`; throws when its file cannot be opened. */
@@ -342,8 +351,17 @@ export class Log {
   reconfigure(settings: SluiceConfig.AuditConfig): void {
     const key = sinkKey(settings)
     if (key !== this.sinkKey) {
+      // Two threads never write one file: the old one finishes first when the path stays.
+      if (settings.sink === "file" && this.sinkKey.endsWith(`:${settings.path}`) && this.sink !== undefined) {
+        this.sink.close()
+        this.sink = undefined
+      }
       const sink = sinkOf(settings)
-      this.sink?.close(false)
+      if (this.sink !== undefined) {
+        // The old sink finishes while the gateway serves; `close` waits for it if it has not.
+        this.sink.close(false)
+        this.closing.add(this.sink)
+      }
       this.sink = sink
       this.sinkKey = key
     }
@@ -411,6 +429,8 @@ export class Log {
   }
 
   close(): void {
+    for (const sink of this.closing) sink.close()
+    this.closing.clear()
     this.sink?.close()
   }
 }

@@ -26,6 +26,7 @@ export const TAIL = 1
 export const SIGNAL = 2
 /** Set when the sink closes: the reader writes what is left, closes the file and sets DONE. */
 export const CLOSE = 3
+/** 1 once the reader has written everything and closed the file; 2 when it failed. */
 export const DONE = 4
 /** Bytes of control words before the data. */
 const CONTROL_BYTES = 64

@@ -6,7 +6,8 @@
  * It wakes every `flushMs`, or sooner when the event loop signals (the ring is half full, or the
  * sink closes), writes the lines of everything the ring holds into a buffer (each entry's JSON
  * made from its record, byte by byte) and writes that with one system call per megabyte.
- * When the sink closes it writes what is left, closes the file, sets DONE and ends.
+ * When the sink closes it writes what is left, closes the file, sets DONE to 1 and ends (DONE is 2
+ * when it failed).
  *
  * Plain JavaScript on purpose: worker threads load their script with Node's own loader, outside
  * tsx and vitest transforms.
@@ -42,14 +43,19 @@ let fd = -1
 /** The file's size as far as it holds whole lines (what rotation counts). */
 let size = 0
 
-/** Opens `path` (a failure is reported, and opening is tried again at the next rotation). */
+/** When opening last failed (epoch ms): it is tried again a second later, at the next flush. */
+let openFailedAt = 0
+
+/** Opens `path` (a failure is reported once, and opening is tried again a second later). */
 const open = () => {
+  openFailedAt = 0
   try {
     fd = openSync(path, "a")
     size = fstatSync(fd).size
   } catch (error) {
     fd = -1
     size = 0
+    openFailedAt = Date.now()
     report(error)
   }
 }
@@ -61,6 +67,7 @@ open()
  * one to run into.
  */
 const append = (/** @type {Buffer} */ bytes) => {
+  if (fd === -1 && Date.now() - openFailedAt >= 1000) open()
   if (fd === -1) return
   try {
     for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done, bytes.length - done)
@@ -83,6 +90,7 @@ const rotate = () => {
     report(error)
   }
   fd = -1
+  let renamed = true
   try {
     if (files === 0) rmSync(path, { force: true })
     else {
@@ -92,10 +100,13 @@ const rotate = () => {
       renameSync(path, `${path}.1`)
     }
   } catch (error) {
+    renamed = false
     report(error)
   }
-  // Whatever the renames did, the file is opened again.
+  // Whatever the renames did, the file is opened again; when they failed, the next try comes after
+  // another maxBytes (not at every line).
   open()
+  if (!renamed) size = 0
 }
 
 /** The lines' bytes, written to the file when the ring is empty or this is full. */
@@ -148,7 +159,11 @@ try {
     if (closing) break
     Atomics.wait(control, SIGNAL, signal, flushMs)
   }
-  if (fd !== -1) closeSync(fd)
+  try {
+    if (fd !== -1) closeSync(fd)
+  } catch (error) {
+    report(error)
+  }
   Atomics.store(control, DONE, 1)
 } catch (error) {
   // The event loop stops waiting for what will not come (and says so).

@@ -273,30 +273,57 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
       waited = true
       if (retry !== undefined) clearTimeout(retry)
       retry = undefined
-      const deadline = Date.now() + CLOSE_MS
-      // The thread sets DONE to 1 when it has closed the file, 2 when it failed.
-      const alive = () => !stopped && Atomics.load(control, Ring.DONE) === 0
-      while (alive() && waiting() > 0 && Date.now() < deadline) {
-        const tail = Atomics.load(control, Ring.TAIL)
-        drain()
-        if (retry !== undefined) clearTimeout(retry)
-        retry = undefined
-        // Woken when the thread has read more.
-        if (waiting() > 0) Atomics.wait(control, Ring.TAIL, tail, RETRY_MS)
-      }
-      // Past the deadline what still waits is dropped (and said): the thread ends with what it has.
-      const left = waiting() > 0 ? ` (${waiting()} entries waiting were not written)` : ""
-      backlog = []
-      first = 0
-      end()
-      if (alive()) Atomics.wait(control, Ring.DONE, 0, Math.max(0, deadline - Date.now()))
-      const done = Atomics.load(control, Ring.DONE)
-      if (stopped && done !== 1) return // Said when it stopped.
-      if (done === 2) say(`its writer thread failed while closing${left}; the last entries may be missing`)
-      else if (done !== 1 || left !== "")
-        say(`its writer thread did not finish writing within ${CLOSE_MS} ms${left}; the last entries may be missing`)
+      awaitWriter(
+        control,
+        () => !stopped,
+        () => {
+          drain()
+          if (retry !== undefined) clearTimeout(retry)
+          retry = undefined
+          return waiting()
+        },
+        () => {
+          // Past the deadline what still waits is dropped: the thread ends with what it has.
+          backlog = []
+          first = 0
+          end()
+        },
+        say
+      )
     }
   }
+}
+
+/**
+ * Waits (blocking, at most {@link CLOSE_MS}) until a closing file sink's writer thread has taken
+ * what waits (`drain` moves it into the ring and answers how much still waits), then, after
+ * `end`, until it has closed the file; says what may be missing.
+ */
+const awaitWriter = (
+  control: Int32Array,
+  running: () => boolean,
+  drain: () => number,
+  end: () => void,
+  say: (what: string) => void
+): void => {
+  const deadline = Date.now() + CLOSE_MS
+  // The thread sets DONE to 1 when it has closed the file, 2 when it failed.
+  const alive = () => running() && Atomics.load(control, Ring.DONE) === 0
+  let waiting = drain()
+  while (alive() && waiting > 0 && Date.now() < deadline) {
+    const tail = Atomics.load(control, Ring.TAIL)
+    // Woken when the thread has read more.
+    Atomics.wait(control, Ring.TAIL, tail, RETRY_MS)
+    waiting = drain()
+  }
+  const left = waiting > 0 ? ` (${waiting} entries waiting were not written)` : ""
+  end()
+  if (alive()) Atomics.wait(control, Ring.DONE, 0, Math.max(0, deadline - Date.now()))
+  const done = Atomics.load(control, Ring.DONE)
+  if (!running() && done !== 1) return // Said when it stopped.
+  if (done === 2) say(`its writer thread failed while closing${left}; the last entries may be missing`)
+  else if (done !== 1 || left !== "")
+    say(`its writer thread did not finish writing within ${CLOSE_MS} ms${left}; the last entries may be missing`)
 }
 
 /** Builder fields the ring carries as values ({@link Ring.FIELDS}). */

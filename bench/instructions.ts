@@ -137,9 +137,11 @@ pools:
     }
     let all = 0
     let main = 0
+    const threads: Array<string> = []
     for (const { f, m } of dumps) {
       const text = readFileSync(join(dir, f), "utf8")
       all += totalOf(text)
+      threads.push(`${Number(m![2])}: ${Math.round(totalOf(text) / requests).toLocaleString("en-US")}`)
       if (Number(m![2]) === 1) {
         main = totalOf(text)
         // The main thread's dump, for `callgrind_annotate` (where the instructions go, by native function).
@@ -152,6 +154,8 @@ pools:
       `${target}${observability === undefined ? "" : ` (observability ${observability})`}, ${stream ? "streams" : "whole answers"}: ${requests} requests at concurrency ${concurrency}: ` +
         `${perRequest(all)} instructions per request (${perRequest(main)} on the main thread)`
     )
+    // Thread 1 is the event loop; the others are V8's helpers (GC, compilers), libuv's pool and workers.
+    console.log(`by thread: ${threads.sort((a, b) => parseInt(a) - parseInt(b)).join(", ")}`)
   } finally {
     await stopAll()
     rmSync(dir, { recursive: true, force: true })

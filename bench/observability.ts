@@ -11,6 +11,7 @@
  *   BENCH_WARMUP_SECONDS=1     warm-up seconds per round and gateway
  *   BENCH_CONNECTIONS=50       concurrent connections
  *   BENCH_OBS_ROUNDS=2         rounds (each measures both gateways)
+ *   BENCH_OBS_IDLE_SECONDS=15  seconds both gateways idle after start, before the first round
  *   BENCH_OBS_SCRAPE_MS=1000   how often /metrics is scraped while the observed gateway is measured
  *   BENCH_OBS_NODE_ARGS=...    extra node flags for both gateways (e.g. --cpu-prof --cpu-prof-dir=<dir>)
  *   BENCH_OBS_PARTS=access,audit,scrape
@@ -48,6 +49,13 @@ const settings = {
   ...closedLoopSettings(),
   rounds: Math.round(positive("BENCH_OBS_ROUNDS", 2)),
   scrapeMs: positive("BENCH_OBS_SCRAPE_MS", 1000),
+  /**
+   * Seconds both gateways idle after start, before the first round. A Node process first loaded
+   * after some seconds of idling ran some of Node's own stream code slower for the whole run (an
+   * object literal in `process.nextTick` left to V8's runtime, ~1 µs a request) than one loaded at
+   * once; without this idle only the gateway measured second in the first round had idled.
+   */
+  idleSeconds: positive("BENCH_OBS_IDLE_SECONDS", 15),
   /** Extra `node` flags for both gateways (`--cpu-prof --cpu-prof-dir=…` compares their profiles). */
   nodeArgs: (process.env["BENCH_OBS_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== ""),
   /** What the observed gateway has on. */
@@ -88,13 +96,12 @@ pools:
   - { id: bench, models: ["${MODEL}"], upstreams: [bench-upstream] }
 `
   )
-  // The observed gateway's access log goes to a file, as a deployed gateway's would (see `stdoutFile`).
+  // Both gateways' standard output goes to a file (the observed one's access log, as a deployed
+  // gateway's would; see `stdoutFile`), so that the two differ only in what they observe.
   const child = start(name, process.execPath, [...settings.nodeArgs, SLUICE_BIN, "serve", "--config", config], {
     cwd: ROOT,
     env: { PORT: String(port) },
-    ...(auditPath === undefined || process.env["BENCH_LOG_PIPE"] !== undefined
-      ? {}
-      : { stdoutFile: join(dir, `${name}.log`) })
+    ...(process.env["BENCH_LOG_PIPE"] !== undefined ? {} : { stdoutFile: join(dir, `${name}.log`) })
   })
   const origin = `http://127.0.0.1:${port}`
   await waitReady(child, `${origin}/health`, 60_000)
@@ -152,6 +159,8 @@ const main = async (): Promise<number> => {
     await waitReady(sim, `${upstream}/health`)
     const off = await startGateway("observability-off", upstream, dir, undefined)
     const on = await startGateway("observability-on", upstream, dir, auditPath)
+    // Both idle alike before any load (see `idleSeconds`).
+    await new Promise((resolve) => setTimeout(resolve, settings.idleSeconds * 1000))
     console.log(
       `observability bench: ${settings.rounds} rounds of ${settings.warmupSeconds} s warm-up + ${settings.seconds} s ` +
         `per gateway, ${settings.connections} connections; ` +

@@ -115,6 +115,25 @@ describe("the audit ring", () => {
     expect(Ring.FIELDS).toEqual(Object.keys(builder))
   })
 
+  it("writes each field's own value under its name", () => {
+    // Every field holds a value of its own (fields the property test below leaves at their
+    // defaults too): a read of one field put under another's name shows here.
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    const builder = new Decision.Builder("r", "chat", false, "m", "p", "s", 0, false, 0)
+    const fields = builder as unknown as Record<string, unknown>
+    // The start stays a time (the entry's `time` is made of it), one no other field holds.
+    const own = (field: string) => (field === "startedAt" ? 1_234_567 : `value of ${field}`)
+    for (const field of Ring.FIELDS) fields[field] = own(field)
+    expect(writer.entry(builder, "k", 0, isoTime(1_234_567))).toBe(true)
+    const line = reader.next()
+    expect(line).toBe(lineOf(builder, "k", 0))
+    const decision = (JSON.parse(line!) as { decision: Record<string, unknown> }).decision
+    expect(Object.keys(decision)).toEqual(Ring.FIELDS)
+    for (const field of Ring.FIELDS) expect(decision[field]).toBe(own(field))
+  })
+
   it("gives back the very line JSON.stringify makes of any builder's entry", () => {
     const sab = Ring.allocate(4 * Ring.MAX_RECORD)
     const writer = Ring.writer(sab)

@@ -362,7 +362,8 @@ export class Log {
   private next = 0
   private size = 0
   private sink: Sink | undefined
-  private sinkKey: string
+  /** The settings `sink` was opened with. */
+  private sinkSettings: SluiceConfig.AuditConfig
   /** Sinks a reload replaced, maybe still writing. */
   private readonly closing = new Set<Sink>()
   private readonly listeners = new Set<Listener>()
@@ -370,7 +371,7 @@ export class Log {
   /** Opens the sink of `settings`; throws when its file cannot be opened. */
   constructor(settings: SluiceConfig.AuditConfig) {
     this.sink = sinkOf(settings)
-    this.sinkKey = sinkKey(settings)
+    this.sinkSettings = settings
     this.resize(settings.keep, settings.content)
   }
 
@@ -380,21 +381,29 @@ export class Log {
    * kept carry over into the new `keep` (the newest) and `content`.
    */
   reconfigure(settings: SluiceConfig.AuditConfig): void {
-    const key = sinkKey(settings)
-    if (key !== this.sinkKey) {
-      // Two threads never write one file: the old one finishes first when the path stays.
-      if (settings.sink === "file" && this.sinkKey.endsWith(`:${settings.path}`) && this.sink !== undefined) {
+    const old = this.sinkSettings
+    if (sinkKey(settings) !== sinkKey(old)) {
+      // Two threads never write one file: the old one finishes first when the path stays (and is
+      // opened again as it was when the new one cannot be).
+      const samePath = settings.sink === "file" && old.sink === "file" && settings.path === old.path
+      if (samePath && this.sink !== undefined) {
         this.sink.close()
         this.sink = undefined
       }
-      const sink = sinkOf(settings)
+      let sink: Sink | undefined
+      try {
+        sink = sinkOf(settings)
+      } catch (error) {
+        if (samePath) this.sink = sinkOf(old)
+        throw error
+      }
       if (this.sink !== undefined) {
         // The old sink finishes while the gateway serves; `close` waits for it if it has not.
         this.sink.close(false)
         this.closing.add(this.sink)
       }
       this.sink = sink
-      this.sinkKey = key
+      this.sinkSettings = settings
     }
     if (settings.keep !== this.decisions.length || settings.content !== this.contents.length > 0)
       this.resize(settings.keep, settings.content)

@@ -148,6 +148,116 @@ describe("the audit ring", () => {
     )
   })
 
+  it("numbers the strings that come back, and gives back the very lines all the same", () => {
+    // Builders whose strings come from a few (of any UTF-16 units, and longer than are numbered),
+    // through one writer and reader: most strings go as numbers after their second entry.
+    const few = fc.array(fc.oneof(text, fc.constant("u".repeat(65)), fc.constant("\u0001".repeat(64))), {
+      minLength: 1,
+      maxLength: 6
+    })
+    fc.assert(
+      fc.property(
+        few.chain((strings) => {
+          const pick = fc.constantFrom(...strings)
+          const one = fc.record({
+            pools: fc.array(pick, { maxLength: 4 }),
+            attempt: fc.record({ pool: pick, upstream: pick, status: fc.integer(), error: pick }),
+            scores: fc.dictionary(pick, number, { maxKeys: 3 }),
+            model: pick,
+            key: optional(pick),
+            inputTokens: number
+          })
+          return fc.array(one, { minLength: 1, maxLength: 12 })
+        }),
+        fc.integer({ min: 1, max: 8 }),
+        (entries, maxRefs) => {
+          const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+          const writer = Ring.writer(sab, maxRefs)
+          const reader = Ring.reader(sab)
+          for (const [i, e] of entries.entries()) {
+            const b = new Decision.Builder(`r${i}`, "chat", false, e.model, "p", "s", 1, false, i)
+            b.pools.push(...e.pools)
+            b.attempts.push({ attempt: 1, outcome: "success", latencyMs: 0.5, ...e.attempt })
+            b.scores = e.scores
+            b.inputTokens = e.inputTokens
+            expect(writer.entry(b, e.key, 0, isoTime(i))).toBe(true)
+            expect(reader.next()).toBe(lineOf(b, e.key, 0))
+          }
+          expect(reader.next()).toBeUndefined()
+        }
+      ),
+      { numRuns: 300 }
+    )
+  })
+
+  it("takes less room for an entry whose strings came before", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    const d = new Decision.Builder("r", "chat", false, "some-model", "some-pool", "round-robin", 1, false, 0)
+    d.pools.push("some-pool")
+    d.attempts.push({ attempt: 1, pool: "some-pool", upstream: "some-upstream", outcome: "success", latencyMs: 1 })
+    const room = () => {
+      expect(writer.entry(d, "some-key", 0, isoTime(0))).toBe(true)
+      const used = writer.used()
+      expect(reader.next()).toBe(lineOf(d, "some-key", 0))
+      return used
+    }
+    // Seen once (twice in one record: numbered there), seen again (numbered then), and from then on
+    // by number.
+    const [first, second, third, fourth] = [room(), room(), room(), room()]
+    expect(second).toBeLessThanOrEqual(first)
+    expect(third).toBeLessThan(first / 2)
+    expect(fourth).toBe(third)
+  })
+
+  it("forgets the strings a record numbered when the record is not published", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    const d = (scores: unknown) => {
+      const b = new Decision.Builder("r", "chat", false, "m", "the-pool", "s", 1, false, 0)
+      b.pools.push("the-pool", "other-pool")
+      b.upstream = "the-upstream"
+      ;(b as { scores: unknown }).scores = scores
+      return b
+    }
+    expect(writer.entry(d(undefined), "k", 0, isoTime(0))).toBe(true)
+    expect(reader.next()).toBe(lineOf(d(undefined), "k", 0))
+    // Its strings were seen once, so this record numbers them: then a value JSON treats its own way
+    // (a Date, after them in the record) sends the entry to JSON, and the record is dropped.
+    expect(writer.entry(d(new Date(0)), "k", 0, isoTime(0))).toBeUndefined()
+    expect(reader.next()).toBeUndefined()
+    for (let i = 0; i < 3; i++) {
+      expect(writer.entry(d({ a: i }), "k", i, isoTime(0))).toBe(true)
+      expect(reader.next()).toBe(lineOf(d({ a: i }), "k", i))
+    }
+  })
+
+  it("asks for room enough for what a numbered string stands for", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    // 64 units of 6 bytes of JSON each: numbered after two entries, 3 bytes in the ring each time.
+    const wide = "\u0001".repeat(64)
+    const d = (n: number) => {
+      const b = new Decision.Builder("r", "chat", false, "m", "p", "s", 1, false, 0)
+      b.pools.push(...Array.from({ length: n }, () => wide))
+      return b
+    }
+    for (let i = 0; i < 2; i++) {
+      expect(writer.entry(d(1), undefined, 0, isoTime(0))).toBe(true)
+      expect(reader.next()).toBe(lineOf(d(1), undefined, 0))
+    }
+    const many = d(300)
+    expect(writer.entry(many, undefined, 0, isoTime(0))).toBe(true)
+    const line = lineOf(many, undefined, 0)
+    expect(writer.used()).toBeLessThan(line.length / 50)
+    // A buffer too small for the line is refused, not written past its end.
+    expect(reader.write(Buffer.alloc(line.length), 0)).toBe(Ring.FULL)
+    expect(reader.next()).toBe(line)
+  })
+
   it("leaves to JSON what JSON treats its own way, and says when it has no room", () => {
     const sab = Ring.allocate(4 * Ring.MAX_RECORD)
     const writer = Ring.writer(sab)

@@ -5,9 +5,10 @@
  *
  * The event loop writes an entry's values, not its JSON: the decision's fields in a fixed order
  * (those of `Decision.Builder`, {@link FIELDS}) and their values tagged by type, a string as its
- * Latin-1 bytes when it has no other character, else as its UTF-16 units. The writer rebuilds the
- * same record and makes its JSON line, so the line is the text `JSON.stringify` makes of the entry
- * on the event loop.
+ * Latin-1 bytes when it has no other character, else as its UTF-16 units — or, when it comes back
+ * from entry to entry, as the number the reader keeps its JSON under (see {@link writer}) — and an
+ * integer of 32 bits in 4 bytes. The writer rebuilds the same record and makes its JSON line, so the
+ * line is the text `JSON.stringify` makes of the entry on the event loop.
  *
  * Plain JavaScript on purpose: the writer thread loads it with Node's own loader, outside tsx and
  * vitest transforms.
@@ -50,6 +51,19 @@ const T_NULL = 5
 const T_ARR = 6
 const T_OBJ = 7
 const T_UNDEF = 8
+/** A string the reader keeps already: its number (2 bytes). See {@link writer}. */
+const T_REF = 9
+/** A string the reader keeps from here on under the next number, then written as a T_STR's. */
+const T_DEF = 10
+/** An integer of 32 bits (4 bytes), where a T_NUM takes 8 and its alignment. */
+const T_INT = 11
+
+/** The most strings a writer numbers (numbers are 2 bytes). */
+const MAX_REFS = 4096
+/** The longest string a writer numbers, in UTF-16 units (its JSON is at most 6 bytes a unit, and quotes). */
+const REF_LENGTH = 64
+/** How many strings seen once a writer remembers before it forgets them all. */
+const SEEN = 1024
 
 /** The largest record in bytes; an entry that needs more goes as its text, in parts. */
 export const MAX_RECORD = 32 * 1024
@@ -127,10 +141,28 @@ const NO = { no: true }
 
 /**
  * The event loop's side: `entry` puts one entry in the ring, `text` one line's text (see each).
+ *
+ * Most strings of a decision come back at every request (the pool, the upstreams, the provider, the
+ * outcome, the keys of an attempt's record): a string seen a second time (among the last
+ * {@link SEEN} seen once, up to {@link REF_LENGTH} units long) goes in once more, marked T_DEF, and
+ * the reader keeps its JSON under the next number; from the next record on it goes as that number
+ * (T_REF). At most `maxRefs` strings are numbered; past that, strings go as they are. So an entry
+ * takes some 200 bytes of the ring rather than 600, fewer for the event loop to write and the writer
+ * thread to read (each a cache line the other core had). Every string still round-trips exactly:
+ * numbering changes only where its bytes come from.
  * @param {SharedArrayBuffer} sab
+ * @param {number} [maxRefs] the most strings numbered (tests set fewer)
  */
-export const writer = (sab) => {
+export const writer = (sab, maxRefs = MAX_REFS) => {
   const { control, u8, u16, f64, bytes } = views(sab)
+  /** The strings the reader keeps, by their number. */
+  const refs = new Map()
+  /** How many strings the reader keeps (a string numbered twice in one record is kept twice). */
+  let numbered = 0
+  /** Strings seen once, not numbered (a string seen again is). */
+  const seen = new Set()
+  /** Strings the record being written numbers: the reader keeps them only once it is published. */
+  const defined = []
   let head = Atomics.load(control, HEAD)
   /** Where the record being written may end. */
   let limit = 0
@@ -201,16 +233,50 @@ export const writer = (sab) => {
     at = (units + n) << 1
   }
 
+  /** A string: by its number when the reader keeps it, else as its characters (numbered if seen before). */
+  const str = (/** @type {string} */ s) => {
+    const ref = refs.get(s)
+    if (ref !== undefined) {
+      u8[at] = T_REF
+      u8[at + 1] = ref & 0xff
+      u8[at + 2] = ref >>> 8
+      at += 3
+      return
+    }
+    if (s.length <= REF_LENGTH && numbered + defined.length < maxRefs) {
+      if (seen.delete(s)) {
+        // Not numbered within this record: the reader bounds a record's JSON by what it keeps before it.
+        defined.push(s)
+        u8[at++] = T_DEF
+        return chars(s)
+      }
+      if (seen.size >= SEEN) seen.clear()
+      seen.add(s)
+    }
+    u8[at++] = T_STR
+    chars(s)
+  }
+
   // Each kind of value has a function of its own, so that V8's inline caches at each (the `toJSON`
   // lookup, the records' keys) see a few shapes rather than every shape an entry holds.
+
+  /** A tag and a 32-bit integer (a length, or an integer value). */
+  const tagged = (/** @type {number} */ tag, /** @type {number} */ n) => {
+    u8[at] = tag
+    u8[at + 1] = n & 0xff
+    u8[at + 2] = (n >>> 8) & 0xff
+    u8[at + 3] = (n >>> 16) & 0xff
+    u8[at + 4] = n >>> 24
+    at += 5
+  }
 
   /** @param {unknown} v @param {number} depth */
   const value = (v, depth) => {
     if (at + 16 > limit) throw NO
-    if (typeof v === "string") {
-      u8[at++] = T_STR
-      chars(v)
-    } else if (typeof v === "number") {
+    if (typeof v === "string") str(v)
+    else if (typeof v === "number") {
+      // An integer of 32 bits (-0 too, which JSON writes as 0) takes 5 bytes, any other number 8 aligned.
+      if ((v | 0) === v) return tagged(T_INT, v)
       u8[at] = T_NUM
       at = (at + 8) & ~7
       f64[at >> 3] = v
@@ -230,12 +296,7 @@ export const writer = (sab) => {
     // A toJSON JSON would call (own or inherited, enumerable or not) goes as text.
     if (typeof (/** @type {{ toJSON?: unknown }} */ (v).toJSON) === "function") throw NO
     const n = v.length
-    u8[at] = T_ARR
-    u8[at + 1] = n & 0xff
-    u8[at + 2] = (n >>> 8) & 0xff
-    u8[at + 3] = (n >>> 16) & 0xff
-    u8[at + 4] = n >>> 24
-    at += 5
+    tagged(T_ARR, n)
     // JSON writes null for an undefined element (and for a hole).
     for (let i = 0; i < n; i++) {
       const e = v[i]
@@ -254,9 +315,8 @@ export const writer = (sab) => {
     for (const k in v) {
       const e = v[k]
       if (e === undefined || typeof e === "symbol" || typeof e === "function") continue
-      if (at + 1 > limit) throw NO
-      u8[at++] = T_STR
-      chars(k)
+      if (at + 3 > limit) throw NO
+      str(k)
       value(e, depth + 1)
     }
     if (at + 1 > limit) throw NO
@@ -277,13 +337,19 @@ export const writer = (sab) => {
     entry: (decision, key, costUsd, time) => {
       if (!reserve(MAX_RECORD)) return false
       at += 5
+      defined.length = 0
       try {
         // In the order of the entry's JSON.
         chars(time)
         value(costUsd, 0)
         // The fields of FIELDS, in its order, each read by its name (one shape at each read).
         const d = /** @type {Record<string, unknown>} */ (decision)
-        value(d.requestId, 1)
+        // A request's own id is never seen again: not remembered as seen.
+        const id = d.requestId
+        if (typeof id === "string") {
+          u8[at++] = T_STR
+          chars(id)
+        } else value(id, 1)
         value(d.operation, 1)
         value(d.stream, 1)
         value(d.model, 1)
@@ -315,9 +381,13 @@ export const writer = (sab) => {
         value(d.hedges, 1)
         value(key, 0)
       } catch (e) {
+        // Nothing of the record is published, so none of the strings it numbered is.
+        defined.length = 0
         if (e === NO) return undefined
         throw e
       }
+      for (const s of defined) refs.set(s, numbered++)
+      defined.length = 0
       publish(ENTRY)
       return true
     },
@@ -469,13 +539,58 @@ export const reader = (sab) => {
     out[pos++] = 0x22
   }
 
+  /** The JSON of the strings the writer numbered (T_DEF), by their number. */
+  const kept = []
+  /** The most bytes of JSON a kept string has. */
+  let widest = 0
+
+  /** A string (T_STR, T_DEF or T_REF) as JSON writes it. */
+  const text = () => {
+    const tag = u8[at]
+    if (tag === T_REF) {
+      const ref = u8[at + 1] | (u8[at + 2] << 8)
+      const json = kept[ref]
+      if (json === undefined) throw new Error(`audit ring: unknown string ${ref}`)
+      at += 3
+      return bytes(json)
+    }
+    at++
+    if (tag !== T_DEF) return string()
+    const start = pos
+    string()
+    const json = Uint8Array.prototype.slice.call(out, start, pos)
+    kept.push(json)
+    if (json.length > widest) widest = json.length
+  }
+
+  /** An integer's digits. */
+  const integer = (/** @type {number} */ n) => {
+    if (n < 0) {
+      out[pos++] = 0x2d
+      n = -n
+    }
+    let digits = 1
+    for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++
+    for (let i = pos + digits - 1; i >= pos; i--) {
+      out[i] = 0x30 + (n % 10)
+      n = Math.floor(n / 10)
+    }
+    pos += digits
+  }
+
   /** Any value as JSON writes it. */
   const value = () => {
     const tag = u8[at]
     switch (tag) {
       case T_STR:
-        at++
-        return string()
+      case T_DEF:
+      case T_REF:
+        return text()
+      case T_INT: {
+        const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
+        at += 5
+        return integer(n)
+      }
       case T_NUM: {
         at = (at + 8) & ~7
         const n = f64[at >> 3]
@@ -511,10 +626,9 @@ export const reader = (sab) => {
         at++
         out[pos++] = 0x7b
         // Each key is tagged as a string; T_END ends the record.
-        for (let first = true; u8[at] === T_STR; first = false) {
+        for (let first = true; u8[at] !== T_END; first = false) {
           if (!first) out[pos++] = 0x2c
-          at++
-          string()
+          text()
           out[pos++] = 0x3a
           value()
         }
@@ -576,8 +690,9 @@ export const reader = (sab) => {
         continue
       }
       const length = u8[tail + 1] | (u8[tail + 2] << 8) | (u8[tail + 3] << 16) | (u8[tail + 4] << 24)
-      // At most 6 bytes of JSON for a byte of the record, the fields' names, the newline.
-      if (into.length - from < length * 6 + 1024) return FULL
+      // At most 6 bytes of JSON for a byte of the record (a kept string's 3 bytes, its JSON), the
+      // fields' names, the newline. A record refers only to strings kept before it.
+      if (into.length - from < length * Math.max(6, Math.ceil(widest / 3)) + 1024) return FULL
       at = tail + 5
       out = into
       pos = from

@@ -258,6 +258,30 @@ describe("the audit ring", () => {
     expect(reader.next()).toBe(line)
   })
 
+  it("asks for room enough for a comma after each numbered string", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    // A kept string of 18 bytes of JSON, 3 in the ring: with the comma after each, an array of them
+    // takes more than 6 bytes a byte of the record.
+    const eighteen = "a".repeat(16)
+    const of = (n: number) => {
+      const b = new Decision.Builder("r", "chat", false, "m", "p", "s", 1, false, 0)
+      b.pools.push(...Array.from({ length: n }, () => eighteen))
+      return b
+    }
+    expect(writer.entry(of(2), undefined, 0, isoTime(0))).toBe(true)
+    expect(reader.next()).toBe(lineOf(of(2), undefined, 0))
+    const long = of(10_000)
+    expect(writer.entry(long, undefined, 0, isoTime(0))).toBe(true)
+    const longLine = lineOf(long, undefined, 0)
+    // Short of the line by 1,000 bytes: more than 6 bytes a byte of the record, so refused only when
+    // the commas are counted.
+    expect(longLine.length - 1_000).toBeGreaterThan(6 * writer.used() + 1024)
+    expect(reader.write(Buffer.alloc(longLine.length - 1_000), 0)).toBe(Ring.FULL)
+    expect(reader.next()).toBe(longLine)
+  })
+
   it("leaves to JSON what JSON treats its own way, and says when it has no room", () => {
     const sab = Ring.allocate(4 * Ring.MAX_RECORD)
     const writer = Ring.writer(sab)

@@ -143,8 +143,9 @@ const NO = { no: true }
  * The event loop's side: `entry` puts one entry in the ring, `text` one line's text (see each).
  *
  * Most strings of a decision come back at every request (the pool, the upstreams, the provider, the
- * outcome, the keys of an attempt's record): a string seen a second time (among the last
- * {@link SEEN} seen once, up to {@link REF_LENGTH} units long) goes in once more, marked T_DEF, and
+ * outcome, the keys of an attempt's record): a string up to {@link REF_LENGTH} units long seen a
+ * second time (the strings seen once are all forgotten when {@link SEEN} of them are remembered)
+ * goes in once more, marked T_DEF, and
  * the reader keeps its JSON under the next number; from the next record on it goes as that number
  * (T_REF). At most `maxRefs` strings are numbered; past that, strings go as they are. So an entry
  * takes some 200 bytes of the ring rather than 600, fewer for the event loop to write and the writer
@@ -154,6 +155,7 @@ const NO = { no: true }
  * @param {number} [maxRefs] the most strings numbered (tests set fewer)
  */
 export const writer = (sab, maxRefs = MAX_REFS) => {
+  if (maxRefs > 0x10000) throw new RangeError("an audit ring numbers at most 65,536 strings (2 bytes a number)")
   const { control, u8, u16, f64, bytes } = views(sab)
   /** The strings the reader keeps, by their number. */
   const refs = new Map()
@@ -235,23 +237,26 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
 
   /** A string: by its number when the reader keeps it, else as its characters (numbered if seen before). */
   const str = (/** @type {string} */ s) => {
-    const ref = refs.get(s)
-    if (ref !== undefined) {
-      u8[at] = T_REF
-      u8[at + 1] = ref & 0xff
-      u8[at + 2] = ref >>> 8
-      at += 3
-      return
-    }
-    if (s.length <= REF_LENGTH && numbered + defined.length < maxRefs) {
-      if (seen.delete(s)) {
-        // Not numbered within this record: the reader bounds a record's JSON by what it keeps before it.
-        defined.push(s)
-        u8[at++] = T_DEF
-        return chars(s)
+    // A longer string is never numbered, nor looked up (its hash would take a pass over it).
+    if (s.length <= REF_LENGTH) {
+      const ref = refs.get(s)
+      if (ref !== undefined) {
+        u8[at] = T_REF
+        u8[at + 1] = ref & 0xff
+        u8[at + 2] = ref >>> 8
+        at += 3
+        return
       }
-      if (seen.size >= SEEN) seen.clear()
-      seen.add(s)
+      if (numbered + defined.length < maxRefs) {
+        if (seen.delete(s)) {
+          // Not numbered within this record: the reader bounds a record's JSON by what it keeps before it.
+          defined.push(s)
+          u8[at++] = T_DEF
+          return chars(s)
+        }
+        if (seen.size >= SEEN) seen.clear()
+        seen.add(s)
+      }
     }
     u8[at++] = T_STR
     chars(s)
@@ -455,8 +460,10 @@ const SHORT = Uint8Array.from({ length: 256 }, (_, c) =>
 /**
  * The reader's side: `write(out, pos)` writes the next line (and its newline) as UTF-8 into `out`
  * from `pos` and gives the position after it; {@link EMPTY} when the ring holds no whole line,
- * {@link FULL} when `out` may not have room for the next record's line (from 0 in 1 MB, an
- * entry always has; a line of text may need more). An entry's line is written byte by byte from the record, the text
+ * {@link FULL} when `out` may not have room for the next record's line (the room asked for is
+ * bounded by the record's bytes and the widest string kept: from 0 in 1 MB, an entry of an answered
+ * request always has; a long line of text, or a long entry of wide kept strings, may need more, and
+ * the worker's buffer grows). An entry's line is written byte by byte from the record, the text
  * `JSON.stringify` makes of the entry (`AuditRing.test.ts` checks that the two agree), without
  * making a string or an object. TAIL moves past each record once it is read.
  * @param {SharedArrayBuffer} sab
@@ -554,8 +561,9 @@ export const reader = (sab) => {
       at += 3
       return bytes(json)
     }
+    if (tag !== T_STR && tag !== T_DEF) throw new Error(`audit ring: a string's tag expected, not ${tag}`)
     at++
-    if (tag !== T_DEF) return string()
+    if (tag === T_STR) return string()
     const start = pos
     string()
     const json = Uint8Array.prototype.slice.call(out, start, pos)
@@ -690,9 +698,11 @@ export const reader = (sab) => {
         continue
       }
       const length = u8[tail + 1] | (u8[tail + 2] << 8) | (u8[tail + 3] << 16) | (u8[tail + 4] << 24)
-      // At most 6 bytes of JSON for a byte of the record (a kept string's 3 bytes, its JSON), the
-      // fields' names, the newline. A record refers only to strings kept before it.
-      if (into.length - from < length * Math.max(6, Math.ceil(widest / 3)) + 1024) return FULL
+      // At most 6 bytes of JSON for a byte of the record, the fields' names, the newline; in an
+      // entry, a kept string's 3 bytes stand for its JSON and the comma or colon and comma around
+      // it (a record refers only to strings kept before it).
+      const most = kind === ENTRY ? Math.max(6, Math.ceil((widest + 2) / 3)) : 6
+      if (into.length - from < length * most + 1024) return FULL
       at = tail + 5
       out = into
       pos = from

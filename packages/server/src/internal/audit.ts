@@ -137,7 +137,9 @@ export interface FileSinkOptions {
  * The entries' lines are made and written by a thread of their own (`auditWorker.mjs`): the event
  * loop puts each entry's values in a shared ring (`auditRing.mjs`) — measured per entry on a slow
  * day, 0.2–1.1 µs back to back and 3.8–4.8 µs with code and memory cold, where the entry's
- * `JSON.stringify` and the copy of its text cost 3.4–5.8 and 6.4–8.0 µs — and the thread
+ * `JSON.stringify` and the copy of its text cost 3.4–5.8 and 6.4–8.0 µs (`bench/audit-ring.ts`
+ * times it; the strings that come back going as numbers took some 15% off back to back, nothing
+ * that showed with 1 MB read between entries) — and the thread
  * makes the lines and writes them, at most {@link FLUSH_MS} later (sooner when the ring is half
  * full), with one system call per megabyte. Entries the ring has no room for (the thread is behind)
  * wait in order on the event loop. Closing writes everything and waits for the thread to close the

@@ -147,9 +147,10 @@ const NO = { no: true }
  * second time (the strings seen once are all forgotten when {@link SEEN} of them are remembered)
  * goes in once more, marked T_DEF, and
  * the reader keeps its JSON under the next number; from the next record on it goes as that number
- * (T_REF). At most `maxRefs` strings are numbered; past that, strings go as they are. So an entry
- * takes some 200 bytes of the ring rather than 600, fewer for the event loop to write and the writer
- * thread to read (each a cache line the other core had). Every string still round-trips exactly:
+ * (T_REF). At most `maxRefs` strings are numbered; past that, strings go as they are. So an entry of
+ * an answered request takes some 230 bytes of the ring rather than 540, fewer for the event loop to
+ * write and the writer thread to read (`bench/audit-ring.ts`: some 15% less of the event loop an
+ * entry back to back, nothing that showed with the memory cold). Every string still round-trips exactly:
  * numbering changes only where its bytes come from.
  * @param {SharedArrayBuffer} sab
  * @param {number} [maxRefs] the most strings numbered (tests set fewer)

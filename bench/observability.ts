@@ -7,10 +7,10 @@
  * totals, and `SUMMARY: observability on/off throughput ×…`. See bench/README.md.
  *
  * Environment (all optional):
- *   BENCH_SECONDS=5            measured seconds per round and gateway
- *   BENCH_WARMUP_SECONDS=1     warm-up seconds per round and gateway
+ *   BENCH_SECONDS=2            measured seconds per round and gateway
+ *   BENCH_WARMUP_SECONDS=0.5   warm-up seconds per round and gateway
  *   BENCH_CONNECTIONS=50       concurrent connections
- *   BENCH_OBS_ROUNDS=2         rounds (each measures both gateways)
+ *   BENCH_OBS_ROUNDS=10        rounds (each measures both gateways)
  *   BENCH_OBS_IDLE_SECONDS=15  seconds both gateways idle after start, before the first round
  *   BENCH_OBS_FIRST_WARMUP_SECONDS=5
  *                              seconds of unmeasured load on each gateway after the idle, before the first round
@@ -48,8 +48,14 @@ function partsOf(text: string): ReadonlySet<"access" | "audit" | "scrape"> {
 }
 
 const settings = {
-  ...closedLoopSettings(),
-  rounds: Math.round(positive("BENCH_OBS_ROUNDS", 2)),
+  /**
+   * Many short rounds rather than a few long ones: the machine's speed drifts over seconds, and
+   * alternating often spreads the drift over both gateways. On a noisy day, null runs (both
+   * gateways with the same config) of 3 rounds of 5 s gave ×0.83–×1.10; of 10 rounds of 2 s,
+   * ×0.996–×1.054.
+   */
+  ...closedLoopSettings({ seconds: 2, warmupSeconds: 0.5 }),
+  rounds: Math.round(positive("BENCH_OBS_ROUNDS", 10)),
   scrapeMs: positive("BENCH_OBS_SCRAPE_MS", 1000),
   /**
    * Seconds both gateways idle after start, before the first round. A Node process first loaded

@@ -9,9 +9,14 @@ export const positive = (name: string, fallback: number): number => {
   return value
 }
 
-/** The non-streaming closed loop's settings: measured and warm-up seconds, and connections. */
-export const closedLoopSettings = () => ({
-  seconds: positive("BENCH_SECONDS", 5),
-  warmupSeconds: positive("BENCH_WARMUP_SECONDS", 1),
+/**
+ * The non-streaming closed loop's settings: measured and warm-up seconds (5 and 1 unless a bench
+ * says otherwise), and connections.
+ */
+export const closedLoopSettings = (
+  defaults: { readonly seconds: number; readonly warmupSeconds: number } = { seconds: 5, warmupSeconds: 1 }
+) => ({
+  seconds: positive("BENCH_SECONDS", defaults.seconds),
+  warmupSeconds: positive("BENCH_WARMUP_SECONDS", defaults.warmupSeconds),
   connections: Math.round(positive("BENCH_CONNECTIONS", 50))
 })

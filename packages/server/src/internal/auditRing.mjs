@@ -14,8 +14,8 @@
  * vitest transforms.
  *
  * Layout: an `Int32Array` of control words ({@link HEAD}, {@link TAIL}, {@link SIGNAL},
- * {@link CLOSE}, {@link DONE}), then the data, in bytes (a number is 8-byte aligned, UTF-16 units
- * 2-byte aligned). A record is a kind byte, its length in bytes (4 bytes), and its payload. An
+ * {@link CLOSE}, {@link DONE}), then the data, in bytes (a T_NUM's number is 8-byte aligned, UTF-16
+ * units 2-byte aligned; a T_INT's 4 bytes and a T_REF's 2 are not). A record is a kind byte, its length in bytes (4 bytes), and its payload. An
  * object's value is its tag, each key (tagged as a string) and its value, and T_END. The writer of
  * the ring moves HEAD, the reader TAIL; HEAD === TAIL is empty.
  */

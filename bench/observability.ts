@@ -52,7 +52,7 @@ const settings = {
    * Many short rounds rather than a few long ones: the machine's speed drifts over seconds, and
    * alternating often spreads the drift over both gateways. On a noisy day, null runs (both
    * gateways with the same config) of 3 rounds of 5 s gave ×0.83–×1.10 (22 runs, median ×0.98); of
-   * 10 rounds of 2 s, ×0.996–×1.105 (6 runs, median ×1.02): none as low, too few to say more.
+   * 10 rounds of 2 s, ×0.950–×1.105 (9 runs, median ×1.00): none as low, too few to say more.
    */
   ...closedLoopSettings({ seconds: 2, warmupSeconds: 0.5 }),
   rounds: Math.round(positive("BENCH_OBS_ROUNDS", 10)),

@@ -18,10 +18,14 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileSink } from "../packages/server/dist/internal/audit.js"
 import { positive } from "./lib/env.js"
+import { summarize } from "./lib/stats.js"
 
 const entries = Math.round(positive("BENCH_RING_ENTRIES", 20_000))
 const rounds = Math.round(positive("BENCH_RING_ROUNDS", 5))
+/** Zero is allowed here (back to back), so not `positive`. */
 const churnKb = Number(process.env["BENCH_RING_CHURN_KB"] ?? 1024)
+if (!Number.isFinite(churnKb) || churnKb < 0)
+  throw new Error(`BENCH_RING_CHURN_KB: expected 0 or more, got '${process.env["BENCH_RING_CHURN_KB"]}'`)
 
 /** An answered request's decision, as the gateway's bench traffic makes them. */
 const decision = (i: number): Decision.Decision => {
@@ -105,7 +109,4 @@ for (let r = 1; r <= rounds; r++) {
 }
 sink.close()
 rmSync(dir, { recursive: true, force: true })
-const sorted = [...loops].sort((a, b) => a - b)
-console.log(
-  `SUMMARY: event loop per entry, median of rounds ${(sorted[Math.floor(sorted.length / 2)]! / 1000).toFixed(2)} µs`
-)
+console.log(`SUMMARY: event loop per entry, median of rounds ${(summarize(loops).p50 / 1000).toFixed(2)} µs`)

@@ -343,7 +343,6 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
     entry: (decision, key, costUsd, time) => {
       if (!reserve(MAX_RECORD)) return false
       at += 5
-      defined.length = 0
       try {
         // In the order of the entry's JSON.
         chars(time)

@@ -1,16 +1,17 @@
 /**
  * `npm run bench:observability`: what the gateway's observability costs — the same closed loop of
- * non-streaming requests through two gateways on one instant simulator, one with the access log
- * (JSON, at info), the audit log (file sink) and a `/metrics` scrape every second, the other with
- * all of them off (warnings only, no access line, no audit sink, nobody scraping). Rounds alternate
- * between the two so that a machine whose load drifts weighs on both alike. Prints each round, the
- * totals, and `SUMMARY: observability on/off throughput ×…`. See bench/README.md.
+ * non-streaming requests through gateways on one instant simulator, half of them with the access
+ * log (JSON, at info), the audit log (file sink) and a `/metrics` scrape every second, the other
+ * half with all of them off (warnings only, no access line, no audit sink, nobody scraping). Rounds
+ * take the gateways in turn so that a machine whose load drifts weighs on all alike. Prints each
+ * round, each gateway's totals, and `SUMMARY: observability on/off throughput ×…`. See bench/README.md.
  *
  * Environment (all optional):
  *   BENCH_SECONDS=2            measured seconds per round and gateway
  *   BENCH_WARMUP_SECONDS=0.5   warm-up seconds per round and gateway
  *   BENCH_CONNECTIONS=50       concurrent connections
- *   BENCH_OBS_ROUNDS=10        rounds (each measures both gateways)
+ *   BENCH_OBS_GATEWAYS=3       gateways of each kind (observed and not), each its own process
+ *   BENCH_OBS_ROUNDS=6         rounds (each measures every gateway)
  *   BENCH_OBS_IDLE_SECONDS=15  seconds both gateways idle after start, before the first round
  *   BENCH_OBS_FIRST_WARMUP_SECONDS=5
  *                              seconds of unmeasured load on each gateway after the idle, before the first round
@@ -55,7 +56,15 @@ const settings = {
    * 10 rounds of 2 s, ×0.950–×1.105 (9 runs, median ×1.00): none as low, too few to say more.
    */
   ...closedLoopSettings({ seconds: 2, warmupSeconds: 0.5 }),
-  rounds: Math.round(positive("BENCH_OBS_ROUNDS", 10)),
+  /**
+   * Gateways of each kind. One process of a config ran faster than another of the same config for a
+   * whole run, in nearly every round: in a null run, one ran 8% less CPU a request than the other on
+   * its event loop, spread over most of its functions (V8 compiled and inlined them differently), and
+   * was faster in 9 of 10 rounds. With one process of each kind, that drew the run's ratio; the
+   * ratio of the sums over several of each draws it less.
+   */
+  gateways: Math.round(positive("BENCH_OBS_GATEWAYS", 3)),
+  rounds: Math.round(positive("BENCH_OBS_ROUNDS", 6)),
   scrapeMs: positive("BENCH_OBS_SCRAPE_MS", 1000),
   /**
    * Seconds both gateways idle after start, before the first round. A Node process first loaded
@@ -91,6 +100,14 @@ const serverBlock = (port: number, auditPath: string | undefined): string => {
   port: ${port}
   log: ${log ? "{ level: info, format: json, access: true }" : "{ level: warning, access: false }"}
   audit: ${audit ? `{ sink: file, path: ${JSON.stringify(auditPath)}, maxBytes: 1000000000 }` : `{ sink: "off" }`}`
+}
+
+/** A gateway process. */
+interface Gateway {
+  readonly name: string
+  readonly origin: string
+  readonly child: Child
+  readonly totals: Totals
 }
 
 /** A gateway in front of `upstream`, observed or not. */
@@ -160,10 +177,52 @@ const cpuPerRequest = (t: { readonly ok: number; readonly cpuMs: number | undefi
 
 const cpuText = (us: number | undefined): string => (us === undefined ? "-" : us.toFixed(0))
 
+type Kind = "on" | "off"
+
+/** A gateway's measured totals. */
+interface Totals {
+  ok: number
+  ms: number
+  errors: number
+  latencies: Array<number>
+  cpuMs: number | undefined
+}
+
+const totalsOf = (): Totals => ({ ok: 0, ms: 0, errors: 0, latencies: [], cpuMs: 0 })
+
+const add = (total: Totals, run: Awaited<ReturnType<typeof measure>>): void => {
+  total.ok += run.ok
+  total.ms += run.elapsedMs
+  total.errors += run.errors.count
+  // Not `push(...)`: a long run has more latencies than a call takes arguments.
+  for (const latency of run.latencies) total.latencies.push(latency)
+  total.cpuMs = total.cpuMs === undefined || run.cpuMs === undefined ? undefined : total.cpuMs + run.cpuMs
+}
+
+/** Requests per second of the gateways of `totals` while each was measured. */
+const rps = (...totals: ReadonlyArray<Totals>): number => {
+  const ok = totals.reduce((n, t) => n + t.ok, 0)
+  const ms = totals.reduce((n, t) => n + t.ms, 0)
+  return (ok / ms) * 1000
+}
+
+/**
+ * The order round `round` (from 1) measures the gateways in: pairs of one of each kind, the pairs
+ * rotated from round to round, the unobserved one first in odd rounds and second in even ones.
+ */
+const orderOf = <G>(round: number, pairs: ReadonlyArray<{ readonly off: G; readonly on: G }>): Array<[Kind, G]> => {
+  const order: Array<[Kind, G]> = []
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[(i + round - 1) % pairs.length]!
+    const kinds: ReadonlyArray<Kind> = round % 2 === 1 ? ["off", "on"] : ["on", "off"]
+    for (const kind of kinds) order.push([kind, pair[kind]])
+  }
+  return order
+}
+
 const main = async (): Promise<number> => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-bench-obs-"))
   process.on("exit", () => rmSync(dir, { recursive: true, force: true }))
-  const auditPath = join(dir, "audit.jsonl")
   try {
     const simPort = await freePort()
     // prettier-ignore
@@ -173,46 +232,43 @@ const main = async (): Promise<number> => {
     ], { cwd: ROOT })
     const upstream = `http://127.0.0.1:${simPort}`
     await waitReady(sim, `${upstream}/health`)
-    const off = await startGateway("observability-off", upstream, dir, undefined)
-    const on = await startGateway("observability-on", upstream, dir, auditPath)
-    // Both idle alike before any load (see `idleSeconds`), then both are warmed (see `firstWarmupSeconds`).
+    const pairs: Array<{ off: Gateway; on: Gateway & { readonly auditPath: string } }> = []
+    for (let i = 1; i <= settings.gateways; i++) {
+      const auditPath = join(dir, `audit-${i}.jsonl`)
+      const off = { ...(await startGateway(`observability-off-${i}`, upstream, dir, undefined)), totals: totalsOf() }
+      const on = {
+        ...(await startGateway(`observability-on-${i}`, upstream, dir, auditPath)),
+        totals: totalsOf(),
+        auditPath
+      }
+      pairs.push({ off, on })
+    }
+    // All idle alike before any load (see `idleSeconds`), then all are warmed (see `firstWarmupSeconds`).
     await new Promise((resolve) => setTimeout(resolve, settings.idleSeconds * 1000))
-    for (const gateway of [off, on]) {
+    for (const [, gateway] of orderOf(1, pairs)) {
       const p = pool(gateway.origin, settings.connections)
       await closedLoop(p, settings.connections, settings.firstWarmupSeconds * 1000, MODEL).finally(() => p.destroy())
     }
     console.log(
-      `observability bench: ${settings.rounds} rounds of ${settings.warmupSeconds} s warm-up + ${settings.seconds} s ` +
-        `per gateway, ${settings.connections} connections; ` +
+      `observability bench: ${settings.gateways} gateway(s) of each kind, ${settings.rounds} rounds of ` +
+        `${settings.warmupSeconds} s warm-up + ${settings.seconds} s per gateway, ${settings.connections} connections; ` +
         (settings.parts.has("scrape")
-          ? `/metrics scraped every ${settings.scrapeMs} ms on the observed one`
+          ? `/metrics scraped every ${settings.scrapeMs} ms on the observed ones`
           : "/metrics not scraped")
     )
-    const totals = {
-      off: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number>, cpuMs: 0 as number | undefined },
-      on: { ok: 0, ms: 0, errors: 0, latencies: [] as Array<number>, cpuMs: 0 as number | undefined }
-    }
     const rows: Array<Array<string>> = []
     let scrapes = 0
     for (let round = 1; round <= settings.rounds; round++) {
-      // Which goes first alternates too.
-      for (const which of round % 2 === 1 ? (["off", "on"] as const) : (["on", "off"] as const)) {
-        const gateway = which === "on" ? on : off
+      for (const [kind, gateway] of orderOf(round, pairs)) {
         const scraping =
-          which === "on" && settings.parts.has("scrape") ? scraper(gateway.origin, settings.scrapeMs) : undefined
+          kind === "on" && settings.parts.has("scrape") ? scraper(gateway.origin, settings.scrapeMs) : undefined
         const run = await measure(gateway.origin, gateway.child.pid)
         scrapes += scraping?.stop() ?? 0
-        const total = totals[which]
-        total.ok += run.ok
-        total.ms += run.elapsedMs
-        total.errors += run.errors.count
-        // Not `push(...)`: a long run has more latencies than a call takes arguments.
-        for (const latency of run.latencies) total.latencies.push(latency)
-        total.cpuMs = total.cpuMs === undefined || run.cpuMs === undefined ? undefined : total.cpuMs + run.cpuMs
+        add(gateway.totals, run)
         const p = summarize(run.latencies)
         rows.push([
           String(round),
-          which,
+          gateway.name,
           ((run.ok / run.elapsedMs) * 1000).toFixed(0),
           fmt(p.p50),
           fmt(p.p99),
@@ -221,34 +277,69 @@ const main = async (): Promise<number> => {
         ])
       }
     }
-    console.log(table(["round", "observability", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors"], rows))
-    const rps = (t: { ok: number; ms: number }) => (t.ok / t.ms) * 1000
-    const ratio = rps(totals.on) / rps(totals.off)
-    const p50 = (t: { latencies: Array<number> }) => summarize(t.latencies).p50
-    const audited = settings.parts.has("audit")
-      ? readFileSync(auditPath, "utf8")
-          .split("\n")
-          .filter((l) => l !== "").length
-      : undefined
-    const errors = totals.on.errors + totals.off.errors
+    console.log(table(["round", "gateway", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors"], rows))
     console.log(
-      `observed: ${[...settings.parts].join(", ")}; audit lines written: ${audited ?? "-"} (requests served with observability on, warm-ups included); /metrics scrapes: ${scrapes}`
+      table(
+        ["gateway", "req/s", "p50 ms", "cpu µs/req", "audit lines"],
+        pairs
+          .flatMap((pair) => [[pair.off, undefined] as const, [pair.on, pair.on.auditPath] as const])
+          .map(([g, path]) => {
+            const lines = path !== undefined && settings.parts.has("audit") ? auditLines(path) : undefined
+            return [
+              g.name,
+              rps(g.totals).toFixed(0),
+              fmt(summarize(g.totals.latencies).p50),
+              cpuText(cpuPerRequest(g.totals)),
+              lines === undefined ? "-" : String(lines)
+            ]
+          })
+      )
     )
-    const cpuOn = cpuPerRequest(totals.on)
-    const cpuOff = cpuPerRequest(totals.off)
+    const offs = pairs.map((pair) => pair.off.totals)
+    const ons = pairs.map((pair) => pair.on.totals)
+    const ratio = rps(...ons) / rps(...offs)
+    const merged = (totals: ReadonlyArray<Totals>) => {
+      const all = totalsOf()
+      for (const t of totals) {
+        all.ok += t.ok
+        all.ms += t.ms
+        for (const latency of t.latencies) all.latencies.push(latency)
+        all.cpuMs = all.cpuMs === undefined || t.cpuMs === undefined ? undefined : all.cpuMs + t.cpuMs
+      }
+      return all
+    }
+    const on = merged(ons)
+    const off = merged(offs)
+    // Every observed gateway's audit file has a line for every request it served (warm-ups included).
+    const short = settings.parts.has("audit")
+      ? pairs.filter((pair) => auditLines(pair.on.auditPath) < pair.on.totals.ok).map((pair) => pair.on.name)
+      : []
+    const errors = [...ons, ...offs].reduce((n, t) => n + t.errors, 0)
+    console.log(
+      `observed: ${[...settings.parts].join(", ")}; /metrics scrapes: ${scrapes}` +
+        (short.length > 0 ? `; audit files short of the requests served: ${short.join(", ")}` : "")
+    )
+    const cpuOn = cpuPerRequest(on)
+    const cpuOff = cpuPerRequest(off)
     const cpu =
       cpuOn === undefined || cpuOff === undefined
         ? ""
         : `, gateway CPU per request on ${cpuText(cpuOn)} µs vs off ${cpuText(cpuOff)} µs (×${fmt(cpuOn / cpuOff)})`
     console.log(
-      `SUMMARY: observability on/off throughput ×${fmt(ratio)} (on ${rps(totals.on).toFixed(0)} vs off ${rps(totals.off).toFixed(0)} req/s), ` +
-        `p50 on ${fmt(p50(totals.on))} ms vs off ${fmt(p50(totals.off))} ms${cpu}; errors ${errors}`
+      `SUMMARY: observability on/off throughput ×${fmt(ratio)} (on ${rps(...ons).toFixed(0)} vs off ${rps(...offs).toFixed(0)} req/s), ` +
+        `p50 on ${fmt(summarize(on.latencies).p50)} ms vs off ${fmt(summarize(off.latencies).p50)} ms${cpu}; errors ${errors}`
     )
-    return errors > 0 || (audited !== undefined && audited < totals.on.ok) ? 1 : 0
+    return errors > 0 || short.length > 0 ? 1 : 0
   } finally {
     await stopAll()
   }
 }
+
+/** The lines of an audit file. */
+const auditLines = (path: string): number =>
+  readFileSync(path, "utf8")
+    .split("\n")
+    .filter((l) => l !== "").length
 
 process.on("exit", () => killAllNow())
 main().then(

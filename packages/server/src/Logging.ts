@@ -195,8 +195,25 @@ export const accessFields = (d: Decision.Decision, key: string | undefined, stat
   ...(d.error === undefined ? {} : { error: d.error })
 })
 
+/**
+ * Printable ASCII but `"` and `\`: a string of only these is its own JSON text between quotes. The
+ * ids, names and outcomes of an access line are; testing that costs less than `JSON.stringify`
+ * setting up its writer for each of them.
+ */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/
+
+/** Whether every string of the line {@link jsonAccessLine} is making went plain: the line is then ASCII. */
+let linePlain = true
+
+/** A string's JSON text (as `JSON.stringify` writes it). */
+const jsonString = (text: string): string => {
+  if (PLAIN.test(text)) return `"${text}"`
+  linePlain = false
+  return JSON.stringify(text)
+}
+
 /** A string's JSON text, `null` for none. */
-const jsonText = (text: string | undefined): string => (text === undefined ? "null" : JSON.stringify(text))
+const jsonText = (text: string | undefined): string => (text === undefined ? "null" : jsonString(text))
 
 /** A number's JSON text (`null` for none, and for NaN and the infinities, as `JSON.stringify` writes them). */
 const jsonNumber = (n: number | undefined): string => (n !== undefined && Number.isFinite(n) ? `${n}` : "null")
@@ -205,17 +222,28 @@ const jsonNumber = (n: number | undefined): string => (n !== undefined && Number
  * The JSON access line of a request answered at `ms` (epoch ms): the text {@link accessLine} makes
  * of {@link accessFields}, written straight from the decision — without the record and a
  * `JSON.stringify` walking it (`JsonLogger.test.ts` checks that the two agree).
+ * {@link lastAccessLineAscii} tells right after whether it is all ASCII.
  */
-export const jsonAccessLine = (d: Decision.Decision, key: string | undefined, status: number, ms: number): string =>
-  `{"message":{"msg":"request","requestId":${JSON.stringify(d.requestId)},"operation":${JSON.stringify(d.operation)},` +
-  `"stream":${d.stream},"pool":${JSON.stringify(d.pool)},` +
-  `"upstream":${jsonText(d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream)},"key":${jsonText(key)},` +
-  `"status":${jsonNumber(status)},"outcome":${JSON.stringify(d.outcome)},"attempts":${d.attempts.length},` +
-  `"durationMs":${jsonNumber(d.durationMs)},"queueWaitMs":${jsonNumber(d.queueWaitMs)},` +
-  `"inputTokens":${jsonNumber(d.inputTokens)},"outputTokens":${jsonNumber(d.outputTokens)}` +
-  (d.firstChunkMs === undefined ? "" : `,"firstChunkMs":${jsonNumber(d.firstChunkMs)}`) +
-  (d.error === undefined ? "" : `,"error":${JSON.stringify(d.error)}`) +
-  `},"logLevel":"INFO","timestamp":"${isoTime(ms)}","annotations":{},"spans":{},"fiberId":""}`
+export const jsonAccessLine = (d: Decision.Decision, key: string | undefined, status: number, ms: number): string => {
+  linePlain = true
+  return (
+    `{"message":{"msg":"request","requestId":${jsonString(d.requestId)},"operation":${jsonString(d.operation)},` +
+    `"stream":${d.stream},"pool":${jsonString(d.pool)},` +
+    `"upstream":${jsonText(d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream)},"key":${jsonText(key)},` +
+    `"status":${jsonNumber(status)},"outcome":${jsonString(d.outcome)},"attempts":${d.attempts.length},` +
+    `"durationMs":${jsonNumber(d.durationMs)},"queueWaitMs":${jsonNumber(d.queueWaitMs)},` +
+    `"inputTokens":${jsonNumber(d.inputTokens)},"outputTokens":${jsonNumber(d.outputTokens)}` +
+    (d.firstChunkMs === undefined ? "" : `,"firstChunkMs":${jsonNumber(d.firstChunkMs)}`) +
+    (d.error === undefined ? "" : `,"error":${jsonString(d.error)}`) +
+    `},"logLevel":"INFO","timestamp":"${isoTime(ms)}","annotations":{},"spans":{},"fiberId":""}`
+  )
+}
+
+/**
+ * Whether the line {@link jsonAccessLine} made last is all ASCII: its bytes are then its characters
+ * (Latin-1), which are quicker to write than UTF-8.
+ */
+export const lastAccessLineAscii = (): boolean => linePlain
 
 /** The access line for people. */
 const line = (d: Decision.Decision, key: string | undefined, status: number): string =>
@@ -256,17 +284,18 @@ export const accessLog = (
     const direct =
       loggers.filter((l) => gatewayLoggers.has(l)).length === 1 &&
       loggers.every((l) => gatewayLoggers.has(l) || l === Logger.tracerLogger)
-    const write =
-      console === Context.get(DefaultServices.liveServices, Console.Console) ? stdoutLines : gathered.unsafe.log
+    const write: (text: string, ascii: boolean) => void =
+      console === Context.get(DefaultServices.liveServices, Console.Console)
+        ? stdoutLines
+        : (text) => gathered.unsafe.log(text)
     return (decision, key, status) => {
       if (!live.settings.access || LogLevel.lessThan(LogLevel.Info, live.level)) return
       if (LogLevel.lessThan(LogLevel.Info, minimum)) return
       const json = live.settings.format === "json"
       if (direct) {
-        const text = json
-          ? jsonAccessLine(decision, key, status, Date.now())
-          : accessLine("pretty", line(decision, key, status), new Date())
-        if (text !== undefined) return write(text)
+        if (json) return write(jsonAccessLine(decision, key, status, Date.now()), lastAccessLineAscii())
+        const text = accessLine("pretty", line(decision, key, status), new Date())
+        if (text !== undefined) return write(text, false)
       }
       const message = json ? accessFields(decision, key, status) : line(decision, key, status)
       const date = new Date()
@@ -370,7 +399,11 @@ const GATHER_BYTES = 64 * 1024
  */
 export const byteLines = (
   write: (chunk: Uint8Array) => void
-): { readonly line: (text: string) => void; readonly flush: () => void } => {
+): {
+  /** Gathers a line; `ascii` says its characters are all ASCII (they are written as Latin-1, more quickly). */
+  readonly line: (text: string, ascii?: boolean) => void
+  readonly flush: () => void
+} => {
   let pending = Buffer.allocUnsafe(GATHER_BYTES)
   let used = 0
   let timer: ReturnType<typeof setTimeout> | undefined
@@ -386,15 +419,15 @@ export const byteLines = (
     used = 0
     write(chunk)
   }
-  const line = (text: string) => {
+  const line = (text: string, ascii = false) => {
     // At most 3 bytes of UTF-8 for each UTF-16 unit, and the newline.
-    const most = text.length * 3 + 1
+    const most = (ascii ? text.length : text.length * 3) + 1
     if (most > pending.length - used) {
       flush()
       // A line longer than the buffer goes out on its own.
       if (most > pending.length) return write(Buffer.from(`${text}\n`))
     }
-    used += pending.write(text, used)
+    used += pending.write(text, used, ascii ? "latin1" : "utf8")
     pending[used++] = 0x0a
     if (timer === undefined) {
       exitFlushes()

@@ -145,4 +145,46 @@ describe("the access line", () => {
       { numRuns: 500, seed: 9 }
     )
   })
+
+  it("says ASCII only of a line that is, and its bytes through the buffer as Latin-1 are its UTF-8", () => {
+    const text = fc.oneof(
+      { weight: 12, arbitrary: fc.stringMatching(/^[\w .:/-]{0,16}$/) },
+      { weight: 1, arbitrary: fc.string() },
+      { weight: 1, arbitrary: fc.string({ unit: "binary" }) },
+      { weight: 1, arbitrary: fc.constantFrom("ü", "\n", '"', "\\", "\u007f", "\ud800") }
+    )
+    const decision = fc.record({
+      requestId: text,
+      operation: fc.constantFrom("chat", "embeddings"),
+      stream: fc.boolean(),
+      pool: text,
+      attempts: fc.array(fc.record({ upstream: text }), { maxLength: 2 }),
+      upstream: fc.option(text, { nil: undefined }),
+      outcome: fc.constantFrom("success", "error"),
+      durationMs: fc.nat(),
+      queueWaitMs: fc.nat(),
+      error: fc.option(text, { nil: undefined })
+    }) as unknown as fc.Arbitrary<Decision.Decision>
+    let ascii = 0
+    fc.assert(
+      fc.property(decision, fc.option(text, { nil: undefined }), (d, key) => {
+        const line = Logging.jsonAccessLine(d, key, 200, 1_700_000_000_000)
+        const said = Logging.lastAccessLineAscii()
+        // Printable ASCII but `"` and `\` is what goes the quick way; anything else says not ASCII.
+        const plain = (s: string | undefined) => s === undefined || (/^[\x20-\x7e]*$/.test(s) && !/["\\]/.test(s))
+        const strings = [d.requestId, d.pool, d.upstream ?? d.attempts.at(-1)?.upstream, key, d.error]
+        expect(said).toBe(strings.every(plain))
+        if (said) ascii++
+        const chunks: Array<Uint8Array> = []
+        const lines = Logging.byteLines((chunk) => void chunks.push(chunk))
+        lines.line(line, said)
+        lines.flush()
+        expect(Buffer.concat(chunks).toString("utf8")).toBe(`${line}\n`)
+      }),
+      { numRuns: 500, seed: 11 }
+    )
+    // Both kinds of line came up.
+    expect(ascii).toBeGreaterThan(20)
+    expect(ascii).toBeLessThan(480)
+  })
 })

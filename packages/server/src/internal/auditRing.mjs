@@ -164,8 +164,13 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
   let numbered = 0
   /** Strings seen once, not numbered (a string seen again is). */
   const seen = new Set()
-  /** Strings the record being written numbers: the reader keeps them only once it is published. */
+  /**
+   * Strings the record being written numbers (the first `defining` of them): the reader keeps them
+   * only once it is published. Counted, not emptied: setting an array's length goes through V8's
+   * runtime, a cost at every entry.
+   */
   const defined = []
+  let defining = 0
   let head = Atomics.load(control, HEAD)
   /** Where the record being written may end. */
   let limit = 0
@@ -248,10 +253,10 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
         at += 3
         return
       }
-      if (numbered + defined.length < maxRefs) {
+      if (numbered + defining < maxRefs) {
         if (seen.delete(s)) {
           // Not numbered within this record: the reader bounds a record's JSON by what it keeps before it.
-          defined.push(s)
+          defined[defining++] = s
           u8[at++] = T_DEF
           return chars(s)
         }
@@ -387,12 +392,12 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
         value(key, 0)
       } catch (e) {
         // Nothing of the record is published, so none of the strings it numbered is.
-        defined.length = 0
+        defining = 0
         if (e === NO) return undefined
         throw e
       }
-      for (const s of defined) refs.set(s, numbered++)
-      defined.length = 0
+      for (let i = 0; i < defining; i++) refs.set(defined[i], numbered++)
+      defining = 0
       publish(ENTRY)
       return true
     },

@@ -199,12 +199,8 @@ const add = (total: Totals, run: Awaited<ReturnType<typeof measure>>): void => {
   total.cpuMs = total.cpuMs === undefined || run.cpuMs === undefined ? undefined : total.cpuMs + run.cpuMs
 }
 
-/** Requests per second of the gateways of `totals` while each was measured. */
-const rps = (...totals: ReadonlyArray<Totals>): number => {
-  const ok = totals.reduce((n, t) => n + t.ok, 0)
-  const ms = totals.reduce((n, t) => n + t.ms, 0)
-  return (ok / ms) * 1000
-}
+/** Requests per second while measured. */
+const rps = (t: Totals): number => (t.ok / t.ms) * 1000
 
 /**
  * The order round `round` (from 1) measures the gateways in: pairs of one of each kind, the pairs
@@ -278,13 +274,14 @@ const main = async (): Promise<number> => {
       }
     }
     console.log(table(["round", "gateway", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors"], rows))
+    // Each observed gateway's audit lines (warm-ups included), read once.
+    const audited = pairs.map((pair) => (settings.parts.has("audit") ? auditLines(pair.on.auditPath) : undefined))
     console.log(
       table(
         ["gateway", "req/s", "p50 ms", "cpu µs/req", "audit lines"],
         pairs
-          .flatMap((pair) => [[pair.off, undefined] as const, [pair.on, pair.on.auditPath] as const])
-          .map(([g, path]) => {
-            const lines = path !== undefined && settings.parts.has("audit") ? auditLines(path) : undefined
+          .flatMap((pair, i) => [[pair.off, undefined] as const, [pair.on, audited[i]] as const])
+          .map(([g, lines]) => {
             return [
               g.name,
               rps(g.totals).toFixed(0),
@@ -297,7 +294,6 @@ const main = async (): Promise<number> => {
     )
     const offs = pairs.map((pair) => pair.off.totals)
     const ons = pairs.map((pair) => pair.on.totals)
-    const ratio = rps(...ons) / rps(...offs)
     const merged = (totals: ReadonlyArray<Totals>) => {
       const all = totalsOf()
       for (const t of totals) {
@@ -310,10 +306,9 @@ const main = async (): Promise<number> => {
     }
     const on = merged(ons)
     const off = merged(offs)
+    const ratio = rps(on) / rps(off)
     // Every observed gateway's audit file has a line for every request it served (warm-ups included).
-    const short = settings.parts.has("audit")
-      ? pairs.filter((pair) => auditLines(pair.on.auditPath) < pair.on.totals.ok).map((pair) => pair.on.name)
-      : []
+    const short = pairs.filter((pair, i) => (audited[i] ?? Infinity) < pair.on.totals.ok).map((pair) => pair.on.name)
     const errors = [...ons, ...offs].reduce((n, t) => n + t.errors, 0)
     console.log(
       `observed: ${[...settings.parts].join(", ")}; /metrics scrapes: ${scrapes}` +
@@ -326,7 +321,7 @@ const main = async (): Promise<number> => {
         ? ""
         : `, gateway CPU per request on ${cpuText(cpuOn)} µs vs off ${cpuText(cpuOff)} µs (×${fmt(cpuOn / cpuOff)})`
     console.log(
-      `SUMMARY: observability on/off throughput ×${fmt(ratio)} (on ${rps(...ons).toFixed(0)} vs off ${rps(...offs).toFixed(0)} req/s), ` +
+      `SUMMARY: observability on/off throughput ×${fmt(ratio)} (on ${rps(on).toFixed(0)} vs off ${rps(off).toFixed(0)} req/s), ` +
         `p50 on ${fmt(summarize(on.latencies).p50)} ms vs off ${fmt(summarize(off.latencies).p50)} ms${cpu}; errors ${errors}`
     )
     return errors > 0 || short.length > 0 ? 1 : 0

@@ -25,6 +25,7 @@ import {
   LogLevel,
   Option
 } from "effect"
+import { jsonAccessLine, lastAccessLineAscii } from "./internal/accessLine.js"
 import { isoTime } from "./internal/isoTime.js"
 import { writeStdout } from "./internal/stdout.js"
 
@@ -195,55 +196,7 @@ export const accessFields = (d: Decision.Decision, key: string | undefined, stat
   ...(d.error === undefined ? {} : { error: d.error })
 })
 
-/**
- * Printable ASCII but `"` and `\`: a string of only these is its own JSON text between quotes. The
- * ids, names and outcomes of an access line are; testing that costs less than `JSON.stringify`
- * setting up its writer for each of them.
- */
-const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/
-
-/** Whether every string of the line {@link jsonAccessLine} is making went plain: the line is then ASCII. */
-let linePlain = true
-
-/** A string's JSON text (as `JSON.stringify` writes it). */
-const jsonString = (text: string): string => {
-  if (PLAIN.test(text)) return `"${text}"`
-  linePlain = false
-  return JSON.stringify(text)
-}
-
-/** A string's JSON text, `null` for none. */
-const jsonText = (text: string | undefined): string => (text === undefined ? "null" : jsonString(text))
-
-/** A number's JSON text (`null` for none, and for NaN and the infinities, as `JSON.stringify` writes them). */
-const jsonNumber = (n: number | undefined): string => (n !== undefined && Number.isFinite(n) ? `${n}` : "null")
-
-/**
- * The JSON access line of a request answered at `ms` (epoch ms): the text {@link accessLine} makes
- * of {@link accessFields}, written straight from the decision — without the record and a
- * `JSON.stringify` walking it (`JsonLogger.test.ts` checks that the two agree).
- * {@link lastAccessLineAscii} tells right after whether it is all ASCII.
- */
-export const jsonAccessLine = (d: Decision.Decision, key: string | undefined, status: number, ms: number): string => {
-  linePlain = true
-  return (
-    `{"message":{"msg":"request","requestId":${jsonString(d.requestId)},"operation":${jsonString(d.operation)},` +
-    `"stream":${d.stream},"pool":${jsonString(d.pool)},` +
-    `"upstream":${jsonText(d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream)},"key":${jsonText(key)},` +
-    `"status":${jsonNumber(status)},"outcome":${jsonString(d.outcome)},"attempts":${d.attempts.length},` +
-    `"durationMs":${jsonNumber(d.durationMs)},"queueWaitMs":${jsonNumber(d.queueWaitMs)},` +
-    `"inputTokens":${jsonNumber(d.inputTokens)},"outputTokens":${jsonNumber(d.outputTokens)}` +
-    (d.firstChunkMs === undefined ? "" : `,"firstChunkMs":${jsonNumber(d.firstChunkMs)}`) +
-    (d.error === undefined ? "" : `,"error":${jsonString(d.error)}`) +
-    `},"logLevel":"INFO","timestamp":"${isoTime(ms)}","annotations":{},"spans":{},"fiberId":""}`
-  )
-}
-
-/**
- * Whether the line {@link jsonAccessLine} made last is all ASCII: its bytes are then its characters
- * (Latin-1), which are quicker to write than UTF-8.
- */
-export const lastAccessLineAscii = (): boolean => linePlain
+export { jsonAccessLine, lastAccessLineAscii }
 
 /** The access line for people. */
 const line = (d: Decision.Decision, key: string | undefined, status: number): string =>
@@ -251,10 +204,24 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
   ` key=${key ?? "-"} ${d.durationMs}ms attempts=${d.attempts.length} tokens=${d.inputTokens ?? "-"}+${d.outputTokens ?? "-"}` +
   (d.error === undefined ? "" : ` error=${d.error}`)
 
+/** The access log of {@link accessLog}. */
+export interface AccessLog {
+  /** Writes one request's access line (nothing when the access log is off, or below the level). */
+  readonly write: (decision: Decision.Decision, key: string | undefined, status: number) => void
+  /**
+   * Whether a request's access line is now {@link jsonAccessLine}'s text bound for the process's
+   * standard output (the access log on, at `info`, in JSON, through the gateway's own loggers and
+   * Effect's default console): then another writer of standard output, the audit file's thread, may
+   * write it in {@link AccessLog.write}'s place (see `Server.gatewayOptions`).
+   */
+  readonly jsonToStdout: () => boolean
+}
+
 /**
- * The access log: a synchronous function writing one `info` line per request through the loggers of
- * the runtime it is built in — nothing when `server.log.access` is off or the level is above `info`,
- * as `live` has them at each request (a reload changes them).
+ * The access log: a synchronous `write` of one `info` line per request through the loggers of the
+ * runtime it is built in — nothing when `server.log.access` is off or the level is above `info`, as
+ * `live` has them at each request (a reload changes them) — and whether another writer may write
+ * the line in its place ({@link AccessLog.jsonToStdout}).
  *
  * When those loggers are the gateway's own, the line's text is made here. With Effect's default
  * console it goes to `process.stdout` (where Node's `console.log` writes; a `console.log` the
@@ -264,9 +231,7 @@ const line = (d: Decision.Decision, key: string | undefined, status: number): st
  * `write` to a pipe or file each otherwise (standard output is synchronous on a pipe), some 13% of
  * the gateway's throughput when measured. What is gathered is written before the process exits.
  */
-export const accessLog = (
-  live: Live
-): Effect.Effect<(decision: Decision.Decision, key: string | undefined, status: number) => void> =>
+export const accessLog = (live: Live): Effect.Effect<AccessLog> =>
   Effect.map(Effect.runtime<never>(), (runtime) => {
     const minimum = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
     const services = FiberRefs.getOrDefault(runtime.fiberRefs, DefaultServices.currentServices)
@@ -284,32 +249,37 @@ export const accessLog = (
     const direct =
       loggers.filter((l) => gatewayLoggers.has(l)).length === 1 &&
       loggers.every((l) => gatewayLoggers.has(l) || l === Logger.tracerLogger)
-    const write: (text: string, ascii: boolean) => void =
-      console === Context.get(DefaultServices.liveServices, Console.Console)
-        ? stdoutLines
-        : (text) => gathered.unsafe.log(text)
-    return (decision, key, status) => {
-      if (!live.settings.access || LogLevel.lessThan(LogLevel.Info, live.level)) return
-      if (LogLevel.lessThan(LogLevel.Info, minimum)) return
-      const json = live.settings.format === "json"
-      if (direct) {
-        if (json) return write(jsonAccessLine(decision, key, status, Date.now()), lastAccessLineAscii())
-        const text = accessLine("pretty", line(decision, key, status), new Date())
-        if (text !== undefined) return write(text, false)
-      }
-      const message = json ? accessFields(decision, key, status) : line(decision, key, status)
-      const date = new Date()
-      for (const logger of loggers)
-        logger.log({
-          fiberId: FiberId.none,
-          logLevel: LogLevel.Info,
-          message,
-          cause: Cause.empty,
-          context: refs,
-          spans,
-          annotations,
-          date
-        })
+    const toStdout = console === Context.get(DefaultServices.liveServices, Console.Console)
+    const write: (text: string, ascii: boolean) => void = toStdout ? stdoutLines : (text) => gathered.unsafe.log(text)
+    /** Whether the access line is written now (the settings and the level as they are). */
+    const on = () =>
+      live.settings.access &&
+      !LogLevel.lessThan(LogLevel.Info, live.level) &&
+      !LogLevel.lessThan(LogLevel.Info, minimum)
+    return {
+      write: (decision, key, status) => {
+        if (!on()) return
+        const json = live.settings.format === "json"
+        if (direct) {
+          if (json) return write(jsonAccessLine(decision, key, status, Date.now()), lastAccessLineAscii())
+          const text = accessLine("pretty", line(decision, key, status), new Date())
+          if (text !== undefined) return write(text, false)
+        }
+        const message = json ? accessFields(decision, key, status) : line(decision, key, status)
+        const date = new Date()
+        for (const logger of loggers)
+          logger.log({
+            fiberId: FiberId.none,
+            logLevel: LogLevel.Info,
+            message,
+            cause: Cause.empty,
+            context: refs,
+            spans,
+            annotations,
+            date
+          })
+      },
+      jsonToStdout: () => direct && toStdout && live.settings.format === "json" && on()
     }
   })
 

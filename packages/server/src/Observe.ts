@@ -41,8 +41,17 @@ export interface Service {
   /**
    * Counts a finished request's decision in the metrics and keeps it in the audit log; `key` is the
    * client key's name. Synchronous and O(attempts + exclusions); call it once per request.
+   *
+   * With a `status` (0 or more: what the request was answered), the audit file's thread may write
+   * the request's JSON access line to standard output (see `Audit.fileSink`): true when it took it,
+   * false when the caller is to write it.
    */
-  readonly record: (decision: Decision.Decision, key: string | undefined, content?: Audit.Content) => void
+  readonly record: (
+    decision: Decision.Decision,
+    key: string | undefined,
+    content?: Audit.Content,
+    status?: number
+  ) => boolean
   /** Every metric in Prometheus' text format (version 0.0.4). */
   readonly metrics: Effect.Effect<string>
   /** The audit log: query, listen. */
@@ -179,7 +188,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log, mi
   // (an upstream's provider may change with it).
   let bundles = new Map<string, Map<string, Map<string, Map<string, Map<string, Bundle>>>>>()
   const overhead = m.overhead.at()
-  return (d: Decision.Decision, key: string | undefined, content?: Audit.Content): void => {
+  return (d: Decision.Decision, key: string | undefined, content?: Audit.Content, status = -1): boolean => {
     const generation = routing.current()
     if (generationNumber !== generation.number) {
       generationNumber = generation.number
@@ -236,7 +245,7 @@ const recorder = (routing: Routing.Service, m: Instruments, audit: Audit.Log, mi
     const cost = Access.costOf(upstreams, d)
     if (cost > 0) m.spend.at(d.pool, upstream, key ?? "anonymous").update(cost)
     minutes.add(d, cost)
-    audit.add(d, key, cost, content)
+    return audit.add(d, key, cost, content, status)
   }
 }
 

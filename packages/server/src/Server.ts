@@ -178,8 +178,10 @@ export const gatewayOptions = (
         access,
         readiness: routing.readiness,
         observe: (decision: Decision.Decision, key: string | undefined, status: number, content?: Audit.Content) => {
-          observe.record(decision, key, content)
-          accessLog(decision, key, status)
+          // The audit file's thread writes the JSON access line to standard output when it can,
+          // off the event loop; otherwise (another format or console, no audit file) it is written here.
+          if (!observe.record(decision, key, content, accessLog.jsonToStdout() ? status : -1))
+            accessLog.write(decision, key, status)
         },
         get observeContent() {
           return routing.current().config.server.audit.content

@@ -1,9 +1,10 @@
 import { describe, expect, it, vi } from "@effect/vitest"
 import { Decision } from "@sluice/core"
 import { FastCheck as fc } from "effect"
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { jsonAccessLine } from "../src/internal/accessLine.js"
 import * as Audit from "../src/internal/audit.js"
 import * as Ring from "../src/internal/auditRing.mjs"
 import { isoTime } from "../src/internal/isoTime.js"
@@ -109,6 +110,12 @@ const builders = fc
 const lineOf = (d: Decision.Decision, key: string | undefined, costUsd: number) =>
   JSON.stringify(Audit.entryOf(d, key, costUsd))
 
+/** `text` as a regular expression's, matching itself only. */
+const quote = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+/** The upstream an access line names: the decision's, else its last attempt's. */
+const upstreamOf = (d: Decision.Decision) => d.upstream ?? d.attempts[d.attempts.length - 1]?.upstream
+
 describe("the audit ring", () => {
   it("carries a builder's fields in its own order", () => {
     const builder = new Decision.Builder("r", "chat", false, "m", "p", "s", 0, false, 0)
@@ -145,6 +152,96 @@ describe("the audit ring", () => {
         expect(reader.next()).toBeUndefined()
       }),
       { numRuns: 500 }
+    )
+  })
+
+  it("carries a request's access line with its entry: the very line jsonAccessLine makes", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    let withAccess = 0
+    fc.assert(
+      fc.property(
+        builders,
+        optional(text),
+        number,
+        fc.option(fc.tuple(fc.integer({ min: 0, max: 999 }), fc.integer({ min: 0, max: 4_102_444_800_000 })), {
+          nil: undefined
+        }),
+        (d, key, costUsd, access) => {
+          const time = isoTime(d.startedAt)
+          const put =
+            access === undefined
+              ? writer.entry(d, key, costUsd, time)
+              : writer.entry(d, key, costUsd, time, isoTime(access[1]), access[0], upstreamOf(d))
+          expect(put).toBe(true)
+          if (access !== undefined) withAccess++
+          expect(reader.next()).toBe(lineOf(d, key, costUsd))
+          expect(reader.access()).toBe(access === undefined ? "" : `${jsonAccessLine(d, key, ...access)}\n`)
+          expect(reader.next()).toBeUndefined()
+        }
+      ),
+      { numRuns: 500 }
+    )
+    expect(withAccess).toBeGreaterThan(100)
+  })
+
+  it("gives back access lines in the order of their records, numbered strings and texts among them", () => {
+    const sab = Ring.allocate(4 * Ring.MAX_RECORD)
+    const writer = Ring.writer(sab)
+    const reader = Ring.reader(sab)
+    const expected: Array<string> = []
+    const lines: Array<string> = []
+    const texts: Array<number> = []
+    for (let i = 0; i < 12; i++) {
+      const b = new Decision.Builder(`r${i}`, "chat", i % 2 === 0, "m", "the-pool", "s", 1, false, i)
+      b.pools.push("the-pool")
+      b.attempts.push({ attempt: 1, pool: "the-pool", upstream: `up-${i % 3}`, outcome: "success", latencyMs: 2 })
+      // The decision's own upstream some of the time; else the line names the last attempt's.
+      if (i % 4 === 1) b.upstream = "the-upstream"
+      if (i % 5 === 2) b.firstChunkMs = 1.5
+      const d = b.end(i + 7, i % 3 === 0 ? "error" : "success", i % 3 === 0 ? 'UpstreamError: é "no"' : undefined)
+      const key = i % 2 === 0 ? "the-key" : undefined
+      expect(writer.entry(d, key, 0, isoTime(i), isoTime(1_700_000_000_000 + i), 200 + i, upstreamOf(d))).toBe(true)
+      expected.push(jsonAccessLine(d, key, 200 + i, 1_700_000_000_000 + i))
+      lines.push(lineOf(d, key, 0))
+      if (i % 4 === 3) {
+        // An access line made on the event loop (its entry went as text), long enough to go in parts.
+        const long = `{"message":"${"ü".repeat(i === 11 ? 40_000 : 10)}"}`
+        texts.push(writer.text(long, 0, true))
+        expected.push(long)
+      }
+    }
+    expect(texts).toEqual([-1, -1, -1])
+    for (const line of lines) expect(reader.next()).toBe(line)
+    expect(reader.next()).toBeUndefined()
+    expect(reader.access()).toBe(expected.map((l) => `${l}\n`).join(""))
+  })
+
+  it("cuts lines into pieces of whole lines, none longer than asked unless a line alone is", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 40 }), { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 1, max: 60 }),
+        (lengths, most) => {
+          const bytes = Buffer.from(lengths.map((n) => `${"x".repeat(n)}\n`).join(""))
+          const pieces: Array<string> = []
+          for (let from = 0, to = 0; from < bytes.length; from = to) {
+            to = Ring.piece(bytes, from, bytes.length, most)
+            expect(to).toBeGreaterThan(from)
+            const piece = bytes.toString("latin1", from, to)
+            expect(piece.endsWith("\n")).toBe(true)
+            // Longer than asked only when it is one line.
+            expect(piece.length <= most || piece.indexOf("\n") === piece.length - 1).toBe(true)
+            // No room was left for the next line.
+            const withNext = to < bytes.length ? bytes.indexOf(0x0a, to) + 1 - from : Infinity
+            expect(withNext).toBeGreaterThan(most)
+            pieces.push(piece)
+          }
+          expect(pieces.join("")).toBe(bytes.toString("latin1"))
+        }
+      ),
+      { numRuns: 300 }
     )
   })
 
@@ -364,6 +461,80 @@ describe("the audit file sink", () => {
       sink.close()
       expect(readFileSync(path, "utf8")).toBe(expected.map((l) => `${l}\n`).join(""))
     } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("writes the access lines it takes to their own descriptor, in order, whatever way their entries go", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    const said: Array<string> = []
+    const stderr = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => (said.push(String(chunk)), true))
+    const accessPath = join(dir, "access.log")
+    const fd = openSync(accessPath, "a")
+    try {
+      const path = join(dir, "a.jsonl")
+      // A ring too small for them all: many wait for room on the event loop.
+      const sink = Audit.fileSink(path, 1e12, 1, { ringBytes: 4 * Ring.MAX_RECORD, accessFd: fd })
+      const audited: Array<string> = []
+      const access: Array<RegExp> = []
+      /** Whether the sink said it took each access line, and whether it was to. */
+      const took: Array<boolean> = []
+      const toTake: Array<boolean> = []
+      /** The access line expected, its time any (the sink takes it when the entry is written). */
+      const accessLine = (d: Decision.Decision, key: string | undefined, status: number) => {
+        const [before, after] = jsonAccessLine(d, key, status, 0).split(isoTime(0))
+        return new RegExp(`^${quote(before!)}\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z${quote(after!)}$`)
+      }
+      for (let i = 0; i < 3_000; i++) {
+        const d = decision(`req-${i}`)
+        if (i % 10 === 1) {
+          // Without a status: no access line.
+          took.push(sink.writeEntry(d, "k", 0))
+          toTake.push(false)
+          audited.push(lineOf(d, "k", 0))
+        } else if (i % 10 === 3) {
+          // A decision that is not a builder's: its entry and its access line go as text.
+          const plain = { ...d }
+          took.push(sink.writeEntry(plain, undefined, 0, 502))
+          toTake.push(true)
+          audited.push(lineOf(plain, undefined, 0))
+          access.push(accessLine(plain, undefined, 502))
+        } else if (i % 10 === 5) {
+          // An entry with content, its access line made on the event loop.
+          const line = JSON.stringify({ i, content: "é" })
+          took.push(sink.write(`${line}\n`, jsonAccessLine(d, "k", 201, 1_700_000_000_000)))
+          toTake.push(true)
+          audited.push(line)
+          access.push(new RegExp(`^${quote(jsonAccessLine(d, "k", 201, 1_700_000_000_000))}$`))
+        } else if (i % 10 === 7) {
+          // An entry JSON cannot serialize: dropped, and its access line written all the same.
+          const broken = decision(`broken-${i}`)
+          ;(broken as { scores: unknown }).scores = { a: 1n }
+          took.push(sink.writeEntry(broken, "k", 0, 200))
+          toTake.push(true)
+          access.push(accessLine(broken, "k", 200))
+        } else {
+          took.push(sink.writeEntry(d, "k", 0, 200))
+          toTake.push(true)
+          audited.push(lineOf(d, "k", 0))
+          access.push(accessLine(d, "k", 200))
+        }
+      }
+      sink.close()
+      expect(took).toEqual(toTake)
+      // A closed sink takes none.
+      expect(sink.writeEntry(decision("late"), "k", 0, 200)).toBe(false)
+      expect(sink.takesAccess()).toBe(false)
+      expect(readFileSync(path, "utf8")).toBe(audited.map((l) => `${l}\n`).join(""))
+      const written = readFileSync(accessPath, "utf8").split("\n")
+      expect(written.pop()).toBe("")
+      expect(written).toHaveLength(access.length)
+      for (const [i, line] of written.entries()) expect(line).toMatch(access[i]!)
+      expect(said).toHaveLength(1)
+      expect(said[0]).toContain("an entry could not be written")
+    } finally {
+      closeSync(fd)
+      stderr.mockRestore()
       rmSync(dir, { recursive: true, force: true })
     }
   })

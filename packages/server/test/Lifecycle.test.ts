@@ -339,6 +339,62 @@ describe("drain on SIGTERM (the bin)", () => {
   )
 
   it.live(
+    "with the audit file on, writes each JSON access line whole, once and in order over a pipe, the last as it exits",
+    () =>
+      Effect.gen(function* () {
+        // The audit file's thread writes the access lines (JSON, at info) to standard output.
+        const config = streaming(10_000, 3, 10_000)
+        const file = yield* configFile(config)
+        const auditPath = join(file.path, "..", "audit.jsonl")
+        file.write(
+          config.replace(
+            "{ drainMs: 10000 }",
+            `{ drainMs: 10000, log: { level: info, format: json }, audit: { sink: file, path: ${JSON.stringify(auditPath)} } }`
+          )
+        )
+        const gateway = yield* serve(["--config", file.path])
+        const client = clientOf(gateway.url)
+        const ids: Array<string | null> = []
+        // 400 requests, 40 at a time: the lines of many come in one round of the thread.
+        for (let round = 0; round < 10; round++)
+          ids.push(
+            ...(yield* Effect.promise(() =>
+              Promise.all(
+                Array.from({ length: 40 }, () =>
+                  client.chat.completions
+                    .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+                    .withResponse()
+                    .then(({ response }) => response.headers.get("x-request-id"))
+                )
+              )
+            ))
+          )
+        gateway.child.kill("SIGTERM")
+        expect(yield* Effect.promise(() => gateway.exited)).toBe(0)
+        yield* Effect.promise(() => ended(gateway.child))
+        // Every line on standard output is one whole JSON object (the event loop's log lines among them).
+        const lines = gateway
+          .output()
+          .split("\n")
+          .filter((l) => l.startsWith("{"))
+        const records = lines.map(
+          (l) => JSON.parse(l) as { message: { msg?: string; requestId?: string; status?: number } }
+        )
+        const access = records.filter((r) => r.message.msg === "request")
+        expect(access).toHaveLength(400)
+        expect(new Set(access.map((r) => r.message.requestId))).toEqual(new Set(ids))
+        expect(access.every((r) => r.message.status === 200)).toBe(true)
+        // In the audit file's order: both come from one ring.
+        const audited = readFileSync(auditPath, "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+          .map((l) => (JSON.parse(l) as { decision: { requestId: string } }).decision.requestId)
+        expect(access.map((r) => r.message.requestId)).toEqual(audited)
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
     "past drainMs ends the streams left with the in-band error, then exits 0",
     () =>
       Effect.gen(function* () {

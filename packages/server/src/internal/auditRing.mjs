@@ -38,6 +38,11 @@ const ENTRY = 1
 const TEXT = 2
 /** A part of a line's text that goes on in the next record (a line longer than {@link MAX_RECORD}). */
 const TEXT_PART = 3
+/** An entry, then what its request's access line adds to it (see {@link writer}'s `entry`). */
+const ENTRY_ACCESS = 4
+/** An access line's text (of a request whose entry went as text), and a part of one, as TEXT and TEXT_PART. */
+const ACCESS_TEXT = 5
+const ACCESS_PART = 6
 /** The records go on at the start of the data. */
 const WRAP = 0xff
 
@@ -339,13 +344,21 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
      * One entry (`time` is the text of the decision's start): false when the ring has no room now;
      * undefined when the entry cannot go as values (a value JSON treats its own way, a record longer
      * than {@link MAX_RECORD}), nothing written either way.
+     *
+     * With `timestamp` (the text of when the request was answered), the entry carries its request's
+     * access line too (`accessLine.ts`'s `jsonAccessLine`): the reader writes it from the entry's
+     * fields and these — the `status` answered and the `upstream` it names (the decision's, else its
+     * last attempt's).
      * @param {object} decision a `Decision.Builder`, with no other own properties
      * @param {string | undefined} key
      * @param {number} costUsd
      * @param {string} time
+     * @param {string} [timestamp]
+     * @param {number} [status]
+     * @param {string} [upstream]
      * @returns {boolean | undefined}
      */
-    entry: (decision, key, costUsd, time) => {
+    entry: (decision, key, costUsd, time, timestamp, status, upstream) => {
       if (!reserve(MAX_RECORD)) return false
       at += 5
       try {
@@ -390,6 +403,11 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
         value(d.hedge, 1)
         value(d.hedges, 1)
         value(key, 0)
+        if (timestamp !== undefined) {
+          value(upstream, 0)
+          value(status, 0)
+          chars(timestamp)
+        }
       } catch (e) {
         // Nothing of the record is published, so none of the strings it numbered is.
         defining = 0
@@ -398,25 +416,27 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
       }
       for (let i = 0; i < defining; i++) refs.set(defined[i], numbered++)
       defining = 0
-      publish(ENTRY)
+      publish(timestamp === undefined ? ENTRY : ENTRY_ACCESS)
       return true
     },
     /**
      * One line's text (without its newline) from its character `from` on, in parts when it is long:
      * -1 once it is all in the ring, else where it stopped for want of room (`from`: nothing
      * written). The reader joins the parts, so the rest may follow later — before any other record.
+     * An `access` line is a request's access line, which the reader writes where access lines go.
      * @param {string} line
      * @param {number} from
+     * @param {boolean} [access]
      * @returns {number}
      */
-    text: (line, from) => {
+    text: (line, from, access = false) => {
       const part = (MAX_RECORD - 32) >> 1
       for (;;) {
         if (!reserve(MAX_RECORD)) return from
         at += 5
         const end = Math.min(line.length, from + part)
         chars(from === 0 && end === line.length ? line : line.slice(from, end))
-        publish(end < line.length ? TEXT_PART : TEXT)
+        publish(access ? (end < line.length ? ACCESS_PART : ACCESS_TEXT) : end < line.length ? TEXT_PART : TEXT)
         if (end === line.length) return -1
         from = end
       }
@@ -443,6 +463,61 @@ const NULL = ascii("null")
 const TRUE = ascii("true")
 const FALSE = ascii("false")
 const HEX = ascii("0123456789abcdef")
+
+/** The access line's text around its values (`accessLine.ts`'s `jsonAccessLine` has the same). */
+const A_REQUEST_ID = ascii(`{"message":{"msg":"request","requestId":`)
+const A_OPERATION = ascii(`,"operation":`)
+const A_STREAM = ascii(`,"stream":`)
+const A_POOL = ascii(`,"pool":`)
+const A_UPSTREAM = ascii(`,"upstream":`)
+const A_KEY = ascii(`,"key":`)
+const A_STATUS = ascii(`,"status":`)
+const A_OUTCOME = ascii(`,"outcome":`)
+const A_ATTEMPTS = ascii(`,"attempts":`)
+const A_DURATION = ascii(`,"durationMs":`)
+const A_QUEUE_WAIT = ascii(`,"queueWaitMs":`)
+const A_INPUT = ascii(`,"inputTokens":`)
+const A_OUTPUT = ascii(`,"outputTokens":`)
+const A_FIRST_CHUNK = ascii(`,"firstChunkMs":`)
+const A_ERROR = ascii(`,"error":`)
+const A_TIMESTAMP = ascii(`},"logLevel":"INFO","timestamp":`)
+const A_END = ascii(`,"annotations":{},"spans":{},"fiberId":""}`)
+
+/** Indexes in {@link FIELDS} of the fields an access line has. */
+const F_REQUEST_ID = FIELDS.indexOf("requestId")
+const F_OPERATION = FIELDS.indexOf("operation")
+const F_STREAM = FIELDS.indexOf("stream")
+const F_POOL = FIELDS.indexOf("pool")
+const F_ATTEMPTS = FIELDS.indexOf("attempts")
+const F_OUTCOME = FIELDS.indexOf("outcome")
+const F_DURATION = FIELDS.indexOf("durationMs")
+const F_QUEUE_WAIT = FIELDS.indexOf("queueWaitMs")
+const F_INPUT = FIELDS.indexOf("inputTokens")
+const F_OUTPUT = FIELDS.indexOf("outputTokens")
+const F_FIRST_CHUNK = FIELDS.indexOf("firstChunkMs")
+const F_ERROR = FIELDS.indexOf("error")
+
+/**
+ * Where access lines go: `out` from `used`. `room(bytes)` is called before a line that may take up
+ * to `bytes` is written; it makes that room (writing out what `out` holds, growing it).
+ * @typedef {{ out: Buffer, used: number, room: (bytes: number) => void }} AccessLines
+ */
+
+/** Access lines gathered in memory (for tests: {@link reader}'s `access` takes them). */
+const gathered = () => {
+  /** @type {AccessLines} */
+  const lines = {
+    out: Buffer.alloc(64 * 1024),
+    used: 0,
+    room: (bytes) => {
+      if (lines.out.length - lines.used >= bytes) return
+      const more = Buffer.alloc(Math.max(2 * lines.out.length, lines.used + bytes))
+      lines.out.copy(more, 0, 0, lines.used)
+      lines.out = more
+    }
+  }
+  return lines
+}
 
 /**
  * How JSON writes each Latin-1 character: 0 as it is (ASCII), 1 with a short escape (`\n`...),
@@ -471,9 +546,14 @@ const SHORT = Uint8Array.from({ length: 256 }, (_, c) =>
  * the worker's buffer grows). An entry's line is written byte by byte from the record, the text
  * `JSON.stringify` makes of the entry (`AuditRing.test.ts` checks that the two agree), without
  * making a string or an object. TAIL moves past each record once it is read.
+ *
+ * The access lines entries carry (and the access lines' texts) go to `access`, each with its
+ * newline, in the order of the records: an entry's is written from the JSON its fields have in the
+ * entry's line, copied from where that line went.
  * @param {SharedArrayBuffer} sab
+ * @param {AccessLines} [access]
  */
-export const reader = (sab) => {
+export const reader = (sab, access = gathered()) => {
   const { control, u8, u16, f64 } = views(sab)
   const buffer = Buffer.from(sab, CONTROL_BYTES, sab.byteLength - CONTROL_BYTES)
   let tail = Atomics.load(control, TAIL)
@@ -654,8 +734,17 @@ export const reader = (sab) => {
     }
   }
 
+  /** Where the fields of the entry written last begin in its line (-1 for a field left out), and end. */
+  const starts = new Int32Array(FIELDS.length)
+  const ends = new Int32Array(FIELDS.length)
+  let keyStart = -1
+  let keyEnd = -1
+  /** How many attempts the entry written last has. */
+  let attempts = 0
+
   /** An entry's line: `{"time":…,"costUsd":…,"decision":{…},"key":…}`, the fields left undefined left out. */
   const entry = () => {
+    attempts = 0
     bytes(TIME)
     // The time has no tag: it is always a string.
     string()
@@ -665,25 +754,89 @@ export const reader = (sab) => {
     for (let i = 0; i < FIELD_KEYS.length; i++) {
       if (u8[at] === T_UNDEF) {
         at++
+        starts[i] = -1
         continue
       }
       const key = /** @type {Uint8Array} */ (FIELD_KEYS[i])
       // The first field written has no comma before it.
       if (out[pos - 1] === 0x7b) for (let j = 1; j < key.length; j++) out[pos++] = key[j]
       else bytes(key)
+      if (i === F_ATTEMPTS)
+        attempts = u8[at] === T_ARR ? u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24) : 0
+      starts[i] = pos
       value()
+      ends[i] = pos
     }
     out[pos++] = 0x7d
-    if (u8[at] === T_UNDEF) at++
-    else {
+    if (u8[at] === T_UNDEF) {
+      at++
+      keyStart = -1
+    } else {
       bytes(KEY)
+      keyStart = pos
       value()
+      keyEnd = pos
     }
     out[pos++] = 0x7d
   }
 
-  /** A line's text, joined from its parts. */
+  /** The JSON of `line` from `start` to `end`, or null when `start` is -1 (a field left out). */
+  const copy = (/** @type {Buffer} */ line, /** @type {number} */ start, /** @type {number} */ end) => {
+    if (start === -1) return bytes(NULL)
+    for (let i = start; i < end; i++) out[pos++] = line[i]
+  }
+
+  /** A field of the entry written last, from `line` (where it was written). */
+  const field = (/** @type {Buffer} */ line, /** @type {number} */ i) => copy(line, starts[i], ends[i])
+
+  /**
+   * The access line of the entry just written to `line`, to `out` from `pos`: its fields' JSON copied
+   * from that line, then the upstream, status and time the record adds after the entry.
+   */
+  const accessLine = (/** @type {Buffer} */ line) => {
+    bytes(A_REQUEST_ID)
+    field(line, F_REQUEST_ID)
+    bytes(A_OPERATION)
+    field(line, F_OPERATION)
+    bytes(A_STREAM)
+    field(line, F_STREAM)
+    bytes(A_POOL)
+    field(line, F_POOL)
+    bytes(A_UPSTREAM)
+    value()
+    bytes(A_KEY)
+    copy(line, keyStart, keyEnd)
+    bytes(A_STATUS)
+    value()
+    bytes(A_OUTCOME)
+    field(line, F_OUTCOME)
+    bytes(A_ATTEMPTS)
+    integer(attempts)
+    bytes(A_DURATION)
+    field(line, F_DURATION)
+    bytes(A_QUEUE_WAIT)
+    field(line, F_QUEUE_WAIT)
+    bytes(A_INPUT)
+    field(line, F_INPUT)
+    bytes(A_OUTPUT)
+    field(line, F_OUTPUT)
+    if (starts[F_FIRST_CHUNK] !== -1) {
+      bytes(A_FIRST_CHUNK)
+      field(line, F_FIRST_CHUNK)
+    }
+    if (starts[F_ERROR] !== -1) {
+      bytes(A_ERROR)
+      field(line, F_ERROR)
+    }
+    bytes(A_TIMESTAMP)
+    string()
+    bytes(A_END)
+    out[pos++] = 0x0a
+  }
+
+  /** A line's text, joined from its parts; an access line's. */
   let pending = ""
+  let pendingAccess = ""
   /** Where `next` has lines written. */
   let scratch = Buffer.alloc(1024 * 1024)
 
@@ -706,14 +859,41 @@ export const reader = (sab) => {
       // At most 6 bytes of JSON for a byte of the record, the fields' names, the newline; in an
       // entry, a kept string's 3 bytes stand for its JSON and the comma or colon and comma around
       // it (a record refers only to strings kept before it).
-      const most = kind === ENTRY ? Math.max(6, Math.ceil((widest + 2) / 3)) : 6
+      const most = kind === ENTRY || kind === ENTRY_ACCESS ? Math.max(6, Math.ceil((widest + 2) / 3)) : 6
       if (into.length - from < length * most + 1024) return FULL
       at = tail + 5
       out = into
       pos = from
       let done = true
       if (kind === ENTRY) entry()
-      else if (kind === TEXT || kind === TEXT_PART) {
+      else if (kind === ENTRY_ACCESS) {
+        entry()
+        const end = pos
+        // The access line's fields are parts of the entry's line, its upstream, status and time
+        // the rest of the record, its other text under 1 KB.
+        access.room(end - from + length * most + 1024)
+        out = access.out
+        pos = access.used
+        accessLine(into)
+        access.used = pos
+        out = into
+        pos = end
+      } else if (kind === ACCESS_TEXT || kind === ACCESS_PART) {
+        const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
+        const part =
+          u8[at] === LATIN1
+            ? buffer.toString("latin1", at + 5, at + 5 + n)
+            : buffer.toString("utf16le", (at + 6) & ~1, ((at + 6) & ~1) + 2 * n)
+        done = false
+        if (kind === ACCESS_PART) pendingAccess += part
+        else {
+          const text = pendingAccess + part
+          pendingAccess = ""
+          access.room(text.length * 3 + 1)
+          access.used += access.out.write(text, access.used)
+          access.out[access.used++] = 0x0a
+        }
+      } else if (kind === TEXT || kind === TEXT_PART) {
         const n = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
         const part =
           u8[at] === LATIN1
@@ -744,6 +924,12 @@ export const reader = (sab) => {
 
   return {
     write,
+    /** The access lines written since the last call, with their newlines (for tests, with the `access` lines in memory). */
+    access: () => {
+      const text = access.out.toString("utf8", 0, access.used)
+      access.used = 0
+      return text
+    },
     /** The next line's text, or undefined (for tests: it goes through `write`). */
     next: () => {
       for (;;) {
@@ -759,3 +945,18 @@ export const reader = (sab) => {
 export const EMPTY = -1
 /** What {@link reader}'s `write` answers when the next line may not fit where it was to go. */
 export const FULL = -2
+
+/**
+ * Where the next piece of `bytes` (whole lines, from `from` to `to`, where a line ends) ends: the
+ * most whole lines that take at most `most` bytes, or the first line alone when it is longer.
+ * @param {Uint8Array} bytes
+ * @param {number} from
+ * @param {number} to
+ * @param {number} most
+ * @returns {number}
+ */
+export const piece = (bytes, from, to, most) => {
+  if (to - from <= most) return to
+  const cut = bytes.lastIndexOf(0x0a, from + most - 1)
+  return cut >= from ? cut + 1 : bytes.indexOf(0x0a, from) + 1
+}

@@ -9,22 +9,87 @@
  * When the sink closes it writes what is left, closes the file, sets DONE to 1 and ends (DONE is 2
  * when it failed).
  *
+ * The access lines the entries carry (see `auditRing.mjs`) go to `accessFd`, the process's standard
+ * output, at the same times: in one write each round on a file or a terminal; on a pipe or a socket
+ * in writes of whole lines of at most {@link PIPE_BUF} bytes, which the system writes whole, so that
+ * another thread's lines (the event loop's log lines) never land inside one. A write that fails is
+ * dropped, as Node's console drops it; a pipe that is full is waited for.
+ *
  * Plain JavaScript on purpose: worker threads load their script with Node's own loader, outside
  * tsx and vitest transforms.
  *
- * workerData: { sab, path, maxBytes, files, flushMs } — the ring's memory and the sink's settings.
- * (The event loop opened the file once too, so that one that cannot be opened is refused there.)
+ * workerData: { sab, path, maxBytes, files, flushMs, accessFd } — the ring's memory and the sink's
+ * settings. (The event loop opened the file once too, so that one that cannot be opened is refused
+ * there.)
  */
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, renameSync, rmSync, writeSync } from "node:fs"
 import { workerData } from "node:worker_threads"
-import { CLOSE, DONE, EMPTY, FULL, reader, SIGNAL, TAIL } from "./auditRing.mjs"
+import { CLOSE, DONE, EMPTY, FULL, piece, reader, SIGNAL, TAIL } from "./auditRing.mjs"
 
-/** @type {{ sab: SharedArrayBuffer, path: string, maxBytes: number, files: number, flushMs: number }} */
+/** @type {{ sab: SharedArrayBuffer, path: string, maxBytes: number, files: number, flushMs: number, accessFd: number }} */
 const settings = workerData
 const control = new Int32Array(settings.sab, 0, 16)
-const ring = reader(settings.sab)
-const { path, maxBytes, files, flushMs } = settings
+const { path, maxBytes, files, flushMs, accessFd } = settings
 let failed = false
+
+/** The most bytes a pipe takes in one piece (POSIX's least, Linux's): a write of no more is never split. */
+const PIPE_BUF = 4096
+
+/** Whether the access lines go to a pipe or a socket, which take them in writes of {@link PIPE_BUF} at most. */
+const piped = (() => {
+  try {
+    const stat = fstatSync(accessFd)
+    return stat.isFIFO() || stat.isSocket()
+  } catch {
+    return false
+  }
+})()
+
+/** Waited on for a millisecond while a full pipe takes nothing (nothing wakes it sooner). */
+const pause = new Int32Array(new SharedArrayBuffer(4))
+
+/**
+ * Writes `bytes` from `from` to `to` to the access lines' file descriptor: true when written, false
+ * when a write failed (the rest is dropped). A non-blocking pipe that is full is tried again every
+ * millisecond.
+ */
+const writeOut = (/** @type {Buffer} */ bytes, /** @type {number} */ from, /** @type {number} */ to) => {
+  while (from < to) {
+    try {
+      from += writeSync(accessFd, bytes, from, to - from)
+    } catch (error) {
+      if (/** @type {{ code?: unknown }} */ (error).code !== "EAGAIN") return false
+      Atomics.wait(pause, 0, 0, 1)
+    }
+  }
+  return true
+}
+
+/** The access lines waiting to be written. */
+const access = {
+  out: Buffer.allocUnsafe(64 * 1024),
+  used: 0,
+  /** Makes room for `bytes` more: writes what waits, and grows the buffer when that is not enough. */
+  room: (/** @type {number} */ bytes) => {
+    if (access.out.length - access.used >= bytes) return
+    flushAccess()
+    if (access.out.length < bytes) access.out = Buffer.allocUnsafe(bytes)
+  }
+}
+
+/** Writes the access lines waiting (on a pipe, whole lines of at most {@link PIPE_BUF} bytes a write). */
+const flushAccess = () => {
+  const { out, used } = access
+  access.used = 0
+  if (!piped) return void writeOut(out, 0, used)
+  // A line longer than PIPE_BUF goes alone (and may be split).
+  for (let from = 0, to = 0; from < used; from = to) {
+    to = piece(out, from, used, PIPE_BUF)
+    if (!writeOut(out, from, to)) return
+  }
+}
+
+const ring = reader(settings.sab, access)
 
 /** @param {unknown} error */
 const report = (error) => {
@@ -154,6 +219,7 @@ try {
     const closing = Atomics.load(control, CLOSE) === 1
     drain()
     flush()
+    if (access.used > 0) flushAccess()
     // A closing event loop waiting for room is woken.
     Atomics.notify(control, TAIL)
     if (closing) break

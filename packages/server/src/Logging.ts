@@ -26,7 +26,7 @@ import {
   Option
 } from "effect"
 import { jsonAccessLine, lastAccessLineAscii } from "./internal/accessLine.js"
-import { isoTime } from "./internal/isoTime.js"
+import { isoTime } from "./internal/isoTime.mjs"
 import { writeStdout } from "./internal/stdout.js"
 
 const LEVELS: Record<SluiceConfig.LogConfig["level"], LogLevel.LogLevel> = {

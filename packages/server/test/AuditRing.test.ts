@@ -7,7 +7,7 @@ import { join } from "node:path"
 import { jsonAccessLine } from "../src/internal/accessLine.js"
 import * as Audit from "../src/internal/audit.js"
 import * as Ring from "../src/internal/auditRing.mjs"
-import { isoTime } from "../src/internal/isoTime.js"
+import { isoTime } from "../src/internal/isoTime.mjs"
 
 /**
  * A string of any UTF-16 units: control characters, quotes, Latin-1 and other characters, surrogate
@@ -133,7 +133,7 @@ describe("the audit ring", () => {
     // The start stays a time (the entry's `time` is made of it), one no other field holds.
     const own = (field: string) => (field === "startedAt" ? 1_234_567 : `value of ${field}`)
     for (const field of Ring.FIELDS) fields[field] = own(field)
-    expect(writer.entry(builder, "k", 0, isoTime(1_234_567))).toBe(true)
+    expect(writer.entry(builder, "k", 0)).toBe(true)
     const line = reader.next()
     expect(line).toBe(lineOf(builder, "k", 0))
     const decision = (JSON.parse(line!) as { decision: Record<string, unknown> }).decision
@@ -147,7 +147,7 @@ describe("the audit ring", () => {
     const reader = Ring.reader(sab)
     fc.assert(
       fc.property(builders, optional(text), number, (d, key, costUsd) => {
-        expect(writer.entry(d, key, costUsd, isoTime(d.startedAt))).toBe(true)
+        expect(writer.entry(d, key, costUsd)).toBe(true)
         expect(reader.next()).toBe(lineOf(d, key, costUsd))
         expect(reader.next()).toBeUndefined()
       }),
@@ -169,11 +169,10 @@ describe("the audit ring", () => {
           nil: undefined
         }),
         (d, key, costUsd, access) => {
-          const time = isoTime(d.startedAt)
           const put =
             access === undefined
-              ? writer.entry(d, key, costUsd, time)
-              : writer.entry(d, key, costUsd, time, isoTime(access[1]), access[0], upstreamOf(d))
+              ? writer.entry(d, key, costUsd)
+              : writer.entry(d, key, costUsd, access[1], access[0], upstreamOf(d))
           expect(put).toBe(true)
           if (access !== undefined) withAccess++
           expect(reader.next()).toBe(lineOf(d, key, costUsd))
@@ -202,7 +201,7 @@ describe("the audit ring", () => {
       if (i % 5 === 2) b.firstChunkMs = 1.5
       const d = b.end(i + 7, i % 3 === 0 ? "error" : "success", i % 3 === 0 ? 'UpstreamError: é "no"' : undefined)
       const key = i % 2 === 0 ? "the-key" : undefined
-      expect(writer.entry(d, key, 0, isoTime(i), isoTime(1_700_000_000_000 + i), 200 + i, upstreamOf(d))).toBe(true)
+      expect(writer.entry(d, key, 0, 1_700_000_000_000 + i, 200 + i, upstreamOf(d))).toBe(true)
       expected.push(jsonAccessLine(d, key, 200 + i, 1_700_000_000_000 + i))
       lines.push(lineOf(d, key, 0))
       if (i % 4 === 3) {
@@ -277,7 +276,7 @@ describe("the audit ring", () => {
             b.attempts.push({ attempt: 1, outcome: "success", latencyMs: 0.5, ...e.attempt })
             b.scores = e.scores
             b.inputTokens = e.inputTokens
-            expect(writer.entry(b, e.key, 0, isoTime(i))).toBe(true)
+            expect(writer.entry(b, e.key, 0)).toBe(true)
             expect(reader.next()).toBe(lineOf(b, e.key, 0))
           }
           expect(reader.next()).toBeUndefined()
@@ -295,7 +294,7 @@ describe("the audit ring", () => {
     d.pools.push("some-pool")
     d.attempts.push({ attempt: 1, pool: "some-pool", upstream: "some-upstream", outcome: "success", latencyMs: 1 })
     const room = () => {
-      expect(writer.entry(d, "some-key", 0, isoTime(0))).toBe(true)
+      expect(writer.entry(d, "some-key", 0)).toBe(true)
       const used = writer.used()
       expect(reader.next()).toBe(lineOf(d, "some-key", 0))
       return used
@@ -319,14 +318,14 @@ describe("the audit ring", () => {
       ;(b as { scores: unknown }).scores = scores
       return b
     }
-    expect(writer.entry(d(undefined), "k", 0, isoTime(0))).toBe(true)
+    expect(writer.entry(d(undefined), "k", 0)).toBe(true)
     expect(reader.next()).toBe(lineOf(d(undefined), "k", 0))
     // Its strings were seen once, so this record numbers them: then a value JSON treats its own way
     // (a Date, after them in the record) sends the entry to JSON, and the record is dropped.
-    expect(writer.entry(d(new Date(0)), "k", 0, isoTime(0))).toBeUndefined()
+    expect(writer.entry(d(new Date(0)), "k", 0)).toBeUndefined()
     expect(reader.next()).toBeUndefined()
     for (let i = 0; i < 3; i++) {
-      expect(writer.entry(d({ a: i }), "k", i, isoTime(0))).toBe(true)
+      expect(writer.entry(d({ a: i }), "k", i)).toBe(true)
       expect(reader.next()).toBe(lineOf(d({ a: i }), "k", i))
     }
   })
@@ -343,11 +342,11 @@ describe("the audit ring", () => {
       return b
     }
     for (let i = 0; i < 2; i++) {
-      expect(writer.entry(d(1), undefined, 0, isoTime(0))).toBe(true)
+      expect(writer.entry(d(1), undefined, 0)).toBe(true)
       expect(reader.next()).toBe(lineOf(d(1), undefined, 0))
     }
     const many = d(300)
-    expect(writer.entry(many, undefined, 0, isoTime(0))).toBe(true)
+    expect(writer.entry(many, undefined, 0)).toBe(true)
     const line = lineOf(many, undefined, 0)
     expect(writer.used()).toBeLessThan(line.length / 50)
     // A buffer too small for the line is refused, not written past its end.
@@ -367,10 +366,10 @@ describe("the audit ring", () => {
       b.pools.push(...Array.from({ length: n }, () => eighteen))
       return b
     }
-    expect(writer.entry(of(2), undefined, 0, isoTime(0))).toBe(true)
+    expect(writer.entry(of(2), undefined, 0)).toBe(true)
     expect(reader.next()).toBe(lineOf(of(2), undefined, 0))
     const long = of(10_000)
-    expect(writer.entry(long, undefined, 0, isoTime(0))).toBe(true)
+    expect(writer.entry(long, undefined, 0)).toBe(true)
     const longLine = lineOf(long, undefined, 0)
     // Short of the line by 1,000 bytes: more than 6 bytes a byte of the record, so refused only when
     // the commas are counted.
@@ -387,16 +386,22 @@ describe("the audit ring", () => {
     const dated = builder()
     dated.scores = { a: 1 }
     ;(dated as { scores: unknown }).scores = new Date(0)
-    expect(writer.entry(dated, "k", 0, "t")).toBeUndefined()
+    expect(writer.entry(dated, "k", 0)).toBeUndefined()
     const withToJson = builder()
     ;(withToJson as { hedge: unknown }).hedge = { toJSON: () => "x" }
-    expect(writer.entry(withToJson, "k", 0, "t")).toBeUndefined()
+    expect(writer.entry(withToJson, "k", 0)).toBeUndefined()
     const hiddenToJson = builder()
     ;(hiddenToJson as { hedge: unknown }).hedge = Object.defineProperty({ a: 1 }, "toJSON", { value: () => "x" })
-    expect(writer.entry(hiddenToJson, "k", 0, "t")).toBeUndefined()
+    expect(writer.entry(hiddenToJson, "k", 0)).toBeUndefined()
     const huge = builder()
     huge.error = "e".repeat(Ring.MAX_RECORD)
-    expect(writer.entry(huge, "k", 0, "t")).toBeUndefined()
+    expect(writer.entry(huge, "k", 0)).toBeUndefined()
+    // A start that is not a time (toISOString throws), and one past what a Date holds.
+    for (const startedAt of [Number.NaN, 8.64e15 + 1]) {
+      const undated = builder()
+      ;(undated as { startedAt: number }).startedAt = startedAt
+      expect(writer.entry(undated, "k", 0)).toBeUndefined()
+    }
     // Nothing of those was published.
     expect(reader.next()).toBeUndefined()
     // A line longer than a record goes in parts, as far as there is room, and comes back whole.
@@ -415,14 +420,13 @@ describe("the audit ring", () => {
     // Records wrap around the end of the ring, and a full ring takes nothing until it is read.
     const small = builder()
     let written = 0
-    while (writer.entry(small, "k", written, "t") === true) written++
+    while (writer.entry(small, "k", written) === true) written++
     expect(written).toBeGreaterThan(10)
-    for (let i = 0; i < written; i++)
-      expect(reader.next()).toBe(JSON.stringify({ time: "t", costUsd: i, decision: small, key: "k" }))
+    for (let i = 0; i < written; i++) expect(reader.next()).toBe(lineOf(small, "k", i))
     expect(reader.next()).toBeUndefined()
     for (let round = 0; round < 3 * written; round++) {
-      expect(writer.entry(small, undefined, round, "t")).toBe(true)
-      expect(reader.next()).toBe(JSON.stringify({ time: "t", costUsd: round, decision: small }))
+      expect(writer.entry(small, undefined, round)).toBe(true)
+      expect(reader.next()).toBe(lineOf(small, undefined, round))
     }
   })
 })

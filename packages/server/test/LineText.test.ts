@@ -7,7 +7,7 @@ import { describe, expect, it, vi } from "@effect/vitest"
 import type { Decision } from "@sluice/core"
 import fc from "fast-check"
 import * as Audit from "../src/internal/audit.js"
-import { isoTime } from "../src/internal/isoTime.js"
+import { isoTime } from "../src/internal/isoTime.mjs"
 import * as Logging from "../src/Logging.js"
 
 /** The furthest `Date` reaches either side of 1970, in ms. */

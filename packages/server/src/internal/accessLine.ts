@@ -4,7 +4,7 @@
  * for the requests whose access line its writer thread writes (see `audit.ts`).
  */
 import type { Decision } from "@sluice/core"
-import { isoTime } from "./isoTime.js"
+import { isoTime } from "./isoTime.mjs"
 
 /**
  * Printable ASCII but `"` and `\`: a string of only these is its own JSON text between quotes. The

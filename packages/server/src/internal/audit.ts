@@ -8,7 +8,7 @@ import { closeSync, openSync } from "node:fs"
 import { Worker } from "node:worker_threads"
 import { jsonAccessLine } from "./accessLine.js"
 import * as Ring from "./auditRing.mjs"
-import { isoTime } from "./isoTime.js"
+import { isoTime } from "./isoTime.mjs"
 import { writeStdout } from "./stdout.js"
 
 /** One audit entry: the decision, the client key's name, and what it cost. */
@@ -236,26 +236,37 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
   let first = 0
   const waiting = () => backlog.length - first
   let retry: ReturnType<typeof setTimeout> | undefined
+  /**
+   * Puts an entry in the ring as values (with its access line's when `status` is 0 or more): true
+   * when it is there, false when the ring has no room, undefined when it cannot go as values.
+   */
+  const entryIn = (
+    decision: Decision.Decision,
+    key: string | undefined,
+    costUsd: number,
+    status: number,
+    ms: number
+  ): boolean | undefined =>
+    !viaValues(decision)
+      ? undefined
+      : status < 0
+        ? ring.entry(decision, key, costUsd)
+        : ring.entry(
+            decision,
+            key,
+            costUsd,
+            ms,
+            status,
+            decision.upstream ?? decision.attempts[decision.attempts.length - 1]?.upstream
+          )
   /** Puts one entry or line in the ring: undefined when it is all there, else what is left of it. */
   const put = (item: Waiting): Waiting | undefined => {
     if (item._tag === "Line") {
       const from = ring.text(item.line, item.from, item.access)
       return from === -1 ? item.next : from === item.from ? item : { ...item, from }
     }
-    const { decision, key, costUsd, status } = item
-    const fits = !viaValues(decision)
-      ? undefined
-      : status < 0
-        ? ring.entry(decision, key, costUsd, isoTime(decision.startedAt))
-        : ring.entry(
-            decision,
-            key,
-            costUsd,
-            isoTime(decision.startedAt),
-            isoTime(item.ms),
-            status,
-            decision.upstream ?? decision.attempts[decision.attempts.length - 1]?.upstream
-          )
+    const { decision, key, costUsd } = item
+    const fits = entryIn(decision, key, costUsd, item.status, item.ms)
     if (fits === true) return undefined
     if (fits === false) return item
     const line = JSON.stringify(entryOf(decision, key, costUsd))
@@ -321,7 +332,10 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
       backlog.push(left)
       return later()
     }
-    // A reader that falls behind is woken before its round.
+    wake()
+  }
+  /** After a record is put: a reader that falls behind (the ring half full) is woken before its round. */
+  const wake = () => {
     if (ring.used() > ring.bytes / 2) signal()
   }
   /** Tells the writer thread that nothing follows what the ring holds. */
@@ -338,8 +352,23 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
       return taken
     },
     writeEntry: (decision, key, costUsd, status = -1) => {
-      const taken = status >= 0 && takesAccess()
-      add({ _tag: "Entry", decision, key, costUsd, status: taken ? status : -1, ms: taken ? Date.now() : 0 })
+      if (!takesAccess()) return false
+      const taken = status >= 0
+      const ms = taken ? Date.now() : 0
+      if (waiting() === 0) {
+        // The usual way, straight into the ring (nothing made for it); any other goes through `add`.
+        let fits: boolean | undefined
+        try {
+          fits = entryIn(decision, key, costUsd, taken ? status : -1, ms)
+        } catch {
+          fits = undefined
+        }
+        if (fits === true) {
+          wake()
+          return taken
+        }
+      }
+      add({ _tag: "Entry", decision, key, costUsd, status: taken ? status : -1, ms })
       return taken
     },
     takesAccess,

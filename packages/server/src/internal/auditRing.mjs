@@ -10,6 +10,8 @@
  * integer of 32 bits in 4 bytes. The writer rebuilds the same record and makes its JSON line, so the
  * line is the text `JSON.stringify` makes of the entry on the event loop.
  *
+ * The times (the entry's, the access line's) go as their numbers, and the reader writes their text.
+ *
  * Plain JavaScript on purpose: the writer thread loads it with Node's own loader, outside tsx and
  * vitest transforms.
  *
@@ -19,6 +21,8 @@
  * object's value is its tag, each key (tagged as a string) and its value, and T_END. The writer of
  * the ring moves HEAD, the reader TAIL; HEAD === TAIL is empty.
  */
+
+import { isoTime, MAX as MAX_TIME } from "./isoTime.mjs"
 
 /** Control words (indexes of the `Int32Array`). */
 export const HEAD = 0
@@ -286,6 +290,12 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
     at += 5
   }
 
+  /** A time (epoch ms) the reader writes as text; anything else (which `toISOString` refuses) goes as text. */
+  const time = (/** @type {unknown} */ t) => {
+    if (typeof t !== "number" || !(t >= -MAX_TIME && t <= MAX_TIME)) throw NO
+    value(t, 0)
+  }
+
   /** @param {unknown} v @param {number} depth */
   const value = (v, depth) => {
     if (at + 16 > limit) throw NO
@@ -341,32 +351,31 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
 
   return {
     /**
-     * One entry (`time` is the text of the decision's start): false when the ring has no room now;
-     * undefined when the entry cannot go as values (a value JSON treats its own way, a record longer
-     * than {@link MAX_RECORD}), nothing written either way.
+     * One entry: false when the ring has no room now; undefined when the entry cannot go as values (a
+     * value JSON treats its own way, a record longer than {@link MAX_RECORD}, a start that is not a
+     * time), nothing written either way.
      *
-     * With `timestamp` (the text of when the request was answered), the entry carries its request's
-     * access line too (`accessLine.ts`'s `jsonAccessLine`): the reader writes it from the entry's
-     * fields and these — the `status` answered and the `upstream` it names (the decision's, else its
-     * last attempt's).
+     * With `ms` (when the request was answered, epoch ms), the entry carries its request's access
+     * line too (`accessLine.ts`'s `jsonAccessLine`): the reader writes it from the entry's fields and
+     * these — the `status` answered and the `upstream` it names (the decision's, else its last
+     * attempt's).
      * @param {object} decision a `Decision.Builder`, with no other own properties
      * @param {string | undefined} key
      * @param {number} costUsd
-     * @param {string} time
-     * @param {string} [timestamp]
+     * @param {number} [ms]
      * @param {number} [status]
      * @param {string} [upstream]
      * @returns {boolean | undefined}
      */
-    entry: (decision, key, costUsd, time, timestamp, status, upstream) => {
+    entry: (decision, key, costUsd, ms, status, upstream) => {
       if (!reserve(MAX_RECORD)) return false
       at += 5
+      // The fields of FIELDS, in its order, each read by its name (one shape at each read).
+      const d = /** @type {Record<string, unknown>} */ (decision)
       try {
-        // In the order of the entry's JSON.
-        chars(time)
+        // In the order of the entry's JSON: its time (of the decision's start), its cost, the decision.
+        time(d.startedAt)
         value(costUsd, 0)
-        // The fields of FIELDS, in its order, each read by its name (one shape at each read).
-        const d = /** @type {Record<string, unknown>} */ (decision)
         // A request's own id is never seen again: not remembered as seen.
         const id = d.requestId
         if (typeof id === "string") {
@@ -403,10 +412,10 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
         value(d.hedge, 1)
         value(d.hedges, 1)
         value(key, 0)
-        if (timestamp !== undefined) {
+        if (ms !== undefined) {
           value(upstream, 0)
           value(status, 0)
-          chars(timestamp)
+          time(ms)
         }
       } catch (e) {
         // Nothing of the record is published, so none of the strings it numbered is.
@@ -416,7 +425,7 @@ export const writer = (sab, maxRefs = MAX_REFS) => {
       }
       for (let i = 0; i < defining; i++) refs.set(defined[i], numbered++)
       defining = 0
-      publish(timestamp === undefined ? ENTRY : ENTRY_ACCESS)
+      publish(ms === undefined ? ENTRY : ENTRY_ACCESS)
       return true
     },
     /**
@@ -742,12 +751,29 @@ export const reader = (sab, access = gathered()) => {
   /** How many attempts the entry written last has. */
   let attempts = 0
 
+  /** A time (a number's value, epoch ms) as JSON writes its `toISOString` text. */
+  const time = () => {
+    let ms
+    if (u8[at] === T_INT) {
+      ms = u8[at + 1] | (u8[at + 2] << 8) | (u8[at + 3] << 16) | (u8[at + 4] << 24)
+      at += 5
+    } else {
+      at = (at + 8) & ~7
+      ms = f64[at >> 3]
+      at += 8
+    }
+    const text = isoTime(ms)
+    out[pos++] = 0x22
+    for (let i = 0; i < text.length; i++) out[pos + i] = text.charCodeAt(i)
+    pos += text.length
+    out[pos++] = 0x22
+  }
+
   /** An entry's line: `{"time":…,"costUsd":…,"decision":{…},"key":…}`, the fields left undefined left out. */
   const entry = () => {
     attempts = 0
     bytes(TIME)
-    // The time has no tag: it is always a string.
-    string()
+    time()
     bytes(COST)
     value()
     bytes(DECISION)
@@ -829,7 +855,7 @@ export const reader = (sab, access = gathered()) => {
       field(line, F_ERROR)
     }
     bytes(A_TIMESTAMP)
-    string()
+    time()
     bytes(A_END)
     out[pos++] = 0x0a
   }

@@ -219,41 +219,43 @@ describe("health endpoints", () => {
 })
 
 describe("standard output (the bin)", () => {
-  it.live.each([
+  const cases = [
     { what: "the access lines and the audit lines go to it", server: (_dir: string) => "audit: { sink: stdout }" },
     {
       what: "the audit file's thread writes the JSON access lines",
       server: (dir: string) =>
         `log: { format: json }, audit: { sink: file, path: ${JSON.stringify(join(dir, "audit.jsonl"))} }`
     }
-  ])(
-    "keeps serving when its standard output's reader is gone, dropping the lines it cannot write ($what)",
-    ({ server }) =>
-      Effect.gen(function* () {
-        const config = streaming(1_000, 3, 1_000)
-        const file = yield* configFile(config)
-        file.write(config.replace("{ drainMs: 1000 }", `{ drainMs: 1000, ${server(join(file.path, ".."))} }`))
-        expect(readFileSync(file.path, "utf8")).toContain("sink:")
-        const gateway = yield* serve(["--config", file.path])
-        // The reader of the pipe goes away: every later write to it fails with EPIPE.
-        gateway.child.stdout?.destroy()
-        const client = clientOf(gateway.url)
-        for (let i = 0; i < 5; i++) {
-          const answer = yield* Effect.promise(() =>
-            client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
-          )
-          expect(answer.choices[0]?.finish_reason).toBe("stop")
-          // Past the access lines' 10 ms (the audit file thread's 20): each request's line is written
-          // (and fails) before the next.
-          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 30)))
-        }
-        expect((yield* Effect.promise(() => fetch(`${gateway.url}/health/live`))).status).toBe(200)
-        expect(gateway.child.exitCode).toBeNull()
-        // Nothing else failed for it: the audit file's thread, say, still writes.
-        expect(gateway.output()).not.toMatch(/no longer written|cannot be written|failed/)
-      }).pipe(Effect.scoped),
-    30_000
-  )
+  ]
+  for (const { what, server } of cases)
+    it.live(
+      `keeps serving when its standard output's reader is gone, dropping the lines it cannot write (${what})`,
+      () =>
+        Effect.gen(function* () {
+          const config = streaming(1_000, 3, 1_000)
+          const file = yield* configFile(config)
+          file.write(config.replace("{ drainMs: 1000 }", `{ drainMs: 1000, ${server(join(file.path, ".."))} }`))
+          expect(readFileSync(file.path, "utf8")).toContain("sink:")
+          const gateway = yield* serve(["--config", file.path])
+          // The reader of the pipe goes away: every later write to it fails with EPIPE.
+          gateway.child.stdout?.destroy()
+          const client = clientOf(gateway.url)
+          for (let i = 0; i < 5; i++) {
+            const answer = yield* Effect.promise(() =>
+              client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] })
+            )
+            expect(answer.choices[0]?.finish_reason).toBe("stop")
+            // Past the access lines' 10 ms (the audit file thread's 20): each request's line is written
+            // (and fails) before the next.
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 30)))
+          }
+          expect((yield* Effect.promise(() => fetch(`${gateway.url}/health/live`))).status).toBe(200)
+          expect(gateway.child.exitCode).toBeNull()
+          // Nothing else failed for it: the audit file's thread, say, still writes.
+          expect(gateway.output()).not.toMatch(/no longer written|cannot be written|failed/)
+        }).pipe(Effect.scoped),
+      30_000
+    )
 })
 
 // /dev/full, where every write fails, is Linux's.

@@ -159,6 +159,33 @@ describe("logs", () => {
     }).pipe(Effect.scoped)
   )
 
+  // Plain runs (not vitest's Effect runtime, whose loggers are its own), as the gateway's are.
+  it("hands the access line to another writer only when it is JSON bound for standard output", async () => {
+    const settings = Schema.decodeUnknownSync(Config.ServerConfig)({}).log
+    const quiet = Effect.runSync(
+      Effect.map(Effect.console, (base) => ({ ...base, unsafe: { ...base.unsafe, log: () => {}, error: () => {} } }))
+    )
+    /** The access log built as the gateway builds it, at `live`'s settings (with a console of its own). */
+    const built = (live: Logging.Live, custom = false) => {
+      const access = Logging.accessLog(live).pipe(Effect.provide(Logging.layer(live)))
+      return Effect.runPromise(custom ? access.pipe(Effect.withConsole(quiet)) : access)
+    }
+    const handsOver = async (log: Partial<Config.LogConfig>, custom = false) =>
+      (await built(new Logging.Live({ ...settings, ...log }), custom)).jsonToStdout()
+    expect(await handsOver({ format: "json" })).toBe(true)
+    // Pretty lines, no access line, a level above info, another console: written where they are.
+    expect(await handsOver({ format: "pretty" })).toBe(false)
+    expect(await handsOver({ format: "json", access: false })).toBe(false)
+    expect(await handsOver({ format: "json", level: "warning" })).toBe(false)
+    expect(await handsOver({ format: "json" }, true)).toBe(false)
+    // The settings as they are when asked: a reload to pretty takes it back.
+    const live = new Logging.Live({ ...settings, format: "json" })
+    const access = await built(live)
+    expect(access.jsonToStdout()).toBe(true)
+    live.set({ ...settings, format: "pretty" })
+    expect(access.jsonToStdout()).toBe(false)
+  })
+
   it.live("logs an opened breaker and a drain at WARN", () =>
     Effect.gen(function* () {
       // The gateway's scope closes inside the test, so its drain is logged before the assertions.

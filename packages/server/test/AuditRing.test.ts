@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from "@effect/vitest"
 import { Decision } from "@sluice/core"
 import { FastCheck as fc } from "effect"
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { createConnection, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { jsonAccessLine } from "../src/internal/accessLine.js"
@@ -539,6 +540,31 @@ describe("the audit file sink", () => {
     } finally {
       closeSync(fd)
       stderr.mockRestore()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("takes no access line when standard output is a socket, which may mix two threads' writes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sluice-audit-ring-"))
+    const server = createServer((socket) => socket.resume())
+    try {
+      const socketPath = join(dir, "out.sock")
+      await new Promise<void>((resolve) => server.listen(socketPath, resolve))
+      const client = createConnection(socketPath)
+      await new Promise<void>((resolve) => client.once("connect", resolve))
+      // The connection's descriptor, as a journal's standard output would be.
+      const fd = (client as unknown as { _handle: { fd: number } })._handle.fd
+      expect(fd).toBeGreaterThan(2)
+      const path = join(dir, "a.jsonl")
+      const sink = Audit.fileSink(path, 1e12, 1, { accessFd: fd })
+      expect(sink.takesAccess()).toBe(false)
+      expect(sink.writeEntry(decision("req-1"), "k", 0, 200)).toBe(false)
+      sink.close()
+      // The entry itself is written as ever.
+      expect(readFileSync(path, "utf8")).toBe(`${lineOf(decision("req-1"), "k", 0)}\n`)
+      client.destroy()
+    } finally {
+      await new Promise((resolve) => server.close(resolve))
       rmSync(dir, { recursive: true, force: true })
     }
   })

@@ -4,7 +4,7 @@
  */
 import type { Config as SluiceConfig } from "@sluice/core"
 import { Decision } from "@sluice/core"
-import { closeSync, openSync } from "node:fs"
+import { closeSync, fstatSync, openSync } from "node:fs"
 import { Worker } from "node:worker_threads"
 import { jsonAccessLine } from "./accessLine.js"
 import * as Ring from "./auditRing.mjs"
@@ -165,6 +165,20 @@ export interface FileSinkOptions {
   readonly accessFd?: number
 }
 
+/**
+ * Whether `fd` takes whole lines from two threads without mixing them: a file, a terminal, or a pipe
+ * (written in pieces of at most PIPE_BUF). Not a socket (the journal's standard output, say), which
+ * may take part of a write and let another thread's write in before the rest: there the event loop
+ * keeps writing the access lines itself.
+ */
+const takesLinesFromThreads = (fd: number): boolean => {
+  try {
+    return !fstatSync(fd).isSocket()
+  } catch {
+    return false
+  }
+}
+
 /** An access line that waits: `line` (without its newline), then nothing. */
 const accessText = (line: string): Waiting => ({ _tag: "Line", line, from: 0, access: true, next: undefined })
 
@@ -193,11 +207,13 @@ const accessText = (line: string): Waiting => ({ _tag: "Line", line, from: 0, ac
  * would make it and copy it out for each request (some 5 µs of a request's ~200 on the event loop,
  * measured with `perf`). Once the thread has stopped, the sink takes no access line (the event loop
  * writes them as before); those in the ring when it stopped are lost with its entries. A closing
- * sink takes none either.
+ * sink takes none either, nor one whose standard output is a socket ({@link takesLinesFromThreads}).
  */
 export const fileSink = (path: string, maxBytes: number, files: number, options: FileSinkOptions = {}): Sink => {
   // Opened here too, so that a file that cannot be opened is refused at once (a reload keeps the old sink).
   closeSync(openSync(path, "a"))
+  const accessFd = options.accessFd ?? 1
+  const accessHere = takesLinesFromThreads(accessFd)
   const sab = Ring.allocate(options.ringBytes ?? RING_BYTES)
   const ring = Ring.writer(sab)
   const control = new Int32Array(sab, 0, 16)
@@ -211,9 +227,13 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
   let unserializable = false
   const say = (what: string) => process.stderr.write(`sluice: the audit file ${path}: ${what}\n`)
   const worker = new Worker(new URL("./auditWorker.mjs", import.meta.url), {
-    workerData: { sab, path, maxBytes, files, flushMs: FLUSH_MS, accessFd: options.accessFd ?? 1 },
+    workerData: { sab, path, maxBytes, files, flushMs: FLUSH_MS, accessFd },
     // Not the event loop's flags (a loader, say): the thread runs plain JavaScript.
-    execArgv: []
+    execArgv: [],
+    // The thread writes its lines with system calls, never through its `process.stdout`. Left to
+    // Node, that stream would be piped into ours, and the pipe's error handler rethrows an error of
+    // our standard output (EPIPE once its reader is gone) that `writeStdout` means to drop.
+    stdout: true
   })
   worker.unref()
   const lost = () => (waiting() > 0 ? ` (${waiting()} entries waiting were not written)` : "")
@@ -343,7 +363,7 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
     Atomics.store(control, Ring.CLOSE, 1)
     signal()
   }
-  const takesAccess = () => !stopped && !closing
+  const takesAccess = () => accessHere && !stopped && !closing
   return {
     write: (line, access) => {
       const taken = access !== undefined && takesAccess()
@@ -352,8 +372,8 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
       return taken
     },
     writeEntry: (decision, key, costUsd, status = -1) => {
-      if (!takesAccess()) return false
-      const taken = status >= 0
+      if (stopped || closing) return false
+      const taken = status >= 0 && accessHere
       const ms = taken ? Date.now() : 0
       if (waiting() === 0) {
         // The usual way, straight into the ring (nothing made for it); any other goes through `add`.

@@ -10,10 +10,11 @@
  * when it failed).
  *
  * The access lines the entries carry (see `auditRing.mjs`) go to `accessFd`, the process's standard
- * output, at the same times: in one write each round on a file or a terminal; on a pipe or a socket
- * in writes of whole lines of at most {@link PIPE_BUF} bytes, which the system writes whole, so that
- * another thread's lines (the event loop's log lines) never land inside one. A write that fails is
- * dropped, as Node's console drops it; a pipe that is full is waited for.
+ * output, at the same times: in one write each round on a file or a terminal; on a pipe in writes of
+ * whole lines of at most {@link PIPE_BUF} bytes, which the system writes whole, so that another
+ * thread's lines (the event loop's log lines) never land inside one. A write that fails is dropped,
+ * as Node's console drops it; a pipe that is full is waited for (once the sink closes, for
+ * {@link CLOSING_WAIT_MS} at most).
  *
  * Plain JavaScript on purpose: worker threads load their script with Node's own loader, outside
  * tsx and vitest transforms.
@@ -35,15 +36,20 @@ let failed = false
 /** The most bytes a pipe takes in one piece (POSIX's least, Linux's): a write of no more is never split. */
 const PIPE_BUF = 4096
 
-/** Whether the access lines go to a pipe or a socket, which take them in writes of {@link PIPE_BUF} at most. */
+/**
+ * Whether the access lines go to a pipe, which takes them in writes of {@link PIPE_BUF} at most. (The
+ * sink hands none over when they would go to a socket.)
+ */
 const piped = (() => {
   try {
-    const stat = fstatSync(accessFd)
-    return stat.isFIFO() || stat.isSocket()
+    return fstatSync(accessFd).isFIFO()
   } catch {
     return false
   }
 })()
+
+/** How long a closing sink's thread waits for a full pipe to take its access lines before it drops them. */
+const CLOSING_WAIT_MS = 5_000
 
 /** Waited on for a millisecond while a full pipe takes nothing (nothing wakes it sooner). */
 const pause = new Int32Array(new SharedArrayBuffer(4))
@@ -51,14 +57,18 @@ const pause = new Int32Array(new SharedArrayBuffer(4))
 /**
  * Writes `bytes` from `from` to `to` to the access lines' file descriptor: true when written, false
  * when a write failed (the rest is dropped). A non-blocking pipe that is full is tried again every
- * millisecond.
+ * millisecond; once the sink closes, for {@link CLOSING_WAIT_MS} at most without progress (then the
+ * rest is dropped), so that a reader that never reads again cannot keep the process from exiting.
  */
 const writeOut = (/** @type {Buffer} */ bytes, /** @type {number} */ from, /** @type {number} */ to) => {
+  let waiting = 0
   while (from < to) {
     try {
       from += writeSync(accessFd, bytes, from, to - from)
+      waiting = 0
     } catch (error) {
       if (/** @type {{ code?: unknown }} */ (error).code !== "EAGAIN") return false
+      if (Atomics.load(control, CLOSE) === 1 && ++waiting > CLOSING_WAIT_MS) return false
       Atomics.wait(pause, 0, 0, 1)
     }
   }

@@ -183,79 +183,12 @@ const takesLinesFromThreads = (fd: number): boolean => {
 const accessText = (line: string): Waiting => ({ _tag: "Line", line, from: 0, access: true, next: undefined })
 
 /**
- * Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`).
- *
- * The entries' lines are made and written by a thread of their own (`auditWorker.mjs`): the event
- * loop puts each entry's values in a shared ring (`auditRing.mjs`) — measured per entry on a slow
- * day, 0.2–1.1 µs back to back and 3.8–4.8 µs with code and memory cold, where the entry's
- * `JSON.stringify` and the copy of its text cost 3.4–5.8 and 6.4–8.0 µs (`bench/audit-ring.ts`
- * times it; the strings that come back going as numbers took some 15% off back to back, nothing
- * that showed with 1 MB read between entries) — and the thread
- * makes the lines and writes them, at most {@link FLUSH_MS} later (sooner when the ring is half
- * full), with one system call per megabyte. Entries the ring has no room for (the thread is behind)
- * wait in order on the event loop. Closing writes everything and waits for the thread to close the
- * file (at most {@link CLOSE_MS}; a reload's close does not wait, the gateway's last one does). A
- * file that cannot be opened is refused at once. Said on standard error, never thrown at the
- * request: a write that fails (a full disk, once), an entry JSON cannot serialize (dropped; once;
- * its access line is written all the same), a thread that stops or does not finish (with the
- * entries that waited).
- *
- * While the thread writes, it writes requests' access lines to standard output (`accessFd`) too,
- * in order, at the same times as the entries ({@link Sink.writeEntry}, {@link Sink.write}): an
- * entry carries the access line's few values of its own (the status, the time, the upstream it
- * names) and the thread makes the line from them and the entry's fields, where the event loop
- * would make it and copy it out for each request (some 5 µs of a request's ~200 on the event loop,
- * measured with `perf`). Once the thread has stopped, the sink takes no access line (the event loop
- * writes them as before); those in the ring when it stopped are lost with its entries. A closing
- * sink takes none either, nor one whose standard output is a socket ({@link takesLinesFromThreads}).
+ * How the file sink puts what waits into its ring: `entryIn` an entry as values, `tryPut` an entry or
+ * a line however it goes (see each). `say` tells what cannot be written.
  */
-export const fileSink = (path: string, maxBytes: number, files: number, options: FileSinkOptions = {}): Sink => {
-  // Opened here too, so that a file that cannot be opened is refused at once (a reload keeps the old sink).
-  closeSync(openSync(path, "a"))
-  const accessFd = options.accessFd ?? 1
-  const accessHere = takesLinesFromThreads(accessFd)
-  const sab = Ring.allocate(options.ringBytes ?? RING_BYTES)
-  const ring = Ring.writer(sab)
-  const control = new Int32Array(sab, 0, 16)
-  /** No entry is taken any more (the sink is closing or closed). */
-  let closing = false
-  /** A close has waited for the thread already. */
-  let waited = false
-  /** The writer thread is gone (or never started): nothing written any more. */
-  let stopped = false
+const putter = (ring: ReturnType<typeof Ring.writer>, say: (what: string) => void) => {
   /** An entry could not be serialized, said (once: the next may well be like it). */
   let unserializable = false
-  const say = (what: string) => process.stderr.write(`sluice: the audit file ${path}: ${what}\n`)
-  const worker = new Worker(new URL("./auditWorker.mjs", import.meta.url), {
-    workerData: { sab, path, maxBytes, files, flushMs: FLUSH_MS, accessFd },
-    // Not the event loop's flags (a loader, say): the thread runs plain JavaScript.
-    execArgv: [],
-    // The thread writes its lines with system calls, never through its `process.stdout`. Left to
-    // Node, that stream would be piped into ours, and the pipe's error handler rethrows an error of
-    // our standard output (EPIPE once its reader is gone) that `writeStdout` means to drop.
-    stdout: true
-  })
-  worker.unref()
-  const lost = () => (waiting() > 0 ? ` (${waiting()} entries waiting were not written)` : "")
-  const stop = (why: string) => {
-    if (stopped) return
-    stopped = true
-    if (Atomics.load(control, Ring.DONE) === 1) return
-    say(`no longer written: its writer thread ${why}${lost()}`)
-    backlog = []
-    first = 0
-  }
-  worker.on("error", (error) => stop(`failed: ${error.message}`))
-  worker.on("exit", (code) => stop(`exited (${code})`))
-  const signal = () => {
-    Atomics.add(control, Ring.SIGNAL, 1)
-    Atomics.notify(control, Ring.SIGNAL)
-  }
-  /** Entries, and lines from a character on, waiting for room in the ring, in order from `first`. */
-  let backlog: Array<Waiting> = []
-  let first = 0
-  const waiting = () => backlog.length - first
-  let retry: ReturnType<typeof setTimeout> | undefined
   /**
    * Puts an entry in the ring as values (with its access line's when `status` is 0 or more): true
    * when it is there, false when the ring has no room, undefined when it cannot go as values.
@@ -319,6 +252,95 @@ export const fileSink = (path: string, maxBytes: number, files: number, options:
       return access === undefined ? undefined : tryPut(access)
     }
   }
+  return { entryIn, tryPut }
+}
+
+/** The file sink's writer thread (`auditWorker.mjs`), with its `workerData`; unref'd. */
+const writerThread = (workerData: {
+  readonly sab: SharedArrayBuffer
+  readonly path: string
+  readonly maxBytes: number
+  readonly files: number
+  readonly flushMs: number
+  readonly accessFd: number
+}): Worker => {
+  const worker = new Worker(new URL("./auditWorker.mjs", import.meta.url), {
+    workerData,
+    // Not the event loop's flags (a loader, say): the thread runs plain JavaScript.
+    execArgv: [],
+    // The thread writes its lines with system calls, never through its `process.stdout`. Left to
+    // Node, that stream would be piped into ours, and the pipe's error handler rethrows an error of
+    // our standard output (EPIPE once its reader is gone) that `writeStdout` means to drop.
+    stdout: true
+  })
+  worker.unref()
+  return worker
+}
+
+/**
+ * Appends to `path`; past `maxBytes` it becomes `path.1` (older ones shift up to `path.<files>`).
+ *
+ * The entries' lines are made and written by a thread of their own (`auditWorker.mjs`): the event
+ * loop puts each entry's values in a shared ring (`auditRing.mjs`) — measured per entry on a slow
+ * day, 0.2–1.1 µs back to back and 3.8–4.8 µs with code and memory cold, where the entry's
+ * `JSON.stringify` and the copy of its text cost 3.4–5.8 and 6.4–8.0 µs (`bench/audit-ring.ts`
+ * times it; the strings that come back going as numbers took some 15% off back to back, nothing
+ * that showed with 1 MB read between entries) — and the thread
+ * makes the lines and writes them, at most {@link FLUSH_MS} later (sooner when the ring is half
+ * full), with one system call per megabyte. Entries the ring has no room for (the thread is behind)
+ * wait in order on the event loop. Closing writes everything and waits for the thread to close the
+ * file (at most {@link CLOSE_MS}; a reload's close does not wait, the gateway's last one does). A
+ * file that cannot be opened is refused at once. Said on standard error, never thrown at the
+ * request: a write that fails (a full disk, once), an entry JSON cannot serialize (dropped; once;
+ * its access line is written all the same), a thread that stops or does not finish (with the
+ * entries that waited).
+ *
+ * While the thread writes, it writes requests' access lines to standard output (`accessFd`) too,
+ * in order, at the same times as the entries ({@link Sink.writeEntry}, {@link Sink.write}): an
+ * entry carries the access line's few values of its own (the status, the time, the upstream it
+ * names) and the thread makes the line from them and the entry's fields, where the event loop
+ * would make it and copy it out for each request (some 5 µs of a request's ~200 on the event loop,
+ * measured with `perf`). Once the thread has stopped, the sink takes no access line (the event loop
+ * writes them as before); those in the ring when it stopped are lost with its entries. A closing
+ * sink takes none either, nor one whose standard output is a socket ({@link takesLinesFromThreads}).
+ */
+export const fileSink = (path: string, maxBytes: number, files: number, options: FileSinkOptions = {}): Sink => {
+  // Opened here too, so that a file that cannot be opened is refused at once (a reload keeps the old sink).
+  closeSync(openSync(path, "a"))
+  const accessFd = options.accessFd ?? 1
+  const accessHere = takesLinesFromThreads(accessFd)
+  const sab = Ring.allocate(options.ringBytes ?? RING_BYTES)
+  const ring = Ring.writer(sab)
+  const control = new Int32Array(sab, 0, 16)
+  /** No entry is taken any more (the sink is closing or closed). */
+  let closing = false
+  /** A close has waited for the thread already. */
+  let waited = false
+  /** The writer thread is gone (or never started): nothing written any more. */
+  let stopped = false
+  const say = (what: string) => process.stderr.write(`sluice: the audit file ${path}: ${what}\n`)
+  const worker = writerThread({ sab, path, maxBytes, files, flushMs: FLUSH_MS, accessFd })
+  const lost = () => (waiting() > 0 ? ` (${waiting()} entries waiting were not written)` : "")
+  const stop = (why: string) => {
+    if (stopped) return
+    stopped = true
+    if (Atomics.load(control, Ring.DONE) === 1) return
+    say(`no longer written: its writer thread ${why}${lost()}`)
+    backlog = []
+    first = 0
+  }
+  worker.on("error", (error) => stop(`failed: ${error.message}`))
+  worker.on("exit", (code) => stop(`exited (${code})`))
+  const signal = () => {
+    Atomics.add(control, Ring.SIGNAL, 1)
+    Atomics.notify(control, Ring.SIGNAL)
+  }
+  /** Entries, and lines from a character on, waiting for room in the ring, in order from `first`. */
+  let backlog: Array<Waiting> = []
+  let first = 0
+  const waiting = () => backlog.length - first
+  let retry: ReturnType<typeof setTimeout> | undefined
+  const { entryIn, tryPut } = putter(ring, say)
   /** Moves what waits into the ring, as far as there is room. */
   const drain = () => {
     retry = undefined
